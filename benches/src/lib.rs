@@ -1,0 +1,1 @@
+//! Criterion benchmarks of interconnect; see `benches/`. This library target is empty.

@@ -1,0 +1,410 @@
+//! Fixed-byte tests of every frame kind, and the generated examples in the crate docs.
+
+use bytes::{Bytes, BytesMut};
+use interconnect_proto::*;
+
+const MAX: usize = DEFAULT_MAX_FRAME_LEN;
+
+/// One real frame of each kind, as shown in the `spec` docs.
+fn examples() -> Vec<Frame> {
+    let channel = ChannelId(1);
+    let transfer = TransferId(7);
+    vec![
+        Frame::Hello(Hello {
+            min_version: 1,
+            max_version: 1,
+            role: Role::Watch,
+            device_id: DeviceId(*b"watch-0000000001"),
+            max_frame_len: 65536,
+            capabilities: Capabilities::ALL,
+            resume_token: 0x0123_4567_89ab_cdef,
+        }),
+        Frame::Ping(Ping { nonce: 42 }),
+        Frame::Pong(Pong { nonce: 42 }),
+        Frame::Error(ErrorReport {
+            channel: None,
+            code: Code::PROTOCOL_ERROR,
+            message: "bad frame".into(),
+        }),
+        Frame::Open(Open {
+            channel,
+            package: "com.example.app".into(),
+            fingerprint: Some("AB:CD".into()),
+            resume: false,
+            received_seq: 0,
+        }),
+        Frame::Accept(Accept {
+            channel,
+            app_version: 3,
+            received_seq: 0,
+            resumed: false,
+        }),
+        Frame::Reject(Reject {
+            channel,
+            code: Code::APP_UNINSTALLED,
+            reason: "no app".into(),
+        }),
+        Frame::Data(Data {
+            channel,
+            seq: 1,
+            content_type: ContentType::Json,
+            exchange: Exchange::OneWay,
+            payload: Bytes::from_static(br#"{"hr":72}"#),
+        }),
+        Frame::Ack(Ack { channel, seq: 1 }),
+        Frame::Close(Close {
+            channel,
+            code: Code::OTHERS,
+            reason: "bye".into(),
+        }),
+        Frame::FileOffer(FileOffer {
+            channel,
+            transfer,
+            name: "a.txt".into(),
+            size: 3,
+            sha256: [0xab; 32],
+        }),
+        Frame::FileAccept(FileAccept {
+            channel,
+            transfer,
+            offset: 0,
+        }),
+        Frame::FileChunk(FileChunk {
+            channel,
+            transfer,
+            offset: 0,
+            data: Bytes::from_static(b"abc"),
+        }),
+        Frame::FileAck(FileAck {
+            channel,
+            transfer,
+            offset: 3,
+        }),
+        Frame::FileComplete(FileComplete { channel, transfer }),
+        Frame::FileCancel(FileCancel {
+            channel,
+            transfer,
+            code: Code::CANCELLED,
+            reason: "user".into(),
+        }),
+        Frame::VersionQuery(VersionQuery {
+            request: 5,
+            package: "com.example.app".into(),
+        }),
+        Frame::VersionReply(VersionReply {
+            request: 5,
+            version: Some(3),
+        }),
+    ]
+}
+
+fn hex_of(frame: &Frame) -> String {
+    hex::encode(frame.to_bytes(MAX).expect("example encodes"))
+}
+
+fn examples_markdown() -> String {
+    let mut out = String::from("\n```text\n");
+    for frame in examples() {
+        out.push_str(&format!(
+            "{:<13} {}\n",
+            format!("{:?}", frame.kind()),
+            hex_of(&frame)
+        ));
+    }
+    out.push_str("```\n");
+    out
+}
+
+const EXAMPLES_FILE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/wire-examples.md");
+
+/// The checked-in examples (rendered in the docs) are exactly what the encoder produces,
+/// and each fixed byte string decodes back to its frame. `UPDATE_WIRE_EXAMPLES=1`
+/// rewrites the file after an intended format change.
+#[test]
+fn wire_examples_match_docs() {
+    let generated = examples_markdown();
+    if std::env::var_os("UPDATE_WIRE_EXAMPLES").is_some() {
+        std::fs::write(EXAMPLES_FILE, &generated).expect("write examples");
+    }
+    let on_disk = std::fs::read_to_string(EXAMPLES_FILE).expect("read examples");
+    assert_eq!(
+        on_disk, generated,
+        "wire-examples.md is stale: run with UPDATE_WIRE_EXAMPLES=1 if the change is intended"
+    );
+    let lines: Vec<&str> = on_disk.lines().filter(|l| l.contains(' ')).collect();
+    let frames = examples();
+    assert_eq!(lines.len(), frames.len());
+    assert_eq!(frames.len(), Kind::ALL.len(), "one example of every kind");
+    for (line, frame) in lines.iter().zip(frames) {
+        let hex_text = line.split_whitespace().nth(1).expect("hex column");
+        let bytes = Bytes::from(hex::decode(hex_text).expect("valid hex"));
+        assert_eq!(Frame::decode(bytes, MAX).expect("decodes"), frame);
+    }
+}
+
+#[test]
+fn fixed_bytes_of_a_ping() {
+    // version 1, kind 0x02, no flags, length 1, nonce 42 as a varint, CRC-32C LE.
+    let wire = [0x01, 0x02, 0x00, 0x01, 0x00, 0x00, 0x2a];
+    let mut framed = wire.to_vec();
+    framed.extend_from_slice(&crc32c_of(&wire).to_le_bytes());
+    assert_eq!(
+        Frame::decode(Bytes::from(framed.clone()), MAX),
+        Ok(Frame::Ping(Ping { nonce: 42 }))
+    );
+    assert_eq!(
+        Frame::Ping(Ping { nonce: 42 }).to_bytes(MAX).unwrap(),
+        framed
+    );
+}
+
+/// Bit-at-a-time CRC-32C, independent of the crate's implementation.
+fn crc32c_of(data: &[u8]) -> u32 {
+    let mut crc = !0u32;
+    for byte in data {
+        crc ^= u32::from(*byte);
+        for _ in 0..8 {
+            crc = if crc & 1 == 1 {
+                (crc >> 1) ^ 0x82F6_3B78
+            } else {
+                crc >> 1
+            };
+        }
+    }
+    !crc
+}
+
+#[test]
+fn every_example_carries_a_valid_crc() {
+    for frame in examples() {
+        let bytes = frame.to_bytes(MAX).unwrap();
+        let (body, trailer) = bytes.split_at(bytes.len() - CRC_LEN);
+        assert_eq!(
+            crc32c_of(body),
+            u32::from_le_bytes(trailer.try_into().unwrap())
+        );
+    }
+}
+
+fn ping_bytes() -> Vec<u8> {
+    Frame::Ping(Ping { nonce: 42 })
+        .to_bytes(MAX)
+        .unwrap()
+        .to_vec()
+}
+
+#[test]
+fn rejects_wrong_format_version() {
+    let mut wire = ping_bytes();
+    wire[0] = 2;
+    assert_eq!(
+        Frame::decode(wire.into(), MAX),
+        Err(DecodeError::UnsupportedVersion(2))
+    );
+}
+
+#[test]
+fn rejects_unknown_and_reserved_kinds() {
+    let mut wire = ping_bytes();
+    wire[1] = 0x7f;
+    assert_eq!(
+        Frame::decode(wire.clone().into(), MAX),
+        Err(DecodeError::UnknownKind(0x7f))
+    );
+    wire[1] = 0x40;
+    assert_eq!(
+        Frame::decode(wire.into(), MAX),
+        Err(DecodeError::ReservedKind(0x40))
+    );
+}
+
+#[test]
+fn rejects_unknown_flags() {
+    let mut wire = ping_bytes();
+    wire[2] = 1;
+    assert_eq!(
+        Frame::decode(wire.into(), MAX),
+        Err(DecodeError::UnknownFlags(1))
+    );
+}
+
+#[test]
+fn rejects_oversize_before_buffering() {
+    // A header announcing 16 MiB: refused from the 6 header bytes alone.
+    let head = [0x01, 0x13, 0x00, 0xff, 0xff, 0xff];
+    let mut decoder = FrameDecoder::new(4096);
+    let mut buf = BytesMut::from(&head[..]);
+    assert_eq!(
+        decoder.decode(&mut buf),
+        Err(DecodeError::TooLarge {
+            len: 0xff_ffff + FRAME_OVERHEAD,
+            max: 4096
+        })
+    );
+    assert!(
+        buf.capacity() < 4096,
+        "nothing was reserved for the payload"
+    );
+}
+
+#[test]
+fn rejects_bad_crc_truncation_and_trailing_bytes() {
+    let wire = ping_bytes();
+    let mut bad = wire.clone();
+    *bad.last_mut().unwrap() ^= 0xff;
+    assert!(matches!(
+        Frame::decode(bad.into(), MAX),
+        Err(DecodeError::BadCrc { .. })
+    ));
+    assert!(matches!(
+        Frame::decode(Bytes::copy_from_slice(&wire[..wire.len() - 1]), MAX),
+        Err(DecodeError::Truncated { .. })
+    ));
+    assert!(matches!(
+        Frame::decode(Bytes::copy_from_slice(&wire[..3]), MAX),
+        Err(DecodeError::Truncated { needed: 6, .. })
+    ));
+    let mut long = wire.clone();
+    long.push(0);
+    assert!(matches!(
+        Frame::decode(long.into(), MAX),
+        Err(DecodeError::Malformed { .. })
+    ));
+}
+
+/// Builds a frame of `kind` around an arbitrary payload with a correct CRC.
+fn raw_frame(kind: u8, payload: &[u8]) -> Bytes {
+    let len = (payload.len() as u32).to_le_bytes();
+    let mut wire = vec![1, kind, 0, len[0], len[1], len[2]];
+    wire.extend_from_slice(payload);
+    let crc = crc32c_of(&wire);
+    wire.extend_from_slice(&crc.to_le_bytes());
+    wire.into()
+}
+
+#[test]
+fn rejects_malformed_payloads_with_valid_crc() {
+    // Ping with a trailing byte after its nonce.
+    assert!(matches!(
+        Frame::decode(raw_frame(0x02, &[42, 0]), MAX),
+        Err(DecodeError::Malformed {
+            kind: Kind::Ping,
+            ..
+        })
+    ));
+    // Data with an unknown content type (variant 9).
+    assert!(matches!(
+        Frame::decode(raw_frame(0x13, &[1, 1, 9, 0]), MAX),
+        Err(DecodeError::Malformed {
+            kind: Kind::Data,
+            ..
+        })
+    ));
+    // Reject whose reason is not UTF-8.
+    assert!(matches!(
+        Frame::decode(raw_frame(0x12, &[1, 0xe9, 0x07, 2, 0xff, 0xfe]), MAX),
+        Err(DecodeError::Malformed {
+            kind: Kind::Reject,
+            ..
+        })
+    ));
+    // A file offer whose name is longer than the limit.
+    let mut offer = vec![1, 7];
+    offer.extend_from_slice(&[0xac, 0x02]); // varint 300
+    offer.extend_from_slice(&[b'a'; 300]);
+    offer.push(0);
+    offer.extend_from_slice(&[0; 32]);
+    assert!(matches!(
+        Frame::decode(raw_frame(0x20, &offer), MAX),
+        Err(DecodeError::Malformed {
+            kind: Kind::FileOffer,
+            ..
+        })
+    ));
+}
+
+#[test]
+fn encode_checks_limits_and_leaves_buffer_untouched() {
+    let mut dst = BytesMut::from(&b"keep"[..]);
+    let big = Frame::Data(Data {
+        channel: ChannelId(1),
+        seq: 1,
+        content_type: ContentType::Binary,
+        exchange: Exchange::OneWay,
+        payload: Bytes::from(vec![0; 5000]),
+    });
+    assert!(matches!(
+        big.encode(4096, &mut dst),
+        Err(EncodeError::TooLarge { .. })
+    ));
+    let long_name = Frame::FileOffer(FileOffer {
+        channel: ChannelId(1),
+        transfer: TransferId(1),
+        name: "x".repeat(MAX_FILE_NAME_LEN + 1),
+        size: 0,
+        sha256: [0; 32],
+    });
+    assert_eq!(
+        long_name.encode(MAX, &mut dst),
+        Err(EncodeError::FieldTooLong {
+            field: "name",
+            len: MAX_FILE_NAME_LEN + 1,
+            max: MAX_FILE_NAME_LEN
+        })
+    );
+    assert_eq!(&dst[..], b"keep");
+}
+
+#[test]
+fn a_message_of_the_maximum_size_fits_and_one_more_byte_does_not() {
+    let limits = Limits::new(4096);
+    let data = |len| {
+        Frame::Data(Data {
+            channel: ChannelId(u32::MAX),
+            seq: u64::MAX,
+            content_type: ContentType::Binary,
+            exchange: Exchange::Request(u32::MAX),
+            payload: Bytes::from(vec![7; len]),
+        })
+    };
+    let fits = data(limits.max_message_len())
+        .to_bytes(limits.max_frame_len)
+        .unwrap();
+    assert!(fits.len() <= limits.max_frame_len);
+    assert!(
+        data(limits.max_frame_len)
+            .to_bytes(limits.max_frame_len)
+            .is_err()
+    );
+}
+
+#[test]
+fn bulk_payload_is_a_slice_of_the_received_buffer() {
+    let frame = Frame::FileChunk(FileChunk {
+        channel: ChannelId(1),
+        transfer: TransferId(2),
+        offset: 1 << 40,
+        data: Bytes::from(vec![9; 1000]),
+    });
+    let wire = frame.to_bytes(MAX).unwrap();
+    let range = wire.as_ptr_range();
+    let Frame::FileChunk(chunk) = Frame::decode(wire.clone(), MAX).unwrap() else {
+        panic!("kind changed");
+    };
+    assert!(
+        range.contains(&chunk.data.as_ptr()),
+        "decoded without copying"
+    );
+}
+
+#[test]
+fn codes_keep_the_seed_values() {
+    assert_eq!(Code::OK.as_u16(), 0);
+    assert_eq!(Code::TIMEOUT.as_u16(), 204);
+    assert_eq!(Code::OTHERS.as_u16(), 1000);
+    assert_eq!(Code::APP_UNINSTALLED.as_u16(), 1001);
+    assert_eq!(Code::APP_NOT_CONNECTED.as_u16(), 1002);
+    assert_eq!(Code::CONNECTION_LOST.as_u16(), 1006);
+    assert_eq!(Code::FINGERPRINT_MISMATCH.as_u16(), 1007);
+    assert_eq!(Code(4321).to_string(), "4321");
+}
