@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 /// assert_eq!(Code::TIMEOUT.to_string(), "204 (timeout)");
 /// ```
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
+#[cfg_attr(any(test, feature = "arbitrary"), derive(arbitrary::Arbitrary))]
 #[serde(transparent)]
 pub struct Code(pub u16);
 

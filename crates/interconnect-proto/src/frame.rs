@@ -101,25 +101,25 @@ impl Kind {
 
 /// Identifies a channel on a session; chosen by the side that opens it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
+#[cfg_attr(any(test, feature = "arbitrary"), derive(arbitrary::Arbitrary))]
 #[serde(transparent)]
 pub struct ChannelId(pub u32);
 
 /// Identifies a file transfer within its channel and direction.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
+#[cfg_attr(any(test, feature = "arbitrary"), derive(arbitrary::Arbitrary))]
 #[serde(transparent)]
 pub struct TransferId(pub u32);
 
 /// A device's stable 128-bit identifier.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
+#[cfg_attr(any(test, feature = "arbitrary"), derive(arbitrary::Arbitrary))]
 #[serde(transparent)]
 pub struct DeviceId(pub [u8; 16]);
 
 /// Which end of the pairing a device is. Independent of who opened the link.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
+#[cfg_attr(any(test, feature = "arbitrary"), derive(arbitrary::Arbitrary))]
 pub enum Role {
     /// The wearable: opens channels by package.
     Watch,
@@ -129,7 +129,7 @@ pub enum Role {
 
 /// Optional protocol features a side supports, as bits.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
-#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
+#[cfg_attr(any(test, feature = "arbitrary"), derive(arbitrary::Arbitrary))]
 #[serde(transparent)]
 pub struct Capabilities(pub u32);
 
@@ -154,7 +154,7 @@ impl Capabilities {
 
 /// How a message payload is encoded, so the receiver can decode it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
+#[cfg_attr(any(test, feature = "arbitrary"), derive(arbitrary::Arbitrary))]
 pub enum ContentType {
     /// UTF-8 JSON (the vendor APIs' "Object"); the default.
     Json,
@@ -166,7 +166,7 @@ pub enum ContentType {
 
 /// Where a message stands in a request/reply exchange.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
+#[cfg_attr(any(test, feature = "arbitrary"), derive(arbitrary::Arbitrary))]
 pub enum Exchange {
     /// A plain message; nothing answers it.
     OneWay,
@@ -178,7 +178,7 @@ pub enum Exchange {
 
 /// Session handshake: both sides send one first on every link.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
+#[cfg_attr(any(test, feature = "arbitrary"), derive(arbitrary::Arbitrary))]
 pub struct Hello {
     /// Lowest protocol version the sender speaks.
     pub min_version: u8,
@@ -199,7 +199,7 @@ pub struct Hello {
 
 /// Liveness probe; the peer answers with a [`Pong`] carrying the same nonce.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
+#[cfg_attr(any(test, feature = "arbitrary"), derive(arbitrary::Arbitrary))]
 pub struct Ping {
     /// Echoed in the pong.
     pub nonce: u64,
@@ -207,7 +207,7 @@ pub struct Ping {
 
 /// Answer to a [`Ping`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
+#[cfg_attr(any(test, feature = "arbitrary"), derive(arbitrary::Arbitrary))]
 pub struct Pong {
     /// The ping's nonce.
     pub nonce: u64,
@@ -216,7 +216,7 @@ pub struct Pong {
 /// An error report. Without a channel it concerns the session, and the sender drops the
 /// link after sending it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
+#[cfg_attr(any(test, feature = "arbitrary"), derive(arbitrary::Arbitrary))]
 pub struct ErrorReport {
     /// The channel concerned, if any.
     pub channel: Option<ChannelId>,
@@ -228,7 +228,7 @@ pub struct ErrorReport {
 
 /// Opens (or, on a new link of the same session, resumes) a channel to an app.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
+#[cfg_attr(any(test, feature = "arbitrary"), derive(arbitrary::Arbitrary))]
 pub struct Open {
     /// The channel id chosen by the opener.
     pub channel: ChannelId,
@@ -244,7 +244,7 @@ pub struct Open {
 
 /// Accepts an [`Open`].
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
+#[cfg_attr(any(test, feature = "arbitrary"), derive(arbitrary::Arbitrary))]
 pub struct Accept {
     /// The channel.
     pub channel: ChannelId,
@@ -258,7 +258,7 @@ pub struct Accept {
 
 /// Refuses an [`Open`].
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
+#[cfg_attr(any(test, feature = "arbitrary"), derive(arbitrary::Arbitrary))]
 pub struct Reject {
     /// The channel.
     pub channel: ChannelId,
@@ -270,7 +270,7 @@ pub struct Reject {
 
 /// An app message.
 #[derive(Clone, Debug, PartialEq, Eq)]
-#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
+#[cfg_attr(any(test, feature = "arbitrary"), derive(arbitrary::Arbitrary))]
 pub struct Data {
     /// The channel.
     pub channel: ChannelId,
@@ -281,13 +281,13 @@ pub struct Data {
     /// Request/reply correlation.
     pub exchange: Exchange,
     /// The message bytes.
-    #[cfg_attr(feature = "arbitrary", arbitrary(with = arbitrary_bytes))]
+    #[cfg_attr(any(test, feature = "arbitrary"), arbitrary(with = arbitrary_bytes))]
     pub payload: Bytes,
 }
 
 /// Cumulative acknowledgement: every message up to `seq` arrived.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
+#[cfg_attr(any(test, feature = "arbitrary"), derive(arbitrary::Arbitrary))]
 pub struct Ack {
     /// The channel.
     pub channel: ChannelId,
@@ -297,7 +297,7 @@ pub struct Ack {
 
 /// Closes a channel.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
+#[cfg_attr(any(test, feature = "arbitrary"), derive(arbitrary::Arbitrary))]
 pub struct Close {
     /// The channel.
     pub channel: ChannelId,
@@ -309,7 +309,7 @@ pub struct Close {
 
 /// Offers a file.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
+#[cfg_attr(any(test, feature = "arbitrary"), derive(arbitrary::Arbitrary))]
 pub struct FileOffer {
     /// The channel.
     pub channel: ChannelId,
@@ -325,7 +325,7 @@ pub struct FileOffer {
 
 /// Accepts a [`FileOffer`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
+#[cfg_attr(any(test, feature = "arbitrary"), derive(arbitrary::Arbitrary))]
 pub struct FileAccept {
     /// The channel.
     pub channel: ChannelId,
@@ -337,7 +337,7 @@ pub struct FileAccept {
 
 /// A piece of a file at a byte offset.
 #[derive(Clone, Debug, PartialEq, Eq)]
-#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
+#[cfg_attr(any(test, feature = "arbitrary"), derive(arbitrary::Arbitrary))]
 pub struct FileChunk {
     /// The channel.
     pub channel: ChannelId,
@@ -346,13 +346,13 @@ pub struct FileChunk {
     /// Offset of the first byte of `data` in the file.
     pub offset: u64,
     /// The bytes.
-    #[cfg_attr(feature = "arbitrary", arbitrary(with = arbitrary_bytes))]
+    #[cfg_attr(any(test, feature = "arbitrary"), arbitrary(with = arbitrary_bytes))]
     pub data: Bytes,
 }
 
 /// Cumulative acknowledgement of file bytes the receiver holds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
+#[cfg_attr(any(test, feature = "arbitrary"), derive(arbitrary::Arbitrary))]
 pub struct FileAck {
     /// The channel.
     pub channel: ChannelId,
@@ -364,7 +364,7 @@ pub struct FileAck {
 
 /// The receiver verified size and hash and stored the file under its final name.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
+#[cfg_attr(any(test, feature = "arbitrary"), derive(arbitrary::Arbitrary))]
 pub struct FileComplete {
     /// The channel.
     pub channel: ChannelId,
@@ -374,7 +374,7 @@ pub struct FileComplete {
 
 /// Ends a transfer without success (from either side), or refuses an offer.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
+#[cfg_attr(any(test, feature = "arbitrary"), derive(arbitrary::Arbitrary))]
 pub struct FileCancel {
     /// The channel.
     pub channel: ChannelId,
@@ -388,7 +388,7 @@ pub struct FileCancel {
 
 /// Asks for the version of the app registered for a package on the peer.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
+#[cfg_attr(any(test, feature = "arbitrary"), derive(arbitrary::Arbitrary))]
 pub struct VersionQuery {
     /// Correlates the reply.
     pub request: u32,
@@ -398,7 +398,7 @@ pub struct VersionQuery {
 
 /// Answer to a [`VersionQuery`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
+#[cfg_attr(any(test, feature = "arbitrary"), derive(arbitrary::Arbitrary))]
 pub struct VersionReply {
     /// The query's id.
     pub request: u32,
@@ -408,7 +408,7 @@ pub struct VersionReply {
 
 /// One decoded frame.
 #[derive(Clone, Debug, PartialEq, Eq)]
-#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
+#[cfg_attr(any(test, feature = "arbitrary"), derive(arbitrary::Arbitrary))]
 #[non_exhaustive]
 #[allow(missing_docs)] // each variant is documented on its message type
 pub enum Frame {
@@ -847,7 +847,7 @@ fn postcard_reason(error: &postcard::Error) -> &'static str {
     }
 }
 
-#[cfg(feature = "arbitrary")]
+#[cfg(any(test, feature = "arbitrary"))]
 fn arbitrary_bytes(u: &mut arbitrary::Unstructured<'_>) -> arbitrary::Result<Bytes> {
     let bytes: alloc::vec::Vec<u8> = arbitrary::Arbitrary::arbitrary(u)?;
     Ok(Bytes::from(bytes))

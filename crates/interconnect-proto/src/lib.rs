@@ -49,6 +49,8 @@ mod codec;
 mod decoder;
 mod error;
 mod frame;
+#[cfg(any(test, feature = "arbitrary"))]
+pub mod fuzzing;
 mod limits;
 
 pub use code::Code;

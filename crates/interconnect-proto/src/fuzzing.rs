@@ -1,0 +1,85 @@
+//! The checks the cargo-fuzz targets run, shared with the unit test that replays the
+//! checked-in corpus on stable, so CI guards every input the fuzzer ever kept.
+
+use alloc::vec::Vec;
+use bytes::BytesMut;
+
+use crate::{DEFAULT_MAX_FRAME_LEN, EncodeError, Frame, FrameDecoder};
+
+/// Feeds `data` to the incremental decoder in pieces whose sizes come from the data
+/// itself; every frame it yields must re-encode and decode to itself.
+pub fn frame_decode(data: &[u8]) {
+    let Some((&step, stream)) = data.split_first() else {
+        return;
+    };
+    let step = usize::from(step.max(1));
+    let max = 64 * 1024;
+    let mut decoder = FrameDecoder::new(max);
+    let mut buf = BytesMut::new();
+    for piece in stream.chunks(step) {
+        buf.extend_from_slice(piece);
+        loop {
+            let before = buf.len();
+            match decoder.decode(&mut buf) {
+                Ok(Some(frame)) => {
+                    assert!(before - buf.len() <= max, "a frame beyond the limit");
+                    let again = frame.to_bytes(max).expect("a decoded frame re-encodes");
+                    let decoded = Frame::decode(again, max).expect("re-encoded frame decodes");
+                    assert_eq!(decoded, frame);
+                }
+                Ok(None) => break,
+                Err(_) => return,
+            }
+        }
+    }
+}
+
+/// Builds a frame from `data`; if it encodes, decoding must give it back unchanged.
+pub fn message_roundtrip(data: &[u8]) {
+    let mut input = arbitrary::Unstructured::new(data);
+    let Ok(frame) = <Frame as arbitrary::Arbitrary>::arbitrary(&mut input) else {
+        return;
+    };
+    match frame.to_bytes(DEFAULT_MAX_FRAME_LEN) {
+        Ok(wire) => {
+            let decoded =
+                Frame::decode(wire, DEFAULT_MAX_FRAME_LEN).expect("encoded frame decodes");
+            assert_eq!(decoded, frame);
+        }
+        Err(EncodeError::FieldTooLong { .. } | EncodeError::InvalidField(_)) => {}
+        Err(e) => panic!("encoding failed unexpectedly: {e}"),
+    }
+}
+
+/// The files of a corpus folder, for replay.
+#[cfg(test)]
+fn corpus(target: &str) -> Vec<Vec<u8>> {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../fuzz/corpus")
+        .join(target);
+    let mut inputs = Vec::new();
+    for entry in std::fs::read_dir(&dir).expect("corpus folder exists") {
+        let path = entry.expect("corpus entry").path();
+        inputs.push(std::fs::read(path).expect("corpus file"));
+    }
+    inputs
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replay_frame_decode_corpus() {
+        let inputs = corpus("frame_decode");
+        assert!(!inputs.is_empty());
+        inputs.iter().for_each(|input| frame_decode(input));
+    }
+
+    #[test]
+    fn replay_message_roundtrip_corpus() {
+        let inputs = corpus("message_roundtrip");
+        assert!(!inputs.is_empty());
+        inputs.iter().for_each(|input| message_roundtrip(input));
+    }
+}
