@@ -1,4 +1,44 @@
-//! Session and channel state machines of interconnect (sans-IO), and the tokio driver
-//! that runs them over a transport.
+//! The heart of **interconnect**: the session and channel state machines, and the async
+//! watch and phone APIs that run them over any [`Transport`].
 //!
-//! Not implemented yet: this crate is filled by the core issue. It exports nothing.
+//! ```text
+//!   app ── Connection / AppChannel (async API, events as a Stream)
+//!              │ commands            ▲ events
+//!   driver ── one tokio task per device: feeds frames and timeouts in, drains frames out
+//!              │ Session (sans-IO)   │
+//!   link  ── Transport → Link: whole frames (mock, TCP, BLE)
+//! ```
+//!
+//! [`Session`] is sans-IO: it never touches a socket, a task or the clock, so every
+//! protocol path is tested with virtual time. The driver (`Interconnect` on the watch,
+//! `Hub` on the phone) is a thin loop around it.
+//!
+//! ## Design notes
+//! - **Reliability lives in the channel, not the link.** Links may drop, reorder or lose
+//!   frames (the mock does all of these on purpose). Each channel numbers its messages per
+//!   direction, the receiver acknowledges cumulatively and drops duplicates, and the
+//!   sender resends from the first unacknowledged message (go-back-N) after a link comes
+//!   back or when acks stop making progress for `retransmit_timeout`. Out-of-order frames
+//!   are dropped rather than buffered: links are ordered in practice, and it keeps the
+//!   receiver's memory bounded.
+//! - **Resumption by token.** Each side's handshake carries a resume token drawn when the
+//!   process starts. The same token on a new link means the peer kept its state: channels
+//!   resume (`is_reconnected = true`) and the sender skips what the peer already holds
+//!   (`received_seq` in open/accept). A new token means the peer restarted: unacknowledged
+//!   messages are sent again under new numbers.
+//! - **A send timeout cannot un-send.** A message that already has a sequence number
+//!   stays in the sequence (the receiver needs every number); `send` then reports 204 but
+//!   the message may still arrive. One that never reached the wire is withdrawn.
+//!
+//! ## Not done here
+//! File transfer (`send_file`) and encryption are later stages; the session answers a
+//! file offer with a cancel until then.
+
+mod channel;
+mod config;
+mod event;
+mod session;
+
+pub use config::SessionConfig;
+pub use event::{ChannelEvent, Event, Message, PeerInfo, SendId};
+pub use session::{CommandError, Session};

@@ -1,0 +1,56 @@
+//! Configuration of a session: who this device is and the timers and limits it runs with.
+
+use std::time::Duration;
+
+use interconnect_proto::{DEFAULT_MAX_FRAME_LEN, DeviceId, Role};
+
+/// How one device runs its sessions. Defaults suit a phone↔watch link over BLE or TCP.
+#[derive(Clone, Debug)]
+pub struct SessionConfig {
+    /// This device's role (watch or phone). Independent of who dials.
+    pub role: Role,
+    /// This device's stable id, sent in the handshake.
+    pub device_id: DeviceId,
+    /// Largest frame this device accepts; the handshake takes the smaller of both sides
+    /// and the link's own limit.
+    pub max_frame_len: usize,
+    /// Identifies this device's logical session across links. A peer seeing the same token
+    /// on a new link resumes channels; a new token makes it start afresh. Draw it at random
+    /// when the process starts (the async API does).
+    pub resume_token: u64,
+    /// How long a new link may take to complete the handshake.
+    pub handshake_timeout: Duration,
+    /// How often to send a liveness ping while the link is up.
+    pub ping_interval: Duration,
+    /// A link from which nothing arrived for this long is declared lost.
+    pub link_timeout: Duration,
+    /// Unacknowledged messages are sent again when no acknowledgement progress was made
+    /// for this long (covers links that lose frames without dropping).
+    pub retransmit_timeout: Duration,
+    /// Messages a channel keeps in flight (sent, not yet acknowledged).
+    pub max_in_flight: usize,
+    /// Messages a channel queues beyond those in flight before `send` is refused.
+    pub max_queued: usize,
+}
+
+impl SessionConfig {
+    /// A configuration with default timers for the given role and device id.
+    pub fn new(role: Role, device_id: DeviceId, resume_token: u64) -> Self {
+        SessionConfig {
+            role,
+            device_id,
+            max_frame_len: DEFAULT_MAX_FRAME_LEN,
+            resume_token,
+            handshake_timeout: Duration::from_secs(10),
+            ping_interval: Duration::from_secs(5),
+            link_timeout: Duration::from_secs(15),
+            retransmit_timeout: Duration::from_secs(2),
+            max_in_flight: 64,
+            max_queued: 4096,
+        }
+    }
+}
+
+/// Largest distance ahead of the last in-order message that a received sequence number
+/// may be before it counts as a protocol violation rather than a gap after a loss.
+pub(crate) const MAX_SEQ_AHEAD: u64 = 1 << 16;

@@ -1,0 +1,96 @@
+//! What the session reports to its owner (`Session::poll_event`).
+
+use bytes::Bytes;
+use interconnect_proto::{ChannelId, Code, ContentType, DeviceId, Exchange, Role};
+
+/// Identifies one `send` call, so its outcome can be matched to it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SendId(pub u64);
+
+/// The peer device, as it introduced itself in the handshake.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PeerInfo {
+    /// The peer's role.
+    pub role: Role,
+    /// The peer's device id.
+    pub device_id: DeviceId,
+    /// The protocol version both sides speak on this link.
+    pub version: u8,
+    /// Largest frame either side sends on this link.
+    pub max_frame_len: usize,
+}
+
+/// A received app message.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Message {
+    /// How the payload is encoded.
+    pub content_type: ContentType,
+    /// Request/reply correlation.
+    pub exchange: Exchange,
+    /// The bytes.
+    pub payload: Bytes,
+}
+
+/// Something that happened on one channel, in the vocabulary of the seed APIs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ChannelEvent {
+    /// The channel is open. `is_reconnected` is true when it re-opened after a link drop
+    /// within the same logical session (nothing was lost).
+    Open {
+        /// Whether this resumed an earlier open of the same channel.
+        is_reconnected: bool,
+    },
+    /// The channel closed, or its link went down (1006).
+    Close {
+        /// Why.
+        code: Code,
+        /// Detail.
+        reason: String,
+    },
+    /// A message arrived, in order, exactly once.
+    Message(Message),
+    /// An error concerning the channel (e.g. a refused open: 1001, 1002, 1007).
+    Error {
+        /// What.
+        code: Code,
+        /// Detail.
+        message: String,
+    },
+}
+
+/// An output of the session state machine.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Event {
+    /// The handshake completed: the peer device is connected.
+    LinkUp {
+        /// Who the peer is.
+        peer: PeerInfo,
+        /// Whether the peer kept its session state (channels resume).
+        resumed: bool,
+    },
+    /// The session asks its owner to drop the current link (protocol error, timeout).
+    /// The owner drops it and calls `Session::link_down`.
+    DropLink {
+        /// Why.
+        code: Code,
+        /// Detail.
+        reason: String,
+    },
+    /// The link is down (reported after `Session::link_down`).
+    LinkDown,
+    /// A channel event. On the phone side the first event of a channel is its `Open`,
+    /// and `Session::channel_package` tells which app it belongs to.
+    Channel(ChannelId, ChannelEvent),
+    /// The peer acknowledged the message of this `send`.
+    Delivered(ChannelId, SendId),
+    /// This `send` failed: the channel closed (1006), was refused, or the message was
+    /// too large (4001).
+    SendFailed(ChannelId, SendId, Code),
+    /// The answer to `Session::query_version`.
+    VersionReply {
+        /// The query's id.
+        request: u32,
+        /// The app's version, `None` when no app has that package.
+        version: Option<u32>,
+    },
+}

@@ -1,0 +1,1045 @@
+//! The sans-IO session: handshake, liveness, channel multiplexing, and the phone's app
+//! registry. It never reads a socket or a clock; time comes in as `now`.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::ops::Bound;
+use std::time::Instant;
+
+use bytes::{Bytes, BytesMut};
+use interconnect_proto::{
+    Accept, Ack, Capabilities, ChannelId, Close, Code, ContentType, DecodeError, ErrorReport,
+    Exchange, FileCancel, Frame, Hello, Limits, MIN_MAX_FRAME_LEN, Open, PROTOCOL_VERSIONS, Ping,
+    Pong, Reject, Role, VersionQuery, VersionReply,
+};
+
+use crate::channel::{Channel, ChannelState, Outgoing, Received};
+use crate::config::{MAX_SEQ_AHEAD, SessionConfig};
+use crate::event::{ChannelEvent, Event, Message, PeerInfo, SendId};
+
+/// Why a command was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum CommandError {
+    /// No such channel, or it is closed (1006).
+    #[error("channel is closed")]
+    ChannelClosed,
+    /// The message exceeds the largest the link carries (4001).
+    #[error("message of {len} bytes exceeds the maximum of {max}")]
+    TooLarge {
+        /// The message size.
+        len: usize,
+        /// The maximum.
+        max: usize,
+    },
+    /// The channel's send queue is full.
+    #[error("send queue is full ({0} messages)")]
+    QueueFull(usize),
+    /// The command needs the other role (e.g. opening a channel on the phone side).
+    #[error("not available on the {0:?} side")]
+    WrongRole(Role),
+}
+
+impl CommandError {
+    /// The seed-style code for this error.
+    pub fn code(&self) -> Code {
+        match self {
+            CommandError::ChannelClosed => Code::CONNECTION_LOST,
+            CommandError::TooLarge { .. } => Code::TOO_LARGE,
+            CommandError::QueueFull(_) | CommandError::WrongRole(_) => Code::OTHERS,
+        }
+    }
+}
+
+/// An app registered on the phone side.
+#[derive(Clone, Debug)]
+struct AppEntry {
+    version: u32,
+    fingerprint: Option<String>,
+    attached: bool,
+}
+
+enum LinkState {
+    Down,
+    Handshaking { deadline: Instant },
+    Up(LinkUp),
+}
+
+struct LinkUp {
+    peer: PeerInfo,
+    limits: Limits,
+    last_rx: Instant,
+    next_ping: Instant,
+}
+
+/// One device's session with its peer: survives link drops, owns every channel.
+///
+/// Methods come in four groups, as in quinn-proto's `Connection`:
+/// - **getters**: [`peer`](Self::peer), [`is_link_up`](Self::is_link_up),
+///   [`channel_state`](Self::channel_state), ...
+/// - **inputs**: [`link_up`](Self::link_up), [`link_down`](Self::link_down),
+///   [`handle_frame`](Self::handle_frame), [`handle_timeout`](Self::handle_timeout);
+/// - **commands**: [`open_channel`](Self::open_channel), [`send`](Self::send),
+///   [`close`](Self::close), [`query_version`](Self::query_version),
+///   [`register_app`](Self::register_app), ...
+/// - **outputs**: [`poll_transmit`](Self::poll_transmit), [`poll_event`](Self::poll_event),
+///   [`poll_timeout`](Self::poll_timeout).
+///
+/// Call order: after every input or command, drain `poll_transmit` onto the link and
+/// `poll_event` to the app, then arm one timer for `poll_timeout` and call
+/// `handle_timeout` when it fires.
+///
+/// ```
+/// use std::time::Instant;
+/// use interconnect_core::{Event, Session, SessionConfig};
+/// use interconnect_proto::{DeviceId, Role};
+///
+/// let now = Instant::now();
+/// let mut watch = Session::new(SessionConfig::new(Role::Watch, DeviceId([1; 16]), 1));
+/// let mut phone = Session::new(SessionConfig::new(Role::Phone, DeviceId([2; 16]), 2));
+/// phone.register_app("com.example", 7, None);
+/// watch.link_up(now, 4096);
+/// phone.link_up(now, 4096);
+/// let channel = watch.open_channel(now, "com.example", None).unwrap();
+/// // Shuttle frames until both sides are quiet.
+/// loop {
+///     let mut moved = false;
+///     while let Some(frame) = watch.poll_transmit(now) { phone.handle_frame(now, frame); moved = true; }
+///     while let Some(frame) = phone.poll_transmit(now) { watch.handle_frame(now, frame); moved = true; }
+///     if !moved { break; }
+/// }
+/// assert!(watch.is_link_up());
+/// assert_eq!(watch.app_version(channel), Some(7));
+/// ```
+pub struct Session {
+    config: SessionConfig,
+    link: LinkState,
+    /// The peer's resume token from the last completed handshake.
+    peer_token: Option<u64>,
+    channels: BTreeMap<ChannelId, Channel>,
+    next_channel: u32,
+    next_send: u64,
+    next_query: u32,
+    /// Last channel served by the round-robin data scheduler.
+    rr_last: Option<ChannelId>,
+    /// Closes decided while the link was down, sent when it comes back.
+    unsent_closes: Vec<Close>,
+    apps: BTreeMap<String, AppEntry>,
+    control: VecDeque<Frame>,
+    events: VecDeque<Event>,
+    scratch: BytesMut,
+}
+
+impl Session {
+    /// A session with no link yet.
+    pub fn new(config: SessionConfig) -> Self {
+        Session {
+            config,
+            link: LinkState::Down,
+            peer_token: None,
+            channels: BTreeMap::new(),
+            next_channel: 1,
+            next_send: 1,
+            next_query: 1,
+            rr_last: None,
+            unsent_closes: Vec::new(),
+            apps: BTreeMap::new(),
+            control: VecDeque::new(),
+            events: VecDeque::new(),
+            scratch: BytesMut::new(),
+        }
+    }
+
+    // ---- getters ----
+
+    /// The configuration.
+    pub fn config(&self) -> &SessionConfig {
+        &self.config
+    }
+
+    /// Whether the link is up and the handshake completed (the seeds' peer status 1).
+    pub fn is_link_up(&self) -> bool {
+        matches!(self.link, LinkState::Up(_))
+    }
+
+    /// Whether a link exists but its handshake is still running.
+    pub fn is_handshaking(&self) -> bool {
+        matches!(self.link, LinkState::Handshaking { .. })
+    }
+
+    /// The peer, while the link is up.
+    pub fn peer(&self) -> Option<&PeerInfo> {
+        match &self.link {
+            LinkState::Up(up) => Some(&up.peer),
+            _ => None,
+        }
+    }
+
+    /// The limits in force: negotiated while up, this side's own otherwise.
+    pub fn limits(&self) -> Limits {
+        match &self.link {
+            LinkState::Up(up) => up.limits,
+            _ => Limits::new(self.config.max_frame_len),
+        }
+    }
+
+    /// Whether the channel is open.
+    pub fn is_open(&self, channel: ChannelId) -> bool {
+        self.channels.get(&channel).is_some_and(Channel::is_open)
+    }
+
+    /// Whether an open of the channel is under way (sent, or waiting for the link).
+    pub fn is_connecting(&self, channel: ChannelId) -> bool {
+        match self.channels.get(&channel).map(|c| &c.state) {
+            Some(ChannelState::Opening) => true,
+            Some(ChannelState::Suspended) => true,
+            Some(ChannelState::Idle { last_error: None }) => true,
+            _ => false,
+        }
+    }
+
+    /// The code of the last refusal of the channel, if it is idle after one.
+    pub fn last_error(&self, channel: ChannelId) -> Option<Code> {
+        match self.channels.get(&channel).map(|c| &c.state) {
+            Some(ChannelState::Idle { last_error }) => *last_error,
+            _ => None,
+        }
+    }
+
+    /// Whether the channel was closed (terminal).
+    pub fn is_closed(&self, channel: ChannelId) -> bool {
+        self.channels
+            .get(&channel)
+            .is_none_or(|c| c.state == ChannelState::Closed)
+    }
+
+    /// The peer app's version on an accepted channel (watch side).
+    pub fn app_version(&self, channel: ChannelId) -> Option<u32> {
+        self.channels.get(&channel).and_then(|c| c.app_version)
+    }
+
+    /// The package a channel belongs to.
+    pub fn channel_package(&self, channel: ChannelId) -> Option<&str> {
+        self.channels.get(&channel).map(|c| c.package.as_str())
+    }
+
+    // ---- inputs ----
+
+    /// A new link is up: starts the handshake. `link_max_frame_len` is the link's limit.
+    pub fn link_up(&mut self, now: Instant, link_max_frame_len: usize) {
+        if !matches!(self.link, LinkState::Down) {
+            self.link_down(now);
+        }
+        self.control.clear();
+        self.link = LinkState::Handshaking {
+            deadline: now + self.config.handshake_timeout,
+        };
+        let max_frame_len = self
+            .config
+            .max_frame_len
+            .min(link_max_frame_len)
+            .max(MIN_MAX_FRAME_LEN);
+        self.control.push_back(Frame::Hello(Hello {
+            min_version: *PROTOCOL_VERSIONS.start(),
+            max_version: *PROTOCOL_VERSIONS.end(),
+            role: self.config.role,
+            device_id: self.config.device_id,
+            max_frame_len: max_frame_len as u32,
+            capabilities: Capabilities::REQUESTS,
+            resume_token: self.config.resume_token,
+        }));
+        tracing::debug!(role = ?self.config.role, "link up, handshake started");
+    }
+
+    /// The link is gone. Open channels are suspended until the next link.
+    pub fn link_down(&mut self, _now: Instant) {
+        if matches!(self.link, LinkState::Down) {
+            return;
+        }
+        let was_up = self.is_link_up();
+        self.link = LinkState::Down;
+        self.control.clear();
+        for channel in self.channels.values_mut() {
+            channel.rewind();
+            match channel.state {
+                ChannelState::Open => {
+                    channel.state = ChannelState::Suspended;
+                    self.events.push_back(Event::Channel(
+                        channel.id,
+                        ChannelEvent::Close {
+                            code: Code::CONNECTION_LOST,
+                            reason: "link lost".into(),
+                        },
+                    ));
+                }
+                ChannelState::Opening => {
+                    channel.state = ChannelState::Idle { last_error: None };
+                }
+                _ => {}
+            }
+        }
+        if was_up {
+            self.events.push_back(Event::LinkDown);
+        }
+        tracing::debug!(role = ?self.config.role, "link down");
+    }
+
+    /// One whole frame arrived from the link.
+    pub fn handle_frame(&mut self, now: Instant, bytes: Bytes) {
+        let max = match &self.link {
+            LinkState::Down => return,
+            LinkState::Handshaking { .. } => self.config.max_frame_len,
+            LinkState::Up(up) => up.limits.max_frame_len,
+        };
+        let frame = match Frame::decode(bytes, max) {
+            Ok(frame) => frame,
+            Err(error) => return self.on_decode_error(error),
+        };
+        if let LinkState::Up(up) = &mut self.link {
+            up.last_rx = now;
+        }
+        self.on_frame(now, frame);
+    }
+
+    /// Time passed: fires whatever deadline is due.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        match &mut self.link {
+            LinkState::Down => {}
+            LinkState::Handshaking { deadline } => {
+                if now >= *deadline {
+                    self.drop_link(Code::TIMEOUT, "handshake timed out".into());
+                }
+            }
+            LinkState::Up(up) => {
+                if now >= up.last_rx + self.config.link_timeout {
+                    self.drop_link(Code::TIMEOUT, "peer stopped answering".into());
+                    return;
+                }
+                if now >= up.next_ping {
+                    up.next_ping = now + self.config.ping_interval;
+                    let nonce = now.duration_since(up.last_rx).as_nanos() as u64;
+                    self.control.push_back(Frame::Ping(Ping { nonce }));
+                }
+                let rto = self.config.retransmit_timeout;
+                for channel in self.channels.values_mut() {
+                    if channel.retransmit_deadline(rto).is_some_and(|t| now >= t) {
+                        tracing::trace!(channel = channel.id.0, "retransmit timeout");
+                        channel.on_retransmit_timeout(now);
+                    }
+                }
+            }
+        }
+    }
+
+    // ---- commands ----
+
+    /// Watch side: a channel to the phone app `package`, optionally requiring its signing
+    /// fingerprint. Opens now if the link is up, otherwise when it comes up.
+    pub fn open_channel(
+        &mut self,
+        _now: Instant,
+        package: &str,
+        fingerprint: Option<&str>,
+    ) -> Result<ChannelId, CommandError> {
+        if self.config.role != Role::Watch {
+            return Err(CommandError::WrongRole(self.config.role));
+        }
+        let id = ChannelId(self.next_channel);
+        self.next_channel = self.next_channel.wrapping_add(1).max(1);
+        let mut channel = Channel::new(id, package.into(), fingerprint.map(Into::into));
+        if self.is_link_up() {
+            self.control.push_back(open_frame(&channel, false));
+            channel.state = ChannelState::Opening;
+        }
+        self.channels.insert(id, channel);
+        Ok(id)
+    }
+
+    /// Watch side: tries again to open a channel that was refused (e.g. after the app was
+    /// installed). No effect on a channel that is open or opening.
+    pub fn retry_open(&mut self, channel: ChannelId) {
+        let up = self.is_link_up();
+        if let Some(ch) = self.channels.get_mut(&channel)
+            && matches!(ch.state, ChannelState::Idle { .. })
+        {
+            if up {
+                self.control.push_back(open_frame(ch, false));
+                ch.state = ChannelState::Opening;
+            } else {
+                ch.state = ChannelState::Idle { last_error: None };
+            }
+        }
+    }
+
+    /// Queues a message. Its outcome arrives as [`Event::Delivered`] or
+    /// [`Event::SendFailed`] with the returned id.
+    pub fn send(
+        &mut self,
+        channel: ChannelId,
+        content_type: ContentType,
+        exchange: Exchange,
+        payload: Bytes,
+    ) -> Result<SendId, CommandError> {
+        let max = self.limits().max_message_len();
+        if payload.len() > max {
+            return Err(CommandError::TooLarge {
+                len: payload.len(),
+                max,
+            });
+        }
+        let max_queued = self.config.max_queued;
+        let ch = self
+            .channels
+            .get_mut(&channel)
+            .ok_or(CommandError::ChannelClosed)?;
+        match ch.state {
+            ChannelState::Closed
+            | ChannelState::Idle {
+                last_error: Some(_),
+            } => {
+                return Err(CommandError::ChannelClosed);
+            }
+            _ => {}
+        }
+        if ch.queued() >= max_queued {
+            return Err(CommandError::QueueFull(max_queued));
+        }
+        let id = SendId(self.next_send);
+        self.next_send += 1;
+        ch.enqueue(Outgoing {
+            id,
+            content_type,
+            exchange,
+            payload,
+        });
+        Ok(id)
+    }
+
+    /// Gives up on a send (e.g. its timeout passed). Returns whether it was withdrawn
+    /// before reaching the wire; a message already sent stays in the sequence and may
+    /// still be delivered.
+    pub fn cancel_send(&mut self, channel: ChannelId, id: SendId) -> bool {
+        self.channels
+            .get_mut(&channel)
+            .is_some_and(|ch| ch.cancel(id))
+    }
+
+    /// Closes a channel with a code and reason. Unfinished sends fail with 1006.
+    pub fn close(&mut self, channel: ChannelId, code: Code, reason: &str) {
+        let Some(ch) = self.channels.get_mut(&channel) else {
+            return;
+        };
+        if ch.state == ChannelState::Closed {
+            return;
+        }
+        let notify_peer = matches!(
+            ch.state,
+            ChannelState::Open | ChannelState::Opening | ChannelState::Suspended
+        );
+        ch.state = ChannelState::Closed;
+        let failed = ch.drain_sends();
+        let mut reason = reason.to_string();
+        truncate_utf8(&mut reason, interconnect_proto::MAX_REASON_LEN);
+        let frame = Close {
+            channel,
+            code,
+            reason: reason.clone(),
+        };
+        if notify_peer {
+            if self.is_link_up() {
+                self.control.push_back(Frame::Close(frame));
+            } else {
+                self.unsent_closes.push(frame);
+            }
+        }
+        for id in failed {
+            self.events
+                .push_back(Event::SendFailed(channel, id, Code::CONNECTION_LOST));
+        }
+        self.events.push_back(Event::Channel(
+            channel,
+            ChannelEvent::Close { code, reason },
+        ));
+    }
+
+    /// Watch side: asks which version of `package` the phone has registered. The answer
+    /// arrives as [`Event::VersionReply`] with the returned id. Needs the link up.
+    pub fn query_version(&mut self, package: &str) -> Result<u32, CommandError> {
+        if !self.is_link_up() {
+            return Err(CommandError::ChannelClosed);
+        }
+        let request = self.next_query;
+        self.next_query = self.next_query.wrapping_add(1);
+        self.control.push_back(Frame::VersionQuery(VersionQuery {
+            request,
+            package: package.into(),
+        }));
+        Ok(request)
+    }
+
+    /// Phone side: registers (or updates) an app, attached.
+    pub fn register_app(&mut self, package: &str, version: u32, fingerprint: Option<&str>) {
+        self.apps.insert(
+            package.into(),
+            AppEntry {
+                version,
+                fingerprint: fingerprint.map(Into::into),
+                attached: true,
+            },
+        );
+    }
+
+    /// Phone side: marks a registered app attached or detached. Detaching closes its
+    /// channels with 1002.
+    pub fn set_app_attached(&mut self, package: &str, attached: bool) {
+        if let Some(app) = self.apps.get_mut(package) {
+            app.attached = attached;
+        }
+        if !attached {
+            let ids: Vec<ChannelId> = self
+                .channels
+                .values()
+                .filter(|c| c.package == package && c.state != ChannelState::Closed)
+                .map(|c| c.id)
+                .collect();
+            for id in ids {
+                self.close(id, Code::APP_NOT_CONNECTED, "app detached");
+            }
+        }
+    }
+
+    /// Phone side: removes an app; its channels close with 1001.
+    pub fn unregister_app(&mut self, package: &str) {
+        self.set_app_attached(package, false);
+        self.apps.remove(package);
+    }
+
+    // ---- outputs ----
+
+    /// The next frame to put on the link, encoded.
+    pub fn poll_transmit(&mut self, now: Instant) -> Option<Bytes> {
+        loop {
+            let frame = self.next_frame(now)?;
+            let max = self.limits().max_frame_len;
+            match frame.encode(max, &mut self.scratch) {
+                Ok(()) => return Some(self.scratch.split().freeze()),
+                Err(error) => {
+                    tracing::warn!(%error, kind = ?frame.kind(), "frame not sent");
+                }
+            }
+        }
+    }
+
+    /// The next event for the owner.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// When `handle_timeout` should next be called.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        match &self.link {
+            LinkState::Down => None,
+            LinkState::Handshaking { deadline } => Some(*deadline),
+            LinkState::Up(up) => {
+                let rto = self.config.retransmit_timeout;
+                let mut next = (up.last_rx + self.config.link_timeout).min(up.next_ping);
+                for channel in self.channels.values() {
+                    if let Some(t) = channel.retransmit_deadline(rto) {
+                        next = next.min(t);
+                    }
+                }
+                Some(next)
+            }
+        }
+    }
+
+    // ---- internals ----
+
+    fn next_frame(&mut self, now: Instant) -> Option<Frame> {
+        if let Some(frame) = self.control.pop_front() {
+            return Some(frame);
+        }
+        if !self.is_link_up() {
+            return None;
+        }
+        if let Some(ch) = self.channels.values_mut().find(|c| c.ack_pending) {
+            ch.ack_pending = false;
+            if ch.is_open() {
+                return Some(Frame::Ack(Ack {
+                    channel: ch.id,
+                    seq: ch.received,
+                }));
+            }
+        }
+        self.next_data(now)
+    }
+
+    /// Round-robin over open channels with something to send.
+    fn next_data(&mut self, now: Instant) -> Option<Frame> {
+        let window = self.config.max_in_flight;
+        let max_message = self.limits().max_message_len();
+        let after = match self.rr_last {
+            Some(last) => (Bound::Excluded(last), Bound::Unbounded),
+            None => (Bound::Unbounded, Bound::Unbounded),
+        };
+        let candidate = self
+            .channels
+            .range(after)
+            .chain(self.channels.iter())
+            .find(|(_, c)| c.is_open() && c.has_data(window))
+            .map(|(id, _)| *id)?;
+        self.rr_last = Some(candidate);
+        let ch = self.channels.get_mut(&candidate)?;
+        match ch.next_data(now, window, |p| p.len() <= max_message) {
+            Ok(data) => data.map(Frame::Data),
+            Err(message) => {
+                self.events
+                    .push_back(Event::SendFailed(candidate, message.id, Code::TOO_LARGE));
+                self.next_data(now)
+            }
+        }
+    }
+
+    fn drop_link(&mut self, code: Code, reason: String) {
+        tracing::warn!(%code, %reason, "dropping link");
+        self.events.push_back(Event::DropLink { code, reason });
+    }
+
+    /// A peer error: tell the peer why, then drop the link.
+    fn protocol_error(&mut self, code: Code, reason: String) {
+        self.control.push_back(Frame::Error(ErrorReport {
+            channel: None,
+            code,
+            message: reason.clone(),
+        }));
+        self.drop_link(code, reason);
+    }
+
+    fn on_decode_error(&mut self, error: DecodeError) {
+        let code = match error {
+            DecodeError::TooLarge { .. } => Code::TOO_LARGE,
+            _ => Code::PROTOCOL_ERROR,
+        };
+        self.protocol_error(code, error.to_string());
+    }
+
+    fn on_frame(&mut self, now: Instant, frame: Frame) {
+        if let Frame::Hello(hello) = frame {
+            return self.on_hello(now, hello);
+        }
+        if !self.is_link_up() {
+            return self.protocol_error(
+                Code::PROTOCOL_ERROR,
+                format!("{:?} frame before the handshake", frame.kind()),
+            );
+        }
+        match frame {
+            Frame::Ping(ping) => self
+                .control
+                .push_back(Frame::Pong(Pong { nonce: ping.nonce })),
+            Frame::Pong(_) => {}
+            Frame::Error(report) => self.on_error_report(report),
+            Frame::Open(open) => self.on_open(now, open),
+            Frame::Accept(accept) => self.on_accept(now, accept),
+            Frame::Reject(reject) => self.on_reject(reject),
+            Frame::Data(data) => self.on_data(data),
+            Frame::Ack(ack) => self.on_ack(now, ack),
+            Frame::Close(close) => self.on_close(close),
+            Frame::VersionQuery(query) => self.on_version_query(query),
+            Frame::VersionReply(reply) => self.events.push_back(Event::VersionReply {
+                request: reply.request,
+                version: reply.version,
+            }),
+            Frame::FileOffer(offer) => self.control.push_back(Frame::FileCancel(FileCancel {
+                channel: offer.channel,
+                transfer: offer.transfer,
+                code: Code::OTHERS,
+                reason: "file transfer is not supported by this peer".into(),
+            })),
+            other => tracing::debug!(kind = ?other.kind(), "ignored frame"),
+        }
+    }
+
+    fn on_hello(&mut self, now: Instant, hello: Hello) {
+        if !matches!(self.link, LinkState::Handshaking { .. }) {
+            return self.protocol_error(Code::PROTOCOL_ERROR, "second hello on a link".into());
+        }
+        let low = hello.min_version.max(*PROTOCOL_VERSIONS.start());
+        let high = hello.max_version.min(*PROTOCOL_VERSIONS.end());
+        if low > high {
+            return self.protocol_error(
+                Code::VERSION_MISMATCH,
+                format!(
+                    "no common protocol version: peer speaks {}..={}, we speak {:?}",
+                    hello.min_version, hello.max_version, PROTOCOL_VERSIONS
+                ),
+            );
+        }
+        if hello.role == self.config.role {
+            return self.protocol_error(
+                Code::PROTOCOL_ERROR,
+                format!("peer has our own role {:?}", hello.role),
+            );
+        }
+        let limits = Limits::new(self.config.max_frame_len)
+            .negotiate(Limits::new(hello.max_frame_len as usize));
+        let resumed = self.peer_token == Some(hello.resume_token);
+        self.peer_token = Some(hello.resume_token);
+        let peer = PeerInfo {
+            role: hello.role,
+            device_id: hello.device_id,
+            version: high,
+            max_frame_len: limits.max_frame_len,
+        };
+        self.link = LinkState::Up(LinkUp {
+            peer: peer.clone(),
+            limits,
+            last_rx: now,
+            next_ping: now + self.config.ping_interval,
+        });
+        tracing::debug!(role = ?self.config.role, resumed, "handshake complete");
+        self.events.push_back(Event::LinkUp { peer, resumed });
+        if !resumed {
+            self.forget_peer_state();
+        }
+        for close in self.unsent_closes.drain(..) {
+            self.control.push_back(Frame::Close(close));
+        }
+        if self.config.role == Role::Watch {
+            for ch in self.channels.values_mut() {
+                match ch.state {
+                    ChannelState::Suspended => {
+                        self.control.push_back(open_frame(ch, resumed));
+                        ch.state = ChannelState::Opening;
+                    }
+                    ChannelState::Idle { last_error: None } => {
+                        self.control.push_back(open_frame(ch, false));
+                        ch.state = ChannelState::Opening;
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+
+    /// The peer started a new logical session: what it held of ours is gone.
+    fn forget_peer_state(&mut self) {
+        match self.config.role {
+            Role::Watch => {
+                for ch in self.channels.values_mut() {
+                    if ch.state != ChannelState::Closed {
+                        ch.restart();
+                    }
+                }
+            }
+            Role::Phone => {
+                let ids: Vec<ChannelId> = self.channels.keys().copied().collect();
+                for id in ids {
+                    if let Some(mut ch) = self.channels.remove(&id) {
+                        for send in ch.drain_sends() {
+                            self.events.push_back(Event::SendFailed(
+                                id,
+                                send,
+                                Code::CONNECTION_LOST,
+                            ));
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn on_error_report(&mut self, report: ErrorReport) {
+        match report.channel {
+            Some(channel) if self.channels.contains_key(&channel) => {
+                self.events.push_back(Event::Channel(
+                    channel,
+                    ChannelEvent::Error {
+                        code: report.code,
+                        message: report.message,
+                    },
+                ));
+            }
+            _ => {
+                tracing::warn!(code = %report.code, message = %report.message, "peer reported an error")
+            }
+        }
+    }
+
+    fn reject(&mut self, channel: ChannelId, code: Code, reason: String) {
+        self.control.push_back(Frame::Reject(Reject {
+            channel,
+            code,
+            reason,
+        }));
+    }
+
+    /// Phone side: a watch app asks for a channel to one of our apps.
+    fn on_open(&mut self, now: Instant, open: Open) {
+        if self.config.role != Role::Phone {
+            return self.protocol_error(Code::PROTOCOL_ERROR, "open sent to a watch".into());
+        }
+        let Some(app) = self.apps.get(&open.package) else {
+            return self.reject(
+                open.channel,
+                Code::APP_UNINSTALLED,
+                format!("no app with package {} is installed", open.package),
+            );
+        };
+        if !app.attached {
+            return self.reject(
+                open.channel,
+                Code::APP_NOT_CONNECTED,
+                format!("app {} is not connected", open.package),
+            );
+        }
+        if let Some(wanted) = &open.fingerprint
+            && app.fingerprint.as_deref() != Some(wanted.as_str())
+        {
+            return self.reject(
+                open.channel,
+                Code::FINGERPRINT_MISMATCH,
+                format!("app {} has a different signing fingerprint", open.package),
+            );
+        }
+        let version = app.version;
+        // One channel per package: a new one replaces an older one.
+        let stale: Vec<ChannelId> = self
+            .channels
+            .values()
+            .filter(|c| {
+                c.package == open.package && c.id != open.channel && c.state != ChannelState::Closed
+            })
+            .map(|c| c.id)
+            .collect();
+        for id in stale {
+            self.close(id, Code::OTHERS, "replaced by a new channel");
+        }
+        let resumable = open.resume
+            && self.channels.get(&open.channel).is_some_and(|c| {
+                c.state == ChannelState::Suspended
+                    && c.package == open.package
+                    && open.received_seq <= c.last_sent_seq()
+            });
+        let mut delivered = Vec::new();
+        let (is_reconnected, received) = if resumable {
+            match self.channels.get_mut(&open.channel) {
+                Some(ch) => {
+                    delivered = ch.resume(now, open.received_seq);
+                    ch.state = ChannelState::Open;
+                    (true, ch.received)
+                }
+                None => (false, 0),
+            }
+        } else {
+            if let Some(mut old) = self.channels.remove(&open.channel) {
+                for send in old.drain_sends() {
+                    self.events.push_back(Event::SendFailed(
+                        open.channel,
+                        send,
+                        Code::CONNECTION_LOST,
+                    ));
+                }
+            }
+            let mut ch = Channel::new(open.channel, open.package.clone(), None);
+            ch.state = ChannelState::Open;
+            self.channels.insert(open.channel, ch);
+            (false, 0)
+        };
+        if let Some(ch) = self.channels.get_mut(&open.channel) {
+            ch.was_open = true;
+            ch.app_version = Some(version);
+        }
+        for send in delivered {
+            self.events.push_back(Event::Delivered(open.channel, send));
+        }
+        self.control.push_back(Frame::Accept(Accept {
+            channel: open.channel,
+            app_version: version,
+            received_seq: received,
+            resumed: resumable,
+        }));
+        self.events.push_back(Event::Channel(
+            open.channel,
+            ChannelEvent::Open { is_reconnected },
+        ));
+    }
+
+    /// Watch side: the phone accepted our open.
+    fn on_accept(&mut self, now: Instant, accept: Accept) {
+        let Some(ch) = self.channels.get_mut(&accept.channel) else {
+            return;
+        };
+        if ch.state != ChannelState::Opening {
+            return;
+        }
+        let delivered = if accept.resumed {
+            if accept.received_seq > ch.last_sent_seq() {
+                return self.protocol_error(
+                    Code::PROTOCOL_ERROR,
+                    "accept acknowledges messages never sent".into(),
+                );
+            }
+            ch.resume(now, accept.received_seq)
+        } else {
+            ch.restart();
+            Vec::new()
+        };
+        let is_reconnected = ch.was_open && accept.resumed;
+        ch.state = ChannelState::Open;
+        ch.was_open = true;
+        ch.app_version = Some(accept.app_version);
+        let id = ch.id;
+        for send in delivered {
+            self.events.push_back(Event::Delivered(id, send));
+        }
+        self.events
+            .push_back(Event::Channel(id, ChannelEvent::Open { is_reconnected }));
+    }
+
+    /// Watch side: the phone refused our open.
+    fn on_reject(&mut self, reject: Reject) {
+        let Some(ch) = self.channels.get_mut(&reject.channel) else {
+            return;
+        };
+        if ch.state != ChannelState::Opening {
+            return;
+        }
+        let was_open = ch.was_open;
+        ch.state = ChannelState::Idle {
+            last_error: Some(reject.code),
+        };
+        let failed = ch.drain_sends();
+        for send in failed {
+            self.events
+                .push_back(Event::SendFailed(reject.channel, send, reject.code));
+        }
+        if was_open {
+            self.events.push_back(Event::Channel(
+                reject.channel,
+                ChannelEvent::Close {
+                    code: reject.code,
+                    reason: reject.reason.clone(),
+                },
+            ));
+        }
+        self.events.push_back(Event::Channel(
+            reject.channel,
+            ChannelEvent::Error {
+                code: reject.code,
+                message: reject.reason,
+            },
+        ));
+    }
+
+    fn on_data(&mut self, data: interconnect_proto::Data) {
+        let Some(ch) = self.channels.get_mut(&data.channel) else {
+            return tracing::debug!(channel = data.channel.0, "data for an unknown channel");
+        };
+        if !ch.is_open() {
+            return;
+        }
+        match ch.on_data(data.seq, MAX_SEQ_AHEAD) {
+            Received::Deliver => self.events.push_back(Event::Channel(
+                data.channel,
+                ChannelEvent::Message(Message {
+                    content_type: data.content_type,
+                    exchange: data.exchange,
+                    payload: data.payload,
+                }),
+            )),
+            Received::Duplicate | Received::Gap => {}
+            Received::Impossible => {
+                let expected = ch.received + 1;
+                self.protocol_error(
+                    Code::PROTOCOL_ERROR,
+                    format!(
+                        "sequence number {} on channel {} is far beyond the expected {expected}",
+                        data.seq, data.channel.0
+                    ),
+                );
+            }
+        }
+    }
+
+    fn on_ack(&mut self, now: Instant, ack: Ack) {
+        let Some(ch) = self.channels.get_mut(&ack.channel) else {
+            return;
+        };
+        if !ch.is_open() {
+            return;
+        }
+        match ch.on_ack(now, ack.seq) {
+            Ok(done) => {
+                for send in done {
+                    self.events.push_back(Event::Delivered(ack.channel, send));
+                }
+            }
+            Err(()) => {
+                let sent = ch.last_sent_seq();
+                self.protocol_error(
+                    Code::PROTOCOL_ERROR,
+                    format!(
+                        "ack of sequence number {} on channel {}, only {sent} were sent",
+                        ack.seq, ack.channel.0
+                    ),
+                );
+            }
+        }
+    }
+
+    fn on_close(&mut self, close: Close) {
+        let Some(ch) = self.channels.get_mut(&close.channel) else {
+            return;
+        };
+        if ch.state == ChannelState::Closed {
+            return;
+        }
+        ch.state = ChannelState::Closed;
+        let failed = ch.drain_sends();
+        for send in failed {
+            self.events.push_back(Event::SendFailed(
+                close.channel,
+                send,
+                Code::CONNECTION_LOST,
+            ));
+        }
+        self.events.push_back(Event::Channel(
+            close.channel,
+            ChannelEvent::Close {
+                code: close.code,
+                reason: close.reason,
+            },
+        ));
+    }
+
+    fn on_version_query(&mut self, query: VersionQuery) {
+        let version = match self.config.role {
+            Role::Phone => self.apps.get(&query.package).map(|a| a.version),
+            Role::Watch => None,
+        };
+        self.control.push_back(Frame::VersionReply(VersionReply {
+            request: query.request,
+            version,
+        }));
+    }
+}
+
+fn open_frame(ch: &Channel, resume: bool) -> Frame {
+    Frame::Open(Open {
+        channel: ch.id,
+        package: ch.package.clone(),
+        fingerprint: ch.fingerprint.clone(),
+        resume,
+        received_seq: if resume { ch.received } else { 0 },
+    })
+}
+
+fn truncate_utf8(text: &mut String, max: usize) {
+    if text.len() > max {
+        let mut end = max;
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        text.truncate(end);
+    }
+}

@@ -1,0 +1,538 @@
+//! Sans-IO tests: two sessions wired back to back with virtual time, no tasks, no sockets.
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use interconnect_core::*;
+use interconnect_proto::*;
+
+const PKG: &str = "com.example.app";
+
+/// Watch and phone sessions with a frame queue each way and a virtual clock.
+struct Pair {
+    watch: Session,
+    phone: Session,
+    now: Instant,
+    to_phone: VecDeque<Bytes>,
+    to_watch: VecDeque<Bytes>,
+    watch_events: Vec<Event>,
+    phone_events: Vec<Event>,
+}
+
+impl Pair {
+    fn new() -> Self {
+        let watch = Session::new(SessionConfig::new(Role::Watch, DeviceId([1; 16]), 11));
+        let mut phone = Session::new(SessionConfig::new(Role::Phone, DeviceId([2; 16]), 22));
+        phone.register_app(PKG, 7, Some("AA:BB"));
+        Pair {
+            watch,
+            phone,
+            now: Instant::now(),
+            to_phone: VecDeque::new(),
+            to_watch: VecDeque::new(),
+            watch_events: Vec::new(),
+            phone_events: Vec::new(),
+        }
+    }
+
+    fn connect(&mut self) {
+        self.watch.link_up(self.now, DEFAULT_MAX_FRAME_LEN);
+        self.phone.link_up(self.now, DEFAULT_MAX_FRAME_LEN);
+        self.drive();
+    }
+
+    fn cut(&mut self) {
+        self.to_phone.clear();
+        self.to_watch.clear();
+        self.watch.link_down(self.now);
+        self.phone.link_down(self.now);
+        self.collect();
+    }
+
+    fn collect(&mut self) {
+        while let Some(e) = self.watch.poll_event() {
+            self.watch_events.push(e);
+        }
+        while let Some(e) = self.phone.poll_event() {
+            self.phone_events.push(e);
+        }
+    }
+
+    /// Moves frames both ways until both sides are quiet.
+    fn drive(&mut self) {
+        for _ in 0..100_000 {
+            while let Some(f) = self.watch.poll_transmit(self.now) {
+                self.to_phone.push_back(f);
+            }
+            while let Some(f) = self.phone.poll_transmit(self.now) {
+                self.to_watch.push_back(f);
+            }
+            self.collect();
+            if self.to_phone.is_empty() && self.to_watch.is_empty() {
+                return;
+            }
+            while let Some(f) = self.to_phone.pop_front() {
+                self.phone.handle_frame(self.now, f);
+            }
+            while let Some(f) = self.to_watch.pop_front() {
+                self.watch.handle_frame(self.now, f);
+            }
+        }
+        panic!("the sessions never went quiet");
+    }
+
+    /// Advances virtual time to the earliest deadline and fires it.
+    fn advance(&mut self, by: Duration) {
+        let end = self.now + by;
+        loop {
+            let next = [self.watch.poll_timeout(), self.phone.poll_timeout()]
+                .into_iter()
+                .flatten()
+                .min();
+            match next {
+                Some(t) if t <= end => {
+                    self.now = self.now.max(t);
+                    self.watch.handle_timeout(self.now);
+                    self.phone.handle_timeout(self.now);
+                    self.drive();
+                }
+                _ => break,
+            }
+        }
+        self.now = end;
+    }
+
+    fn watch_messages(&self, ch: ChannelId) -> Vec<Bytes> {
+        messages(&self.watch_events, ch)
+    }
+    fn phone_messages(&self, ch: ChannelId) -> Vec<Bytes> {
+        messages(&self.phone_events, ch)
+    }
+}
+
+fn messages(events: &[Event], ch: ChannelId) -> Vec<Bytes> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Channel(c, ChannelEvent::Message(m)) if *c == ch => Some(m.payload.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+fn send(s: &mut Session, ch: ChannelId, text: &str) -> SendId {
+    s.send(
+        ch,
+        ContentType::Binary,
+        Exchange::OneWay,
+        Bytes::copy_from_slice(text.as_bytes()),
+    )
+    .unwrap()
+}
+
+fn opened(pair: &mut Pair) -> ChannelId {
+    pair.connect();
+    let ch = pair
+        .watch
+        .open_channel(pair.now, PKG, Some("AA:BB"))
+        .unwrap();
+    pair.drive();
+    assert!(pair.watch.is_open(ch));
+    ch
+}
+
+#[test]
+fn handshake_then_open_reports_version_and_open_events() {
+    let mut pair = Pair::new();
+    let ch = opened(&mut pair);
+    assert!(pair.watch.is_link_up() && pair.phone.is_link_up());
+    assert_eq!(pair.watch.app_version(ch), Some(7));
+    assert!(pair.watch_events.contains(&Event::Channel(
+        ch,
+        ChannelEvent::Open {
+            is_reconnected: false
+        }
+    )));
+    assert!(pair.phone_events.contains(&Event::Channel(
+        ch,
+        ChannelEvent::Open {
+            is_reconnected: false
+        }
+    )));
+    assert_eq!(pair.phone.channel_package(ch), Some(PKG));
+}
+
+#[test]
+fn messages_flow_both_ways_in_order_and_are_acknowledged() {
+    let mut pair = Pair::new();
+    let ch = opened(&mut pair);
+    let ids: Vec<SendId> = (0..100)
+        .map(|i| send(&mut pair.watch, ch, &i.to_string()))
+        .collect();
+    send(&mut pair.phone, ch, "hello watch");
+    pair.drive();
+    let got: Vec<String> = pair
+        .phone_messages(ch)
+        .iter()
+        .map(|b| String::from_utf8(b.to_vec()).unwrap())
+        .collect();
+    assert_eq!(got, (0..100).map(|i| i.to_string()).collect::<Vec<_>>());
+    assert_eq!(
+        pair.watch_messages(ch),
+        vec![Bytes::from_static(b"hello watch")]
+    );
+    for id in ids {
+        assert!(pair.watch_events.contains(&Event::Delivered(ch, id)));
+    }
+}
+
+#[test]
+fn refusals_carry_the_seed_codes() {
+    let mut pair = Pair::new();
+    pair.phone.register_app("com.detached", 1, None);
+    pair.phone.set_app_attached("com.detached", false);
+    pair.connect();
+    let missing = pair
+        .watch
+        .open_channel(pair.now, "com.missing", None)
+        .unwrap();
+    let detached = pair
+        .watch
+        .open_channel(pair.now, "com.detached", None)
+        .unwrap();
+    let wrong_fp = pair
+        .watch
+        .open_channel(pair.now, PKG, Some("CC:DD"))
+        .unwrap();
+    pair.drive();
+    assert_eq!(pair.watch.last_error(missing), Some(Code::APP_UNINSTALLED));
+    assert_eq!(
+        pair.watch.last_error(detached),
+        Some(Code::APP_NOT_CONNECTED)
+    );
+    assert_eq!(
+        pair.watch.last_error(wrong_fp),
+        Some(Code::FINGERPRINT_MISMATCH)
+    );
+    // A refused channel passes no message.
+    assert_eq!(
+        pair.watch.send(
+            wrong_fp,
+            ContentType::Json,
+            Exchange::OneWay,
+            Bytes::from_static(b"{}")
+        ),
+        Err(CommandError::ChannelClosed)
+    );
+    assert!(
+        pair.phone_events
+            .iter()
+            .all(|e| !matches!(e, Event::Channel(..)))
+    );
+}
+
+#[test]
+fn version_query_answers_version_or_none() {
+    let mut pair = Pair::new();
+    pair.connect();
+    let known = pair.watch.query_version(PKG).unwrap();
+    let unknown = pair.watch.query_version("com.none").unwrap();
+    pair.drive();
+    assert!(pair.watch_events.contains(&Event::VersionReply {
+        request: known,
+        version: Some(7)
+    }));
+    assert!(pair.watch_events.contains(&Event::VersionReply {
+        request: unknown,
+        version: None
+    }));
+}
+
+#[test]
+fn link_cut_resumes_without_loss_or_duplicates() {
+    let mut pair = Pair::new();
+    let ch = opened(&mut pair);
+    for i in 0..10 {
+        send(&mut pair.watch, ch, &format!("a{i}"));
+    }
+    // Put the frames on the wire, then lose them all with the link.
+    while let Some(f) = pair.watch.poll_transmit(pair.now) {
+        pair.to_phone.push_back(f);
+    }
+    // Half of them arrive before the cut.
+    for _ in 0..5 {
+        let f = pair.to_phone.pop_front().unwrap();
+        pair.phone.handle_frame(pair.now, f);
+    }
+    pair.cut();
+    assert!(!pair.watch.is_open(ch));
+    assert!(pair.watch_events.contains(&Event::Channel(
+        ch,
+        ChannelEvent::Close {
+            code: Code::CONNECTION_LOST,
+            reason: "link lost".into()
+        }
+    )));
+    for i in 10..15 {
+        send(&mut pair.watch, ch, &format!("a{i}"));
+    }
+    pair.connect();
+    assert!(pair.watch.is_open(ch));
+    assert!(pair.watch_events.contains(&Event::Channel(
+        ch,
+        ChannelEvent::Open {
+            is_reconnected: true
+        }
+    )));
+    assert!(pair.phone_events.contains(&Event::Channel(
+        ch,
+        ChannelEvent::Open {
+            is_reconnected: true
+        }
+    )));
+    let got: Vec<Bytes> = pair.phone_messages(ch);
+    let want: Vec<Bytes> = (0..15).map(|i| Bytes::from(format!("a{i}"))).collect();
+    assert_eq!(got, want);
+    let delivered = pair
+        .watch_events
+        .iter()
+        .filter(|e| matches!(e, Event::Delivered(..)))
+        .count();
+    assert_eq!(delivered, 15);
+}
+
+#[test]
+fn lost_frames_are_resent_after_the_retransmit_timeout() {
+    let mut pair = Pair::new();
+    let ch = opened(&mut pair);
+    send(&mut pair.watch, ch, "lost once");
+    while pair.watch.poll_transmit(pair.now).is_some() {} // dropped on the floor
+    pair.drive();
+    assert!(pair.phone_messages(ch).is_empty());
+    pair.advance(Duration::from_secs(3));
+    assert_eq!(
+        pair.phone_messages(ch),
+        vec![Bytes::from_static(b"lost once")]
+    );
+}
+
+#[test]
+fn a_silent_peer_is_declared_lost_after_the_link_timeout() {
+    let mut pair = Pair::new();
+    opened(&mut pair);
+    // The phone goes silent: nothing it sends arrives any more.
+    let deadline = pair.now + Duration::from_secs(16);
+    while pair.now < deadline {
+        pair.now = pair.watch.poll_timeout().unwrap().min(deadline);
+        pair.watch.handle_timeout(pair.now);
+        while pair.watch.poll_transmit(pair.now).is_some() {}
+        pair.collect();
+        if pair
+            .watch_events
+            .iter()
+            .any(|e| matches!(e, Event::DropLink { .. }))
+        {
+            break;
+        }
+    }
+    assert!(
+        pair.watch_events
+            .iter()
+            .any(|e| matches!(e, Event::DropLink { code, .. } if *code == Code::TIMEOUT))
+    );
+}
+
+#[test]
+fn a_peer_that_restarted_gets_unacknowledged_messages_again() {
+    let mut pair = Pair::new();
+    let ch = opened(&mut pair);
+    send(&mut pair.watch, ch, "before");
+    while pair.watch.poll_transmit(pair.now).is_some() {}
+    pair.cut();
+    // The phone process restarts: new session, new token.
+    pair.phone = Session::new(SessionConfig::new(Role::Phone, DeviceId([2; 16]), 99));
+    pair.phone.register_app(PKG, 8, Some("AA:BB"));
+    pair.phone_events.clear();
+    pair.connect();
+    assert!(pair.watch.is_open(ch));
+    assert_eq!(pair.watch.app_version(ch), Some(8));
+    assert_eq!(pair.phone_messages(ch), vec![Bytes::from_static(b"before")]);
+    assert!(pair.watch_events.contains(&Event::Channel(
+        ch,
+        ChannelEvent::Open {
+            is_reconnected: false
+        }
+    )));
+}
+
+#[test]
+fn close_reaches_the_peer_with_code_and_reason() {
+    let mut pair = Pair::new();
+    let ch = opened(&mut pair);
+    pair.watch.close(ch, Code::OTHERS, "bye");
+    pair.drive();
+    assert!(pair.phone_events.contains(&Event::Channel(
+        ch,
+        ChannelEvent::Close {
+            code: Code::OTHERS,
+            reason: "bye".into()
+        }
+    )));
+    assert!(pair.phone.is_closed(ch));
+    assert_eq!(
+        pair.phone
+            .send(ch, ContentType::Json, Exchange::OneWay, Bytes::new()),
+        Err(CommandError::ChannelClosed)
+    );
+}
+
+fn frame_bytes(frame: Frame) -> Bytes {
+    frame.to_bytes(DEFAULT_MAX_FRAME_LEN).unwrap()
+}
+
+fn assert_dropped_with(pair: &mut Pair, code: Code) {
+    pair.collect();
+    assert!(
+        pair.phone_events
+            .iter()
+            .any(|e| matches!(e, Event::DropLink { code: c, .. } if *c == code)),
+        "expected a link drop with {code}, got {:?}",
+        pair.phone_events
+    );
+}
+
+#[test]
+fn garbage_and_unknown_kinds_drop_the_link_with_a_code() {
+    let mut pair = Pair::new();
+    opened(&mut pair);
+    pair.phone.handle_frame(
+        pair.now,
+        Bytes::from_static(b"\x01\x7f\x00\x00\x00\x00garbage"),
+    );
+    assert_dropped_with(&mut pair, Code::PROTOCOL_ERROR);
+    // The phone tells the watch why before dropping.
+    let report = pair.phone.poll_transmit(pair.now).unwrap();
+    assert!(matches!(
+        Frame::decode(report, DEFAULT_MAX_FRAME_LEN),
+        Ok(Frame::Error(_))
+    ));
+}
+
+#[test]
+fn an_oversize_frame_drops_the_link_with_too_large() {
+    let mut pair = Pair::new();
+    opened(&mut pair);
+    let head = Bytes::from_static(&[1, 0x13, 0, 0xff, 0xff, 0x7f]);
+    pair.phone.handle_frame(pair.now, head);
+    assert_dropped_with(&mut pair, Code::TOO_LARGE);
+}
+
+#[test]
+fn a_message_before_the_handshake_is_a_protocol_error() {
+    let mut pair = Pair::new();
+    pair.phone.link_up(pair.now, DEFAULT_MAX_FRAME_LEN);
+    pair.phone
+        .handle_frame(pair.now, frame_bytes(Frame::Ping(Ping { nonce: 1 })));
+    assert_dropped_with(&mut pair, Code::PROTOCOL_ERROR);
+}
+
+#[test]
+fn a_sequence_number_from_the_future_is_a_protocol_error_and_keeps_what_was_accepted() {
+    let mut pair = Pair::new();
+    let ch = opened(&mut pair);
+    send(&mut pair.watch, ch, "kept");
+    pair.drive();
+    pair.phone.handle_frame(
+        pair.now,
+        frame_bytes(Frame::Data(Data {
+            channel: ch,
+            seq: 1 << 40,
+            content_type: ContentType::Binary,
+            exchange: Exchange::OneWay,
+            payload: Bytes::new(),
+        })),
+    );
+    assert_dropped_with(&mut pair, Code::PROTOCOL_ERROR);
+    assert_eq!(pair.phone_messages(ch), vec![Bytes::from_static(b"kept")]);
+}
+
+#[test]
+fn an_ack_for_something_never_sent_is_a_protocol_error() {
+    let mut pair = Pair::new();
+    let ch = opened(&mut pair);
+    pair.phone.handle_frame(
+        pair.now,
+        frame_bytes(Frame::Ack(Ack {
+            channel: ch,
+            seq: 5,
+        })),
+    );
+    assert_dropped_with(&mut pair, Code::PROTOCOL_ERROR);
+}
+
+#[test]
+fn a_peer_with_the_same_role_or_no_common_version_is_refused() {
+    let mut pair = Pair::new();
+    pair.phone.link_up(pair.now, DEFAULT_MAX_FRAME_LEN);
+    let hello = |role, min, max| {
+        frame_bytes(Frame::Hello(Hello {
+            min_version: min,
+            max_version: max,
+            role,
+            device_id: DeviceId([3; 16]),
+            max_frame_len: 4096,
+            capabilities: Capabilities::ALL,
+            resume_token: 5,
+        }))
+    };
+    pair.phone.handle_frame(pair.now, hello(Role::Watch, 2, 9));
+    assert_dropped_with(&mut pair, Code::VERSION_MISMATCH);
+    pair.phone_events.clear();
+    pair.phone.link_up(pair.now, DEFAULT_MAX_FRAME_LEN);
+    pair.phone.handle_frame(pair.now, hello(Role::Phone, 1, 1));
+    assert_dropped_with(&mut pair, Code::PROTOCOL_ERROR);
+}
+
+#[test]
+fn a_handshake_that_stalls_times_out() {
+    let mut pair = Pair::new();
+    pair.watch.link_up(pair.now, DEFAULT_MAX_FRAME_LEN);
+    let deadline = pair.watch.poll_timeout().unwrap();
+    assert_eq!(deadline, pair.now + Duration::from_secs(10));
+    pair.watch.handle_timeout(deadline);
+    pair.collect();
+    assert!(
+        pair.watch_events
+            .iter()
+            .any(|e| matches!(e, Event::DropLink { code, .. } if *code == Code::TIMEOUT))
+    );
+}
+
+#[test]
+fn a_message_too_large_for_the_link_is_refused_at_send() {
+    let mut pair = Pair::new();
+    let ch = opened(&mut pair);
+    let max = pair.watch.limits().max_message_len();
+    assert!(
+        pair.watch
+            .send(
+                ch,
+                ContentType::Binary,
+                Exchange::OneWay,
+                Bytes::from(vec![0; max])
+            )
+            .is_ok()
+    );
+    assert_eq!(
+        pair.watch.send(
+            ch,
+            ContentType::Binary,
+            Exchange::OneWay,
+            Bytes::from(vec![0; max + 1])
+        ),
+        Err(CommandError::TooLarge { len: max + 1, max })
+    );
+    pair.drive();
+    assert_eq!(pair.phone_messages(ch).len(), 1);
+}
