@@ -36,9 +36,19 @@
 
 mod channel;
 mod config;
+mod connection;
+mod driver;
+mod endpoint;
+mod error;
 mod event;
 mod session;
+mod transport;
 
 pub use config::SessionConfig;
+pub use connection::{Connection, ConnectionEvent, Diagnosis, Events, Incoming, ReadyState};
+pub use driver::{Backoff, PeerDeviceStatus};
+pub use endpoint::{Config, Hub, Interconnect};
+pub use error::Error;
 pub use event::{ChannelEvent, Event, Message, PeerInfo, SendId};
 pub use session::{CommandError, Session};
+pub use transport::{Link, LinkReceiver, LinkSender, Transport, TransportError};

@@ -1,0 +1,433 @@
+//! The app-facing channel handle: [`Connection`], its events and its state.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use interconnect_proto::{Code, ContentType, Exchange};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::driver::Command;
+use crate::error::Error;
+
+/// The seeds' `getReadyState` values.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReadyState {
+    /// 1: the channel to the peer app is open.
+    Open = 1,
+    /// 2: it is not (connecting, refused, link down or closed).
+    Closed = 2,
+}
+
+impl ReadyState {
+    /// The seed value, 1 or 2.
+    pub fn code(self) -> u8 {
+        self as u8
+    }
+}
+
+/// The outcome of [`Connection::diagnosis`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Diagnosis {
+    /// The precise code: 0 when the channel is open, otherwise why not.
+    pub code: Code,
+}
+
+impl Diagnosis {
+    /// Whether the channel is open.
+    pub fn is_ok(&self) -> bool {
+        self.code == Code::OK
+    }
+
+    /// The seeds' status: 0 (ok), 204 (timeout), 1001 (app not installed) or 1000 (any
+    /// other reason, e.g. 1002 or 1007, which [`Diagnosis::code`] keeps).
+    pub fn status(&self) -> u16 {
+        match self.code {
+            Code::OK | Code::TIMEOUT | Code::APP_UNINSTALLED => self.code.as_u16(),
+            _ => Code::OTHERS.as_u16(),
+        }
+    }
+}
+
+/// A received message.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Incoming {
+    /// How the payload is encoded.
+    pub content_type: ContentType,
+    /// The bytes.
+    pub payload: Bytes,
+    /// Set when the sender awaits a reply ([`Connection::reply`]).
+    pub request_id: Option<u32>,
+}
+
+impl Incoming {
+    /// Decodes the payload into `T` according to its content type (JSON or postcard).
+    pub fn decode<T: DeserializeOwned>(&self) -> Result<T, Error> {
+        match self.content_type {
+            ContentType::Json => serde_json::from_slice(&self.payload)
+                .map_err(|e| Error::Serialization(format!("invalid JSON message: {e}"))),
+            ContentType::Postcard => postcard::from_bytes(&self.payload)
+                .map_err(|e| Error::Serialization(format!("invalid postcard message: {e}"))),
+            ContentType::Binary => Err(Error::Serialization(
+                "a binary message has no structure to decode; use `payload`".into(),
+            )),
+        }
+    }
+}
+
+/// What happens on a connection, in the vocabulary of the seeds' callbacks.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ConnectionEvent {
+    /// `onopen`: the channel opened; `is_reconnected` after a resumption.
+    Open {
+        /// Whether this re-opened the channel after a link drop, nothing lost.
+        is_reconnected: bool,
+    },
+    /// `onclose`: the channel closed or its link went down (1006).
+    Close {
+        /// Why.
+        code: Code,
+        /// Detail.
+        reason: String,
+    },
+    /// `onmessage`: a message, in order, exactly once.
+    Message(Incoming),
+    /// `onerror`: e.g. the open was refused (1001, 1002, 1007).
+    Error {
+        /// What.
+        code: Code,
+        /// Detail.
+        message: String,
+    },
+}
+
+/// The state the driver publishes for one connection.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct ConnState {
+    pub(crate) open: bool,
+    /// An open attempt is under way (or waits for the link).
+    pub(crate) connecting: bool,
+    pub(crate) last_error: Option<Code>,
+    pub(crate) closed: bool,
+    pub(crate) app_version: Option<u32>,
+}
+
+/// The stream of a connection's events. Ends when the driver stops.
+#[derive(Debug)]
+pub struct Events {
+    rx: mpsc::UnboundedReceiver<ConnectionEvent>,
+}
+
+impl Events {
+    /// The next event, or `None` once the driver has stopped.
+    pub async fn next(&mut self) -> Option<ConnectionEvent> {
+        self.rx.recv().await
+    }
+}
+
+impl futures_core::Stream for Events {
+    type Item = ConnectionEvent;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        self.rx.poll_recv(cx)
+    }
+}
+
+pub(crate) struct Shared {
+    pub(crate) key: u64,
+    pub(crate) commands: mpsc::UnboundedSender<Command>,
+    pub(crate) state: watch::Receiver<ConnState>,
+    pub(crate) events: std::sync::Mutex<Option<mpsc::UnboundedReceiver<ConnectionEvent>>>,
+    pub(crate) next_ticket: AtomicU64,
+    pub(crate) next_request: AtomicU32,
+    pub(crate) send_timeout: Duration,
+    pub(crate) package: String,
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        let _ = self.commands.send(Command::Release { key: self.key });
+    }
+}
+
+/// A channel to the peer app: the seeds' `connect` object.
+///
+/// On the watch it comes from [`Interconnect::instance`](crate::Interconnect::instance), on
+/// the phone from [`Hub::register`](crate::Hub::register); both have the same API. Cheap
+/// to clone; the channel closes (watch) or the app detaches (phone) when the last clone
+/// is dropped.
+#[derive(Clone)]
+pub struct Connection {
+    pub(crate) shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for Connection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Connection")
+            .field("package", &self.shared.package)
+            .field("state", &*self.shared.state.borrow())
+            .finish()
+    }
+}
+
+impl Connection {
+    pub(crate) fn new(
+        key: u64,
+        package: String,
+        commands: mpsc::UnboundedSender<Command>,
+        state: watch::Receiver<ConnState>,
+        events: mpsc::UnboundedReceiver<ConnectionEvent>,
+        send_timeout: Duration,
+    ) -> Self {
+        Connection {
+            shared: Arc::new(Shared {
+                key,
+                commands,
+                state,
+                events: std::sync::Mutex::new(Some(events)),
+                next_ticket: AtomicU64::new(1),
+                next_request: AtomicU32::new(1),
+                send_timeout,
+                package,
+            }),
+        }
+    }
+
+    fn command(&self, command: Command) -> Result<(), Error> {
+        self.shared
+            .commands
+            .send(command)
+            .map_err(|_| Error::Stopped)
+    }
+
+    /// The package this connection talks to (watch) or registered (phone).
+    pub fn package(&self) -> &str {
+        &self.shared.package
+    }
+
+    /// The seeds' `getReadyState`: [`ReadyState::Open`] (1) or [`ReadyState::Closed`] (2).
+    pub fn ready_state(&self) -> ReadyState {
+        if self.shared.state.borrow().open {
+            ReadyState::Open
+        } else {
+            ReadyState::Closed
+        }
+    }
+
+    /// The events of this connection. They can be taken once: a second call returns a
+    /// stream that ends at once.
+    pub fn events(&self) -> Events {
+        let taken = self
+            .shared
+            .events
+            .lock()
+            .ok()
+            .and_then(|mut slot| slot.take());
+        let rx = taken.unwrap_or_else(|| mpsc::unbounded_channel().1);
+        Events { rx }
+    }
+
+    /// Watch side: the version of the app registered on the phone for this package, or
+    /// `None` when no such app is installed. Fails with 1006 while the link is down.
+    pub async fn peer_client_version(&self) -> Result<Option<u32>, Error> {
+        let (tx, rx) = oneshot::channel();
+        self.command(Command::QueryVersion {
+            package: self.shared.package.clone(),
+            reply: tx,
+        })?;
+        match tokio::time::timeout(self.shared.send_timeout, rx).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(_)) => Err(Error::Stopped),
+            Err(_) => Err(Error::Timeout("the version reply")),
+        }
+    }
+
+    /// [`peer_client_version`](Self::peer_client_version) in the seeds' form: the version,
+    /// or -1 when the app is not installed.
+    pub async fn peer_client_version_code(&self) -> Result<i64, Error> {
+        Ok(self
+            .peer_client_version()
+            .await?
+            .map_or(-1, |version| i64::from(version)))
+    }
+
+    /// The seeds' `diagnosis`: 0 when the channel is open, waiting up to `timeout` (10 s
+    /// if `None`) for a connect in progress; 204 if it does not finish in time; otherwise
+    /// the refusal's code (1001, and 1002 or 1007 which [`Diagnosis::status`] reports as
+    /// 1000). A channel that was refused earlier is retried first, so installing the phone
+    /// app and diagnosing again succeeds.
+    pub async fn diagnosis(&self, timeout: Option<Duration>) -> Diagnosis {
+        let timeout = timeout.unwrap_or(Duration::from_secs(10));
+        let (tx, rx) = oneshot::channel();
+        if self
+            .command(Command::Retry {
+                key: self.shared.key,
+                done: tx,
+            })
+            .is_err()
+            || rx.await.is_err()
+        {
+            return Diagnosis {
+                code: Code::CONNECTION_LOST,
+            };
+        }
+        let mut state = self.shared.state.clone();
+        let settled = tokio::time::timeout(timeout, async {
+            loop {
+                let code = {
+                    let s = state.borrow_and_update();
+                    if s.open {
+                        Some(Code::OK)
+                    } else if s.closed {
+                        Some(Code::CONNECTION_LOST)
+                    } else if !s.connecting {
+                        Some(s.last_error.unwrap_or(Code::OTHERS))
+                    } else {
+                        None
+                    }
+                };
+                if let Some(code) = code {
+                    return code;
+                }
+                if state.changed().await.is_err() {
+                    return Code::CONNECTION_LOST;
+                }
+            }
+        })
+        .await;
+        Diagnosis {
+            code: settled.unwrap_or(Code::TIMEOUT),
+        }
+    }
+
+    /// Sends `value` as JSON (the seeds' "Object") and waits until the peer acknowledged
+    /// it. Fails with 204 after the send timeout, 1006 if the channel is closed.
+    pub async fn send<T: Serialize + ?Sized>(&self, value: &T) -> Result<(), Error> {
+        let payload = serde_json::to_vec(value).map_err(|e| Error::Serialization(e.to_string()))?;
+        self.send_bytes(ContentType::Json, Bytes::from(payload))
+            .await
+    }
+
+    /// Sends raw bytes with a content type and waits for the acknowledgement.
+    pub async fn send_bytes(&self, content_type: ContentType, payload: Bytes) -> Result<(), Error> {
+        self.send_exchange(content_type, Exchange::OneWay, payload)
+            .await
+    }
+
+    async fn send_exchange(
+        &self,
+        content_type: ContentType,
+        exchange: Exchange,
+        payload: Bytes,
+    ) -> Result<(), Error> {
+        let ticket = self.shared.next_ticket.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = oneshot::channel();
+        self.command(Command::Send {
+            key: self.shared.key,
+            ticket,
+            content_type,
+            exchange,
+            payload,
+            done: tx,
+        })?;
+        match tokio::time::timeout(self.shared.send_timeout, rx).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(_)) => Err(Error::Stopped),
+            Err(_) => {
+                let _ = self.command(Command::CancelSend {
+                    key: self.shared.key,
+                    ticket,
+                });
+                Err(Error::Timeout("the acknowledgement"))
+            }
+        }
+    }
+
+    /// Sends `value` as JSON as a request and waits up to `timeout` for the peer's reply,
+    /// decoded as `R`. Several requests may be in flight at once.
+    pub async fn request<T, R>(&self, value: &T, timeout: Duration) -> Result<R, Error>
+    where
+        T: Serialize + ?Sized,
+        R: DeserializeOwned,
+    {
+        let payload = serde_json::to_vec(value).map_err(|e| Error::Serialization(e.to_string()))?;
+        let reply = self
+            .request_bytes(ContentType::Json, Bytes::from(payload), timeout)
+            .await?;
+        reply.decode()
+    }
+
+    /// Sends a request with raw bytes and waits for the reply message.
+    pub async fn request_bytes(
+        &self,
+        content_type: ContentType,
+        payload: Bytes,
+        timeout: Duration,
+    ) -> Result<Incoming, Error> {
+        let id = self.shared.next_request.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = oneshot::channel();
+        self.command(Command::AwaitReply {
+            key: self.shared.key,
+            request: id,
+            reply: tx,
+        })?;
+        let exchange = async {
+            self.send_exchange(content_type, Exchange::Request(id), payload)
+                .await?;
+            rx.await.map_err(|_| Error::Stopped)?
+        };
+        let outcome = tokio::time::timeout(timeout, exchange).await;
+        let _ = self.command(Command::ForgetReply {
+            key: self.shared.key,
+            request: id,
+        });
+        outcome.unwrap_or(Err(Error::Timeout("the reply")))
+    }
+
+    /// Answers a request message with `value` as JSON.
+    pub async fn reply<T: Serialize + ?Sized>(
+        &self,
+        request: &Incoming,
+        value: &T,
+    ) -> Result<(), Error> {
+        let payload = serde_json::to_vec(value).map_err(|e| Error::Serialization(e.to_string()))?;
+        self.reply_bytes(request, ContentType::Json, Bytes::from(payload))
+            .await
+    }
+
+    /// Answers a request message with raw bytes.
+    pub async fn reply_bytes(
+        &self,
+        request: &Incoming,
+        content_type: ContentType,
+        payload: Bytes,
+    ) -> Result<(), Error> {
+        let Some(id) = request.request_id else {
+            return Err(Error::Other {
+                code: Code::OTHERS,
+                message: "the message is not a request".into(),
+            });
+        };
+        self.send_exchange(content_type, Exchange::Reply(id), payload)
+            .await
+    }
+
+    /// Closes the channel with a code and reason; both sides get a close event. Sends not
+    /// yet acknowledged fail with 1006.
+    pub async fn close(&self, code: Code, reason: &str) -> Result<(), Error> {
+        let (tx, rx) = oneshot::channel();
+        self.command(Command::Close {
+            key: self.shared.key,
+            code,
+            reason: reason.into(),
+            done: tx,
+        })?;
+        rx.await.map_err(|_| Error::Stopped)
+    }
+}

@@ -1,0 +1,644 @@
+//! The tokio driver: one task per device that runs the [`Session`] over a [`Transport`].
+//!
+//! In a loop it feeds received frames, commands and timeouts into the session, drains
+//! frames to the link and routes events to the connections. A second task per device asks
+//! the transport for links (with backoff), and one task per link reads frames, so the
+//! driver itself never waits on anything but its own inputs.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use bytes::Bytes;
+use interconnect_proto::{ChannelId, Code, ContentType, Exchange, Role};
+use rand::{Rng, SeedableRng, rngs::SmallRng};
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+use crate::connection::{ConnState, ConnectionEvent, Incoming};
+use crate::error::Error;
+use crate::event::{ChannelEvent, Event, SendId};
+use crate::session::Session;
+use crate::transport::{Link, LinkSender, Transport, TransportError};
+
+/// How long to wait before asking for a new link after failures.
+#[derive(Clone, Copy, Debug)]
+pub struct Backoff {
+    /// Delay after the first failure.
+    pub initial: Duration,
+    /// Upper bound of the delay.
+    pub max: Duration,
+    /// Fraction of each delay drawn at random (0.0 to 1.0), so many devices that lost
+    /// the same peer do not retry in lockstep.
+    pub jitter: f64,
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Backoff {
+            initial: Duration::from_millis(100),
+            max: Duration::from_secs(30),
+            jitter: 0.5,
+        }
+    }
+}
+
+impl Backoff {
+    /// The delay before attempt `failures + 1`: none after zero failures, then `initial`
+    /// doubling up to `max`, less up to `jitter` of it at random.
+    pub fn delay(&self, failures: u32, rng: &mut impl Rng) -> Duration {
+        if failures == 0 {
+            return Duration::ZERO;
+        }
+        let exp = self
+            .initial
+            .saturating_mul(1u32 << (failures - 1).min(20))
+            .min(self.max);
+        let jitter = self.jitter.clamp(0.0, 1.0);
+        exp.mul_f64(1.0 - jitter * rng.random::<f64>())
+    }
+}
+
+pub(crate) enum Command {
+    Open {
+        key: u64,
+        package: String,
+        fingerprint: Option<String>,
+        conn: ConnSlot,
+    },
+    Register {
+        key: u64,
+        package: String,
+        version: u32,
+        fingerprint: Option<String>,
+        conn: ConnSlot,
+    },
+    Retry {
+        key: u64,
+        done: oneshot::Sender<()>,
+    },
+    Send {
+        key: u64,
+        ticket: u64,
+        content_type: ContentType,
+        exchange: Exchange,
+        payload: Bytes,
+        done: oneshot::Sender<Result<(), Error>>,
+    },
+    CancelSend {
+        key: u64,
+        ticket: u64,
+    },
+    AwaitReply {
+        key: u64,
+        request: u32,
+        reply: oneshot::Sender<Result<Incoming, Error>>,
+    },
+    ForgetReply {
+        key: u64,
+        request: u32,
+    },
+    QueryVersion {
+        package: String,
+        reply: oneshot::Sender<Result<Option<u32>, Error>>,
+    },
+    Close {
+        key: u64,
+        code: Code,
+        reason: String,
+        done: oneshot::Sender<()>,
+    },
+    Release {
+        key: u64,
+    },
+    Shutdown,
+}
+
+/// What the driver holds for one connection handle.
+pub(crate) struct ConnSlot {
+    pub(crate) events: mpsc::UnboundedSender<ConnectionEvent>,
+    pub(crate) state: watch::Sender<ConnState>,
+}
+
+struct ConnEntry {
+    slot: ConnSlot,
+    package: String,
+    channel: Option<ChannelId>,
+    requests: HashMap<u32, oneshot::Sender<Result<Incoming, Error>>>,
+}
+
+struct PendingSend {
+    key: u64,
+    ticket: u64,
+    done: oneshot::Sender<Result<(), Error>>,
+}
+
+struct ActiveLink {
+    sender: Box<dyn LinkSender>,
+    frames: mpsc::Receiver<Result<Bytes, TransportError>>,
+    reader: JoinHandle<()>,
+}
+
+impl Drop for ActiveLink {
+    fn drop(&mut self) {
+        self.reader.abort();
+    }
+}
+
+/// Whether the link to the peer device is up (the seeds' `getPeerDeviceStatus`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PeerDeviceStatus {
+    /// 0: not connected.
+    Disconnected = 0,
+    /// 1: connected (link up, handshake done).
+    Connected = 1,
+}
+
+impl PeerDeviceStatus {
+    /// The seed value, 0 or 1.
+    pub fn code(self) -> u8 {
+        self as u8
+    }
+}
+
+pub(crate) struct Driver {
+    session: Session,
+    commands: mpsc::UnboundedReceiver<Command>,
+    status: watch::Sender<PeerDeviceStatus>,
+    link: Option<ActiveLink>,
+    link_requests: mpsc::Sender<Duration>,
+    new_links: mpsc::Receiver<Link>,
+    conns: HashMap<u64, ConnEntry>,
+    by_channel: HashMap<ChannelId, u64>,
+    by_package: HashMap<String, u64>,
+    sends: HashMap<SendId, PendingSend>,
+    tickets: HashMap<(u64, u64), (ChannelId, SendId)>,
+    version_queries: HashMap<u32, oneshot::Sender<Result<Option<u32>, Error>>>,
+    backoff: Backoff,
+    failures: u32,
+    rng: SmallRng,
+}
+
+pub(crate) struct DriverParts {
+    pub(crate) commands: mpsc::UnboundedSender<Command>,
+    pub(crate) status: watch::Receiver<PeerDeviceStatus>,
+    pub(crate) task: JoinHandle<()>,
+}
+
+/// Spawns the driver and the link supplier for `transport`.
+pub(crate) fn spawn<T: Transport>(
+    session: Session,
+    transport: T,
+    backoff: Backoff,
+    seed: u64,
+) -> DriverParts {
+    let (commands_tx, commands) = mpsc::unbounded_channel();
+    let (status_tx, status) = watch::channel(PeerDeviceStatus::Disconnected);
+    let (link_requests, requests_rx) = mpsc::channel(1);
+    let (links_tx, new_links) = mpsc::channel(1);
+    let supplier = tokio::spawn(supply_links(transport, requests_rx, links_tx));
+    let driver = Driver {
+        session,
+        commands,
+        status: status_tx,
+        link: None,
+        link_requests,
+        new_links,
+        conns: HashMap::new(),
+        by_channel: HashMap::new(),
+        by_package: HashMap::new(),
+        sends: HashMap::new(),
+        tickets: HashMap::new(),
+        version_queries: HashMap::new(),
+        backoff,
+        failures: 0,
+        rng: SmallRng::seed_from_u64(seed),
+    };
+    let task = tokio::spawn(async move {
+        driver.run().await;
+        supplier.abort();
+    });
+    DriverParts {
+        commands: commands_tx,
+        status,
+        task,
+    }
+}
+
+/// Asks the transport for a link each time the driver requests one, after the requested
+/// delay, retrying failed attempts with the same delay.
+async fn supply_links<T: Transport>(
+    mut transport: T,
+    mut requests: mpsc::Receiver<Duration>,
+    links: mpsc::Sender<Link>,
+) {
+    while let Some(delay) = requests.recv().await {
+        tokio::time::sleep(delay).await;
+        loop {
+            match transport.next_link().await {
+                Ok(link) => {
+                    if links.send(link).await.is_err() {
+                        return;
+                    }
+                    break;
+                }
+                Err(error) => {
+                    tracing::debug!(%error, "no link");
+                    tokio::time::sleep(delay.max(Duration::from_millis(100))).await;
+                }
+            }
+        }
+    }
+}
+
+async fn read_frames(
+    mut receiver: Box<dyn crate::transport::LinkReceiver>,
+    frames: mpsc::Sender<Result<Bytes, TransportError>>,
+) {
+    loop {
+        let item = match receiver.recv().await {
+            Ok(Some(frame)) => Ok(frame),
+            Ok(None) => Err(TransportError::Closed),
+            Err(error) => Err(error),
+        };
+        let end = item.is_err();
+        if frames.send(item).await.is_err() || end {
+            return;
+        }
+    }
+}
+
+fn now() -> std::time::Instant {
+    Instant::now().into_std()
+}
+
+impl Driver {
+    async fn run(mut self) {
+        self.request_link();
+        loop {
+            let deadline = self.session.poll_timeout().map(Instant::from_std);
+            tokio::select! {
+                command = self.commands.recv() => match command {
+                    Some(Command::Shutdown) | None => break,
+                    Some(command) => self.on_command(command),
+                },
+                Some(link) = self.new_links.recv() => self.on_new_link(link),
+                frame = recv_frame(&mut self.link) => match frame {
+                    Ok(frame) => self.session.handle_frame(now(), frame),
+                    Err(error) => self.lose_link(&format!("link failed: {error}")),
+                },
+                () = sleep_until(deadline) => self.session.handle_timeout(now()),
+            }
+            self.flush().await;
+        }
+        self.stop();
+    }
+
+    fn request_link(&mut self) {
+        let delay = self.backoff.delay(self.failures, &mut self.rng);
+        let _ = self.link_requests.try_send(delay);
+    }
+
+    fn on_new_link(&mut self, link: Link) {
+        self.session.link_up(now(), link.max_frame_len);
+        let (frames_tx, frames) = mpsc::channel(64);
+        let reader = tokio::spawn(read_frames(link.receiver, frames_tx));
+        self.link = Some(ActiveLink {
+            sender: link.sender,
+            frames,
+            reader,
+        });
+        // Counted as a failure until the handshake completes.
+        self.failures = self.failures.saturating_add(1);
+    }
+
+    fn lose_link(&mut self, why: &str) {
+        if self.link.take().is_some() {
+            tracing::debug!(reason = why, "link lost");
+            self.session.link_down(now());
+            self.request_link();
+        }
+    }
+
+    /// Drains the session: frames to the link, then events to the connections.
+    async fn flush(&mut self) {
+        loop {
+            let mut sent = false;
+            while let Some(frame) = self.session.poll_transmit(now()) {
+                let Some(link) = self.link.as_mut() else {
+                    continue;
+                };
+                sent = true;
+                if let Err(error) = link.sender.send(frame).await {
+                    self.lose_link(&format!("send failed: {error}"));
+                }
+            }
+            if sent
+                && let Some(link) = self.link.as_mut()
+                && let Err(error) = link.sender.flush().await
+            {
+                self.lose_link(&format!("flush failed: {error}"));
+            }
+            let mut any = false;
+            while let Some(event) = self.session.poll_event() {
+                any = true;
+                self.on_event(event);
+            }
+            if !any {
+                break;
+            }
+        }
+        self.publish_states();
+    }
+
+    fn on_event(&mut self, event: Event) {
+        match event {
+            Event::LinkUp { .. } => {
+                self.failures = 0;
+                let _ = self.status.send(PeerDeviceStatus::Connected);
+            }
+            Event::LinkDown => {
+                let _ = self.status.send(PeerDeviceStatus::Disconnected);
+            }
+            Event::DropLink { code, reason } => {
+                self.lose_link(&format!("{code}: {reason}"));
+            }
+            Event::Channel(channel, event) => self.on_channel_event(channel, event),
+            Event::Delivered(_, id) => self.finish_send(id, Ok(())),
+            Event::SendFailed(_, id, code) => self.finish_send(id, Err(Error::from_code(code))),
+            Event::VersionReply { request, version } => {
+                if let Some(reply) = self.version_queries.remove(&request) {
+                    let _ = reply.send(Ok(version));
+                }
+            }
+        }
+    }
+
+    fn finish_send(&mut self, id: SendId, result: Result<(), Error>) {
+        if let Some(pending) = self.sends.remove(&id) {
+            self.tickets.remove(&(pending.key, pending.ticket));
+            let _ = pending.done.send(result);
+        }
+    }
+
+    fn on_channel_event(&mut self, channel: ChannelId, event: ChannelEvent) {
+        let key = match self.by_channel.get(&channel) {
+            Some(key) => *key,
+            None => {
+                // Phone side: a new channel for a registered app.
+                let Some(package) = self.session.channel_package(channel) else {
+                    return;
+                };
+                let Some(key) = self.by_package.get(package).copied() else {
+                    return;
+                };
+                if let Some(entry) = self.conns.get_mut(&key) {
+                    if let Some(old) = entry.channel.replace(channel) {
+                        self.by_channel.remove(&old);
+                    }
+                }
+                self.by_channel.insert(channel, key);
+                key
+            }
+        };
+        let Some(entry) = self.conns.get_mut(&key) else {
+            return;
+        };
+        if entry.channel != Some(channel) {
+            return; // an older channel of this app
+        }
+        let app_event = match event {
+            ChannelEvent::Open { is_reconnected } => ConnectionEvent::Open { is_reconnected },
+            ChannelEvent::Close { code, reason } => {
+                if self.session.is_closed(channel) {
+                    fail_requests(entry, Error::ConnectionLost);
+                }
+                ConnectionEvent::Close { code, reason }
+            }
+            ChannelEvent::Error { code, message } => ConnectionEvent::Error { code, message },
+            ChannelEvent::Message(message) => {
+                let incoming = Incoming {
+                    content_type: message.content_type,
+                    payload: message.payload,
+                    request_id: match message.exchange {
+                        Exchange::Request(id) => Some(id),
+                        _ => None,
+                    },
+                };
+                if let Exchange::Reply(id) = message.exchange {
+                    if let Some(waiter) = entry.requests.remove(&id) {
+                        let _ = waiter.send(Ok(incoming));
+                    }
+                    return;
+                }
+                ConnectionEvent::Message(incoming)
+            }
+        };
+        let _ = entry.slot.events.send(app_event);
+    }
+
+    fn publish_states(&mut self) {
+        for entry in self.conns.values() {
+            let state = match entry.channel {
+                Some(ch) => ConnState {
+                    open: self.session.is_open(ch),
+                    connecting: self.session.is_connecting(ch),
+                    last_error: self.session.last_error(ch),
+                    closed: self.session.is_closed(ch),
+                    app_version: self.session.app_version(ch),
+                },
+                None => ConnState::default(),
+            };
+            entry.slot.state.send_if_modified(|current| {
+                let changed = *current != state;
+                *current = state;
+                changed
+            });
+        }
+    }
+
+    fn on_command(&mut self, command: Command) {
+        match command {
+            Command::Open {
+                key,
+                package,
+                fingerprint,
+                conn,
+            } => {
+                let channel = self
+                    .session
+                    .open_channel(now(), &package, fingerprint.as_deref())
+                    .ok();
+                if let Some(ch) = channel {
+                    self.by_channel.insert(ch, key);
+                }
+                self.conns.insert(
+                    key,
+                    ConnEntry {
+                        slot: conn,
+                        package,
+                        channel,
+                        requests: HashMap::new(),
+                    },
+                );
+            }
+            Command::Register {
+                key,
+                package,
+                version,
+                fingerprint,
+                conn,
+            } => {
+                self.session
+                    .register_app(&package, version, fingerprint.as_deref());
+                if let Some(old) = self.by_package.insert(package.clone(), key) {
+                    self.release(old);
+                }
+                self.conns.insert(
+                    key,
+                    ConnEntry {
+                        slot: conn,
+                        package,
+                        channel: None,
+                        requests: HashMap::new(),
+                    },
+                );
+            }
+            Command::Retry { key, done } => {
+                if let Some(ch) = self.conns.get(&key).and_then(|e| e.channel) {
+                    self.session.retry_open(ch);
+                }
+                self.publish_states();
+                let _ = done.send(());
+            }
+            Command::Send {
+                key,
+                ticket,
+                content_type,
+                exchange,
+                payload,
+                done,
+            } => {
+                let Some(channel) = self.conns.get(&key).and_then(|e| e.channel) else {
+                    let _ = done.send(Err(Error::ConnectionLost));
+                    return;
+                };
+                match self.session.send(channel, content_type, exchange, payload) {
+                    Ok(id) => {
+                        self.sends.insert(id, PendingSend { key, ticket, done });
+                        self.tickets.insert((key, ticket), (channel, id));
+                    }
+                    Err(error) => {
+                        let _ = done.send(Err(error.into()));
+                    }
+                }
+            }
+            Command::CancelSend { key, ticket } => {
+                if let Some((channel, id)) = self.tickets.remove(&(key, ticket)) {
+                    self.session.cancel_send(channel, id);
+                    self.sends.remove(&id);
+                }
+            }
+            Command::AwaitReply {
+                key,
+                request,
+                reply,
+            } => {
+                if let Some(entry) = self.conns.get_mut(&key) {
+                    entry.requests.insert(request, reply);
+                }
+            }
+            Command::ForgetReply { key, request } => {
+                if let Some(entry) = self.conns.get_mut(&key) {
+                    entry.requests.remove(&request);
+                }
+            }
+            Command::QueryVersion { package, reply } => {
+                match self.session.query_version(&package) {
+                    Ok(request) => {
+                        self.version_queries.insert(request, reply);
+                    }
+                    Err(error) => {
+                        let _ = reply.send(Err(error.into()));
+                    }
+                }
+            }
+            Command::Close {
+                key,
+                code,
+                reason,
+                done,
+            } => {
+                if let Some(ch) = self.conns.get(&key).and_then(|e| e.channel) {
+                    self.session.close(ch, code, &reason);
+                }
+                let _ = done.send(());
+            }
+            Command::Release { key } => self.release(key),
+            Command::Shutdown => {}
+        }
+    }
+
+    /// The last handle of a connection is gone: close its channel (watch) or detach the
+    /// app (phone).
+    fn release(&mut self, key: u64) {
+        let Some(entry) = self.conns.remove(&key) else {
+            return;
+        };
+        match self.session.config().role {
+            Role::Watch => {
+                if let Some(ch) = entry.channel {
+                    self.session.close(ch, Code::OTHERS, "connection released");
+                    self.by_channel.remove(&ch);
+                }
+            }
+            Role::Phone => {
+                if self.by_package.get(&entry.package) == Some(&key) {
+                    self.by_package.remove(&entry.package);
+                    self.session.set_app_attached(&entry.package, false);
+                }
+                if let Some(ch) = entry.channel {
+                    self.by_channel.remove(&ch);
+                }
+            }
+        }
+    }
+
+    /// Fails everything still waiting, so no caller hangs after shutdown.
+    fn stop(&mut self) {
+        for (_, pending) in self.sends.drain() {
+            let _ = pending.done.send(Err(Error::Stopped));
+        }
+        for (_, reply) in self.version_queries.drain() {
+            let _ = reply.send(Err(Error::Stopped));
+        }
+        for entry in self.conns.values_mut() {
+            fail_requests(entry, Error::Stopped);
+        }
+        let _ = self.status.send(PeerDeviceStatus::Disconnected);
+    }
+}
+
+fn fail_requests(entry: &mut ConnEntry, error: Error) {
+    for (_, waiter) in entry.requests.drain() {
+        let _ = waiter.send(Err(error.clone()));
+    }
+}
+
+async fn recv_frame(link: &mut Option<ActiveLink>) -> Result<Bytes, TransportError> {
+    match link {
+        Some(link) => link
+            .frames
+            .recv()
+            .await
+            .unwrap_or(Err(TransportError::Closed)),
+        None => std::future::pending().await,
+    }
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
+    }
+}

@@ -1,0 +1,243 @@
+//! The two ends: [`Interconnect`] on the watch, [`Hub`] on the phone.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use interconnect_proto::{DeviceId, Role};
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+
+use crate::config::SessionConfig;
+use crate::connection::{ConnState, Connection};
+use crate::driver::{self, Backoff, Command, ConnSlot, PeerDeviceStatus};
+use crate::session::Session;
+use crate::transport::Transport;
+
+/// Settings of an [`Interconnect`] or a [`Hub`].
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// This device's id.
+    pub device_id: DeviceId,
+    /// How long `send` waits for the acknowledgement before failing with 204.
+    pub send_timeout: Duration,
+    /// Delays between link attempts after failures.
+    pub backoff: Backoff,
+    /// Seeds the backoff jitter (and the resume token when `resume_token` is `None`), for
+    /// reproducible tests. `None` draws from the OS.
+    pub seed: Option<u64>,
+    /// Fixes the session's resume token; `None` draws one at start.
+    pub resume_token: Option<u64>,
+    /// Timers and limits of the session; `role`, `device_id` and `resume_token` in it are
+    /// overwritten.
+    pub session: SessionConfig,
+}
+
+impl Config {
+    /// Defaults for a device with this id.
+    pub fn new(device_id: DeviceId) -> Self {
+        Config {
+            device_id,
+            send_timeout: Duration::from_secs(10),
+            backoff: Backoff::default(),
+            seed: None,
+            resume_token: None,
+            session: SessionConfig::new(Role::Watch, device_id, 0),
+        }
+    }
+}
+
+struct Endpoint {
+    commands: mpsc::UnboundedSender<Command>,
+    status: watch::Receiver<PeerDeviceStatus>,
+    task: Option<JoinHandle<()>>,
+    next_key: AtomicU64,
+    send_timeout: Duration,
+}
+
+impl Endpoint {
+    fn start<T: Transport>(role: Role, transport: T, config: Config) -> Endpoint {
+        let seed = config.seed.unwrap_or_else(rand::random);
+        let token = config
+            .resume_token
+            .unwrap_or_else(|| seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
+        let mut session = config.session.clone();
+        session.role = role;
+        session.device_id = config.device_id;
+        session.resume_token = token;
+        let parts = driver::spawn(Session::new(session), transport, config.backoff, seed);
+        Endpoint {
+            commands: parts.commands,
+            status: parts.status,
+            task: Some(parts.task),
+            next_key: AtomicU64::new(1),
+            send_timeout: config.send_timeout,
+        }
+    }
+
+    fn new_connection(&self, package: &str) -> (u64, ConnSlot, Connection) {
+        let key = self.next_key.fetch_add(1, Ordering::Relaxed);
+        let (events_tx, events_rx) = mpsc::unbounded_channel();
+        let (state_tx, state_rx) = watch::channel(ConnState {
+            connecting: true,
+            ..ConnState::default()
+        });
+        let conn = Connection::new(
+            key,
+            package.into(),
+            self.commands.clone(),
+            state_rx,
+            events_rx,
+            self.send_timeout,
+        );
+        let slot = ConnSlot {
+            events: events_tx,
+            state: state_tx,
+        };
+        (key, slot, conn)
+    }
+
+    fn status(&self) -> PeerDeviceStatus {
+        *self.status.borrow()
+    }
+
+    async fn wait_connected(&self) {
+        let mut status = self.status.clone();
+        let _ = status.wait_for(|s| *s == PeerDeviceStatus::Connected).await;
+    }
+
+    async fn shutdown(&mut self) {
+        let _ = self.commands.send(Command::Shutdown);
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+    }
+}
+
+impl Drop for Endpoint {
+    fn drop(&mut self) {
+        let _ = self.commands.send(Command::Shutdown);
+    }
+}
+
+/// The watch side: connects to the phone over a transport and opens channels to phone
+/// apps by package. The seeds' `interconnect` module.
+///
+/// ```
+/// # tokio::runtime::Builder::new_current_thread().enable_time().start_paused(true).build().unwrap().block_on(async {
+/// use interconnect_core::{Config, ConnectionEvent, Hub, Interconnect};
+/// use interconnect_proto::DeviceId;
+///
+/// let (watch_link, phone_link) = transport_mock::MockNetwork::new(Default::default()).endpoints();
+/// let hub = Hub::new(phone_link, Config::new(DeviceId([2; 16])));
+/// let app = hub.register("com.example.fit", 3, None).await.unwrap();
+///
+/// let watch = Interconnect::new(watch_link, Config::new(DeviceId([1; 16])));
+/// let conn = watch.instance("com.example.fit", None);
+/// assert!(conn.diagnosis(None).await.is_ok());
+/// conn.send(&serde_json::json!({"steps": 1234})).await.unwrap();
+///
+/// let mut events = app.events();
+/// assert_eq!(events.next().await, Some(ConnectionEvent::Open { is_reconnected: false }));
+/// let Some(ConnectionEvent::Message(message)) = events.next().await else { panic!() };
+/// assert_eq!(message.decode::<serde_json::Value>().unwrap()["steps"], 1234);
+/// # });
+/// ```
+pub struct Interconnect {
+    endpoint: Endpoint,
+}
+
+impl Interconnect {
+    /// Starts the watch side over `transport` (call inside a tokio runtime).
+    pub fn new<T: Transport>(transport: T, config: Config) -> Self {
+        Interconnect {
+            endpoint: Endpoint::start(Role::Watch, transport, config),
+        }
+    }
+
+    /// The seeds' `getPeerDeviceStatus`: whether the phone is connected.
+    pub fn peer_device_status(&self) -> PeerDeviceStatus {
+        self.endpoint.status()
+    }
+
+    /// Waits until the phone is connected.
+    pub async fn connected(&self) {
+        self.endpoint.wait_connected().await;
+    }
+
+    /// The seeds' `instance`: a connection to the phone app `package`, which must have the
+    /// signing `fingerprint` if one is given (otherwise 1007). It opens as soon as the
+    /// link allows; watch [`Connection::events`] or call [`Connection::diagnosis`].
+    pub fn instance(&self, package: &str, fingerprint: Option<&str>) -> Connection {
+        let (key, conn_slot, conn) = self.endpoint.new_connection(package);
+        let _ = self.endpoint.commands.send(Command::Open {
+            key,
+            package: package.into(),
+            fingerprint: fingerprint.map(Into::into),
+            conn: conn_slot,
+        });
+        conn
+    }
+
+    /// Stops the driver and drops the link. Pending calls fail with
+    /// [`Error::Stopped`](crate::Error::Stopped).
+    pub async fn shutdown(mut self) {
+        self.endpoint.shutdown().await;
+    }
+}
+
+/// The phone side: accepts the watch's link, and lets phone apps register by package to
+/// get a [`Connection`] with the same API as the watch's.
+///
+/// A watch asking for a package nobody registered gets 1001 (and version -1); one whose
+/// app registered but detached (its `Connection` dropped) gets 1002; one that requires a
+/// different fingerprint gets 1007.
+pub struct Hub {
+    endpoint: Endpoint,
+}
+
+impl Hub {
+    /// Starts the phone side over `transport` (call inside a tokio runtime).
+    pub fn new<T: Transport>(transport: T, config: Config) -> Self {
+        Hub {
+            endpoint: Endpoint::start(Role::Phone, transport, config),
+        }
+    }
+
+    /// Whether a watch is connected.
+    pub fn peer_device_status(&self) -> PeerDeviceStatus {
+        self.endpoint.status()
+    }
+
+    /// Waits until the watch is connected.
+    pub async fn connected(&self) {
+        self.endpoint.wait_connected().await;
+    }
+
+    /// Registers an app (or replaces its registration) and attaches it. The app stays
+    /// attached while the returned connection (or a clone) lives; dropping it detaches the
+    /// app, and watches then get 1002.
+    pub async fn register(
+        &self,
+        package: &str,
+        version: u32,
+        fingerprint: Option<&str>,
+    ) -> Result<Connection, crate::Error> {
+        let (key, conn_slot, conn) = self.endpoint.new_connection(package);
+        self.endpoint
+            .commands
+            .send(Command::Register {
+                key,
+                package: package.into(),
+                version,
+                fingerprint: fingerprint.map(Into::into),
+                conn: conn_slot,
+            })
+            .map_err(|_| crate::Error::Stopped)?;
+        Ok(conn)
+    }
+
+    /// Stops the driver and drops the link.
+    pub async fn shutdown(mut self) {
+        self.endpoint.shutdown().await;
+    }
+}

@@ -1,0 +1,91 @@
+//! The error type of the async API.
+
+use interconnect_proto::Code;
+
+/// Why an API call failed. [`Error::code`] gives the stable numeric code of the seeds.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// No acknowledgement or answer in time (204). A message that timed out may still be
+    /// delivered: it had reached the wire.
+    #[error("timed out waiting for {0}")]
+    Timeout(&'static str),
+    /// The channel or link is down or closed (1006).
+    #[error("connection lost")]
+    ConnectionLost,
+    /// The peer refused the channel or the operation: 1001, 1002, 1007, ...
+    #[error("refused with {code}: {reason}")]
+    Refused {
+        /// The code.
+        code: Code,
+        /// The peer's reason.
+        reason: String,
+    },
+    /// The message is larger than the link carries (4001).
+    #[error("message of {len} bytes exceeds the maximum of {max}")]
+    TooLarge {
+        /// Message size.
+        len: usize,
+        /// The maximum.
+        max: usize,
+    },
+    /// The value could not be serialised or a received message not deserialised (1000).
+    #[error("serialisation: {0}")]
+    Serialization(String),
+    /// The background driver has stopped (the `Interconnect` or `Hub` was shut down).
+    #[error("the interconnect driver has stopped")]
+    Stopped,
+    /// Any other failure, with its code.
+    #[error("error {code}: {message}")]
+    Other {
+        /// The code.
+        code: Code,
+        /// Detail.
+        message: String,
+    },
+}
+
+impl Error {
+    /// The stable numeric code: 204, 1000, 1001, 1002, 1006, 1007 or one of ours.
+    pub fn code(&self) -> Code {
+        match self {
+            Error::Timeout(_) => Code::TIMEOUT,
+            Error::ConnectionLost | Error::Stopped => Code::CONNECTION_LOST,
+            Error::Refused { code, .. } | Error::Other { code, .. } => *code,
+            Error::TooLarge { .. } => Code::TOO_LARGE,
+            Error::Serialization(_) => Code::OTHERS,
+        }
+    }
+
+    /// An error for a failure the session reported by code.
+    pub(crate) fn from_code(code: Code) -> Error {
+        match code {
+            Code::TIMEOUT => Error::Timeout("the peer"),
+            Code::CONNECTION_LOST => Error::ConnectionLost,
+            Code::APP_UNINSTALLED | Code::APP_NOT_CONNECTED | Code::FINGERPRINT_MISMATCH => {
+                Error::Refused {
+                    code,
+                    reason: code.name().unwrap_or_default().into(),
+                }
+            }
+            code => Error::Other {
+                code,
+                message: code.name().unwrap_or("error").into(),
+            },
+        }
+    }
+}
+
+impl From<crate::session::CommandError> for Error {
+    fn from(error: crate::session::CommandError) -> Error {
+        use crate::session::CommandError as E;
+        match error {
+            E::ChannelClosed => Error::ConnectionLost,
+            E::TooLarge { len, max } => Error::TooLarge { len, max },
+            other => Error::Other {
+                code: other.code(),
+                message: other.to_string(),
+            },
+        }
+    }
+}

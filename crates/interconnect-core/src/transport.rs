@@ -1,0 +1,78 @@
+//! The seam between the core and the transports: a transport yields links, a link moves
+//! whole frames.
+
+use async_trait::async_trait;
+use bytes::Bytes;
+
+/// Why a transport could not produce a link, or a link failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TransportError {
+    /// The link or transport is closed.
+    #[error("link closed")]
+    Closed,
+    /// The peer refused the connection.
+    #[error("connection refused: {0}")]
+    Refused(String),
+    /// An I/O error underneath.
+    #[error("i/o error: {0}")]
+    Io(#[from] std::io::Error),
+    /// A frame was too large for the link.
+    #[error("frame of {len} bytes exceeds the link's maximum of {max}")]
+    TooLarge {
+        /// Frame length.
+        len: usize,
+        /// The link's maximum.
+        max: usize,
+    },
+    /// Anything else, described.
+    #[error("{0}")]
+    Other(String),
+}
+
+/// Something that produces links to the peer: a dialer (watch over TCP), a listener
+/// (phone over TCP), a BLE central or peripheral, a mock.
+///
+/// The driver calls [`next_link`](Self::next_link) when it has no link, and waits between
+/// failed attempts (capped exponential backoff with jitter), so transports stay simple.
+#[async_trait]
+pub trait Transport: Send + 'static {
+    /// Waits for the next link (dials, or accepts).
+    async fn next_link(&mut self) -> Result<Link, TransportError>;
+}
+
+/// One established link: a sending half, a receiving half, and its frame limit.
+pub struct Link {
+    /// Sends whole frames.
+    pub sender: Box<dyn LinkSender>,
+    /// Receives whole frames.
+    pub receiver: Box<dyn LinkReceiver>,
+    /// Largest frame the link carries; the handshake never negotiates more.
+    pub max_frame_len: usize,
+}
+
+impl std::fmt::Debug for Link {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Link")
+            .field("max_frame_len", &self.max_frame_len)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The sending half of a link.
+#[async_trait]
+pub trait LinkSender: Send + 'static {
+    /// Queues one encoded frame. May wait when the link's buffers are full.
+    async fn send(&mut self, frame: Bytes) -> Result<(), TransportError>;
+    /// Pushes queued frames out (called after each batch of sends).
+    async fn flush(&mut self) -> Result<(), TransportError> {
+        Ok(())
+    }
+}
+
+/// The receiving half of a link. Runs in its own task, so it need not be cancel-safe.
+#[async_trait]
+pub trait LinkReceiver: Send + 'static {
+    /// The next whole frame; `Ok(None)` when the peer closed the link cleanly.
+    async fn recv(&mut self) -> Result<Option<Bytes>, TransportError>;
+}
