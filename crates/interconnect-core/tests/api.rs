@@ -1,0 +1,329 @@
+//! The watch and phone APIs end to end over the mock link, on tokio's paused clock.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use interconnect_core::*;
+use interconnect_proto::{Code, ContentType, DeviceId};
+use serde::{Deserialize, Serialize};
+use transport_mock::{Faults, MockNetwork};
+
+const PKG: &str = "com.example.fit";
+const FP: &str = "AB:CD:EF";
+
+struct Setup {
+    network: MockNetwork,
+    watch: Interconnect,
+    hub: Hub,
+}
+
+fn setup() -> Setup {
+    let network = MockNetwork::new(Faults::default());
+    let (dialer, listener) = network.endpoints();
+    let mut watch_config = Config::new(DeviceId([1; 16]));
+    watch_config.seed = Some(1);
+    let mut phone_config = Config::new(DeviceId([2; 16]));
+    phone_config.seed = Some(2);
+    let hub = Hub::new(listener, phone_config);
+    let watch = Interconnect::new(dialer, watch_config);
+    Setup {
+        network,
+        watch,
+        hub,
+    }
+}
+
+async fn next(events: &mut Events) -> ConnectionEvent {
+    tokio::time::timeout(Duration::from_secs(60), events.next())
+        .await
+        .expect("an event within a minute")
+        .expect("the stream is open")
+}
+
+#[derive(Serialize, Deserialize, Debug, PartialEq)]
+struct Steps {
+    steps: u32,
+}
+
+#[tokio::test(start_paused = true)]
+async fn peer_device_status_follows_the_link() {
+    let s = setup();
+    assert_eq!(s.watch.peer_device_status(), PeerDeviceStatus::Disconnected);
+    s.watch.connected().await;
+    s.hub.connected().await;
+    assert_eq!(s.watch.peer_device_status().code(), 1);
+    assert_eq!(s.hub.peer_device_status().code(), 1);
+    s.network.set_reachable(false);
+    s.network.cut();
+    tokio::time::timeout(Duration::from_secs(1), async {
+        while s.watch.peer_device_status() == PeerDeviceStatus::Connected {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await
+    .expect("status drops to 0");
+    assert_eq!(s.watch.peer_device_status().code(), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn open_send_and_receive_both_ways() {
+    let s = setup();
+    let app = s.hub.register(PKG, 3, Some(FP)).await.unwrap();
+    let conn = s.watch.instance(PKG, Some(FP));
+    let mut watch_events = conn.events();
+    let mut app_events = app.events();
+
+    let diagnosis = conn.diagnosis(None).await;
+    assert!(diagnosis.is_ok());
+    assert_eq!(diagnosis.status(), 0);
+    assert_eq!(conn.ready_state(), ReadyState::Open);
+    assert_eq!(conn.ready_state().code(), 1);
+    assert_eq!(next(&mut watch_events).await, ConnectionEvent::Open { is_reconnected: false });
+    assert_eq!(next(&mut app_events).await, ConnectionEvent::Open { is_reconnected: false });
+    assert_eq!(conn.peer_client_version().await, Ok(Some(3)));
+    assert_eq!(conn.peer_client_version_code().await, Ok(3));
+
+    conn.send(&Steps { steps: 8042 }).await.unwrap();
+    let ConnectionEvent::Message(message) = next(&mut app_events).await else {
+        panic!("expected a message");
+    };
+    assert_eq!(message.content_type, ContentType::Json);
+    assert_eq!(message.decode::<Steps>().unwrap(), Steps { steps: 8042 });
+
+    app.send_bytes(ContentType::Binary, Bytes::from_static(b"\x00\x01")).await.unwrap();
+    let ConnectionEvent::Message(message) = next(&mut watch_events).await else {
+        panic!("expected a message");
+    };
+    assert_eq!(message.payload, Bytes::from_static(b"\x00\x01"));
+    assert!(message.decode::<Steps>().is_err(), "binary has no structure");
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_app_that_is_not_installed_gives_1001_and_version_minus_one() {
+    let s = setup();
+    let conn = s.watch.instance("com.not.installed", None);
+    let mut events = conn.events();
+    let diagnosis = conn.diagnosis(None).await;
+    assert_eq!(diagnosis.status(), 1001);
+    assert_eq!(conn.ready_state(), ReadyState::Closed);
+    assert!(matches!(next(&mut events).await, ConnectionEvent::Error { code: Code::APP_UNINSTALLED, .. }));
+    assert_eq!(conn.peer_client_version().await, Ok(None));
+    assert_eq!(conn.peer_client_version_code().await, Ok(-1));
+    let error = conn.send(&Steps { steps: 1 }).await.unwrap_err();
+    assert_eq!(error.code(), Code::CONNECTION_LOST);
+}
+
+#[tokio::test(start_paused = true)]
+async fn installing_the_app_later_lets_diagnosis_succeed() {
+    let s = setup();
+    let conn = s.watch.instance(PKG, None);
+    assert_eq!(conn.diagnosis(None).await.code, Code::APP_UNINSTALLED);
+    let _app = s.hub.register(PKG, 1, None).await.unwrap();
+    assert!(conn.diagnosis(None).await.is_ok());
+    conn.send(&"now it works").await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_detached_app_gives_1002() {
+    let s = setup();
+    let app = s.hub.register(PKG, 3, None).await.unwrap();
+    drop(app); // the phone app stopped: registered, not attached
+    let conn = s.watch.instance(PKG, None);
+    let mut events = conn.events();
+    let diagnosis = conn.diagnosis(None).await;
+    assert_eq!(diagnosis.code, Code::APP_NOT_CONNECTED);
+    assert_eq!(diagnosis.status(), 1000, "the seeds report 1002 as 'other' in diagnosis");
+    assert!(matches!(next(&mut events).await, ConnectionEvent::Error { code: Code::APP_NOT_CONNECTED, .. }));
+    assert_eq!(conn.peer_client_version().await, Ok(Some(3)));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_wrong_fingerprint_gives_1007_and_no_message_passes() {
+    let s = setup();
+    let app = s.hub.register(PKG, 3, Some(FP)).await.unwrap();
+    let mut app_events = app.events();
+    let conn = s.watch.instance(PKG, Some("00:11:22"));
+    let mut events = conn.events();
+    assert_eq!(conn.diagnosis(None).await.code, Code::FINGERPRINT_MISMATCH);
+    assert!(matches!(next(&mut events).await, ConnectionEvent::Error { code: Code::FINGERPRINT_MISMATCH, .. }));
+    assert!(conn.send(&"secret").await.is_err());
+    assert_eq!(app.send(&"to nobody").await.unwrap_err().code(), Code::CONNECTION_LOST);
+    // Nothing reached the app.
+    assert!(tokio::time::timeout(Duration::from_secs(5), app_events.next()).await.is_err());
+}
+
+#[tokio::test(start_paused = true)]
+async fn diagnosis_waits_for_a_connect_in_progress() {
+    let s = setup();
+    let _app = s.hub.register(PKG, 3, None).await.unwrap();
+    s.network.set_reachable(false);
+    let conn = s.watch.instance(PKG, None);
+    let network = s.network.clone();
+    let started = tokio::time::Instant::now();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        network.set_reachable(true);
+    });
+    let diagnosis = conn.diagnosis(Some(Duration::from_secs(8))).await;
+    assert!(diagnosis.is_ok(), "got {diagnosis:?}");
+    let waited = started.elapsed();
+    assert!(waited >= Duration::from_secs(3) && waited < Duration::from_secs(8), "{waited:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn diagnosis_times_out_with_204() {
+    let s = setup();
+    s.network.set_reachable(false);
+    let conn = s.watch.instance(PKG, None);
+    let started = tokio::time::Instant::now();
+    let diagnosis = conn.diagnosis(None).await;
+    assert_eq!(diagnosis.status(), 204);
+    assert_eq!(started.elapsed(), Duration::from_secs(10), "the default timeout is 10 s");
+}
+
+#[tokio::test(start_paused = true)]
+async fn send_times_out_with_204_while_the_link_is_down() {
+    let s = setup();
+    let _app = s.hub.register(PKG, 3, None).await.unwrap();
+    let conn = s.watch.instance(PKG, None);
+    assert!(conn.diagnosis(None).await.is_ok());
+    s.network.set_reachable(false);
+    s.network.cut();
+    let error = conn.send(&"stuck").await.unwrap_err();
+    assert_eq!(error.code(), Code::TIMEOUT);
+}
+
+#[tokio::test(start_paused = true)]
+async fn close_from_the_watch_reaches_the_app_and_later_sends_fail_with_1006() {
+    let s = setup();
+    let app = s.hub.register(PKG, 3, None).await.unwrap();
+    let mut app_events = app.events();
+    let conn = s.watch.instance(PKG, None);
+    let mut events = conn.events();
+    assert!(conn.diagnosis(None).await.is_ok());
+    conn.close(Code::OTHERS, "user left").await.unwrap();
+    assert_eq!(next(&mut app_events).await, ConnectionEvent::Open { is_reconnected: false });
+    assert_eq!(
+        next(&mut app_events).await,
+        ConnectionEvent::Close { code: Code::OTHERS, reason: "user left".into() }
+    );
+    assert_eq!(next(&mut events).await, ConnectionEvent::Open { is_reconnected: false });
+    assert!(matches!(next(&mut events).await, ConnectionEvent::Close { code: Code::OTHERS, .. }));
+    assert_eq!(conn.ready_state(), ReadyState::Closed);
+    assert_eq!(conn.send(&1).await.unwrap_err().code(), Code::CONNECTION_LOST);
+    assert_eq!(app.send(&1).await.unwrap_err().code(), Code::CONNECTION_LOST);
+}
+
+#[tokio::test(start_paused = true)]
+async fn close_from_the_phone_reaches_the_watch() {
+    let s = setup();
+    let app = s.hub.register(PKG, 3, None).await.unwrap();
+    let conn = s.watch.instance(PKG, None);
+    let mut events = conn.events();
+    assert!(conn.diagnosis(None).await.is_ok());
+    app.close(Code(4100), "phone app says bye").await.unwrap();
+    assert_eq!(next(&mut events).await, ConnectionEvent::Open { is_reconnected: false });
+    assert_eq!(
+        next(&mut events).await,
+        ConnectionEvent::Close { code: Code(4100), reason: "phone app says bye".into() }
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_link_cut_closes_with_1006_then_resumes_with_is_reconnected() {
+    let s = setup();
+    let app = s.hub.register(PKG, 3, None).await.unwrap();
+    let mut app_events = app.events();
+    let conn = s.watch.instance(PKG, None);
+    let mut events = conn.events();
+    assert!(conn.diagnosis(None).await.is_ok());
+    assert_eq!(next(&mut events).await, ConnectionEvent::Open { is_reconnected: false });
+    assert_eq!(next(&mut app_events).await, ConnectionEvent::Open { is_reconnected: false });
+
+    s.network.cut();
+    assert!(matches!(next(&mut events).await, ConnectionEvent::Close { code: Code::CONNECTION_LOST, .. }));
+    // A send made while the link is down completes after the resumption.
+    conn.send(&Steps { steps: 1 }).await.unwrap();
+    assert_eq!(next(&mut events).await, ConnectionEvent::Open { is_reconnected: true });
+    assert!(matches!(next(&mut app_events).await, ConnectionEvent::Close { code: Code::CONNECTION_LOST, .. }));
+    assert_eq!(next(&mut app_events).await, ConnectionEvent::Open { is_reconnected: true });
+    let ConnectionEvent::Message(message) = next(&mut app_events).await else {
+        panic!("expected the message");
+    };
+    assert_eq!(message.decode::<Steps>().unwrap(), Steps { steps: 1 });
+    assert!(s.network.links_made() >= 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn request_reply_with_several_in_flight() {
+    let s = setup();
+    let app = s.hub.register(PKG, 3, None).await.unwrap();
+    let conn = s.watch.instance(PKG, None);
+    assert!(conn.diagnosis(None).await.is_ok());
+    let mut app_events = app.events();
+    let responder = tokio::spawn({
+        let app = app.clone();
+        async move {
+            let mut answered = 0;
+            while answered < 5 {
+                if let ConnectionEvent::Message(request) = next(&mut app_events).await {
+                    let n: u32 = request.decode().unwrap();
+                    app.reply(&request, &(n * 10)).await.unwrap();
+                    answered += 1;
+                }
+            }
+        }
+    });
+    let requests = (1..=5u32).map(|n| {
+        let conn = conn.clone();
+        async move { conn.request::<u32, u32>(&n, Duration::from_secs(5)).await }
+    });
+    let mut handles = Vec::new();
+    for request in requests {
+        handles.push(tokio::spawn(request));
+    }
+    for (n, handle) in (1..=5u32).zip(handles) {
+        assert_eq!(handle.await.unwrap(), Ok(n * 10));
+    }
+    responder.await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_request_nobody_answers_times_out_with_204() {
+    let s = setup();
+    let _app = s.hub.register(PKG, 3, None).await.unwrap();
+    let conn = s.watch.instance(PKG, None);
+    assert!(conn.diagnosis(None).await.is_ok());
+    let error = conn.request::<_, u32>(&1, Duration::from_secs(2)).await.unwrap_err();
+    assert_eq!(error.code(), Code::TIMEOUT);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_message_above_the_maximum_is_refused_with_a_clear_error() {
+    let s = setup();
+    let _app = s.hub.register(PKG, 3, None).await.unwrap();
+    let conn = s.watch.instance(PKG, None);
+    assert!(conn.diagnosis(None).await.is_ok());
+    let max = interconnect_proto::Limits::default().max_message_len();
+    conn.send_bytes(ContentType::Binary, Bytes::from(vec![1; max])).await.unwrap();
+    let error = conn
+        .send_bytes(ContentType::Binary, Bytes::from(vec![1; max + 1]))
+        .await
+        .unwrap_err();
+    assert_eq!(error, Error::TooLarge { len: max + 1, max });
+    assert_eq!(error.code(), Code::TOO_LARGE);
+}
+
+#[tokio::test(start_paused = true)]
+async fn shutdown_fails_pending_calls_instead_of_hanging() {
+    let s = setup();
+    s.network.set_reachable(false);
+    let conn = s.watch.instance(PKG, None);
+    let pending = tokio::spawn({
+        let conn = conn.clone();
+        async move { conn.send(&1).await }
+    });
+    tokio::task::yield_now().await;
+    s.watch.shutdown().await;
+    assert_eq!(pending.await.unwrap(), Err(Error::Stopped));
+}
