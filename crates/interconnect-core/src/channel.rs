@@ -74,6 +74,8 @@ pub(crate) struct Channel {
     pub(crate) ack_pending: bool,
     /// Last time the peer's acks made progress (or the first send after quiet).
     last_progress: Option<Instant>,
+    /// When the pending open was last sent, and whether it asked to resume.
+    pub(crate) open_sent: Option<(Instant, bool)>,
 }
 
 impl Channel {
@@ -92,6 +94,7 @@ impl Channel {
             received: 0,
             ack_pending: false,
             last_progress: None,
+            open_sent: None,
         }
     }
 

@@ -1,5 +1,6 @@
 //! The app-facing channel handle: [`Connection`], its events and its state.
 
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
@@ -105,6 +106,36 @@ pub enum ConnectionEvent {
         /// Detail.
         message: String,
     },
+}
+
+fn to_json<T: Serialize + ?Sized>(value: &T) -> Result<Bytes, Error> {
+    serde_json::to_vec(value)
+        .map(Bytes::from)
+        .map_err(|e| Error::Serialization(e.to_string()))
+}
+
+/// A queued message waiting for its acknowledgement.
+struct PendingSend {
+    shared: Arc<Shared>,
+    ticket: u64,
+    outcome: Result<oneshot::Receiver<Result<(), Error>>, Error>,
+}
+
+impl PendingSend {
+    async fn wait(self) -> Result<(), Error> {
+        let rx = self.outcome?;
+        match tokio::time::timeout(self.shared.send_timeout, rx).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(_)) => Err(Error::Stopped),
+            Err(_) => {
+                let _ = self.shared.commands.send(Command::CancelSend {
+                    key: self.shared.key,
+                    ticket: self.ticket,
+                });
+                Err(Error::Timeout("the acknowledgement"))
+            }
+        }
+    }
 }
 
 /// The state the driver publishes for one connection.
@@ -306,116 +337,127 @@ impl Connection {
         }
     }
 
-    /// Sends `value` as JSON (the seeds' "Object") and waits until the peer acknowledged
+    /// Sends `value` as JSON (the seeds' "Object") and resolves when the peer acknowledged
     /// it. Fails with 204 after the send timeout, 1006 if the channel is closed.
-    pub async fn send<T: Serialize + ?Sized>(&self, value: &T) -> Result<(), Error> {
-        let payload = serde_json::to_vec(value).map_err(|e| Error::Serialization(e.to_string()))?;
-        self.send_bytes(ContentType::Json, Bytes::from(payload))
-            .await
+    ///
+    /// The message is queued when this is called, not when the future is first polled, so
+    /// messages go out in call order even when their futures are awaited concurrently.
+    pub fn send<T: Serialize + ?Sized>(
+        &self,
+        value: &T,
+    ) -> impl Future<Output = Result<(), Error>> + Send + 'static {
+        let pending =
+            to_json(value).map(|p| self.start_send(ContentType::Json, Exchange::OneWay, p));
+        async move { pending?.wait().await }
     }
 
-    /// Sends raw bytes with a content type and waits for the acknowledgement.
-    pub async fn send_bytes(&self, content_type: ContentType, payload: Bytes) -> Result<(), Error> {
-        self.send_exchange(content_type, Exchange::OneWay, payload)
-            .await
+    /// Sends raw bytes with a content type; resolves on the acknowledgement. Queued at
+    /// call time, like [`send`](Self::send).
+    pub fn send_bytes(
+        &self,
+        content_type: ContentType,
+        payload: Bytes,
+    ) -> impl Future<Output = Result<(), Error>> + Send + 'static {
+        let pending = self.start_send(content_type, Exchange::OneWay, payload);
+        async move { pending.wait().await }
     }
 
-    async fn send_exchange(
+    /// Queues a message now; the returned value waits for its outcome.
+    fn start_send(
         &self,
         content_type: ContentType,
         exchange: Exchange,
         payload: Bytes,
-    ) -> Result<(), Error> {
+    ) -> PendingSend {
         let ticket = self.shared.next_ticket.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
-        self.command(Command::Send {
+        let queued = self.command(Command::Send {
             key: self.shared.key,
             ticket,
             content_type,
             exchange,
             payload,
             done: tx,
-        })?;
-        match tokio::time::timeout(self.shared.send_timeout, rx).await {
-            Ok(Ok(result)) => result,
-            Ok(Err(_)) => Err(Error::Stopped),
-            Err(_) => {
-                let _ = self.command(Command::CancelSend {
-                    key: self.shared.key,
-                    ticket,
-                });
-                Err(Error::Timeout("the acknowledgement"))
-            }
+        });
+        PendingSend {
+            shared: self.shared.clone(),
+            ticket,
+            outcome: queued.map(|()| rx),
         }
     }
 
     /// Sends `value` as JSON as a request and waits up to `timeout` for the peer's reply,
     /// decoded as `R`. Several requests may be in flight at once.
-    pub async fn request<T, R>(&self, value: &T, timeout: Duration) -> Result<R, Error>
+    pub fn request<T, R>(
+        &self,
+        value: &T,
+        timeout: Duration,
+    ) -> impl Future<Output = Result<R, Error>> + Send + 'static
     where
         T: Serialize + ?Sized,
         R: DeserializeOwned,
     {
-        let payload = serde_json::to_vec(value).map_err(|e| Error::Serialization(e.to_string()))?;
-        let reply = self
-            .request_bytes(ContentType::Json, Bytes::from(payload), timeout)
-            .await?;
-        reply.decode()
+        let reply = to_json(value).map(|p| self.request_bytes(ContentType::Json, p, timeout));
+        async move { reply?.await?.decode() }
     }
 
-    /// Sends a request with raw bytes and waits for the reply message.
-    pub async fn request_bytes(
+    /// Sends a request with raw bytes and waits for the reply message. Queued at call
+    /// time.
+    pub fn request_bytes(
         &self,
         content_type: ContentType,
         payload: Bytes,
         timeout: Duration,
-    ) -> Result<Incoming, Error> {
+    ) -> impl Future<Output = Result<Incoming, Error>> + Send + 'static {
         let id = self.shared.next_request.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
-        self.command(Command::AwaitReply {
-            key: self.shared.key,
+        let key = self.shared.key;
+        let registered = self.command(Command::AwaitReply {
+            key,
             request: id,
             reply: tx,
-        })?;
-        let exchange = async {
-            self.send_exchange(content_type, Exchange::Request(id), payload)
-                .await?;
-            rx.await.map_err(|_| Error::Stopped)?
-        };
-        let outcome = tokio::time::timeout(timeout, exchange).await;
-        let _ = self.command(Command::ForgetReply {
-            key: self.shared.key,
-            request: id,
         });
-        outcome.unwrap_or(Err(Error::Timeout("the reply")))
+        let sent = self.start_send(content_type, Exchange::Request(id), payload);
+        let shared = self.shared.clone();
+        async move {
+            registered?;
+            let exchange = async {
+                sent.wait().await?;
+                rx.await.map_err(|_| Error::Stopped)?
+            };
+            let outcome = tokio::time::timeout(timeout, exchange).await;
+            let _ = shared
+                .commands
+                .send(Command::ForgetReply { key, request: id });
+            outcome.unwrap_or(Err(Error::Timeout("the reply")))
+        }
     }
 
     /// Answers a request message with `value` as JSON.
-    pub async fn reply<T: Serialize + ?Sized>(
+    pub fn reply<T: Serialize + ?Sized>(
         &self,
         request: &Incoming,
         value: &T,
-    ) -> Result<(), Error> {
-        let payload = serde_json::to_vec(value).map_err(|e| Error::Serialization(e.to_string()))?;
-        self.reply_bytes(request, ContentType::Json, Bytes::from(payload))
-            .await
+    ) -> impl Future<Output = Result<(), Error>> + Send + 'static {
+        let pending = to_json(value).map(|p| self.reply_bytes(request, ContentType::Json, p));
+        async move { pending?.await }
     }
 
     /// Answers a request message with raw bytes.
-    pub async fn reply_bytes(
+    pub fn reply_bytes(
         &self,
         request: &Incoming,
         content_type: ContentType,
         payload: Bytes,
-    ) -> Result<(), Error> {
-        let Some(id) = request.request_id else {
-            return Err(Error::Other {
+    ) -> impl Future<Output = Result<(), Error>> + Send + 'static {
+        let pending = match request.request_id {
+            Some(id) => Ok(self.start_send(content_type, Exchange::Reply(id), payload)),
+            None => Err(Error::Other {
                 code: Code::OTHERS,
                 message: "the message is not a request".into(),
-            });
+            }),
         };
-        self.send_exchange(content_type, Exchange::Reply(id), payload)
-            .await
+        async move { pending?.wait().await }
     }
 
     /// Closes the channel with a code and reason; both sides get a close event. Sends not

@@ -506,7 +506,7 @@ impl Driver {
             }
             Command::Retry { key, done } => {
                 if let Some(ch) = self.conns.get(&key).and_then(|e| e.channel) {
-                    self.session.retry_open(ch);
+                    self.session.retry_open(now(), ch);
                 }
                 self.publish_states();
                 let _ = done.send(());

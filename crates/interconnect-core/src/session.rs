@@ -325,6 +325,13 @@ impl Session {
                         tracing::trace!(channel = channel.id.0, "retransmit timeout");
                         channel.on_retransmit_timeout(now);
                     }
+                    if channel.state == ChannelState::Opening
+                        && let Some((sent, resume)) = channel.open_sent
+                        && now >= sent + rto
+                    {
+                        tracing::trace!(channel = channel.id.0, "open not answered, sent again");
+                        self.control.push_back(start_open(channel, now, resume));
+                    }
                 }
             }
         }
@@ -336,7 +343,7 @@ impl Session {
     /// fingerprint. Opens now if the link is up, otherwise when it comes up.
     pub fn open_channel(
         &mut self,
-        _now: Instant,
+        now: Instant,
         package: &str,
         fingerprint: Option<&str>,
     ) -> Result<ChannelId, CommandError> {
@@ -347,8 +354,7 @@ impl Session {
         self.next_channel = self.next_channel.wrapping_add(1).max(1);
         let mut channel = Channel::new(id, package.into(), fingerprint.map(Into::into));
         if self.is_link_up() {
-            self.control.push_back(open_frame(&channel, false));
-            channel.state = ChannelState::Opening;
+            self.control.push_back(start_open(&mut channel, now, false));
         }
         self.channels.insert(id, channel);
         Ok(id)
@@ -356,14 +362,13 @@ impl Session {
 
     /// Watch side: tries again to open a channel that was refused (e.g. after the app was
     /// installed). No effect on a channel that is open or opening.
-    pub fn retry_open(&mut self, channel: ChannelId) {
+    pub fn retry_open(&mut self, now: Instant, channel: ChannelId) {
         let up = self.is_link_up();
         if let Some(ch) = self.channels.get_mut(&channel)
             && matches!(ch.state, ChannelState::Idle { .. })
         {
             if up {
-                self.control.push_back(open_frame(ch, false));
-                ch.state = ChannelState::Opening;
+                self.control.push_back(start_open(ch, now, false));
             } else {
                 ch.state = ChannelState::Idle { last_error: None };
             }
@@ -546,6 +551,11 @@ impl Session {
                     if let Some(t) = channel.retransmit_deadline(rto) {
                         next = next.min(t);
                     }
+                    if channel.state == ChannelState::Opening
+                        && let Some((sent, _)) = channel.open_sent
+                    {
+                        next = next.min(sent + rto);
+                    }
                 }
                 Some(next)
             }
@@ -661,6 +671,9 @@ impl Session {
 
     fn on_hello(&mut self, now: Instant, hello: Hello) {
         if !matches!(self.link, LinkState::Handshaking { .. }) {
+            if self.peer_token == Some(hello.resume_token) {
+                return; // a duplicate of the hello that completed this handshake
+            }
             return self.protocol_error(Code::PROTOCOL_ERROR, "second hello on a link".into());
         }
         let low = hello.min_version.max(*PROTOCOL_VERSIONS.start());
@@ -708,12 +721,10 @@ impl Session {
             for ch in self.channels.values_mut() {
                 match ch.state {
                     ChannelState::Suspended => {
-                        self.control.push_back(open_frame(ch, resumed));
-                        ch.state = ChannelState::Opening;
+                        self.control.push_back(start_open(ch, now, resumed));
                     }
                     ChannelState::Idle { last_error: None } => {
-                        self.control.push_back(open_frame(ch, false));
-                        ch.state = ChannelState::Opening;
+                        self.control.push_back(start_open(ch, now, false));
                     }
                     _ => {}
                 }
@@ -802,6 +813,21 @@ impl Session {
             );
         }
         let version = app.version;
+        if let Some(ch) = self.channels.get(&open.channel)
+            && ch.is_open()
+            && ch.package == open.package
+        {
+            // The open was sent again (our accept was lost, or the open duplicated):
+            // answer again without touching the channel.
+            let received_seq = ch.received;
+            self.control.push_back(Frame::Accept(Accept {
+                channel: open.channel,
+                app_version: version,
+                received_seq,
+                resumed: true,
+            }));
+            return;
+        }
         // One channel per package: a new one replaces an older one.
         let stale: Vec<ChannelId> = self
             .channels
@@ -935,6 +961,15 @@ impl Session {
         let Some(ch) = self.channels.get_mut(&data.channel) else {
             return tracing::debug!(channel = data.channel.0, "data for an unknown channel");
         };
+        if ch.state == ChannelState::Closed {
+            // Our close was lost: say it again.
+            self.control.push_back(Frame::Close(Close {
+                channel: data.channel,
+                code: Code::OTHERS,
+                reason: "channel is closed".into(),
+            }));
+            return;
+        }
         if !ch.is_open() {
             return;
         }
@@ -1022,6 +1057,14 @@ impl Session {
             version,
         }));
     }
+}
+
+/// Builds the open frame for a channel and marks it opening, so a lost open or a lost
+/// answer is sent again after the retransmit timeout.
+fn start_open(ch: &mut Channel, now: Instant, resume: bool) -> Frame {
+    ch.state = ChannelState::Opening;
+    ch.open_sent = Some((now, resume));
+    open_frame(ch, resume)
 }
 
 fn open_frame(ch: &Channel, resume: bool) -> Frame {

@@ -78,8 +78,18 @@ async fn open_send_and_receive_both_ways() {
     assert_eq!(diagnosis.status(), 0);
     assert_eq!(conn.ready_state(), ReadyState::Open);
     assert_eq!(conn.ready_state().code(), 1);
-    assert_eq!(next(&mut watch_events).await, ConnectionEvent::Open { is_reconnected: false });
-    assert_eq!(next(&mut app_events).await, ConnectionEvent::Open { is_reconnected: false });
+    assert_eq!(
+        next(&mut watch_events).await,
+        ConnectionEvent::Open {
+            is_reconnected: false
+        }
+    );
+    assert_eq!(
+        next(&mut app_events).await,
+        ConnectionEvent::Open {
+            is_reconnected: false
+        }
+    );
     assert_eq!(conn.peer_client_version().await, Ok(Some(3)));
     assert_eq!(conn.peer_client_version_code().await, Ok(3));
 
@@ -90,12 +100,17 @@ async fn open_send_and_receive_both_ways() {
     assert_eq!(message.content_type, ContentType::Json);
     assert_eq!(message.decode::<Steps>().unwrap(), Steps { steps: 8042 });
 
-    app.send_bytes(ContentType::Binary, Bytes::from_static(b"\x00\x01")).await.unwrap();
+    app.send_bytes(ContentType::Binary, Bytes::from_static(b"\x00\x01"))
+        .await
+        .unwrap();
     let ConnectionEvent::Message(message) = next(&mut watch_events).await else {
         panic!("expected a message");
     };
     assert_eq!(message.payload, Bytes::from_static(b"\x00\x01"));
-    assert!(message.decode::<Steps>().is_err(), "binary has no structure");
+    assert!(
+        message.decode::<Steps>().is_err(),
+        "binary has no structure"
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -106,7 +121,13 @@ async fn an_app_that_is_not_installed_gives_1001_and_version_minus_one() {
     let diagnosis = conn.diagnosis(None).await;
     assert_eq!(diagnosis.status(), 1001);
     assert_eq!(conn.ready_state(), ReadyState::Closed);
-    assert!(matches!(next(&mut events).await, ConnectionEvent::Error { code: Code::APP_UNINSTALLED, .. }));
+    assert!(matches!(
+        next(&mut events).await,
+        ConnectionEvent::Error {
+            code: Code::APP_UNINSTALLED,
+            ..
+        }
+    ));
     assert_eq!(conn.peer_client_version().await, Ok(None));
     assert_eq!(conn.peer_client_version_code().await, Ok(-1));
     let error = conn.send(&Steps { steps: 1 }).await.unwrap_err();
@@ -132,8 +153,18 @@ async fn a_detached_app_gives_1002() {
     let mut events = conn.events();
     let diagnosis = conn.diagnosis(None).await;
     assert_eq!(diagnosis.code, Code::APP_NOT_CONNECTED);
-    assert_eq!(diagnosis.status(), 1000, "the seeds report 1002 as 'other' in diagnosis");
-    assert!(matches!(next(&mut events).await, ConnectionEvent::Error { code: Code::APP_NOT_CONNECTED, .. }));
+    assert_eq!(
+        diagnosis.status(),
+        1000,
+        "the seeds report 1002 as 'other' in diagnosis"
+    );
+    assert!(matches!(
+        next(&mut events).await,
+        ConnectionEvent::Error {
+            code: Code::APP_NOT_CONNECTED,
+            ..
+        }
+    ));
     assert_eq!(conn.peer_client_version().await, Ok(Some(3)));
 }
 
@@ -145,11 +176,24 @@ async fn a_wrong_fingerprint_gives_1007_and_no_message_passes() {
     let conn = s.watch.instance(PKG, Some("00:11:22"));
     let mut events = conn.events();
     assert_eq!(conn.diagnosis(None).await.code, Code::FINGERPRINT_MISMATCH);
-    assert!(matches!(next(&mut events).await, ConnectionEvent::Error { code: Code::FINGERPRINT_MISMATCH, .. }));
+    assert!(matches!(
+        next(&mut events).await,
+        ConnectionEvent::Error {
+            code: Code::FINGERPRINT_MISMATCH,
+            ..
+        }
+    ));
     assert!(conn.send(&"secret").await.is_err());
-    assert_eq!(app.send(&"to nobody").await.unwrap_err().code(), Code::CONNECTION_LOST);
+    assert_eq!(
+        app.send(&"to nobody").await.unwrap_err().code(),
+        Code::CONNECTION_LOST
+    );
     // Nothing reached the app.
-    assert!(tokio::time::timeout(Duration::from_secs(5), app_events.next()).await.is_err());
+    assert!(
+        tokio::time::timeout(Duration::from_secs(5), app_events.next())
+            .await
+            .is_err()
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -167,7 +211,10 @@ async fn diagnosis_waits_for_a_connect_in_progress() {
     let diagnosis = conn.diagnosis(Some(Duration::from_secs(8))).await;
     assert!(diagnosis.is_ok(), "got {diagnosis:?}");
     let waited = started.elapsed();
-    assert!(waited >= Duration::from_secs(3) && waited < Duration::from_secs(8), "{waited:?}");
+    assert!(
+        waited >= Duration::from_secs(3) && waited < Duration::from_secs(8),
+        "{waited:?}"
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -178,7 +225,11 @@ async fn diagnosis_times_out_with_204() {
     let started = tokio::time::Instant::now();
     let diagnosis = conn.diagnosis(None).await;
     assert_eq!(diagnosis.status(), 204);
-    assert_eq!(started.elapsed(), Duration::from_secs(10), "the default timeout is 10 s");
+    assert_eq!(
+        started.elapsed(),
+        Duration::from_secs(10),
+        "the default timeout is 10 s"
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -202,16 +253,41 @@ async fn close_from_the_watch_reaches_the_app_and_later_sends_fail_with_1006() {
     let mut events = conn.events();
     assert!(conn.diagnosis(None).await.is_ok());
     conn.close(Code::OTHERS, "user left").await.unwrap();
-    assert_eq!(next(&mut app_events).await, ConnectionEvent::Open { is_reconnected: false });
     assert_eq!(
         next(&mut app_events).await,
-        ConnectionEvent::Close { code: Code::OTHERS, reason: "user left".into() }
+        ConnectionEvent::Open {
+            is_reconnected: false
+        }
     );
-    assert_eq!(next(&mut events).await, ConnectionEvent::Open { is_reconnected: false });
-    assert!(matches!(next(&mut events).await, ConnectionEvent::Close { code: Code::OTHERS, .. }));
+    assert_eq!(
+        next(&mut app_events).await,
+        ConnectionEvent::Close {
+            code: Code::OTHERS,
+            reason: "user left".into()
+        }
+    );
+    assert_eq!(
+        next(&mut events).await,
+        ConnectionEvent::Open {
+            is_reconnected: false
+        }
+    );
+    assert!(matches!(
+        next(&mut events).await,
+        ConnectionEvent::Close {
+            code: Code::OTHERS,
+            ..
+        }
+    ));
     assert_eq!(conn.ready_state(), ReadyState::Closed);
-    assert_eq!(conn.send(&1).await.unwrap_err().code(), Code::CONNECTION_LOST);
-    assert_eq!(app.send(&1).await.unwrap_err().code(), Code::CONNECTION_LOST);
+    assert_eq!(
+        conn.send(&1).await.unwrap_err().code(),
+        Code::CONNECTION_LOST
+    );
+    assert_eq!(
+        app.send(&1).await.unwrap_err().code(),
+        Code::CONNECTION_LOST
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -222,10 +298,18 @@ async fn close_from_the_phone_reaches_the_watch() {
     let mut events = conn.events();
     assert!(conn.diagnosis(None).await.is_ok());
     app.close(Code(4100), "phone app says bye").await.unwrap();
-    assert_eq!(next(&mut events).await, ConnectionEvent::Open { is_reconnected: false });
     assert_eq!(
         next(&mut events).await,
-        ConnectionEvent::Close { code: Code(4100), reason: "phone app says bye".into() }
+        ConnectionEvent::Open {
+            is_reconnected: false
+        }
+    );
+    assert_eq!(
+        next(&mut events).await,
+        ConnectionEvent::Close {
+            code: Code(4100),
+            reason: "phone app says bye".into()
+        }
     );
 }
 
@@ -237,16 +321,48 @@ async fn a_link_cut_closes_with_1006_then_resumes_with_is_reconnected() {
     let conn = s.watch.instance(PKG, None);
     let mut events = conn.events();
     assert!(conn.diagnosis(None).await.is_ok());
-    assert_eq!(next(&mut events).await, ConnectionEvent::Open { is_reconnected: false });
-    assert_eq!(next(&mut app_events).await, ConnectionEvent::Open { is_reconnected: false });
+    assert_eq!(
+        next(&mut events).await,
+        ConnectionEvent::Open {
+            is_reconnected: false
+        }
+    );
+    assert_eq!(
+        next(&mut app_events).await,
+        ConnectionEvent::Open {
+            is_reconnected: false
+        }
+    );
 
     s.network.cut();
-    assert!(matches!(next(&mut events).await, ConnectionEvent::Close { code: Code::CONNECTION_LOST, .. }));
+    assert!(matches!(
+        next(&mut events).await,
+        ConnectionEvent::Close {
+            code: Code::CONNECTION_LOST,
+            ..
+        }
+    ));
     // A send made while the link is down completes after the resumption.
     conn.send(&Steps { steps: 1 }).await.unwrap();
-    assert_eq!(next(&mut events).await, ConnectionEvent::Open { is_reconnected: true });
-    assert!(matches!(next(&mut app_events).await, ConnectionEvent::Close { code: Code::CONNECTION_LOST, .. }));
-    assert_eq!(next(&mut app_events).await, ConnectionEvent::Open { is_reconnected: true });
+    assert_eq!(
+        next(&mut events).await,
+        ConnectionEvent::Open {
+            is_reconnected: true
+        }
+    );
+    assert!(matches!(
+        next(&mut app_events).await,
+        ConnectionEvent::Close {
+            code: Code::CONNECTION_LOST,
+            ..
+        }
+    ));
+    assert_eq!(
+        next(&mut app_events).await,
+        ConnectionEvent::Open {
+            is_reconnected: true
+        }
+    );
     let ConnectionEvent::Message(message) = next(&mut app_events).await else {
         panic!("expected the message");
     };
@@ -294,7 +410,10 @@ async fn a_request_nobody_answers_times_out_with_204() {
     let _app = s.hub.register(PKG, 3, None).await.unwrap();
     let conn = s.watch.instance(PKG, None);
     assert!(conn.diagnosis(None).await.is_ok());
-    let error = conn.request::<_, u32>(&1, Duration::from_secs(2)).await.unwrap_err();
+    let error = conn
+        .request::<_, u32>(&1, Duration::from_secs(2))
+        .await
+        .unwrap_err();
     assert_eq!(error.code(), Code::TIMEOUT);
 }
 
@@ -305,7 +424,9 @@ async fn a_message_above_the_maximum_is_refused_with_a_clear_error() {
     let conn = s.watch.instance(PKG, None);
     assert!(conn.diagnosis(None).await.is_ok());
     let max = interconnect_proto::Limits::default().max_message_len();
-    conn.send_bytes(ContentType::Binary, Bytes::from(vec![1; max])).await.unwrap();
+    conn.send_bytes(ContentType::Binary, Bytes::from(vec![1; max]))
+        .await
+        .unwrap();
     let error = conn
         .send_bytes(ContentType::Binary, Bytes::from(vec![1; max + 1]))
         .await
