@@ -447,7 +447,11 @@ impl Driver {
                     closed: self.session.is_closed(ch),
                     app_version: self.session.app_version(ch),
                 },
-                None => ConnState::default(),
+                // Phone side before the watch opened a channel: waiting for it.
+                None => ConnState {
+                    connecting: true,
+                    ..ConnState::default()
+                },
             };
             entry.slot.state.send_if_modified(|current| {
                 let changed = *current != state;

@@ -840,12 +840,14 @@ impl Session {
         for id in stale {
             self.close(id, Code::OTHERS, "replaced by a new channel");
         }
-        let resumable = open.resume
-            && self.channels.get(&open.channel).is_some_and(|c| {
-                c.state == ChannelState::Suspended
-                    && c.package == open.package
-                    && open.received_seq <= c.last_sent_seq()
-            });
+        // A channel this side still holds resumes whether or not the open asked for it:
+        // the watch may not know that an earlier open was accepted (the accept was lost
+        // with the link), and it has then received nothing (`received_seq` is 0).
+        let resumable = self.channels.get(&open.channel).is_some_and(|c| {
+            c.state == ChannelState::Suspended
+                && c.package == open.package
+                && open.received_seq <= c.last_sent_seq()
+        });
         let mut delivered = Vec::new();
         let (is_reconnected, received) = if resumable {
             match self.channels.get_mut(&open.channel) {

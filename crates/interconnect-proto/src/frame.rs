@@ -236,7 +236,8 @@ pub struct Open {
     pub package: String,
     /// The signing fingerprint the opener requires of the app, if any.
     pub fingerprint: Option<String>,
-    /// True when this re-opens a channel after a link drop.
+    /// True when the opener had the channel open before the link dropped. Informational:
+    /// an acceptor resumes any channel it still holds for this session.
     pub resume: bool,
     /// Highest sequence number the opener has received in order (0: none).
     pub received_seq: u64,
