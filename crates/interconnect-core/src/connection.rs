@@ -282,10 +282,7 @@ impl Connection {
     /// [`peer_client_version`](Self::peer_client_version) in the seeds' form: the version,
     /// or -1 when the app is not installed.
     pub async fn peer_client_version_code(&self) -> Result<i64, Error> {
-        Ok(self
-            .peer_client_version()
-            .await?
-            .map_or(-1, |version| i64::from(version)))
+        Ok(self.peer_client_version().await?.map_or(-1, i64::from))
     }
 
     /// The seeds' `diagnosis`: 0 when the channel is open, waiting up to `timeout` (10 s
@@ -345,7 +342,7 @@ impl Connection {
     pub fn send<T: Serialize + ?Sized>(
         &self,
         value: &T,
-    ) -> impl Future<Output = Result<(), Error>> + Send + 'static {
+    ) -> impl Future<Output = Result<(), Error>> + Send + 'static + use<T> {
         let pending =
             to_json(value).map(|p| self.start_send(ContentType::Json, Exchange::OneWay, p));
         async move { pending?.wait().await }
@@ -357,7 +354,7 @@ impl Connection {
         &self,
         content_type: ContentType,
         payload: Bytes,
-    ) -> impl Future<Output = Result<(), Error>> + Send + 'static {
+    ) -> impl Future<Output = Result<(), Error>> + Send + 'static + use<> {
         let pending = self.start_send(content_type, Exchange::OneWay, payload);
         async move { pending.wait().await }
     }
@@ -392,7 +389,7 @@ impl Connection {
         &self,
         value: &T,
         timeout: Duration,
-    ) -> impl Future<Output = Result<R, Error>> + Send + 'static
+    ) -> impl Future<Output = Result<R, Error>> + Send + 'static + use<T, R>
     where
         T: Serialize + ?Sized,
         R: DeserializeOwned,
@@ -408,7 +405,7 @@ impl Connection {
         content_type: ContentType,
         payload: Bytes,
         timeout: Duration,
-    ) -> impl Future<Output = Result<Incoming, Error>> + Send + 'static {
+    ) -> impl Future<Output = Result<Incoming, Error>> + Send + 'static + use<> {
         let id = self.shared.next_request.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
         let key = self.shared.key;
@@ -438,7 +435,7 @@ impl Connection {
         &self,
         request: &Incoming,
         value: &T,
-    ) -> impl Future<Output = Result<(), Error>> + Send + 'static {
+    ) -> impl Future<Output = Result<(), Error>> + Send + 'static + use<T> {
         let pending = to_json(value).map(|p| self.reply_bytes(request, ContentType::Json, p));
         async move { pending?.await }
     }
@@ -449,7 +446,7 @@ impl Connection {
         request: &Incoming,
         content_type: ContentType,
         payload: Bytes,
-    ) -> impl Future<Output = Result<(), Error>> + Send + 'static {
+    ) -> impl Future<Output = Result<(), Error>> + Send + 'static + use<> {
         let pending = match request.request_id {
             Some(id) => Ok(self.start_send(content_type, Exchange::Reply(id), payload)),
             None => Err(Error::Other {

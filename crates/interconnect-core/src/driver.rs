@@ -283,15 +283,29 @@ impl Driver {
                     Some(command) => self.on_command(command),
                 },
                 Some(link) = self.new_links.recv() => self.on_new_link(link),
-                frame = recv_frame(&mut self.link) => match frame {
-                    Ok(frame) => self.session.handle_frame(now(), frame),
-                    Err(error) => self.lose_link(&format!("link failed: {error}")),
-                },
+                frame = recv_frame(&mut self.link) => self.on_frames(frame),
                 () = sleep_until(deadline) => self.session.handle_timeout(now()),
             }
             self.flush().await;
         }
         self.stop();
+    }
+
+    /// Handles a received frame and whatever else already waits, so that one batch of
+    /// frames produces one batch of acknowledgements.
+    fn on_frames(&mut self, first: Result<Bytes, TransportError>) {
+        let mut next = Some(first);
+        let mut budget = 64;
+        while let Some(item) = next.take() {
+            match item {
+                Ok(frame) => self.session.handle_frame(now(), frame),
+                Err(error) => return self.lose_link(&format!("link failed: {error}")),
+            }
+            budget -= 1;
+            if budget > 0 {
+                next = self.link.as_mut().and_then(|l| l.frames.try_recv().ok());
+            }
+        }
     }
 
     fn request_link(&mut self) {
@@ -392,10 +406,10 @@ impl Driver {
                 let Some(key) = self.by_package.get(package).copied() else {
                     return;
                 };
-                if let Some(entry) = self.conns.get_mut(&key) {
-                    if let Some(old) = entry.channel.replace(channel) {
-                        self.by_channel.remove(&old);
-                    }
+                if let Some(entry) = self.conns.get_mut(&key)
+                    && let Some(old) = entry.channel.replace(channel)
+                {
+                    self.by_channel.remove(&old);
                 }
                 self.by_channel.insert(channel, key);
                 key

@@ -191,6 +191,40 @@ impl Interconnect {
 /// A watch asking for a package nobody registered gets 1001 (and version -1); one whose
 /// app registered but detached (its `Connection` dropped) gets 1002; one that requires a
 /// different fingerprint gets 1007.
+///
+/// ```
+/// # tokio::runtime::Builder::new_current_thread().enable_time().start_paused(true).build().unwrap().block_on(async {
+/// use interconnect_core::{Config, ConnectionEvent, Hub, Interconnect};
+/// use interconnect_proto::{Code, DeviceId};
+///
+/// let (watch_link, phone_link) = transport_mock::MockNetwork::new(Default::default()).endpoints();
+/// let hub = Hub::new(phone_link, Config::new(DeviceId([2; 16])));
+/// let watch = Interconnect::new(watch_link, Config::new(DeviceId([1; 16])));
+///
+/// // The phone app registers, with its signing fingerprint, and answers requests.
+/// let app = hub.register("com.example.fit", 3, Some("AB:CD")).await.unwrap();
+/// let mut events = app.events();
+/// tokio::spawn({
+///     let app = app.clone();
+///     async move {
+///         while let Some(event) = events.next().await {
+///             if let ConnectionEvent::Message(request) = event {
+///                 let n: u32 = request.decode().unwrap();
+///                 app.reply(&request, &(n + 1)).await.unwrap();
+///             }
+///         }
+///     }
+/// });
+///
+/// let conn = watch.instance("com.example.fit", Some("AB:CD"));
+/// let answer: u32 = conn.request(&41, std::time::Duration::from_secs(5)).await.unwrap();
+/// assert_eq!(answer, 42);
+///
+/// // A watch app that expects another fingerprint is refused with 1007.
+/// let impostor = watch.instance("com.example.fit", Some("00:00"));
+/// assert_eq!(impostor.diagnosis(None).await.code, Code::FINGERPRINT_MISMATCH);
+/// # });
+/// ```
 pub struct Hub {
     endpoint: Endpoint,
 }

@@ -75,7 +75,7 @@ struct LinkUp {
 ///
 /// Methods come in four groups, as in quinn-proto's `Connection`:
 /// - **getters**: [`peer`](Self::peer), [`is_link_up`](Self::is_link_up),
-///   [`channel_state`](Self::channel_state), ...
+///   [`is_open`](Self::is_open), ...
 /// - **inputs**: [`link_up`](Self::link_up), [`link_down`](Self::link_down),
 ///   [`handle_frame`](Self::handle_frame), [`handle_timeout`](Self::handle_timeout);
 /// - **commands**: [`open_channel`](Self::open_channel), [`send`](Self::send),
@@ -189,12 +189,14 @@ impl Session {
 
     /// Whether an open of the channel is under way (sent, or waiting for the link).
     pub fn is_connecting(&self, channel: ChannelId) -> bool {
-        match self.channels.get(&channel).map(|c| &c.state) {
-            Some(ChannelState::Opening) => true,
-            Some(ChannelState::Suspended) => true,
-            Some(ChannelState::Idle { last_error: None }) => true,
-            _ => false,
-        }
+        matches!(
+            self.channels.get(&channel).map(|c| &c.state),
+            Some(
+                ChannelState::Opening
+                    | ChannelState::Suspended
+                    | ChannelState::Idle { last_error: None }
+            )
+        )
     }
 
     /// The code of the last refusal of the channel, if it is idle after one.

@@ -126,8 +126,16 @@ async fn run_seed(seed: u64) -> u64 {
             .unwrap_or_else(|_| panic!("seed {seed}: did not finish in a virtual day"));
     assert_eq!((watch_ok, app_ok), (MESSAGES, MESSAGES), "seed {seed}");
     let expected: Vec<u32> = (0..MESSAGES).collect();
-    assert_eq!(legal_messages("phone", seed, &app_seen), expected, "seed {seed}: phone received");
-    assert_eq!(legal_messages("watch", seed, &watch_seen), expected, "seed {seed}: watch received");
+    assert_eq!(
+        legal_messages("phone", seed, &app_seen),
+        expected,
+        "seed {seed}: phone received"
+    );
+    assert_eq!(
+        legal_messages("watch", seed, &watch_seen),
+        expected,
+        "seed {seed}: watch received"
+    );
     watch.shutdown().await;
     hub.shutdown().await;
     network.links_made()

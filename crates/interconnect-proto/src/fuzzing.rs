@@ -1,7 +1,6 @@
 //! The checks the cargo-fuzz targets run, shared with the unit test that replays the
 //! checked-in corpus on stable, so CI guards every input the fuzzer ever kept.
 
-use alloc::vec::Vec;
 use bytes::BytesMut;
 
 use crate::{DEFAULT_MAX_FRAME_LEN, EncodeError, Frame, FrameDecoder};
@@ -53,11 +52,11 @@ pub fn message_roundtrip(data: &[u8]) {
 
 /// The files of a corpus folder, for replay.
 #[cfg(test)]
-fn corpus(target: &str) -> Vec<Vec<u8>> {
+fn corpus(target: &str) -> alloc::vec::Vec<alloc::vec::Vec<u8>> {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../../fuzz/corpus")
         .join(target);
-    let mut inputs = Vec::new();
+    let mut inputs = alloc::vec::Vec::new();
     for entry in std::fs::read_dir(&dir).expect("corpus folder exists") {
         let path = entry.expect("corpus entry").path();
         inputs.push(std::fs::read(path).expect("corpus file"));

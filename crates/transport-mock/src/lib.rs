@@ -220,17 +220,24 @@ impl Wire {
     ) {
         let mut input_open = true;
         loop {
+            // Deliver what is due without a timer: a zero-length sleep would still wait
+            // for the timer wheel's next tick.
+            let now = Instant::now();
+            while self.queue.front().is_some_and(|(due, _)| *due <= now) {
+                if let Some((_, frame)) = self.queue.pop_front()
+                    && output.send(frame).await.is_err()
+                {
+                    return;
+                }
+            }
+            if !input_open && self.queue.is_empty() {
+                return;
+            }
             let due = self.queue.front().map(|(t, _)| *t);
             tokio::select! {
                 biased;
                 _ = cut.changed() => return,
-                () = sleep_until(due) => {
-                    if let Some((_, frame)) = self.queue.pop_front()
-                        && output.send(frame).await.is_err()
-                    {
-                        return;
-                    }
-                }
+                () = sleep_until(due) => {}
                 frame = input.recv(), if input_open => match frame {
                     Some(frame) => {
                         if !self.admit(frame) {
@@ -239,9 +246,6 @@ impl Wire {
                     }
                     None => input_open = false,
                 },
-            }
-            if !input_open && self.queue.is_empty() {
-                return;
             }
         }
     }
