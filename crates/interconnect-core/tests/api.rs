@@ -448,3 +448,49 @@ async fn shutdown_fails_pending_calls_instead_of_hanging() {
     s.watch.shutdown().await;
     assert_eq!(pending.await.unwrap(), Err(Error::Stopped));
 }
+
+#[tokio::test(start_paused = true)]
+async fn corrupted_frames_are_caught_and_never_delivered() {
+    let network = MockNetwork::new(Faults {
+        seed: 3,
+        corrupt: 0.2,
+        ..Faults::default()
+    });
+    let (dialer, listener) = network.endpoints();
+    let hub = Hub::new(listener, Config::new(DeviceId([2; 16])));
+    let watch = Interconnect::new(dialer, Config::new(DeviceId([1; 16])));
+    let app = hub.register(PKG, 1, None).await.unwrap();
+    let mut app_events = app.events();
+    let conn = watch.instance(PKG, None);
+    let sends: Vec<_> = (0..50u32).map(|i| conn.send(&format!("message {i}"))).collect();
+    for send in sends {
+        send.await.unwrap();
+    }
+    let mut received = Vec::new();
+    while received.len() < 50 {
+        if let ConnectionEvent::Message(m) = next(&mut app_events).await {
+            received.push(m.decode::<String>().unwrap());
+        }
+    }
+    let expected: Vec<String> = (0..50).map(|i| format!("message {i}")).collect();
+    assert_eq!(received, expected);
+    assert!(network.links_made() > 1, "bad CRCs dropped links");
+}
+
+#[test]
+fn backoff_grows_to_its_cap_with_jitter() {
+    use rand::SeedableRng;
+    let backoff = Backoff {
+        initial: Duration::from_millis(100),
+        max: Duration::from_secs(30),
+        jitter: 0.5,
+    };
+    let mut rng = rand::rngs::SmallRng::seed_from_u64(1);
+    assert_eq!(backoff.delay(0, &mut rng), Duration::ZERO);
+    for failures in 1..40 {
+        let full = (Duration::from_millis(100) * 2u32.saturating_pow(failures - 1).min(1 << 20))
+            .min(Duration::from_secs(30));
+        let delay = backoff.delay(failures, &mut rng);
+        assert!(delay <= full && delay >= full / 2, "{failures}: {delay:?} vs {full:?}");
+    }
+}
