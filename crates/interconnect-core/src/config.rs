@@ -31,6 +31,9 @@ pub struct SessionConfig {
     pub max_in_flight: usize,
     /// Messages a channel queues beyond those in flight before `send` is refused.
     pub max_queued: usize,
+    /// Bytes of one file transfer in flight (sent, not yet acknowledged); also bounds
+    /// the sender's read-ahead and the receiver's write queue.
+    pub file_window: u64,
 }
 
 impl SessionConfig {
@@ -47,6 +50,7 @@ impl SessionConfig {
             retransmit_timeout: Duration::from_secs(2),
             max_in_flight: 64,
             max_queued: 4096,
+            file_window: 4 * 1024 * 1024,
         }
     }
 }

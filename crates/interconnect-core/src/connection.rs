@@ -99,7 +99,30 @@ pub enum ConnectionEvent {
     },
     /// `onmessage`: a message, in order, exactly once.
     Message(Incoming),
-    /// `onerror`: e.g. the open was refused (1001, 1002, 1007).
+    /// A file is arriving (its offer was accepted, resuming at `offset` if part of it
+    /// was already here). [`Connection::cancel_incoming`] refuses it.
+    FileIncoming {
+        /// Identifies the transfer.
+        transfer: u32,
+        /// The sanitised name it will be stored under (or a numbered variant).
+        name: String,
+        /// Size in bytes.
+        size: u64,
+        /// Bytes already held from an interrupted attempt.
+        offset: u64,
+    },
+    /// `onmessage` with a file (the seeds' `isFileType`): verified and stored. Fires once
+    /// per file, only after size and SHA-256 checked out and the file has its final name.
+    File {
+        /// Where it is stored.
+        path: std::path::PathBuf,
+        /// Its file name.
+        name: String,
+        /// Size in bytes.
+        size: u64,
+    },
+    /// `onerror`: e.g. the open was refused (1001, 1002, 1007), or an incoming file
+    /// failed (its partial file is removed).
     Error {
         /// What.
         code: Code,
@@ -135,6 +158,68 @@ impl PendingSend {
                 Err(Error::Timeout("the acknowledgement"))
             }
         }
+    }
+}
+
+/// Progress of a file transfer.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Progress {
+    /// Bytes the receiver acknowledged.
+    pub bytes_done: u64,
+    /// Size of the file (0 until it has been opened).
+    pub total: u64,
+    /// Average rate since the transfer started, in bytes per second.
+    pub rate: f64,
+}
+
+/// An outgoing file transfer: a future that resolves when the receiver verified and
+/// stored the file, with progress and cancellation.
+pub struct FileTransfer {
+    shared: Arc<Shared>,
+    ticket: u64,
+    progress: watch::Receiver<Progress>,
+    done: Result<oneshot::Receiver<Result<(), Error>>, Error>,
+}
+
+impl FileTransfer {
+    /// The latest progress.
+    pub fn progress(&self) -> Progress {
+        *self.progress.borrow()
+    }
+
+    /// A stream of progress updates (the latest one, whenever it changes).
+    pub fn progress_stream(&self) -> tokio_stream::wrappers::WatchStream<Progress> {
+        tokio_stream::wrappers::WatchStream::new(self.progress.clone())
+    }
+
+    /// Cancels the transfer; the receiver removes its partial file and the transfer
+    /// resolves with 4003.
+    pub fn cancel(&self) {
+        let _ = self.shared.commands.send(Command::CancelFile {
+            key: self.shared.key,
+            ticket: self.ticket,
+        });
+    }
+}
+
+impl Future for FileTransfer {
+    type Output = Result<(), Error>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match &mut self.done {
+            Err(error) => Poll::Ready(Err(error.clone())),
+            Ok(rx) => Pin::new(rx)
+                .poll(cx)
+                .map(|outcome| outcome.unwrap_or(Err(Error::Stopped))),
+        }
+    }
+}
+
+impl std::fmt::Debug for FileTransfer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FileTransfer")
+            .field("progress", &*self.progress.borrow())
+            .finish_non_exhaustive()
     }
 }
 
@@ -455,6 +540,38 @@ impl Connection {
             }),
         };
         async move { pending?.wait().await }
+    }
+
+    /// The seeds' `sendFile`: sends the file at `path`, streamed from disk. The returned
+    /// [`FileTransfer`] resolves when the receiver has verified and stored it; it reports
+    /// progress and can be cancelled. Queued at call time; several transfers may run at
+    /// once, and messages are never held up behind them.
+    pub fn send_file(&self, path: impl AsRef<std::path::Path>) -> FileTransfer {
+        let ticket = self.shared.next_ticket.fetch_add(1, Ordering::Relaxed);
+        let (progress_tx, progress) = watch::channel(Progress::default());
+        let (tx, done) = oneshot::channel();
+        let queued = self.command(Command::SendFile {
+            key: self.shared.key,
+            ticket,
+            path: path.as_ref().to_path_buf(),
+            progress: progress_tx,
+            done: tx,
+        });
+        FileTransfer {
+            shared: self.shared.clone(),
+            ticket,
+            progress,
+            done: queued.map(|()| done),
+        }
+    }
+
+    /// Refuses or stops an incoming file announced by [`ConnectionEvent::FileIncoming`];
+    /// its partial file is removed and the sender gets 4003.
+    pub fn cancel_incoming(&self, transfer: u32) -> Result<(), Error> {
+        self.command(Command::CancelIncoming {
+            key: self.shared.key,
+            transfer,
+        })
     }
 
     /// Closes the channel with a code and reason; both sides get a close event. Sends not

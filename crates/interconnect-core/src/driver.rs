@@ -9,13 +9,14 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use bytes::Bytes;
-use interconnect_proto::{ChannelId, Code, ContentType, Exchange, Role};
+use interconnect_proto::{ChannelId, Code, ContentType, Exchange, Role, TransferId};
 use rand::{Rng, SeedableRng, rngs::SmallRng};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use crate::connection::{ConnState, ConnectionEvent, Incoming};
+use crate::connection::{ConnState, ConnectionEvent, Incoming, Progress};
+use crate::files::{self, FilesConfig, IoDone, Offer, WriterCmd};
 use crate::error::Error;
 use crate::event::{ChannelEvent, Event, SendId};
 use crate::session::Session;
@@ -108,10 +109,35 @@ pub(crate) enum Command {
         reason: String,
         done: oneshot::Sender<()>,
     },
+    SendFile {
+        key: u64,
+        ticket: u64,
+        path: std::path::PathBuf,
+        progress: watch::Sender<Progress>,
+        done: oneshot::Sender<Result<(), Error>>,
+    },
+    CancelFile {
+        key: u64,
+        ticket: u64,
+    },
+    CancelIncoming {
+        key: u64,
+        transfer: u32,
+    },
     Release {
         key: u64,
     },
     Shutdown,
+}
+
+/// An outgoing file, from `send_file` until the receiver's verdict.
+struct OutFile {
+    key: u64,
+    ticket: u64,
+    file: Option<std::sync::Arc<std::fs::File>>,
+    progress: watch::Sender<Progress>,
+    done: oneshot::Sender<Result<(), Error>>,
+    started: Instant,
 }
 
 /// What the driver holds for one connection handle.
@@ -177,6 +203,13 @@ pub(crate) struct Driver {
     backoff: Backoff,
     failures: u32,
     rng: SmallRng,
+    files: Option<FilesConfig>,
+    io_tx: mpsc::UnboundedSender<IoDone>,
+    io_rx: mpsc::UnboundedReceiver<IoDone>,
+    /// Outgoing files being opened and hashed, by ticket.
+    preparing: HashMap<u64, OutFile>,
+    outgoing_files: HashMap<TransferId, OutFile>,
+    writers: HashMap<(ChannelId, TransferId), mpsc::UnboundedSender<WriterCmd>>,
 }
 
 pub(crate) struct DriverParts {
@@ -191,7 +224,9 @@ pub(crate) fn spawn<T: Transport>(
     transport: T,
     backoff: Backoff,
     seed: u64,
+    files: Option<FilesConfig>,
 ) -> DriverParts {
+    let (io_tx, io_rx) = mpsc::unbounded_channel();
     let (commands_tx, commands) = mpsc::unbounded_channel();
     let (status_tx, status) = watch::channel(PeerDeviceStatus::Disconnected);
     let (link_requests, requests_rx) = mpsc::channel(1);
@@ -213,6 +248,12 @@ pub(crate) fn spawn<T: Transport>(
         backoff,
         failures: 0,
         rng: SmallRng::seed_from_u64(seed),
+        files,
+        io_tx,
+        io_rx,
+        preparing: HashMap::new(),
+        outgoing_files: HashMap::new(),
+        writers: HashMap::new(),
     };
     let task = tokio::spawn(async move {
         driver.run().await;
@@ -283,6 +324,7 @@ impl Driver {
                     Some(command) => self.on_command(command),
                 },
                 Some(link) = self.new_links.recv() => self.on_new_link(link),
+                Some(done) = self.io_rx.recv() => self.on_io(done),
                 frame = recv_frame(&mut self.link) => self.on_frames(frame),
                 () = sleep_until(deadline) => self.session.handle_timeout(now()),
             }
@@ -385,7 +427,229 @@ impl Driver {
                     let _ = reply.send(Ok(version));
                 }
             }
+            Event::FileRead {
+                transfer,
+                offset,
+                len,
+                ..
+            } => {
+                let Some(file) = self.outgoing_files.get(&transfer).and_then(|o| o.file.clone()) else {
+                    return;
+                };
+                let io = self.io_tx.clone();
+                tokio::task::spawn_blocking(move || {
+                    let result = files::read_at(&file, offset, len);
+                    let _ = io.send(IoDone::Read {
+                        transfer,
+                        offset,
+                        result,
+                    });
+                });
+            }
+            Event::FileProgress {
+                transfer, offset, ..
+            } => {
+                if let Some(out) = self.outgoing_files.get(&transfer) {
+                    let elapsed = out.started.elapsed().as_secs_f64();
+                    out.progress.send_modify(|p| {
+                        p.bytes_done = offset;
+                        p.rate = if elapsed > 0.0 { offset as f64 / elapsed } else { 0.0 };
+                    });
+                }
+            }
+            Event::FileSent { transfer, .. } => {
+                if let Some(out) = self.outgoing_files.remove(&transfer) {
+                    out.progress.send_modify(|p| p.bytes_done = p.total);
+                    let _ = out.done.send(Ok(()));
+                }
+            }
+            Event::FileFailed {
+                channel,
+                transfer,
+                outgoing,
+                code,
+                reason,
+            } => {
+                if outgoing {
+                    if let Some(out) = self.outgoing_files.remove(&transfer) {
+                        let _ = out.done.send(Err(Error::Transfer { code, reason }));
+                    }
+                } else {
+                    if let Some(writer) = self.writers.remove(&(channel, transfer)) {
+                        let _ = writer.send(WriterCmd::Abort { remove: true });
+                    }
+                    self.emit(channel, ConnectionEvent::Error { code, message: reason });
+                }
+            }
+            Event::FileOffered {
+                channel,
+                transfer,
+                name,
+                size,
+                sha256,
+            } => self.on_file_offered(channel, transfer, name, size, sha256),
+            Event::FileData {
+                channel,
+                transfer,
+                offset,
+                data,
+            } => {
+                if let Some(writer) = self.writers.get(&(channel, transfer)) {
+                    let _ = writer.send(WriterCmd::Data(offset, data));
+                }
+            }
+            Event::FileAbandoned { channel, transfer } => {
+                if let Some(writer) = self.writers.remove(&(channel, transfer)) {
+                    let _ = writer.send(WriterCmd::Abort { remove: false });
+                }
+            }
         }
+    }
+
+    /// Sends an app event to the connection that owns `channel`.
+    fn emit(&self, channel: ChannelId, event: ConnectionEvent) {
+        if let Some(entry) = self.by_channel.get(&channel).and_then(|k| self.conns.get(k)) {
+            let _ = entry.slot.events.send(event);
+        }
+    }
+
+    fn on_file_offered(
+        &mut self,
+        channel: ChannelId,
+        transfer: TransferId,
+        name: String,
+        size: u64,
+        sha256: [u8; 32],
+    ) {
+        let Some(config) = &self.files else {
+            return self.session.reject_file(
+                channel,
+                transfer,
+                Code::OTHERS,
+                "this device does not accept files",
+            );
+        };
+        let offer = Offer {
+            channel,
+            transfer,
+            package: self.session.channel_package(channel).unwrap_or_default().to_string(),
+            name,
+            size,
+            sha256,
+        };
+        match files::accept(config, offer, self.io_tx.clone()) {
+            Ok(incoming) => {
+                self.session.accept_file(channel, transfer, incoming.offset);
+                self.writers.insert((channel, transfer), incoming.writer);
+                self.emit(
+                    channel,
+                    ConnectionEvent::FileIncoming {
+                        transfer: transfer.0,
+                        name: incoming.name,
+                        size,
+                        offset: incoming.offset,
+                    },
+                );
+            }
+            Err(refusal) => {
+                self.session
+                    .reject_file(channel, transfer, refusal.code, &refusal.reason);
+                self.emit(
+                    channel,
+                    ConnectionEvent::Error {
+                        code: refusal.code,
+                        message: refusal.reason,
+                    },
+                );
+            }
+        }
+    }
+
+    fn on_io(&mut self, done: IoDone) {
+        match done {
+            IoDone::Prepared { ticket, result } => {
+                let Some(mut out) = self.preparing.remove(&ticket) else {
+                    return;
+                };
+                let prepared = match result {
+                    Ok(prepared) => prepared,
+                    Err(e) => {
+                        let _ = out.done.send(Err(Error::Io(e.to_string())));
+                        return;
+                    }
+                };
+                let Some(channel) = self.conns.get(&out.key).and_then(|e| e.channel) else {
+                    let _ = out.done.send(Err(Error::ConnectionLost));
+                    return;
+                };
+                match self.session.send_file(
+                    now(),
+                    channel,
+                    &prepared.name,
+                    prepared.size,
+                    prepared.sha256,
+                ) {
+                    Ok(transfer) => {
+                        out.progress.send_modify(|p| p.total = prepared.size);
+                        out.file = Some(prepared.file);
+                        out.started = Instant::now();
+                        self.outgoing_files.insert(transfer, out);
+                    }
+                    Err(error) => {
+                        let _ = out.done.send(Err(error.into()));
+                    }
+                }
+            }
+            IoDone::Read {
+                transfer,
+                offset,
+                result,
+            } => match result {
+                Ok(data) => self.session.file_read(transfer, offset, data),
+                Err(e) => {
+                    let channel = self.outgoing_transfer_channel(transfer);
+                    let reason = format!("cannot read the file: {e}");
+                    if let Some(channel) = channel {
+                        self.session
+                            .cancel_file(channel, transfer, Code::STORAGE, &reason);
+                    }
+                    if let Some(out) = self.outgoing_files.remove(&transfer) {
+                        let _ = out.done.send(Err(Error::Io(reason)));
+                    }
+                }
+            },
+            IoDone::Written {
+                channel,
+                transfer,
+                end,
+            } => self.session.file_written(channel, transfer, end),
+            IoDone::Stored {
+                channel,
+                transfer,
+                path,
+                name,
+                size,
+            } => {
+                self.writers.remove(&(channel, transfer));
+                self.session.file_stored(channel, transfer);
+                self.emit(channel, ConnectionEvent::File { path, name, size });
+            }
+            IoDone::Failed {
+                channel,
+                transfer,
+                code,
+                reason,
+            } => {
+                self.writers.remove(&(channel, transfer));
+                self.session.cancel_file(channel, transfer, code, &reason);
+                self.emit(channel, ConnectionEvent::Error { code, message: reason });
+            }
+        }
+    }
+
+    fn outgoing_transfer_channel(&self, transfer: TransferId) -> Option<ChannelId> {
+        let key = self.outgoing_files.get(&transfer)?.key;
+        self.conns.get(&key)?.channel
     }
 
     fn finish_send(&mut self, id: SendId, result: Result<(), Error>) {
@@ -592,6 +856,69 @@ impl Driver {
                 }
                 let _ = done.send(());
             }
+            Command::SendFile {
+                key,
+                ticket,
+                path,
+                progress,
+                done,
+            } => {
+                self.preparing.insert(
+                    ticket,
+                    OutFile {
+                        key,
+                        ticket,
+                        file: None,
+                        progress,
+                        done,
+                        started: Instant::now(),
+                    },
+                );
+                let io = self.io_tx.clone();
+                tokio::task::spawn_blocking(move || {
+                    let result = files::prepare(&path);
+                    let _ = io.send(IoDone::Prepared { ticket, result });
+                });
+            }
+            Command::CancelFile { key, ticket } => {
+                if let Some(out) = self.preparing.remove(&ticket) {
+                    let _ = out.done.send(Err(cancelled()));
+                    return;
+                }
+                let found = self
+                    .outgoing_files
+                    .iter()
+                    .find(|(_, o)| o.key == key && o.ticket == ticket)
+                    .map(|(t, _)| *t);
+                if let Some(transfer) = found {
+                    if let Some(channel) = self.outgoing_transfer_channel(transfer) {
+                        self.session.cancel_file(
+                            channel,
+                            transfer,
+                            Code::CANCELLED,
+                            "cancelled by the sender",
+                        );
+                    }
+                    if let Some(out) = self.outgoing_files.remove(&transfer) {
+                        let _ = out.done.send(Err(cancelled()));
+                    }
+                }
+            }
+            Command::CancelIncoming { key, transfer } => {
+                let Some(channel) = self.conns.get(&key).and_then(|e| e.channel) else {
+                    return;
+                };
+                let transfer = TransferId(transfer);
+                self.session.cancel_file(
+                    channel,
+                    transfer,
+                    Code::CANCELLED,
+                    "cancelled by the receiver",
+                );
+                if let Some(writer) = self.writers.remove(&(channel, transfer)) {
+                    let _ = writer.send(WriterCmd::Abort { remove: true });
+                }
+            }
             Command::Release { key } => self.release(key),
             Command::Shutdown => {}
         }
@@ -627,6 +954,14 @@ impl Driver {
         for (_, pending) in self.sends.drain() {
             let _ = pending.done.send(Err(Error::Stopped));
         }
+        let outs = self.preparing.drain().map(|(_, o)| o);
+        for out in outs.chain(self.outgoing_files.drain().map(|(_, o)| o)) {
+            let _ = out.done.send(Err(Error::Stopped));
+        }
+        for (_, writer) in self.writers.drain() {
+            // Keep partial files: a later offer of the same file resumes from them.
+            let _ = writer.send(WriterCmd::Abort { remove: false });
+        }
         for (_, reply) in self.version_queries.drain() {
             let _ = reply.send(Err(Error::Stopped));
         }
@@ -634,6 +969,13 @@ impl Driver {
             fail_requests(entry, Error::Stopped);
         }
         let _ = self.status.send(PeerDeviceStatus::Disconnected);
+    }
+}
+
+fn cancelled() -> Error {
+    Error::Transfer {
+        code: Code::CANCELLED,
+        reason: "cancelled by the sender".into(),
     }
 }
 

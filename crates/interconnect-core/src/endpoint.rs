@@ -27,6 +27,8 @@ pub struct Config {
     pub seed: Option<u64>,
     /// Fixes the session's resume token; `None` draws one at start.
     pub resume_token: Option<u64>,
+    /// Where received files go; `None` refuses incoming files.
+    pub files: Option<crate::files::FilesConfig>,
     /// Timers and limits of the session; `role`, `device_id` and `resume_token` in it are
     /// overwritten.
     pub session: SessionConfig,
@@ -41,6 +43,7 @@ impl Config {
             backoff: Backoff::default(),
             seed: None,
             resume_token: None,
+            files: None,
             session: SessionConfig::new(Role::Watch, device_id, 0),
         }
     }
@@ -64,7 +67,7 @@ impl Endpoint {
         session.role = role;
         session.device_id = config.device_id;
         session.resume_token = token;
-        let parts = driver::spawn(Session::new(session), transport, config.backoff, seed);
+        let parts = driver::spawn(Session::new(session), transport, config.backoff, seed, config.files);
         Endpoint {
             commands: parts.commands,
             status: parts.status,

@@ -32,6 +32,18 @@ pub enum Error {
     /// The value could not be serialised or a received message not deserialised (1000).
     #[error("serialisation: {0}")]
     Serialization(String),
+    /// A file transfer failed or was cancelled: 4001 (too large), 4003 (cancelled), 4004
+    /// (verification failed), 4005 (storage), 1006 (channel closed), ...
+    #[error("file transfer failed with {code}: {reason}")]
+    Transfer {
+        /// The code.
+        code: Code,
+        /// Detail, from whichever side ended the transfer.
+        reason: String,
+    },
+    /// A local file could not be read.
+    #[error("cannot read the file: {0}")]
+    Io(String),
     /// The background driver has stopped (the `Interconnect` or `Hub` was shut down).
     #[error("the interconnect driver has stopped")]
     Stopped,
@@ -51,7 +63,10 @@ impl Error {
         match self {
             Error::Timeout(_) => Code::TIMEOUT,
             Error::ConnectionLost | Error::Stopped => Code::CONNECTION_LOST,
-            Error::Refused { code, .. } | Error::Other { code, .. } => *code,
+            Error::Refused { code, .. }
+            | Error::Other { code, .. }
+            | Error::Transfer { code, .. } => *code,
+            Error::Io(_) => Code::STORAGE,
             Error::TooLarge { .. } => Code::TOO_LARGE,
             Error::Serialization(_) => Code::OTHERS,
         }

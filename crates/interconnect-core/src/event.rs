@@ -1,7 +1,7 @@
 //! What the session reports to its owner (`Session::poll_event`).
 
 use bytes::Bytes;
-use interconnect_proto::{ChannelId, Code, ContentType, DeviceId, Exchange, Role};
+use interconnect_proto::{ChannelId, Code, ContentType, DeviceId, Exchange, Role, TransferId};
 
 /// Identifies one `send` call, so its outcome can be matched to it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -86,6 +86,82 @@ pub enum Event {
     /// This `send` failed: the channel closed (1006), was refused, or the message was
     /// too large (4001).
     SendFailed(ChannelId, SendId, Code),
+    /// Sender: read `len` bytes at `offset` of the transfer's file and pass them to
+    /// `Session::file_read`.
+    FileRead {
+        /// The channel.
+        channel: ChannelId,
+        /// The transfer.
+        transfer: TransferId,
+        /// Where to read.
+        offset: u64,
+        /// How much.
+        len: u64,
+    },
+    /// Sender: the receiver holds every byte before `offset`.
+    FileProgress {
+        /// The channel.
+        channel: ChannelId,
+        /// The transfer.
+        transfer: TransferId,
+        /// Bytes acknowledged.
+        offset: u64,
+    },
+    /// Sender: the receiver verified and stored the file.
+    FileSent {
+        /// The channel.
+        channel: ChannelId,
+        /// The transfer.
+        transfer: TransferId,
+    },
+    /// Receiver: the peer offers a file; answer with `Session::accept_file` (with the
+    /// offset already held) or `Session::reject_file`.
+    FileOffered {
+        /// The channel.
+        channel: ChannelId,
+        /// The transfer.
+        transfer: TransferId,
+        /// The name as the sender has it (not yet sanitised).
+        name: String,
+        /// Size in bytes.
+        size: u64,
+        /// SHA-256 of the content.
+        sha256: [u8; 32],
+    },
+    /// Receiver: write these bytes (they follow the last ones), then call
+    /// `Session::file_written`.
+    FileData {
+        /// The channel.
+        channel: ChannelId,
+        /// The transfer.
+        transfer: TransferId,
+        /// Offset of the first byte.
+        offset: u64,
+        /// The bytes.
+        data: Bytes,
+    },
+    /// Receiver: the sender went away for good (it restarted, or the channel was
+    /// replaced). A partial file may be kept to resume a later offer of the same file.
+    FileAbandoned {
+        /// The channel.
+        channel: ChannelId,
+        /// The transfer.
+        transfer: TransferId,
+    },
+    /// Either side: the transfer ended without success, and the peer was told (or
+    /// told us).
+    FileFailed {
+        /// The channel.
+        channel: ChannelId,
+        /// The transfer.
+        transfer: TransferId,
+        /// Whether this side was sending.
+        outgoing: bool,
+        /// Why.
+        code: Code,
+        /// Detail.
+        reason: String,
+    },
     /// The answer to `Session::query_version`.
     VersionReply {
         /// The query's id.

@@ -41,14 +41,19 @@ mod driver;
 mod endpoint;
 mod error;
 mod event;
+mod files;
 mod session;
+mod transfer;
 mod transport;
 
 pub use config::SessionConfig;
-pub use connection::{Connection, ConnectionEvent, Diagnosis, Events, Incoming, ReadyState};
+pub use connection::{
+    Connection, ConnectionEvent, Diagnosis, Events, FileTransfer, Incoming, Progress, ReadyState,
+};
 pub use driver::{Backoff, PeerDeviceStatus};
 pub use endpoint::{Config, Hub, Interconnect};
 pub use error::Error;
+pub use files::{FilesConfig, sanitize_file_name};
 pub use event::{ChannelEvent, Event, Message, PeerInfo, SendId};
 pub use session::{CommandError, Session};
 pub use transport::{Link, LinkReceiver, LinkSender, Transport, TransportError};

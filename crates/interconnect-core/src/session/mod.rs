@@ -8,11 +8,14 @@ use std::time::Instant;
 use bytes::{Bytes, BytesMut};
 use interconnect_proto::{
     Accept, Ack, Capabilities, ChannelId, Close, Code, ContentType, DecodeError, ErrorReport,
-    Exchange, FileCancel, Frame, Hello, Limits, MIN_MAX_FRAME_LEN, Open, PROTOCOL_VERSIONS, Ping,
-    Pong, Reject, Role, VersionQuery, VersionReply,
+    Exchange, Frame, Hello, Limits, MIN_MAX_FRAME_LEN, Open, PROTOCOL_VERSIONS, Ping,
+    Pong, Reject, Role, TransferId, VersionQuery, VersionReply,
 };
 
+mod files;
+
 use crate::channel::{Channel, ChannelState, Outgoing, Received};
+use crate::transfer::{IncomingFile, OutgoingFile};
 use crate::config::{MAX_SEQ_AHEAD, SessionConfig};
 use crate::event::{ChannelEvent, Event, Message, PeerInfo, SendId};
 
@@ -124,6 +127,11 @@ pub struct Session {
     /// Closes decided while the link was down, sent when it comes back.
     unsent_closes: Vec<Close>,
     apps: BTreeMap<String, AppEntry>,
+    outgoing: BTreeMap<TransferId, OutgoingFile>,
+    incoming: BTreeMap<(ChannelId, TransferId), IncomingFile>,
+    next_transfer: u32,
+    /// Last outgoing transfer served by the round-robin chunk scheduler.
+    rr_file: Option<TransferId>,
     control: VecDeque<Frame>,
     events: VecDeque<Event>,
     scratch: BytesMut,
@@ -143,6 +151,10 @@ impl Session {
             rr_last: None,
             unsent_closes: Vec::new(),
             apps: BTreeMap::new(),
+            outgoing: BTreeMap::new(),
+            incoming: BTreeMap::new(),
+            next_transfer: 0,
+            rr_file: None,
             control: VecDeque::new(),
             events: VecDeque::new(),
             scratch: BytesMut::new(),
@@ -279,6 +291,7 @@ impl Session {
                 _ => {}
             }
         }
+        self.files_on_link_down();
         if was_up {
             self.events.push_back(Event::LinkDown);
         }
@@ -335,6 +348,7 @@ impl Session {
                         self.control.push_back(start_open(channel, now, resume));
                     }
                 }
+                self.files_on_timeout(now);
             }
         }
     }
@@ -444,6 +458,7 @@ impl Session {
         );
         ch.state = ChannelState::Closed;
         let failed = ch.drain_sends();
+        self.files_on_channel_closed(channel, Code::CONNECTION_LOST);
         let mut reason = reason.to_string();
         truncate_utf8(&mut reason, interconnect_proto::MAX_REASON_LEN);
         let frame = Close {
@@ -559,6 +574,9 @@ impl Session {
                         next = next.min(sent + rto);
                     }
                 }
+                if let Some(t) = self.files_deadline() {
+                    next = next.min(t);
+                }
                 Some(next)
             }
         }
@@ -582,7 +600,10 @@ impl Session {
                 }));
             }
         }
-        self.next_data(now)
+        if let Some(frame) = self.next_data(now) {
+            return Some(frame);
+        }
+        self.next_file_frame(now)
     }
 
     /// Round-robin over open channels with something to send.
@@ -661,12 +682,13 @@ impl Session {
                 request: reply.request,
                 version: reply.version,
             }),
-            Frame::FileOffer(offer) => self.control.push_back(Frame::FileCancel(FileCancel {
-                channel: offer.channel,
-                transfer: offer.transfer,
-                code: Code::OTHERS,
-                reason: "file transfer is not supported by this peer".into(),
-            })),
+            Frame::FileOffer(offer) => self.on_file_offer(offer),
+            Frame::FileAccept(accept) => self.on_file_accept(now, accept),
+            Frame::FileChunk(chunk) => self.on_file_chunk(chunk),
+            Frame::FileAck(ack) => self.on_file_ack(now, ack),
+            Frame::FileComplete(complete) => self.on_file_complete(complete),
+            Frame::FileCancel(cancel) => self.on_file_cancel(cancel),
+            Frame::Hello(_) => {}
             other => tracing::debug!(kind = ?other.kind(), "ignored frame"),
         }
     }
@@ -756,6 +778,7 @@ impl Session {
                             ));
                         }
                     }
+                    self.files_on_channel_closed(id, Code::CONNECTION_LOST);
                 }
             }
         }
@@ -869,6 +892,7 @@ impl Session {
                         Code::CONNECTION_LOST,
                     ));
                 }
+                self.files_on_channel_closed(open.channel, Code::CONNECTION_LOST);
             }
             let mut ch = Channel::new(open.channel, open.package.clone(), None);
             ch.state = ChannelState::Open;
@@ -892,6 +916,7 @@ impl Session {
             open.channel,
             ChannelEvent::Open { is_reconnected },
         ));
+        self.files_on_channel_open(now, open.channel, !resumable);
     }
 
     /// Watch side: the phone accepted our open.
@@ -924,6 +949,7 @@ impl Session {
         }
         self.events
             .push_back(Event::Channel(id, ChannelEvent::Open { is_reconnected }));
+        self.files_on_channel_open(now, id, !accept.resumed);
     }
 
     /// Watch side: the phone refused our open.
@@ -943,6 +969,7 @@ impl Session {
             self.events
                 .push_back(Event::SendFailed(reject.channel, send, reject.code));
         }
+        self.files_on_channel_closed(reject.channel, reject.code);
         if was_open {
             self.events.push_back(Event::Channel(
                 reject.channel,
@@ -1042,6 +1069,7 @@ impl Session {
                 Code::CONNECTION_LOST,
             ));
         }
+        self.files_on_channel_closed(close.channel, Code::CONNECTION_LOST);
         self.events.push_back(Event::Channel(
             close.channel,
             ChannelEvent::Close {

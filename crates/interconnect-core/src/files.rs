@@ -1,0 +1,493 @@
+//! File I/O for transfers, run by the driver off its task: hashing and reading the file
+//! being sent, and writing, verifying and storing the file being received.
+//!
+//! Received data streams into `<files dir>/.partial/<key>.part`, never into memory as a
+//! whole. `key` is the SHA-256 of the package, the offered name, size and content hash, so
+//! a later offer of the same file (after a link drop or a restart of this process) finds
+//! the partial file and resumes from its length. When every byte is there the file is
+//! synced, its size and SHA-256 checked, and it is linked under its sanitised,
+//! collision-free final name (never overwriting anything), then the partial is removed.
+//! Any failure removes the partial file.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use interconnect_proto::{ChannelId, Code, MAX_FILE_NAME_LEN, TransferId};
+use sha2::{Digest, Sha256};
+use tokio::sync::mpsc;
+
+/// Where and how much a device may receive.
+#[derive(Clone, Debug)]
+pub struct FilesConfig {
+    /// Folder that receives files (created if missing). Partial files live in its
+    /// `.partial` subfolder.
+    pub dir: PathBuf,
+    /// Largest file accepted; larger offers are refused with 4001.
+    pub max_file_size: u64,
+    /// Free space that must remain on the disk after a file is stored; an offer that
+    /// would eat into it is refused with 4005.
+    pub reserve_free_bytes: u64,
+}
+
+impl FilesConfig {
+    /// Receive into `dir`, files up to 4 GiB, keeping 64 MiB of the disk free.
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        FilesConfig {
+            dir: dir.into(),
+            max_file_size: 4 << 30,
+            reserve_free_bytes: 64 << 20,
+        }
+    }
+}
+
+/// Makes a file name offered by the peer safe to create inside the files folder: no
+/// path separators or `..` (only the last component is kept), no control characters,
+/// no leading or trailing dots and spaces, no device names reserved on Windows, at most
+/// [`MAX_FILE_NAME_LEN`] bytes with the extension kept. Never empty.
+///
+/// ```
+/// use interconnect_core::sanitize_file_name;
+/// assert_eq!(sanitize_file_name("../../etc/passwd"), "passwd");
+/// assert_eq!(sanitize_file_name("a/b"), "b");
+/// assert_eq!(sanitize_file_name("con.txt"), "_con.txt");
+/// assert_eq!(sanitize_file_name("..."), "file");
+/// assert_eq!(sanitize_file_name("bad\0name\n.txt"), "badname.txt");
+/// ```
+pub fn sanitize_file_name(offered: &str) -> String {
+    let last = offered
+        .rsplit(['/', '\\'])
+        .find(|part| !part.trim().is_empty())
+        .unwrap_or("");
+    let cleaned: String = last
+        .chars()
+        .filter(|c| !c.is_control() && !matches!(c, '<' | '>' | ':' | '"' | '|' | '?' | '*'))
+        .collect();
+    let trimmed = cleaned.trim_matches(|c: char| c == '.' || c.is_whitespace());
+    let mut name = if trimmed.is_empty() {
+        "file".to_string()
+    } else {
+        trimmed.to_string()
+    };
+    let stem = name.split('.').next().unwrap_or("").to_ascii_uppercase();
+    let reserved = matches!(stem.as_str(), "CON" | "PRN" | "AUX" | "NUL")
+        || ((stem.starts_with("COM") || stem.starts_with("LPT"))
+            && stem.len() == 4
+            && stem.as_bytes()[3].is_ascii_digit());
+    if reserved {
+        name.insert(0, '_');
+    }
+    truncate_keeping_extension(&name, MAX_FILE_NAME_LEN)
+}
+
+fn truncate_keeping_extension(name: &str, max: usize) -> String {
+    if name.len() <= max {
+        return name.to_string();
+    }
+    let (stem, ext) = match name.rfind('.') {
+        Some(dot) if dot > 0 && name.len() - dot <= 16 => name.split_at(dot),
+        _ => (name, ""),
+    };
+    let mut end = max - ext.len();
+    while !stem.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}{}", &stem[..end], ext)
+}
+
+/// `name`, or `name (1).ext`, `name (2).ext`, ... : the first that does not exist in `dir`.
+fn candidate_names(name: &str) -> impl Iterator<Item = String> + '_ {
+    let (stem, ext) = match name.rfind('.') {
+        Some(dot) if dot > 0 => name.split_at(dot),
+        _ => (name, ""),
+    };
+    std::iter::once(name.to_string()).chain((1..).map(move |n| {
+        let suffix = format!(" ({n}){ext}");
+        let mut end = stem.len().min(MAX_FILE_NAME_LEN.saturating_sub(suffix.len()));
+        while !stem.is_char_boundary(end) {
+            end -= 1;
+        }
+        format!("{}{}", &stem[..end], suffix)
+    }))
+}
+
+/// The partial-file key of an offer.
+pub(crate) fn partial_key(package: &str, name: &str, size: u64, sha256: &[u8; 32]) -> String {
+    let mut hasher = Sha256::new();
+    hasher.update(package.as_bytes());
+    hasher.update([0]);
+    hasher.update(name.as_bytes());
+    hasher.update([0]);
+    hasher.update(size.to_le_bytes());
+    hasher.update(sha256);
+    hex::encode(&hasher.finalize()[..16])
+}
+
+/// A file opened for sending, with its size and hash.
+pub(crate) struct PreparedFile {
+    pub(crate) file: Arc<File>,
+    pub(crate) name: String,
+    pub(crate) size: u64,
+    pub(crate) sha256: [u8; 32],
+}
+
+/// Opens `path` and hashes it (blocking).
+pub(crate) fn prepare(path: &Path) -> io::Result<PreparedFile> {
+    let mut file = File::open(path)?;
+    let meta = file.metadata()?;
+    if !meta.is_file() {
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, "not a regular file"));
+    }
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "file".into());
+    let name = truncate_keeping_extension(&name, MAX_FILE_NAME_LEN);
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 256 * 1024];
+    let mut size = 0u64;
+    loop {
+        let n = file.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+        size += n as u64;
+    }
+    Ok(PreparedFile {
+        file: Arc::new(file),
+        name,
+        size,
+        sha256: hasher.finalize().into(),
+    })
+}
+
+/// Reads `len` bytes at `offset` (blocking).
+pub(crate) fn read_at(file: &File, offset: u64, len: u64) -> io::Result<Bytes> {
+    let mut buf = vec![0u8; usize::try_from(len).unwrap_or(usize::MAX)];
+    #[cfg(unix)]
+    std::os::unix::fs::FileExt::read_exact_at(file, &mut buf, offset)?;
+    #[cfg(windows)]
+    {
+        let mut done = 0;
+        while done < buf.len() {
+            let n = std::os::windows::fs::FileExt::seek_read(file, &mut buf[done..], offset + done as u64)?;
+            if n == 0 {
+                return Err(io::ErrorKind::UnexpectedEof.into());
+            }
+            done += n;
+        }
+    }
+    Ok(Bytes::from(buf))
+}
+
+/// What the file tasks report to the driver.
+#[derive(Debug)]
+pub(crate) enum IoDone {
+    /// An outgoing file was opened and hashed.
+    Prepared {
+        ticket: u64,
+        result: io::Result<PreparedFile>,
+    },
+    /// A read for an outgoing transfer finished.
+    Read {
+        transfer: TransferId,
+        offset: u64,
+        result: io::Result<Bytes>,
+    },
+    /// Incoming bytes are written up to `end`.
+    Written {
+        channel: ChannelId,
+        transfer: TransferId,
+        end: u64,
+    },
+    /// The incoming file is verified and stored.
+    Stored {
+        channel: ChannelId,
+        transfer: TransferId,
+        path: PathBuf,
+        name: String,
+        size: u64,
+    },
+    /// The incoming transfer failed; its partial file is gone.
+    Failed {
+        channel: ChannelId,
+        transfer: TransferId,
+        code: Code,
+        reason: String,
+    },
+}
+
+impl std::fmt::Debug for PreparedFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PreparedFile")
+            .field("name", &self.name)
+            .field("size", &self.size)
+            .finish()
+    }
+}
+
+/// Commands to an incoming file's writer.
+pub(crate) enum WriterCmd {
+    Data(u64, Bytes),
+    /// Stop; remove the partial file if `remove`.
+    Abort { remove: bool },
+}
+
+/// An accepted incoming file: where it resumes and how to feed its writer.
+pub(crate) struct Incoming {
+    pub(crate) offset: u64,
+    pub(crate) name: String,
+    pub(crate) writer: mpsc::UnboundedSender<WriterCmd>,
+}
+
+/// Why an offer is refused.
+pub(crate) struct Refusal {
+    pub(crate) code: Code,
+    pub(crate) reason: String,
+}
+
+/// The incoming offer, as the writer needs it.
+pub(crate) struct Offer {
+    pub(crate) channel: ChannelId,
+    pub(crate) transfer: TransferId,
+    pub(crate) package: String,
+    pub(crate) name: String,
+    pub(crate) size: u64,
+    pub(crate) sha256: [u8; 32],
+}
+
+/// Checks an offer against the limits and the disk, finds a partial file to resume, and
+/// starts the writer (on a blocking thread) that reports through `done`.
+pub(crate) fn accept(
+    config: &FilesConfig,
+    offer: Offer,
+    done: mpsc::UnboundedSender<IoDone>,
+) -> Result<Incoming, Refusal> {
+    if offer.size > config.max_file_size {
+        return Err(Refusal {
+            code: Code::TOO_LARGE,
+            reason: format!(
+                "file of {} bytes exceeds the receiver's limit of {}",
+                offer.size, config.max_file_size
+            ),
+        });
+    }
+    let storage = |e: io::Error| Refusal {
+        code: Code::STORAGE,
+        reason: format!("cannot prepare the files folder: {e}"),
+    };
+    let partial_dir = config.dir.join(".partial");
+    fs::create_dir_all(&partial_dir).map_err(storage)?;
+    let key = partial_key(&offer.package, &offer.name, offer.size, &offer.sha256);
+    let part = partial_dir.join(format!("{key}.part"));
+    let held = fs::metadata(&part).map(|m| m.len().min(offer.size)).unwrap_or(0);
+    let available = fs4::available_space(&config.dir).map_err(storage)?;
+    let needed = (offer.size - held).saturating_add(config.reserve_free_bytes);
+    if available < needed {
+        return Err(Refusal {
+            code: Code::STORAGE,
+            reason: format!(
+                "not enough free space: {} bytes needed, {available} available",
+                needed
+            ),
+        });
+    }
+    let name = sanitize_file_name(&offer.name);
+    let (tx, rx) = mpsc::unbounded_channel();
+    let writer = Writer {
+        channel: offer.channel,
+        transfer: offer.transfer,
+        part,
+        dir: config.dir.clone(),
+        name: name.clone(),
+        size: offer.size,
+        sha256: offer.sha256,
+        start: held,
+    };
+    tokio::task::spawn_blocking(move || writer.run(rx, done));
+    Ok(Incoming {
+        offset: held,
+        name,
+        writer: tx,
+    })
+}
+
+struct Writer {
+    channel: ChannelId,
+    transfer: TransferId,
+    part: PathBuf,
+    dir: PathBuf,
+    name: String,
+    size: u64,
+    sha256: [u8; 32],
+    start: u64,
+}
+
+impl Writer {
+    fn run(self, mut commands: mpsc::UnboundedReceiver<WriterCmd>, done: mpsc::UnboundedSender<IoDone>) {
+        let (channel, transfer) = (self.channel, self.transfer);
+        let outcome = self.write(&mut commands, &done);
+        let report = match outcome {
+            Ok(Some((path, name))) => IoDone::Stored {
+                channel,
+                transfer,
+                path,
+                name,
+                size: self.size,
+            },
+            Ok(None) => return,
+            Err((code, reason)) => {
+                let _ = fs::remove_file(&self.part);
+                IoDone::Failed {
+                    channel,
+                    transfer,
+                    code,
+                    reason,
+                }
+            }
+        };
+        let _ = done.send(report);
+    }
+
+    /// Writes until the file is complete (`Ok(Some)`), aborted (`Ok(None)`) or failed.
+    fn write(
+        &self,
+        commands: &mut mpsc::UnboundedReceiver<WriterCmd>,
+        done: &mpsc::UnboundedSender<IoDone>,
+    ) -> Result<Option<(PathBuf, String)>, (Code, String)> {
+        let storage = |what: &str, e: io::Error| (Code::STORAGE, format!("{what}: {e}"));
+        let mut file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .read(true)
+            .write(true)
+            .open(&self.part)
+            .map_err(|e| storage("cannot create the partial file", e))?;
+        file.set_len(self.start)
+            .map_err(|e| storage("cannot resize the partial file", e))?;
+        let mut hasher = Sha256::new();
+        if self.start > 0 {
+            let mut prefix = (&file).take(self.start);
+            io::copy(&mut prefix, &mut HashWriter(&mut hasher))
+                .map_err(|e| storage("cannot read the partial file", e))?;
+        }
+        let mut at = self.start;
+        while at < self.size {
+            match commands.blocking_recv() {
+                Some(WriterCmd::Data(offset, data)) => {
+                    if offset != at {
+                        continue;
+                    }
+                    file.write_all(&data)
+                        .map_err(|e| storage("cannot write the partial file", e))?;
+                    hasher.update(&data);
+                    at += data.len() as u64;
+                    let _ = done.send(IoDone::Written {
+                        channel: self.channel,
+                        transfer: self.transfer,
+                        end: at,
+                    });
+                }
+                Some(WriterCmd::Abort { remove }) => {
+                    if remove {
+                        let _ = fs::remove_file(&self.part);
+                    }
+                    return Ok(None);
+                }
+                None => return Ok(None),
+            }
+        }
+        file.sync_all()
+            .map_err(|e| storage("cannot sync the partial file", e))?;
+        let digest: [u8; 32] = hasher.finalize().into();
+        if digest != self.sha256 {
+            return Err((
+                Code::INTEGRITY,
+                "the received file does not match its SHA-256".into(),
+            ));
+        }
+        let len = file
+            .metadata()
+            .map_err(|e| storage("cannot check the partial file", e))?
+            .len();
+        if len != self.size {
+            return Err((
+                Code::INTEGRITY,
+                format!("the received file has {len} bytes, {} were offered", self.size),
+            ));
+        }
+        drop(file);
+        let (path, name) = self.store().map_err(|e| storage("cannot store the file", e))?;
+        Ok(Some((path, name)))
+    }
+
+    /// Links the verified partial file under the first free name, then removes it.
+    fn store(&self) -> io::Result<(PathBuf, String)> {
+        for name in candidate_names(&self.name).take(10_000) {
+            let path = self.dir.join(&name);
+            match fs::hard_link(&self.part, &path) {
+                Ok(()) => {
+                    fs::remove_file(&self.part)?;
+                    if let Ok(dir) = File::open(&self.dir) {
+                        let _ = dir.sync_all();
+                    }
+                    return Ok((path, name));
+                }
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+                Err(e) if e.kind() == io::ErrorKind::Unsupported => {
+                    if path.exists() {
+                        continue;
+                    }
+                    fs::rename(&self.part, &path)?;
+                    return Ok((path, name));
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Err(io::Error::new(io::ErrorKind::AlreadyExists, "no free file name"))
+    }
+}
+
+struct HashWriter<'a>(&'a mut Sha256);
+
+impl Write for HashWriter<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0.update(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hostile_names_stay_inside_the_folder() {
+        for hostile in ["../../etc/passwd", "a/b", "/abs/path", "..", ".", "", "\\\\server\\share\\x"] {
+            let name = sanitize_file_name(hostile);
+            assert!(!name.contains('/') && !name.contains('\\') && name != ".." && name != ".");
+            assert!(!name.is_empty());
+        }
+        assert_eq!(sanitize_file_name("con"), "_con");
+        assert_eq!(sanitize_file_name("LPT1.log"), "_LPT1.log");
+        assert_eq!(sanitize_file_name("COMA"), "COMA");
+        let long = format!("{}.txt", "é".repeat(200));
+        let cut = sanitize_file_name(&long);
+        assert!(cut.len() <= MAX_FILE_NAME_LEN && cut.ends_with(".txt"));
+    }
+
+    #[test]
+    fn collisions_get_numbered_names() {
+        let mut names = candidate_names("photo.jpg");
+        assert_eq!(names.next().as_deref(), Some("photo.jpg"));
+        assert_eq!(names.next().as_deref(), Some("photo (1).jpg"));
+        assert_eq!(candidate_names("README").nth(2).as_deref(), Some("README (2)"));
+    }
+}

@@ -1,0 +1,501 @@
+//! File transfers in the session: commands, frame handlers and scheduling.
+//!
+//! Transfer ids carry their direction: the watch numbers its transfers with odd ids and
+//! the phone with even ones, so a cancel names its transfer without ambiguity.
+
+use std::time::Instant;
+
+use bytes::Bytes;
+use interconnect_proto::{
+    ChannelId, Code, FileAccept, FileAck, FileCancel, FileChunk, FileComplete, FileOffer, Frame,
+    MAX_FILE_NAME_LEN, Role, TransferId,
+};
+
+use super::{CommandError, Session};
+use crate::channel::ChannelState;
+use crate::event::Event;
+use crate::transfer::{ChunkVerdict, InState, IncomingFile, OutState, OutgoingFile};
+
+impl Session {
+    fn owns(&self, transfer: TransferId) -> bool {
+        let odd = transfer.0 % 2 == 1;
+        odd == (self.config.role == Role::Watch)
+    }
+
+    // ---- commands ----
+
+    /// Offers a file on a channel. The owner computed its size and SHA-256; the session
+    /// asks for its bytes with [`Event::FileRead`] and reports [`Event::FileProgress`],
+    /// then [`Event::FileSent`] or [`Event::FileFailed`].
+    pub fn send_file(
+        &mut self,
+        now: Instant,
+        channel: ChannelId,
+        name: &str,
+        size: u64,
+        sha256: [u8; 32],
+    ) -> Result<TransferId, CommandError> {
+        if name.len() > MAX_FILE_NAME_LEN {
+            return Err(CommandError::TooLarge {
+                len: name.len(),
+                max: MAX_FILE_NAME_LEN,
+            });
+        }
+        let open = match self.channels.get(&channel).map(|c| &c.state) {
+            None
+            | Some(ChannelState::Closed)
+            | Some(ChannelState::Idle {
+                last_error: Some(_),
+            }) => return Err(CommandError::ChannelClosed),
+            Some(state) => *state == ChannelState::Open,
+        };
+        self.next_transfer = self.next_transfer.wrapping_add(1);
+        let parity = u32::from(self.config.role == Role::Watch);
+        let id = TransferId(self.next_transfer.wrapping_mul(2).wrapping_add(parity));
+        let mut file = OutgoingFile::new(channel, id, name.into(), size, sha256);
+        if open && self.is_link_up() {
+            self.control.push_back(offer_frame(&file));
+            file.state = OutState::Offered;
+            file.last_progress = Some(now);
+        }
+        self.outgoing.insert(id, file);
+        Ok(id)
+    }
+
+    /// Bytes the owner read for an outgoing transfer, after [`Event::FileRead`].
+    pub fn file_read(&mut self, transfer: TransferId, offset: u64, data: Bytes) {
+        if let Some(file) = self.outgoing.get_mut(&transfer) {
+            file.on_read(offset, data);
+        }
+        self.request_reads();
+    }
+
+    /// Accepts an offered file, resuming at `offset` (bytes already held).
+    pub fn accept_file(&mut self, channel: ChannelId, transfer: TransferId, offset: u64) {
+        let Some(file) = self.incoming.get_mut(&(channel, transfer)) else {
+            return;
+        };
+        if file.state != InState::Deciding {
+            return;
+        }
+        let offset = offset.min(file.size);
+        file.state = if offset == file.size {
+            InState::Verifying
+        } else {
+            InState::Receiving
+        };
+        file.expected = offset;
+        file.written = offset;
+        self.control.push_back(Frame::FileAccept(FileAccept {
+            channel,
+            transfer,
+            offset,
+        }));
+    }
+
+    /// The owner wrote the incoming bytes up to `end`. When that is the whole file the
+    /// owner verifies it and calls [`file_stored`](Self::file_stored) or
+    /// [`cancel_file`](Self::cancel_file).
+    pub fn file_written(&mut self, channel: ChannelId, transfer: TransferId, end: u64) {
+        if let Some(file) = self.incoming.get_mut(&(channel, transfer))
+            && end > file.written
+            && end <= file.expected
+        {
+            file.written = end;
+            file.ack_pending = true;
+            if end == file.size {
+                file.state = InState::Verifying;
+            }
+        }
+    }
+
+    /// The owner verified and stored the incoming file: the sender is told.
+    pub fn file_stored(&mut self, channel: ChannelId, transfer: TransferId) {
+        if let Some(file) = self.incoming.get_mut(&(channel, transfer)) {
+            file.state = InState::Complete;
+            self.control
+                .push_back(Frame::FileComplete(FileComplete { channel, transfer }));
+        }
+    }
+
+    /// Refuses an offer or ends a transfer in either direction; the peer is told why.
+    pub fn cancel_file(&mut self, channel: ChannelId, transfer: TransferId, code: Code, reason: &str) {
+        let known = if self.owns(transfer) {
+            self.outgoing.remove(&transfer).is_some()
+        } else {
+            self.incoming.remove(&(channel, transfer)).is_some()
+        };
+        if known && self.is_link_up() {
+            self.control.push_back(Frame::FileCancel(FileCancel {
+                channel,
+                transfer,
+                code,
+                reason: reason.into(),
+            }));
+        }
+    }
+
+    /// Same as [`cancel_file`](Self::cancel_file) for an offer.
+    pub fn reject_file(&mut self, channel: ChannelId, transfer: TransferId, code: Code, reason: &str) {
+        self.cancel_file(channel, transfer, code, reason);
+    }
+
+    // ---- lifecycle hooks (called by the channel code) ----
+
+    /// A channel opened. `fresh` when it started anew (the peer has no state for it):
+    /// incoming transfers on it are abandoned; outgoing ones are offered (again).
+    pub(super) fn files_on_channel_open(&mut self, now: Instant, channel: ChannelId, fresh: bool) {
+        if fresh {
+            self.abandon_incoming(channel);
+        }
+        let up = self.is_link_up();
+        for file in self.outgoing.values_mut() {
+            if file.channel == channel && up {
+                if fresh || file.state == OutState::Queued {
+                    file.requeue();
+                }
+                if file.state == OutState::Queued {
+                    self.control.push_back(offer_frame(file));
+                    file.state = OutState::Offered;
+                    file.last_progress = Some(now);
+                }
+            }
+        }
+    }
+
+    /// The link went down: outgoing transfers wait to be offered again.
+    pub(super) fn files_on_link_down(&mut self) {
+        for file in self.outgoing.values_mut() {
+            file.requeue();
+        }
+        for file in self.incoming.values_mut() {
+            file.ack_pending = false;
+            if file.state == InState::Receiving {
+                // Chunks in flight are gone; the next offer is answered with this.
+                file.expected = file.expected.max(file.written);
+            }
+        }
+    }
+
+    /// The channel is closed or gone: its transfers end.
+    pub(super) fn files_on_channel_closed(&mut self, channel: ChannelId, code: Code) {
+        let out: Vec<TransferId> = self
+            .outgoing
+            .values()
+            .filter(|f| f.channel == channel)
+            .map(|f| f.id)
+            .collect();
+        for transfer in out {
+            self.outgoing.remove(&transfer);
+            self.events.push_back(Event::FileFailed {
+                channel,
+                transfer,
+                outgoing: true,
+                code,
+                reason: "the channel closed".into(),
+            });
+        }
+        let inc: Vec<(ChannelId, TransferId)> = self
+            .incoming
+            .keys()
+            .filter(|(c, _)| *c == channel)
+            .copied()
+            .collect();
+        for key in inc {
+            if let Some(file) = self.incoming.remove(&key)
+                && file.state != InState::Complete
+            {
+                self.events.push_back(Event::FileFailed {
+                    channel,
+                    transfer: key.1,
+                    outgoing: false,
+                    code,
+                    reason: "the channel closed".into(),
+                });
+            }
+        }
+    }
+
+    fn abandon_incoming(&mut self, channel: ChannelId) {
+        let keys: Vec<(ChannelId, TransferId)> = self
+            .incoming
+            .keys()
+            .filter(|(c, _)| *c == channel)
+            .copied()
+            .collect();
+        for key in keys {
+            if let Some(file) = self.incoming.remove(&key)
+                && file.state != InState::Complete
+            {
+                self.events.push_back(Event::FileAbandoned {
+                    channel,
+                    transfer: key.1,
+                });
+            }
+        }
+    }
+
+    /// Asks the owner for the reads the windows have room for.
+    pub(super) fn request_reads(&mut self) {
+        let window = self.config.file_window;
+        let chunk = self.limits().max_chunk_len() as u64;
+        for file in self.outgoing.values_mut() {
+            while let Some((offset, len)) = file.next_read(window, chunk) {
+                self.events.push_back(Event::FileRead {
+                    channel: file.channel,
+                    transfer: file.id,
+                    offset,
+                    len,
+                });
+            }
+        }
+    }
+
+    pub(super) fn files_on_timeout(&mut self, now: Instant) {
+        let rto = self.config.retransmit_timeout;
+        for file in self.outgoing.values_mut() {
+            if file.deadline(rto).is_some_and(|t| now >= t) && file.on_timeout(now) {
+                self.control.push_back(offer_frame(file));
+            }
+        }
+    }
+
+    pub(super) fn files_deadline(&self) -> Option<Instant> {
+        let rto = self.config.retransmit_timeout;
+        self.outgoing.values().filter_map(|f| f.deadline(rto)).min()
+    }
+
+    /// The next file frame: a due acknowledgement, else a chunk, round-robin over
+    /// transfers. Called only when no message is waiting, so files never delay messages.
+    pub(super) fn next_file_frame(&mut self, now: Instant) -> Option<Frame> {
+        if let Some(file) = self.incoming.values_mut().find(|f| f.ack_pending) {
+            file.ack_pending = false;
+            return Some(Frame::FileAck(FileAck {
+                channel: file.channel,
+                transfer: file.id,
+                offset: file.written,
+            }));
+        }
+        let window = self.config.file_window;
+        let channels = &self.channels;
+        let ready = |f: &&OutgoingFile| {
+            f.has_chunk(window) && channels.get(&f.channel).is_some_and(|c| c.is_open())
+        };
+        let after = self.rr_file;
+        let candidate = self
+            .outgoing
+            .values()
+            .filter(|f| after.is_none_or(|a| f.id > a))
+            .find(ready)
+            .or_else(|| self.outgoing.values().find(ready))
+            .map(|f| f.id)?;
+        self.rr_file = Some(candidate);
+        let file = self.outgoing.get_mut(&candidate)?;
+        let (offset, data) = file.next_chunk(window)?;
+        if file.last_progress.is_none() {
+            file.last_progress = Some(now);
+        }
+        Some(Frame::FileChunk(FileChunk {
+            channel: file.channel,
+            transfer: file.id,
+            offset,
+            data,
+        }))
+    }
+
+    // ---- frames ----
+
+    pub(super) fn on_file_offer(&mut self, offer: FileOffer) {
+        if !self.is_open(offer.channel) {
+            return;
+        }
+        let key = (offer.channel, offer.transfer);
+        if self.owns(offer.transfer) {
+            return self.protocol_error(Code::PROTOCOL_ERROR, "offer with one of our transfer ids".into());
+        }
+        if let Some(file) = self.incoming.get(&key) {
+            // A repeated offer: say where we stand.
+            let answer = match file.state {
+                InState::Deciding | InState::Verifying => None,
+                InState::Receiving => Some(Frame::FileAccept(FileAccept {
+                    channel: offer.channel,
+                    transfer: offer.transfer,
+                    offset: file.expected,
+                })),
+                InState::Complete => Some(Frame::FileComplete(FileComplete {
+                    channel: offer.channel,
+                    transfer: offer.transfer,
+                })),
+            };
+            if let Some(frame) = answer {
+                self.control.push_back(frame);
+            }
+            return;
+        }
+        self.incoming.insert(
+            key,
+            IncomingFile {
+                channel: offer.channel,
+                id: offer.transfer,
+                size: offer.size,
+                state: InState::Deciding,
+                expected: 0,
+                written: 0,
+                ack_pending: false,
+            },
+        );
+        self.events.push_back(Event::FileOffered {
+            channel: offer.channel,
+            transfer: offer.transfer,
+            name: offer.name,
+            size: offer.size,
+            sha256: offer.sha256,
+        });
+    }
+
+    pub(super) fn on_file_accept(&mut self, now: Instant, accept: FileAccept) {
+        let Some(file) = self.outgoing.get_mut(&accept.transfer) else {
+            return;
+        };
+        if file.channel != accept.channel || file.state != OutState::Offered {
+            return;
+        }
+        if accept.offset > file.size {
+            let (channel, transfer) = (file.channel, file.id);
+            return self.fail_file(channel, transfer, true, Code::PROTOCOL_ERROR, "the receiver accepted at an offset beyond the file");
+        }
+        file.on_accept(now, accept.offset);
+        let (channel, transfer, offset) = (file.channel, file.id, accept.offset);
+        self.events.push_back(Event::FileProgress {
+            channel,
+            transfer,
+            offset,
+        });
+        self.request_reads();
+    }
+
+    pub(super) fn on_file_chunk(&mut self, chunk: FileChunk) {
+        let key = (chunk.channel, chunk.transfer);
+        let window = self.config.file_window;
+        let Some(file) = self.incoming.get_mut(&key) else {
+            if self.is_open(chunk.channel) && !self.owns(chunk.transfer) {
+                // A transfer we do not know (cancelled, or finished long ago): stop it.
+                self.control.push_back(Frame::FileCancel(FileCancel {
+                    channel: chunk.channel,
+                    transfer: chunk.transfer,
+                    code: Code::CANCELLED,
+                    reason: "unknown transfer".into(),
+                }));
+            }
+            return;
+        };
+        match file.on_chunk(chunk.offset, chunk.data.len() as u64, window.saturating_mul(4)) {
+            ChunkVerdict::Write => self.events.push_back(Event::FileData {
+                channel: chunk.channel,
+                transfer: chunk.transfer,
+                offset: chunk.offset,
+                data: chunk.data,
+            }),
+            ChunkVerdict::Ignore => {
+                if file.state == InState::Complete {
+                    self.control.push_back(Frame::FileComplete(FileComplete {
+                        channel: chunk.channel,
+                        transfer: chunk.transfer,
+                    }));
+                } else {
+                    file.ack_pending = file.state == InState::Receiving;
+                }
+            }
+            ChunkVerdict::Violation(reason) => {
+                self.fail_file(chunk.channel, chunk.transfer, false, Code::PROTOCOL_ERROR, reason);
+            }
+        }
+    }
+
+    pub(super) fn on_file_ack(&mut self, now: Instant, ack: FileAck) {
+        let Some(file) = self.outgoing.get_mut(&ack.transfer) else {
+            return;
+        };
+        if file.channel != ack.channel || file.state != OutState::Sending {
+            return;
+        }
+        if !file.on_ack(now, ack.offset) {
+            return self.fail_file(ack.channel, ack.transfer, true, Code::PROTOCOL_ERROR, "the receiver acknowledged bytes never sent");
+        }
+        self.events.push_back(Event::FileProgress {
+            channel: ack.channel,
+            transfer: ack.transfer,
+            offset: ack.offset,
+        });
+        self.request_reads();
+    }
+
+    pub(super) fn on_file_complete(&mut self, complete: FileComplete) {
+        let done = self
+            .outgoing
+            .get(&complete.transfer)
+            .is_some_and(|f| f.channel == complete.channel && f.acked == f.size && f.state == OutState::Sending);
+        if done {
+            self.outgoing.remove(&complete.transfer);
+            self.events.push_back(Event::FileSent {
+                channel: complete.channel,
+                transfer: complete.transfer,
+            });
+        } else if let Some(file) = self.outgoing.get(&complete.transfer)
+            && file.channel == complete.channel
+            && file.state == OutState::Offered
+        {
+            // Answer to a repeated offer of a file the receiver already stored.
+            self.outgoing.remove(&complete.transfer);
+            self.events.push_back(Event::FileSent {
+                channel: complete.channel,
+                transfer: complete.transfer,
+            });
+        }
+    }
+
+    pub(super) fn on_file_cancel(&mut self, cancel: FileCancel) {
+        let outgoing = self.owns(cancel.transfer);
+        let known = if outgoing {
+            self.outgoing
+                .get(&cancel.transfer)
+                .is_some_and(|f| f.channel == cancel.channel)
+                && self.outgoing.remove(&cancel.transfer).is_some()
+        } else {
+            self.incoming
+                .remove(&(cancel.channel, cancel.transfer))
+                .is_some_and(|f| f.state != InState::Complete)
+        };
+        if known {
+            self.events.push_back(Event::FileFailed {
+                channel: cancel.channel,
+                transfer: cancel.transfer,
+                outgoing,
+                code: cancel.code,
+                reason: cancel.reason,
+            });
+        }
+    }
+
+    /// Ends a transfer because of the peer: tell it and the owner.
+    fn fail_file(&mut self, channel: ChannelId, transfer: TransferId, outgoing: bool, code: Code, reason: &str) {
+        self.cancel_file(channel, transfer, code, reason);
+        self.events.push_back(Event::FileFailed {
+            channel,
+            transfer,
+            outgoing,
+            code,
+            reason: reason.into(),
+        });
+    }
+}
+
+fn offer_frame(file: &OutgoingFile) -> Frame {
+    Frame::FileOffer(FileOffer {
+        channel: file.channel,
+        transfer: file.id,
+        name: file.name.clone(),
+        size: file.size,
+        sha256: file.sha256,
+    })
+}
