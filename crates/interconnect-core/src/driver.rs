@@ -16,9 +16,9 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use crate::connection::{ConnState, ConnectionEvent, Incoming, Progress};
-use crate::files::{self, FilesConfig, IoDone, Offer, WriterCmd};
 use crate::error::Error;
 use crate::event::{ChannelEvent, Event, SendId};
+use crate::files::{self, FilesConfig, IoDone, Offer, WriterCmd};
 use crate::session::Session;
 use crate::transport::{Link, LinkSender, Transport, TransportError};
 
@@ -134,7 +134,8 @@ pub(crate) enum Command {
 struct OutFile {
     key: u64,
     ticket: u64,
-    file: Option<std::sync::Arc<std::fs::File>>,
+    /// Read requests to this transfer's reader, which answers them in order.
+    reader: Option<mpsc::UnboundedSender<(u64, u64)>>,
     progress: watch::Sender<Progress>,
     done: oneshot::Sender<Result<(), Error>>,
     started: Instant,
@@ -343,6 +344,11 @@ impl Driver {
                 Ok(frame) => self.session.handle_frame(now(), frame),
                 Err(error) => return self.lose_link(&format!("link failed: {error}")),
             }
+            // Act on events now (an offer must be accepted before its first chunk is
+            // handled); frames go out after the batch.
+            while let Some(event) = self.session.poll_event() {
+                self.on_event(event);
+            }
             budget -= 1;
             if budget > 0 {
                 next = self.link.as_mut().and_then(|l| l.frames.try_recv().ok());
@@ -433,18 +439,13 @@ impl Driver {
                 len,
                 ..
             } => {
-                let Some(file) = self.outgoing_files.get(&transfer).and_then(|o| o.file.clone()) else {
-                    return;
-                };
-                let io = self.io_tx.clone();
-                tokio::task::spawn_blocking(move || {
-                    let result = files::read_at(&file, offset, len);
-                    let _ = io.send(IoDone::Read {
-                        transfer,
-                        offset,
-                        result,
-                    });
-                });
+                if let Some(reader) = self
+                    .outgoing_files
+                    .get(&transfer)
+                    .and_then(|o| o.reader.as_ref())
+                {
+                    let _ = reader.send((offset, len));
+                }
             }
             Event::FileProgress {
                 transfer, offset, ..
@@ -453,7 +454,11 @@ impl Driver {
                     let elapsed = out.started.elapsed().as_secs_f64();
                     out.progress.send_modify(|p| {
                         p.bytes_done = offset;
-                        p.rate = if elapsed > 0.0 { offset as f64 / elapsed } else { 0.0 };
+                        p.rate = if elapsed > 0.0 {
+                            offset as f64 / elapsed
+                        } else {
+                            0.0
+                        };
                     });
                 }
             }
@@ -475,10 +480,27 @@ impl Driver {
                         let _ = out.done.send(Err(Error::Transfer { code, reason }));
                     }
                 } else {
-                    if let Some(writer) = self.writers.remove(&(channel, transfer)) {
-                        let _ = writer.send(WriterCmd::Abort { remove: true });
+                    // The error reaches the app once the partial file is gone.
+                    let failure = Some((code, reason));
+                    match self.writers.remove(&(channel, transfer)) {
+                        Some(writer) => {
+                            if let Err(unsent) = writer.send(WriterCmd::Abort {
+                                remove: true,
+                                failure,
+                            }) && let WriterCmd::Abort {
+                                failure: Some((code, message)),
+                                ..
+                            } = unsent.0
+                            {
+                                self.emit(channel, ConnectionEvent::Error { code, message });
+                            }
+                        }
+                        None => {
+                            if let Some((code, message)) = failure {
+                                self.emit(channel, ConnectionEvent::Error { code, message });
+                            }
+                        }
                     }
-                    self.emit(channel, ConnectionEvent::Error { code, message: reason });
                 }
             }
             Event::FileOffered {
@@ -500,7 +522,10 @@ impl Driver {
             }
             Event::FileAbandoned { channel, transfer } => {
                 if let Some(writer) = self.writers.remove(&(channel, transfer)) {
-                    let _ = writer.send(WriterCmd::Abort { remove: false });
+                    let _ = writer.send(WriterCmd::Abort {
+                        remove: false,
+                        failure: None,
+                    });
                 }
             }
         }
@@ -508,7 +533,11 @@ impl Driver {
 
     /// Sends an app event to the connection that owns `channel`.
     fn emit(&self, channel: ChannelId, event: ConnectionEvent) {
-        if let Some(entry) = self.by_channel.get(&channel).and_then(|k| self.conns.get(k)) {
+        if let Some(entry) = self
+            .by_channel
+            .get(&channel)
+            .and_then(|k| self.conns.get(k))
+        {
             let _ = entry.slot.events.send(event);
         }
     }
@@ -532,7 +561,11 @@ impl Driver {
         let offer = Offer {
             channel,
             transfer,
-            package: self.session.channel_package(channel).unwrap_or_default().to_string(),
+            package: self
+                .session
+                .channel_package(channel)
+                .unwrap_or_default()
+                .to_string(),
             name,
             size,
             sha256,
@@ -591,7 +624,11 @@ impl Driver {
                 ) {
                     Ok(transfer) => {
                         out.progress.send_modify(|p| p.total = prepared.size);
-                        out.file = Some(prepared.file);
+                        out.reader = Some(files::spawn_reader(
+                            prepared.file,
+                            transfer,
+                            self.io_tx.clone(),
+                        ));
                         out.started = Instant::now();
                         self.outgoing_files.insert(transfer, out);
                     }
@@ -642,7 +679,13 @@ impl Driver {
             } => {
                 self.writers.remove(&(channel, transfer));
                 self.session.cancel_file(channel, transfer, code, &reason);
-                self.emit(channel, ConnectionEvent::Error { code, message: reason });
+                self.emit(
+                    channel,
+                    ConnectionEvent::Error {
+                        code,
+                        message: reason,
+                    },
+                );
             }
         }
     }
@@ -868,7 +911,7 @@ impl Driver {
                     OutFile {
                         key,
                         ticket,
-                        file: None,
+                        reader: None,
                         progress,
                         done,
                         started: Instant::now(),
@@ -916,7 +959,10 @@ impl Driver {
                     "cancelled by the receiver",
                 );
                 if let Some(writer) = self.writers.remove(&(channel, transfer)) {
-                    let _ = writer.send(WriterCmd::Abort { remove: true });
+                    let _ = writer.send(WriterCmd::Abort {
+                        remove: true,
+                        failure: None,
+                    });
                 }
             }
             Command::Release { key } => self.release(key),
@@ -960,7 +1006,10 @@ impl Driver {
         }
         for (_, writer) in self.writers.drain() {
             // Keep partial files: a later offer of the same file resumes from them.
-            let _ = writer.send(WriterCmd::Abort { remove: false });
+            let _ = writer.send(WriterCmd::Abort {
+                remove: false,
+                failure: None,
+            });
         }
         for (_, reply) in self.version_queries.drain() {
             let _ = reply.send(Err(Error::Stopped));

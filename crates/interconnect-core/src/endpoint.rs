@@ -67,7 +67,13 @@ impl Endpoint {
         session.role = role;
         session.device_id = config.device_id;
         session.resume_token = token;
-        let parts = driver::spawn(Session::new(session), transport, config.backoff, seed, config.files);
+        let parts = driver::spawn(
+            Session::new(session),
+            transport,
+            config.backoff,
+            seed,
+            config.files,
+        );
         Endpoint {
             commands: parts.commands,
             status: parts.status,

@@ -105,7 +105,9 @@ fn candidate_names(name: &str) -> impl Iterator<Item = String> + '_ {
     };
     std::iter::once(name.to_string()).chain((1..).map(move |n| {
         let suffix = format!(" ({n}){ext}");
-        let mut end = stem.len().min(MAX_FILE_NAME_LEN.saturating_sub(suffix.len()));
+        let mut end = stem
+            .len()
+            .min(MAX_FILE_NAME_LEN.saturating_sub(suffix.len()));
         while !stem.is_char_boundary(end) {
             end -= 1;
         }
@@ -138,7 +140,10 @@ pub(crate) fn prepare(path: &Path) -> io::Result<PreparedFile> {
     let mut file = File::open(path)?;
     let meta = file.metadata()?;
     if !meta.is_file() {
-        return Err(io::Error::new(io::ErrorKind::InvalidInput, "not a regular file"));
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "not a regular file",
+        ));
     }
     let name = path
         .file_name()
@@ -173,7 +178,11 @@ pub(crate) fn read_at(file: &File, offset: u64, len: u64) -> io::Result<Bytes> {
     {
         let mut done = 0;
         while done < buf.len() {
-            let n = std::os::windows::fs::FileExt::seek_read(file, &mut buf[done..], offset + done as u64)?;
+            let n = std::os::windows::fs::FileExt::seek_read(
+                file,
+                &mut buf[done..],
+                offset + done as u64,
+            )?;
             if n == 0 {
                 return Err(io::ErrorKind::UnexpectedEof.into());
             }
@@ -181,6 +190,42 @@ pub(crate) fn read_at(file: &File, offset: u64, len: u64) -> io::Result<Bytes> {
         }
     }
     Ok(Bytes::from(buf))
+}
+
+/// Starts the reader of an outgoing file: it answers read requests in order, each read
+/// on a short blocking task (a long-lived one would hold a pool thread and, in tests,
+/// stop tokio's paused clock), and stops when the request sender is dropped.
+pub(crate) fn spawn_reader(
+    file: Arc<File>,
+    transfer: TransferId,
+    done: mpsc::UnboundedSender<IoDone>,
+) -> mpsc::UnboundedSender<(u64, u64)> {
+    let (tx, mut rx) = mpsc::unbounded_channel::<(u64, u64)>();
+    tokio::spawn(async move {
+        while let Some((offset, len)) = rx.recv().await {
+            let file = file.clone();
+            let result = blocking(move || read_at(&file, offset, len)).await;
+            let failed = result.is_err();
+            let report = IoDone::Read {
+                transfer,
+                offset,
+                result,
+            };
+            if done.send(report).is_err() || failed {
+                return;
+            }
+        }
+    });
+    tx
+}
+
+/// Runs blocking file work off the async threads.
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> io::Result<T> + Send + 'static,
+) -> io::Result<T> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .unwrap_or_else(|e| Err(io::Error::other(format!("file task failed: {e}"))))
 }
 
 /// What the file tasks report to the driver.
@@ -232,8 +277,11 @@ impl std::fmt::Debug for PreparedFile {
 /// Commands to an incoming file's writer.
 pub(crate) enum WriterCmd {
     Data(u64, Bytes),
-    /// Stop; remove the partial file if `remove`.
-    Abort { remove: bool },
+    /// Stop; remove the partial file if `remove`, then report `failure` if given.
+    Abort {
+        remove: bool,
+        failure: Option<(Code, String)>,
+    },
 }
 
 /// An accepted incoming file: where it resumes and how to feed its writer.
@@ -283,7 +331,9 @@ pub(crate) fn accept(
     fs::create_dir_all(&partial_dir).map_err(storage)?;
     let key = partial_key(&offer.package, &offer.name, offer.size, &offer.sha256);
     let part = partial_dir.join(format!("{key}.part"));
-    let held = fs::metadata(&part).map(|m| m.len().min(offer.size)).unwrap_or(0);
+    let held = fs::metadata(&part)
+        .map(|m| m.len().min(offer.size))
+        .unwrap_or(0);
     let available = fs4::available_space(&config.dir).map_err(storage)?;
     let needed = (offer.size - held).saturating_add(config.reserve_free_bytes);
     if available < needed {
@@ -307,7 +357,7 @@ pub(crate) fn accept(
         sha256: offer.sha256,
         start: held,
     };
-    tokio::task::spawn_blocking(move || writer.run(rx, done));
+    tokio::spawn(writer.run(rx, done));
     Ok(Incoming {
         offset: held,
         name,
@@ -326,21 +376,34 @@ struct Writer {
     start: u64,
 }
 
+/// The partial file being written and the hash of what it holds.
+struct Partial {
+    file: File,
+    hasher: Sha256,
+    at: u64,
+}
+
 impl Writer {
-    fn run(self, mut commands: mpsc::UnboundedReceiver<WriterCmd>, done: mpsc::UnboundedSender<IoDone>) {
+    async fn run(
+        self,
+        mut commands: mpsc::UnboundedReceiver<WriterCmd>,
+        done: mpsc::UnboundedSender<IoDone>,
+    ) {
         let (channel, transfer) = (self.channel, self.transfer);
-        let outcome = self.write(&mut commands, &done);
+        let writer = Arc::new(self);
+        let outcome = writer.clone().write(&mut commands, &done).await;
         let report = match outcome {
             Ok(Some((path, name))) => IoDone::Stored {
                 channel,
                 transfer,
                 path,
                 name,
-                size: self.size,
+                size: writer.size,
             },
             Ok(None) => return,
             Err((code, reason)) => {
-                let _ = fs::remove_file(&self.part);
+                let part = writer.part.clone();
+                let _ = blocking(move || fs::remove_file(part)).await;
                 IoDone::Failed {
                     channel,
                     transfer,
@@ -353,75 +416,108 @@ impl Writer {
     }
 
     /// Writes until the file is complete (`Ok(Some)`), aborted (`Ok(None)`) or failed.
-    fn write(
-        &self,
+    async fn write(
+        self: Arc<Self>,
         commands: &mut mpsc::UnboundedReceiver<WriterCmd>,
         done: &mpsc::UnboundedSender<IoDone>,
     ) -> Result<Option<(PathBuf, String)>, (Code, String)> {
-        let storage = |what: &str, e: io::Error| (Code::STORAGE, format!("{what}: {e}"));
-        let mut file = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .read(true)
-            .write(true)
-            .open(&self.part)
-            .map_err(|e| storage("cannot create the partial file", e))?;
-        file.set_len(self.start)
-            .map_err(|e| storage("cannot resize the partial file", e))?;
-        let mut hasher = Sha256::new();
-        if self.start > 0 {
-            let mut prefix = (&file).take(self.start);
-            io::copy(&mut prefix, &mut HashWriter(&mut hasher))
-                .map_err(|e| storage("cannot read the partial file", e))?;
-        }
-        let mut at = self.start;
-        while at < self.size {
-            match commands.blocking_recv() {
+        let storage =
+            |what: &'static str| move |e: io::Error| (Code::STORAGE, format!("{what}: {e}"));
+        let this = self.clone();
+        let mut partial = blocking(move || this.open())
+            .await
+            .map_err(storage("cannot open the partial file"))?;
+        while partial.at < self.size {
+            match commands.recv().await {
                 Some(WriterCmd::Data(offset, data)) => {
-                    if offset != at {
+                    if offset != partial.at {
                         continue;
                     }
-                    file.write_all(&data)
-                        .map_err(|e| storage("cannot write the partial file", e))?;
-                    hasher.update(&data);
-                    at += data.len() as u64;
+                    partial = blocking(move || {
+                        partial.file.write_all(&data)?;
+                        partial.hasher.update(&data);
+                        partial.at += data.len() as u64;
+                        Ok(partial)
+                    })
+                    .await
+                    .map_err(storage("cannot write the partial file"))?;
                     let _ = done.send(IoDone::Written {
                         channel: self.channel,
                         transfer: self.transfer,
-                        end: at,
+                        end: partial.at,
                     });
                 }
-                Some(WriterCmd::Abort { remove }) => {
+                Some(WriterCmd::Abort { remove, failure }) => {
                     if remove {
-                        let _ = fs::remove_file(&self.part);
+                        let part = self.part.clone();
+                        let _ = blocking(move || fs::remove_file(part)).await;
                     }
-                    return Ok(None);
+                    return match failure {
+                        Some(failure) => Err(failure),
+                        None => Ok(None),
+                    };
                 }
                 None => return Ok(None),
             }
         }
-        file.sync_all()
-            .map_err(|e| storage("cannot sync the partial file", e))?;
-        let digest: [u8; 32] = hasher.finalize().into();
+        let this = self.clone();
+        blocking(move || this.finish(partial))
+            .await
+            .map(Some)
+            .map_err(|e| {
+                if e.kind() == io::ErrorKind::InvalidData {
+                    (Code::INTEGRITY, e.to_string())
+                } else {
+                    (Code::STORAGE, format!("cannot store the file: {e}"))
+                }
+            })
+    }
+
+    /// Opens the partial file at the offset accepted, hashing what it already holds.
+    fn open(&self) -> io::Result<Partial> {
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .read(true)
+            .write(true)
+            .open(&self.part)?;
+        file.set_len(self.start)?;
+        let mut hasher = Sha256::new();
+        if self.start > 0 {
+            let mut prefix = (&file).take(self.start);
+            io::copy(&mut prefix, &mut HashWriter(&mut hasher))?;
+        }
+        let mut file = file;
+        std::io::Seek::seek(&mut file, io::SeekFrom::Start(self.start))?;
+        Ok(Partial {
+            file,
+            hasher,
+            at: self.start,
+        })
+    }
+
+    /// Syncs, verifies size and hash (`InvalidData` if they are wrong) and stores.
+    fn finish(&self, partial: Partial) -> io::Result<(PathBuf, String)> {
+        partial.file.sync_all()?;
+        let digest: [u8; 32] = partial.hasher.finalize().into();
         if digest != self.sha256 {
-            return Err((
-                Code::INTEGRITY,
-                "the received file does not match its SHA-256".into(),
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "the received file does not match its SHA-256",
             ));
         }
-        let len = file
-            .metadata()
-            .map_err(|e| storage("cannot check the partial file", e))?
-            .len();
+        let len = partial.file.metadata()?.len();
         if len != self.size {
-            return Err((
-                Code::INTEGRITY,
-                format!("the received file has {len} bytes, {} were offered", self.size),
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!(
+                    "the received file has {len} bytes, {} were offered",
+                    self.size
+                ),
             ));
         }
-        drop(file);
-        let (path, name) = self.store().map_err(|e| storage("cannot store the file", e))?;
-        Ok(Some((path, name)))
+        drop(partial.file);
+        self.store()
     }
 
     /// Links the verified partial file under the first free name, then removes it.
@@ -447,7 +543,10 @@ impl Writer {
                 Err(e) => return Err(e),
             }
         }
-        Err(io::Error::new(io::ErrorKind::AlreadyExists, "no free file name"))
+        Err(io::Error::new(
+            io::ErrorKind::AlreadyExists,
+            "no free file name",
+        ))
     }
 }
 
@@ -470,7 +569,15 @@ mod tests {
 
     #[test]
     fn hostile_names_stay_inside_the_folder() {
-        for hostile in ["../../etc/passwd", "a/b", "/abs/path", "..", ".", "", "\\\\server\\share\\x"] {
+        for hostile in [
+            "../../etc/passwd",
+            "a/b",
+            "/abs/path",
+            "..",
+            ".",
+            "",
+            "\\\\server\\share\\x",
+        ] {
             let name = sanitize_file_name(hostile);
             assert!(!name.contains('/') && !name.contains('\\') && name != ".." && name != ".");
             assert!(!name.is_empty());
@@ -488,6 +595,9 @@ mod tests {
         let mut names = candidate_names("photo.jpg");
         assert_eq!(names.next().as_deref(), Some("photo.jpg"));
         assert_eq!(names.next().as_deref(), Some("photo (1).jpg"));
-        assert_eq!(candidate_names("README").nth(2).as_deref(), Some("README (2)"));
+        assert_eq!(
+            candidate_names("README").nth(2).as_deref(),
+            Some("README (2)")
+        );
     }
 }

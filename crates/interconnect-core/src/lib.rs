@@ -53,7 +53,7 @@ pub use connection::{
 pub use driver::{Backoff, PeerDeviceStatus};
 pub use endpoint::{Config, Hub, Interconnect};
 pub use error::Error;
-pub use files::{FilesConfig, sanitize_file_name};
 pub use event::{ChannelEvent, Event, Message, PeerInfo, SendId};
+pub use files::{FilesConfig, sanitize_file_name};
 pub use session::{CommandError, Session};
 pub use transport::{Link, LinkReceiver, LinkSender, Transport, TransportError};

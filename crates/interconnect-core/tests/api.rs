@@ -462,7 +462,9 @@ async fn corrupted_frames_are_caught_and_never_delivered() {
     let app = hub.register(PKG, 1, None).await.unwrap();
     let mut app_events = app.events();
     let conn = watch.instance(PKG, None);
-    let sends: Vec<_> = (0..50u32).map(|i| conn.send(&format!("message {i}"))).collect();
+    let sends: Vec<_> = (0..50u32)
+        .map(|i| conn.send(&format!("message {i}")))
+        .collect();
     for send in sends {
         send.await.unwrap();
     }
@@ -491,6 +493,9 @@ fn backoff_grows_to_its_cap_with_jitter() {
         let full = (Duration::from_millis(100) * 2u32.saturating_pow(failures - 1).min(1 << 20))
             .min(Duration::from_secs(30));
         let delay = backoff.delay(failures, &mut rng);
-        assert!(delay <= full && delay >= full / 2, "{failures}: {delay:?} vs {full:?}");
+        assert!(
+            delay <= full && delay >= full / 2,
+            "{failures}: {delay:?} vs {full:?}"
+        );
     }
 }

@@ -119,7 +119,13 @@ impl Session {
     }
 
     /// Refuses an offer or ends a transfer in either direction; the peer is told why.
-    pub fn cancel_file(&mut self, channel: ChannelId, transfer: TransferId, code: Code, reason: &str) {
+    pub fn cancel_file(
+        &mut self,
+        channel: ChannelId,
+        transfer: TransferId,
+        code: Code,
+        reason: &str,
+    ) {
         let known = if self.owns(transfer) {
             self.outgoing.remove(&transfer).is_some()
         } else {
@@ -136,7 +142,13 @@ impl Session {
     }
 
     /// Same as [`cancel_file`](Self::cancel_file) for an offer.
-    pub fn reject_file(&mut self, channel: ChannelId, transfer: TransferId, code: Code, reason: &str) {
+    pub fn reject_file(
+        &mut self,
+        channel: ChannelId,
+        transfer: TransferId,
+        code: Code,
+        reason: &str,
+    ) {
         self.cancel_file(channel, transfer, code, reason);
     }
 
@@ -311,7 +323,10 @@ impl Session {
         }
         let key = (offer.channel, offer.transfer);
         if self.owns(offer.transfer) {
-            return self.protocol_error(Code::PROTOCOL_ERROR, "offer with one of our transfer ids".into());
+            return self.protocol_error(
+                Code::PROTOCOL_ERROR,
+                "offer with one of our transfer ids".into(),
+            );
         }
         if let Some(file) = self.incoming.get(&key) {
             // A repeated offer: say where we stand.
@@ -362,7 +377,13 @@ impl Session {
         }
         if accept.offset > file.size {
             let (channel, transfer) = (file.channel, file.id);
-            return self.fail_file(channel, transfer, true, Code::PROTOCOL_ERROR, "the receiver accepted at an offset beyond the file");
+            return self.fail_file(
+                channel,
+                transfer,
+                true,
+                Code::PROTOCOL_ERROR,
+                "the receiver accepted at an offset beyond the file",
+            );
         }
         file.on_accept(now, accept.offset);
         let (channel, transfer, offset) = (file.channel, file.id, accept.offset);
@@ -389,7 +410,11 @@ impl Session {
             }
             return;
         };
-        match file.on_chunk(chunk.offset, chunk.data.len() as u64, window.saturating_mul(4)) {
+        match file.on_chunk(
+            chunk.offset,
+            chunk.data.len() as u64,
+            window.saturating_mul(4),
+        ) {
             ChunkVerdict::Write => self.events.push_back(Event::FileData {
                 channel: chunk.channel,
                 transfer: chunk.transfer,
@@ -407,7 +432,13 @@ impl Session {
                 }
             }
             ChunkVerdict::Violation(reason) => {
-                self.fail_file(chunk.channel, chunk.transfer, false, Code::PROTOCOL_ERROR, reason);
+                self.fail_file(
+                    chunk.channel,
+                    chunk.transfer,
+                    false,
+                    Code::PROTOCOL_ERROR,
+                    reason,
+                );
             }
         }
     }
@@ -420,7 +451,13 @@ impl Session {
             return;
         }
         if !file.on_ack(now, ack.offset) {
-            return self.fail_file(ack.channel, ack.transfer, true, Code::PROTOCOL_ERROR, "the receiver acknowledged bytes never sent");
+            return self.fail_file(
+                ack.channel,
+                ack.transfer,
+                true,
+                Code::PROTOCOL_ERROR,
+                "the receiver acknowledged bytes never sent",
+            );
         }
         self.events.push_back(Event::FileProgress {
             channel: ack.channel,
@@ -431,10 +468,9 @@ impl Session {
     }
 
     pub(super) fn on_file_complete(&mut self, complete: FileComplete) {
-        let done = self
-            .outgoing
-            .get(&complete.transfer)
-            .is_some_and(|f| f.channel == complete.channel && f.acked == f.size && f.state == OutState::Sending);
+        let done = self.outgoing.get(&complete.transfer).is_some_and(|f| {
+            f.channel == complete.channel && f.acked == f.size && f.state == OutState::Sending
+        });
         if done {
             self.outgoing.remove(&complete.transfer);
             self.events.push_back(Event::FileSent {
@@ -478,7 +514,14 @@ impl Session {
     }
 
     /// Ends a transfer because of the peer: tell it and the owner.
-    fn fail_file(&mut self, channel: ChannelId, transfer: TransferId, outgoing: bool, code: Code, reason: &str) {
+    fn fail_file(
+        &mut self,
+        channel: ChannelId,
+        transfer: TransferId,
+        outgoing: bool,
+        code: Code,
+        reason: &str,
+    ) {
         self.cancel_file(channel, transfer, code, reason);
         self.events.push_back(Event::FileFailed {
             channel,

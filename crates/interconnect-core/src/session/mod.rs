@@ -8,16 +8,16 @@ use std::time::Instant;
 use bytes::{Bytes, BytesMut};
 use interconnect_proto::{
     Accept, Ack, Capabilities, ChannelId, Close, Code, ContentType, DecodeError, ErrorReport,
-    Exchange, Frame, Hello, Limits, MIN_MAX_FRAME_LEN, Open, PROTOCOL_VERSIONS, Ping,
-    Pong, Reject, Role, TransferId, VersionQuery, VersionReply,
+    Exchange, Frame, Hello, Limits, MIN_MAX_FRAME_LEN, Open, PROTOCOL_VERSIONS, Ping, Pong, Reject,
+    Role, TransferId, VersionQuery, VersionReply,
 };
 
 mod files;
 
 use crate::channel::{Channel, ChannelState, Outgoing, Received};
-use crate::transfer::{IncomingFile, OutgoingFile};
 use crate::config::{MAX_SEQ_AHEAD, SessionConfig};
 use crate::event::{ChannelEvent, Event, Message, PeerInfo, SendId};
+use crate::transfer::{IncomingFile, OutgoingFile};
 
 /// Why a command was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
