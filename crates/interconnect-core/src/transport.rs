@@ -41,6 +41,13 @@ pub trait Transport: Send + 'static {
     async fn next_link(&mut self) -> Result<Link, TransportError>;
 }
 
+#[async_trait]
+impl Transport for Box<dyn Transport> {
+    async fn next_link(&mut self) -> Result<Link, TransportError> {
+        (**self).next_link().await
+    }
+}
+
 /// One established link: a sending half, a receiving half, and its frame limit.
 pub struct Link {
     /// Sends whole frames.

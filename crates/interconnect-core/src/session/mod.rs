@@ -660,6 +660,13 @@ impl Session {
             return self.on_hello(now, hello);
         }
         if !self.is_link_up() {
+            if let Frame::Error(report) = frame {
+                // The peer refuses the link (e.g. 4002: it serves another device).
+                return self.drop_link(
+                    report.code,
+                    format!("refused by the peer: {}", report.message),
+                );
+            }
             return self.protocol_error(
                 Code::PROTOCOL_ERROR,
                 format!("{:?} frame before the handshake", frame.kind()),

@@ -1,0 +1,457 @@
+//! One conformance suite for every transport, in the way rustls runs one API suite per
+//! crypto provider: each transport crate implements [`Harness`] (how to make a connected
+//! watch/phone pair of transports) and expands [`conformance_tests!`] in a test file, and
+//! gets the same end-to-end cases: open, messages both ways in order, the maximum message
+//! size and one byte more, request/reply, a file, a link cut in the middle of a file with
+//! resumption, close from either side, diagnosis, the version query, and 1001/1002/1007.
+//!
+//! Cutting a link works the same on every transport: the watch's transport is wrapped in
+//! [`Cuttable`], which fails the current link on demand, and the watch then drops it as
+//! it would any failed link.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use interconnect_core::{
+    Config, Connection, ConnectionEvent, Events, FilesConfig, Hub, Interconnect, Link,
+    LinkReceiver, LinkSender, Transport, TransportError,
+};
+use interconnect_proto::{Code, ContentType, DeviceId};
+use tokio::sync::watch;
+
+/// How a transport crate provides a connected pair.
+#[async_trait]
+pub trait Harness: Send + Sync + 'static {
+    /// Whether the cases run on tokio's paused clock (in-memory links) or in real time
+    /// (real sockets, whose readiness the paused clock does not see).
+    const PAUSED_CLOCK: bool;
+
+    /// A fresh watch transport (dials) and phone transport (accepts), connected.
+    async fn pair(&self) -> (Box<dyn Transport>, Box<dyn Transport>);
+}
+
+/// Runs one case on a runtime of the harness's kind.
+pub fn run<H: Harness, F: std::future::Future<Output = ()>>(
+    paused: bool,
+    case: impl FnOnce() -> F,
+) {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .start_paused(paused)
+        .build()
+        .expect("runtime");
+    runtime.block_on(case());
+    let _ = std::marker::PhantomData::<H>;
+}
+
+/// Expands every conformance case as a `#[test]` for the harness built by `$make`.
+#[macro_export]
+macro_rules! conformance_tests {
+    ($harness:ty, $make:expr) => {
+        $crate::conformance_tests!(@cases $harness, $make,
+            open_and_messages_both_ways_in_order,
+            maximum_message_size_and_one_byte_more,
+            request_and_reply,
+            file_transfer,
+            link_cut_during_a_file_resumes,
+            close_from_the_watch,
+            close_from_the_phone,
+            diagnosis_and_version,
+            refusals_1001_1002_1007,
+        );
+    };
+    (@cases $harness:ty, $make:expr, $($case:ident),* $(,)?) => {
+        $(
+            #[test]
+            fn $case() {
+                let paused = <$harness as $crate::Harness>::PAUSED_CLOCK;
+                $crate::run::<$harness, _>(paused, || async {
+                    let harness: $harness = $make;
+                    $crate::cases::$case(&harness).await;
+                });
+            }
+        )*
+    };
+}
+
+/// Wraps a transport so the test can fail its current link at any moment.
+pub struct Cuttable {
+    inner: Box<dyn Transport>,
+    current: Arc<Mutex<Option<watch::Sender<bool>>>>,
+}
+
+/// Cuts the current link of a [`Cuttable`] transport.
+#[derive(Clone)]
+pub struct Cutter {
+    current: Arc<Mutex<Option<watch::Sender<bool>>>>,
+}
+
+impl Cutter {
+    /// Fails the current link: the next send or receive on it errors.
+    pub fn cut(&self) {
+        if let Some(cut) = self
+            .current
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+        {
+            let _ = cut.send(true);
+        }
+    }
+}
+
+impl Cuttable {
+    /// Wraps `inner`.
+    pub fn new(inner: Box<dyn Transport>) -> (Cuttable, Cutter) {
+        let current = Arc::new(Mutex::new(None));
+        (
+            Cuttable {
+                inner,
+                current: current.clone(),
+            },
+            Cutter { current },
+        )
+    }
+}
+
+#[async_trait]
+impl Transport for Cuttable {
+    async fn next_link(&mut self) -> Result<Link, TransportError> {
+        let link = self.inner.next_link().await?;
+        let (tx, rx) = watch::channel(false);
+        *self.current.lock().unwrap_or_else(|e| e.into_inner()) = Some(tx);
+        Ok(Link {
+            sender: Box::new(CutSender {
+                inner: link.sender,
+                cut: rx.clone(),
+            }),
+            receiver: Box::new(CutReceiver {
+                inner: link.receiver,
+                cut: rx,
+            }),
+            max_frame_len: link.max_frame_len,
+        })
+    }
+}
+
+struct CutSender {
+    inner: Box<dyn LinkSender>,
+    cut: watch::Receiver<bool>,
+}
+
+#[async_trait]
+impl LinkSender for CutSender {
+    async fn send(&mut self, frame: Bytes) -> Result<(), TransportError> {
+        if *self.cut.borrow() {
+            return Err(TransportError::Closed);
+        }
+        self.inner.send(frame).await
+    }
+
+    async fn flush(&mut self) -> Result<(), TransportError> {
+        if *self.cut.borrow() {
+            return Err(TransportError::Closed);
+        }
+        self.inner.flush().await
+    }
+}
+
+struct CutReceiver {
+    inner: Box<dyn LinkReceiver>,
+    cut: watch::Receiver<bool>,
+}
+
+#[async_trait]
+impl LinkReceiver for CutReceiver {
+    async fn recv(&mut self) -> Result<Option<Bytes>, TransportError> {
+        if *self.cut.borrow() {
+            return Err(TransportError::Closed);
+        }
+        tokio::select! {
+            biased;
+            _ = self.cut.changed() => Err(TransportError::Closed),
+            frame = self.inner.recv() => frame,
+        }
+    }
+}
+
+/// The cases, each a complete scenario over a fresh pair.
+pub mod cases {
+    use super::*;
+
+    const PKG: &str = "com.example.conformance";
+    const FP: &str = "AA:BB:CC";
+
+    pub(crate) struct Ends {
+        pub(crate) watch: Interconnect,
+        pub(crate) hub: Hub,
+        pub(crate) cutter: Cutter,
+        pub(crate) dirs: (tempfile::TempDir, tempfile::TempDir),
+    }
+
+    pub(crate) async fn ends<H: Harness>(harness: &H) -> Ends {
+        let (watch_transport, phone_transport) = harness.pair().await;
+        let (watch_transport, cutter) = Cuttable::new(watch_transport);
+        let send_dir = tempfile::tempdir().expect("temp dir");
+        let recv_dir = tempfile::tempdir().expect("temp dir");
+        let mut phone = Config::new(DeviceId([2; 16]));
+        let mut files = FilesConfig::new(recv_dir.path());
+        files.reserve_free_bytes = 0;
+        phone.files = Some(files);
+        phone.seed = Some(2);
+        let mut watch = Config::new(DeviceId([1; 16]));
+        watch.seed = Some(1);
+        watch.backoff.initial = Duration::from_millis(20);
+        Ends {
+            hub: Hub::new(phone_transport, phone),
+            watch: Interconnect::new(watch_transport, watch),
+            cutter,
+            dirs: (send_dir, recv_dir),
+        }
+    }
+
+    async fn next(events: &mut Events) -> ConnectionEvent {
+        tokio::time::timeout(Duration::from_secs(60), events.next())
+            .await
+            .expect("an event within a minute")
+            .expect("the stream is open")
+    }
+
+    async fn next_message(events: &mut Events) -> interconnect_core::Incoming {
+        loop {
+            if let ConnectionEvent::Message(m) = next(events).await {
+                return m;
+            }
+        }
+    }
+
+    async fn open(e: &Ends) -> (Connection, Connection) {
+        let app = e.hub.register(PKG, 5, Some(FP)).await.expect("register");
+        let conn = e.watch.instance(PKG, Some(FP));
+        let diagnosis = conn.diagnosis(Some(Duration::from_secs(30))).await;
+        assert!(diagnosis.is_ok(), "{diagnosis:?}");
+        (conn, app)
+    }
+
+    /// Open, then 100 messages each way arrive in order.
+    pub async fn open_and_messages_both_ways_in_order<H: Harness>(harness: &H) {
+        let e = ends(harness).await;
+        let (conn, app) = open(&e).await;
+        let mut watch_events = conn.events();
+        let mut app_events = app.events();
+        assert_eq!(
+            next(&mut watch_events).await,
+            ConnectionEvent::Open {
+                is_reconnected: false
+            }
+        );
+        assert_eq!(
+            next(&mut app_events).await,
+            ConnectionEvent::Open {
+                is_reconnected: false
+            }
+        );
+        let to_phone: Vec<_> = (0..100u32).map(|i| conn.send(&i)).collect();
+        let to_watch: Vec<_> = (0..100u32).map(|i| app.send(&i)).collect();
+        for send in to_phone.into_iter().chain(to_watch) {
+            send.await.expect("acknowledged");
+        }
+        for i in 0..100u32 {
+            assert_eq!(next_message(&mut app_events).await.decode::<u32>(), Ok(i));
+            assert_eq!(next_message(&mut watch_events).await.decode::<u32>(), Ok(i));
+        }
+    }
+
+    /// The largest message passes; one byte more is refused with 4001.
+    pub async fn maximum_message_size_and_one_byte_more<H: Harness>(harness: &H) {
+        let e = ends(harness).await;
+        let (conn, app) = open(&e).await;
+        let mut app_events = app.events();
+        let max = e.watch_max_message(&conn).await;
+        let payload = Bytes::from(vec![0x5a; max]);
+        conn.send_bytes(ContentType::Binary, payload.clone())
+            .await
+            .expect("maximum size passes");
+        assert_eq!(next_message(&mut app_events).await.payload, payload);
+        let error = conn
+            .send_bytes(ContentType::Binary, Bytes::from(vec![0; max + 1]))
+            .await
+            .expect_err("one byte more is refused");
+        assert_eq!(error.code(), Code::TOO_LARGE);
+    }
+
+    impl Ends {
+        /// The largest message the negotiated link carries (found by the refusal's
+        /// report, so the case holds for any transport's frame limit).
+        async fn watch_max_message(&self, conn: &Connection) -> usize {
+            let huge = Bytes::from(vec![0; interconnect_proto::MAX_MESSAGE_LEN + 1]);
+            match conn.send_bytes(ContentType::Binary, huge).await {
+                Err(interconnect_core::Error::TooLarge { max, .. }) => max,
+                other => panic!("a message over the format's maximum was not refused: {other:?}"),
+            }
+        }
+    }
+
+    /// Several requests in flight get their own replies.
+    pub async fn request_and_reply<H: Harness>(harness: &H) {
+        let e = ends(harness).await;
+        let (conn, app) = open(&e).await;
+        let mut app_events = app.events();
+        let responder = tokio::spawn({
+            let app = app.clone();
+            async move {
+                for _ in 0..3 {
+                    let request = next_message(&mut app_events).await;
+                    let n: u32 = request.decode().expect("a number");
+                    app.reply(&request, &(n * 2)).await.expect("reply sent");
+                }
+            }
+        });
+        let replies: Vec<_> = (1..=3u32)
+            .map(|n| conn.request::<u32, u32>(&n, Duration::from_secs(30)))
+            .collect();
+        for (n, reply) in (1..=3u32).zip(replies) {
+            assert_eq!(reply.await, Ok(n * 2));
+        }
+        responder.await.expect("responder");
+    }
+
+    fn file_content(len: usize) -> Vec<u8> {
+        (0..len).map(|i| (i.wrapping_mul(31) >> 3) as u8).collect()
+    }
+
+    async fn stored(events: &mut Events) -> (PathBuf, u64) {
+        loop {
+            match next(events).await {
+                ConnectionEvent::File { path, size, .. } => return (path, size),
+                ConnectionEvent::Error { code, message } => panic!("{code}: {message}"),
+                _ => {}
+            }
+        }
+    }
+
+    /// A file arrives identical.
+    pub async fn file_transfer<H: Harness>(harness: &H) {
+        let e = ends(harness).await;
+        let (conn, app) = open(&e).await;
+        let mut app_events = app.events();
+        let data = file_content(300_000);
+        let path = e.dirs.0.path().join("report.bin");
+        std::fs::write(&path, &data).expect("write");
+        conn.send_file(&path).await.expect("stored");
+        let (stored_path, size) = stored(&mut app_events).await;
+        assert_eq!(size, data.len() as u64);
+        assert!(std::fs::read(stored_path).expect("read") == data);
+    }
+
+    /// The link is cut in the middle of a file; it resumes and arrives identical.
+    pub async fn link_cut_during_a_file_resumes<H: Harness>(harness: &H) {
+        let e = ends(harness).await;
+        let (conn, app) = open(&e).await;
+        let mut app_events = app.events();
+        let data = file_content(6 << 20);
+        let path = e.dirs.0.path().join("big.bin");
+        std::fs::write(&path, &data).expect("write");
+        let transfer = conn.send_file(&path);
+        let mut progress = transfer.progress_stream();
+        let cutter = e.cutter.clone();
+        let cut = tokio::spawn(async move {
+            use std::pin::Pin;
+            loop {
+                let next = std::future::poll_fn(|cx| {
+                    futures_core::Stream::poll_next(Pin::new(&mut progress), cx)
+                })
+                .await;
+                match next {
+                    Some(p) if p.total > 0 && p.bytes_done >= p.total / 3 => {
+                        cutter.cut();
+                        return true;
+                    }
+                    Some(_) => {}
+                    None => return false,
+                }
+            }
+        });
+        transfer.await.expect("stored despite the cut");
+        assert!(cut.await.expect("cutter"), "the link was cut mid-file");
+        let (stored_path, _) = stored(&mut app_events).await;
+        assert!(std::fs::read(stored_path).expect("read") == data);
+    }
+
+    /// Close from the watch reaches the phone app with code and reason.
+    pub async fn close_from_the_watch<H: Harness>(harness: &H) {
+        let e = ends(harness).await;
+        let (conn, app) = open(&e).await;
+        let mut app_events = app.events();
+        conn.close(Code(4321), "watch done").await.expect("closed");
+        loop {
+            if let ConnectionEvent::Close { code, reason } = next(&mut app_events).await {
+                assert_eq!((code, reason.as_str()), (Code(4321), "watch done"));
+                break;
+            }
+        }
+        assert_eq!(
+            app.send(&1).await.map_err(|e| e.code()),
+            Err(Code::CONNECTION_LOST)
+        );
+    }
+
+    /// Close from the phone reaches the watch with code and reason.
+    pub async fn close_from_the_phone<H: Harness>(harness: &H) {
+        let e = ends(harness).await;
+        let (conn, app) = open(&e).await;
+        let mut watch_events = conn.events();
+        app.close(Code(4322), "phone done").await.expect("closed");
+        loop {
+            if let ConnectionEvent::Close { code, reason } = next(&mut watch_events).await {
+                assert_eq!((code, reason.as_str()), (Code(4322), "phone done"));
+                break;
+            }
+        }
+        assert_eq!(
+            conn.send(&1).await.map_err(|e| e.code()),
+            Err(Code::CONNECTION_LOST)
+        );
+    }
+
+    /// Diagnosis reports 0 on an open channel; the version query gives the version or -1.
+    pub async fn diagnosis_and_version<H: Harness>(harness: &H) {
+        let e = ends(harness).await;
+        let (conn, _app) = open(&e).await;
+        assert_eq!(conn.diagnosis(None).await.status(), 0);
+        assert_eq!(conn.peer_client_version_code().await, Ok(5));
+        let missing = e.watch.instance("com.not.installed", None);
+        assert_eq!(missing.peer_client_version_code().await, Ok(-1));
+        assert_eq!(missing.diagnosis(None).await.status(), 1001);
+        assert_eq!(e.watch.peer_device_status().code(), 1);
+    }
+
+    /// Not installed: 1001; detached: 1002; wrong fingerprint: 1007.
+    pub async fn refusals_1001_1002_1007<H: Harness>(harness: &H) {
+        let e = ends(harness).await;
+        let (_conn, _app) = open(&e).await;
+        let detached = e
+            .hub
+            .register("com.example.detached", 1, None)
+            .await
+            .expect("register");
+        drop(detached);
+        let cases = [
+            ("com.example.missing", None, Code::APP_UNINSTALLED),
+            ("com.example.detached", None, Code::APP_NOT_CONNECTED),
+            (PKG, Some("00:00"), Code::FINGERPRINT_MISMATCH),
+        ];
+        for (package, fingerprint, code) in cases {
+            let conn = e.watch.instance(package, fingerprint);
+            let mut events = conn.events();
+            assert_eq!(conn.diagnosis(None).await.code, code, "{package}");
+            assert!(
+                matches!(next(&mut events).await, ConnectionEvent::Error { code: c, .. } if c == code)
+            );
+            assert!(conn.send(&"nothing passes").await.is_err());
+        }
+    }
+}

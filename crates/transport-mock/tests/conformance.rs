@@ -1,0 +1,20 @@
+//! The conformance suite over the in-memory link, on the paused clock.
+
+use async_trait::async_trait;
+use interconnect_conformance::{Harness, conformance_tests};
+use interconnect_core::Transport;
+use transport_mock::{Faults, MockNetwork};
+
+struct Mock;
+
+#[async_trait]
+impl Harness for Mock {
+    const PAUSED_CLOCK: bool = true;
+
+    async fn pair(&self) -> (Box<dyn Transport>, Box<dyn Transport>) {
+        let (dialer, listener) = MockNetwork::new(Faults::default()).endpoints();
+        (Box::new(dialer), Box::new(listener))
+    }
+}
+
+conformance_tests!(Mock, Mock);
