@@ -321,7 +321,10 @@ impl Driver {
             let deadline = self.session.poll_timeout().map(Instant::from_std);
             tokio::select! {
                 command = self.commands.recv() => match command {
-                    Some(Command::Shutdown) | None => break,
+                    Some(Command::Shutdown) | None => {
+                        self.close_all().await;
+                        break;
+                    }
                     Some(command) => self.on_command(command),
                 },
                 Some(link) = self.new_links.recv() => self.on_new_link(link),
@@ -993,6 +996,23 @@ impl Driver {
                 }
             }
         }
+    }
+
+    /// Closes every channel (the peer gets a close, not a lost link) and pushes the
+    /// frames out before the driver stops.
+    async fn close_all(&mut self) {
+        // Keep partial files: a later offer of the same file resumes from them.
+        for (_, writer) in self.writers.drain() {
+            let _ = writer.send(WriterCmd::Abort {
+                remove: false,
+                failure: None,
+            });
+        }
+        let channels: Vec<ChannelId> = self.conns.values().filter_map(|e| e.channel).collect();
+        for channel in channels {
+            self.session.close(channel, Code::OTHERS, "shutting down");
+        }
+        self.flush().await;
     }
 
     /// Fails everything still waiting, so no caller hangs after shutdown.

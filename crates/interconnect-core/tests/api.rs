@@ -446,7 +446,9 @@ async fn shutdown_fails_pending_calls_instead_of_hanging() {
     });
     tokio::task::yield_now().await;
     s.watch.shutdown().await;
-    assert_eq!(pending.await.unwrap(), Err(Error::Stopped));
+    // Shutdown closes the channel, so the send fails with 1006 rather than hanging.
+    let error = pending.await.unwrap().unwrap_err();
+    assert_eq!(error.code(), Code::CONNECTION_LOST);
 }
 
 #[tokio::test(start_paused = true)]
