@@ -2,8 +2,9 @@
 //!
 //! In a loop it feeds received frames, commands and timeouts into the session, drains
 //! frames to the link and routes events to the connections. A second task per device asks
-//! the transport for links (with backoff), and one task per link reads frames, so the
-//! driver itself never waits on anything but its own inputs.
+//! the transport for links (with backoff). The driver reads the link itself (receivers
+//! are cancel-safe), which saves a task hop per frame: on a multi-threaded runtime every
+//! hop is a cross-thread wake-up, and small-message latency is mostly hops.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -162,14 +163,7 @@ struct PendingSend {
 
 struct ActiveLink {
     sender: Box<dyn LinkSender>,
-    frames: mpsc::Receiver<Result<Bytes, TransportError>>,
-    reader: JoinHandle<()>,
-}
-
-impl Drop for ActiveLink {
-    fn drop(&mut self) {
-        self.reader.abort();
-    }
+    receiver: Box<dyn crate::transport::LinkReceiver>,
 }
 
 /// Whether the link to the peer device is up (the seeds' `getPeerDeviceStatus`).
@@ -293,23 +287,6 @@ async fn supply_links<T: Transport>(
     }
 }
 
-async fn read_frames(
-    mut receiver: Box<dyn crate::transport::LinkReceiver>,
-    frames: mpsc::Sender<Result<Bytes, TransportError>>,
-) {
-    loop {
-        let item = match receiver.recv().await {
-            Ok(Some(frame)) => Ok(frame),
-            Ok(None) => Err(TransportError::Closed),
-            Err(error) => Err(error),
-        };
-        let end = item.is_err();
-        if frames.send(item).await.is_err() || end {
-            return;
-        }
-    }
-}
-
 fn now() -> std::time::Instant {
     Instant::now().into_std()
 }
@@ -354,7 +331,10 @@ impl Driver {
             }
             budget -= 1;
             if budget > 0 {
-                next = self.link.as_mut().and_then(|l| l.frames.try_recv().ok());
+                next = self
+                    .link
+                    .as_mut()
+                    .and_then(|l| poll_once(l.receiver.recv()));
             }
         }
     }
@@ -366,12 +346,10 @@ impl Driver {
 
     fn on_new_link(&mut self, link: Link) {
         self.session.link_up(now(), link.max_frame_len);
-        let (frames_tx, frames) = mpsc::channel(64);
-        let reader = tokio::spawn(read_frames(link.receiver, frames_tx));
+
         self.link = Some(ActiveLink {
             sender: link.sender,
-            frames,
-            reader,
+            receiver: link.receiver,
         });
         // Counted as a failure until the handshake completes.
         self.failures = self.failures.saturating_add(1);
@@ -1056,12 +1034,26 @@ fn fail_requests(entry: &mut ConnEntry, error: Error) {
 
 async fn recv_frame(link: &mut Option<ActiveLink>) -> Result<Bytes, TransportError> {
     match link {
-        Some(link) => link
-            .frames
-            .recv()
-            .await
-            .unwrap_or(Err(TransportError::Closed)),
+        Some(link) => match link.receiver.recv().await {
+            Ok(Some(frame)) => Ok(frame),
+            Ok(None) => Err(TransportError::Closed),
+            Err(error) => Err(error),
+        },
         None => std::future::pending().await,
+    }
+}
+
+/// Polls a cancel-safe receive once: the frame if one is ready now, `None` otherwise.
+fn poll_once(
+    future: impl std::future::Future<Output = Result<Option<Bytes>, TransportError>>,
+) -> Option<Result<Bytes, TransportError>> {
+    let mut future = std::pin::pin!(future);
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    match future.as_mut().poll(&mut cx) {
+        std::task::Poll::Ready(Ok(Some(frame))) => Some(Ok(frame)),
+        std::task::Poll::Ready(Ok(None)) => Some(Err(TransportError::Closed)),
+        std::task::Poll::Ready(Err(error)) => Some(Err(error)),
+        std::task::Poll::Pending => None,
     }
 }
 

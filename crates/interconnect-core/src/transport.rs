@@ -77,7 +77,11 @@ pub trait LinkSender: Send + 'static {
     }
 }
 
-/// The receiving half of a link. Runs in its own task, so it need not be cancel-safe.
+/// The receiving half of a link.
+///
+/// `recv` must be **cancel-safe**: the driver awaits it in a `select!` and drops the
+/// future when something else is ready first, so a frame partly read must stay buffered
+/// for the next call (as `FramedRead` and `mpsc::Receiver` do).
 #[async_trait]
 pub trait LinkReceiver: Send + 'static {
     /// The next whole frame; `Ok(None)` when the peer closed the link cleanly.

@@ -1,0 +1,256 @@
+//! interconnect over TCP loopback against what a user would otherwise write, each baseline
+//! measured in the same run, printing ratios:
+//!
+//! 1. a file (256 MiB by default) sent with `send_file` until the phone has verified and
+//!    stored it, against a raw tokio TCP copy of the same file (disk → socket → disk);
+//! 2. the same file as 64 KiB binary WebSocket messages (tokio-tungstenite), disk to disk;
+//! 3. small-message round trips (64 bytes, `send` → acknowledgement) against a raw TCP
+//!    ping-pong of the same size: p50 and p99.
+//!
+//! `cargo run --release -p interconnect-benches --bin tcp_bench [MiB] [round trips]`
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt};
+use interconnect_core::{Config, ConnectionEvent, FilesConfig, Hub, Interconnect};
+use interconnect_proto::{ContentType, DeviceId};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_tungstenite::tungstenite::Message;
+
+const RUNS: usize = 3;
+const COPY_BUFFER: usize = 256 * 1024;
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(|a, b| a.total_cmp(b));
+    values[values.len() / 2]
+}
+
+async fn raw_tcp_copy(src: &Path, dst: &Path) -> Result<Duration, BoxError> {
+    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let dst = dst.to_path_buf();
+    let start = Instant::now();
+    // Large buffers on both sides: the fastest plain copy, not tokio's 8 KiB default.
+    let receiver = tokio::spawn(async move {
+        let (socket, _) = listener.accept().await?;
+        let mut socket = tokio::io::BufReader::with_capacity(COPY_BUFFER, socket);
+        let file = tokio::fs::File::create(&dst).await?;
+        let mut file = tokio::io::BufWriter::with_capacity(COPY_BUFFER, file);
+        tokio::io::copy_buf(&mut socket, &mut file).await?;
+        file.flush().await?;
+        file.get_ref().sync_all().await?;
+        Ok::<_, std::io::Error>(())
+    });
+    let mut socket = TcpStream::connect(addr).await?;
+    socket.set_nodelay(true)?;
+    let file = tokio::fs::File::open(src).await?;
+    let mut file = tokio::io::BufReader::with_capacity(COPY_BUFFER, file);
+    tokio::io::copy_buf(&mut file, &mut socket).await?;
+    socket.shutdown().await?;
+    receiver.await??;
+    Ok(start.elapsed())
+}
+
+async fn websocket_copy(src: &Path, dst: &Path) -> Result<Duration, BoxError> {
+    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let dst = dst.to_path_buf();
+    let start = Instant::now();
+    let receiver = tokio::spawn(async move {
+        let (socket, _) = listener.accept().await?;
+        let mut ws = tokio_tungstenite::accept_async(socket).await?;
+        let mut file = tokio::fs::File::create(&dst).await?;
+        while let Some(message) = ws.next().await {
+            match message? {
+                Message::Binary(data) => file.write_all(&data).await?,
+                Message::Close(_) => break,
+                _ => {}
+            }
+        }
+        file.sync_all().await?;
+        Ok::<_, BoxError>(())
+    });
+    let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}")).await?;
+    let mut file = tokio::fs::File::open(src).await?;
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = file.read(&mut buf).await?;
+        if n == 0 {
+            break;
+        }
+        ws.feed(Message::Binary(Bytes::copy_from_slice(&buf[..n])))
+            .await?;
+    }
+    ws.close(None).await?;
+    receiver.await??;
+    Ok(start.elapsed())
+}
+
+struct Ends {
+    _hub: Hub,
+    _watch: Interconnect,
+    conn: interconnect_core::Connection,
+    _app: interconnect_core::Connection,
+    events: interconnect_core::Events,
+}
+
+async fn interconnect_ends(files_dir: &Path) -> Result<Ends, BoxError> {
+    let listener = transport_tcp::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr();
+    let mut phone = Config::new(DeviceId([2; 16]));
+    let mut files = FilesConfig::new(files_dir);
+    files.reserve_free_bytes = 0;
+    files.max_file_size = u64::MAX;
+    phone.files = Some(files);
+    let hub = Hub::new(listener, phone);
+    let watch = Interconnect::new(
+        transport_tcp::TcpDialer::new(addr),
+        Config::new(DeviceId([1; 16])),
+    );
+    let app = hub.register("bench", 1, None).await?;
+    let events = app.events();
+    let conn = watch.instance("bench", None);
+    if !conn.diagnosis(None).await.is_ok() {
+        return Err("the channel did not open".into());
+    }
+    Ok(Ends {
+        _hub: hub,
+        _watch: watch,
+        conn,
+        _app: app,
+        events,
+    })
+}
+
+async fn interconnect_file(ends: &mut Ends, src: &Path) -> Result<(Duration, PathBuf), BoxError> {
+    let start = Instant::now();
+    ends.conn.send_file(src).await?;
+    loop {
+        match ends.events.next().await {
+            Some(ConnectionEvent::File { path, .. }) => return Ok((start.elapsed(), path)),
+            Some(ConnectionEvent::Error { code, message }) => {
+                return Err(format!("{code}: {message}").into());
+            }
+            Some(_) => {}
+            None => return Err("driver stopped".into()),
+        }
+    }
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
+async fn raw_ping_pong(count: usize) -> Result<Vec<Duration>, BoxError> {
+    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let echo = tokio::spawn(async move {
+        let (mut socket, _) = listener.accept().await?;
+        socket.set_nodelay(true)?;
+        let mut buf = [0u8; 64];
+        while socket.read_exact(&mut buf).await.is_ok() {
+            socket.write_all(&buf[..8]).await?;
+        }
+        Ok::<_, std::io::Error>(())
+    });
+    let mut socket = TcpStream::connect(addr).await?;
+    socket.set_nodelay(true)?;
+    let message = [7u8; 64];
+    let mut ack = [0u8; 8];
+    let mut times = Vec::with_capacity(count);
+    for _ in 0..count {
+        let start = Instant::now();
+        socket.write_all(&message).await?;
+        socket.read_exact(&mut ack).await?;
+        times.push(start.elapsed());
+    }
+    drop(socket);
+    let _ = echo.await;
+    Ok(times)
+}
+
+async fn interconnect_round_trips(ends: &Ends, count: usize) -> Result<Vec<Duration>, BoxError> {
+    let payload = Bytes::from(vec![7u8; 64]);
+    let mut times = Vec::with_capacity(count);
+    for _ in 0..count {
+        let start = Instant::now();
+        ends.conn
+            .send_bytes(ContentType::Binary, payload.clone())
+            .await?;
+        times.push(start.elapsed());
+    }
+    Ok(times)
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> Result<(), BoxError> {
+    let mut args = std::env::args().skip(1);
+    let mib: usize = args.next().map(|a| a.parse()).transpose()?.unwrap_or(256);
+    let trips: usize = args
+        .next()
+        .map(|a| a.parse())
+        .transpose()?
+        .unwrap_or(10_000);
+    let dir = tempfile::tempdir()?;
+    let src = dir.path().join("source.bin");
+    {
+        let block: Vec<u8> = (0..(1u32 << 20))
+            .map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8)
+            .collect();
+        let mut file = tokio::fs::File::create(&src).await?;
+        for i in 0..mib {
+            let mut b = block.clone();
+            b[0] = i as u8;
+            file.write_all(&b).await?;
+        }
+        file.sync_all().await?;
+    }
+    let bytes = (mib << 20) as f64;
+    let received = dir.path().join("received");
+    std::fs::create_dir_all(&received)?;
+    let mut ends = interconnect_ends(&received).await?;
+
+    let (mut raw, mut ws, mut ours) = (Vec::new(), Vec::new(), Vec::new());
+    for run in 0..RUNS {
+        let copy = dir.path().join(format!("raw-{run}.bin"));
+        raw.push(bytes / raw_tcp_copy(&src, &copy).await?.as_secs_f64());
+        std::fs::remove_file(copy)?;
+        let copy = dir.path().join(format!("ws-{run}.bin"));
+        ws.push(bytes / websocket_copy(&src, &copy).await?.as_secs_f64());
+        std::fs::remove_file(copy)?;
+        let (elapsed, stored) = interconnect_file(&mut ends, &src).await?;
+        ours.push(bytes / elapsed.as_secs_f64());
+        std::fs::remove_file(stored)?;
+    }
+    let (raw, ws, ours) = (median(raw), median(ws), median(ours));
+    println!("{mib} MiB file over TCP loopback, disk to disk, median of {RUNS} runs:");
+    println!("  raw tokio TCP copy      {:>8.0} MiB/s", raw / 1048576.0);
+    println!("  WebSocket, 64 KiB msgs  {:>8.0} MiB/s", ws / 1048576.0);
+    println!(
+        "  interconnect send_file  {:>8.0} MiB/s (hashed and verified)",
+        ours / 1048576.0
+    );
+    println!("  ratio vs raw TCP: {:.2}x (target 0.8x)", ours / raw);
+    println!("  ratio vs WebSocket: {:.2}x (target 1.0x)", ours / ws);
+
+    let mut raw_trips = raw_ping_pong(trips).await?;
+    let mut our_trips = interconnect_round_trips(&ends, trips).await?;
+    raw_trips.sort();
+    our_trips.sort();
+    let (raw50, raw99) = (percentile(&raw_trips, 0.5), percentile(&raw_trips, 0.99));
+    let (our50, our99) = (percentile(&our_trips, 0.5), percentile(&our_trips, 0.99));
+    println!("64-byte round trips over TCP loopback ({trips} each):");
+    println!("  raw TCP ping-pong       p50 {raw50:>9.1?}  p99 {raw99:>9.1?}");
+    println!("  interconnect send→ack   p50 {our50:>9.1?}  p99 {our99:>9.1?}");
+    println!(
+        "  p50 ratio: {:.2}x the raw ping-pong (target within 1.5x); p99 ratio {:.2}x",
+        our50.as_secs_f64() / raw50.as_secs_f64(),
+        our99.as_secs_f64() / raw99.as_secs_f64()
+    );
+    Ok(())
+}
