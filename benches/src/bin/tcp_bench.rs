@@ -22,6 +22,9 @@ use tokio_tungstenite::tungstenite::Message;
 
 const RUNS: usize = 3;
 const COPY_BUFFER: usize = 256 * 1024;
+/// Frame and window sizes for bulk transfer over TCP (the defaults suit BLE too).
+const FRAME: usize = 1 << 20;
+const WINDOW: u64 = 16 << 20;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -100,9 +103,15 @@ struct Ends {
 }
 
 async fn interconnect_ends(files_dir: &Path) -> Result<Ends, BoxError> {
-    let listener = transport_tcp::TcpListener::bind("127.0.0.1:0").await?;
+    let tcp = transport_tcp::TcpConfig {
+        max_frame_len: FRAME,
+        ..Default::default()
+    };
+    let listener = transport_tcp::TcpListener::bind_with_config("127.0.0.1:0", tcp.clone()).await?;
     let addr = listener.local_addr();
     let mut phone = Config::new(DeviceId([2; 16]));
+    phone.session.max_frame_len = FRAME;
+    phone.session.file_window = WINDOW;
     let mut files = FilesConfig::new(files_dir);
     files.reserve_free_bytes = 0;
     files.max_file_size = u64::MAX;
