@@ -294,8 +294,19 @@ fn now() -> std::time::Instant {
 impl Driver {
     async fn run(mut self) {
         self.request_link();
+        // One timer, re-armed only when the session's deadline moves: registering a new
+        // timer on every pass costs more than the rest of a small message's handling.
+        let timer = tokio::time::sleep_until(Instant::now());
+        tokio::pin!(timer);
+        let mut armed: Option<Instant> = None;
         loop {
             let deadline = self.session.poll_timeout().map(Instant::from_std);
+            if let Some(deadline) = deadline
+                && armed != Some(deadline)
+            {
+                timer.as_mut().reset(deadline);
+                armed = Some(deadline);
+            }
             tokio::select! {
                 command = self.commands.recv() => match command {
                     Some(Command::Shutdown) | None => {
@@ -307,7 +318,10 @@ impl Driver {
                 Some(link) = self.new_links.recv() => self.on_new_link(link),
                 Some(done) = self.io_rx.recv() => self.on_io(done),
                 frame = recv_frame(&mut self.link) => self.on_frames(frame),
-                () = sleep_until(deadline) => self.session.handle_timeout(now()),
+                () = &mut timer, if deadline.is_some() => {
+                    armed = None;
+                    self.session.handle_timeout(now());
+                }
             }
             self.flush().await;
         }
@@ -1054,12 +1068,5 @@ fn poll_once(
         std::task::Poll::Ready(Ok(None)) => Some(Err(TransportError::Closed)),
         std::task::Poll::Ready(Err(error)) => Some(Err(error)),
         std::task::Poll::Pending => None,
-    }
-}
-
-async fn sleep_until(deadline: Option<Instant>) {
-    match deadline {
-        Some(deadline) => tokio::time::sleep_until(deadline).await,
-        None => std::future::pending().await,
     }
 }
