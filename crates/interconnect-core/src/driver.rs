@@ -162,8 +162,33 @@ struct PendingSend {
 }
 
 struct ActiveLink {
-    sender: Box<dyn LinkSender>,
+    /// Frames to the link's writer task.
+    frames_out: mpsc::Sender<Bytes>,
     receiver: Box<dyn crate::transport::LinkReceiver>,
+}
+
+/// Frames queued to a link's writer before the driver holds back.
+const WRITE_QUEUE: usize = 64;
+
+/// Writes frames to the link in batches, flushing after each. It runs apart from the
+/// driver so that a transport whose send waits (a full socket, BLE credits) never stops
+/// the driver from reading: two drivers blocked writing to each other would deadlock.
+/// It ends when the driver drops the queue (after writing what is queued) or the link
+/// fails (the driver then sees the queue closed).
+async fn write_frames(mut sender: Box<dyn LinkSender>, mut frames: mpsc::Receiver<Bytes>) {
+    while let Some(frame) = frames.recv().await {
+        if sender.send(frame).await.is_err() {
+            return;
+        }
+        while let Ok(frame) = frames.try_recv() {
+            if sender.send(frame).await.is_err() {
+                return;
+            }
+        }
+        if sender.flush().await.is_err() {
+            return;
+        }
+    }
 }
 
 /// Whether the link to the peer device is up (the seeds' `getPeerDeviceStatus`).
@@ -205,6 +230,8 @@ pub(crate) struct Driver {
     preparing: HashMap<u64, OutFile>,
     outgoing_files: HashMap<TransferId, OutFile>,
     writers: HashMap<(ChannelId, TransferId), mpsc::UnboundedSender<WriterCmd>>,
+    /// A frame the session produced that the write queue had no room for.
+    held_frame: Option<Bytes>,
 }
 
 pub(crate) struct DriverParts {
@@ -249,6 +276,7 @@ pub(crate) fn spawn<T: Transport>(
         preparing: HashMap::new(),
         outgoing_files: HashMap::new(),
         writers: HashMap::new(),
+        held_frame: None,
     };
     let task = tokio::spawn(async move {
         driver.run().await;
@@ -307,6 +335,11 @@ impl Driver {
                 timer.as_mut().reset(deadline);
                 armed = Some(deadline);
             }
+            // A frame waits for room in the write queue: wait for room too.
+            let held_for = match (&self.held_frame, &self.link) {
+                (Some(_), Some(link)) => Some(link.frames_out.clone()),
+                _ => None,
+            };
             tokio::select! {
                 command = self.commands.recv() => match command {
                     Some(Command::Shutdown) | None => {
@@ -318,6 +351,12 @@ impl Driver {
                 Some(link) = self.new_links.recv() => self.on_new_link(link),
                 Some(done) = self.io_rx.recv() => self.on_io(done),
                 frame = recv_frame(&mut self.link) => self.on_frames(frame),
+                room = write_room(held_for.clone()), if held_for.is_some() => {
+                    match (room, self.held_frame.take()) {
+                        (Ok(permit), Some(frame)) => { permit.send(frame); }
+                        _ => self.lose_link("the link's writer stopped (send failed)"),
+                    }
+                }
                 () = &mut timer, if deadline.is_some() => {
                     armed = None;
                     self.session.handle_timeout(now());
@@ -361,8 +400,11 @@ impl Driver {
     fn on_new_link(&mut self, link: Link) {
         self.session.link_up(now(), link.max_frame_len);
 
+        let (frames_out, frames) = mpsc::channel(WRITE_QUEUE);
+        tokio::spawn(write_frames(link.sender, frames));
+        self.held_frame = None;
         self.link = Some(ActiveLink {
-            sender: link.sender,
+            frames_out,
             receiver: link.receiver,
         });
         // Counted as a failure until the handshake completes.
@@ -370,6 +412,7 @@ impl Driver {
     }
 
     fn lose_link(&mut self, why: &str) {
+        self.held_frame = None;
         if self.link.take().is_some() {
             tracing::debug!(reason = why, "link lost");
             self.session.link_down(now());
@@ -380,22 +423,7 @@ impl Driver {
     /// Drains the session: frames to the link, then events to the connections.
     async fn flush(&mut self) {
         loop {
-            let mut sent = false;
-            while let Some(frame) = self.session.poll_transmit(now()) {
-                let Some(link) = self.link.as_mut() else {
-                    continue;
-                };
-                sent = true;
-                if let Err(error) = link.sender.send(frame).await {
-                    self.lose_link(&format!("send failed: {error}"));
-                }
-            }
-            if sent
-                && let Some(link) = self.link.as_mut()
-                && let Err(error) = link.sender.flush().await
-            {
-                self.lose_link(&format!("flush failed: {error}"));
-            }
+            self.transmit();
             let mut any = false;
             while let Some(event) = self.session.poll_event() {
                 any = true;
@@ -406,6 +434,40 @@ impl Driver {
             }
         }
         self.publish_states();
+    }
+
+    /// Moves frames from the session to the write queue while it has room; the first
+    /// frame that does not fit is held until it does.
+    fn transmit(&mut self) {
+        let Some(link) = self.link.as_ref() else {
+            self.held_frame = None;
+            while self.session.poll_transmit(now()).is_some() {}
+            return;
+        };
+        let mut closed = false;
+        loop {
+            let frame = match self.held_frame.take() {
+                Some(frame) => frame,
+                None => match self.session.poll_transmit(now()) {
+                    Some(frame) => frame,
+                    None => break,
+                },
+            };
+            match link.frames_out.try_send(frame) {
+                Ok(()) => {}
+                Err(mpsc::error::TrySendError::Full(frame)) => {
+                    self.held_frame = Some(frame);
+                    break;
+                }
+                Err(mpsc::error::TrySendError::Closed(_)) => {
+                    closed = true;
+                    break;
+                }
+            }
+        }
+        if closed {
+            self.lose_link("the link's writer stopped (send failed)");
+        }
     }
 
     fn on_event(&mut self, event: Event) {
@@ -1053,6 +1115,16 @@ async fn recv_frame(link: &mut Option<ActiveLink>) -> Result<Bytes, TransportErr
             Ok(None) => Err(TransportError::Closed),
             Err(error) => Err(error),
         },
+        None => std::future::pending().await,
+    }
+}
+
+/// Waits for room in the link's write queue.
+async fn write_room(
+    queue: Option<mpsc::Sender<Bytes>>,
+) -> Result<mpsc::OwnedPermit<Bytes>, mpsc::error::SendError<()>> {
+    match queue {
+        Some(queue) => queue.reserve_owned().await,
         None => std::future::pending().await,
     }
 }

@@ -1,3 +1,48 @@
 //! Bluetooth LE transport for interconnect.
 //!
-//! Not implemented yet: this crate is filled by the BLE issue. It exports nothing.
+//! ## GATT profile
+//! The watch is the **peripheral** (GATT server, advertises the service); the phone is the
+//! **central** (GATT client, scans for the service and connects). Who connects is
+//! independent of the session roles, which stay watch and phone.
+//!
+//! | item | UUID | properties |
+//! | --- | --- | --- |
+//! | service | [`SERVICE_UUID`] `6e1c0001-4e0b-4b7a-9a0b-1f4c3d2e5a60` | primary |
+//! | phone → watch | [`TO_WATCH_UUID`] `6e1c0002-…` | write without response |
+//! | watch → phone | [`TO_PHONE_UUID`] `6e1c0003-…` | notify |
+//!
+//! Flow control needs no third characteristic: credit grants travel in-band as packets of
+//! their own kind (see [`packet`]). ATT MTUs from 23 to 517 are supported; each packet is
+//! at most MTU − 3 bytes, one of which is our header.
+//!
+//! ## Layers
+//! - [`packet`]: the one-byte packet header, [`Fragmenter`] and [`Reassembler`] (bounded
+//!   by the maximum frame, typed errors for lost or reordered pieces, oversize frames and
+//!   stalls).
+//! - [`link`]: the packet-link seam ([`PacketSender`], [`PacketReceiver`]) and
+//!   [`into_link`], which adds credit-based flow control: each side may send `credits`
+//!   data packets, and the receiver grants more as it consumes them, so a fast sender
+//!   never overruns a slow receiver (an overrun is a typed error, not lost data).
+//! - [`sim`]: a simulated radio on virtual time and the capacity formula.
+//! - `bluez` (feature): BlueZ through `bluer`, peripheral and central.
+//!
+//! The simulated radio and BlueZ run the same packet and flow-control code. The radio path
+//! itself is untested here: the development machines have no Bluetooth controller.
+
+pub mod link;
+pub mod packet;
+pub mod sim;
+
+#[cfg(feature = "bluez")]
+pub mod bluez;
+
+pub use link::{BleConfig, PacketLink, PacketReceiver, PacketSender, into_link};
+pub use packet::{Fragmenter, Packet, PacketError, Reassembler};
+pub use sim::{BleParams, Phy, SimCentral, SimNetwork, SimPeripheral, goodput_bps};
+
+/// The interconnect GATT service.
+pub const SERVICE_UUID: u128 = 0x6e1c0001_4e0b_4b7a_9a0b_1f4c3d2e5a60;
+/// Characteristic the phone writes (without response) to send packets to the watch.
+pub const TO_WATCH_UUID: u128 = 0x6e1c0002_4e0b_4b7a_9a0b_1f4c3d2e5a60;
+/// Characteristic the watch notifies on to send packets to the phone.
+pub const TO_PHONE_UUID: u128 = 0x6e1c0003_4e0b_4b7a_9a0b_1f4c3d2e5a60;

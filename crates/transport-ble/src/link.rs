@@ -1,0 +1,230 @@
+//! The packet-link seam and the adapter that turns any packet link into an interconnect
+//! [`Link`]: fragmentation, reassembly and credit-based flow control, shared by the
+//! simulated radio and BlueZ.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use interconnect_core::{Link, LinkReceiver, LinkSender, TransportError};
+use tokio::sync::{Mutex, Notify, mpsc};
+
+use crate::packet::{Fragmenter, Packet, PacketError, Reassembler, packet_len};
+
+/// Sends whole ATT payloads (one write without response, or one notification).
+#[async_trait]
+pub trait PacketSender: Send + 'static {
+    /// Sends one packet of at most `packet_len(att_mtu())` bytes.
+    async fn send_packet(&mut self, packet: Bytes) -> Result<(), TransportError>;
+    /// The negotiated ATT MTU.
+    fn att_mtu(&self) -> usize;
+}
+
+/// Receives whole ATT payloads.
+#[async_trait]
+pub trait PacketReceiver: Send + 'static {
+    /// The next packet; `Ok(None)` when the link closed; an error when it was lost.
+    async fn recv_packet(&mut self) -> Result<Option<Bytes>, TransportError>;
+}
+
+/// Both halves of a packet link (a BLE connection with its two characteristics).
+pub struct PacketLink {
+    /// Sends packets to the peer.
+    pub sender: Box<dyn PacketSender>,
+    /// Receives the peer's packets.
+    pub receiver: Box<dyn PacketReceiver>,
+}
+
+/// Settings of the BLE framing layer.
+#[derive(Clone, Debug)]
+pub struct BleConfig {
+    /// Largest frame carried (the session negotiates at most this).
+    pub max_frame_len: usize,
+    /// Data packets each side may send before the peer grants more. Both sides must use
+    /// the same value: it is the receive buffer each grants the other at the start.
+    pub credits: u8,
+    /// A frame whose pieces stop arriving for this long fails the link.
+    pub stall_timeout: Duration,
+}
+
+impl Default for BleConfig {
+    fn default() -> Self {
+        BleConfig {
+            max_frame_len: 64 * 1024,
+            credits: 32,
+            stall_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Send-side credit accounting, shared with the reader that receives grants.
+struct Credits {
+    available: AtomicU32,
+    failed: AtomicBool,
+    changed: Notify,
+}
+
+impl Credits {
+    async fn take(&self) -> Result<(), TransportError> {
+        loop {
+            let notified = self.changed.notified();
+            if self.failed.load(Ordering::Acquire) {
+                return Err(TransportError::Closed);
+            }
+            let current = self.available.load(Ordering::Acquire);
+            if current > 0 {
+                if self
+                    .available
+                    .compare_exchange(current, current - 1, Ordering::AcqRel, Ordering::Acquire)
+                    .is_ok()
+                {
+                    return Ok(());
+                }
+                continue;
+            }
+            notified.await;
+        }
+    }
+
+    fn grant(&self, n: u32) {
+        self.available.fetch_add(n, Ordering::AcqRel);
+        self.changed.notify_waiters();
+    }
+
+    fn fail(&self) {
+        self.failed.store(true, Ordering::Release);
+        self.changed.notify_waiters();
+    }
+}
+
+/// Turns a packet link into an interconnect link.
+pub fn into_link(packets: PacketLink, config: &BleConfig) -> Link {
+    let att_mtu = packets.sender.att_mtu();
+    let sender = Arc::new(Mutex::new(packets.sender));
+    let credits = Arc::new(Credits {
+        available: AtomicU32::new(u32::from(config.credits)),
+        failed: AtomicBool::new(false),
+        changed: Notify::new(),
+    });
+    let (frames_tx, frames) = mpsc::channel(8);
+    let reader = tokio::spawn(read_packets(
+        packets.receiver,
+        sender.clone(),
+        credits.clone(),
+        frames_tx,
+        config.clone(),
+    ));
+    Link {
+        sender: Box::new(BleSender {
+            sender,
+            credits,
+            fragmenter: Fragmenter::new(),
+            packet_len: packet_len(att_mtu),
+        }),
+        receiver: Box::new(BleReceiver {
+            frames,
+            reader: reader.abort_handle(),
+        }),
+        max_frame_len: config.max_frame_len,
+    }
+}
+
+/// Reads packets: applies credit grants, reassembles frames, grants credits back as
+/// packets are consumed. Stops at the first error, failing the link.
+async fn read_packets(
+    mut receiver: Box<dyn PacketReceiver>,
+    sender: Arc<Mutex<Box<dyn PacketSender>>>,
+    credits: Arc<Credits>,
+    frames: mpsc::Sender<Result<Bytes, TransportError>>,
+    config: BleConfig,
+) {
+    let mut reassembler = Reassembler::new(config.max_frame_len);
+    let window = u32::from(config.credits);
+    let mut peer_credits = window;
+    let mut consumed: u32 = 0;
+    let outcome: Result<(), TransportError> = async {
+        loop {
+            let next = if reassembler.in_progress() {
+                tokio::time::timeout(config.stall_timeout, receiver.recv_packet())
+                    .await
+                    .map_err(|_| error(PacketError::Stalled))?
+            } else {
+                receiver.recv_packet().await
+            };
+            let Some(packet) = next? else {
+                return Err(TransportError::Closed);
+            };
+            match Packet::decode(packet).map_err(error)? {
+                Packet::Credit(n) => credits.grant(u32::from(n)),
+                Packet::Data { seq, last, body } => {
+                    if peer_credits == 0 {
+                        return Err(error(PacketError::Overrun));
+                    }
+                    peer_credits -= 1;
+                    if let Some(frame) = reassembler.push(seq, last, &body).map_err(error)? {
+                        frames.send(Ok(frame)).await.map_err(|_| TransportError::Closed)?;
+                    }
+                    consumed += 1;
+                    if consumed >= window / 2 {
+                        let grant = consumed.min(255) as u8;
+                        sender.lock().await.send_packet(Packet::credit(grant)).await?;
+                        peer_credits += u32::from(grant);
+                        consumed -= u32::from(grant);
+                    }
+                }
+            }
+        }
+    }
+    .await;
+    credits.fail();
+    if let Err(e) = outcome {
+        tracing::debug!(error = %e, "BLE link failed");
+        let _ = frames.send(Err(e)).await;
+    }
+}
+
+fn error(e: PacketError) -> TransportError {
+    TransportError::Other(format!("BLE framing: {e}"))
+}
+
+struct BleSender {
+    sender: Arc<Mutex<Box<dyn PacketSender>>>,
+    credits: Arc<Credits>,
+    fragmenter: Fragmenter,
+    packet_len: usize,
+}
+
+#[async_trait]
+impl LinkSender for BleSender {
+    async fn send(&mut self, frame: Bytes) -> Result<(), TransportError> {
+        for packet in self.fragmenter.fragment(&frame, self.packet_len) {
+            self.credits.take().await?;
+            self.sender.lock().await.send_packet(packet).await?;
+        }
+        Ok(())
+    }
+}
+
+struct BleReceiver {
+    frames: mpsc::Receiver<Result<Bytes, TransportError>>,
+    reader: tokio::task::AbortHandle,
+}
+
+impl Drop for BleReceiver {
+    fn drop(&mut self) {
+        self.reader.abort();
+    }
+}
+
+#[async_trait]
+impl LinkReceiver for BleReceiver {
+    async fn recv(&mut self) -> Result<Option<Bytes>, TransportError> {
+        match self.frames.recv().await {
+            Some(Ok(frame)) => Ok(Some(frame)),
+            Some(Err(e)) => Err(e),
+            None => Err(TransportError::Closed),
+        }
+    }
+}

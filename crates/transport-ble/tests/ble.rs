@@ -1,0 +1,168 @@
+//! Fragmentation, flow control and the capacity formula.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use interconnect_core::Transport;
+use interconnect_proto::{ChannelId, ContentType, Data, Exchange, Frame};
+use proptest::prelude::*;
+use transport_ble::packet::{MAX_ATT_MTU, MIN_ATT_MTU, packet_len};
+use transport_ble::*;
+
+fn frame(len: usize) -> Bytes {
+    Frame::Data(Data {
+        channel: ChannelId(1),
+        seq: 1,
+        content_type: ContentType::Binary,
+        exchange: Exchange::OneWay,
+        payload: Bytes::from(vec![0xa5; len]),
+    })
+    .to_bytes(1 << 20)
+    .unwrap()
+}
+
+fn reassemble(packets: &[Bytes], max: usize) -> Result<Vec<Bytes>, PacketError> {
+    let mut reassembler = Reassembler::new(max);
+    let mut frames = Vec::new();
+    for packet in packets {
+        match Packet::decode(packet.clone())? {
+            Packet::Data { seq, last, body } => {
+                if let Some(frame) = reassembler.push(seq, last, &body)? {
+                    frames.push(frame);
+                }
+            }
+            Packet::Credit(_) => {}
+        }
+    }
+    Ok(frames)
+}
+
+proptest! {
+    #[test]
+    fn any_frame_at_any_mtu_round_trips(
+        lens in proptest::collection::vec(0usize..3000, 1..8),
+        mtu in MIN_ATT_MTU..=MAX_ATT_MTU,
+    ) {
+        let frames: Vec<Bytes> = lens.iter().map(|&l| frame(l)).collect();
+        let mut fragmenter = Fragmenter::new();
+        let mut packets = Vec::new();
+        for f in &frames {
+            let pieces = fragmenter.fragment(f, packet_len(mtu));
+            prop_assert!(pieces.iter().all(|p| p.len() <= packet_len(mtu)));
+            prop_assert!(pieces.len() == f.len().div_ceil(packet_len(mtu) - 1));
+            packets.extend(pieces);
+        }
+        prop_assert_eq!(reassemble(&packets, 1 << 20).unwrap(), frames);
+    }
+
+    #[test]
+    fn any_packet_sequence_decodes_or_errors(packets in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..40), 0..40)) {
+        let packets: Vec<Bytes> = packets.into_iter().map(Bytes::from).collect();
+        let _ = reassemble(&packets, 4096);
+    }
+
+    #[test]
+    fn a_lost_or_swapped_packet_is_detected(len in 100usize..2000, drop_at in any::<prop::sample::Index>()) {
+        let mut packets = Fragmenter::new().fragment(&frame(len), packet_len(23));
+        let at = drop_at.index(packets.len());
+        packets.remove(at);
+        prop_assert!(reassemble(&packets, 1 << 20).is_err() || at == packets.len());
+    }
+}
+
+#[test]
+fn an_oversize_frame_is_refused_from_its_header() {
+    let packets = Fragmenter::new().fragment(&frame(10_000), packet_len(247));
+    let mut reassembler = Reassembler::new(4096);
+    let Ok(Packet::Data { seq, last, body }) = Packet::decode(packets[0].clone()) else {
+        panic!("a data packet");
+    };
+    assert!(matches!(
+        reassembler.push(seq, last, &body),
+        Err(PacketError::TooLarge { .. })
+    ));
+}
+
+#[test]
+fn capacity_matches_the_published_figures() {
+    for (name, p) in [
+        ("modern", BleParams::modern()),
+        (
+            "1M",
+            BleParams {
+                phy: Phy::M1,
+                ..BleParams::modern()
+            },
+        ),
+        ("legacy", BleParams::legacy()),
+    ] {
+        eprintln!("{name}: {:.0} bit/s", goodput_bps(&p));
+    }
+    let modern = goodput_bps(&BleParams::modern());
+    assert!(
+        (1.2e6..1.5e6).contains(&modern),
+        "2M PHY with DLE: {modern}"
+    );
+    let one_m = goodput_bps(&BleParams {
+        phy: Phy::M1,
+        ..BleParams::modern()
+    });
+    assert!((0.7e6..0.85e6).contains(&one_m), "1M PHY with DLE: {one_m}");
+    let legacy = goodput_bps(&BleParams::legacy());
+    assert!(legacy < one_m / 3.0, "MTU 23 without DLE: {legacy}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_slow_receiver_slows_the_sender_and_nothing_is_lost() {
+    let network = SimNetwork::new(BleParams::modern(), BleConfig::default());
+    let (mut peripheral, mut central) = network.endpoints();
+    let (phone, watch) = tokio::join!(central.next_link(), peripheral.next_link());
+    let (mut phone, mut watch) = (phone.unwrap(), watch.unwrap());
+    let frames: Vec<Bytes> = (0..100).map(|i| frame(1000 + i)).collect();
+    let sent = frames.clone();
+    let sender = tokio::spawn(async move {
+        for f in sent {
+            phone.sender.send(f).await.unwrap();
+        }
+        phone
+    });
+    let mut received = Vec::new();
+    for _ in 0..frames.len() {
+        // The app reads a frame only every 200 ms.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        received.push(watch.receiver.recv().await.unwrap().unwrap());
+    }
+    assert_eq!(received, frames);
+    sender.await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn throughput_of_the_simulated_radio_is_close_to_capacity() {
+    let params = BleParams::modern();
+    let network = SimNetwork::new(params, BleConfig::default());
+    let (mut peripheral, mut central) = network.endpoints();
+    let (phone, watch) = tokio::join!(central.next_link(), peripheral.next_link());
+    let (mut phone, mut watch) = (phone.unwrap(), watch.unwrap());
+    let total = 200_000usize;
+    let start = tokio::time::Instant::now();
+    let sender = tokio::spawn(async move {
+        let mut left = total;
+        while left > 0 {
+            let len = left.min(8000);
+            phone.sender.send(frame(len)).await.unwrap();
+            left -= len;
+        }
+    });
+    let mut got = 0;
+    while got < total {
+        let overhead = frame(0).len();
+        got += watch.receiver.recv().await.unwrap().unwrap().len() - overhead;
+    }
+    sender.await.unwrap();
+    let rate = 8.0 * total as f64 / start.elapsed().as_secs_f64();
+    let capacity = goodput_bps(&params);
+    assert!(
+        rate > 0.8 * capacity && rate <= capacity * 1.01,
+        "rate {rate} vs capacity {capacity}"
+    );
+}
