@@ -39,6 +39,11 @@ pub(crate) struct OutgoingFile {
     requested_end: u64,
     /// When the offer was last sent, or acks last made progress.
     pub(crate) last_progress: Option<Instant>,
+    /// Highest offset ever put on the wire: acks beyond it are lies.
+    sent_high: u64,
+    /// Recent time between acknowledgements; on a slow link the retransmit timer waits
+    /// at least twice this, so a chunk still on the air is not sent again.
+    ack_gap: Duration,
 }
 
 impl OutgoingFile {
@@ -62,6 +67,8 @@ impl OutgoingFile {
             buf_start: 0,
             requested_end: 0,
             last_progress: None,
+            sent_high: 0,
+            ack_gap: Duration::ZERO,
         }
     }
 
@@ -74,6 +81,7 @@ impl OutgoingFile {
         self.state = OutState::Sending;
         self.acked = offset;
         self.next = offset;
+        self.sent_high = self.sent_high.max(offset);
         self.last_progress = Some(now);
         if offset < self.buf_start || offset > self.buf_end() || !self.on_boundary(offset) {
             self.buf.clear();
@@ -138,6 +146,7 @@ impl OutgoingFile {
         for chunk in &self.buf {
             if at == self.next {
                 self.next += chunk.len() as u64;
+                self.sent_high = self.sent_high.max(self.next);
                 return Some((at, chunk.clone()));
             }
             at += chunk.len() as u64;
@@ -153,12 +162,17 @@ impl OutgoingFile {
 
     /// A cumulative ack; `false` if it acknowledges bytes never sent.
     pub(crate) fn on_ack(&mut self, now: Instant, offset: u64) -> bool {
-        if offset > self.next.max(self.acked) || offset > self.size {
+        if offset > self.sent_high || offset > self.size {
             return false;
         }
         if offset > self.acked {
             self.acked = offset;
+            if let Some(previous) = self.last_progress {
+                let gap = now.saturating_duration_since(previous);
+                self.ack_gap = (self.ack_gap * 7 / 8).max(gap);
+            }
             self.last_progress = Some(now);
+            self.next = self.next.max(offset);
             self.drop_before(offset);
         }
         true
@@ -180,7 +194,7 @@ impl OutgoingFile {
             OutState::Sending => self.next > self.acked || self.acked == self.size,
         };
         if waiting {
-            self.last_progress.map(|t| t + rto)
+            self.last_progress.map(|t| t + rto.max(self.ack_gap * 2))
         } else {
             None
         }

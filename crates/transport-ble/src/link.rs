@@ -127,8 +127,21 @@ pub fn into_link(packets: PacketLink, config: &BleConfig) -> Link {
             frames,
             reader: reader.abort_handle(),
         }),
-        max_frame_len: config.max_frame_len,
+        max_frame_len: link_frame_limit(config.max_frame_len, att_mtu),
     }
+}
+
+/// Most packets one frame may take. At the smallest MTU and a slow PHY a 64 KiB frame
+/// would take half a minute on air, longer than the session's liveness deadline; capping
+/// frames at this many packets keeps every frame to a few seconds.
+pub const MAX_PACKETS_PER_FRAME: usize = 512;
+
+/// The frame limit a link of this MTU announces.
+fn link_frame_limit(configured: usize, att_mtu: usize) -> usize {
+    let by_mtu = MAX_PACKETS_PER_FRAME * (packet_len(att_mtu) - crate::packet::PACKET_HEADER_LEN);
+    configured
+        .min(by_mtu)
+        .max(interconnect_proto::MIN_MAX_FRAME_LEN)
 }
 
 /// Reads packets: applies credit grants, reassembles frames, grants credits back as
@@ -164,12 +177,19 @@ async fn read_packets(
                     }
                     peer_credits -= 1;
                     if let Some(frame) = reassembler.push(seq, last, &body).map_err(error)? {
-                        frames.send(Ok(frame)).await.map_err(|_| TransportError::Closed)?;
+                        frames
+                            .send(Ok(frame))
+                            .await
+                            .map_err(|_| TransportError::Closed)?;
                     }
                     consumed += 1;
                     if consumed >= window / 2 {
                         let grant = consumed.min(255) as u8;
-                        sender.lock().await.send_packet(Packet::credit(grant)).await?;
+                        sender
+                            .lock()
+                            .await
+                            .send_packet(Packet::credit(grant))
+                            .await?;
                         peer_credits += u32::from(grant);
                         consumed -= u32::from(grant);
                     }

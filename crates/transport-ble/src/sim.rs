@@ -113,7 +113,9 @@ impl BleParams {
         let t_ifs = 150e-6;
         let exchange = self.air(self.ll_payload()) + t_ifs + self.air(0) + t_ifs;
         let interval = self.conn_interval.as_secs_f64();
-        let per_event = (interval / exchange).floor().clamp(1.0, f64::from(self.packets_per_event.max(1)));
+        let per_event = (interval / exchange)
+            .floor()
+            .clamp(1.0, f64::from(self.packets_per_event.max(1)));
         interval / per_event
     }
 
@@ -166,7 +168,10 @@ impl SimNetwork {
 
     /// The watch's transport (peripheral: accepts) and the phone's (central: connects).
     pub fn endpoints(&self) -> (SimPeripheral, SimCentral) {
-        (SimPeripheral { net: self.clone() }, SimCentral { net: self.clone() })
+        (
+            SimPeripheral { net: self.clone() },
+            SimCentral { net: self.clone() },
+        )
     }
 
     /// Loses the current connection; both sides notice after the supervision timeout.
@@ -292,7 +297,10 @@ impl PacketSender for SimSender {
                 max,
             });
         }
-        self.tx.send(packet).await.map_err(|_| TransportError::Closed)
+        self.tx
+            .send(packet)
+            .await
+            .map_err(|_| TransportError::Closed)
     }
 
     fn att_mtu(&self) -> usize {
@@ -318,7 +326,9 @@ impl PacketReceiver for SimReceiver {
         }
         // The radio went silent: the controller notices after the supervision timeout.
         tokio::time::sleep(self.supervision).await;
-        Err(TransportError::Other("supervision timeout: the link is lost".into()))
+        Err(TransportError::Other(
+            "supervision timeout: the link is lost".into(),
+        ))
     }
 }
 

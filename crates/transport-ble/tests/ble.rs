@@ -166,3 +166,36 @@ async fn throughput_of_the_simulated_radio_is_close_to_capacity() {
         "rate {rate} vs capacity {capacity}"
     );
 }
+
+/// Replays the checked-in `ble_reassembly` fuzz corpus on stable.
+#[test]
+fn replay_ble_reassembly_corpus() {
+    let dir =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/corpus/ble_reassembly");
+    let mut count = 0;
+    for entry in std::fs::read_dir(dir).expect("corpus folder") {
+        let input = std::fs::read(entry.expect("entry").path()).expect("corpus file");
+        transport_ble::packet::fuzz_reassembly(&input);
+        count += 1;
+    }
+    assert!(count > 0);
+}
+
+/// Writes seed inputs for the fuzzer: real frames fragmented at several MTUs.
+#[test]
+fn seed_corpus_is_well_formed() {
+    for (mtu, len) in [(23, 10), (23, 200), (247, 1000), (185, 3000)] {
+        let mut input = Vec::new();
+        for packet in Fragmenter::new().fragment(&frame(len), packet_len(mtu)) {
+            input.push(packet.len() as u8);
+            input.extend_from_slice(&packet);
+        }
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(format!(
+            "../../fuzz/corpus/ble_reassembly/seed-mtu{mtu}-len{len}"
+        ));
+        if std::env::var_os("UPDATE_FUZZ_SEEDS").is_some() {
+            std::fs::write(&path, &input).expect("write seed");
+        }
+        transport_ble::packet::fuzz_reassembly(&input);
+    }
+}

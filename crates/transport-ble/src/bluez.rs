@@ -1,0 +1,230 @@
+//! BlueZ backend through `bluer`: the watch as GATT server ([`BluezPeripheral`]) and the
+//! phone as GATT client ([`BluezCentral`]), each adapting bluer's characteristic I/O
+//! (one ATT value per `send`/`recv`) to the packet-link seam. Linux only; untested on a
+//! radio in this project's CI, which has no Bluetooth controller.
+
+use async_trait::async_trait;
+use bluer::gatt::local::{
+    Application, ApplicationHandle, Characteristic, CharacteristicControl,
+    CharacteristicControlEvent, CharacteristicNotify, CharacteristicNotifyMethod,
+    CharacteristicWrite, CharacteristicWriteMethod, Service, characteristic_control,
+};
+use bluer::gatt::{CharacteristicReader, CharacteristicWriter};
+use bluer::{AdapterEvent, Uuid, adv::Advertisement, adv::AdvertisementHandle};
+use bytes::Bytes;
+use futures_util::StreamExt;
+use interconnect_core::{Link, Transport, TransportError};
+
+use crate::link::{BleConfig, PacketLink, PacketReceiver, PacketSender, into_link};
+use crate::packet::ATT_HEADER_LEN;
+use crate::{SERVICE_UUID, TO_PHONE_UUID, TO_WATCH_UUID};
+
+fn bluez_error(e: bluer::Error) -> TransportError {
+    TransportError::Other(format!("BlueZ: {e}"))
+}
+
+/// The watch: registers the interconnect GATT service, advertises it, and accepts the
+/// phone's connection (a write session on one characteristic and a notification
+/// subscription on the other).
+pub struct BluezPeripheral {
+    _app: ApplicationHandle,
+    _advertisement: AdvertisementHandle,
+    to_watch: CharacteristicControl,
+    to_phone: CharacteristicControl,
+    config: BleConfig,
+}
+
+impl BluezPeripheral {
+    /// Registers the service on the default adapter and advertises as `local_name`.
+    pub async fn start(local_name: &str, config: BleConfig) -> Result<Self, TransportError> {
+        let session = bluer::Session::new().await.map_err(bluez_error)?;
+        let adapter = session.default_adapter().await.map_err(bluez_error)?;
+        adapter.set_powered(true).await.map_err(bluez_error)?;
+        let advertisement = adapter
+            .advertise(Advertisement {
+                service_uuids: [Uuid::from_u128(SERVICE_UUID)].into_iter().collect(),
+                discoverable: Some(true),
+                local_name: Some(local_name.to_string()),
+                ..Default::default()
+            })
+            .await
+            .map_err(bluez_error)?;
+        let (to_watch, to_watch_handle) = characteristic_control();
+        let (to_phone, to_phone_handle) = characteristic_control();
+        let app = Application {
+            services: vec![Service {
+                uuid: Uuid::from_u128(SERVICE_UUID),
+                primary: true,
+                characteristics: vec![
+                    Characteristic {
+                        uuid: Uuid::from_u128(TO_WATCH_UUID),
+                        write: Some(CharacteristicWrite {
+                            write_without_response: true,
+                            method: CharacteristicWriteMethod::Io,
+                            ..Default::default()
+                        }),
+                        control_handle: to_watch_handle,
+                        ..Default::default()
+                    },
+                    Characteristic {
+                        uuid: Uuid::from_u128(TO_PHONE_UUID),
+                        notify: Some(CharacteristicNotify {
+                            notify: true,
+                            method: CharacteristicNotifyMethod::Io,
+                            ..Default::default()
+                        }),
+                        control_handle: to_phone_handle,
+                        ..Default::default()
+                    },
+                ],
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let app = adapter
+            .serve_gatt_application(app)
+            .await
+            .map_err(bluez_error)?;
+        Ok(BluezPeripheral {
+            _app: app,
+            _advertisement: advertisement,
+            to_watch,
+            to_phone,
+            config,
+        })
+    }
+}
+
+#[async_trait]
+impl Transport for BluezPeripheral {
+    async fn next_link(&mut self) -> Result<Link, TransportError> {
+        let mut reader = None;
+        let mut writer = None;
+        while reader.is_none() || writer.is_none() {
+            tokio::select! {
+                event = self.to_watch.next() => match event {
+                    Some(CharacteristicControlEvent::Write(request)) => {
+                        reader = Some(request.accept().map_err(bluez_error)?);
+                    }
+                    Some(_) => {}
+                    None => return Err(TransportError::Closed),
+                },
+                event = self.to_phone.next() => match event {
+                    Some(CharacteristicControlEvent::Notify(notifier)) => writer = Some(notifier),
+                    Some(_) => {}
+                    None => return Err(TransportError::Closed),
+                },
+            }
+        }
+        let (Some(reader), Some(writer)) = (reader, writer) else {
+            return Err(TransportError::Closed);
+        };
+        Ok(into_link(packet_link(reader, writer), &self.config))
+    }
+}
+
+/// The phone: scans for a watch advertising the interconnect service, connects, and
+/// opens write and notification I/O on its characteristics.
+pub struct BluezCentral {
+    adapter: bluer::Adapter,
+    config: BleConfig,
+}
+
+impl BluezCentral {
+    /// Uses the default adapter.
+    pub async fn new(config: BleConfig) -> Result<Self, TransportError> {
+        let session = bluer::Session::new().await.map_err(bluez_error)?;
+        let adapter = session.default_adapter().await.map_err(bluez_error)?;
+        adapter.set_powered(true).await.map_err(bluez_error)?;
+        Ok(BluezCentral { adapter, config })
+    }
+
+    async fn connect(&self, device: &bluer::Device) -> Result<Option<PacketLink>, TransportError> {
+        let uuids = device
+            .uuids()
+            .await
+            .map_err(bluez_error)?
+            .unwrap_or_default();
+        if !uuids.contains(&Uuid::from_u128(SERVICE_UUID)) {
+            return Ok(None);
+        }
+        if !device.is_connected().await.map_err(bluez_error)? {
+            device.connect().await.map_err(bluez_error)?;
+        }
+        let mut to_watch = None;
+        let mut to_phone = None;
+        for service in device.services().await.map_err(bluez_error)? {
+            if service.uuid().await.map_err(bluez_error)? != Uuid::from_u128(SERVICE_UUID) {
+                continue;
+            }
+            for characteristic in service.characteristics().await.map_err(bluez_error)? {
+                let uuid = characteristic.uuid().await.map_err(bluez_error)?;
+                if uuid == Uuid::from_u128(TO_WATCH_UUID) {
+                    to_watch = Some(characteristic.write_io().await.map_err(bluez_error)?);
+                } else if uuid == Uuid::from_u128(TO_PHONE_UUID) {
+                    to_phone = Some(characteristic.notify_io().await.map_err(bluez_error)?);
+                }
+            }
+        }
+        match (to_phone, to_watch) {
+            (Some(reader), Some(writer)) => Ok(Some(packet_link(reader, writer))),
+            _ => Err(TransportError::Other(
+                "the watch's service lacks its characteristics".into(),
+            )),
+        }
+    }
+}
+
+#[async_trait]
+impl Transport for BluezCentral {
+    async fn next_link(&mut self) -> Result<Link, TransportError> {
+        let events = self.adapter.discover_devices().await.map_err(bluez_error)?;
+        futures_util::pin_mut!(events);
+        while let Some(event) = events.next().await {
+            if let AdapterEvent::DeviceAdded(address) = event {
+                let device = self.adapter.device(address).map_err(bluez_error)?;
+                match self.connect(&device).await {
+                    Ok(Some(packets)) => return Ok(into_link(packets, &self.config)),
+                    Ok(None) => {}
+                    Err(error) => tracing::debug!(%address, %error, "not usable"),
+                }
+            }
+        }
+        Err(TransportError::Closed)
+    }
+}
+
+fn packet_link(reader: CharacteristicReader, writer: CharacteristicWriter) -> PacketLink {
+    PacketLink {
+        sender: Box::new(BluezSender(writer)),
+        receiver: Box::new(BluezReceiver(reader)),
+    }
+}
+
+struct BluezSender(CharacteristicWriter);
+
+#[async_trait]
+impl PacketSender for BluezSender {
+    async fn send_packet(&mut self, packet: Bytes) -> Result<(), TransportError> {
+        self.0.send(&packet).await?;
+        Ok(())
+    }
+
+    fn att_mtu(&self) -> usize {
+        // bluer reports the largest value a write or notification carries.
+        self.0.mtu() + ATT_HEADER_LEN
+    }
+}
+
+struct BluezReceiver(CharacteristicReader);
+
+#[async_trait]
+impl PacketReceiver for BluezReceiver {
+    async fn recv_packet(&mut self) -> Result<Option<Bytes>, TransportError> {
+        match self.0.recv().await {
+            Ok(packet) => Ok(Some(Bytes::from(packet))),
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+}
