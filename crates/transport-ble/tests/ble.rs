@@ -199,3 +199,62 @@ fn seed_corpus_is_well_formed() {
         transport_ble::packet::fuzz_reassembly(&input);
     }
 }
+
+/// The radio goes silent in the middle of a file: both sides notice after the supervision
+/// timeout, the phone reconnects, and the file resumes and arrives identical.
+#[tokio::test(start_paused = true)]
+async fn radio_loss_during_a_file_resumes_after_the_supervision_timeout() {
+    use interconnect_core::{Config, ConnectionEvent, FilesConfig, Hub, Interconnect};
+    use interconnect_proto::DeviceId;
+
+    let network = SimNetwork::new(BleParams::modern(), BleConfig::default());
+    let (peripheral, central) = network.endpoints();
+    let temp = tempfile::tempdir().unwrap();
+    let dir = temp.path();
+    let received = dir.join("received");
+    std::fs::create_dir_all(&received).unwrap();
+    let mut phone = Config::new(DeviceId([2; 16]));
+    let mut files = FilesConfig::new(&received);
+    files.reserve_free_bytes = 0;
+    phone.files = Some(files);
+    let hub = Hub::new(central, phone);
+    let watch = Interconnect::new(peripheral, Config::new(DeviceId([1; 16])));
+    let app = hub.register("ble", 1, None).await.unwrap();
+    let mut events = app.events();
+    let conn = watch.instance("ble", None);
+    assert!(conn.diagnosis(None).await.is_ok());
+
+    let data: Vec<u8> = (0..300_000u32).map(|i| (i * 7) as u8).collect();
+    let path = dir.join("watch.log");
+    std::fs::write(&path, &data).unwrap();
+    let transfer = conn.send_file(&path);
+    {
+        use tokio_stream_shim::next;
+        let mut progress = transfer.progress_stream();
+        while let Some(p) = next(&mut progress).await {
+            if p.total > 0 && p.bytes_done >= p.total / 3 {
+                break;
+            }
+        }
+    }
+    network.cut();
+    transfer.await.expect("the file is stored after the loss");
+    assert!(network.links_made() >= 2, "the phone reconnected");
+    loop {
+        match events.next().await.unwrap() {
+            ConnectionEvent::File { path, .. } => {
+                assert!(std::fs::read(path).unwrap() == data);
+                break;
+            }
+            ConnectionEvent::Error { code, message } => panic!("{code}: {message}"),
+            _ => {}
+        }
+    }
+}
+
+mod tokio_stream_shim {
+    //! `StreamExt::next` for a progress stream, without another dependency.
+    pub(crate) async fn next<S: futures_core::Stream + Unpin>(stream: &mut S) -> Option<S::Item> {
+        std::future::poll_fn(|cx| std::pin::Pin::new(&mut *stream).poll_next(cx)).await
+    }
+}
