@@ -68,7 +68,7 @@ macro_rules! conformance_tests {
             #[test]
             fn $case() {
                 let paused = <$harness as $crate::Harness>::PAUSED_CLOCK;
-                $crate::run::<$harness, _>(paused, || async {
+                $crate::run(paused, || async {
                     let harness: $harness = $make;
                     $crate::cases::$case(&harness).await;
                 });
