@@ -82,7 +82,7 @@ enum WatchCommand {
     Status,
     /// The phone app's version, or -1 when it is not installed.
     Version,
-    /// The seeds' diagnosis: 0, 204, 1001 or 1000 (with the precise code).
+    /// The vendor API's diagnosis: 0, 204, 1001 or 1000 (with the precise code).
     Diagnosis,
     /// Sends a JSON message and waits for the acknowledgement.
     Send {

@@ -16,7 +16,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use crate::driver::Command;
 use crate::error::Error;
 
-/// The seeds' `getReadyState` values.
+/// The vendor API's `getReadyState` values.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ReadyState {
     /// 1: the channel to the peer app is open.
@@ -26,7 +26,7 @@ pub enum ReadyState {
 }
 
 impl ReadyState {
-    /// The seed value, 1 or 2.
+    /// The vendor API's value, 1 or 2.
     pub fn code(self) -> u8 {
         self as u8
     }
@@ -45,7 +45,7 @@ impl Diagnosis {
         self.code == Code::OK
     }
 
-    /// The seeds' status: 0 (ok), 204 (timeout), 1001 (app not installed) or 1000 (any
+    /// The vendor API's status: 0 (ok), 204 (timeout), 1001 (app not installed) or 1000 (any
     /// other reason, e.g. 1002 or 1007, which [`Diagnosis::code`] keeps).
     pub fn status(&self) -> u16 {
         match self.code {
@@ -81,7 +81,7 @@ impl Incoming {
     }
 }
 
-/// What happens on a connection, in the vocabulary of the seeds' callbacks.
+/// What happens on a connection, in the vocabulary of the vendor API's callbacks.
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum ConnectionEvent {
@@ -111,7 +111,7 @@ pub enum ConnectionEvent {
         /// Bytes already held from an interrupted attempt.
         offset: u64,
     },
-    /// `onmessage` with a file (the seeds' `isFileType`): verified and stored. Fires once
+    /// `onmessage` with a file (the vendor API's `isFileType`): verified and stored. Fires once
     /// per file, only after size and SHA-256 checked out and the file has its final name.
     File {
         /// Where it is stored.
@@ -272,7 +272,7 @@ impl Drop for Shared {
     }
 }
 
-/// A channel to the peer app: the seeds' `connect` object.
+/// A channel to the peer app: the vendor API's `connect` object.
 ///
 /// On the watch it comes from [`Interconnect::instance`](crate::Interconnect::instance), on
 /// the phone from [`Hub::register`](crate::Hub::register); both have the same API. Cheap
@@ -327,7 +327,7 @@ impl Connection {
         &self.shared.package
     }
 
-    /// The seeds' `getReadyState`: [`ReadyState::Open`] (1) or [`ReadyState::Closed`] (2).
+    /// The vendor API's `getReadyState`: [`ReadyState::Open`] (1) or [`ReadyState::Closed`] (2).
     pub fn ready_state(&self) -> ReadyState {
         if self.shared.state.borrow().open {
             ReadyState::Open
@@ -364,13 +364,13 @@ impl Connection {
         }
     }
 
-    /// [`peer_client_version`](Self::peer_client_version) in the seeds' form: the version,
+    /// [`peer_client_version`](Self::peer_client_version) in the vendor API's form: the version,
     /// or -1 when the app is not installed.
     pub async fn peer_client_version_code(&self) -> Result<i64, Error> {
         Ok(self.peer_client_version().await?.map_or(-1, i64::from))
     }
 
-    /// The seeds' `diagnosis`: 0 when the channel is open, waiting up to `timeout` (10 s
+    /// The vendor API's `diagnosis`: 0 when the channel is open, waiting up to `timeout` (10 s
     /// if `None`) for a connect in progress; 204 if it does not finish in time; otherwise
     /// the refusal's code (1001, and 1002 or 1007 which [`Diagnosis::status`] reports as
     /// 1000). A channel that was refused earlier is retried first, so installing the phone
@@ -419,7 +419,7 @@ impl Connection {
         }
     }
 
-    /// Sends `value` as JSON (the seeds' "Object") and resolves when the peer acknowledged
+    /// Sends `value` as JSON (the vendor API's "Object") and resolves when the peer acknowledged
     /// it. Fails with 204 after the send timeout, 1006 if the channel is closed.
     ///
     /// The message is queued when this is called, not when the future is first polled, so
@@ -542,7 +542,7 @@ impl Connection {
         async move { pending?.wait().await }
     }
 
-    /// The seeds' `sendFile`: sends the file at `path`, streamed from disk. The returned
+    /// The vendor API's `sendFile`: sends the file at `path`, streamed from disk. The returned
     /// [`FileTransfer`] resolves when the receiver has verified and stored it; it reports
     /// progress and can be cancelled. Queued at call time; several transfers may run at
     /// once, and messages are never held up behind them.

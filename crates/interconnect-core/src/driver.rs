@@ -191,7 +191,7 @@ async fn write_frames(mut sender: Box<dyn LinkSender>, mut frames: mpsc::Receive
     }
 }
 
-/// Whether the link to the peer device is up (the seeds' `getPeerDeviceStatus`).
+/// Whether the link to the peer device is up (the vendor API's `getPeerDeviceStatus`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum PeerDeviceStatus {
     /// 0: not connected.
@@ -201,7 +201,7 @@ pub enum PeerDeviceStatus {
 }
 
 impl PeerDeviceStatus {
-    /// The seed value, 0 or 1.
+    /// The vendor API's value, 0 or 1.
     pub fn code(self) -> u8 {
         self as u8
     }

@@ -129,7 +129,7 @@ impl Drop for Endpoint {
 }
 
 /// The watch side: connects to the phone over a transport and opens channels to phone
-/// apps by package. The seeds' `interconnect` module.
+/// apps by package. The vendor API's `interconnect` module.
 ///
 /// ```
 /// # tokio::runtime::Builder::new_current_thread().enable_time().start_paused(true).build().unwrap().block_on(async {
@@ -163,7 +163,7 @@ impl Interconnect {
         }
     }
 
-    /// The seeds' `getPeerDeviceStatus`: whether the phone is connected.
+    /// The vendor API's `getPeerDeviceStatus`: whether the phone is connected.
     pub fn peer_device_status(&self) -> PeerDeviceStatus {
         self.endpoint.status()
     }
@@ -173,7 +173,7 @@ impl Interconnect {
         self.endpoint.wait_connected().await;
     }
 
-    /// The seeds' `instance`: a connection to the phone app `package`, which must have the
+    /// The vendor API's `instance`: a connection to the phone app `package`, which must have the
     /// signing `fingerprint` if one is given (otherwise 1007). It opens as soon as the
     /// link allows; watch [`Connection::events`] or call [`Connection::diagnosis`].
     pub fn instance(&self, package: &str, fingerprint: Option<&str>) -> Connection {

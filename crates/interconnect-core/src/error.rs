@@ -2,7 +2,7 @@
 
 use interconnect_proto::Code;
 
-/// Why an API call failed. [`Error::code`] gives the stable numeric code of the seeds.
+/// Why an API call failed. [`Error::code`] gives the stable numeric code of the vendor APIs.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {

@@ -31,7 +31,7 @@ pub struct Message {
     pub payload: Bytes,
 }
 
-/// Something that happened on one channel, in the vocabulary of the seed APIs.
+/// Something that happened on one channel, in the vocabulary of the vendor APIs.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ChannelEvent {
     /// The channel is open. `is_reconnected` is true when it re-opened after a link drop

@@ -156,7 +156,7 @@ async fn a_detached_app_gives_1002() {
     assert_eq!(
         diagnosis.status(),
         1000,
-        "the seeds report 1002 as 'other' in diagnosis"
+        "the vendor APIs report 1002 as 'other' in diagnosis"
     );
     assert!(matches!(
         next(&mut events).await,

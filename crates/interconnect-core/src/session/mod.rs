@@ -43,7 +43,7 @@ pub enum CommandError {
 }
 
 impl CommandError {
-    /// The seed-style code for this error.
+    /// The vendor-API code for this error.
     pub fn code(&self) -> Code {
         match self {
             CommandError::ChannelClosed => Code::CONNECTION_LOST,
@@ -168,7 +168,7 @@ impl Session {
         &self.config
     }
 
-    /// Whether the link is up and the handshake completed (the seeds' peer status 1).
+    /// Whether the link is up and the handshake completed (the vendor API's peer status 1).
     pub fn is_link_up(&self) -> bool {
         matches!(self.link, LinkState::Up(_))
     }
