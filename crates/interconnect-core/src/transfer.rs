@@ -35,6 +35,8 @@ pub(crate) struct OutgoingFile {
     /// Read-ahead chunks, contiguous from `buf_start`.
     buf: VecDeque<Bytes>,
     buf_start: u64,
+    /// Offset just past the last buffered byte (kept, not summed: it is read per chunk).
+    buf_end: u64,
     /// End of the reads asked for so far.
     requested_end: u64,
     /// When the offer was last sent, or acks last made progress.
@@ -65,15 +67,12 @@ impl OutgoingFile {
             next: 0,
             buf: VecDeque::new(),
             buf_start: 0,
+            buf_end: 0,
             requested_end: 0,
             last_progress: None,
             sent_high: 0,
             ack_gap: Duration::ZERO,
         }
-    }
-
-    fn buf_end(&self) -> u64 {
-        self.buf_start + self.buf.iter().map(|c| c.len() as u64).sum::<u64>()
     }
 
     /// The receiver starts (or resumes) at `offset`.
@@ -83,9 +82,10 @@ impl OutgoingFile {
         self.next = offset;
         self.sent_high = self.sent_high.max(offset);
         self.last_progress = Some(now);
-        if offset < self.buf_start || offset > self.buf_end() || !self.on_boundary(offset) {
+        if offset < self.buf_start || offset > self.buf_end || !self.on_boundary(offset) {
             self.buf.clear();
             self.buf_start = offset;
+            self.buf_end = offset;
             self.requested_end = offset;
         } else {
             self.drop_before(offset);
@@ -119,7 +119,7 @@ impl OutgoingFile {
         if self.state != OutState::Sending {
             return None;
         }
-        let start = self.requested_end.max(self.buf_end());
+        let start = self.requested_end.max(self.buf_end);
         if start >= self.size || start - self.acked >= window {
             return None;
         }
@@ -131,9 +131,10 @@ impl OutgoingFile {
     /// A read completed. Accepted only if it continues the buffer (a read made stale by
     /// a rewind is dropped; the same bytes are asked for again).
     pub(crate) fn on_read(&mut self, offset: u64, data: Bytes) {
-        if offset == self.buf_end() && !data.is_empty() {
+        if offset == self.buf_end && !data.is_empty() {
+            self.buf_end += data.len() as u64;
             self.buf.push_back(data);
-            self.requested_end = self.requested_end.max(self.buf_end());
+            self.requested_end = self.requested_end.max(self.buf_end);
         }
     }
 
@@ -157,7 +158,7 @@ impl OutgoingFile {
     pub(crate) fn has_chunk(&self, window: u64) -> bool {
         self.state == OutState::Sending
             && self.next - self.acked < window
-            && self.next < self.buf_end()
+            && self.next < self.buf_end
     }
 
     /// A cumulative ack; `false` if it acknowledges bytes never sent.

@@ -33,6 +33,22 @@ fn setup() -> Setup {
     }
 }
 
+/// The first event of every channel that opened fresh, and of one that resumed.
+const OPENED: ConnectionEvent = ConnectionEvent::Open {
+    is_reconnected: false,
+};
+const REOPENED: ConnectionEvent = ConnectionEvent::Open {
+    is_reconnected: true,
+};
+
+/// Registers the app on the phone and opens the watch's channel to it.
+async fn open(s: &Setup) -> (Connection, Connection) {
+    let app = s.hub.register(PKG, 3, None).await.unwrap();
+    let conn = s.watch.instance(PKG, None);
+    assert!(conn.diagnosis(None).await.is_ok());
+    (conn, app)
+}
+
 async fn next(events: &mut Events) -> ConnectionEvent {
     tokio::time::timeout(Duration::from_secs(60), events.next())
         .await
@@ -78,18 +94,8 @@ async fn open_send_and_receive_both_ways() {
     assert_eq!(diagnosis.status(), 0);
     assert_eq!(conn.ready_state(), ReadyState::Open);
     assert_eq!(conn.ready_state().code(), 1);
-    assert_eq!(
-        next(&mut watch_events).await,
-        ConnectionEvent::Open {
-            is_reconnected: false
-        }
-    );
-    assert_eq!(
-        next(&mut app_events).await,
-        ConnectionEvent::Open {
-            is_reconnected: false
-        }
-    );
+    assert_eq!(next(&mut watch_events).await, OPENED);
+    assert_eq!(next(&mut app_events).await, OPENED);
     assert_eq!(conn.peer_client_version().await, Ok(Some(3)));
     assert_eq!(conn.peer_client_version_code().await, Ok(3));
 
@@ -235,9 +241,7 @@ async fn diagnosis_times_out_with_204() {
 #[tokio::test(start_paused = true)]
 async fn send_times_out_with_204_while_the_link_is_down() {
     let s = setup();
-    let _app = s.hub.register(PKG, 3, None).await.unwrap();
-    let conn = s.watch.instance(PKG, None);
-    assert!(conn.diagnosis(None).await.is_ok());
+    let (conn, _app) = open(&s).await;
     s.network.set_reachable(false);
     s.network.cut();
     let error = conn.send(&"stuck").await.unwrap_err();
@@ -253,12 +257,7 @@ async fn close_from_the_watch_reaches_the_app_and_later_sends_fail_with_1006() {
     let mut events = conn.events();
     assert!(conn.diagnosis(None).await.is_ok());
     conn.close(Code::OTHERS, "user left").await.unwrap();
-    assert_eq!(
-        next(&mut app_events).await,
-        ConnectionEvent::Open {
-            is_reconnected: false
-        }
-    );
+    assert_eq!(next(&mut app_events).await, OPENED);
     assert_eq!(
         next(&mut app_events).await,
         ConnectionEvent::Close {
@@ -266,12 +265,7 @@ async fn close_from_the_watch_reaches_the_app_and_later_sends_fail_with_1006() {
             reason: "user left".into()
         }
     );
-    assert_eq!(
-        next(&mut events).await,
-        ConnectionEvent::Open {
-            is_reconnected: false
-        }
-    );
+    assert_eq!(next(&mut events).await, OPENED);
     assert!(matches!(
         next(&mut events).await,
         ConnectionEvent::Close {
@@ -298,12 +292,7 @@ async fn close_from_the_phone_reaches_the_watch() {
     let mut events = conn.events();
     assert!(conn.diagnosis(None).await.is_ok());
     app.close(Code(4100), "phone app says bye").await.unwrap();
-    assert_eq!(
-        next(&mut events).await,
-        ConnectionEvent::Open {
-            is_reconnected: false
-        }
-    );
+    assert_eq!(next(&mut events).await, OPENED);
     assert_eq!(
         next(&mut events).await,
         ConnectionEvent::Close {
@@ -321,18 +310,8 @@ async fn a_link_cut_closes_with_1006_then_resumes_with_is_reconnected() {
     let conn = s.watch.instance(PKG, None);
     let mut events = conn.events();
     assert!(conn.diagnosis(None).await.is_ok());
-    assert_eq!(
-        next(&mut events).await,
-        ConnectionEvent::Open {
-            is_reconnected: false
-        }
-    );
-    assert_eq!(
-        next(&mut app_events).await,
-        ConnectionEvent::Open {
-            is_reconnected: false
-        }
-    );
+    assert_eq!(next(&mut events).await, OPENED);
+    assert_eq!(next(&mut app_events).await, OPENED);
 
     s.network.cut();
     assert!(matches!(
@@ -344,12 +323,7 @@ async fn a_link_cut_closes_with_1006_then_resumes_with_is_reconnected() {
     ));
     // A send made while the link is down completes after the resumption.
     conn.send(&Steps { steps: 1 }).await.unwrap();
-    assert_eq!(
-        next(&mut events).await,
-        ConnectionEvent::Open {
-            is_reconnected: true
-        }
-    );
+    assert_eq!(next(&mut events).await, REOPENED);
     assert!(matches!(
         next(&mut app_events).await,
         ConnectionEvent::Close {
@@ -357,12 +331,7 @@ async fn a_link_cut_closes_with_1006_then_resumes_with_is_reconnected() {
             ..
         }
     ));
-    assert_eq!(
-        next(&mut app_events).await,
-        ConnectionEvent::Open {
-            is_reconnected: true
-        }
-    );
+    assert_eq!(next(&mut app_events).await, REOPENED);
     let ConnectionEvent::Message(message) = next(&mut app_events).await else {
         panic!("expected the message");
     };
@@ -373,9 +342,7 @@ async fn a_link_cut_closes_with_1006_then_resumes_with_is_reconnected() {
 #[tokio::test(start_paused = true)]
 async fn request_reply_with_several_in_flight() {
     let s = setup();
-    let app = s.hub.register(PKG, 3, None).await.unwrap();
-    let conn = s.watch.instance(PKG, None);
-    assert!(conn.diagnosis(None).await.is_ok());
+    let (conn, app) = open(&s).await;
     let mut app_events = app.events();
     let responder = tokio::spawn({
         let app = app.clone();
@@ -407,9 +374,7 @@ async fn request_reply_with_several_in_flight() {
 #[tokio::test(start_paused = true)]
 async fn a_request_nobody_answers_times_out_with_204() {
     let s = setup();
-    let _app = s.hub.register(PKG, 3, None).await.unwrap();
-    let conn = s.watch.instance(PKG, None);
-    assert!(conn.diagnosis(None).await.is_ok());
+    let (conn, _app) = open(&s).await;
     let error = conn
         .request::<_, u32>(&1, Duration::from_secs(2))
         .await
@@ -420,9 +385,7 @@ async fn a_request_nobody_answers_times_out_with_204() {
 #[tokio::test(start_paused = true)]
 async fn a_message_above_the_maximum_is_refused_with_a_clear_error() {
     let s = setup();
-    let _app = s.hub.register(PKG, 3, None).await.unwrap();
-    let conn = s.watch.instance(PKG, None);
-    assert!(conn.diagnosis(None).await.is_ok());
+    let (conn, _app) = open(&s).await;
     let max = interconnect_proto::Limits::default().max_message_len();
     conn.send_bytes(ContentType::Binary, Bytes::from(vec![1; max]))
         .await

@@ -62,10 +62,11 @@ proptest! {
     }
 
     #[test]
-    fn a_lost_or_swapped_packet_is_detected(len in 100usize..2000, drop_at in any::<prop::sample::Index>()) {
+    fn a_lost_packet_is_detected(len in 100usize..2000, drop_at in any::<prop::sample::Index>()) {
         let mut packets = Fragmenter::new().fragment(&frame(len), packet_len(23));
         let at = drop_at.index(packets.len());
         packets.remove(at);
+        // Losing the last packet only leaves the frame unfinished (the stall timer's case).
         prop_assert!(reassemble(&packets, 1 << 20).is_err() || at == packets.len());
     }
 }

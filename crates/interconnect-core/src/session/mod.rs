@@ -258,7 +258,7 @@ impl Session {
             role: self.config.role,
             device_id: self.config.device_id,
             max_frame_len: max_frame_len as u32,
-            capabilities: Capabilities::REQUESTS,
+            capabilities: Capabilities::ALL,
             resume_token: self.config.resume_token,
         }));
         tracing::debug!(role = ?self.config.role, "link up, handshake started");
