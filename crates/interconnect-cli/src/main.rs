@@ -2,6 +2,11 @@
 //!
 //! Every command prints its results as JSON lines on stdout; failures print
 //! `{"code":N,"message":…}` and exit non-zero. Logs (`-v`, `-vv`) go to stderr.
+//!
+//! Links are Noise-encrypted and mutually authenticated; see [`security`] for the
+//! identity and trust flags.
+
+mod security;
 
 use std::io::IsTerminal;
 use std::net::SocketAddr;
@@ -11,9 +16,11 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use interconnect_core::{
-    Config, Connection, ConnectionEvent, Error, FileTransfer, FilesConfig, Hub, Interconnect,
+    Config, Connection, ConnectionEvent, DeviceIdentity, Error, FileTransfer, FilesConfig, Hub,
+    Interconnect, NoiseConfig, Security,
 };
 use interconnect_proto::{Code, DeviceId};
+use security::{Outcome, Role, SecurityArgs};
 use serde_json::{Value, json};
 use transport_tcp::{TcpDialer, TcpListener};
 
@@ -56,6 +63,8 @@ enum Command {
         /// Answer every message (and request) with the same data.
         #[arg(long)]
         echo: bool,
+        #[command(flatten)]
+        security: SecurityArgs,
     },
     /// A watch connecting to a phone, running one command.
     Watch {
@@ -71,8 +80,37 @@ enum Command {
         /// How long to wait for the connection and the command, in milliseconds.
         #[arg(long = "timeout-ms", default_value_t = 10_000, global = true)]
         timeout_ms: u64,
+        #[command(flatten)]
+        security: SecurityArgs,
         #[command(subcommand)]
         command: WatchCommand,
+    },
+    /// Pairs this device with a peer by numeric comparison: both sides show a 6-digit
+    /// code; when they match and the user confirms on both, each pins the other.
+    Pair {
+        /// Pair as the phone, listening here.
+        #[arg(long, required_unless_present = "connect", conflicts_with = "connect")]
+        listen: Option<SocketAddr>,
+        /// Pair as the watch, connecting here.
+        #[arg(long)]
+        connect: Option<SocketAddr>,
+        /// Confirm without asking (for scripts that compare the printed codes).
+        #[arg(long)]
+        yes: bool,
+        /// How long to wait for the peer and the user, in milliseconds.
+        #[arg(long = "timeout-ms", default_value_t = 120_000)]
+        timeout_ms: u64,
+        #[command(flatten)]
+        security: SecurityArgs,
+    },
+    /// Creates a device identity file (owner-only permissions) and prints its fingerprint.
+    Keygen {
+        /// Where to write it.
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+        /// Replace an existing file.
+        #[arg(long)]
+        force: bool,
     },
 }
 
@@ -131,26 +169,43 @@ fn main() -> ExitCode {
                 fingerprint,
                 files_dir,
                 echo,
+                security,
             } => {
-                phone(
-                    listen,
-                    &package,
-                    app_version,
-                    fingerprint.as_deref(),
-                    files_dir,
-                    echo,
-                )
-                .await
+                let app = PhoneApp {
+                    package,
+                    version: app_version,
+                    fingerprint,
+                };
+                phone(listen, app, files_dir, echo, &security).await
             }
             Command::Watch {
                 connect,
                 package,
                 fingerprint,
                 timeout_ms,
+                security,
                 command,
             } => {
                 let timeout = Duration::from_millis(timeout_ms);
-                watch(connect, &package, fingerprint.as_deref(), timeout, command).await
+                let target = WatchTarget {
+                    connect,
+                    package,
+                    fingerprint,
+                };
+                watch(target, timeout, &security, command).await
+            }
+            Command::Pair {
+                listen,
+                connect,
+                yes,
+                timeout_ms,
+                security,
+            } => {
+                let timeout = Duration::from_millis(timeout_ms);
+                pair(listen, connect, yes, timeout, &security).await
+            }
+            Command::Keygen { out, force } => {
+                security::keygen(&out, force).map(|v| println!("{v}"))
             }
         }
     });
@@ -239,21 +294,41 @@ fn sha256_of(path: &Path) -> std::io::Result<String> {
     }
 }
 
+/// The app a phone command registers.
+struct PhoneApp {
+    package: String,
+    version: u32,
+    fingerprint: Option<String>,
+}
+
 async fn phone(
     listen: SocketAddr,
-    package: &str,
-    version: u32,
-    fingerprint: Option<&str>,
+    app: PhoneApp,
     files_dir: PathBuf,
     echo: bool,
+    security: &SecurityArgs,
 ) -> Result<(), Failure> {
+    let setup = security.setup(Role::Phone, false)?;
     let listener = TcpListener::bind(listen)
         .await
         .map_err(|e| failure(Code::OTHERS, format!("cannot listen on {listen}: {e}")))?;
     let mut config = Config::new(device_id());
     config.files = Some(FilesConfig::new(files_dir));
+    config.security = setup.security;
+    config.known_peers = setup.known_peers;
     let hub = Hub::new(listener, config);
-    let app = hub.register(package, version, fingerprint).await?;
+    if let Some(events) = hub.security_events() {
+        // Refusals are printed; the phone keeps serving.
+        drop(security::monitor(events, true, Some(false)));
+    }
+    let PhoneApp {
+        package,
+        version,
+        fingerprint,
+    } = app;
+    let app = hub
+        .register(&package, version, fingerprint.as_deref())
+        .await?;
     eprintln!("listening on {listen} for package {package}");
     let mut events = app.events();
     loop {
@@ -283,32 +358,157 @@ async fn phone(
     Ok(())
 }
 
-async fn open_watch(
+/// Where a watch command connects, and to which app.
+struct WatchTarget {
     connect: SocketAddr,
-    package: &str,
-    fingerprint: Option<&str>,
-) -> (Interconnect, Connection) {
+    package: String,
+    fingerprint: Option<String>,
+}
+
+fn watch_config(security: Security) -> Config {
     let mut config = Config::new(device_id());
     config.backoff.initial = Duration::from_millis(50);
     config.backoff.max = Duration::from_secs(2);
-    let watch = Interconnect::new(TcpDialer::new(connect), config);
-    let conn = watch.instance(package, fingerprint);
-    (watch, conn)
+    config.security = security;
+    config
 }
 
 async fn watch(
-    connect: SocketAddr,
-    package: &str,
-    fingerprint: Option<&str>,
+    target: WatchTarget,
     timeout: Duration,
+    security: &SecurityArgs,
     command: WatchCommand,
 ) -> Result<(), Failure> {
-    let (watch, conn) = open_watch(connect, package, fingerprint).await;
-    let result = run_watch_command(&watch, &conn, timeout, command).await;
+    let setup = security.setup(Role::Watch, false)?;
+    let mut config = watch_config(setup.security);
+    config.known_peers = setup.known_peers;
+    let watch = Interconnect::new(TcpDialer::new(target.connect), config);
+    let mut outcomes = watch
+        .security_events()
+        .map(|events| security::monitor(events, false, Some(false)));
+    let conn = watch.instance(&target.package, target.fingerprint.as_deref());
+    // A lasting refusal (an untrusted or changed peer key) ends the command at once
+    // instead of retrying until the timeout.
+    let refused = async {
+        while let Some(outcome) = match &mut outcomes {
+            Some(rx) => rx.recv().await,
+            None => None,
+        } {
+            if let Outcome::Refused(error) = outcome {
+                return Failure::from(error);
+            }
+        }
+        std::future::pending().await
+    };
+    let result = tokio::select! {
+        result = run_watch_command(&watch, &conn, timeout, command) => result,
+        failure = refused => Err(failure),
+    };
     watch.shutdown().await;
     let output = result?;
     println!("{output}");
     Ok(())
+}
+
+async fn pair(
+    listen: Option<SocketAddr>,
+    connect: Option<SocketAddr>,
+    yes: bool,
+    timeout: Duration,
+    security: &SecurityArgs,
+) -> Result<(), Failure> {
+    let role = if listen.is_some() {
+        Role::Phone
+    } else {
+        Role::Watch
+    };
+    let setup = security.setup(role, true)?;
+    if matches!(setup.security, Security::InsecurePlaintext) {
+        return Err(failure(
+            Code::SECURITY,
+            "pairing needs an encrypted link; drop --insecure-plaintext",
+        ));
+    }
+    let mut config = watch_config(setup.security);
+    config.known_peers = setup.known_peers;
+    let confirm = yes.then_some(true);
+    let (endpoint, outcomes) = match (listen, connect) {
+        (Some(addr), _) => {
+            let listener = TcpListener::bind(addr)
+                .await
+                .map_err(|e| failure(Code::OTHERS, format!("cannot listen on {addr}: {e}")))?;
+            eprintln!("waiting for a watch on {addr}");
+            let hub = Hub::new(listener, config);
+            let events = hub.security_events();
+            (Endpoint::Hub(hub), events)
+        }
+        (None, Some(addr)) => {
+            let watch = Interconnect::new(TcpDialer::new(addr), config);
+            let events = watch.security_events();
+            (Endpoint::Watch(watch), events)
+        }
+        (None, None) => return Err(failure(Code::OTHERS, "pass --listen or --connect")),
+    };
+    let mut outcomes = outcomes.map(|e| security::monitor(e, false, confirm));
+    let deadline = tokio::time::Instant::now() + timeout;
+    let verdict = async {
+        let outcomes = outcomes
+            .as_mut()
+            .ok_or_else(|| failure(Code::OTHERS, "security events already taken"))?;
+        match outcomes.recv().await {
+            Some(Outcome::Authenticated { fingerprint, code }) => {
+                Ok(json!({ "paired": fingerprint.to_string(), "code": code }))
+            }
+            Some(Outcome::Refused(error)) => Err(Failure::from(error)),
+            None => Err(failure(Code::OTHERS, "the endpoint stopped")),
+        }
+    };
+    // This side trusts the peer once authenticated; the link comes up only once the peer
+    // trusts this side too.
+    let both = async {
+        let (verdict, ()) = tokio::join!(verdict, endpoint.connected());
+        verdict
+    };
+    let result = match tokio::time::timeout_at(deadline, both).await {
+        Ok(result) => result,
+        Err(_) => Err(failure(Code::TIMEOUT, "pairing did not complete in time")),
+    };
+    if result.is_ok() && matches!(endpoint, Endpoint::Hub(_)) {
+        // The watch leaves first, so it too sees the link up before it goes.
+        let _ = tokio::time::timeout_at(deadline, endpoint.disconnected()).await;
+    }
+    endpoint.shutdown().await;
+    println!("{}", result?);
+    Ok(())
+}
+
+/// Either side of `pair`.
+enum Endpoint {
+    Hub(Hub),
+    Watch(Interconnect),
+}
+
+impl Endpoint {
+    async fn connected(&self) {
+        match self {
+            Endpoint::Hub(hub) => hub.connected().await,
+            Endpoint::Watch(watch) => watch.connected().await,
+        }
+    }
+
+    async fn disconnected(&self) {
+        match self {
+            Endpoint::Hub(hub) => hub.disconnected().await,
+            Endpoint::Watch(watch) => watch.disconnected().await,
+        }
+    }
+
+    async fn shutdown(self) {
+        match self {
+            Endpoint::Hub(hub) => hub.shutdown().await,
+            Endpoint::Watch(watch) => watch.shutdown().await,
+        }
+    }
 }
 
 async fn ensure_open(conn: &Connection, timeout: Duration) -> Result<(), Failure> {
@@ -470,8 +670,12 @@ async fn demo() -> Result<(), Failure> {
         .await
         .map_err(|e| failure(Code::OTHERS, format!("cannot listen: {e}")))?;
     let addr = listener.local_addr();
+    // Both devices get fresh keys and trust each other on first use.
+    let phone_identity = DeviceIdentity::generate();
+    let phone_fingerprint = phone_identity.fingerprint();
     let mut phone_config = Config::new(device_id());
     phone_config.files = Some(FilesConfig::new(&files_dir));
+    phone_config.security = Security::Noise(NoiseConfig::new(phone_identity));
     let hub = Hub::new(listener, phone_config);
     let app = hub.register(PACKAGE, 42, Some(FINGERPRINT)).await?;
     let mut app_events = app.events();
@@ -497,12 +701,38 @@ async fn demo() -> Result<(), Failure> {
     });
 
     // Watch: dials the phone and opens a channel to the app.
-    let (watch, conn) = open_watch(addr, PACKAGE, Some(FINGERPRINT)).await;
+    let watch = Interconnect::new(
+        TcpDialer::new(addr),
+        watch_config(Security::Noise(
+            NoiseConfig::new(DeviceIdentity::generate()),
+        )),
+    );
+    let mut security_events = watch
+        .security_events()
+        .ok_or_else(|| failure(Code::OTHERS, "security events already taken"))?;
+    let conn = watch.instance(PACKAGE, Some(FINGERPRINT));
     let diagnosis = conn.diagnosis(None).await;
     check(
         "diagnosis",
         diagnosis.is_ok(),
         json!({ "status": diagnosis.status() }),
+    )?;
+    let authenticated = loop {
+        match security_events.next().await {
+            Some(interconnect_core::SecurityEvent::Authenticated {
+                fingerprint, suite, ..
+            }) => break Some((fingerprint, suite)),
+            Some(_) => {}
+            None => break None,
+        }
+    };
+    check(
+        "encrypted and authenticated link",
+        authenticated.is_some_and(|(f, _)| f == phone_fingerprint),
+        json!({
+            "phone": phone_fingerprint.to_string(),
+            "suite": authenticated.map(|(_, s)| s.to_string()),
+        }),
     )?;
     check(
         "peer device status",

@@ -2,6 +2,7 @@
 //! processes, and bad input.
 
 use std::io::{BufRead, BufReader};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
@@ -10,9 +11,11 @@ use serde_json::Value;
 
 const BIN: &str = env!("CARGO_BIN_EXE_interconnect");
 
-fn run(args: &[&str]) -> (bool, Vec<Value>) {
+/// Runs the command with its state (identities, known peers) under `home`.
+fn run_in(home: &Path, args: &[&str]) -> (bool, Vec<Value>) {
     let output = Command::new(BIN)
         .args(args)
+        .env("INTERCONNECT_HOME", home)
         .output()
         .expect("the command runs");
     let lines = String::from_utf8_lossy(&output.stdout)
@@ -20,6 +23,12 @@ fn run(args: &[&str]) -> (bool, Vec<Value>) {
         .map(|l| serde_json::from_str(l).unwrap_or_else(|_| panic!("not JSON: {l}")))
         .collect();
     (output.status.success(), lines)
+}
+
+/// Runs the command with a fresh state directory.
+fn run(args: &[&str]) -> (bool, Vec<Value>) {
+    let home = tempfile::tempdir().expect("temp dir");
+    run_in(home.path(), args)
 }
 
 #[test]
@@ -35,12 +44,14 @@ fn demo_checks_every_step_and_exits_zero() {
     );
 }
 
-/// A phone process whose stdout lines arrive on a channel; killed on drop.
+/// A phone process whose stdout lines arrive on a channel; killed on drop. Watches run
+/// through it share one state directory (one watch device), separate from the phone's.
 struct Phone {
     child: Child,
     lines: mpsc::Receiver<Value>,
     addr: String,
     _dir: tempfile::TempDir,
+    watch_home: tempfile::TempDir,
 }
 
 impl Drop for Phone {
@@ -52,6 +63,10 @@ impl Drop for Phone {
 
 impl Phone {
     fn start() -> Phone {
+        Phone::start_with(&[])
+    }
+
+    fn start_with(extra: &[&str]) -> Phone {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .expect("a free port")
@@ -63,6 +78,8 @@ impl Phone {
             .args(["--app-version", "9", "--files-dir"])
             .arg(dir.path())
             .arg("--echo")
+            .args(extra)
+            .env("INTERCONNECT_HOME", dir.path().join("phone-home"))
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
@@ -83,6 +100,7 @@ impl Phone {
             lines,
             addr,
             _dir: dir,
+            watch_home: tempfile::tempdir().expect("temp dir"),
         }
     }
 
@@ -108,7 +126,7 @@ impl Phone {
             "com.example.cli",
         ];
         all.extend_from_slice(args);
-        run(&all)
+        run_in(self.watch_home.path(), &all)
     }
 }
 
@@ -148,16 +166,173 @@ fn phone_and_watch_in_two_processes() {
     assert_eq!(stored["size"], 300_000);
     assert_eq!(stored["sha256"], out[0]["sha256"]);
 
+    let (ok, out) = run_in(
+        phone.watch_home.path(),
+        &[
+            "watch",
+            "--connect",
+            &phone.addr,
+            "--package",
+            "com.not.installed",
+            "diagnosis",
+        ],
+    );
+    assert!(!ok);
+    assert_eq!(out[0]["code"], 1001);
+}
+
+fn keygen(dir: &Path, name: &str) -> (String, String) {
+    let path = dir.join(name);
+    let path = path.to_str().expect("utf-8 path").to_string();
+    let (ok, out) = run(&["keygen", "--out", &path]);
+    assert!(ok, "{out:?}");
+    let fingerprint = out[0]["fingerprint"].as_str().expect("a fingerprint");
+    (path, fingerprint.to_string())
+}
+
+#[test]
+fn links_are_encrypted_and_a_new_watch_key_is_refused_after_first_use() {
+    let phone = Phone::start();
+    let (ok, out) = phone.watch(&["version"]);
+    assert!(ok, "{out:?}");
+    let seen = phone.expect_event("peer_authenticated");
+    assert!(
+        ["AES-256-GCM", "ChaCha20-Poly1305"].contains(&seen["suite"].as_str().unwrap_or("")),
+        "{seen}"
+    );
+    // The same watch (same state directory, same key) comes back: still trusted.
+    let (ok, out) = phone.watch(&["version"]);
+    assert!(ok, "{out:?}");
+    assert_eq!(
+        phone.expect_event("peer_authenticated")["fingerprint"],
+        seen["fingerprint"]
+    );
+
+    // Another device: the phone pinned the first watch, so it refuses this one.
     let (ok, out) = run(&[
         "watch",
         "--connect",
         &phone.addr,
         "--package",
-        "com.not.installed",
-        "diagnosis",
+        "com.example.cli",
+        "version",
     ]);
     assert!(!ok);
-    assert_eq!(out[0]["code"], 1001);
+    assert_eq!(out[0]["code"], 4007, "{out:?}");
+}
+
+#[test]
+fn pinned_keys_from_keygen_let_in_only_the_named_devices() {
+    let keys = tempfile::tempdir().expect("temp dir");
+    let (phone_key, phone_fp) = keygen(keys.path(), "phone.identity");
+    let (watch_key, watch_fp) = keygen(keys.path(), "watch.identity");
+    let (stranger_key, stranger_fp) = keygen(keys.path(), "stranger.identity");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&phone_key)
+            .expect("exists")
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600, "owner-only identity file");
+    }
+    let (ok, out) = run(&["keygen", "--out", &phone_key]);
+    assert!(!ok, "keygen never overwrites without --force");
+    assert!(out[0]["message"].as_str().unwrap_or("").contains("--force"));
+
+    let phone = Phone::start_with(&["--identity", &phone_key, "--trust", &watch_fp]);
+    let watch = |identity: &str, trust: &str| {
+        run(&[
+            "watch",
+            "--connect",
+            &phone.addr,
+            "--package",
+            "com.example.cli",
+            "--identity",
+            identity,
+            "--trust",
+            trust,
+            "version",
+        ])
+    };
+    let (ok, out) = watch(&watch_key, &phone_fp);
+    assert!(ok, "{out:?}");
+    assert_eq!(out, vec![serde_json::json!({ "version": 9 })]);
+    assert_eq!(
+        phone.expect_event("peer_authenticated")["fingerprint"],
+        watch_fp
+    );
+
+    // A device the phone does not trust: the phone refuses it.
+    let (ok, out) = watch(&stranger_key, &phone_fp);
+    assert!(!ok);
+    assert_eq!(out[0]["code"], 4007, "{out:?}");
+    // A phone the watch does not trust: the watch refuses it.
+    let (ok, out) = watch(&watch_key, &stranger_fp);
+    assert!(!ok);
+    assert_eq!(out[0]["code"], 4007, "{out:?}");
+    assert!(
+        out[0]["message"].as_str().unwrap_or("").contains(&phone_fp),
+        "names the untrusted key: {out:?}"
+    );
+}
+
+#[test]
+fn plaintext_on_one_side_only_is_refused() {
+    let phone = Phone::start_with(&["--insecure-plaintext"]);
+    let (ok, out) = phone.watch(&["--timeout-ms", "5000", "version"]);
+    assert!(!ok);
+    assert_eq!(out[0]["code"], 4008, "{out:?}");
+}
+
+#[test]
+fn pairing_shows_the_same_code_on_both_sides_and_pins_the_peer() {
+    let homes = tempfile::tempdir().expect("temp dir");
+    let phone_home = homes.path().join("phone");
+    let watch_home = homes.path().join("watch");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let addr = format!("127.0.0.1:{port}");
+    let phone = Command::new(BIN)
+        .args(["pair", "--listen", &addr, "--yes", "--timeout-ms", "20000"])
+        .env("INTERCONNECT_HOME", &phone_home)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("the phone starts");
+    let (ok, watch_out) = run_in(
+        &watch_home,
+        &["pair", "--connect", &addr, "--yes", "--timeout-ms", "20000"],
+    );
+    let phone_out = phone.wait_with_output().expect("the phone ends");
+    let phone_lines: Vec<Value> = String::from_utf8_lossy(&phone_out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("JSON"))
+        .collect();
+    assert!(ok, "{watch_out:?}");
+    assert!(phone_out.status.success(), "{phone_lines:?}");
+    let code = |lines: &[Value]| {
+        lines
+            .iter()
+            .find(|l| l["event"] == "pairing")
+            .map(|l| l["code"].clone())
+            .expect("a pairing line")
+    };
+    let shown = code(&watch_out);
+    assert_eq!(shown.as_str().map(str::len), Some(6));
+    assert_eq!(shown, code(&phone_lines), "both sides show the same code");
+    let watch_fp = phone_lines.last().expect("a result")["paired"].clone();
+    let phone_fp = watch_out.last().expect("a result")["paired"].clone();
+
+    // Both pinned the other: each side's known-peers file names the other, so later
+    // plain commands trust it.
+    let known = |home: &Path, role: &str| {
+        std::fs::read_to_string(home.join(role).join("known_peers")).unwrap_or_default()
+    };
+    assert!(known(&phone_home, "phone").contains(watch_fp.as_str().expect("fingerprint")));
+    assert!(known(&watch_home, "watch").contains(phone_fp.as_str().expect("fingerprint")));
 }
 
 #[test]

@@ -4,6 +4,8 @@ use std::time::Duration;
 
 use interconnect_proto::{DEFAULT_MAX_FRAME_LEN, DeviceId, Role};
 
+use crate::security::Security;
+
 /// How one device runs its sessions. Defaults suit a phone↔watch link over BLE or TCP.
 #[derive(Clone, Debug)]
 pub struct SessionConfig {
@@ -34,10 +36,14 @@ pub struct SessionConfig {
     /// Bytes of one file transfer in flight (sent, not yet acknowledged); also bounds
     /// the sender's read-ahead and the receiver's write queue.
     pub file_window: u64,
+    /// How links are protected: Noise (the default, with a fresh identity and trust on
+    /// first use) or, for debugging only, plaintext on both sides.
+    pub security: Security,
 }
 
 impl SessionConfig {
-    /// A configuration with default timers for the given role and device id.
+    /// A configuration with default timers for the given role and device id, secured by
+    /// Noise with a newly generated identity that trusts the first peer it meets.
     pub fn new(role: Role, device_id: DeviceId, resume_token: u64) -> Self {
         SessionConfig {
             role,
@@ -51,7 +57,14 @@ impl SessionConfig {
             max_in_flight: 64,
             max_queued: 4096,
             file_window: 4 * 1024 * 1024,
+            security: Security::default(),
         }
+    }
+
+    /// The same, with this security setting.
+    pub fn with_security(mut self, security: Security) -> Self {
+        self.security = security;
+        self
     }
 }
 

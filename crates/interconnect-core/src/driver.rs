@@ -20,6 +20,7 @@ use crate::connection::{ConnState, ConnectionEvent, Incoming, Progress};
 use crate::error::Error;
 use crate::event::{ChannelEvent, Event, SendId};
 use crate::files::{self, FilesConfig, IoDone, Offer, WriterCmd};
+use crate::security::{KnownPeers, PairingRequest, SecurityEvent};
 use crate::session::Session;
 use crate::transport::{Link, LinkSender, Transport, TransportError};
 
@@ -128,6 +129,10 @@ pub(crate) enum Command {
     Release {
         key: u64,
     },
+    ConfirmPairing {
+        link: u64,
+        accept: bool,
+    },
     Shutdown,
 }
 
@@ -191,6 +196,10 @@ async fn write_frames(mut sender: Box<dyn LinkSender>, mut frames: mpsc::Receive
     }
 }
 
+/// Security events queued for the owner before new ones are dropped (a dropped pairing
+/// request is a rejected one).
+const SECURITY_EVENTS: usize = 32;
+
 /// Whether the link to the peer device is up (the vendor API's `getPeerDeviceStatus`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum PeerDeviceStatus {
@@ -232,10 +241,16 @@ pub(crate) struct Driver {
     writers: HashMap<(ChannelId, TransferId), mpsc::UnboundedSender<WriterCmd>>,
     /// A frame the session produced that the write queue had no room for.
     held_frame: Option<Bytes>,
+    /// Counts links, so a pairing answer applies only to the link that asked.
+    link_number: u64,
+    commands_tx: mpsc::UnboundedSender<Command>,
+    security_events: mpsc::Sender<SecurityEvent>,
+    known_peers: Option<KnownPeers>,
 }
 
 pub(crate) struct DriverParts {
     pub(crate) commands: mpsc::UnboundedSender<Command>,
+    pub(crate) security_events: mpsc::Receiver<SecurityEvent>,
     pub(crate) status: watch::Receiver<PeerDeviceStatus>,
     pub(crate) task: JoinHandle<()>,
 }
@@ -247,7 +262,9 @@ pub(crate) fn spawn<T: Transport>(
     backoff: Backoff,
     seed: u64,
     files: Option<FilesConfig>,
+    known_peers: Option<KnownPeers>,
 ) -> DriverParts {
+    let (security_tx, security_events) = mpsc::channel(SECURITY_EVENTS);
     let (io_tx, io_rx) = mpsc::unbounded_channel();
     let (commands_tx, commands) = mpsc::unbounded_channel();
     let (status_tx, status) = watch::channel(PeerDeviceStatus::Disconnected);
@@ -277,6 +294,10 @@ pub(crate) fn spawn<T: Transport>(
         outgoing_files: HashMap::new(),
         writers: HashMap::new(),
         held_frame: None,
+        link_number: 0,
+        commands_tx: commands_tx.clone(),
+        security_events: security_tx,
+        known_peers,
     };
     let task = tokio::spawn(async move {
         driver.run().await;
@@ -284,6 +305,7 @@ pub(crate) fn spawn<T: Transport>(
     });
     DriverParts {
         commands: commands_tx,
+        security_events,
         status,
         task,
     }
@@ -398,6 +420,7 @@ impl Driver {
     }
 
     fn on_new_link(&mut self, link: Link) {
+        self.link_number += 1;
         self.session.link_up(now(), link.max_frame_len);
 
         let (frames_out, frames) = mpsc::channel(WRITE_QUEUE);
@@ -413,6 +436,14 @@ impl Driver {
 
     fn lose_link(&mut self, why: &str) {
         self.held_frame = None;
+        // Best effort: let the peer read why (an error report) before the link goes.
+        if let Some(link) = &self.link {
+            while let Some(frame) = self.session.poll_transmit(now()) {
+                if link.frames_out.try_send(frame).is_err() {
+                    break;
+                }
+            }
+        }
         if self.link.take().is_some() {
             tracing::debug!(reason = why, "link lost");
             self.session.link_down(now());
@@ -478,6 +509,42 @@ impl Driver {
             }
             Event::LinkDown => {
                 let _ = self.status.send(PeerDeviceStatus::Disconnected);
+            }
+            Event::PeerAuthenticated {
+                fingerprint,
+                suite,
+                code,
+            } => {
+                tracing::info!(peer = %fingerprint, %suite, "peer device authenticated");
+                self.report(SecurityEvent::Authenticated {
+                    fingerprint,
+                    suite,
+                    code,
+                });
+            }
+            Event::PairingRequest { fingerprint, code } => {
+                let request = PairingRequest::new(
+                    fingerprint,
+                    code,
+                    self.link_number,
+                    self.commands_tx.clone(),
+                );
+                // Unheard (no one listens, or the queue is full): the request is dropped,
+                // which rejects it.
+                self.report(SecurityEvent::PairingRequest(request));
+            }
+            Event::PeerPinned { fingerprint } => {
+                if let Some(known) = &self.known_peers
+                    && let Err(error) = known.pin(fingerprint)
+                {
+                    tracing::warn!(%error, "could not save the pinned peer");
+                }
+                tracing::info!(peer = %fingerprint, "peer device pinned");
+                self.report(SecurityEvent::Pinned { fingerprint });
+            }
+            Event::Refused(error) => {
+                tracing::warn!(%error, "link refused");
+                self.report(SecurityEvent::Refused(error));
             }
             Event::DropLink { code, reason } => {
                 self.lose_link(&format!("{code}: {reason}"));
@@ -839,8 +906,17 @@ impl Driver {
         }
     }
 
+    fn report(&self, event: SecurityEvent) {
+        let _ = self.security_events.try_send(event);
+    }
+
     fn on_command(&mut self, command: Command) {
         match command {
+            Command::ConfirmPairing { link, accept } => {
+                if link == self.link_number && self.link.is_some() {
+                    self.session.confirm_pairing(now(), accept);
+                }
+            }
             Command::Open {
                 key,
                 package,

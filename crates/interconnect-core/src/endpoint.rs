@@ -10,6 +10,7 @@ use tokio::task::JoinHandle;
 use crate::config::SessionConfig;
 use crate::connection::{ConnState, Connection};
 use crate::driver::{self, Backoff, Command, ConnSlot, PeerDeviceStatus};
+use crate::security::{KnownPeers, Security, SecurityEvent};
 use crate::session::Session;
 use crate::transport::Transport;
 
@@ -29,8 +30,14 @@ pub struct Config {
     pub resume_token: Option<u64>,
     /// Where received files go; `None` refuses incoming files.
     pub files: Option<crate::files::FilesConfig>,
-    /// Timers and limits of the session; `role`, `device_id` and `resume_token` in it are
-    /// overwritten.
+    /// How links are protected (Noise by default; see [`Security`]). Overrides
+    /// `session.security`.
+    pub security: Security,
+    /// Where peers pinned by trust on first use or pairing are saved; `None` keeps them
+    /// for this process only.
+    pub known_peers: Option<KnownPeers>,
+    /// Timers and limits of the session; `role`, `device_id`, `resume_token` and
+    /// `security` in it are overwritten.
     pub session: SessionConfig,
 }
 
@@ -44,6 +51,8 @@ impl Config {
             seed: None,
             resume_token: None,
             files: None,
+            security: Security::default(),
+            known_peers: None,
             session: SessionConfig::new(Role::Watch, device_id, 0),
         }
     }
@@ -51,6 +60,7 @@ impl Config {
 
 struct Endpoint {
     commands: mpsc::UnboundedSender<Command>,
+    security_events: std::sync::Mutex<Option<mpsc::Receiver<SecurityEvent>>>,
     status: watch::Receiver<PeerDeviceStatus>,
     task: Option<JoinHandle<()>>,
     next_key: AtomicU64,
@@ -67,15 +77,18 @@ impl Endpoint {
         session.role = role;
         session.device_id = config.device_id;
         session.resume_token = token;
+        session.security = config.security;
         let parts = driver::spawn(
             Session::new(session),
             transport,
             config.backoff,
             seed,
             config.files,
+            config.known_peers,
         );
         Endpoint {
             commands: parts.commands,
+            security_events: std::sync::Mutex::new(Some(parts.security_events)),
             status: parts.status,
             task: Some(parts.task),
             next_key: AtomicU64::new(1),
@@ -105,6 +118,14 @@ impl Endpoint {
         (key, slot, conn)
     }
 
+    fn security_events(&self) -> Option<SecurityEvents> {
+        let mut slot = self
+            .security_events
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        slot.take().map(|rx| SecurityEvents { rx })
+    }
+
     fn status(&self) -> PeerDeviceStatus {
         *self.status.borrow()
     }
@@ -112,6 +133,11 @@ impl Endpoint {
     async fn wait_connected(&self) {
         let mut status = self.status.clone();
         let _ = status.wait_for(|s| *s == PeerDeviceStatus::Connected).await;
+    }
+
+    async fn wait_disconnected(&self) {
+        let mut status = self.status.clone();
+        let _ = status.wait_for(|s| *s != PeerDeviceStatus::Connected).await;
     }
 
     async fn shutdown(&mut self) {
@@ -163,6 +189,13 @@ impl Interconnect {
         }
     }
 
+    /// Security events of this device (peer authenticated, pairing requests, pins,
+    /// refusals). The stream can be taken once; later calls return `None`. While no one
+    /// holds it, pairing requests are rejected.
+    pub fn security_events(&self) -> Option<SecurityEvents> {
+        self.endpoint.security_events()
+    }
+
     /// The vendor API's `getPeerDeviceStatus`: whether the phone is connected.
     pub fn peer_device_status(&self) -> PeerDeviceStatus {
         self.endpoint.status()
@@ -171,6 +204,11 @@ impl Interconnect {
     /// Waits until the phone is connected.
     pub async fn connected(&self) {
         self.endpoint.wait_connected().await;
+    }
+
+    /// Waits until no peer device is connected (at once if none is).
+    pub async fn disconnected(&self) {
+        self.endpoint.wait_disconnected().await;
     }
 
     /// The vendor API's `instance`: a connection to the phone app `package`, which must have the
@@ -246,6 +284,13 @@ impl Hub {
         }
     }
 
+    /// Security events of this device (peer authenticated, pairing requests, pins,
+    /// refusals). The stream can be taken once; later calls return `None`. While no one
+    /// holds it, pairing requests are rejected.
+    pub fn security_events(&self) -> Option<SecurityEvents> {
+        self.endpoint.security_events()
+    }
+
     /// Whether a watch is connected.
     pub fn peer_device_status(&self) -> PeerDeviceStatus {
         self.endpoint.status()
@@ -254,6 +299,11 @@ impl Hub {
     /// Waits until the watch is connected.
     pub async fn connected(&self) {
         self.endpoint.wait_connected().await;
+    }
+
+    /// Waits until no peer device is connected (at once if none is).
+    pub async fn disconnected(&self) {
+        self.endpoint.wait_disconnected().await;
     }
 
     /// Registers an app (or replaces its registration) and attaches it. The app stays
@@ -282,5 +332,29 @@ impl Hub {
     /// Stops the driver and drops the link.
     pub async fn shutdown(mut self) {
         self.endpoint.shutdown().await;
+    }
+}
+
+/// The security events of an [`Interconnect`] or [`Hub`], as a stream.
+#[derive(Debug)]
+pub struct SecurityEvents {
+    rx: mpsc::Receiver<SecurityEvent>,
+}
+
+impl SecurityEvents {
+    /// The next event; `None` once the endpoint stopped.
+    pub async fn next(&mut self) -> Option<SecurityEvent> {
+        self.rx.recv().await
+    }
+}
+
+impl futures_core::Stream for SecurityEvents {
+    type Item = SecurityEvent;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<SecurityEvent>> {
+        self.rx.poll_recv(cx)
     }
 }

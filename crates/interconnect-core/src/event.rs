@@ -3,6 +3,8 @@
 use bytes::Bytes;
 use interconnect_proto::{ChannelId, Code, ContentType, DeviceId, Exchange, Role, TransferId};
 
+use crate::security::{CipherSuite, Fingerprint, PairingCode, SecurityError};
+
 /// Identifies one `send` call, so its outcome can be matched to it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct SendId(pub u64);
@@ -68,6 +70,34 @@ pub enum Event {
         /// Whether the peer kept its session state (channels resume).
         resumed: bool,
     },
+    /// Secure links: the peer device's key passed the trust policy. Sent before its
+    /// `LinkUp`.
+    PeerAuthenticated {
+        /// The peer's key fingerprint.
+        fingerprint: Fingerprint,
+        /// The suite sealing this link.
+        suite: CipherSuite,
+        /// The pairing code of this handshake (the watch learns it in step 4, so it may
+        /// be absent there when the peer was already trusted).
+        code: Option<PairingCode>,
+    },
+    /// Numeric comparison: show `code` to the user and answer with
+    /// `Session::confirm_pairing` before the pairing timeout.
+    PairingRequest {
+        /// The peer's key fingerprint.
+        fingerprint: Fingerprint,
+        /// The code both devices show.
+        code: PairingCode,
+    },
+    /// A peer was pinned (trust on first use, or a confirmed pairing): persist it (e.g.
+    /// [`KnownPeers::pin`](crate::KnownPeers::pin)) to keep trusting it after a restart.
+    PeerPinned {
+        /// The fingerprint to remember.
+        fingerprint: Fingerprint,
+    },
+    /// The secure layer refused the link; a `DropLink` follows. Nothing from this link
+    /// reached a channel.
+    Refused(SecurityError),
     /// The session asks its owner to drop the current link (protocol error, timeout).
     /// The owner drops it and calls `Session::link_down`.
     DropLink {

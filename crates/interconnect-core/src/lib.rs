@@ -44,8 +44,16 @@
 //!   transfer on `spawn_blocking`; a long-lived blocking thread per transfer would hold a
 //!   pool thread and stop tokio's paused clock in tests.
 //!
+//! - **Every link is a Noise XX session** unless both sides opt into
+//!   [`Security::InsecurePlaintext`]. The handshake runs in the sans-IO session before
+//!   `Hello`, so no channel opens, and nothing reaches an app, before both devices passed
+//!   each other's [`TrustPolicy`]. Sealed frames carry explicit nonces: a link that drops
+//!   or duplicates frames stays up, and the channel layer resends what was lost. The
+//!   [`security`] module holds the handshake, the sealed-frame layout and the **threat
+//!   model** (what is protected and what is not).
+//!
 //! ## Not done here
-//! Encryption is a later stage. The TCP and BLE transports live in their own crates.
+//! The TCP and BLE transports live in their own crates.
 
 mod channel;
 mod config;
@@ -55,6 +63,7 @@ mod endpoint;
 mod error;
 mod event;
 mod files;
+pub mod security;
 mod session;
 mod transfer;
 mod transport;
@@ -64,9 +73,14 @@ pub use connection::{
     Connection, ConnectionEvent, Diagnosis, Events, FileTransfer, Incoming, Progress, ReadyState,
 };
 pub use driver::{Backoff, PeerDeviceStatus};
-pub use endpoint::{Config, Hub, Interconnect};
+pub use endpoint::{Config, Hub, Interconnect, SecurityEvents};
 pub use error::Error;
 pub use event::{ChannelEvent, Event, Message, PeerInfo, SendId};
 pub use files::{FilesConfig, sanitize_file_name};
+pub use security::{
+    CipherSuite, DeviceIdentity, Fingerprint, IdentityError, KnownPeers, MIN_REKEY_INTERVAL,
+    NoiseConfig, PairingCode, PairingRequest, ParseFingerprintError, Security, SecurityError,
+    SecurityEvent, TrustPolicy,
+};
 pub use session::{CommandError, Session};
 pub use transport::{Link, LinkReceiver, LinkSender, Transport, TransportError};

@@ -386,7 +386,15 @@ async fn a_request_nobody_answers_times_out_with_204() {
 async fn a_message_above_the_maximum_is_refused_with_a_clear_error() {
     let s = setup();
     let (conn, _app) = open(&s).await;
-    let max = interconnect_proto::Limits::default().max_message_len();
+    // The limit of a sealed link leaves room for the nonce and tags; the refusal says it.
+    let huge = Bytes::from(vec![
+        1;
+        interconnect_proto::Limits::default().max_message_len()
+    ]);
+    let Err(Error::TooLarge { max, .. }) = conn.send_bytes(ContentType::Binary, huge).await else {
+        panic!("the default frame limit does not fit a sealed link");
+    };
+    assert!(max + 128 > interconnect_proto::Limits::default().max_message_len());
     conn.send_bytes(ContentType::Binary, Bytes::from(vec![1; max]))
         .await
         .unwrap();

@@ -20,10 +20,33 @@ struct Pair {
     phone_events: Vec<Event>,
 }
 
+/// The phone's session config; a restarted phone keeps its device key.
+fn phone_config(token: u64, security: &Security) -> SessionConfig {
+    SessionConfig::new(Role::Phone, DeviceId([2; 16]), token).with_security(security.clone())
+}
+
+fn noise(key: u8) -> Security {
+    Security::Noise(NoiseConfig::new(DeviceIdentity::from_private_key(
+        [key; 32],
+    )))
+}
+
 impl Pair {
+    /// Encrypted links, as by default.
     fn new() -> Self {
-        let watch = Session::new(SessionConfig::new(Role::Watch, DeviceId([1; 16]), 11));
-        let mut phone = Session::new(SessionConfig::new(Role::Phone, DeviceId([2; 16]), 22));
+        Pair::with_security(noise(1), noise(2))
+    }
+
+    /// Plaintext links: for tests that inject frames of the session protocol itself.
+    fn plaintext() -> Self {
+        Pair::with_security(Security::InsecurePlaintext, Security::InsecurePlaintext)
+    }
+
+    fn with_security(watch: Security, phone: Security) -> Self {
+        let watch = Session::new(
+            SessionConfig::new(Role::Watch, DeviceId([1; 16]), 11).with_security(watch),
+        );
+        let mut phone = Session::new(phone_config(22, &phone));
         phone.register_app(PKG, 7, Some("AA:BB"));
         Pair {
             watch,
@@ -351,7 +374,7 @@ fn a_peer_that_restarted_gets_unacknowledged_messages_again() {
     while pair.watch.poll_transmit(pair.now).is_some() {}
     pair.cut();
     // The phone process restarts: new session, new token.
-    pair.phone = Session::new(SessionConfig::new(Role::Phone, DeviceId([2; 16]), 99));
+    pair.phone = Session::new(phone_config(99, &noise(2)));
     pair.phone.register_app(PKG, 8, Some("AA:BB"));
     pair.phone_events.clear();
     pair.connect();
@@ -404,7 +427,7 @@ fn assert_dropped_with(pair: &mut Pair, code: Code) {
 
 #[test]
 fn garbage_and_unknown_kinds_drop_the_link_with_a_code() {
-    let mut pair = Pair::new();
+    let mut pair = Pair::plaintext();
     opened(&mut pair);
     pair.phone.handle_frame(
         pair.now,
@@ -421,7 +444,7 @@ fn garbage_and_unknown_kinds_drop_the_link_with_a_code() {
 
 #[test]
 fn an_oversize_frame_drops_the_link_with_too_large() {
-    let mut pair = Pair::new();
+    let mut pair = Pair::plaintext();
     opened(&mut pair);
     let head = Bytes::from_static(&[1, 0x13, 0, 0xff, 0xff, 0x7f]);
     pair.phone.handle_frame(pair.now, head);
@@ -430,7 +453,7 @@ fn an_oversize_frame_drops_the_link_with_too_large() {
 
 #[test]
 fn a_message_before_the_handshake_is_a_protocol_error() {
-    let mut pair = Pair::new();
+    let mut pair = Pair::plaintext();
     pair.phone.link_up(pair.now, DEFAULT_MAX_FRAME_LEN);
     pair.phone
         .handle_frame(pair.now, frame_bytes(Frame::Ping(Ping { nonce: 1 })));
@@ -439,7 +462,7 @@ fn a_message_before_the_handshake_is_a_protocol_error() {
 
 #[test]
 fn a_sequence_number_from_the_future_is_a_protocol_error_and_keeps_what_was_accepted() {
-    let mut pair = Pair::new();
+    let mut pair = Pair::plaintext();
     let ch = opened(&mut pair);
     send(&mut pair.watch, ch, "kept");
     pair.drive();
@@ -459,7 +482,7 @@ fn a_sequence_number_from_the_future_is_a_protocol_error_and_keeps_what_was_acce
 
 #[test]
 fn an_ack_for_something_never_sent_is_a_protocol_error() {
-    let mut pair = Pair::new();
+    let mut pair = Pair::plaintext();
     let ch = opened(&mut pair);
     pair.phone.handle_frame(
         pair.now,
@@ -473,7 +496,7 @@ fn an_ack_for_something_never_sent_is_a_protocol_error() {
 
 #[test]
 fn a_peer_with_the_same_role_or_no_common_version_is_refused() {
-    let mut pair = Pair::new();
+    let mut pair = Pair::plaintext();
     pair.phone.link_up(pair.now, DEFAULT_MAX_FRAME_LEN);
     let hello = |role, min, max| {
         frame_bytes(Frame::Hello(Hello {

@@ -51,6 +51,11 @@ impl Code {
     pub const STORAGE: Code = Code(4005);
     /// 4006: no protocol version is supported by both sides.
     pub const VERSION_MISMATCH: Code = Code(4006);
+    /// 4007: the peer device's key is not trusted (not pinned, or pairing refused).
+    pub const UNTRUSTED_PEER: Code = Code(4007);
+    /// 4008: the secure handshake or a sealed frame failed (bad message, forged or
+    /// corrupted frame, suite not allowed, one side in plaintext mode).
+    pub const SECURITY: Code = Code(4008);
 
     /// The numeric value.
     pub const fn as_u16(self) -> u16 {
@@ -74,6 +79,8 @@ impl Code {
             4004 => "integrity check failed",
             4005 => "storage error",
             4006 => "version mismatch",
+            4007 => "untrusted peer",
+            4008 => "security failure",
             _ => return None,
         })
     }

@@ -37,9 +37,6 @@ pub enum DecodeError {
     /// The kind byte names no frame this version knows.
     #[error("unknown frame kind {0:#04x}")]
     UnknownKind(u8),
-    /// The kind is reserved for a later protocol stage (e.g. the Noise handshake).
-    #[error("frame kind {0:#04x} is reserved and not supported by this version")]
-    ReservedKind(u8),
     /// The header's format version is not one this decoder reads.
     #[error("unsupported frame format version {0}")]
     UnsupportedVersion(u8),

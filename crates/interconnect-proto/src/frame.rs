@@ -60,15 +60,16 @@ pub enum Kind {
     VersionQuery = 0x30,
     /// Answer to a version query.
     VersionReply = 0x31,
+    /// One step of the Noise XX handshake that opens a secure link.
+    Handshake = 0x40,
+    /// A frame encrypted and authenticated with the link's session keys; it holds
+    /// another frame (header and payload) of any kind but these two.
+    Sealed = 0x41,
 }
-
-/// Kinds reserved for the security stage: a Noise XX handshake message and an
-/// encrypted frame. A version-1 decoder rejects them with [`DecodeError::ReservedKind`].
-pub const RESERVED_KINDS: [u8; 2] = [0x40, 0x41];
 
 impl Kind {
     /// Every kind this version defines, in numeric order.
-    pub const ALL: [Kind; 18] = [
+    pub const ALL: [Kind; 20] = [
         Kind::Hello,
         Kind::Ping,
         Kind::Pong,
@@ -87,13 +88,14 @@ impl Kind {
         Kind::FileCancel,
         Kind::VersionQuery,
         Kind::VersionReply,
+        Kind::Handshake,
+        Kind::Sealed,
     ];
 
     /// The kind for a header byte.
     pub fn from_u8(byte: u8) -> Result<Kind, DecodeError> {
         match Kind::ALL.iter().find(|k| **k as u8 == byte) {
             Some(kind) => Ok(*kind),
-            None if RESERVED_KINDS.contains(&byte) => Err(DecodeError::ReservedKind(byte)),
             None => Err(DecodeError::UnknownKind(byte)),
         }
     }
@@ -407,6 +409,46 @@ pub struct VersionReply {
     pub version: Option<u32>,
 }
 
+/// One step of the Noise XX handshake (see the crate docs on security).
+///
+/// Step 1 (watch → phone) carries the offer: the suites the watch allows, the one it
+/// chose and the rekey interval; both sides mix these bytes into the Noise prologue,
+/// so a changed offer fails the handshake. Steps 2 and 3 carry the Noise messages,
+/// step 4 (phone → watch) the phone's pairing nonce.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(any(test, feature = "arbitrary"), derive(arbitrary::Arbitrary))]
+pub struct Handshake {
+    /// 1 to 4.
+    pub step: u8,
+    /// Bit set of the cipher suites the watch allows (step 1; 0 otherwise).
+    pub offered: u8,
+    /// The suite the watch chose (step 1; 0 otherwise).
+    pub suite: u8,
+    /// Nonces per key before both sides rekey (step 1; 0 otherwise).
+    pub rekey_interval: u32,
+    /// The Noise message or nonce, raw to the end of the frame.
+    #[cfg_attr(any(test, feature = "arbitrary"), arbitrary(with = arbitrary_bytes))]
+    pub message: Bytes,
+}
+
+/// An encrypted frame: AEAD segments of at most [`SEALED_SEGMENT_LEN`] bytes each,
+/// numbered by consecutive nonces from `nonce`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(any(test, feature = "arbitrary"), derive(arbitrary::Arbitrary))]
+pub struct Sealed {
+    /// Nonce of the first segment; nonces only grow on a link.
+    pub nonce: u64,
+    /// Ciphertext and tags, raw to the end of the frame.
+    #[cfg_attr(any(test, feature = "arbitrary"), arbitrary(with = arbitrary_bytes))]
+    pub ciphertext: Bytes,
+}
+
+/// Largest AEAD segment of a [`Sealed`] frame, tag included (Noise's message limit).
+pub const SEALED_SEGMENT_LEN: usize = 65535;
+
+/// Length of the authentication tag at the end of every sealed segment.
+pub const SEALED_TAG_LEN: usize = 16;
+
 /// One decoded frame.
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[cfg_attr(any(test, feature = "arbitrary"), derive(arbitrary::Arbitrary))]
@@ -431,6 +473,8 @@ pub enum Frame {
     FileCancel(FileCancel),
     VersionQuery(VersionQuery),
     VersionReply(VersionReply),
+    Handshake(Handshake),
+    Sealed(Sealed),
 }
 
 macro_rules! impl_from_message {
@@ -462,7 +506,18 @@ impl_from_message!(
     FileCancel(FileCancel),
     VersionQuery(VersionQuery),
     VersionReply(VersionReply),
+    Handshake(Handshake),
+    Sealed(Sealed),
 );
+
+/// The postcard sub-header of a [`Handshake`] frame; the message follows it raw.
+#[derive(Serialize, Deserialize)]
+struct HandshakeHead {
+    step: u8,
+    offered: u8,
+    suite: u8,
+    rekey_interval: u32,
+}
 
 /// The postcard sub-header of a [`Data`] frame; the payload follows it raw.
 #[derive(Serialize, Deserialize)]
@@ -565,6 +620,8 @@ impl Frame {
             Frame::FileCancel(_) => Kind::FileCancel,
             Frame::VersionQuery(_) => Kind::VersionQuery,
             Frame::VersionReply(_) => Kind::VersionReply,
+            Frame::Handshake(_) => Kind::Handshake,
+            Frame::Sealed(_) => Kind::Sealed,
         }
     }
 
@@ -575,7 +632,9 @@ impl Frame {
             | Frame::Ping(_)
             | Frame::Pong(_)
             | Frame::VersionQuery(_)
-            | Frame::VersionReply(_) => None,
+            | Frame::VersionReply(_)
+            | Frame::Handshake(_)
+            | Frame::Sealed(_) => None,
             Frame::Error(m) => m.channel,
             Frame::Open(m) => Some(m.channel),
             Frame::Accept(m) => Some(m.channel),
@@ -633,6 +692,8 @@ impl Frame {
         let bulk_len = match self {
             Frame::Data(d) => d.payload.len(),
             Frame::FileChunk(c) => c.data.len(),
+            Frame::Handshake(h) => h.message.len(),
+            Frame::Sealed(s) => s.ciphertext.len(),
             _ => 0,
         };
         if bulk_len + FRAME_OVERHEAD > max_frame_len {
@@ -680,6 +741,17 @@ impl Frame {
             Frame::FileCancel(m) => serialize(m, dst),
             Frame::VersionQuery(m) => serialize(m, dst),
             Frame::VersionReply(m) => serialize(m, dst),
+            Frame::Handshake(m) => serialize(
+                &HandshakeHead {
+                    step: m.step,
+                    offered: m.offered,
+                    suite: m.suite,
+                    rekey_interval: m.rekey_interval,
+                },
+                dst,
+            )
+            .map(|()| dst.put_slice(&m.message)),
+            Frame::Sealed(m) => serialize(&m.nonce, dst).map(|()| dst.put_slice(&m.ciphertext)),
         };
         let payload_len = dst.len() - start - HEADER_LEN;
         let frame_len = payload_len + FRAME_OVERHEAD;
@@ -738,8 +810,31 @@ impl Frame {
         if expected != actual {
             return Err(DecodeError::BadCrc { expected, actual });
         }
-        let payload = frame.slice(HEADER_LEN..crc_at);
-        let kind = header.kind;
+        Frame::decode_payload(header.kind, frame.slice(HEADER_LEN..crc_at))
+    }
+
+    /// Decodes the frame held inside a [`Sealed`] frame once decrypted: header and
+    /// payload, no CRC trailer (the AEAD tag already proves it intact). Frames of kind
+    /// [`Kind::Handshake`] or [`Kind::Sealed`] are refused there. `max_frame_len` counts
+    /// the frame as if sent in the clear (CRC included).
+    pub fn decode_unsealed(body: Bytes, max_frame_len: usize) -> Result<Frame, DecodeError> {
+        let header = FrameHeader::parse(&body, max_frame_len)?;
+        if matches!(header.kind, Kind::Handshake | Kind::Sealed) {
+            return Err(DecodeError::Malformed {
+                kind: header.kind,
+                reason: "a sealed frame may not hold this kind",
+            });
+        }
+        if body.len() != HEADER_LEN + header.payload_len {
+            return Err(DecodeError::Malformed {
+                kind: header.kind,
+                reason: "sealed length differs from the inner header",
+            });
+        }
+        Frame::decode_payload(header.kind, body.slice(HEADER_LEN..))
+    }
+
+    fn decode_payload(kind: Kind, payload: Bytes) -> Result<Frame, DecodeError> {
         let frame = match kind {
             Kind::Hello => Frame::Hello(deserialize(kind, &payload)?),
             Kind::Ping => Frame::Ping(deserialize(kind, &payload)?),
@@ -776,6 +871,23 @@ impl Frame {
             Kind::FileCancel => Frame::FileCancel(deserialize(kind, &payload)?),
             Kind::VersionQuery => Frame::VersionQuery(deserialize(kind, &payload)?),
             Kind::VersionReply => Frame::VersionReply(deserialize(kind, &payload)?),
+            Kind::Handshake => {
+                let (head, rest) = deserialize_head::<HandshakeHead>(kind, &payload)?;
+                Frame::Handshake(Handshake {
+                    step: head.step,
+                    offered: head.offered,
+                    suite: head.suite,
+                    rekey_interval: head.rekey_interval,
+                    message: payload.slice(rest..),
+                })
+            }
+            Kind::Sealed => {
+                let (nonce, rest) = deserialize_head::<u64>(kind, &payload)?;
+                Frame::Sealed(Sealed {
+                    nonce,
+                    ciphertext: payload.slice(rest..),
+                })
+            }
         };
         frame.check_fields().map_err(|_| DecodeError::Malformed {
             kind,

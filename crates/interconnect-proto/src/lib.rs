@@ -52,6 +52,7 @@ mod frame;
 #[cfg(any(test, feature = "arbitrary"))]
 pub mod fuzzing;
 mod limits;
+mod sealed;
 
 pub use code::Code;
 #[cfg(feature = "codec")]
@@ -61,10 +62,14 @@ pub use error::{DecodeError, EncodeError};
 pub use frame::{
     Accept, Ack, Capabilities, ChannelId, Close, ContentType, Data, DeviceId, ErrorReport,
     Exchange, FORMAT_VERSION, FileAccept, FileAck, FileCancel, FileChunk, FileComplete, FileOffer,
-    Frame, FrameHeader, Hello, Kind, Open, Ping, Pong, RESERVED_KINDS, Reject, Role, TransferId,
-    VersionQuery, VersionReply,
+    Frame, FrameHeader, Handshake, Hello, Kind, Open, Ping, Pong, Reject, Role, SEALED_SEGMENT_LEN,
+    SEALED_TAG_LEN, Sealed, TransferId, VersionQuery, VersionReply,
 };
 pub use limits::*;
+pub use sealed::{
+    SEALED_SEGMENT_PLAINTEXT, encode_sealed, max_unsealed_len, sealed_ciphertext_len,
+    sealed_segments,
+};
 
 /// Protocol versions this build speaks (negotiated in [`Hello`]).
 pub const PROTOCOL_VERSIONS: core::ops::RangeInclusive<u8> = 1..=1;

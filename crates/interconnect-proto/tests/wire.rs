@@ -95,6 +95,17 @@ fn examples() -> Vec<Frame> {
             request: 5,
             version: Some(3),
         }),
+        Frame::Handshake(Handshake {
+            step: 1,
+            offered: 0b11,
+            suite: 1,
+            rekey_interval: 16384,
+            message: bytes::Bytes::from_static(&[0xe0; 32]),
+        }),
+        Frame::Sealed(Sealed {
+            nonce: 7,
+            ciphertext: bytes::Bytes::from_static(&[0x5e; 24]),
+        }),
     ]
 }
 
@@ -204,18 +215,83 @@ fn rejects_wrong_format_version() {
 }
 
 #[test]
-fn rejects_unknown_and_reserved_kinds() {
+fn rejects_unknown_kinds() {
     let mut wire = ping_bytes();
     wire[1] = 0x7f;
     assert_eq!(
-        Frame::decode(wire.clone().into(), MAX),
+        Frame::decode(wire.into(), MAX),
         Err(DecodeError::UnknownKind(0x7f))
     );
-    wire[1] = 0x40;
+}
+
+#[test]
+fn a_sealed_frame_is_built_in_place_and_decodes_to_its_parts() {
+    let mut dst = bytes::BytesMut::new();
+    let filled = encode_sealed(MAX, &mut dst, 300, 20, |buf| {
+        buf.copy_from_slice(&[7; 20]);
+        Ok::<(), ()>(())
+    });
+    assert_eq!(filled, Ok(Ok(())));
+    match Frame::decode(dst.freeze(), MAX) {
+        Ok(Frame::Sealed(sealed)) => {
+            assert_eq!(sealed.nonce, 300);
+            assert_eq!(&sealed.ciphertext[..], &[7; 20]);
+        }
+        other => panic!("expected a sealed frame, got {other:?}"),
+    }
+    // A failing fill leaves the buffer as it was.
+    let mut dst = bytes::BytesMut::from(&b"kept"[..]);
     assert_eq!(
-        Frame::decode(wire.into(), MAX),
-        Err(DecodeError::ReservedKind(0x40))
+        encode_sealed(MAX, &mut dst, 1, 8, |_| Err("no key")),
+        Ok(Err("no key"))
     );
+    assert_eq!(&dst[..], b"kept");
+    assert!(matches!(
+        encode_sealed(64, &mut dst, 1, 100, |_| Ok::<(), ()>(())),
+        Err(EncodeError::TooLarge { .. })
+    ));
+}
+
+#[test]
+fn an_unsealed_frame_round_trips_without_crc_and_may_not_nest() {
+    let ping = Frame::Ping(Ping { nonce: 9 });
+    let mut body = bytes::BytesMut::new();
+    ping.encode_unsealed(MAX, &mut body).unwrap();
+    assert_eq!(body.len() + CRC_LEN, ping.to_bytes(MAX).unwrap().len());
+    assert_eq!(Frame::decode_unsealed(body.freeze(), MAX), Ok(ping));
+    let nested = Frame::Sealed(Sealed {
+        nonce: 1,
+        ciphertext: bytes::Bytes::from_static(b"x"),
+    });
+    assert!(
+        nested
+            .encode_unsealed(MAX, &mut bytes::BytesMut::new())
+            .is_err()
+    );
+    let mut plain = bytes::BytesMut::new();
+    plain.extend_from_slice(&nested.to_bytes(MAX).unwrap());
+    plain.truncate(plain.len() - CRC_LEN);
+    assert!(matches!(
+        Frame::decode_unsealed(plain.freeze(), MAX),
+        Err(DecodeError::Malformed {
+            kind: Kind::Sealed,
+            ..
+        })
+    ));
+}
+
+#[test]
+fn the_unsealed_limit_leaves_room_for_nonce_tags_and_trailer() {
+    for max in [MIN_MAX_FRAME_LEN, 4096, 65536, 1 << 20] {
+        let inner = max_unsealed_len(max);
+        let body = inner - CRC_LEN;
+        let sealed = FRAME_OVERHEAD + 10 + sealed_ciphertext_len(body);
+        assert!(sealed <= max, "{max}: sealed {sealed}");
+        assert!(
+            inner + 64 > max - 16 * sealed_segments(body),
+            "{max}: wasteful {inner}"
+        );
+    }
 }
 
 #[test]

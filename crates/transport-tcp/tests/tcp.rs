@@ -38,7 +38,10 @@ async fn a_second_watch_is_refused_with_busy_not_dropped() {
 async fn the_watch_reconnects_after_the_phone_restarts() {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr();
-    let hub = Hub::new(listener, Config::new(DeviceId([2; 16])));
+    let phone_config = Config::new(DeviceId([2; 16]));
+    // The restarted phone keeps its device key, which the watch pinned on first use.
+    let restarted_config = phone_config.clone();
+    let hub = Hub::new(listener, phone_config);
     let mut config = Config::new(DeviceId([1; 16]));
     config.backoff.initial = Duration::from_millis(10);
     let watch = Interconnect::new(TcpDialer::new(addr), config);
@@ -47,7 +50,7 @@ async fn the_watch_reconnects_after_the_phone_restarts() {
         .unwrap();
     hub.shutdown().await;
     let listener = TcpListener::bind(addr).await.unwrap();
-    let hub = Hub::new(listener, Config::new(DeviceId([2; 16])));
+    let hub = Hub::new(listener, restarted_config);
     let app = hub.register("com.example", 1, None).await.unwrap();
     let conn = watch.instance("com.example", None);
     assert!(conn.diagnosis(Some(Duration::from_secs(10))).await.is_ok());

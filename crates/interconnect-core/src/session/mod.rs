@@ -8,8 +8,8 @@ use std::time::Instant;
 use bytes::{Bytes, BytesMut};
 use interconnect_proto::{
     Accept, Ack, Capabilities, ChannelId, Close, Code, ContentType, DecodeError, ErrorReport,
-    Exchange, Frame, Hello, Limits, MIN_MAX_FRAME_LEN, Open, PROTOCOL_VERSIONS, Ping, Pong, Reject,
-    Role, TransferId, VersionQuery, VersionReply,
+    Exchange, Frame, Hello, Limits, MAX_FRAME_LEN, MIN_MAX_FRAME_LEN, Open, PROTOCOL_VERSIONS,
+    Ping, Pong, Reject, Role, Sealed, TransferId, VersionQuery, VersionReply, max_unsealed_len,
 };
 
 mod files;
@@ -17,6 +17,9 @@ mod files;
 use crate::channel::{Channel, ChannelState, Outgoing, Received};
 use crate::config::{MAX_SEQ_AHEAD, SessionConfig};
 use crate::event::{ChannelEvent, Event, Message, PeerInfo, SendId};
+use crate::security::{
+    CipherSuite, Fingerprint, PairingCode, SecureEvent, SecureLink, Security, SecurityError,
+};
 use crate::transfer::{IncomingFile, OutgoingFile};
 
 /// Why a command was refused.
@@ -135,12 +138,39 @@ pub struct Session {
     control: VecDeque<Frame>,
     events: VecDeque<Event>,
     scratch: BytesMut,
+    /// The secure layer; `None` in insecure plaintext mode.
+    secure: Option<SecureLink>,
+    /// Largest frame the current link carries (sealed frames included).
+    wire_max: usize,
+    /// The frame limit this side announces on the current link.
+    own_max: usize,
+    /// Whether this side's Hello went out on the current link (secure links send it only
+    /// once the peer is trusted).
+    hello_sent: bool,
+    /// The peer's Hello, held until this side trusts the peer.
+    pending_hello: Option<Hello>,
+    /// The fingerprint behind `peer_token`: a token resumes only with the same key.
+    peer_token_key: Option<Fingerprint>,
+    /// Inner frames before sealing.
+    plain: BytesMut,
 }
 
 impl Session {
     /// A session with no link yet.
     pub fn new(config: SessionConfig) -> Self {
+        let secure = match &config.security {
+            Security::Noise(noise) => Some(SecureLink::new(noise.clone(), config.role)),
+            Security::InsecurePlaintext => None,
+        };
+        let own_max = config.max_frame_len;
         Session {
+            secure,
+            wire_max: own_max,
+            own_max,
+            hello_sent: false,
+            pending_hello: None,
+            peer_token_key: None,
+            plain: BytesMut::new(),
             config,
             link: LinkState::Down,
             peer_token: None,
@@ -190,8 +220,29 @@ impl Session {
     pub fn limits(&self) -> Limits {
         match &self.link {
             LinkState::Up(up) => up.limits,
-            _ => Limits::new(self.config.max_frame_len),
+            LinkState::Handshaking { .. } => Limits::new(self.own_max),
+            LinkState::Down => Limits::new(self.config.max_frame_len),
         }
+    }
+
+    /// Whether links are encrypted and authenticated (not insecure plaintext mode).
+    pub fn is_secure(&self) -> bool {
+        self.secure.is_some()
+    }
+
+    /// The peer device's key fingerprint, once the secure handshake learned it.
+    pub fn peer_fingerprint(&self) -> Option<Fingerprint> {
+        self.secure.as_ref().and_then(SecureLink::peer)
+    }
+
+    /// The cipher suite sealing the current link.
+    pub fn cipher_suite(&self) -> Option<CipherSuite> {
+        self.secure.as_ref().and_then(SecureLink::suite)
+    }
+
+    /// The current link's pairing code, once both pairing nonces are known.
+    pub fn pairing_code(&self) -> Option<PairingCode> {
+        self.secure.as_ref().and_then(SecureLink::pairing_code)
     }
 
     /// Whether the channel is open.
@@ -247,21 +298,104 @@ impl Session {
         self.link = LinkState::Handshaking {
             deadline: now + self.config.handshake_timeout,
         };
-        let max_frame_len = self
+        self.wire_max = link_max_frame_len.clamp(MIN_MAX_FRAME_LEN, MAX_FRAME_LEN);
+        let inner_limit = match self.secure {
+            Some(_) => max_unsealed_len(self.wire_max),
+            None => self.wire_max,
+        };
+        self.own_max = self
             .config
             .max_frame_len
-            .min(link_max_frame_len)
+            .min(inner_limit)
             .max(MIN_MAX_FRAME_LEN);
+        self.hello_sent = false;
+        self.pending_hello = None;
+        match &mut self.secure {
+            Some(secure) => {
+                secure.start();
+                self.drain_secure(now);
+            }
+            None => self.send_hello(),
+        }
+        tracing::debug!(role = ?self.config.role, "link up, handshake started");
+    }
+
+    /// Secure links: the user compared the pairing codes of an
+    /// [`Event::PairingRequest`]; `accept` pins the peer and lets the link come up,
+    /// otherwise the link is refused (4007).
+    pub fn confirm_pairing(&mut self, now: Instant, accept: bool) {
+        if let Some(secure) = &mut self.secure {
+            secure.confirm_pairing(accept);
+            self.drain_secure(now);
+        }
+    }
+
+    fn send_hello(&mut self) {
+        self.hello_sent = true;
         self.control.push_back(Frame::Hello(Hello {
             min_version: *PROTOCOL_VERSIONS.start(),
             max_version: *PROTOCOL_VERSIONS.end(),
             role: self.config.role,
             device_id: self.config.device_id,
-            max_frame_len: max_frame_len as u32,
+            max_frame_len: self.own_max as u32,
             capabilities: Capabilities::ALL,
             resume_token: self.config.resume_token,
         }));
-        tracing::debug!(role = ?self.config.role, "link up, handshake started");
+    }
+
+    /// Acts on what the secure layer reported.
+    fn drain_secure(&mut self, now: Instant) {
+        loop {
+            let Some(event) = self.secure.as_mut().and_then(|s| s.events.pop_front()) else {
+                return;
+            };
+            match event {
+                SecureEvent::Trusted => {
+                    if let Some(secure) = &self.secure
+                        && let (Some(fingerprint), Some(suite)) = (secure.peer(), secure.suite())
+                    {
+                        self.events.push_back(Event::PeerAuthenticated {
+                            fingerprint,
+                            suite,
+                            code: secure.pairing_code(),
+                        });
+                    }
+                    if !self.hello_sent {
+                        self.send_hello();
+                    }
+                    if let Some(hello) = self.pending_hello.take() {
+                        self.on_hello(now, hello);
+                    }
+                }
+                SecureEvent::PairingRequest { fingerprint, code } => {
+                    let wait = self.secure.as_ref().map(SecureLink::pairing_timeout);
+                    if let (LinkState::Handshaking { deadline }, Some(wait)) =
+                        (&mut self.link, wait)
+                    {
+                        *deadline = (*deadline).max(now + wait);
+                    }
+                    self.events
+                        .push_back(Event::PairingRequest { fingerprint, code });
+                }
+                SecureEvent::Pinned(fingerprint) => {
+                    self.events.push_back(Event::PeerPinned { fingerprint });
+                }
+                SecureEvent::Failed(error) => self.security_failure(error),
+            }
+        }
+    }
+
+    /// Refuses the link: tells the peer why (unless it refused us), then drops it.
+    fn security_failure(&mut self, error: SecurityError) {
+        let code = error.code();
+        let reason = error.to_string();
+        let refused_by_peer = matches!(error, SecurityError::RefusedByPeer { .. });
+        self.events.push_back(Event::Refused(error));
+        if refused_by_peer {
+            self.drop_link(code, reason);
+        } else {
+            self.protocol_error(code, reason);
+        }
     }
 
     /// The link is gone. Open channels are suspended until the next link.
@@ -300,19 +434,91 @@ impl Session {
 
     /// One whole frame arrived from the link.
     pub fn handle_frame(&mut self, now: Instant, bytes: Bytes) {
-        let max = match &self.link {
+        let inner_max = match &self.link {
             LinkState::Down => return,
-            LinkState::Handshaking { .. } => self.config.max_frame_len,
+            LinkState::Handshaking { .. } => self.own_max,
             LinkState::Up(up) => up.limits.max_frame_len,
+        };
+        let max = if self.secure.is_some() {
+            self.wire_max
+        } else {
+            inner_max
         };
         let frame = match Frame::decode(bytes, max) {
             Ok(frame) => frame,
             Err(error) => return self.on_decode_error(error),
         };
+        let frame = match (&self.secure, frame) {
+            (None, Frame::Handshake(_)) => {
+                return self.security_failure(SecurityError::PeerWantsEncryption);
+            }
+            (None, frame) => frame,
+            (Some(_), frame) => match self.unseal(now, frame, inner_max) {
+                Some(frame) => frame,
+                None => return,
+            },
+        };
         if let LinkState::Up(up) = &mut self.link {
             up.last_rx = now;
         }
         self.on_frame(now, frame);
+    }
+
+    /// Secure links: runs handshake frames, opens sealed ones, refuses the rest. Returns
+    /// the inner frame to handle, if any.
+    fn unseal(&mut self, now: Instant, frame: Frame, inner_max: usize) -> Option<Frame> {
+        let secure = self.secure.as_mut()?;
+        match frame {
+            Frame::Handshake(step) => {
+                secure.on_handshake(step);
+                self.drain_secure(now);
+                None
+            }
+            Frame::Sealed(sealed) if secure.is_established() => self.open(sealed, inner_max),
+            Frame::Sealed(_) => {
+                // Overtook the last handshake step (links may reorder); lost like any frame.
+                tracing::debug!("sealed frame before the session keys, dropped");
+                None
+            }
+            Frame::Error(report) if !secure.is_established() => {
+                self.security_failure(SecurityError::RefusedByPeer {
+                    code: report.code,
+                    message: report.message,
+                });
+                None
+            }
+            other => {
+                let kind = match other {
+                    Frame::Hello(_) => "hello",
+                    Frame::Error(_) => "error",
+                    Frame::Data(_) => "data",
+                    _ => "control",
+                };
+                self.security_failure(SecurityError::Plaintext(kind));
+                None
+            }
+        }
+    }
+
+    fn open(&mut self, sealed: Sealed, inner_max: usize) -> Option<Frame> {
+        let secure = self.secure.as_mut()?;
+        match secure.open(sealed) {
+            Ok(Some(body)) => match Frame::decode_unsealed(body, inner_max) {
+                Ok(frame) => Some(frame),
+                Err(error) => {
+                    self.on_decode_error(error);
+                    None
+                }
+            },
+            Ok(None) => {
+                tracing::debug!("replayed or late sealed frame dropped");
+                None
+            }
+            Err(error) => {
+                self.security_failure(error);
+                None
+            }
+        }
     }
 
     /// Time passed: fires whatever deadline is due.
@@ -540,13 +746,32 @@ impl Session {
     /// The next frame to put on the link, encoded.
     pub fn poll_transmit(&mut self, now: Instant) -> Option<Bytes> {
         loop {
+            if let Some(step) = self.secure.as_mut().and_then(|s| s.out.pop_front()) {
+                match step.encode(self.wire_max, &mut self.scratch) {
+                    Ok(()) => return Some(self.scratch.split().freeze()),
+                    Err(error) => tracing::warn!(%error, "handshake frame not sent"),
+                }
+                continue;
+            }
             let frame = self.next_frame(now)?;
             let max = self.limits().max_frame_len;
-            match frame.encode(max, &mut self.scratch) {
-                Ok(()) => return Some(self.scratch.split().freeze()),
-                Err(error) => {
-                    tracing::warn!(%error, kind = ?frame.kind(), "frame not sent");
+            let sealing = self.secure.as_ref().is_some_and(SecureLink::is_established);
+            if !sealing {
+                match frame.encode(max, &mut self.scratch) {
+                    Ok(()) => return Some(self.scratch.split().freeze()),
+                    Err(error) => tracing::warn!(%error, kind = ?frame.kind(), "frame not sent"),
                 }
+                continue;
+            }
+            self.plain.clear();
+            if let Err(error) = frame.encode_unsealed(max, &mut self.plain) {
+                tracing::warn!(%error, kind = ?frame.kind(), "frame not sent");
+                continue;
+            }
+            let secure = self.secure.as_mut()?;
+            match secure.seal(&self.plain, self.wire_max, &mut self.scratch) {
+                Ok(()) => return Some(self.scratch.split().freeze()),
+                Err(error) => tracing::warn!(%error, kind = ?frame.kind(), "frame not sealed"),
             }
         }
     }
@@ -661,6 +886,12 @@ impl Session {
         }
         if !self.is_link_up() {
             if let Frame::Error(report) = frame {
+                if matches!(report.code, Code::UNTRUSTED_PEER | Code::SECURITY) {
+                    return self.security_failure(SecurityError::RefusedByPeer {
+                        code: report.code,
+                        message: report.message,
+                    });
+                }
                 // The peer refuses the link (e.g. 4002: it serves another device).
                 return self.drop_link(
                     report.code,
@@ -701,6 +932,11 @@ impl Session {
     }
 
     fn on_hello(&mut self, now: Instant, hello: Hello) {
+        if self.secure.is_some() && !self.hello_sent {
+            // The peer trusts us already; we do not trust it yet (pairing in progress).
+            self.pending_hello = Some(hello);
+            return;
+        }
         if !matches!(self.link, LinkState::Handshaking { .. }) {
             if self.peer_token == Some(hello.resume_token) {
                 return; // a duplicate of the hello that completed this handshake
@@ -726,8 +962,11 @@ impl Session {
         }
         let limits = Limits::new(self.config.max_frame_len)
             .negotiate(Limits::new(hello.max_frame_len as usize));
-        let resumed = self.peer_token == Some(hello.resume_token);
+        let peer_key = self.peer_fingerprint();
+        let resumed =
+            self.peer_token == Some(hello.resume_token) && self.peer_token_key == peer_key;
         self.peer_token = Some(hello.resume_token);
+        self.peer_token_key = peer_key;
         let peer = PeerInfo {
             role: hello.role,
             device_id: hello.device_id,

@@ -1,0 +1,296 @@
+//! Who a device is: its static key pair, the fingerprint others pin, and the file forms
+//! of both.
+
+use std::fmt;
+use std::io::{self, Write};
+use std::path::Path;
+use std::str::FromStr;
+
+use sha2::{Digest, Sha256};
+
+/// First line of an identity file, so a wrong file is recognised as such.
+const IDENTITY_HEADER: &str = "interconnect device identity v1";
+
+/// A device's static X25519 key pair, used in every Noise handshake.
+///
+/// Keep one per device, on disk with [`save`](Self::save) (owner-only permissions) and
+/// [`load`](Self::load); peers pin its [`fingerprint`](Self::fingerprint).
+///
+/// ```
+/// use interconnect_core::DeviceIdentity;
+///
+/// let dir = tempfile::tempdir().unwrap();
+/// let path = dir.path().join("watch.key");
+/// let identity = DeviceIdentity::generate();
+/// identity.save(&path).unwrap();
+/// let loaded = DeviceIdentity::load(&path).unwrap();
+/// assert_eq!(loaded.fingerprint(), identity.fingerprint());
+/// println!("this watch is {}", identity.fingerprint());
+/// ```
+#[derive(Clone)]
+pub struct DeviceIdentity {
+    private: [u8; 32],
+    public: [u8; 32],
+}
+
+impl fmt::Debug for DeviceIdentity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DeviceIdentity")
+            .field("fingerprint", &self.fingerprint())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why an identity or known-peers file could not be used.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum IdentityError {
+    /// Reading or writing the file failed.
+    #[error("identity file {path}: {source}")]
+    Io {
+        /// The file.
+        path: String,
+        /// The cause.
+        source: io::Error,
+    },
+    /// The file is not an identity file of this format.
+    #[error("{path} is not an interconnect identity file: {reason}")]
+    Malformed {
+        /// The file.
+        path: String,
+        /// What is wrong.
+        reason: &'static str,
+    },
+}
+
+impl DeviceIdentity {
+    /// A new random key pair.
+    pub fn generate() -> Self {
+        DeviceIdentity::from_private_key(rand::random())
+    }
+
+    /// The identity of a known private key (the public key is derived from it).
+    pub fn from_private_key(private: [u8; 32]) -> Self {
+        let secret = x25519_dalek::StaticSecret::from(private);
+        let public = x25519_dalek::PublicKey::from(&secret).to_bytes();
+        DeviceIdentity {
+            private: secret.to_bytes(),
+            public,
+        }
+    }
+
+    /// The public key peers see in the handshake.
+    pub fn public_key(&self) -> &[u8; 32] {
+        &self.public
+    }
+
+    pub(crate) fn private_key(&self) -> &[u8; 32] {
+        &self.private
+    }
+
+    /// SHA-256 of the public key: what a peer pins.
+    pub fn fingerprint(&self) -> Fingerprint {
+        Fingerprint::of_public_key(&self.public)
+    }
+
+    /// Writes the identity to `path`, readable and writable by the owner only. Replaces
+    /// the file atomically (write to a temporary file, then rename).
+    pub fn save(&self, path: &Path) -> Result<(), IdentityError> {
+        let io_error = |source| IdentityError::Io {
+            path: path.display().to_string(),
+            source,
+        };
+        let text = format!(
+            "{IDENTITY_HEADER}\nprivate {}\nfingerprint {}\n",
+            hex::encode(self.private),
+            self.fingerprint()
+        );
+        let tmp = path.with_extension("tmp");
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create(true).truncate(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        let mut file = options.open(&tmp).map_err(io_error)?;
+        #[cfg(unix)]
+        {
+            // `mode` applies only when the file is created; tighten an older one too.
+            use std::os::unix::fs::PermissionsExt;
+            file.set_permissions(std::fs::Permissions::from_mode(0o600))
+                .map_err(io_error)?;
+        }
+        file.write_all(text.as_bytes()).map_err(io_error)?;
+        file.sync_all().map_err(io_error)?;
+        drop(file);
+        std::fs::rename(&tmp, path).map_err(io_error)
+    }
+
+    /// Reads an identity written by [`save`](Self::save).
+    pub fn load(path: &Path) -> Result<Self, IdentityError> {
+        let text = std::fs::read_to_string(path).map_err(|source| IdentityError::Io {
+            path: path.display().to_string(),
+            source,
+        })?;
+        let malformed = |reason| IdentityError::Malformed {
+            path: path.display().to_string(),
+            reason,
+        };
+        let mut lines = text.lines();
+        if lines.next() != Some(IDENTITY_HEADER) {
+            return Err(malformed("missing header line"));
+        }
+        let hex_key = lines
+            .find_map(|l| l.strip_prefix("private "))
+            .ok_or_else(|| malformed("no private key line"))?;
+        let mut private = [0u8; 32];
+        hex::decode_to_slice(hex_key.trim(), &mut private)
+            .map_err(|_| malformed("private key is not 64 hex digits"))?;
+        Ok(DeviceIdentity::from_private_key(private))
+    }
+
+    /// Loads the identity at `path`, or creates and saves a new one if there is none.
+    pub fn load_or_generate(path: &Path) -> Result<Self, IdentityError> {
+        match DeviceIdentity::load(path) {
+            Err(IdentityError::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => {
+                if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                    std::fs::create_dir_all(dir).map_err(|source| IdentityError::Io {
+                        path: dir.display().to_string(),
+                        source,
+                    })?;
+                }
+                let identity = DeviceIdentity::generate();
+                identity.save(path)?;
+                Ok(identity)
+            }
+            other => other,
+        }
+    }
+}
+
+/// SHA-256 of a device's public key, written as 32 colon-separated hex bytes (the form
+/// Android certificate fingerprints take).
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Fingerprint(pub [u8; 32]);
+
+impl Fingerprint {
+    /// The fingerprint of a raw X25519 public key.
+    pub fn of_public_key(public: &[u8]) -> Self {
+        Fingerprint(Sha256::digest(public).into())
+    }
+}
+
+impl fmt::Display for Fingerprint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, byte) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str(":")?;
+            }
+            write!(f, "{byte:02X}")?;
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Debug for Fingerprint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Fingerprint({self})")
+    }
+}
+
+/// A string that is not a fingerprint.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("not a fingerprint (want 32 hex bytes, colons optional): {0:?}")]
+pub struct ParseFingerprintError(String);
+
+impl FromStr for Fingerprint {
+    type Err = ParseFingerprintError;
+
+    /// Accepts `AB:CD:...` or plain hex, in either case.
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let digits: String = text.trim().chars().filter(|c| *c != ':').collect();
+        let mut bytes = [0u8; 32];
+        hex::decode_to_slice(&digits, &mut bytes)
+            .map_err(|_| ParseFingerprintError(text.chars().take(100).collect()))?;
+        Ok(Fingerprint(bytes))
+    }
+}
+
+/// The 6-digit code both sides show during numeric-comparison pairing. Equal codes mean
+/// no one sits between the two devices (a mismatch by chance: one in a million).
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct PairingCode(pub u32);
+
+impl fmt::Display for PairingCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:06}", self.0 % 1_000_000)
+    }
+}
+
+impl fmt::Debug for PairingCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "PairingCode({self})")
+    }
+}
+
+/// A file of pinned peer fingerprints, one per line (`#` starts a comment), for trust on
+/// first use and pairing to remember peers across runs.
+#[derive(Clone, Debug)]
+pub struct KnownPeers {
+    path: std::path::PathBuf,
+}
+
+impl KnownPeers {
+    /// The known-peers file at `path` (it need not exist yet).
+    pub fn new(path: impl Into<std::path::PathBuf>) -> Self {
+        KnownPeers { path: path.into() }
+    }
+
+    /// The file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The pinned fingerprints; none when the file does not exist.
+    pub fn load(&self) -> Result<Vec<Fingerprint>, IdentityError> {
+        let text = match std::fs::read_to_string(&self.path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(source) => {
+                return Err(IdentityError::Io {
+                    path: self.path.display().to_string(),
+                    source,
+                });
+            }
+        };
+        text.lines()
+            .map(|l| l.split('#').next().unwrap_or("").trim())
+            .filter(|l| !l.is_empty())
+            .map(|l| {
+                l.parse().map_err(|_| IdentityError::Malformed {
+                    path: self.path.display().to_string(),
+                    reason: "a line is not a fingerprint",
+                })
+            })
+            .collect()
+    }
+
+    /// Adds a fingerprint (no effect if already there).
+    pub fn pin(&self, fingerprint: Fingerprint) -> Result<(), IdentityError> {
+        if self.load()?.contains(&fingerprint) {
+            return Ok(());
+        }
+        let io_error = |source| IdentityError::Io {
+            path: self.path.display().to_string(),
+            source,
+        };
+        if let Some(dir) = self.path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(io_error)?;
+        }
+        let mut file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.path)
+            .map_err(io_error)?;
+        writeln!(file, "{fingerprint}").map_err(io_error)?;
+        file.sync_all().map_err(io_error)
+    }
+}

@@ -1,0 +1,292 @@
+//! Secure links: Noise XX handshake, device identities, trust policies, sealed frames.
+//!
+//! Every new link starts with a Noise XX handshake (watch initiates) in [`Handshake`]
+//! frames; from then on every frame travels inside a [`Sealed`] frame, encrypted and
+//! authenticated with the session keys. The session's own `Hello` (versions, limits,
+//! resume token) is the first sealed frame each way, sent only once the peer's key passed
+//! this side's [`TrustPolicy`], so nothing reaches a channel before both devices are
+//! authenticated.
+//!
+//! ## Handshake
+//! ```text
+//! watch                                             phone
+//!  1 offer(suites, choice, rekey), -> e         ──▶  checks the choice is allowed here
+//!                                               ◀──  2 <- e, ee, s, es   [commit = SHA-256(Np)]
+//!  checks phone key (pinned / first use)
+//!  3 -> s, se  [Nw]                             ──▶  checks watch key; 4 reveal Np
+//!  sealed Hello                                 ◀─▶  sealed Hello
+//! ```
+//! - **Downgrade protection.** The step-1 offer (allowed suites, chosen suite, rekey
+//!   interval) is mixed into the Noise prologue on both sides; an attacker who rewrites
+//!   it makes the transcripts differ and step 2 fails to decrypt.
+//! - **Numeric comparison.** The 6-digit code is SHA-256 of the handshake hash and two
+//!   32-byte nonces, the phone's committed (step 2) before it sees the watch's (step 3).
+//!   Without the commitment, a man in the middle could try ephemeral keys until both
+//!   legs showed the same code; with it, a match by chance is one in a million.
+//!
+//! ## Sealed frames
+//! A sealed frame carries the inner frame (header and payload, no CRC) as AEAD segments
+//! of at most 64 KiB (Noise's message limit), each with its own nonce. The first nonce is
+//! written in the frame, so a receiver can drop a duplicated, late or replayed frame (its
+//! nonce is not above the last one accepted) without losing the link: links that lose or
+//! reorder frames keep working, and the channel layer resends what went missing. A frame
+//! that fails authentication drops the link. Keys are renewed (Noise `REKEY`) every
+//! `rekey_interval` nonces; the epoch is the nonce divided by the interval, so both sides
+//! rekey at the same point without signalling it.
+//!
+//! ## Threat model
+//! Protected, against anyone who can read, change, drop, replay or inject bytes on the
+//! link (radio or network): confidentiality and integrity of every frame after the
+//! handshake, including app names, messages and files; mutual authentication of the two
+//! devices by their static keys, checked against the trust policy before any channel
+//! opens; replay of frames within a link or from earlier sessions; cipher-suite
+//! downgrade; forward secrecy (ephemeral keys per link).
+//!
+//! Not protected: availability (an attacker can always cut or jam the link); traffic
+//! analysis (frame sizes and timing); a compromised device or stolen identity file; the
+//! first contact under trust on first use (whoever answers first is pinned, as with SSH);
+//! which app on the phone is which (the 1007 app fingerprint is the phone's statement,
+//! trusted because the phone is authenticated). Plaintext mode
+//! ([`Security::InsecurePlaintext`]) protects nothing and exists only for debugging.
+
+mod events;
+mod identity;
+mod noise;
+
+use std::time::Duration;
+
+pub use events::{PairingRequest, SecurityEvent};
+pub use identity::{
+    DeviceIdentity, Fingerprint, IdentityError, KnownPeers, PairingCode, ParseFingerprintError,
+};
+pub(crate) use noise::{SecureEvent, SecureLink};
+
+#[allow(unused_imports)] // for doc links
+use interconnect_proto::{Code, Handshake, Sealed};
+
+/// How a session protects its links.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub enum Security {
+    /// Noise XX: encrypted, mutually authenticated links (the default).
+    Noise(NoiseConfig),
+    /// No encryption and no authentication. Both sides must choose it; a secure peer
+    /// refuses a plaintext one. For debugging only.
+    InsecurePlaintext,
+}
+
+impl Default for Security {
+    fn default() -> Self {
+        Security::Noise(NoiseConfig::new(DeviceIdentity::generate()))
+    }
+}
+
+/// An AEAD cipher for sealed frames.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum CipherSuite {
+    /// ChaCha20-Poly1305: fast in software, for watch firmware without AES hardware.
+    ChaChaPoly = 1,
+    /// AES-256-GCM: fastest where AES instructions exist (phones, PCs).
+    AesGcm = 2,
+}
+
+impl CipherSuite {
+    /// Every suite, in id order.
+    pub const ALL: [CipherSuite; 2] = [CipherSuite::ChaChaPoly, CipherSuite::AesGcm];
+
+    /// The suite's id on the wire.
+    pub fn id(self) -> u8 {
+        self as u8
+    }
+
+    /// The suite with this wire id.
+    pub fn from_id(id: u8) -> Option<CipherSuite> {
+        CipherSuite::ALL.into_iter().find(|s| s.id() == id)
+    }
+
+    /// Its bit in the step-1 offer.
+    pub(crate) fn bit(self) -> u8 {
+        1 << (self.id() - 1)
+    }
+
+    /// The Noise protocol name.
+    pub(crate) fn noise_name(self) -> &'static str {
+        match self {
+            CipherSuite::ChaChaPoly => "Noise_XX_25519_ChaChaPoly_SHA256",
+            CipherSuite::AesGcm => "Noise_XX_25519_AESGCM_SHA256",
+        }
+    }
+
+    /// AES-GCM where the CPU has AES instructions, ChaCha20-Poly1305 elsewhere.
+    pub fn preferred() -> CipherSuite {
+        if cfg!(any(target_arch = "x86_64", target_arch = "aarch64")) {
+            CipherSuite::AesGcm
+        } else {
+            CipherSuite::ChaChaPoly
+        }
+    }
+}
+
+impl std::fmt::Display for CipherSuite {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            CipherSuite::ChaChaPoly => "ChaCha20-Poly1305",
+            CipherSuite::AesGcm => "AES-256-GCM",
+        })
+    }
+}
+
+/// Which peer keys a device accepts.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum TrustPolicy {
+    /// Only these fingerprints; anyone else is refused (4007).
+    Pinned(Vec<Fingerprint>),
+    /// Trust on first use, then pin (as SSH does): with `known` empty, the first peer is
+    /// accepted and pinned ([`Event::PeerPinned`](crate::Event::PeerPinned)); from then
+    /// on only pinned peers are.
+    FirstUse {
+        /// Fingerprints pinned earlier (e.g. from [`KnownPeers`]).
+        known: Vec<Fingerprint>,
+    },
+    /// Numeric comparison: a peer not in `known` waits until the user compares the
+    /// 6-digit code shown on both devices and confirms
+    /// ([`Event::PairingRequest`](crate::Event::PairingRequest),
+    /// `Session::confirm_pairing`); a confirmed peer is pinned.
+    Pairing {
+        /// Fingerprints paired earlier.
+        known: Vec<Fingerprint>,
+    },
+}
+
+impl TrustPolicy {
+    /// The fingerprints the policy starts with.
+    pub fn known(&self) -> &[Fingerprint] {
+        match self {
+            TrustPolicy::Pinned(known)
+            | TrustPolicy::FirstUse { known }
+            | TrustPolicy::Pairing { known } => known,
+        }
+    }
+}
+
+/// Settings of the Noise handshake and sealed frames.
+#[derive(Clone, Debug)]
+pub struct NoiseConfig {
+    /// This device's static key pair.
+    pub identity: DeviceIdentity,
+    /// Allowed suites, most preferred first. The watch offers them all and uses the first;
+    /// the phone accepts the watch's choice only if it is in its own list.
+    pub suites: Vec<CipherSuite>,
+    /// Which peers to accept.
+    pub trust: TrustPolicy,
+    /// Nonces (sealed segments of up to 64 KiB) per key before both sides rekey. The
+    /// watch's value binds both. At least [`MIN_REKEY_INTERVAL`].
+    pub rekey_interval: u32,
+    /// How long a pairing may wait for the user's confirmation.
+    pub pairing_timeout: Duration,
+}
+
+/// Smallest rekey interval: more than the segments of the largest frame, so a frame never
+/// spans two keys.
+pub const MIN_REKEY_INTERVAL: u32 = 512;
+
+impl NoiseConfig {
+    /// Both suites (the [preferred](CipherSuite::preferred) one first), trust on first
+    /// use, a rekey every 16,384 nonces (at most 1 GiB per key).
+    pub fn new(identity: DeviceIdentity) -> Self {
+        let preferred = CipherSuite::preferred();
+        let mut suites = vec![preferred];
+        suites.extend(CipherSuite::ALL.into_iter().filter(|s| *s != preferred));
+        NoiseConfig {
+            identity,
+            suites,
+            trust: TrustPolicy::FirstUse { known: Vec::new() },
+            rekey_interval: 16_384,
+            pairing_timeout: Duration::from_secs(120),
+        }
+    }
+
+    /// The same, with this trust policy.
+    pub fn with_trust(mut self, trust: TrustPolicy) -> Self {
+        self.trust = trust;
+        self
+    }
+
+    /// The same, allowing only these suites (most preferred first).
+    pub fn with_suites(mut self, suites: &[CipherSuite]) -> Self {
+        self.suites = suites.to_vec();
+        self
+    }
+}
+
+/// Why a secure link was refused or dropped. Each maps to a stable [`Code`].
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum SecurityError {
+    /// The peer's key is not among the pinned fingerprints.
+    #[error("peer device {fingerprint} is not trusted (not among the pinned fingerprints)")]
+    UntrustedPeer {
+        /// The peer's fingerprint.
+        fingerprint: Fingerprint,
+    },
+    /// Trust on first use pinned another device; this one's key differs.
+    #[error("peer device key changed: pinned {pinned}, this peer is {fingerprint}")]
+    PeerChanged {
+        /// The pinned fingerprint.
+        pinned: Fingerprint,
+        /// The peer's fingerprint.
+        fingerprint: Fingerprint,
+    },
+    /// The user did not confirm the pairing code (or no one answered in time).
+    #[error("pairing with {fingerprint} was not confirmed")]
+    PairingRejected {
+        /// The peer's fingerprint.
+        fingerprint: Fingerprint,
+    },
+    /// The watch chose a suite this side does not allow, or offered none it allows.
+    #[error("cipher suite {chosen} is not allowed here (allowed: {allowed})")]
+    SuiteNotAllowed {
+        /// What the watch chose (its wire id, if unknown).
+        chosen: String,
+        /// What this side allows.
+        allowed: String,
+    },
+    /// A handshake message was malformed or failed to verify (including a tampered
+    /// offer or pairing nonce).
+    #[error("secure handshake failed: {0}")]
+    Handshake(String),
+    /// A sealed frame failed authentication (forged, corrupted or from another session).
+    #[error("sealed frame failed authentication")]
+    BadSealedFrame,
+    /// A frame arrived in the clear on an encrypted link, or the peer runs in plaintext.
+    #[error(
+        "plaintext {0} frame on an encrypted link (the peer may run in insecure plaintext mode)"
+    )]
+    Plaintext(&'static str),
+    /// The peer wants an encrypted link and this side runs in insecure plaintext mode.
+    #[error("the peer wants an encrypted link; this side runs in insecure plaintext mode")]
+    PeerWantsEncryption,
+    /// The peer refused this device during the handshake.
+    #[error("refused by the peer: {code}: {message}")]
+    RefusedByPeer {
+        /// The peer's code (4007 untrusted, 4008 security failure).
+        code: Code,
+        /// The peer's message.
+        message: String,
+    },
+}
+
+impl SecurityError {
+    /// The code sent to the peer and reported to the owner.
+    pub fn code(&self) -> Code {
+        match self {
+            SecurityError::UntrustedPeer { .. }
+            | SecurityError::PeerChanged { .. }
+            | SecurityError::PairingRejected { .. } => Code::UNTRUSTED_PEER,
+            SecurityError::RefusedByPeer { code, .. } => *code,
+            _ => Code::SECURITY,
+        }
+    }
+}

@@ -1,0 +1,670 @@
+//! The sans-IO secure link: runs the Noise XX handshake steps, judges the peer's key,
+//! then seals and opens frames. The session feeds it handshake frames and sealed frames
+//! and drains its outputs (`out`, `events`).
+
+use std::collections::VecDeque;
+
+use bytes::{Bytes, BytesMut};
+use interconnect_proto::{
+    Frame, Handshake, Role, SEALED_SEGMENT_LEN, SEALED_SEGMENT_PLAINTEXT, SEALED_TAG_LEN, Sealed,
+    encode_sealed, sealed_ciphertext_len, sealed_segments,
+};
+use sha2::{Digest, Sha256};
+use snow::{HandshakeState, StatelessTransportState};
+
+use super::{
+    CipherSuite, Fingerprint, MIN_REKEY_INTERVAL, NoiseConfig, PairingCode, SecurityError,
+    TrustPolicy,
+};
+
+/// Mixed into every prologue, so a handshake of another protocol never completes.
+const PROLOGUE: &[u8] = b"interconnect noise v1";
+/// Domain separation of the pairing code.
+const PAIRING_LABEL: &[u8] = b"interconnect pairing code v1";
+/// Largest Noise handshake message (step 2: e, encrypted s, 32-byte payload, tags).
+const HANDSHAKE_BUF: usize = 256;
+/// Most epochs a received nonce may skip (frames of whole epochs lost); beyond it the
+/// frame is treated as forged instead of rekeying without bound.
+const MAX_EPOCH_SKIP: u64 = 16;
+
+/// What the session must act on.
+#[derive(Debug)]
+pub(crate) enum SecureEvent {
+    /// The peer passed the trust policy: send the sealed Hello.
+    Trusted,
+    /// Numeric comparison: show the code and call `confirm_pairing`.
+    PairingRequest {
+        fingerprint: Fingerprint,
+        code: PairingCode,
+    },
+    /// A new peer was pinned (first use, or a confirmed pairing).
+    Pinned(Fingerprint),
+    /// The link must be refused.
+    Failed(SecurityError),
+}
+
+enum Phase {
+    Idle,
+    /// Watch: step 1 sent, step 2 awaited.
+    AwaitStep2 {
+        hs: Box<HandshakeState>,
+        suite: CipherSuite,
+        rekey_interval: u64,
+    },
+    /// Phone: step 2 sent, step 3 awaited.
+    AwaitStep3 {
+        hs: Box<HandshakeState>,
+        suite: CipherSuite,
+        rekey_interval: u64,
+        nonce: [u8; 32],
+    },
+    Established(Box<Established>),
+    Failed,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Trust {
+    Trusted,
+    /// Pairing: waits for the code (watch: step 4), then for the user.
+    AwaitCode,
+    AwaitUser,
+}
+
+struct Established {
+    cipher: Cipher,
+    suite: CipherSuite,
+    peer: Fingerprint,
+    hash: [u8; 32],
+    /// Our pairing nonce.
+    own_nonce: [u8; 32],
+    /// Watch: the phone's commitment, until step 4 reveals the nonce.
+    commitment: Option<[u8; 32]>,
+    code: Option<PairingCode>,
+    trust: Trust,
+}
+
+/// One link's security state, reset by `start` on every new link.
+pub(crate) struct SecureLink {
+    config: NoiseConfig,
+    role: Role,
+    /// Pinned fingerprints: the policy's, plus any pinned while this session runs.
+    pins: Vec<Fingerprint>,
+    phase: Phase,
+    /// Handshake frames to send in the clear.
+    pub(crate) out: VecDeque<Frame>,
+    pub(crate) events: VecDeque<SecureEvent>,
+}
+
+impl SecureLink {
+    pub(crate) fn new(config: NoiseConfig, role: Role) -> Self {
+        SecureLink {
+            pins: config.trust.known().to_vec(),
+            config,
+            role,
+            phase: Phase::Idle,
+            out: VecDeque::new(),
+            events: VecDeque::new(),
+        }
+    }
+
+    pub(crate) fn is_established(&self) -> bool {
+        matches!(self.phase, Phase::Established(_))
+    }
+
+    /// The peer's fingerprint, once its key is known.
+    pub(crate) fn peer(&self) -> Option<Fingerprint> {
+        match &self.phase {
+            Phase::Established(est) => Some(est.peer),
+            _ => None,
+        }
+    }
+
+    pub(crate) fn suite(&self) -> Option<CipherSuite> {
+        match &self.phase {
+            Phase::Established(est) => Some(est.suite),
+            _ => None,
+        }
+    }
+
+    pub(crate) fn pairing_code(&self) -> Option<PairingCode> {
+        match &self.phase {
+            Phase::Established(est) => est.code,
+            _ => None,
+        }
+    }
+
+    pub(crate) fn pairing_timeout(&self) -> std::time::Duration {
+        self.config.pairing_timeout
+    }
+
+    /// A new link: forget the old keys; the watch sends step 1.
+    pub(crate) fn start(&mut self) {
+        self.phase = Phase::Idle;
+        self.out.clear();
+        self.events.clear();
+        if self.role != Role::Watch {
+            return;
+        }
+        let Some(&suite) = self.config.suites.first() else {
+            return self.fail(SecurityError::SuiteNotAllowed {
+                chosen: "none".into(),
+                allowed: "none (no suite configured)".into(),
+            });
+        };
+        let offered = self.config.suites.iter().fold(0u8, |b, s| b | s.bit());
+        let rekey_interval = self.config.rekey_interval.max(MIN_REKEY_INTERVAL);
+        let mut offer = Handshake {
+            step: 1,
+            offered,
+            suite: suite.id(),
+            rekey_interval,
+            message: Bytes::new(),
+        };
+        let result = build(suite, &offer, self.config.identity.private_key(), true)
+            .and_then(|mut hs| write(&mut hs, &[]).map(|m| (hs, m)));
+        match result {
+            Ok((hs, message)) => {
+                offer.message = message;
+                self.out.push_back(Frame::Handshake(offer));
+                self.phase = Phase::AwaitStep2 {
+                    hs: Box::new(hs),
+                    suite,
+                    rekey_interval: u64::from(rekey_interval),
+                };
+            }
+            Err(e) => self.fail(e),
+        }
+    }
+
+    /// A handshake frame arrived.
+    pub(crate) fn on_handshake(&mut self, msg: Handshake) {
+        let phase = std::mem::replace(&mut self.phase, Phase::Failed);
+        match (phase, msg.step) {
+            (Phase::Idle, 1) if self.role == Role::Phone => self.on_step1(msg),
+            (
+                Phase::AwaitStep2 {
+                    hs,
+                    suite,
+                    rekey_interval,
+                },
+                2,
+            ) if self.role == Role::Watch => self.on_step2(*hs, suite, rekey_interval, msg),
+            (
+                Phase::AwaitStep3 {
+                    hs,
+                    suite,
+                    rekey_interval,
+                    nonce,
+                },
+                3,
+            ) if self.role == Role::Phone => self.on_step3(*hs, suite, rekey_interval, nonce, msg),
+            (Phase::Established(est), 4) if self.role == Role::Watch => self.on_step4(est, msg),
+            (phase @ (Phase::AwaitStep3 { .. } | Phase::Established(_)), 1)
+            | (phase @ Phase::Established(_), 2 | 3) => {
+                // A duplicate of a step already handled (links may duplicate frames).
+                self.phase = phase;
+            }
+            (phase, step) => {
+                let state = match phase {
+                    Phase::Idle => "before the handshake",
+                    Phase::AwaitStep2 { .. } => "while awaiting step 2",
+                    Phase::AwaitStep3 { .. } => "while awaiting step 3",
+                    Phase::Established(_) => "after the handshake",
+                    Phase::Failed => "after a failure",
+                };
+                self.fail(SecurityError::Handshake(format!(
+                    "unexpected handshake step {step} {state}"
+                )));
+            }
+        }
+    }
+
+    fn on_step1(&mut self, offer: Handshake) {
+        let allowed = &self.config.suites;
+        let chosen = CipherSuite::from_id(offer.suite);
+        let Some(suite) = chosen.filter(|s| allowed.contains(s) && offer.offered & s.bit() != 0)
+        else {
+            return self.fail(SecurityError::SuiteNotAllowed {
+                chosen: chosen.map_or(format!("id {}", offer.suite), |s| s.to_string()),
+                allowed: allowed
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            });
+        };
+        if offer.rekey_interval < MIN_REKEY_INTERVAL {
+            return self.fail(SecurityError::Handshake(format!(
+                "rekey interval {} is below {MIN_REKEY_INTERVAL}",
+                offer.rekey_interval
+            )));
+        }
+        let nonce: [u8; 32] = rand::random();
+        let commitment = Sha256::digest(nonce);
+        let result =
+            build(suite, &offer, self.config.identity.private_key(), false).and_then(|mut hs| {
+                read(&mut hs, &offer.message)?;
+                let m = write(&mut hs, &commitment)?;
+                Ok((hs, m))
+            });
+        match result {
+            Ok((hs, message)) => {
+                self.out.push_back(step(2, message));
+                self.phase = Phase::AwaitStep3 {
+                    hs: Box::new(hs),
+                    suite,
+                    rekey_interval: u64::from(offer.rekey_interval),
+                    nonce,
+                };
+            }
+            Err(e) => self.fail(e),
+        }
+    }
+
+    fn on_step2(
+        &mut self,
+        mut hs: HandshakeState,
+        suite: CipherSuite,
+        rekey_interval: u64,
+        msg: Handshake,
+    ) {
+        let commitment = match read(&mut hs, &msg.message).and_then(|p| exact_32(&p)) {
+            Ok(c) => c,
+            Err(e) => return self.fail(e),
+        };
+        let Some(peer) = hs.get_remote_static().map(Fingerprint::of_public_key) else {
+            return self.fail(SecurityError::Handshake("no static key in step 2".into()));
+        };
+        // Judge before step 3: an untrusted phone never learns who this watch is.
+        let trust = match self.judge(peer) {
+            Ok(trust) => trust,
+            Err(e) => return self.fail(e),
+        };
+        let own_nonce: [u8; 32] = rand::random();
+        let message = match write(&mut hs, &own_nonce) {
+            Ok(m) => m,
+            Err(e) => return self.fail(e),
+        };
+        self.out.push_back(step(3, message));
+        self.establish(hs, suite, rekey_interval, peer, own_nonce, trust, |est| {
+            est.commitment = Some(commitment);
+        });
+    }
+
+    fn on_step3(
+        &mut self,
+        mut hs: HandshakeState,
+        suite: CipherSuite,
+        rekey_interval: u64,
+        own_nonce: [u8; 32],
+        msg: Handshake,
+    ) {
+        let watch_nonce = match read(&mut hs, &msg.message).and_then(|p| exact_32(&p)) {
+            Ok(n) => n,
+            Err(e) => return self.fail(e),
+        };
+        let Some(peer) = hs.get_remote_static().map(Fingerprint::of_public_key) else {
+            return self.fail(SecurityError::Handshake("no static key in step 3".into()));
+        };
+        self.out
+            .push_back(step(4, Bytes::copy_from_slice(&own_nonce)));
+        let trust = self.judge(peer);
+        let hash = handshake_hash(&hs);
+        let code = pairing_code(&hash, &watch_nonce, &own_nonce);
+        match trust {
+            Ok(trust) => self.establish(hs, suite, rekey_interval, peer, own_nonce, trust, |est| {
+                est.code = Some(code);
+            }),
+            Err(e) => {
+                // Establish anyway so the refusal travels sealed, then fail.
+                self.establish(
+                    hs,
+                    suite,
+                    rekey_interval,
+                    peer,
+                    own_nonce,
+                    Trust::Trusted,
+                    |_| {},
+                );
+                self.events.clear();
+                self.events.push_back(SecureEvent::Failed(e));
+            }
+        }
+    }
+
+    fn on_step4(&mut self, mut est: Box<Established>, msg: Handshake) {
+        let Some(commitment) = est.commitment.take() else {
+            self.phase = Phase::Established(est);
+            return; // a duplicate
+        };
+        let nonce = match exact_32(&msg.message) {
+            Ok(n) => n,
+            Err(e) => return self.fail(e),
+        };
+        if Sha256::digest(nonce).as_slice() != commitment {
+            return self.fail(SecurityError::Handshake(
+                "the phone's pairing nonce does not match its commitment".into(),
+            ));
+        }
+        let code = pairing_code(&est.hash, &est.own_nonce, &nonce);
+        est.code = Some(code);
+        if est.trust == Trust::AwaitCode {
+            est.trust = Trust::AwaitUser;
+            self.events.push_back(SecureEvent::PairingRequest {
+                fingerprint: est.peer,
+                code,
+            });
+        }
+        self.phase = Phase::Established(est);
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn establish(
+        &mut self,
+        hs: HandshakeState,
+        suite: CipherSuite,
+        rekey_interval: u64,
+        peer: Fingerprint,
+        own_nonce: [u8; 32],
+        trust: Trust,
+        fill: impl FnOnce(&mut Established),
+    ) {
+        let hash = handshake_hash(&hs);
+        let transport = match hs.into_stateless_transport_mode() {
+            Ok(t) => t,
+            Err(e) => return self.fail(SecurityError::Handshake(e.to_string())),
+        };
+        let mut est = Box::new(Established {
+            cipher: Cipher::new(transport, rekey_interval),
+            suite,
+            peer,
+            hash,
+            own_nonce,
+            commitment: None,
+            code: None,
+            trust,
+        });
+        fill(&mut est);
+        match trust {
+            Trust::Trusted => self.events.push_back(SecureEvent::Trusted),
+            Trust::AwaitUser | Trust::AwaitCode => {
+                if let Some(code) = est.code {
+                    est.trust = Trust::AwaitUser;
+                    self.events.push_back(SecureEvent::PairingRequest {
+                        fingerprint: peer,
+                        code,
+                    });
+                } else {
+                    est.trust = Trust::AwaitCode;
+                }
+            }
+        }
+        tracing::debug!(role = ?self.role, %suite, %peer, "secure handshake complete");
+        self.phase = Phase::Established(est);
+    }
+
+    /// Applies the trust policy to a peer key.
+    fn judge(&mut self, peer: Fingerprint) -> Result<Trust, SecurityError> {
+        if self.pins.contains(&peer) {
+            return Ok(Trust::Trusted);
+        }
+        match &self.config.trust {
+            TrustPolicy::Pinned(_) => Err(SecurityError::UntrustedPeer { fingerprint: peer }),
+            TrustPolicy::FirstUse { .. } => match self.pins.first() {
+                Some(&pinned) => Err(SecurityError::PeerChanged {
+                    pinned,
+                    fingerprint: peer,
+                }),
+                None => {
+                    self.pins.push(peer);
+                    self.events.push_back(SecureEvent::Pinned(peer));
+                    Ok(Trust::Trusted)
+                }
+            },
+            TrustPolicy::Pairing { .. } => Ok(Trust::AwaitCode),
+        }
+    }
+
+    /// The user compared the codes: `accept` pins the peer, otherwise the link is refused.
+    pub(crate) fn confirm_pairing(&mut self, accept: bool) {
+        let Phase::Established(est) = &mut self.phase else {
+            return;
+        };
+        if est.trust != Trust::AwaitUser {
+            return;
+        }
+        let peer = est.peer;
+        if accept {
+            est.trust = Trust::Trusted;
+            if !self.pins.contains(&peer) {
+                self.pins.push(peer);
+            }
+            self.events.push_back(SecureEvent::Pinned(peer));
+            self.events.push_back(SecureEvent::Trusted);
+        } else {
+            self.events
+                .push_back(SecureEvent::Failed(SecurityError::PairingRejected {
+                    fingerprint: peer,
+                }));
+        }
+    }
+
+    fn fail(&mut self, error: SecurityError) {
+        self.phase = Phase::Failed;
+        self.events.push_back(SecureEvent::Failed(error));
+    }
+
+    /// Seals an inner frame (header and payload, no CRC) into `dst`.
+    pub(crate) fn seal(
+        &mut self,
+        plain: &[u8],
+        max_frame_len: usize,
+        dst: &mut BytesMut,
+    ) -> Result<(), SecurityError> {
+        match &mut self.phase {
+            Phase::Established(est) => est.cipher.seal(plain, max_frame_len, dst),
+            _ => Err(SecurityError::Handshake("no session keys yet".into())),
+        }
+    }
+
+    /// Opens a sealed frame: the inner frame, or `None` for a replayed or late one.
+    pub(crate) fn open(&mut self, sealed: Sealed) -> Result<Option<Bytes>, SecurityError> {
+        match &mut self.phase {
+            Phase::Established(est) => est.cipher.open(sealed),
+            _ => Err(SecurityError::Handshake(
+                "sealed frame before the keys".into(),
+            )),
+        }
+    }
+}
+
+fn step(step: u8, message: Bytes) -> Frame {
+    Frame::Handshake(Handshake {
+        step,
+        offered: 0,
+        suite: 0,
+        rekey_interval: 0,
+        message,
+    })
+}
+
+/// A handshake state whose prologue binds the step-1 offer.
+fn build(
+    suite: CipherSuite,
+    offer: &Handshake,
+    private_key: &[u8; 32],
+    initiator: bool,
+) -> Result<HandshakeState, SecurityError> {
+    let error = |e: snow::Error| SecurityError::Handshake(format!("cannot start Noise: {e}"));
+    let params = suite.noise_name().parse().map_err(error)?;
+    let mut prologue = PROLOGUE.to_vec();
+    prologue.extend_from_slice(&[offer.offered, offer.suite]);
+    prologue.extend_from_slice(&offer.rekey_interval.to_le_bytes());
+    let builder = snow::Builder::new(params)
+        .local_private_key(private_key)
+        .map_err(error)?
+        .prologue(&prologue)
+        .map_err(error)?;
+    if initiator {
+        builder.build_initiator().map_err(error)
+    } else {
+        builder.build_responder().map_err(error)
+    }
+}
+
+fn write(hs: &mut HandshakeState, payload: &[u8]) -> Result<Bytes, SecurityError> {
+    let mut buf = [0u8; HANDSHAKE_BUF];
+    let len = hs
+        .write_message(payload, &mut buf)
+        .map_err(|e| SecurityError::Handshake(format!("writing a handshake message: {e}")))?;
+    Ok(Bytes::copy_from_slice(&buf[..len]))
+}
+
+fn read(hs: &mut HandshakeState, message: &[u8]) -> Result<Vec<u8>, SecurityError> {
+    if message.len() > HANDSHAKE_BUF {
+        return Err(SecurityError::Handshake(format!(
+            "handshake message of {} bytes is too long",
+            message.len()
+        )));
+    }
+    let mut buf = [0u8; HANDSHAKE_BUF];
+    let len = hs.read_message(message, &mut buf).map_err(|e| {
+        SecurityError::Handshake(format!(
+            "handshake message did not verify ({e}); the offer may have been tampered with"
+        ))
+    })?;
+    Ok(buf[..len].to_vec())
+}
+
+fn exact_32(payload: &[u8]) -> Result<[u8; 32], SecurityError> {
+    payload.try_into().map_err(|_| {
+        SecurityError::Handshake(format!(
+            "handshake payload of {} bytes, expected 32",
+            payload.len()
+        ))
+    })
+}
+
+fn handshake_hash(hs: &HandshakeState) -> [u8; 32] {
+    let mut hash = [0u8; 32];
+    let h = hs.get_handshake_hash();
+    let n = h.len().min(32);
+    hash[..n].copy_from_slice(&h[..n]);
+    hash
+}
+
+fn pairing_code(hash: &[u8; 32], watch_nonce: &[u8; 32], phone_nonce: &[u8; 32]) -> PairingCode {
+    let digest = Sha256::new()
+        .chain_update(PAIRING_LABEL)
+        .chain_update(hash)
+        .chain_update(watch_nonce)
+        .chain_update(phone_nonce)
+        .finalize();
+    let n = u32::from_be_bytes([digest[0], digest[1], digest[2], digest[3]]);
+    PairingCode(n % 1_000_000)
+}
+
+/// Sealing and opening with explicit nonces and epoch rekeying.
+struct Cipher {
+    state: StatelessTransportState,
+    interval: u64,
+    send_next: u64,
+    send_epoch: u64,
+    recv_next: u64,
+    recv_epoch: u64,
+}
+
+impl Cipher {
+    fn new(state: StatelessTransportState, interval: u64) -> Self {
+        Cipher {
+            state,
+            interval: interval.max(u64::from(MIN_REKEY_INTERVAL)),
+            send_next: 0,
+            send_epoch: 0,
+            recv_next: 0,
+            recv_epoch: 0,
+        }
+    }
+
+    fn seal(
+        &mut self,
+        plain: &[u8],
+        max_frame_len: usize,
+        dst: &mut BytesMut,
+    ) -> Result<(), SecurityError> {
+        let segments = sealed_segments(plain.len()) as u64;
+        let mut first = self.send_next;
+        if first / self.interval != (first + segments - 1) / self.interval {
+            first = (first / self.interval + 1) * self.interval;
+        }
+        let Some(next) = first.checked_add(segments).filter(|n| *n < u64::MAX / 2) else {
+            return Err(SecurityError::Handshake("nonces exhausted".into()));
+        };
+        while self.send_epoch < first / self.interval {
+            self.state.rekey_outgoing();
+            self.send_epoch += 1;
+            tracing::debug!(epoch = self.send_epoch, "sending key renewed");
+        }
+        let state = &self.state;
+        let ct_len = sealed_ciphertext_len(plain.len());
+        let sealed = encode_sealed(max_frame_len, dst, first, ct_len, |buf| {
+            let mut at = 0;
+            for (i, chunk) in plain.chunks(SEALED_SEGMENT_PLAINTEXT).enumerate() {
+                let end = at + chunk.len() + SEALED_TAG_LEN;
+                state.write_message(first + i as u64, chunk, &mut buf[at..end])?;
+                at = end;
+            }
+            Ok::<(), snow::Error>(())
+        });
+        match sealed {
+            Ok(Ok(())) => {
+                self.send_next = next;
+                Ok(())
+            }
+            Ok(Err(e)) => Err(SecurityError::Handshake(format!("sealing failed: {e}"))),
+            Err(e) => Err(SecurityError::Handshake(format!("sealed frame: {e}"))),
+        }
+    }
+
+    fn open(&mut self, sealed: Sealed) -> Result<Option<Bytes>, SecurityError> {
+        if sealed.nonce < self.recv_next {
+            return Ok(None);
+        }
+        let ct = &sealed.ciphertext;
+        let segments = ct.len().div_ceil(SEALED_SEGMENT_LEN).max(1) as u64;
+        let last_len = ct.len() - (segments as usize - 1) * SEALED_SEGMENT_LEN;
+        if last_len <= SEALED_TAG_LEN {
+            return Err(SecurityError::BadSealedFrame);
+        }
+        let epoch = sealed.nonce / self.interval;
+        let last = sealed
+            .nonce
+            .checked_add(segments - 1)
+            .ok_or(SecurityError::BadSealedFrame)?;
+        if last / self.interval != epoch || epoch > self.recv_epoch + MAX_EPOCH_SKIP {
+            return Err(SecurityError::BadSealedFrame);
+        }
+        while self.recv_epoch < epoch {
+            self.state.rekey_incoming();
+            self.recv_epoch += 1;
+            tracing::debug!(epoch = self.recv_epoch, "receiving key renewed");
+        }
+        // Room for a whole segment at each step lets the cipher open it in place; the
+        // next segment's plaintext overwrites the tag bytes left behind.
+        let mut out = BytesMut::zeroed(ct.len());
+        let mut at = 0;
+        for (i, chunk) in ct.chunks(SEALED_SEGMENT_LEN).enumerate() {
+            at += self
+                .state
+                .read_message(
+                    sealed.nonce + i as u64,
+                    chunk,
+                    &mut out[at..at + chunk.len()],
+                )
+                .map_err(|_| SecurityError::BadSealedFrame)?;
+        }
+        out.truncate(at);
+        self.recv_next = last + 1;
+        Ok(Some(out.freeze()))
+    }
+}

@@ -1,0 +1,106 @@
+//! Building [`Sealed`](crate::Sealed) frames without an intermediate copy, and their size.
+//!
+//! The encryption itself lives above this crate (it needs the session keys); this module
+//! owns only the layout: the outer header, the nonce, room for the ciphertext that the
+//! caller fills in place, and the CRC trailer.
+
+use bytes::{BufMut, BytesMut};
+
+use crate::checksum::crc32c;
+use crate::error::EncodeError;
+use crate::frame::{FORMAT_VERSION, Frame, Kind, SEALED_SEGMENT_LEN, SEALED_TAG_LEN};
+use crate::limits::{CRC_LEN, FRAME_OVERHEAD, MAX_FRAME_LEN};
+
+/// Largest plaintext of one sealed segment.
+pub const SEALED_SEGMENT_PLAINTEXT: usize = SEALED_SEGMENT_LEN - SEALED_TAG_LEN;
+
+/// Most bytes a postcard-encoded nonce takes.
+const NONCE_MAX_LEN: usize = 10;
+
+/// How many AEAD segments a plaintext of `len` bytes needs (at least one).
+pub const fn sealed_segments(len: usize) -> usize {
+    if len == 0 {
+        1
+    } else {
+        len.div_ceil(SEALED_SEGMENT_PLAINTEXT)
+    }
+}
+
+/// Ciphertext length (tags included) for a plaintext of `len` bytes.
+pub const fn sealed_ciphertext_len(len: usize) -> usize {
+    len + sealed_segments(len) * SEALED_TAG_LEN
+}
+
+/// The largest frame length (counted as if sent in the clear, CRC included) whose
+/// sealed form fits in `max_frame_len` bytes, whatever its nonce. A secure session
+/// announces this as its frame limit.
+pub const fn max_unsealed_len(max_frame_len: usize) -> usize {
+    let room = max_frame_len.saturating_sub(FRAME_OVERHEAD + NONCE_MAX_LEN);
+    room.saturating_sub(sealed_segments(room) * SEALED_TAG_LEN) + CRC_LEN
+}
+
+impl Frame {
+    /// Appends the frame as it travels inside a sealed frame: header and payload, without
+    /// the CRC trailer. `max_frame_len` counts the frame as if sent in the clear.
+    pub fn encode_unsealed(
+        &self,
+        max_frame_len: usize,
+        dst: &mut BytesMut,
+    ) -> Result<(), EncodeError> {
+        if matches!(self, Frame::Handshake(_) | Frame::Sealed(_)) {
+            return Err(EncodeError::InvalidField(
+                "a sealed frame may not hold this kind",
+            ));
+        }
+        self.encode(max_frame_len, dst)?;
+        dst.truncate(dst.len() - CRC_LEN);
+        Ok(())
+    }
+}
+
+/// Appends a sealed frame with `ciphertext_len` bytes of ciphertext, which `fill` writes
+/// in place. Fails, leaving `dst` as it was, when the frame would exceed `max_frame_len`
+/// or `fill` fails.
+pub fn encode_sealed<E>(
+    max_frame_len: usize,
+    dst: &mut BytesMut,
+    nonce: u64,
+    ciphertext_len: usize,
+    fill: impl FnOnce(&mut [u8]) -> Result<(), E>,
+) -> Result<Result<(), E>, EncodeError> {
+    let start = dst.len();
+    let mut nonce_buf = [0u8; NONCE_MAX_LEN];
+    let nonce_len = postcard::to_slice(&nonce, &mut nonce_buf)
+        .map_err(|_| EncodeError::Serialize)?
+        .len();
+    let payload_len = nonce_len + ciphertext_len;
+    let frame_len = payload_len + FRAME_OVERHEAD;
+    let max = max_frame_len.min(MAX_FRAME_LEN);
+    if frame_len > max {
+        return Err(EncodeError::TooLarge {
+            len: frame_len,
+            max,
+        });
+    }
+    let len_bytes = (payload_len as u32).to_le_bytes();
+    dst.reserve(frame_len);
+    dst.put_slice(&[
+        FORMAT_VERSION,
+        Kind::Sealed as u8,
+        0,
+        len_bytes[0],
+        len_bytes[1],
+        len_bytes[2],
+    ]);
+    dst.put_slice(&nonce_buf[..nonce_len]);
+    let at = dst.len();
+    dst.resize(at + ciphertext_len, 0);
+    if let Err(e) = fill(&mut dst[at..]) {
+        dst.truncate(start);
+        return Ok(Err(e));
+    }
+    let crc = crc32c(&[&dst[start..]]);
+    dst.put_u32_le(crc);
+    debug_assert_eq!(dst.len() - start, frame_len);
+    Ok(Ok(()))
+}
