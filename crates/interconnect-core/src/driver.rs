@@ -906,8 +906,12 @@ impl Driver {
         }
     }
 
+    /// Bounded: while the owner does not read the stream, new events are dropped (a
+    /// dropped pairing request rejects the pairing) rather than piling up.
     fn report(&self, event: SecurityEvent) {
-        let _ = self.security_events.try_send(event);
+        if let Err(error) = self.security_events.try_send(event) {
+            tracing::debug!(event = ?error.into_inner(), "security event dropped: the stream is not read");
+        }
     }
 
     fn on_command(&mut self, command: Command) {

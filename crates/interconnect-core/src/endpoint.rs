@@ -190,8 +190,9 @@ impl Interconnect {
     }
 
     /// Security events of this device (peer authenticated, pairing requests, pins,
-    /// refusals). The stream can be taken once; later calls return `None`. While no one
-    /// holds it, pairing requests are rejected.
+    /// refusals). The stream can be taken once; later calls return `None`. It buffers 32
+    /// events: read it as they come, or newer ones are dropped (a dropped pairing request
+    /// is rejected).
     pub fn security_events(&self) -> Option<SecurityEvents> {
         self.endpoint.security_events()
     }
@@ -285,8 +286,9 @@ impl Hub {
     }
 
     /// Security events of this device (peer authenticated, pairing requests, pins,
-    /// refusals). The stream can be taken once; later calls return `None`. While no one
-    /// holds it, pairing requests are rejected.
+    /// refusals). The stream can be taken once; later calls return `None`. It buffers 32
+    /// events: read it as they come, or newer ones are dropped (a dropped pairing request
+    /// is rejected).
     pub fn security_events(&self) -> Option<SecurityEvents> {
         self.endpoint.security_events()
     }

@@ -9,6 +9,10 @@
 //! tokio's paused clock is reproducible from its seed. Links can also be cut on demand
 //! ([`MockNetwork::cut`]) or refused ([`MockNetwork::set_reachable`]).
 //!
+//! The network can also act as the attacker: an [`Interceptor`] set with
+//! [`MockNetwork::intercept`] sees every frame first and decides what is delivered in its
+//! place (changed, dropped, recorded and replayed, or with forged frames added).
+//!
 //! ```
 //! # tokio::runtime::Builder::new_current_thread().enable_time().start_paused(true).build().unwrap().block_on(async {
 //! use interconnect_core::Transport;
@@ -85,7 +89,21 @@ impl Default for Faults {
     }
 }
 
+/// Which way a frame travels.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Direction {
+    /// From the dialer (watch) to the listener (phone).
+    ToPhone,
+    /// From the listener (phone) to the dialer (watch).
+    ToWatch,
+}
+
+/// A man in the middle: given each frame with its direction and link number (from 1),
+/// returns the frames to deliver instead, in order. Faults apply to what it returns.
+pub type Interceptor = Arc<dyn Fn(Direction, u64, Bytes) -> Vec<Bytes> + Send + Sync>;
+
 struct NetState {
+    interceptor: Option<Interceptor>,
     faults: Faults,
     reachable: bool,
     links_made: u64,
@@ -106,6 +124,7 @@ impl MockNetwork {
         let (accept_tx, accept_rx) = mpsc::channel(4);
         MockNetwork {
             state: Arc::new(Mutex::new(NetState {
+                interceptor: None,
                 faults,
                 reachable: true,
                 links_made: 0,
@@ -141,6 +160,11 @@ impl MockNetwork {
         self.lock().faults = faults;
     }
 
+    /// Puts an attacker on the wire (`None` removes it), for frames sent from now on.
+    pub fn intercept(&self, interceptor: Option<Interceptor>) {
+        self.lock().interceptor = interceptor;
+    }
+
     /// How many links the dialer has opened.
     pub fn links_made(&self) -> u64 {
         self.lock().links_made
@@ -164,8 +188,8 @@ impl MockNetwork {
         state.current_cut = Some(cut_tx);
         let max = state.faults.max_frame_len;
         drop(state);
-        let (watch_sender, phone_receiver) = self.pipe(number * 2, cut_rx.clone());
-        let (phone_sender, watch_receiver) = self.pipe(number * 2 + 1, cut_rx);
+        let (watch_sender, phone_receiver) = self.pipe(number, Direction::ToPhone, cut_rx.clone());
+        let (phone_sender, watch_receiver) = self.pipe(number, Direction::ToWatch, cut_rx);
         Ok((
             Link {
                 sender: Box::new(watch_sender),
@@ -180,11 +204,19 @@ impl MockNetwork {
         ))
     }
 
-    fn pipe(&self, stream: u64, cut: watch::Receiver<bool>) -> (MockSender, MockReceiver) {
+    fn pipe(
+        &self,
+        link: u64,
+        direction: Direction,
+        cut: watch::Receiver<bool>,
+    ) -> (MockSender, MockReceiver) {
         let (in_tx, in_rx) = mpsc::channel(BUFFERED_FRAMES);
         let (out_tx, out_rx) = mpsc::channel(BUFFERED_FRAMES);
+        let stream = link * 2 + u64::from(direction == Direction::ToWatch);
         let seed = self.lock().faults.seed ^ stream.wrapping_mul(0x9E37_79B9_7F4A_7C15);
         let wire = Wire {
+            link,
+            direction,
             net: self.clone(),
             rng: StdRng::seed_from_u64(seed),
             queue: VecDeque::new(),
@@ -205,6 +237,8 @@ impl MockNetwork {
 
 /// One direction of a link: applies the faults and delivers frames when they are due.
 struct Wire {
+    link: u64,
+    direction: Direction,
     net: MockNetwork,
     rng: StdRng,
     queue: VecDeque<(Instant, Bytes)>,
@@ -240,8 +274,15 @@ impl Wire {
                 () = sleep_until(due) => {}
                 frame = input.recv(), if input_open => match frame {
                     Some(frame) => {
-                        if !self.admit(frame) {
-                            return;
+                        let interceptor = self.net.lock().interceptor.clone();
+                        let frames = match interceptor {
+                            Some(intercept) => intercept(self.direction, self.link, frame),
+                            None => vec![frame],
+                        };
+                        for frame in frames {
+                            if !self.admit(frame) {
+                                return;
+                            }
                         }
                     }
                     None => input_open = false,

@@ -467,7 +467,10 @@ impl SecureLink {
         }
     }
 
-    /// Opens a sealed frame: the inner frame, or `None` for a replayed or late one.
+    /// Opens a sealed frame: the inner frame, or `None` for a replayed or late one. After a
+    /// frame fails authentication nothing more opens on this link (its receiving key may
+    /// have moved to a forged epoch, and an attacker gets no second try); sealing still
+    /// works, so the error report to the peer travels sealed.
     pub(crate) fn open(&mut self, sealed: Sealed) -> Result<Option<Bytes>, SecurityError> {
         match &mut self.phase {
             Phase::Established(est) => est.cipher.open(sealed),
@@ -572,6 +575,8 @@ struct Cipher {
     send_epoch: u64,
     recv_next: u64,
     recv_epoch: u64,
+    /// A frame failed authentication: open nothing more.
+    broken: bool,
 }
 
 impl Cipher {
@@ -583,6 +588,7 @@ impl Cipher {
             send_epoch: 0,
             recv_next: 0,
             recv_epoch: 0,
+            broken: false,
         }
     }
 
@@ -627,6 +633,15 @@ impl Cipher {
     }
 
     fn open(&mut self, sealed: Sealed) -> Result<Option<Bytes>, SecurityError> {
+        if self.broken {
+            return Err(SecurityError::BadSealedFrame);
+        }
+        let opened = self.open_checked(sealed);
+        self.broken = opened.is_err();
+        opened
+    }
+
+    fn open_checked(&mut self, sealed: Sealed) -> Result<Option<Bytes>, SecurityError> {
         if sealed.nonce < self.recv_next {
             return Ok(None);
         }
@@ -666,5 +681,116 @@ impl Cipher {
         out.truncate(at);
         self.recv_next = last + 1;
         Ok(Some(out.freeze()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::security::DeviceIdentity;
+    use interconnect_proto::DEFAULT_MAX_FRAME_LEN;
+
+    fn link(role: Role, key: u8, rekey_interval: u32) -> SecureLink {
+        let mut config = NoiseConfig::new(DeviceIdentity::from_private_key([key; 32]));
+        config.rekey_interval = rekey_interval;
+        SecureLink::new(config, role)
+    }
+
+    /// A watch and a phone link after a completed handshake.
+    fn established(rekey_interval: u32) -> (SecureLink, SecureLink) {
+        let mut watch = link(Role::Watch, 1, rekey_interval);
+        let mut phone = link(Role::Phone, 2, rekey_interval);
+        watch.start();
+        phone.start();
+        for _ in 0..4 {
+            while let Some(Frame::Handshake(h)) = watch.out.pop_front() {
+                phone.on_handshake(h);
+            }
+            while let Some(Frame::Handshake(h)) = phone.out.pop_front() {
+                watch.on_handshake(h);
+            }
+        }
+        assert!(watch.is_established() && phone.is_established());
+        assert_eq!(watch.pairing_code(), phone.pairing_code());
+        (watch, phone)
+    }
+
+    fn seal(link: &mut SecureLink, plain: &[u8]) -> Sealed {
+        let mut dst = BytesMut::new();
+        link.seal(plain, DEFAULT_MAX_FRAME_LEN, &mut dst).unwrap();
+        match Frame::decode(dst.freeze(), DEFAULT_MAX_FRAME_LEN) {
+            Ok(Frame::Sealed(sealed)) => sealed,
+            other => panic!("not a sealed frame: {other:?}"),
+        }
+    }
+
+    fn epochs(link: &SecureLink) -> (u64, u64) {
+        match &link.phase {
+            Phase::Established(est) => (est.cipher.send_epoch, est.cipher.recv_epoch),
+            _ => panic!("not established"),
+        }
+    }
+
+    #[test]
+    fn keys_renew_every_interval_and_every_frame_still_opens() {
+        let (mut watch, mut phone) = established(MIN_REKEY_INTERVAL);
+        for i in 0..2000u32 {
+            let plain = i.to_le_bytes();
+            let sealed = seal(&mut watch, &plain);
+            assert_eq!(phone.open(sealed).unwrap().as_deref(), Some(&plain[..]));
+        }
+        assert_eq!(
+            epochs(&watch).0,
+            3,
+            "2000 nonces at 512 a key: epochs 0 to 3"
+        );
+        assert_eq!(epochs(&phone).1, 3);
+    }
+
+    #[test]
+    fn a_frame_never_spans_two_keys() {
+        let (mut watch, mut phone) = established(MIN_REKEY_INTERVAL);
+        for _ in 0..510 {
+            let sealed = seal(&mut watch, b"x");
+            phone.open(sealed).unwrap();
+        }
+        // Four segments do not fit in nonces 510 and 511: the frame starts at 512.
+        let big = vec![7u8; 3 * SEALED_SEGMENT_PLAINTEXT + 1];
+        let sealed = seal(&mut watch, &big);
+        assert_eq!(sealed.nonce, 512);
+        assert_eq!(phone.open(sealed).unwrap().as_deref(), Some(&big[..]));
+    }
+
+    #[test]
+    fn old_nonces_are_dropped_and_far_future_ones_are_refused() {
+        let (mut watch, mut phone) = established(MIN_REKEY_INTERVAL);
+        let first = seal(&mut watch, b"first");
+        phone.open(first.clone()).unwrap();
+        for _ in 0..600 {
+            let sealed = seal(&mut watch, b"more");
+            phone.open(sealed).unwrap();
+        }
+        assert_eq!(phone.open(first).unwrap(), None, "a replay is dropped");
+        let forged = Sealed {
+            nonce: u64::from(MIN_REKEY_INTERVAL) * (MAX_EPOCH_SKIP + 5),
+            ciphertext: Bytes::from(vec![0u8; 40]),
+        };
+        assert_eq!(phone.open(forged), Err(SecurityError::BadSealedFrame));
+    }
+
+    #[test]
+    fn a_frame_from_the_other_direction_does_not_open() {
+        let (mut watch, mut phone) = established(MIN_REKEY_INTERVAL);
+        let to_watch = seal(&mut phone, b"to the watch");
+        // Reflected back to the phone: sealed with the phone's sending key.
+        assert_eq!(phone.open(to_watch), Err(SecurityError::BadSealedFrame));
+        let sealed = seal(&mut watch, b"hello");
+        assert!(phone.open(sealed).is_err(), "nothing opens after a forgery");
+        // The phone can still seal its error report.
+        let report = seal(&mut phone, b"error report");
+        assert_eq!(
+            watch.open(report).unwrap().as_deref(),
+            Some(&b"error report"[..])
+        );
     }
 }
