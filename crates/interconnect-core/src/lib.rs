@@ -63,6 +63,8 @@ mod endpoint;
 mod error;
 mod event;
 mod files;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod security;
 mod session;
 mod transfer;
