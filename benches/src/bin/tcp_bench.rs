@@ -9,55 +9,21 @@
 //!
 //! `cargo run --release -p interconnect-benches --bin tcp_bench [MiB] [round trips]`
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
-use interconnect_core::{Config, ConnectionEvent, FilesConfig, Hub, Interconnect};
-use interconnect_proto::{ContentType, DeviceId};
+use interconnect_benches::tcp::{
+    BoxError, Ends, interconnect_ends, interconnect_file, median, raw_tcp_copy, source_file,
+};
+use interconnect_core::Security;
+use interconnect_proto::ContentType;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_tungstenite::tungstenite::Message;
 
 const RUNS: usize = 3;
-const COPY_BUFFER: usize = 256 * 1024;
-/// Frame and window sizes for bulk transfer over TCP (the defaults suit BLE too).
-const FRAME: usize = 1 << 20;
-const WINDOW: u64 = 16 << 20;
-
-type BoxError = Box<dyn std::error::Error + Send + Sync>;
-
-fn median(mut values: Vec<f64>) -> f64 {
-    values.sort_by(|a, b| a.total_cmp(b));
-    values[values.len() / 2]
-}
-
-async fn raw_tcp_copy(src: &Path, dst: &Path) -> Result<Duration, BoxError> {
-    let listener = TcpListener::bind("127.0.0.1:0").await?;
-    let addr = listener.local_addr()?;
-    let dst = dst.to_path_buf();
-    let start = Instant::now();
-    // Large buffers on both sides: the fastest plain copy, not tokio's 8 KiB default.
-    let receiver = tokio::spawn(async move {
-        let (socket, _) = listener.accept().await?;
-        let mut socket = tokio::io::BufReader::with_capacity(COPY_BUFFER, socket);
-        let file = tokio::fs::File::create(&dst).await?;
-        let mut file = tokio::io::BufWriter::with_capacity(COPY_BUFFER, file);
-        tokio::io::copy_buf(&mut socket, &mut file).await?;
-        file.flush().await?;
-        file.get_ref().sync_all().await?;
-        Ok::<_, std::io::Error>(())
-    });
-    let mut socket = TcpStream::connect(addr).await?;
-    socket.set_nodelay(true)?;
-    let file = tokio::fs::File::open(src).await?;
-    let mut file = tokio::io::BufReader::with_capacity(COPY_BUFFER, file);
-    tokio::io::copy_buf(&mut file, &mut socket).await?;
-    socket.shutdown().await?;
-    receiver.await??;
-    Ok(start.elapsed())
-}
 
 async fn websocket_copy(src: &Path, dst: &Path) -> Result<Duration, BoxError> {
     let listener = TcpListener::bind("127.0.0.1:0").await?;
@@ -92,63 +58,6 @@ async fn websocket_copy(src: &Path, dst: &Path) -> Result<Duration, BoxError> {
     ws.close(None).await?;
     receiver.await??;
     Ok(start.elapsed())
-}
-
-struct Ends {
-    _hub: Hub,
-    _watch: Interconnect,
-    conn: interconnect_core::Connection,
-    _app: interconnect_core::Connection,
-    events: interconnect_core::Events,
-}
-
-async fn interconnect_ends(files_dir: &Path) -> Result<Ends, BoxError> {
-    let tcp = transport_tcp::TcpConfig {
-        max_frame_len: FRAME,
-        ..Default::default()
-    };
-    let listener = transport_tcp::TcpListener::bind_with_config("127.0.0.1:0", tcp.clone()).await?;
-    let addr = listener.local_addr();
-    let mut phone = Config::new(DeviceId([2; 16]));
-    phone.session.max_frame_len = FRAME;
-    phone.session.file_window = WINDOW;
-    let mut files = FilesConfig::new(files_dir);
-    files.reserve_free_bytes = 0;
-    files.max_file_size = u64::MAX;
-    phone.files = Some(files);
-    let hub = Hub::new(listener, phone);
-    let watch = Interconnect::new(
-        transport_tcp::TcpDialer::new(addr),
-        Config::new(DeviceId([1; 16])),
-    );
-    let app = hub.register("bench", 1, None).await?;
-    let events = app.events();
-    let conn = watch.instance("bench", None);
-    if !conn.diagnosis(None).await.is_ok() {
-        return Err("the channel did not open".into());
-    }
-    Ok(Ends {
-        _hub: hub,
-        _watch: watch,
-        conn,
-        _app: app,
-        events,
-    })
-}
-
-async fn interconnect_file(ends: &mut Ends, src: &Path) -> Result<(Duration, PathBuf), BoxError> {
-    let start = Instant::now();
-    ends.conn.send_file(src).await?;
-    loop {
-        match ends.events.next().await {
-            Some(ConnectionEvent::File { path, .. }) => return Ok((start.elapsed(), path)),
-            Some(ConnectionEvent::Error { code, message }) => {
-                return Err(format!("{code}: {message}").into());
-            }
-            Some(_) => {}
-            None => return Err("driver stopped".into()),
-        }
-    }
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
@@ -207,22 +116,12 @@ async fn main() -> Result<(), BoxError> {
         .unwrap_or(10_000);
     let dir = tempfile::tempdir()?;
     let src = dir.path().join("source.bin");
-    {
-        let block: Vec<u8> = (0..(1u32 << 20))
-            .map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8)
-            .collect();
-        let mut file = tokio::fs::File::create(&src).await?;
-        for i in 0..mib {
-            let mut b = block.clone();
-            b[0] = i as u8;
-            file.write_all(&b).await?;
-        }
-        file.sync_all().await?;
-    }
+    source_file(&src, mib).await?;
     let bytes = (mib << 20) as f64;
     let received = dir.path().join("received");
     std::fs::create_dir_all(&received)?;
-    let mut ends = interconnect_ends(&received).await?;
+    // What a user gets by default: Noise-encrypted, the preferred suite.
+    let mut ends = interconnect_ends(&received, Security::default()).await?;
 
     let (mut raw, mut ws, mut ours) = (Vec::new(), Vec::new(), Vec::new());
     for run in 0..RUNS {

@@ -559,3 +559,36 @@ fn a_message_too_large_for_the_link_is_refused_at_send() {
     pair.drive();
     assert_eq!(pair.phone_messages(ch).len(), 1);
 }
+
+#[test]
+fn the_largest_message_fits_when_the_two_links_differ_in_size() {
+    // The watch's link carries 70,000-byte frames, the phone's 1 MiB; both would take
+    // 1 MiB. Sealing must not push the watch's largest message past its own link.
+    let config = |role, id: u8, key| {
+        let mut c =
+            SessionConfig::new(role, DeviceId([id; 16]), u64::from(id)).with_security(noise(key));
+        c.max_frame_len = 1 << 20;
+        c
+    };
+    let mut pair = Pair::new();
+    pair.watch = Session::new(config(Role::Watch, 1, 1));
+    pair.phone = Session::new(config(Role::Phone, 2, 2));
+    pair.phone.register_app(PKG, 7, Some("AA:BB"));
+    pair.watch.link_up(pair.now, 70_000);
+    pair.phone.link_up(pair.now, 1 << 20);
+    pair.drive();
+    let ch = pair
+        .watch
+        .open_channel(pair.now, PKG, Some("AA:BB"))
+        .unwrap();
+    pair.drive();
+    assert!(pair.watch.is_open(ch));
+    let max = pair.watch.limits().max_message_len();
+    assert!(max < 70_000, "limited by the watch's link: {max}");
+    let payload = Bytes::from(vec![5; max]);
+    pair.watch
+        .send(ch, ContentType::Binary, Exchange::OneWay, payload.clone())
+        .unwrap();
+    pair.drive();
+    assert_eq!(pair.phone_messages(ch), vec![payload]);
+}

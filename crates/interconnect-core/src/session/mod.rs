@@ -960,8 +960,7 @@ impl Session {
                 format!("peer has our own role {:?}", hello.role),
             );
         }
-        let limits = Limits::new(self.config.max_frame_len)
-            .negotiate(Limits::new(hello.max_frame_len as usize));
+        let limits = Limits::new(self.own_max).negotiate(Limits::new(hello.max_frame_len as usize));
         let peer_key = self.peer_fingerprint();
         let resumed =
             self.peer_token == Some(hello.resume_token) && self.peer_token_key == peer_key;
