@@ -156,6 +156,11 @@ fn send(s: &mut Session, ch: ChannelId, text: &str) -> SendId {
 
 fn opened(pair: &mut Pair) -> ChannelId {
     pair.connect();
+    open_channel(pair)
+}
+
+/// Opens a channel to the phone's app on a link that is up.
+fn open_channel(pair: &mut Pair) -> ChannelId {
     let ch = pair
         .watch
         .open_channel(pair.now, PKG, Some("AA:BB"))
@@ -577,12 +582,7 @@ fn the_largest_message_fits_when_the_two_links_differ_in_size() {
     pair.watch.link_up(pair.now, 70_000);
     pair.phone.link_up(pair.now, 1 << 20);
     pair.drive();
-    let ch = pair
-        .watch
-        .open_channel(pair.now, PKG, Some("AA:BB"))
-        .unwrap();
-    pair.drive();
-    assert!(pair.watch.is_open(ch));
+    let ch = open_channel(&mut pair);
     let max = pair.watch.limits().max_message_len();
     assert!(max < 70_000, "limited by the watch's link: {max}");
     let payload = Bytes::from(vec![5; max]);

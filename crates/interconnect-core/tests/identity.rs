@@ -1,0 +1,81 @@
+//! Device identities, fingerprints and the known-peers file, as files on disk.
+
+use interconnect_core::{DeviceIdentity, Fingerprint, IdentityError, KnownPeers};
+use sha2::{Digest, Sha256};
+
+#[test]
+fn the_fingerprint_is_sha256_of_the_public_key_in_colon_hex() {
+    let identity = DeviceIdentity::from_private_key([7; 32]);
+    let digest = Sha256::digest(identity.public_key());
+    let expected: Vec<String> = digest.iter().map(|b| format!("{b:02X}")).collect();
+    let text = identity.fingerprint().to_string();
+    assert_eq!(text, expected.join(":"));
+    assert_eq!(text.len(), 32 * 3 - 1);
+    // Parsed back with or without colons, in either case.
+    assert_eq!(text.parse::<Fingerprint>().unwrap(), identity.fingerprint());
+    let plain = text.replace(':', "").to_lowercase();
+    assert_eq!(
+        plain.parse::<Fingerprint>().unwrap(),
+        identity.fingerprint()
+    );
+    let error = "AB:CD".parse::<Fingerprint>().unwrap_err();
+    assert!(error.to_string().contains("not a fingerprint"), "{error}");
+}
+
+#[test]
+fn an_identity_survives_save_and_load_and_is_owner_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("device.identity");
+    let identity = DeviceIdentity::generate();
+    identity.save(&path).unwrap();
+    let loaded = DeviceIdentity::load(&path).unwrap();
+    assert_eq!(loaded.public_key(), identity.public_key());
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+    // load_or_generate keeps an existing identity and creates a missing one (and its folder).
+    let again = DeviceIdentity::load_or_generate(&path).unwrap();
+    assert_eq!(again.fingerprint(), identity.fingerprint());
+    let fresh_path = dir.path().join("new/dir/device.identity");
+    let fresh = DeviceIdentity::load_or_generate(&fresh_path).unwrap();
+    assert_eq!(
+        DeviceIdentity::load(&fresh_path).unwrap().fingerprint(),
+        fresh.fingerprint()
+    );
+    assert_ne!(fresh.fingerprint(), identity.fingerprint());
+}
+
+#[test]
+fn a_damaged_identity_file_is_a_clear_error_not_a_new_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("device.identity");
+    std::fs::write(&path, "interconnect device identity v1\nprivate zz\n").unwrap();
+    let error = DeviceIdentity::load(&path).unwrap_err();
+    assert!(
+        matches!(error, IdentityError::Malformed { .. }),
+        "{error:?}"
+    );
+    assert!(error.to_string().contains("64 hex digits"), "{error}");
+    // load_or_generate must not silently replace a damaged key.
+    assert!(DeviceIdentity::load_or_generate(&path).is_err());
+    std::fs::write(&path, "something else").unwrap();
+    assert!(DeviceIdentity::load(&path).is_err());
+}
+
+#[test]
+fn known_peers_pin_once_and_reject_garbage() {
+    let dir = tempfile::tempdir().unwrap();
+    let known = KnownPeers::new(dir.path().join("peers/known_peers"));
+    assert_eq!(known.load().unwrap(), Vec::new(), "no file, no peers");
+    let a = DeviceIdentity::from_private_key([1; 32]).fingerprint();
+    let b = DeviceIdentity::from_private_key([2; 32]).fingerprint();
+    known.pin(a).unwrap();
+    known.pin(b).unwrap();
+    known.pin(a).unwrap();
+    assert_eq!(known.load().unwrap(), vec![a, b]);
+    std::fs::write(known.path(), format!("# pinned\n{a}\nnot a fingerprint\n")).unwrap();
+    assert!(matches!(known.load(), Err(IdentityError::Malformed { .. })));
+}
