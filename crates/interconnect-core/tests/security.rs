@@ -493,13 +493,18 @@ async fn pairing_request(events: &mut SecurityEvents) -> PairingRequest {
     }
 }
 
-#[tokio::test(start_paused = true)]
-async fn pairing_shows_the_same_code_on_both_sides_and_opens_only_when_both_confirm() {
+/// Both devices pair by numeric comparison; neither knows the other yet.
+fn pairing_setup() -> Setup {
     let pairing = || TrustPolicy::Pairing { known: Vec::new() };
-    let mut s = setup_with(
+    setup_with(
         noise(1).with_trust(pairing()),
         noise(2).with_trust(pairing()),
-    );
+    )
+}
+
+#[tokio::test(start_paused = true)]
+async fn pairing_shows_the_same_code_on_both_sides_and_opens_only_when_both_confirm() {
+    let mut s = pairing_setup();
     let conn = s.watch.instance(PKG, None);
     let _app = s.hub.register(PKG, 1, None).await.unwrap();
     let on_watch = pairing_request(&mut s.watch_security).await;
@@ -517,11 +522,7 @@ async fn pairing_shows_the_same_code_on_both_sides_and_opens_only_when_both_conf
 
 #[tokio::test(start_paused = true)]
 async fn a_rejected_pairing_refuses_the_peer() {
-    let pairing = || TrustPolicy::Pairing { known: Vec::new() };
-    let mut s = setup_with(
-        noise(1).with_trust(pairing()),
-        noise(2).with_trust(pairing()),
-    );
+    let mut s = pairing_setup();
     let conn = s.watch.instance(PKG, None);
     pairing_request(&mut s.hub_security).await.reject();
     assert_eq!(

@@ -510,6 +510,12 @@ impl_from_message!(
     Sealed(Sealed),
 );
 
+/// The 6-byte frame header: version, kind, flags (none), payload length (u24 LE).
+pub(crate) fn header_bytes(kind: Kind, payload_len: usize) -> [u8; HEADER_LEN] {
+    let len = (payload_len as u32).to_le_bytes();
+    [FORMAT_VERSION, kind as u8, 0, len[0], len[1], len[2]]
+}
+
 /// The postcard sub-header of a [`Handshake`] frame; the message follows it raw.
 #[derive(Serialize, Deserialize)]
 struct HandshakeHead {
@@ -687,6 +693,20 @@ impl Frame {
     /// Fails, leaving `dst` as it was, when a field breaks a limit or the frame would be
     /// longer than `max_frame_len`.
     pub fn encode(&self, max_frame_len: usize, dst: &mut BytesMut) -> Result<(), EncodeError> {
+        let start = dst.len();
+        self.encode_without_crc(max_frame_len, dst)?;
+        let crc = crc32c(&[&dst[start..]]);
+        dst.put_u32_le(crc);
+        Ok(())
+    }
+
+    /// Appends header and payload, leaving out the CRC trailer (a sealed frame's inner
+    /// frame has none); `max_frame_len` still counts the trailer.
+    pub(crate) fn encode_without_crc(
+        &self,
+        max_frame_len: usize,
+        dst: &mut BytesMut,
+    ) -> Result<(), EncodeError> {
         let max_frame_len = max_frame_len.min(MAX_FRAME_LEN);
         self.check_fields()?;
         let bulk_len = match self {
@@ -704,7 +724,7 @@ impl Frame {
         }
         let start = dst.len();
         dst.reserve(HEADER_LEN + DATA_HEADER_MAX_LEN + bulk_len + CRC_LEN);
-        dst.put_slice(&[FORMAT_VERSION, self.kind() as u8, 0, 0, 0, 0]);
+        dst.put_slice(&header_bytes(self.kind(), 0));
         let written = match self {
             Frame::Hello(m) => serialize(m, dst),
             Frame::Ping(m) => serialize(m, dst),
@@ -766,10 +786,7 @@ impl Frame {
                 max: max_frame_len,
             });
         }
-        let len_bytes = (payload_len as u32).to_le_bytes();
-        dst[start + 3..start + HEADER_LEN].copy_from_slice(&len_bytes[..3]);
-        let crc = crc32c(&[&dst[start..]]);
-        dst.put_u32_le(crc);
+        dst[start..start + HEADER_LEN].copy_from_slice(&header_bytes(self.kind(), payload_len));
         Ok(())
     }
 

@@ -8,7 +8,7 @@ use bytes::{BufMut, BytesMut};
 
 use crate::checksum::crc32c;
 use crate::error::EncodeError;
-use crate::frame::{FORMAT_VERSION, Frame, Kind, SEALED_SEGMENT_LEN, SEALED_TAG_LEN};
+use crate::frame::{Frame, Kind, SEALED_SEGMENT_LEN, SEALED_TAG_LEN, header_bytes};
 use crate::limits::{CRC_LEN, FRAME_OVERHEAD, MAX_FRAME_LEN};
 
 /// Largest plaintext of one sealed segment.
@@ -52,9 +52,7 @@ impl Frame {
                 "a sealed frame may not hold this kind",
             ));
         }
-        self.encode(max_frame_len, dst)?;
-        dst.truncate(dst.len() - CRC_LEN);
-        Ok(())
+        self.encode_without_crc(max_frame_len, dst)
     }
 }
 
@@ -82,16 +80,8 @@ pub fn encode_sealed<E>(
             max,
         });
     }
-    let len_bytes = (payload_len as u32).to_le_bytes();
     dst.reserve(frame_len);
-    dst.put_slice(&[
-        FORMAT_VERSION,
-        Kind::Sealed as u8,
-        0,
-        len_bytes[0],
-        len_bytes[1],
-        len_bytes[2],
-    ]);
+    dst.put_slice(&header_bytes(Kind::Sealed, payload_len));
     dst.put_slice(&nonce_buf[..nonce_len]);
     let at = dst.len();
     dst.resize(at + ciphertext_len, 0);

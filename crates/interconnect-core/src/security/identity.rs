@@ -46,15 +46,15 @@ impl fmt::Debug for DeviceIdentity {
 #[non_exhaustive]
 pub enum IdentityError {
     /// Reading or writing the file failed.
-    #[error("identity file {path}: {source}")]
+    #[error("{path}: {source}")]
     Io {
         /// The file.
         path: String,
         /// The cause.
         source: io::Error,
     },
-    /// The file is not an identity file of this format.
-    #[error("{path} is not an interconnect identity file: {reason}")]
+    /// The file is not an identity (or known-peers) file of this format.
+    #[error("{path} cannot be used: {reason}")]
     Malformed {
         /// The file.
         path: String,
@@ -136,7 +136,9 @@ impl DeviceIdentity {
         };
         let mut lines = text.lines();
         if lines.next() != Some(IDENTITY_HEADER) {
-            return Err(malformed("missing header line"));
+            return Err(malformed(
+                "not an interconnect identity file (no header line)",
+            ));
         }
         let hex_key = lines
             .find_map(|l| l.strip_prefix("private "))

@@ -268,12 +268,9 @@ impl SecureLink {
         rekey_interval: u64,
         msg: Handshake,
     ) {
-        let commitment = match read(&mut hs, &msg.message).and_then(|p| exact_32(&p)) {
-            Ok(c) => c,
+        let (commitment, peer) = match read_step(&mut hs, &msg) {
+            Ok(read) => read,
             Err(e) => return self.fail(e),
-        };
-        let Some(peer) = hs.get_remote_static().map(Fingerprint::of_public_key) else {
-            return self.fail(SecurityError::Handshake("no static key in step 2".into()));
         };
         // Judge before step 3: an untrusted phone never learns who this watch is.
         let trust = match self.judge(peer) {
@@ -286,9 +283,17 @@ impl SecureLink {
             Err(e) => return self.fail(e),
         };
         self.out.push_back(step(3, message));
-        self.establish(hs, suite, rekey_interval, peer, own_nonce, trust, |est| {
-            est.commitment = Some(commitment);
-        });
+        self.establish(
+            hs,
+            suite,
+            rekey_interval,
+            peer,
+            own_nonce,
+            Ok(trust),
+            |est| {
+                est.commitment = Some(commitment);
+            },
+        );
     }
 
     fn on_step3(
@@ -299,37 +304,17 @@ impl SecureLink {
         own_nonce: [u8; 32],
         msg: Handshake,
     ) {
-        let watch_nonce = match read(&mut hs, &msg.message).and_then(|p| exact_32(&p)) {
-            Ok(n) => n,
+        let (watch_nonce, peer) = match read_step(&mut hs, &msg) {
+            Ok(read) => read,
             Err(e) => return self.fail(e),
-        };
-        let Some(peer) = hs.get_remote_static().map(Fingerprint::of_public_key) else {
-            return self.fail(SecurityError::Handshake("no static key in step 3".into()));
         };
         self.out
             .push_back(step(4, Bytes::copy_from_slice(&own_nonce)));
-        let trust = self.judge(peer);
-        let hash = handshake_hash(&hs);
-        let code = pairing_code(&hash, &watch_nonce, &own_nonce);
-        match trust {
-            Ok(trust) => self.establish(hs, suite, rekey_interval, peer, own_nonce, trust, |est| {
-                est.code = Some(code);
-            }),
-            Err(e) => {
-                // Establish anyway so the refusal travels sealed, then fail.
-                self.establish(
-                    hs,
-                    suite,
-                    rekey_interval,
-                    peer,
-                    own_nonce,
-                    Trust::Trusted,
-                    |_| {},
-                );
-                self.events.clear();
-                self.events.push_back(SecureEvent::Failed(e));
-            }
-        }
+        // Established even when refused, so the refusal travels sealed.
+        let verdict = self.judge(peer);
+        self.establish(hs, suite, rekey_interval, peer, own_nonce, verdict, |est| {
+            est.code = Some(pairing_code(&est.hash, &watch_nonce, &own_nonce));
+        });
     }
 
     fn on_step4(&mut self, mut est: Box<Established>, msg: Handshake) {
@@ -366,7 +351,7 @@ impl SecureLink {
         rekey_interval: u64,
         peer: Fingerprint,
         own_nonce: [u8; 32],
-        trust: Trust,
+        verdict: Result<Trust, SecurityError>,
         fill: impl FnOnce(&mut Established),
     ) {
         let hash = handshake_hash(&hs);
@@ -382,12 +367,13 @@ impl SecureLink {
             own_nonce,
             commitment: None,
             code: None,
-            trust,
+            trust: Trust::Trusted,
         });
         fill(&mut est);
-        match trust {
-            Trust::Trusted => self.events.push_back(SecureEvent::Trusted),
-            Trust::AwaitUser | Trust::AwaitCode => {
+        match verdict {
+            Err(error) => self.events.push_back(SecureEvent::Failed(error)),
+            Ok(Trust::Trusted) => self.events.push_back(SecureEvent::Trusted),
+            Ok(Trust::AwaitUser | Trust::AwaitCode) => {
                 if let Some(code) = est.code {
                     est.trust = Trust::AwaitUser;
                     self.events.push_back(SecureEvent::PairingRequest {
@@ -537,6 +523,19 @@ fn read(hs: &mut HandshakeState, message: &[u8]) -> Result<Vec<u8>, SecurityErro
         ))
     })?;
     Ok(buf[..len].to_vec())
+}
+
+/// Reads step 2 or 3: its 32-byte payload and the peer's static key, now known.
+fn read_step(
+    hs: &mut HandshakeState,
+    msg: &Handshake,
+) -> Result<([u8; 32], Fingerprint), SecurityError> {
+    let payload = exact_32(&read(hs, &msg.message)?)?;
+    let peer = hs
+        .get_remote_static()
+        .map(Fingerprint::of_public_key)
+        .ok_or_else(|| SecurityError::Handshake(format!("no static key in step {}", msg.step)))?;
+    Ok((payload, peer))
 }
 
 fn exact_32(payload: &[u8]) -> Result<[u8; 32], SecurityError> {
