@@ -294,6 +294,15 @@ fn sha256_of(path: &Path) -> std::io::Result<String> {
     }
 }
 
+/// The first line a listening command prints: the address it listens on, which tells
+/// a script the port when it asked for port 0.
+fn print_listening(address: SocketAddr) {
+    println!(
+        "{}",
+        json!({ "event": "listening", "address": address.to_string() })
+    );
+}
+
 /// The app a phone command registers.
 struct PhoneApp {
     package: String,
@@ -316,6 +325,7 @@ async fn phone(
     config.files = Some(FilesConfig::new(files_dir));
     config.security = setup.security;
     config.known_peers = setup.known_peers;
+    print_listening(listener.local_addr());
     let hub = Hub::new(listener, config);
     if let Some(events) = hub.security_events() {
         // Refusals are printed; the phone keeps serving.
@@ -329,7 +339,7 @@ async fn phone(
     let app = hub
         .register(&package, version, fingerprint.as_deref())
         .await?;
-    eprintln!("listening on {listen} for package {package}");
+    eprintln!("package {package} registered");
     let mut events = app.events();
     loop {
         tokio::select! {
@@ -365,7 +375,8 @@ struct WatchTarget {
     fingerprint: Option<String>,
 }
 
-fn watch_config(security: Security) -> Config {
+/// A config with this security and quick redials (only a dialing watch uses them).
+fn endpoint_config(security: Security) -> Config {
     let mut config = Config::new(device_id());
     config.backoff.initial = Duration::from_millis(50);
     config.backoff.max = Duration::from_secs(2);
@@ -380,7 +391,7 @@ async fn watch(
     command: WatchCommand,
 ) -> Result<(), Failure> {
     let setup = security.setup(Role::Watch, false)?;
-    let mut config = watch_config(setup.security);
+    let mut config = endpoint_config(setup.security);
     config.known_peers = setup.known_peers;
     let watch = Interconnect::new(TcpDialer::new(target.connect), config);
     let mut outcomes = watch
@@ -390,12 +401,11 @@ async fn watch(
     // A lasting refusal (an untrusted or changed peer key) ends the command at once
     // instead of retrying until the timeout.
     let refused = async {
-        while let Some(outcome) = match &mut outcomes {
-            Some(rx) => rx.recv().await,
-            None => None,
-        } {
-            if let Outcome::Refused(error) = outcome {
-                return Failure::from(error);
+        if let Some(outcomes) = &mut outcomes {
+            while let Some(outcome) = outcomes.recv().await {
+                if let Outcome::Refused(error) = outcome {
+                    return Failure::from(error);
+                }
             }
         }
         std::future::pending().await
@@ -429,7 +439,7 @@ async fn pair(
             "pairing needs an encrypted link; drop --insecure-plaintext",
         ));
     }
-    let mut config = watch_config(setup.security);
+    let mut config = endpoint_config(setup.security);
     config.known_peers = setup.known_peers;
     let confirm = yes.then_some(true);
     let (endpoint, outcomes) = match (listen, connect) {
@@ -437,7 +447,7 @@ async fn pair(
             let listener = TcpListener::bind(addr)
                 .await
                 .map_err(|e| failure(Code::OTHERS, format!("cannot listen on {addr}: {e}")))?;
-            eprintln!("waiting for a watch on {addr}");
+            print_listening(listener.local_addr());
             let hub = Hub::new(listener, config);
             let events = hub.security_events();
             (Endpoint::Hub(hub), events)
@@ -703,7 +713,7 @@ async fn demo() -> Result<(), Failure> {
     // Watch: dials the phone and opens a channel to the app.
     let watch = Interconnect::new(
         TcpDialer::new(addr),
-        watch_config(Security::Noise(
+        endpoint_config(Security::Noise(
             NoiseConfig::new(DeviceIdentity::generate()),
         )),
     );

@@ -66,15 +66,18 @@ impl Phone {
         Phone::start_with(&[])
     }
 
+    /// Listens on a port the phone picks itself (port 0): a port picked here and freed
+    /// could be taken by a test running alongside before the phone binds it.
     fn start_with(extra: &[&str]) -> Phone {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("a free port")
-            .port();
-        let addr = format!("127.0.0.1:{port}");
         let dir = tempfile::tempdir().expect("temp dir");
         let mut child = Command::new(BIN)
-            .args(["phone", "--listen", &addr, "--package", "com.example.cli"])
+            .args([
+                "phone",
+                "--listen",
+                "127.0.0.1:0",
+                "--package",
+                "com.example.cli",
+            ])
             .args(["--app-version", "9", "--files-dir"])
             .arg(dir.path())
             .arg("--echo")
@@ -95,6 +98,14 @@ impl Phone {
                 }
             }
         });
+        let listening: Value = lines
+            .recv_timeout(Duration::from_secs(30))
+            .expect("the phone prints where it listens");
+        assert_eq!(listening["event"], "listening");
+        let addr = listening["address"]
+            .as_str()
+            .expect("an address")
+            .to_string();
         Phone {
             child,
             lines,
@@ -290,29 +301,36 @@ fn pairing_shows_the_same_code_on_both_sides_and_pins_the_peer() {
     let homes = tempfile::tempdir().expect("temp dir");
     let phone_home = homes.path().join("phone");
     let watch_home = homes.path().join("watch");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port();
-    let addr = format!("127.0.0.1:{port}");
-    let phone = Command::new(BIN)
-        .args(["pair", "--listen", &addr, "--yes", "--timeout-ms", "20000"])
+    let mut phone = Command::new(BIN)
+        .args([
+            "pair",
+            "--listen",
+            "127.0.0.1:0",
+            "--yes",
+            "--timeout-ms",
+            "20000",
+        ])
         .env("INTERCONNECT_HOME", &phone_home)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
         .expect("the phone starts");
+    let mut phone_stdout = BufReader::new(phone.stdout.take().expect("stdout"));
+    let mut first = String::new();
+    phone_stdout.read_line(&mut first).expect("a line");
+    let listening: Value = serde_json::from_str(&first).expect("JSON");
+    let addr = listening["address"].as_str().expect("the phone's address");
     let (ok, watch_out) = run_in(
         &watch_home,
-        &["pair", "--connect", &addr, "--yes", "--timeout-ms", "20000"],
+        &["pair", "--connect", addr, "--yes", "--timeout-ms", "20000"],
     );
-    let phone_out = phone.wait_with_output().expect("the phone ends");
-    let phone_lines: Vec<Value> = String::from_utf8_lossy(&phone_out.stdout)
+    let phone_lines: Vec<Value> = phone_stdout
         .lines()
-        .map(|l| serde_json::from_str(l).expect("JSON"))
+        .map(|l| serde_json::from_str(&l.expect("a line")).expect("JSON"))
         .collect();
+    let phone_ok = phone.wait().expect("the phone ends").success();
     assert!(ok, "{watch_out:?}");
-    assert!(phone_out.status.success(), "{phone_lines:?}");
+    assert!(phone_ok, "{phone_lines:?}");
     let code = |lines: &[Value]| {
         lines
             .iter()
