@@ -21,6 +21,7 @@ fn chunk(payload: &Bytes) -> Frame {
         transfer: TransferId(1),
         offset: 1 << 20,
         data: payload.clone(),
+        digest: None,
     })
 }
 

@@ -112,7 +112,7 @@ pub enum ConnectionEvent {
         offset: u64,
     },
     /// `onmessage` with a file (the vendor API's `isFileType`): verified and stored. Fires once
-    /// per file, only after size and SHA-256 checked out and the file has its final name.
+    /// per file, only after size and digest checked out and the file has its final name.
     File {
         /// Where it is stored.
         path: std::path::PathBuf,

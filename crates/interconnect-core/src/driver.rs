@@ -632,16 +632,17 @@ impl Driver {
                 transfer,
                 name,
                 size,
-                sha256,
-            } => self.on_file_offered(channel, transfer, name, size, sha256),
+                modified,
+            } => self.on_file_offered(channel, transfer, name, size, modified),
             Event::FileData {
                 channel,
                 transfer,
                 offset,
                 data,
+                digest,
             } => {
                 if let Some(writer) = self.writers.get(&(channel, transfer)) {
-                    let _ = writer.send(WriterCmd::Data(offset, data));
+                    let _ = writer.send(WriterCmd::Data(offset, data, digest));
                 }
             }
             Event::FileAbandoned { channel, transfer } => {
@@ -672,7 +673,7 @@ impl Driver {
         transfer: TransferId,
         name: String,
         size: u64,
-        sha256: [u8; 32],
+        modified: u64,
     ) {
         let Some(config) = &self.files else {
             return self.session.reject_file(
@@ -692,7 +693,7 @@ impl Driver {
                 .to_string(),
             name,
             size,
-            sha256,
+            modified,
         };
         match files::accept(config, offer, self.io_tx.clone()) {
             Ok(incoming) => {
@@ -744,15 +745,12 @@ impl Driver {
                     channel,
                     &prepared.name,
                     prepared.size,
-                    prepared.sha256,
+                    prepared.modified,
                 ) {
                     Ok(transfer) => {
                         out.progress.send_modify(|p| p.total = prepared.size);
-                        out.reader = Some(files::spawn_reader(
-                            prepared.file,
-                            transfer,
-                            self.io_tx.clone(),
-                        ));
+                        out.reader =
+                            Some(files::spawn_reader(prepared, transfer, self.io_tx.clone()));
                         out.started = Instant::now();
                         self.outgoing_files.insert(transfer, out);
                     }
@@ -766,7 +764,7 @@ impl Driver {
                 offset,
                 result,
             } => match result {
-                Ok(data) => self.session.file_read(transfer, offset, data),
+                Ok((data, digest)) => self.session.file_read(transfer, offset, data, digest),
                 Err(e) => {
                     let channel = self.outgoing_transfer_channel(transfer);
                     let reason = format!("cannot read the file: {e}");

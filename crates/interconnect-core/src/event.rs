@@ -155,8 +155,9 @@ pub enum Event {
         name: String,
         /// Size in bytes.
         size: u64,
-        /// SHA-256 of the content.
-        sha256: [u8; 32],
+        /// The sender's modification time (nanoseconds since the Unix epoch, 0 if
+        /// unknown): with name and size, the key of a partial copy to resume.
+        modified: u64,
     },
     /// Receiver: write these bytes (they follow the last ones), then call
     /// `Session::file_written`.
@@ -169,6 +170,9 @@ pub enum Event {
         offset: u64,
         /// The bytes.
         data: Bytes,
+        /// BLAKE3 of the whole file, with the bytes that end it: check it against what
+        /// was written before storing the file.
+        digest: Option<[u8; 32]>,
     },
     /// Receiver: the sender went away for good (it restarted, or the channel was
     /// replaced). A partial file may be kept to resume a later offer of the same file.

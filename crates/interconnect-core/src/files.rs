@@ -1,22 +1,28 @@
-//! File I/O for transfers, run by the driver off its task: hashing and reading the file
-//! being sent, and writing, verifying and storing the file being received.
+//! File I/O for transfers, run by the driver off its task: reading and hashing the file
+//! being sent, and writing, hashing, verifying and storing the file being received.
+//!
+//! The sender hashes (BLAKE3) as it reads, so a file is read once and its first byte goes
+//! out at once; the digest travels with the last chunk. An earlier design put a SHA-256
+//! in the offer, which meant reading the whole file before sending anything, and hashing
+//! at 1.7 GB/s on both ends; BLAKE3 runs at about 4.6 GB/s on the same machine, and a
+//! 256 MiB transfer spent more than a third of its CPU time in SHA-256.
 //!
 //! Received data streams into `<files dir>/.partial/<key>.part`, never into memory as a
-//! whole. `key` is the SHA-256 of the package, the offered name, size and content hash, so
-//! a later offer of the same file (after a link drop or a restart of this process) finds
-//! the partial file and resumes from its length. When every byte is there the file is
-//! synced, its size and SHA-256 checked, and it is linked under its sanitised,
-//! collision-free final name (never overwriting anything), then the partial is removed.
-//! Any failure removes the partial file.
+//! whole. `key` hashes the package, the offered name, size and modification time, so a
+//! later offer of the same file (after a link drop or a restart of this process) finds
+//! the partial file and resumes from its length (at most one byte short of the end, so the
+//! digest always arrives). When every byte is there the file is synced, its size and
+//! digest checked, and it is linked under its sanitised, collision-free final name (never
+//! overwriting anything), then the partial is removed. Any failure removes the partial
+//! file: a partial that came from other content fails the digest and is not kept.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read, Write};
+use std::io::{self, Read, Seek, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use bytes::Bytes;
 use interconnect_proto::{ChannelId, Code, MAX_FILE_NAME_LEN, TransferId};
-use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 
 /// Where and how much a device may receive.
@@ -115,29 +121,40 @@ fn candidate_names(name: &str) -> impl Iterator<Item = String> + '_ {
     }))
 }
 
-/// The partial-file key of an offer.
-pub(crate) fn partial_key(package: &str, name: &str, size: u64, sha256: &[u8; 32]) -> String {
-    let mut hasher = Sha256::new();
+/// The partial-file key of an offer: package, offered name, size and modification time.
+/// A partial copy found under it is resumed; the digest checked at the end proves it
+/// belonged to the same content.
+pub(crate) fn partial_key(package: &str, name: &str, size: u64, modified: u64) -> String {
+    let mut hasher = blake3::Hasher::new();
     hasher.update(package.as_bytes());
-    hasher.update([0]);
+    hasher.update(&[0]);
     hasher.update(name.as_bytes());
-    hasher.update([0]);
-    hasher.update(size.to_le_bytes());
-    hasher.update(sha256);
-    hex::encode(&hasher.finalize()[..16])
+    hasher.update(&[0]);
+    hasher.update(&size.to_le_bytes());
+    hasher.update(&modified.to_le_bytes());
+    hex::encode(&hasher.finalize().as_bytes()[..16])
 }
 
-/// A file opened for sending, with its size and hash.
+/// A file opened for sending: its size and modification time, not yet read.
 pub(crate) struct PreparedFile {
-    pub(crate) file: Arc<File>,
+    pub(crate) file: File,
     pub(crate) name: String,
     pub(crate) size: u64,
-    pub(crate) sha256: [u8; 32],
+    /// Nanoseconds since the Unix epoch, 0 if the platform does not say.
+    pub(crate) modified: u64,
 }
 
-/// Opens `path` and hashes it (blocking).
+fn modified_ns(meta: &fs::Metadata) -> u64 {
+    meta.modified()
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+}
+
+/// Opens `path` for sending (blocking). Nothing is read yet: the content is hashed as it
+/// is sent.
 pub(crate) fn prepare(path: &Path) -> io::Result<PreparedFile> {
-    let mut file = File::open(path)?;
+    let file = File::open(path)?;
     let meta = file.metadata()?;
     if !meta.is_file() {
         return Err(io::Error::new(
@@ -149,62 +166,111 @@ pub(crate) fn prepare(path: &Path) -> io::Result<PreparedFile> {
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_else(|| "file".into());
-    let name = truncate_keeping_extension(&name, MAX_FILE_NAME_LEN);
-    let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; 256 * 1024];
-    let mut size = 0u64;
-    loop {
-        let n = file.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        hasher.update(&buf[..n]);
-        size += n as u64;
-    }
     Ok(PreparedFile {
-        file: Arc::new(file),
-        name,
-        size,
-        sha256: hasher.finalize().into(),
+        file,
+        name: truncate_keeping_extension(&name, MAX_FILE_NAME_LEN),
+        size: meta.len(),
+        modified: modified_ns(&meta),
     })
 }
 
-/// Reads `len` bytes at `offset` (blocking).
-pub(crate) fn read_at(file: &File, offset: u64, len: u64) -> io::Result<Bytes> {
-    let mut buf = vec![0u8; usize::try_from(len).unwrap_or(usize::MAX)];
-    #[cfg(unix)]
-    std::os::unix::fs::FileExt::read_exact_at(file, &mut buf, offset)?;
-    #[cfg(windows)]
-    {
-        let mut done = 0;
-        while done < buf.len() {
-            let n = std::os::windows::fs::FileExt::seek_read(
-                file,
-                &mut buf[done..],
-                offset + done as u64,
-            )?;
-            if n == 0 {
-                return Err(io::ErrorKind::UnexpectedEof.into());
-            }
-            done += n;
-        }
+/// Reads exactly `len` bytes at `offset` from the file's cursor (blocking), into a buffer
+/// that is never zeroed first.
+fn read_at(mut file: &File, offset: u64, len: u64) -> io::Result<Bytes> {
+    file.seek(io::SeekFrom::Start(offset))?;
+    let mut buf = Vec::with_capacity(usize::try_from(len).map_err(io::Error::other)?);
+    file.take(len).read_to_end(&mut buf)?;
+    if (buf.len() as u64) < len {
+        return Err(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            "the file is shorter than when it was offered",
+        ));
     }
     Ok(Bytes::from(buf))
+}
+
+/// The file being sent, read in order and hashed as it goes.
+struct SourceReader {
+    file: File,
+    size: u64,
+    modified: u64,
+    hasher: blake3::Hasher,
+    /// Bytes before this offset are in `hasher`.
+    hashed: u64,
+    digest: Option<[u8; 32]>,
+}
+
+impl SourceReader {
+    /// Reads `len` bytes at `offset`; with them, the file's digest if they end the file.
+    fn read(&mut self, offset: u64, len: u64) -> io::Result<(Bytes, Option<[u8; 32]>)> {
+        if self.digest.is_none() && offset > self.hashed {
+            // A resume: hash the prefix the receiver already holds.
+            self.file.seek(io::SeekFrom::Start(self.hashed))?;
+            let want = offset - self.hashed;
+            let got = io::copy(&mut (&self.file).take(want), &mut self.hasher)?;
+            if got < want {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "the file is shorter than when it was offered",
+                ));
+            }
+            self.hashed = offset;
+        }
+        let data = read_at(&self.file, offset, len)?;
+        let end = offset + len;
+        if self.digest.is_none() && offset <= self.hashed && self.hashed < end {
+            let from = usize::try_from(self.hashed - offset).map_err(io::Error::other)?;
+            self.hasher.update(&data[from..]);
+            self.hashed = end;
+        }
+        if end != self.size {
+            return Ok((data, None));
+        }
+        if self.digest.is_none() {
+            let meta = self.file.metadata()?;
+            if meta.len() != self.size || modified_ns(&meta) != self.modified {
+                return Err(io::Error::other("the file changed while it was being sent"));
+            }
+            self.digest = Some(*self.hasher.finalize().as_bytes());
+        }
+        Ok((data, self.digest))
+    }
 }
 
 /// Starts the reader of an outgoing file: it answers read requests in order, each read
 /// on a short blocking task (a long-lived one would hold a pool thread and, in tests,
 /// stop tokio's paused clock), and stops when the request sender is dropped.
 pub(crate) fn spawn_reader(
-    file: Arc<File>,
+    prepared: PreparedFile,
     transfer: TransferId,
     done: mpsc::UnboundedSender<IoDone>,
 ) -> mpsc::UnboundedSender<(u64, u64)> {
     let (tx, mut rx) = mpsc::unbounded_channel::<(u64, u64)>();
+    let mut source = Some(SourceReader {
+        file: prepared.file,
+        size: prepared.size,
+        modified: prepared.modified,
+        hasher: blake3::Hasher::new(),
+        hashed: 0,
+        digest: None,
+    });
     tokio::spawn(async move {
         while let Some((offset, len)) = rx.recv().await {
-            let file = file.clone();
-            let result = blocking(move || read_at(&file, offset, len)).await;
+            let Some(mut reader) = source.take() else {
+                return;
+            };
+            let outcome = tokio::task::spawn_blocking(move || {
+                let result = reader.read(offset, len);
+                (reader, result)
+            })
+            .await;
+            let result = match outcome {
+                Ok((reader, result)) => {
+                    source = Some(reader);
+                    result
+                }
+                Err(e) => Err(io::Error::other(format!("file task failed: {e}"))),
+            };
             let failed = result.is_err();
             let report = IoDone::Read {
                 transfer,
@@ -236,11 +302,11 @@ pub(crate) enum IoDone {
         ticket: u64,
         result: io::Result<PreparedFile>,
     },
-    /// A read for an outgoing transfer finished.
+    /// A read for an outgoing transfer finished (with the digest if it ends the file).
     Read {
         transfer: TransferId,
         offset: u64,
-        result: io::Result<Bytes>,
+        result: io::Result<(Bytes, Option<[u8; 32]>)>,
     },
     /// Incoming bytes are written up to `end`.
     Written {
@@ -276,7 +342,8 @@ impl std::fmt::Debug for PreparedFile {
 
 /// Commands to an incoming file's writer.
 pub(crate) enum WriterCmd {
-    Data(u64, Bytes),
+    /// Bytes at an offset, with the file's digest if they end it.
+    Data(u64, Bytes, Option<[u8; 32]>),
     /// Stop; remove the partial file if `remove`, then report `failure` if given.
     Abort {
         remove: bool,
@@ -304,7 +371,7 @@ pub(crate) struct Offer {
     pub(crate) package: String,
     pub(crate) name: String,
     pub(crate) size: u64,
-    pub(crate) sha256: [u8; 32],
+    pub(crate) modified: u64,
 }
 
 /// Checks an offer against the limits and the disk, finds a partial file to resume, and
@@ -329,10 +396,11 @@ pub(crate) fn accept(
     };
     let partial_dir = config.dir.join(".partial");
     fs::create_dir_all(&partial_dir).map_err(storage)?;
-    let key = partial_key(&offer.package, &offer.name, offer.size, &offer.sha256);
+    let key = partial_key(&offer.package, &offer.name, offer.size, offer.modified);
     let part = partial_dir.join(format!("{key}.part"));
+    // At most one byte short of the end: the last chunk brings the digest.
     let held = fs::metadata(&part)
-        .map(|m| m.len().min(offer.size))
+        .map(|m| m.len().min(offer.size.saturating_sub(1)))
         .unwrap_or(0);
     let available = fs4::available_space(&config.dir).map_err(storage)?;
     let needed = (offer.size - held).saturating_add(config.reserve_free_bytes);
@@ -354,7 +422,6 @@ pub(crate) fn accept(
         dir: config.dir.clone(),
         name: name.clone(),
         size: offer.size,
-        sha256: offer.sha256,
         start: held,
     };
     tokio::spawn(writer.run(rx, done));
@@ -372,15 +439,16 @@ struct Writer {
     dir: PathBuf,
     name: String,
     size: u64,
-    sha256: [u8; 32],
     start: u64,
 }
 
-/// The partial file being written and the hash of what it holds.
+/// The partial file being written, the hash of what it holds, and the digest the sender
+/// announced with the last chunk.
 struct Partial {
     file: File,
-    hasher: Sha256,
+    hasher: blake3::Hasher,
     at: u64,
+    expected: Option<[u8; 32]>,
 }
 
 impl Writer {
@@ -429,7 +497,7 @@ impl Writer {
             .map_err(storage("cannot open the partial file"))?;
         while partial.at < self.size {
             match commands.recv().await {
-                Some(WriterCmd::Data(offset, data)) => {
+                Some(WriterCmd::Data(offset, data, digest)) => {
                     if offset != partial.at {
                         continue;
                     }
@@ -437,6 +505,7 @@ impl Writer {
                         partial.file.write_all(&data)?;
                         partial.hasher.update(&data);
                         partial.at += data.len() as u64;
+                        partial.expected = partial.expected.or(digest);
                         Ok(partial)
                     })
                     .await
@@ -482,28 +551,30 @@ impl Writer {
             .write(true)
             .open(&self.part)?;
         file.set_len(self.start)?;
-        let mut hasher = Sha256::new();
+        let mut hasher = blake3::Hasher::new();
         if self.start > 0 {
-            let mut prefix = (&file).take(self.start);
-            io::copy(&mut prefix, &mut HashWriter(&mut hasher))?;
+            io::copy(&mut (&file).take(self.start), &mut hasher)?;
         }
         let mut file = file;
-        std::io::Seek::seek(&mut file, io::SeekFrom::Start(self.start))?;
+        file.seek(io::SeekFrom::Start(self.start))?;
+        // An empty file has nothing to carry a digest: it is the digest of nothing.
+        let expected = (self.size == 0).then(|| *blake3::hash(&[]).as_bytes());
         Ok(Partial {
             file,
             hasher,
             at: self.start,
+            expected,
         })
     }
 
     /// Syncs, verifies size and hash (`InvalidData` if they are wrong) and stores.
     fn finish(&self, partial: Partial) -> io::Result<(PathBuf, String)> {
         partial.file.sync_all()?;
-        let digest: [u8; 32] = partial.hasher.finalize().into();
-        if digest != self.sha256 {
+        let digest = *partial.hasher.finalize().as_bytes();
+        if Some(digest) != partial.expected {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidData,
-                "the received file does not match its SHA-256",
+                "the received file does not match the digest the sender announced",
             ));
         }
         let len = partial.file.metadata()?.len();
@@ -547,19 +618,6 @@ impl Writer {
             io::ErrorKind::AlreadyExists,
             "no free file name",
         ))
-    }
-}
-
-struct HashWriter<'a>(&'a mut Sha256);
-
-impl Write for HashWriter<'_> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.0.update(buf);
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
     }
 }
 

@@ -30,16 +30,19 @@
 //!   stays in the sequence (the receiver needs every number); `send` then reports 204 but
 //!   the message may still arrive. One that never reached the wire is withdrawn.
 //!
-//! - **Files ride the same session.** An offer names size and SHA-256; the receiver
-//!   answers with the offset it already holds (a partial file from an interrupted
-//!   attempt, found by a key derived from package, name, size and hash, so it survives a
-//!   restart of the receiving process). Chunks flow in a byte window (`file_window`),
+//! - **Files ride the same session.** An offer names size and modification time; the
+//!   receiver answers with the offset it already holds (a partial file from an
+//!   interrupted attempt, found by a key derived from package, name, size and time, so it
+//!   survives a restart of the receiving process). Chunks flow in a byte window (`file_window`),
 //!   acknowledged as they are written; the sender keeps only the window in memory and the
 //!   receiver streams to disk, so memory stays bounded whatever the file size (the
 //!   `file_rss` bench binary receives 1 GiB in about 24 MiB of peak RSS). Chunks go out
 //!   only when no message is waiting, so files never hold messages up. The sender hashes
-//!   the file before offering it: the offer must carry the hash, and reading twice costs
-//!   less than buffering.
+//!   (BLAKE3) as it reads and sends the digest with the last chunk, so the file is read
+//!   once and its first byte leaves at once; the receiver stores the file only if size
+//!   and digest match. (DESIGN.md put a SHA-256 in the offer: that meant a full read
+//!   before the first byte and SHA-256 on both ends, over a third of the CPU time of a
+//!   large transfer; see the `files` module.)
 //! - **File I/O on short blocking tasks.** Reads and writes run one at a time per
 //!   transfer on `spawn_blocking`; a long-lived blocking thread per transfer would hold a
 //!   pool thread and stop tokio's paused clock in tests.

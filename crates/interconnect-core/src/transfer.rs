@@ -26,7 +26,11 @@ pub(crate) struct OutgoingFile {
     pub(crate) id: TransferId,
     pub(crate) name: String,
     pub(crate) size: u64,
-    pub(crate) sha256: [u8; 32],
+    /// The source's modification time, as offered (see `FileOffer::modified`).
+    pub(crate) modified: u64,
+    /// BLAKE3 of the whole file, known once the owner has read (and hashed) its end; it
+    /// rides on the chunk that ends the file.
+    digest: Option<[u8; 32]>,
     pub(crate) state: OutState,
     /// Every byte before this offset is acknowledged by the receiver.
     pub(crate) acked: u64,
@@ -54,14 +58,15 @@ impl OutgoingFile {
         id: TransferId,
         name: String,
         size: u64,
-        sha256: [u8; 32],
+        modified: u64,
     ) -> Self {
         OutgoingFile {
             channel,
             id,
             name,
             size,
-            sha256,
+            modified,
+            digest: None,
             state: OutState::Queued,
             acked: 0,
             next: 0,
@@ -128,9 +133,13 @@ impl OutgoingFile {
         Some((start, len))
     }
 
-    /// A read completed. Accepted only if it continues the buffer (a read made stale by
-    /// a rewind is dropped; the same bytes are asked for again).
-    pub(crate) fn on_read(&mut self, offset: u64, data: Bytes) {
+    /// A read completed, with the file's digest if the read reached its end. Accepted
+    /// only if it continues the buffer (a read made stale by a rewind is dropped; the same
+    /// bytes are asked for again).
+    pub(crate) fn on_read(&mut self, offset: u64, data: Bytes, digest: Option<[u8; 32]>) {
+        if digest.is_some() {
+            self.digest = digest;
+        }
         if offset == self.buf_end && !data.is_empty() {
             self.buf_end += data.len() as u64;
             self.buf.push_back(data);
@@ -138,8 +147,9 @@ impl OutgoingFile {
         }
     }
 
-    /// The next chunk to transmit, if it is buffered and the window allows.
-    pub(crate) fn next_chunk(&mut self, window: u64) -> Option<(u64, Bytes)> {
+    /// The next chunk to transmit, if it is buffered and the window allows: its offset,
+    /// its bytes, and the file's digest if it ends the file.
+    pub(crate) fn next_chunk(&mut self, window: u64) -> Option<(u64, Bytes, Option<[u8; 32]>)> {
         if self.state != OutState::Sending || self.next - self.acked >= window {
             return None;
         }
@@ -148,7 +158,8 @@ impl OutgoingFile {
             if at == self.next {
                 self.next += chunk.len() as u64;
                 self.sent_high = self.sent_high.max(self.next);
-                return Some((at, chunk.clone()));
+                let digest = self.digest.filter(|_| self.next == self.size);
+                return Some((at, chunk.clone(), digest));
             }
             at += chunk.len() as u64;
         }
@@ -260,9 +271,22 @@ pub(crate) enum ChunkVerdict {
 }
 
 impl IncomingFile {
-    pub(crate) fn on_chunk(&mut self, offset: u64, len: u64, max_ahead: u64) -> ChunkVerdict {
-        if offset.checked_add(len).is_none_or(|end| end > self.size) {
+    pub(crate) fn on_chunk(
+        &mut self,
+        offset: u64,
+        len: u64,
+        has_digest: bool,
+        max_ahead: u64,
+    ) -> ChunkVerdict {
+        let Some(end) = offset.checked_add(len).filter(|end| *end <= self.size) else {
             return ChunkVerdict::Violation("the sender sent more bytes than it offered");
+        };
+        if has_digest != (end == self.size) {
+            return ChunkVerdict::Violation(if has_digest {
+                "a file digest on a chunk that does not end the file"
+            } else {
+                "the last chunk of a file carries no digest"
+            });
         }
         if offset > self.expected.saturating_add(max_ahead) {
             return ChunkVerdict::Violation("a chunk at an offset far beyond the window");

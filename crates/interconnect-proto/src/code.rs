@@ -45,7 +45,7 @@ impl Code {
     pub const BUSY: Code = Code(4002);
     /// 4003: the transfer or request was cancelled by one side.
     pub const CANCELLED: Code = Code(4003);
-    /// 4004: a received file failed verification (size or SHA-256).
+    /// 4004: a received file failed verification (size or digest).
     pub const INTEGRITY: Code = Code(4004);
     /// 4005: local storage failed (disk full, permission denied, I/O error).
     pub const STORAGE: Code = Code(4005);

@@ -322,8 +322,10 @@ pub struct FileOffer {
     pub name: String,
     /// Size in bytes.
     pub size: u64,
-    /// SHA-256 of the whole content.
-    pub sha256: [u8; 32],
+    /// When the sender's file was last modified, in nanoseconds since the Unix epoch (0
+    /// if unknown). With the name and size it lets the receiver find a partial copy to
+    /// resume; the digest on the last chunk proves the content.
+    pub modified: u64,
 }
 
 /// Accepts a [`FileOffer`].
@@ -351,6 +353,10 @@ pub struct FileChunk {
     /// The bytes.
     #[cfg_attr(any(test, feature = "arbitrary"), arbitrary(with = arbitrary_bytes))]
     pub data: Bytes,
+    /// BLAKE3 of the whole file: present on the chunk that ends the file, and only there.
+    /// Carried at the end rather than in the offer so the sender hashes while it sends
+    /// instead of reading the whole file once before the first byte goes out.
+    pub digest: Option<[u8; 32]>,
 }
 
 /// Cumulative acknowledgement of file bytes the receiver holds.
@@ -540,6 +546,7 @@ struct ChunkHead {
     channel: ChannelId,
     transfer: TransferId,
     offset: u64,
+    digest: Option<[u8; 32]>,
 }
 
 /// Header fields of a frame, read before its payload arrives.
@@ -723,7 +730,7 @@ impl Frame {
             });
         }
         let start = dst.len();
-        dst.reserve(HEADER_LEN + DATA_HEADER_MAX_LEN + bulk_len + CRC_LEN);
+        dst.reserve(HEADER_LEN + CHUNK_HEADER_MAX_LEN + bulk_len + CRC_LEN);
         dst.put_slice(&header_bytes(self.kind(), 0));
         let written = match self {
             Frame::Hello(m) => serialize(m, dst),
@@ -752,6 +759,7 @@ impl Frame {
                     channel: m.channel,
                     transfer: m.transfer,
                     offset: m.offset,
+                    digest: m.digest,
                 },
                 dst,
             )
@@ -881,6 +889,7 @@ impl Frame {
                     transfer: head.transfer,
                     offset: head.offset,
                     data: payload.slice(rest..),
+                    digest: head.digest,
                 })
             }
             Kind::FileAck => Frame::FileAck(deserialize(kind, &payload)?),

@@ -15,9 +15,12 @@ pub const MAX_FRAME_LEN: usize = FRAME_OVERHEAD + MAX_PAYLOAD_LEN;
 pub const MIN_MAX_FRAME_LEN: usize = 1024;
 /// Maximum frame length announced when nothing else is configured.
 pub const DEFAULT_MAX_FRAME_LEN: usize = 256 * 1024;
-/// Room reserved in a data or file-chunk frame for its postcard sub-header
-/// (channel, sequence or offset, content type, exchange).
+/// Room reserved in a data frame for its postcard sub-header (channel, sequence, content
+/// type, exchange).
 pub const DATA_HEADER_MAX_LEN: usize = 32;
+/// Room reserved in a file-chunk frame for its postcard sub-header (channel, transfer,
+/// offset, and the file digest on the last chunk).
+pub const CHUNK_HEADER_MAX_LEN: usize = 64;
 /// Largest message payload the format carries (one message is one frame).
 pub const MAX_MESSAGE_LEN: usize = MAX_FRAME_LEN - FRAME_OVERHEAD - DATA_HEADER_MAX_LEN;
 /// Longest file name, in bytes of UTF-8, accepted in a file offer.
@@ -67,7 +70,7 @@ impl Limits {
 
     /// Largest file-chunk payload that fits one frame under these limits.
     pub const fn max_chunk_len(&self) -> usize {
-        self.max_message_len()
+        self.max_frame_len - FRAME_OVERHEAD - CHUNK_HEADER_MAX_LEN
     }
 }
 

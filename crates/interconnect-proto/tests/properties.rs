@@ -149,15 +149,15 @@ fn frame() -> impl Strategy<Value = Frame> {
             transfer(),
             text(MAX_FILE_NAME_LEN),
             any::<u64>(),
-            any::<[u8; 32]>()
+            any::<u64>()
         )
-            .prop_map(|(channel, transfer, name, size, sha256)| {
+            .prop_map(|(channel, transfer, name, size, modified)| {
                 Frame::FileOffer(FileOffer {
                     channel,
                     transfer,
                     name,
                     size,
-                    sha256,
+                    modified,
                 })
             }),
         (channel(), transfer(), any::<u64>()).prop_map(|(channel, transfer, offset)| {
@@ -167,16 +167,22 @@ fn frame() -> impl Strategy<Value = Frame> {
                 offset,
             })
         }),
-        (channel(), transfer(), any::<u64>(), payload()).prop_map(
-            |(channel, transfer, offset, data)| {
+        (
+            channel(),
+            transfer(),
+            any::<u64>(),
+            payload(),
+            any::<Option<[u8; 32]>>()
+        )
+            .prop_map(|(channel, transfer, offset, data, digest)| {
                 Frame::FileChunk(FileChunk {
                     channel,
                     transfer,
                     offset,
                     data,
+                    digest,
                 })
-            }
-        ),
+            }),
         (channel(), transfer(), any::<u64>()).prop_map(|(channel, transfer, offset)| {
             Frame::FileAck(FileAck {
                 channel,

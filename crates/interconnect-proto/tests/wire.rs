@@ -62,7 +62,7 @@ fn examples() -> Vec<Frame> {
             transfer,
             name: "a.txt".into(),
             size: 3,
-            sha256: [0xab; 32],
+            modified: 1_700_000_000_000_000_000,
         }),
         Frame::FileAccept(FileAccept {
             channel,
@@ -74,6 +74,7 @@ fn examples() -> Vec<Frame> {
             transfer,
             offset: 0,
             data: Bytes::from_static(b"abc"),
+            digest: Some([0xcd; 32]),
         }),
         Frame::FileAck(FileAck {
             channel,
@@ -418,7 +419,7 @@ fn encode_checks_limits_and_leaves_buffer_untouched() {
         transfer: TransferId(1),
         name: "x".repeat(MAX_FILE_NAME_LEN + 1),
         size: 0,
-        sha256: [0; 32],
+        modified: 0,
     });
     assert_eq!(
         long_name.encode(MAX, &mut dst),
@@ -455,12 +456,30 @@ fn a_message_of_the_maximum_size_fits_and_one_more_byte_does_not() {
 }
 
 #[test]
+fn a_full_last_chunk_with_its_digest_fits_the_frame_limit() {
+    for max in [MIN_MAX_FRAME_LEN, 4096, MAX_FRAME_LEN] {
+        let limits = Limits::new(max);
+        let chunk = Frame::FileChunk(FileChunk {
+            channel: ChannelId(u32::MAX),
+            transfer: TransferId(u32::MAX),
+            offset: u64::MAX,
+            data: Bytes::from(vec![1; limits.max_chunk_len()]),
+            digest: Some([0xff; 32]),
+        });
+        let wire = chunk.to_bytes(limits.max_frame_len).unwrap();
+        assert!(wire.len() <= limits.max_frame_len);
+        assert_eq!(Frame::decode(wire, limits.max_frame_len).unwrap(), chunk);
+    }
+}
+
+#[test]
 fn bulk_payload_is_a_slice_of_the_received_buffer() {
     let frame = Frame::FileChunk(FileChunk {
         channel: ChannelId(1),
         transfer: TransferId(2),
         offset: 1 << 40,
         data: Bytes::from(vec![9; 1000]),
+        digest: None,
     });
     let wire = frame.to_bytes(MAX).unwrap();
     let range = wire.as_ptr_range();

@@ -24,16 +24,19 @@ impl Session {
 
     // ---- commands ----
 
-    /// Offers a file on a channel. The owner computed its size and SHA-256; the session
-    /// asks for its bytes with [`Event::FileRead`] and reports [`Event::FileProgress`],
-    /// then [`Event::FileSent`] or [`Event::FileFailed`].
+    /// Offers a file on a channel, given its size and modification time (nanoseconds
+    /// since the Unix epoch, 0 if unknown). The session asks for its bytes with
+    /// [`Event::FileRead`]; the owner answers with [`file_read`](Self::file_read),
+    /// hashing as it reads, and hands over the digest with the read that ends the file.
+    /// The session reports [`Event::FileProgress`], then [`Event::FileSent`] or
+    /// [`Event::FileFailed`].
     pub fn send_file(
         &mut self,
         now: Instant,
         channel: ChannelId,
         name: &str,
         size: u64,
-        sha256: [u8; 32],
+        modified: u64,
     ) -> Result<TransferId, CommandError> {
         if name.len() > MAX_FILE_NAME_LEN {
             return Err(CommandError::TooLarge {
@@ -52,7 +55,7 @@ impl Session {
         self.next_transfer = self.next_transfer.wrapping_add(1);
         let parity = u32::from(self.config.role == Role::Watch);
         let id = TransferId(self.next_transfer.wrapping_mul(2).wrapping_add(parity));
-        let mut file = OutgoingFile::new(channel, id, name.into(), size, sha256);
+        let mut file = OutgoingFile::new(channel, id, name.into(), size, modified);
         if open && self.is_link_up() {
             self.control.push_back(offer_frame(&file));
             file.state = OutState::Offered;
@@ -62,15 +65,24 @@ impl Session {
         Ok(id)
     }
 
-    /// Bytes the owner read for an outgoing transfer, after [`Event::FileRead`].
-    pub fn file_read(&mut self, transfer: TransferId, offset: u64, data: Bytes) {
+    /// Bytes the owner read for an outgoing transfer, after [`Event::FileRead`], with the
+    /// BLAKE3 digest of the whole file when the read reaches its end.
+    pub fn file_read(
+        &mut self,
+        transfer: TransferId,
+        offset: u64,
+        data: Bytes,
+        digest: Option<[u8; 32]>,
+    ) {
         if let Some(file) = self.outgoing.get_mut(&transfer) {
-            file.on_read(offset, data);
+            file.on_read(offset, data, digest);
         }
         self.request_reads();
     }
 
-    /// Accepts an offered file, resuming at `offset` (bytes already held).
+    /// Accepts an offered file, resuming at `offset` (bytes already held). The offset is
+    /// capped at one byte short of the end, so the last chunk, which carries the file's
+    /// digest, always travels.
     pub fn accept_file(&mut self, channel: ChannelId, transfer: TransferId, offset: u64) {
         let Some(file) = self.incoming.get_mut(&(channel, transfer)) else {
             return;
@@ -78,7 +90,7 @@ impl Session {
         if file.state != InState::Deciding {
             return;
         }
-        let offset = offset.min(file.size);
+        let offset = offset.min(file.size.saturating_sub(1));
         file.state = if offset == file.size {
             InState::Verifying
         } else {
@@ -303,7 +315,7 @@ impl Session {
             .map(|f| f.id)?;
         self.rr_file = Some(candidate);
         let file = self.outgoing.get_mut(&candidate)?;
-        let (offset, data) = file.next_chunk(window)?;
+        let (offset, data, digest) = file.next_chunk(window)?;
         if file.last_progress.is_none() {
             file.last_progress = Some(now);
         }
@@ -312,6 +324,7 @@ impl Session {
             transfer: file.id,
             offset,
             data,
+            digest,
         }))
     }
 
@@ -364,7 +377,7 @@ impl Session {
             transfer: offer.transfer,
             name: offer.name,
             size: offer.size,
-            sha256: offer.sha256,
+            modified: offer.modified,
         });
     }
 
@@ -413,6 +426,7 @@ impl Session {
         match file.on_chunk(
             chunk.offset,
             chunk.data.len() as u64,
+            chunk.digest.is_some(),
             window.saturating_mul(4),
         ) {
             ChunkVerdict::Write => self.events.push_back(Event::FileData {
@@ -420,6 +434,7 @@ impl Session {
                 transfer: chunk.transfer,
                 offset: chunk.offset,
                 data: chunk.data,
+                digest: chunk.digest,
             }),
             ChunkVerdict::Ignore => {
                 if file.state == InState::Complete {
@@ -539,6 +554,6 @@ fn offer_frame(file: &OutgoingFile) -> Frame {
         transfer: file.id,
         name: file.name.clone(),
         size: file.size,
-        sha256: file.sha256,
+        modified: file.modified,
     })
 }
