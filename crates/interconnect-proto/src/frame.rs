@@ -714,23 +714,42 @@ impl Frame {
         max_frame_len: usize,
         dst: &mut BytesMut,
     ) -> Result<(), EncodeError> {
+        let bulk = self.encode_head(max_frame_len, dst)?;
+        dst.put_slice(bulk);
+        Ok(())
+    }
+
+    /// The raw bytes a bulk kind carries after its sub-header (empty for other kinds).
+    fn bulk(&self) -> &[u8] {
+        match self {
+            Frame::Data(d) => &d.payload,
+            Frame::FileChunk(c) => &c.data,
+            Frame::Handshake(h) => &h.message,
+            Frame::Sealed(s) => &s.ciphertext,
+            _ => &[],
+        }
+    }
+
+    /// Appends the frame up to its bulk bytes (header with the full length, then the
+    /// postcard part) and returns the bulk bytes, which belong right after it. This lets
+    /// a sealing caller read the bulk from where it lies instead of copying it first.
+    /// `max_frame_len` counts the whole frame with its CRC trailer.
+    pub(crate) fn encode_head(
+        &self,
+        max_frame_len: usize,
+        dst: &mut BytesMut,
+    ) -> Result<&[u8], EncodeError> {
         let max_frame_len = max_frame_len.min(MAX_FRAME_LEN);
         self.check_fields()?;
-        let bulk_len = match self {
-            Frame::Data(d) => d.payload.len(),
-            Frame::FileChunk(c) => c.data.len(),
-            Frame::Handshake(h) => h.message.len(),
-            Frame::Sealed(s) => s.ciphertext.len(),
-            _ => 0,
-        };
-        if bulk_len + FRAME_OVERHEAD > max_frame_len {
+        let bulk = self.bulk();
+        if bulk.len() + FRAME_OVERHEAD > max_frame_len {
             return Err(EncodeError::TooLarge {
-                len: bulk_len + FRAME_OVERHEAD,
+                len: bulk.len() + FRAME_OVERHEAD,
                 max: max_frame_len,
             });
         }
         let start = dst.len();
-        dst.reserve(HEADER_LEN + CHUNK_HEADER_MAX_LEN + bulk_len + CRC_LEN);
+        dst.reserve(HEADER_LEN + CHUNK_HEADER_MAX_LEN + bulk.len() + CRC_LEN);
         dst.put_slice(&header_bytes(self.kind(), 0));
         let written = match self {
             Frame::Hello(m) => serialize(m, dst),
@@ -748,8 +767,7 @@ impl Frame {
                     exchange: m.exchange,
                 },
                 dst,
-            )
-            .map(|()| dst.put_slice(&m.payload)),
+            ),
             Frame::Ack(m) => serialize(m, dst),
             Frame::Close(m) => serialize(m, dst),
             Frame::FileOffer(m) => serialize(m, dst),
@@ -762,8 +780,7 @@ impl Frame {
                     digest: m.digest,
                 },
                 dst,
-            )
-            .map(|()| dst.put_slice(&m.data)),
+            ),
             Frame::FileAck(m) => serialize(m, dst),
             Frame::FileComplete(m) => serialize(m, dst),
             Frame::FileCancel(m) => serialize(m, dst),
@@ -777,11 +794,10 @@ impl Frame {
                     rekey_interval: m.rekey_interval,
                 },
                 dst,
-            )
-            .map(|()| dst.put_slice(&m.message)),
-            Frame::Sealed(m) => serialize(&m.nonce, dst).map(|()| dst.put_slice(&m.ciphertext)),
+            ),
+            Frame::Sealed(m) => serialize(&m.nonce, dst),
         };
-        let payload_len = dst.len() - start - HEADER_LEN;
+        let payload_len = dst.len() - start - HEADER_LEN + bulk.len();
         let frame_len = payload_len + FRAME_OVERHEAD;
         if let Err(e) = written {
             dst.truncate(start);
@@ -795,7 +811,7 @@ impl Frame {
             });
         }
         dst[start..start + HEADER_LEN].copy_from_slice(&header_bytes(self.kind(), payload_len));
-        Ok(())
+        Ok(bulk)
     }
 
     /// Encodes the frame into a new buffer.

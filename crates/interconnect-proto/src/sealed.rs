@@ -54,17 +54,34 @@ impl Frame {
         }
         self.encode_without_crc(max_frame_len, dst)
     }
+
+    /// Like [`encode_unsealed`](Self::encode_unsealed), but appends only the part before
+    /// the bulk bytes and returns those, which follow it in the plaintext: a sealer reads
+    /// them in place rather than from a copy.
+    pub fn encode_unsealed_head(
+        &self,
+        max_frame_len: usize,
+        dst: &mut BytesMut,
+    ) -> Result<&[u8], EncodeError> {
+        if matches!(self, Frame::Handshake(_) | Frame::Sealed(_)) {
+            return Err(EncodeError::InvalidField(
+                "a sealed frame may not hold this kind",
+            ));
+        }
+        self.encode_head(max_frame_len, dst)
+    }
 }
 
-/// Appends a sealed frame with `ciphertext_len` bytes of ciphertext, which `fill` writes
-/// in place. Fails, leaving `dst` as it was, when the frame would exceed `max_frame_len`
-/// or `fill` fails.
+/// Appends a sealed frame with `ciphertext_len` bytes of ciphertext, which `fill` appends
+/// to the buffer it is given (encrypting in place there, so nothing is zeroed or copied
+/// twice). Fails, leaving `dst` as it was, when the frame would exceed `max_frame_len`,
+/// `fill` fails, or `fill` appends another length than announced.
 pub fn encode_sealed<E>(
     max_frame_len: usize,
     dst: &mut BytesMut,
     nonce: u64,
     ciphertext_len: usize,
-    fill: impl FnOnce(&mut [u8]) -> Result<(), E>,
+    fill: impl FnOnce(&mut BytesMut) -> Result<(), E>,
 ) -> Result<Result<(), E>, EncodeError> {
     let start = dst.len();
     let mut nonce_buf = [0u8; NONCE_MAX_LEN];
@@ -84,10 +101,15 @@ pub fn encode_sealed<E>(
     dst.put_slice(&header_bytes(Kind::Sealed, payload_len));
     dst.put_slice(&nonce_buf[..nonce_len]);
     let at = dst.len();
-    dst.resize(at + ciphertext_len, 0);
-    if let Err(e) = fill(&mut dst[at..]) {
+    if let Err(e) = fill(dst) {
         dst.truncate(start);
         return Ok(Err(e));
+    }
+    if dst.len() - at != ciphertext_len {
+        dst.truncate(start);
+        return Err(EncodeError::InvalidField(
+            "the ciphertext is not the announced length",
+        ));
     }
     let crc = crc32c(&[&dst[start..]]);
     dst.put_u32_le(crc);

@@ -229,7 +229,7 @@ fn rejects_unknown_kinds() {
 fn a_sealed_frame_is_built_in_place_and_decodes_to_its_parts() {
     let mut dst = bytes::BytesMut::new();
     let filled = encode_sealed(MAX, &mut dst, 300, 20, |buf| {
-        buf.copy_from_slice(&[7; 20]);
+        buf.extend_from_slice(&[7; 20]);
         Ok::<(), ()>(())
     });
     assert_eq!(filled, Ok(Ok(())));
@@ -251,6 +251,41 @@ fn a_sealed_frame_is_built_in_place_and_decodes_to_its_parts() {
         encode_sealed(64, &mut dst, 1, 100, |_| Ok::<(), ()>(())),
         Err(EncodeError::TooLarge { .. })
     ));
+    // So does a fill of another length than announced.
+    assert!(matches!(
+        encode_sealed(MAX, &mut dst, 1, 8, |buf| {
+            buf.extend_from_slice(&[1; 7]);
+            Ok::<(), ()>(())
+        }),
+        Err(EncodeError::InvalidField(_))
+    ));
+    assert_eq!(&dst[..], b"kept");
+}
+
+#[test]
+fn an_unsealed_head_and_its_bulk_make_the_unsealed_frame() {
+    let chunk = Frame::FileChunk(FileChunk {
+        channel: ChannelId(3),
+        transfer: TransferId(5),
+        offset: 1 << 33,
+        data: bytes::Bytes::from(vec![4; 5000]),
+        digest: Some([9; 32]),
+    });
+    let mut whole = bytes::BytesMut::new();
+    chunk.encode_unsealed(MAX, &mut whole).unwrap();
+    let mut head = bytes::BytesMut::new();
+    let bulk = chunk.encode_unsealed_head(MAX, &mut head).unwrap();
+    assert_eq!(bulk.len(), 5000);
+    head.extend_from_slice(bulk);
+    assert_eq!(head, whole);
+    let ping = Frame::Ping(Ping { nonce: 1 });
+    let mut head = bytes::BytesMut::new();
+    assert!(
+        ping.encode_unsealed_head(MAX, &mut head)
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(Frame::decode_unsealed(head.freeze(), MAX), Ok(ping));
 }
 
 #[test]

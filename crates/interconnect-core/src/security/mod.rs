@@ -52,6 +52,7 @@
 mod events;
 mod identity;
 mod noise;
+mod transport_key;
 
 use std::time::Duration;
 

@@ -10,7 +10,9 @@ use interconnect_proto::{
     encode_sealed, sealed_ciphertext_len, sealed_segments,
 };
 use sha2::{Digest, Sha256};
-use snow::{HandshakeState, StatelessTransportState};
+use snow::HandshakeState;
+
+use super::transport_key::{TAG_LEN, TransportKey};
 
 use super::{
     CipherSuite, Fingerprint, MIN_REKEY_INTERVAL, NoiseConfig, PairingCode, SecurityError,
@@ -355,12 +357,22 @@ impl SecureLink {
         fill: impl FnOnce(&mut Established),
     ) {
         let hash = handshake_hash(&hs);
-        let transport = match hs.into_stateless_transport_mode() {
-            Ok(t) => t,
-            Err(e) => return self.fail(SecurityError::Handshake(e.to_string())),
+        let mut hs = hs;
+        if !hs.is_handshake_finished() {
+            return self.fail(SecurityError::Handshake("handshake not finished".into()));
+        }
+        // Both ends split to (watch → phone, phone → watch): the watch initiates.
+        let (to_phone, to_watch) = hs.dangerously_get_raw_split();
+        let (send, recv) = match self.role {
+            Role::Watch => (to_phone, to_watch),
+            Role::Phone => (to_watch, to_phone),
         };
         let mut est = Box::new(Established {
-            cipher: Cipher::new(transport, rekey_interval),
+            cipher: Cipher::new(
+                TransportKey::new(suite, &send),
+                TransportKey::new(suite, &recv),
+                rekey_interval,
+            ),
             suite,
             peer,
             hash,
@@ -440,15 +452,17 @@ impl SecureLink {
         self.events.push_back(SecureEvent::Failed(error));
     }
 
-    /// Seals an inner frame (header and payload, no CRC) into `dst`.
+    /// Seals an inner frame (header and payload, no CRC) into `dst`; the plaintext is
+    /// `head` followed by `bulk` (see `Frame::encode_unsealed_head`).
     pub(crate) fn seal(
         &mut self,
-        plain: &[u8],
+        head: &[u8],
+        bulk: &[u8],
         max_frame_len: usize,
         dst: &mut BytesMut,
     ) -> Result<(), SecurityError> {
         match &mut self.phase {
-            Phase::Established(est) => est.cipher.seal(plain, max_frame_len, dst),
+            Phase::Established(est) => est.cipher.seal(head, bulk, max_frame_len, dst),
             _ => Err(SecurityError::Handshake("no session keys yet".into())),
         }
     }
@@ -568,7 +582,8 @@ fn pairing_code(hash: &[u8; 32], watch_nonce: &[u8; 32], phone_nonce: &[u8; 32])
 
 /// Sealing and opening with explicit nonces and epoch rekeying.
 struct Cipher {
-    state: StatelessTransportState,
+    send: TransportKey,
+    recv: TransportKey,
     interval: u64,
     send_next: u64,
     send_epoch: u64,
@@ -579,9 +594,10 @@ struct Cipher {
 }
 
 impl Cipher {
-    fn new(state: StatelessTransportState, interval: u64) -> Self {
+    fn new(send: TransportKey, recv: TransportKey, interval: u64) -> Self {
         Cipher {
-            state,
+            send,
+            recv,
             interval: interval.max(u64::from(MIN_REKEY_INTERVAL)),
             send_next: 0,
             send_epoch: 0,
@@ -591,13 +607,17 @@ impl Cipher {
         }
     }
 
+    /// Seals the plaintext `head` ‖ `bulk`, segment by segment, each copied once into
+    /// `dst` and encrypted there.
     fn seal(
         &mut self,
-        plain: &[u8],
+        head: &[u8],
+        bulk: &[u8],
         max_frame_len: usize,
         dst: &mut BytesMut,
     ) -> Result<(), SecurityError> {
-        let segments = sealed_segments(plain.len()) as u64;
+        let plain_len = head.len() + bulk.len();
+        let segments = sealed_segments(plain_len) as u64;
         let mut first = self.send_next;
         if first / self.interval != (first + segments - 1) / self.interval {
             first = (first / self.interval + 1) * self.interval;
@@ -606,27 +626,36 @@ impl Cipher {
             return Err(SecurityError::Handshake("nonces exhausted".into()));
         };
         while self.send_epoch < first / self.interval {
-            self.state.rekey_outgoing();
+            self.send.rekey();
             self.send_epoch += 1;
             tracing::debug!(epoch = self.send_epoch, "sending key renewed");
         }
-        let state = &self.state;
-        let ct_len = sealed_ciphertext_len(plain.len());
+        let key = &self.send;
+        let ct_len = sealed_ciphertext_len(plain_len);
         let sealed = encode_sealed(max_frame_len, dst, first, ct_len, |buf| {
-            let mut at = 0;
-            for (i, chunk) in plain.chunks(SEALED_SEGMENT_PLAINTEXT).enumerate() {
-                let end = at + chunk.len() + SEALED_TAG_LEN;
-                state.write_message(first + i as u64, chunk, &mut buf[at..end])?;
-                at = end;
+            let (mut head, mut bulk) = (head, bulk);
+            for i in 0..segments {
+                let start = buf.len();
+                let mut want = SEALED_SEGMENT_PLAINTEXT.min(head.len() + bulk.len());
+                let from_head = want.min(head.len());
+                buf.extend_from_slice(&head[..from_head]);
+                head = &head[from_head..];
+                want -= from_head;
+                buf.extend_from_slice(&bulk[..want]);
+                bulk = &bulk[want..];
+                let tag = key.seal_in_place(first + i, &mut buf[start..])?;
+                buf.extend_from_slice(tag.as_ref());
             }
-            Ok::<(), snow::Error>(())
+            Ok(())
         });
         match sealed {
             Ok(Ok(())) => {
                 self.send_next = next;
                 Ok(())
             }
-            Ok(Err(e)) => Err(SecurityError::Handshake(format!("sealing failed: {e}"))),
+            Ok(Err(super::transport_key::AeadError)) => {
+                Err(SecurityError::Handshake("sealing failed".into()))
+            }
             Err(e) => Err(SecurityError::Handshake(format!("sealed frame: {e}"))),
         }
     }
@@ -659,25 +688,23 @@ impl Cipher {
             return Err(SecurityError::BadSealedFrame);
         }
         while self.recv_epoch < epoch {
-            self.state.rekey_incoming();
+            self.recv.rekey();
             self.recv_epoch += 1;
             tracing::debug!(epoch = self.recv_epoch, "receiving key renewed");
         }
-        // Room for a whole segment at each step lets the cipher open it in place; the
-        // next segment's plaintext overwrites the tag bytes left behind.
-        let mut out = BytesMut::zeroed(ct.len());
-        let mut at = 0;
+        // Each segment's ciphertext is copied once into the output and opened there.
+        let mut out = BytesMut::with_capacity(ct.len() - segments as usize * TAG_LEN);
         for (i, chunk) in ct.chunks(SEALED_SEGMENT_LEN).enumerate() {
-            at += self
-                .state
-                .read_message(
-                    sealed.nonce + i as u64,
-                    chunk,
-                    &mut out[at..at + chunk.len()],
-                )
+            let Some(split) = chunk.len().checked_sub(TAG_LEN) else {
+                return Err(SecurityError::BadSealedFrame);
+            };
+            let (body, tag) = chunk.split_at(split);
+            let start = out.len();
+            out.extend_from_slice(body);
+            self.recv
+                .open_in_place(sealed.nonce + i as u64, &mut out[start..], tag)
                 .map_err(|_| SecurityError::BadSealedFrame)?;
         }
-        out.truncate(at);
         self.recv_next = last + 1;
         Ok(Some(out.freeze()))
     }
@@ -716,7 +743,10 @@ mod tests {
 
     fn seal(link: &mut SecureLink, plain: &[u8]) -> Sealed {
         let mut dst = BytesMut::new();
-        link.seal(plain, DEFAULT_MAX_FRAME_LEN, &mut dst).unwrap();
+        // A short head and the rest as bulk: segments then straddle the two.
+        let (head, bulk) = plain.split_at(plain.len().min(3));
+        link.seal(head, bulk, DEFAULT_MAX_FRAME_LEN, &mut dst)
+            .unwrap();
         match Frame::decode(dst.freeze(), DEFAULT_MAX_FRAME_LEN) {
             Ok(Frame::Sealed(sealed)) => sealed,
             other => panic!("not a sealed frame: {other:?}"),

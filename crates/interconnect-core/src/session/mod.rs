@@ -764,12 +764,15 @@ impl Session {
                 continue;
             }
             self.plain.clear();
-            if let Err(error) = frame.encode_unsealed(max, &mut self.plain) {
-                tracing::warn!(%error, kind = ?frame.kind(), "frame not sent");
-                continue;
-            }
+            let bulk = match frame.encode_unsealed_head(max, &mut self.plain) {
+                Ok(bulk) => bulk,
+                Err(error) => {
+                    tracing::warn!(%error, kind = ?frame.kind(), "frame not sent");
+                    continue;
+                }
+            };
             let secure = self.secure.as_mut()?;
-            match secure.seal(&self.plain, self.wire_max, &mut self.scratch) {
+            match secure.seal(&self.plain, bulk, self.wire_max, &mut self.scratch) {
                 Ok(()) => return Some(self.scratch.split().freeze()),
                 Err(error) => tracing::warn!(%error, kind = ?frame.kind(), "frame not sealed"),
             }

@@ -1,0 +1,167 @@
+//! One direction of a Noise transport: the AEAD key that the handshake's split produced,
+//! used with explicit nonces, in place.
+//!
+//! `snow` runs the handshake; after it, sealing and opening use `ring` directly with the
+//! split keys. `snow`'s transport API takes a plaintext and an output slice, so each
+//! sealed frame cost a zeroed buffer and a copy on each end on top of the encryption;
+//! working in place on the frame buffer removes both, which on a 256 MiB transfer was
+//! about a sixth of the CPU time of the thread that runs the links. The construction is
+//! Noise's own (`ENCRYPT(k, n, ad = empty, plaintext)`, nonce as 32 zero bits then the
+//! counter, big-endian for AES-GCM and little-endian for ChaCha20-Poly1305, `REKEY`
+//! as the first 32 bytes of encrypting 32 zero bytes at nonce 2^64 − 1); a test checks
+//! every output against `snow`'s transport, rekeys included.
+
+use ring::aead::{AES_256_GCM, Aad, CHACHA20_POLY1305, LessSafeKey, Nonce, Tag, UnboundKey};
+
+use super::CipherSuite;
+
+/// Bytes of an AEAD tag.
+pub(crate) const TAG_LEN: usize = 16;
+
+/// The AEAD key of one direction of an established link.
+pub(crate) struct TransportKey {
+    suite: CipherSuite,
+    key: LessSafeKey,
+}
+
+/// The AEAD refused: a tag did not verify (or, when sealing, the input was too long).
+#[derive(Debug)]
+pub(crate) struct AeadError;
+
+impl TransportKey {
+    pub(crate) fn new(suite: CipherSuite, key: &[u8; 32]) -> Self {
+        let algorithm = match suite {
+            CipherSuite::AesGcm => &AES_256_GCM,
+            CipherSuite::ChaChaPoly => &CHACHA20_POLY1305,
+        };
+        let key = UnboundKey::new(algorithm, key).expect("32-byte keys suit both algorithms");
+        TransportKey {
+            suite,
+            key: LessSafeKey::new(key),
+        }
+    }
+
+    fn nonce(&self, n: u64) -> Nonce {
+        let mut bytes = [0u8; 12];
+        bytes[4..].copy_from_slice(&match self.suite {
+            CipherSuite::AesGcm => n.to_be_bytes(),
+            CipherSuite::ChaChaPoly => n.to_le_bytes(),
+        });
+        Nonce::assume_unique_for_key(bytes)
+    }
+
+    /// Encrypts `in_out` in place under nonce `n` and returns the tag.
+    pub(crate) fn seal_in_place(&self, n: u64, in_out: &mut [u8]) -> Result<Tag, AeadError> {
+        self.key
+            .seal_in_place_separate_tag(self.nonce(n), Aad::empty(), in_out)
+            .map_err(|_| AeadError)
+    }
+
+    /// Decrypts `in_out` in place under nonce `n`, checking `tag`. On failure `in_out`
+    /// holds no plaintext worth reading.
+    pub(crate) fn open_in_place(
+        &self,
+        n: u64,
+        in_out: &mut [u8],
+        tag: &[u8],
+    ) -> Result<(), AeadError> {
+        let tag = Tag::try_from(tag).map_err(|_| AeadError)?;
+        self.key
+            .open_in_place_separate_tag(self.nonce(n), Aad::empty(), tag, in_out, 0..)
+            .map(|_| ())
+            .map_err(|_| AeadError)
+    }
+
+    /// Noise `REKEY`: the new key is the first 32 bytes of encrypting 32 zero bytes at the
+    /// largest nonce.
+    pub(crate) fn rekey(&mut self) {
+        let mut key = [0u8; 32];
+        let _tag = self
+            .seal_in_place(u64::MAX, &mut key)
+            .expect("32 bytes are never too long");
+        *self = TransportKey::new(self.suite, &key);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Two `snow` handshake states after a completed XX handshake.
+    fn handshake(suite: CipherSuite) -> (snow::HandshakeState, snow::HandshakeState) {
+        let params: snow::params::NoiseParams = suite.noise_name().parse().unwrap();
+        let key = |b: u8| [b; 32];
+        let mut initiator = snow::Builder::new(params.clone())
+            .local_private_key(&key(1))
+            .unwrap()
+            .build_initiator()
+            .unwrap();
+        let mut responder = snow::Builder::new(params)
+            .local_private_key(&key(2))
+            .unwrap()
+            .build_responder()
+            .unwrap();
+        let (mut buf, mut out) = ([0u8; 512], [0u8; 512]);
+        let mut from = &mut initiator;
+        let mut to = &mut responder;
+        while !(from.is_handshake_finished() && to.is_handshake_finished()) {
+            let len = from.write_message(&[], &mut buf).unwrap();
+            to.read_message(&buf[..len], &mut out).unwrap();
+            std::mem::swap(&mut from, &mut to);
+        }
+        (initiator, responder)
+    }
+
+    #[test]
+    fn sealing_and_opening_match_snow_across_rekeys() {
+        for suite in CipherSuite::ALL {
+            let (mut initiator, mut responder) = handshake(suite);
+            let (to_responder, to_initiator) = initiator.dangerously_get_raw_split();
+            assert_eq!(
+                responder.dangerously_get_raw_split(),
+                (to_responder, to_initiator)
+            );
+            let mut snow_send = initiator.into_stateless_transport_mode().unwrap();
+            let mut snow_recv = responder.into_stateless_transport_mode().unwrap();
+            let mut ours_send = TransportKey::new(suite, &to_responder);
+            let mut ours_recv = TransportKey::new(suite, &to_responder);
+            let plain: Vec<u8> = (0..1000u32).map(|i| (i * 7) as u8).collect();
+            for epoch in 0..3 {
+                for n in [0u64, 1, 255, 256, 1 << 40] {
+                    let mut expected = vec![0u8; plain.len() + TAG_LEN];
+                    snow_send.write_message(n, &plain, &mut expected).unwrap();
+                    let mut ours = plain.clone();
+                    let tag = ours_send.seal_in_place(n, &mut ours).unwrap();
+                    ours.extend_from_slice(tag.as_ref());
+                    assert_eq!(ours, expected, "{suite:?} epoch {epoch} nonce {n}");
+
+                    let (body, tag) = expected.split_at_mut(plain.len());
+                    ours_recv.open_in_place(n, body, tag).unwrap();
+                    assert_eq!(body, &plain[..]);
+                    let mut opened = vec![0u8; plain.len()];
+                    snow_recv.read_message(n, &ours, &mut opened).unwrap();
+                    assert_eq!(opened, plain);
+                }
+                snow_send.rekey_outgoing();
+                snow_recv.rekey_incoming();
+                ours_send.rekey();
+                ours_recv.rekey();
+            }
+        }
+    }
+
+    #[test]
+    fn a_flipped_bit_or_a_wrong_nonce_does_not_open() {
+        let key = TransportKey::new(CipherSuite::AesGcm, &[5; 32]);
+        let mut data = b"attack at dawn".to_vec();
+        let tag = key.seal_in_place(7, &mut data).unwrap();
+        let mut wrong_nonce = data.clone();
+        assert!(
+            key.open_in_place(8, &mut wrong_nonce, tag.as_ref())
+                .is_err()
+        );
+        data[0] ^= 1;
+        assert!(key.open_in_place(7, &mut data, tag.as_ref()).is_err());
+        assert!(key.open_in_place(7, &mut data, &[0; 3]).is_err());
+    }
+}
