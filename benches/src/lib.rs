@@ -48,7 +48,13 @@ pub mod ratios {
 pub mod tcp {
     //! interconnect and raw tokio TCP over loopback, disk to disk, shared by the
     //! `tcp_bench` and `secure_bench` binaries.
+    //!
+    //! Each end runs on its own thread with its own single-threaded runtime, as two
+    //! processes would, for the baselines and for interconnect alike: on one shared
+    //! thread, the phone's and the watch's work (encryption on both ends, for one) would
+    //! queue behind each other, which no real pair of devices does.
 
+    use std::future::Future;
     use std::path::{Path, PathBuf};
     use std::time::{Duration, Instant};
 
@@ -56,6 +62,7 @@ pub mod tcp {
     use interconnect_proto::DeviceId;
     use tokio::io::AsyncWriteExt;
     use tokio::net::{TcpListener, TcpStream};
+    use tokio::sync::{mpsc, oneshot};
 
     /// Errors of a bench run.
     pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -73,14 +80,34 @@ pub mod tcp {
         values[values.len() / 2]
     }
 
-    /// A raw tokio TCP copy of `src` into `dst`, with large buffers on both sides.
+    /// Runs the future that `make` builds on a new thread with its own single-threaded
+    /// runtime (like another process); its output comes back through the receiver.
+    pub fn on_own_thread<F, Fut, T>(make: F) -> oneshot::Receiver<T>
+    where
+        F: FnOnce() -> Fut + Send + 'static,
+        Fut: Future<Output = T> + 'static,
+        T: Send + 'static,
+    {
+        let (tx, rx) = oneshot::channel();
+        std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("a runtime for the other end");
+            let _ = tx.send(runtime.block_on(make()));
+        });
+        rx
+    }
+
+    /// A raw tokio TCP copy of `src` into `dst`, with large buffers on both sides, the
+    /// receiving end on its own thread.
     pub async fn raw_tcp_copy(src: &Path, dst: &Path) -> Result<Duration, BoxError> {
-        let listener = TcpListener::bind("127.0.0.1:0").await?;
-        let addr = listener.local_addr()?;
         let dst = dst.to_path_buf();
-        let start = Instant::now();
+        let (addr_tx, addr_rx) = oneshot::channel();
         // Large buffers on both sides: the fastest plain copy, not tokio's 8 KiB default.
-        let receiver = tokio::spawn(async move {
+        let receiver = on_own_thread(move || async move {
+            let listener = TcpListener::bind("127.0.0.1:0").await?;
+            let _ = addr_tx.send(listener.local_addr()?);
             let (socket, _) = listener.accept().await?;
             let mut socket = tokio::io::BufReader::with_capacity(COPY_BUFFER, socket);
             let file = tokio::fs::File::create(&dst).await?;
@@ -90,6 +117,8 @@ pub mod tcp {
             file.get_ref().sync_all().await?;
             Ok::<_, std::io::Error>(())
         });
+        let addr = addr_rx.await?;
+        let start = Instant::now();
         let mut socket = TcpStream::connect(addr).await?;
         socket.set_nodelay(true)?;
         let file = tokio::fs::File::open(src).await?;
@@ -100,50 +129,87 @@ pub mod tcp {
         Ok(start.elapsed())
     }
 
-    /// A phone hub and a watch over loopback TCP with an open channel.
+    /// A phone hub (on its own thread) and a watch over loopback TCP with an open
+    /// channel. Dropping it stops the phone.
     pub struct Ends {
-        _hub: Hub,
         _watch: Interconnect,
         /// The watch's channel.
         pub conn: interconnect_core::Connection,
-        _app: interconnect_core::Connection,
-        events: interconnect_core::Events,
+        /// Files the phone stored (or why it failed).
+        stored: mpsc::UnboundedReceiver<Result<PathBuf, String>>,
+        _stop: oneshot::Sender<()>,
     }
 
-    /// Opens the ends, the phone storing files in `files_dir`, both sides with `security`.
+    /// Opens the ends, the phone storing files in `files_dir`, both sides with `security`
+    /// and large frames and windows for bulk transfer.
     pub async fn interconnect_ends(files_dir: &Path, security: Security) -> Result<Ends, BoxError> {
-        let tcp = transport_tcp::TcpConfig {
-            max_frame_len: FRAME,
-            ..Default::default()
-        };
-        let listener =
-            transport_tcp::TcpListener::bind_with_config("127.0.0.1:0", tcp.clone()).await?;
-        let addr = listener.local_addr();
-        let mut phone = Config::new(DeviceId([2; 16]));
-        phone.security = security.clone();
-        phone.session.max_frame_len = FRAME;
-        phone.session.file_window = WINDOW;
-        let mut files = FilesConfig::new(files_dir);
-        files.reserve_free_bytes = 0;
-        files.max_file_size = u64::MAX;
-        phone.files = Some(files);
-        let hub = Hub::new(listener, phone);
-        let mut watch = Config::new(DeviceId([1; 16]));
-        watch.security = security;
-        let watch = Interconnect::new(transport_tcp::TcpDialer::new(addr), watch);
-        let app = hub.register("bench", 1, None).await?;
-        let events = app.events();
+        let (addr_tx, addr_rx) = oneshot::channel();
+        let (stored_tx, stored) = mpsc::unbounded_channel();
+        let (stop, mut stopped) = oneshot::channel::<()>();
+        let phone_security = security.clone();
+        let files_dir = files_dir.to_path_buf();
+        let _phone = on_own_thread(move || async move {
+            let listener =
+                transport_tcp::TcpListener::bind_with_config("127.0.0.1:0", tcp_config()).await?;
+            let addr = listener.local_addr();
+            let mut phone = bulk_config(2, phone_security);
+            let mut files = FilesConfig::new(files_dir);
+            files.reserve_free_bytes = 0;
+            files.max_file_size = u64::MAX;
+            phone.files = Some(files);
+            let hub = Hub::new(listener, phone);
+            let app = hub.register("bench", 1, None).await?;
+            let mut events = app.events();
+            let _ = addr_tx.send(addr);
+            loop {
+                let event = tokio::select! {
+                    event = events.next() => event,
+                    _ = &mut stopped => break,
+                };
+                let report = match event {
+                    Some(ConnectionEvent::File { path, .. }) => Ok(path),
+                    Some(ConnectionEvent::Error { code, message }) => {
+                        Err(format!("{code}: {message}"))
+                    }
+                    Some(_) => continue,
+                    None => Err("the phone's driver stopped".into()),
+                };
+                if stored_tx.send(report).is_err() {
+                    break;
+                }
+            }
+            drop(hub);
+            Ok::<_, BoxError>(())
+        });
+        let addr = addr_rx.await?;
+        let dialer = transport_tcp::TcpDialer::with_config(addr, tcp_config());
+        let watch = Interconnect::new(dialer, bulk_config(1, security));
         let conn = watch.instance("bench", None);
         if !conn.diagnosis(None).await.is_ok() {
             return Err("the channel did not open".into());
         }
         Ok(Ends {
-            _hub: hub,
             _watch: watch,
             conn,
-            _app: app,
-            events,
+            stored,
+            _stop: stop,
         })
+    }
+
+    fn tcp_config() -> transport_tcp::TcpConfig {
+        transport_tcp::TcpConfig {
+            max_frame_len: FRAME,
+            ..Default::default()
+        }
+    }
+
+    /// A device configured for bulk transfer over TCP: large frames and file window.
+    fn bulk_config(id: u8, security: Security) -> Config {
+        let mut config = Config::new(DeviceId([id; 16]));
+        config.security = security;
+        config.session.max_frame_len = FRAME;
+        config.session.file_window = WINDOW;
+        config
     }
 
     /// Sends `src` and waits until the phone stored it; the time and the stored path.
@@ -153,15 +219,10 @@ pub mod tcp {
     ) -> Result<(Duration, PathBuf), BoxError> {
         let start = Instant::now();
         ends.conn.send_file(src).await?;
-        loop {
-            match ends.events.next().await {
-                Some(ConnectionEvent::File { path, .. }) => return Ok((start.elapsed(), path)),
-                Some(ConnectionEvent::Error { code, message }) => {
-                    return Err(format!("{code}: {message}").into());
-                }
-                Some(_) => {}
-                None => return Err("driver stopped".into()),
-            }
+        match ends.stored.recv().await {
+            Some(Ok(path)) => Ok((start.elapsed(), path)),
+            Some(Err(e)) => Err(e.into()),
+            None => Err("the phone stopped".into()),
         }
     }
 

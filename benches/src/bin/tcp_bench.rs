@@ -7,6 +7,9 @@
 //! 3. small-message round trips (64 bytes, `send` → acknowledgement) against a raw TCP
 //!    ping-pong of the same size: p50 and p99.
 //!
+//! In every case the receiving (or echoing) end runs on a thread and runtime of its own,
+//! as another process would (see `interconnect_benches::tcp`).
+//!
 //! `cargo run --release -p interconnect-benches --bin tcp_bench [MiB] [round trips]`
 
 use std::path::Path;
@@ -15,7 +18,8 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use interconnect_benches::tcp::{
-    BoxError, Ends, interconnect_ends, interconnect_file, median, raw_tcp_copy, source_file,
+    BoxError, Ends, interconnect_ends, interconnect_file, median, on_own_thread, raw_tcp_copy,
+    source_file,
 };
 use interconnect_core::Security;
 use interconnect_proto::ContentType;
@@ -26,11 +30,11 @@ use tokio_tungstenite::tungstenite::Message;
 const RUNS: usize = 3;
 
 async fn websocket_copy(src: &Path, dst: &Path) -> Result<Duration, BoxError> {
-    let listener = TcpListener::bind("127.0.0.1:0").await?;
-    let addr = listener.local_addr()?;
     let dst = dst.to_path_buf();
-    let start = Instant::now();
-    let receiver = tokio::spawn(async move {
+    let (addr_tx, addr_rx) = tokio::sync::oneshot::channel();
+    let receiver = on_own_thread(move || async move {
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let _ = addr_tx.send(listener.local_addr()?);
         let (socket, _) = listener.accept().await?;
         let mut ws = tokio_tungstenite::accept_async(socket).await?;
         let mut file = tokio::fs::File::create(&dst).await?;
@@ -44,6 +48,8 @@ async fn websocket_copy(src: &Path, dst: &Path) -> Result<Duration, BoxError> {
         file.sync_all().await?;
         Ok::<_, BoxError>(())
     });
+    let addr = addr_rx.await?;
+    let start = Instant::now();
     let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}")).await?;
     let mut file = tokio::fs::File::open(src).await?;
     let mut buf = vec![0u8; 64 * 1024];
@@ -65,9 +71,10 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 }
 
 async fn raw_ping_pong(count: usize) -> Result<Vec<Duration>, BoxError> {
-    let listener = TcpListener::bind("127.0.0.1:0").await?;
-    let addr = listener.local_addr()?;
-    let echo = tokio::spawn(async move {
+    let (addr_tx, addr_rx) = tokio::sync::oneshot::channel();
+    let echo = on_own_thread(move || async move {
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let _ = addr_tx.send(listener.local_addr()?);
         let (mut socket, _) = listener.accept().await?;
         socket.set_nodelay(true)?;
         let mut buf = [0u8; 64];
@@ -76,7 +83,7 @@ async fn raw_ping_pong(count: usize) -> Result<Vec<Duration>, BoxError> {
         }
         Ok::<_, std::io::Error>(())
     });
-    let mut socket = TcpStream::connect(addr).await?;
+    let mut socket = TcpStream::connect(addr_rx.await?).await?;
     socket.set_nodelay(true)?;
     let message = [7u8; 64];
     let mut ack = [0u8; 8];
