@@ -40,7 +40,6 @@ use tokio::io::{AsyncWriteExt, BufWriter};
 use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::mpsc;
-use tokio_util::codec::{Decoder, FramedRead};
 
 /// Bytes buffered for writing before a send waits for the socket.
 const WRITE_BUFFER: usize = 256 * 1024;
@@ -215,7 +214,7 @@ fn link(
             writer: BufWriter::with_capacity(WRITE_BUFFER, write),
         }),
         receiver: Box::new(TcpReceiver {
-            frames: FramedRead::new(read, RawFrames { max_frame_len }),
+            frames: FrameReader::new(read, max_frame_len),
             _guard: guard,
         }),
         max_frame_len,
@@ -249,41 +248,91 @@ impl LinkSender for TcpSender {
 }
 
 struct TcpReceiver {
-    frames: FramedRead<OwnedReadHalf, RawFrames>,
+    frames: FrameReader,
     _guard: Option<ActiveGuard>,
 }
 
 #[async_trait]
 impl LinkReceiver for TcpReceiver {
     async fn recv(&mut self) -> Result<Option<Bytes>, TransportError> {
-        use futures_core::Stream;
-        let frames = &mut self.frames;
-        std::future::poll_fn(|cx| std::pin::Pin::new(&mut *frames).poll_next(cx))
-            .await
-            .transpose()
+        self.frames.next().await
     }
 }
 
-/// Splits a byte stream into whole frames by their header, without decoding them.
-struct RawFrames {
+/// Frames at least this long are read into a buffer of their own.
+const LARGE_FRAME: usize = 64 * 1024;
+/// Room the shared read buffer keeps for small frames.
+const READ_BUFFER: usize = 64 * 1024;
+
+/// Splits the byte stream into whole frames by their header, without decoding them.
+///
+/// Small frames are cut from one shared read buffer. A large frame (a file chunk) gets an
+/// allocation of exactly its length, and the stream is read straight into it: nothing is
+/// copied when a shared buffer would have had to grow, and the frame's bytes belong to it
+/// alone, so the secure layer can decrypt them where they lie. State lives in the struct,
+/// so a `next` cancelled mid-frame loses nothing.
+struct FrameReader {
+    read: OwnedReadHalf,
     max_frame_len: usize,
+    buf: BytesMut,
+    /// A large frame being filled, with its full length.
+    large: Option<(BytesMut, usize)>,
 }
 
-impl Decoder for RawFrames {
-    type Item = Bytes;
-    type Error = TransportError;
+impl FrameReader {
+    fn new(read: OwnedReadHalf, max_frame_len: usize) -> Self {
+        FrameReader {
+            read,
+            max_frame_len,
+            buf: BytesMut::new(),
+            large: None,
+        }
+    }
 
-    fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Bytes>, TransportError> {
-        if src.len() < HEADER_LEN {
-            return Ok(None);
+    async fn next(&mut self) -> Result<Option<Bytes>, TransportError> {
+        use bytes::BufMut;
+        use tokio::io::AsyncReadExt;
+        loop {
+            if let Some((frame, len)) = &mut self.large {
+                if frame.len() == *len {
+                    let (frame, _) = self.large.take().expect("checked just above");
+                    return Ok(Some(frame.freeze()));
+                }
+                let want = *len - frame.len();
+                if self.read.read_buf(&mut frame.limit(want)).await? == 0 {
+                    return Err(TransportError::Other(
+                        "the stream ended inside a frame".into(),
+                    ));
+                }
+                continue;
+            }
+            if self.buf.len() >= HEADER_LEN {
+                let header = FrameHeader::parse(&self.buf, self.max_frame_len)
+                    .map_err(|e| TransportError::Other(format!("bad frame on the stream: {e}")))?;
+                let len = header.frame_len();
+                if self.buf.len() >= len {
+                    return Ok(Some(self.buf.split_to(len).freeze()));
+                }
+                if len >= LARGE_FRAME {
+                    let mut frame = BytesMut::with_capacity(len);
+                    frame.extend_from_slice(&self.buf);
+                    self.buf.clear();
+                    self.large = Some((frame, len));
+                    continue;
+                }
+            }
+            if self.buf.capacity() - self.buf.len() < READ_BUFFER / 4 {
+                self.buf.reserve(READ_BUFFER);
+            }
+            if self.read.read_buf(&mut self.buf).await? == 0 {
+                return if self.buf.is_empty() {
+                    Ok(None)
+                } else {
+                    Err(TransportError::Other(
+                        "the stream ended inside a frame".into(),
+                    ))
+                };
+            }
         }
-        let header = FrameHeader::parse(src, self.max_frame_len)
-            .map_err(|e| TransportError::Other(format!("bad frame on the stream: {e}")))?;
-        let len = header.frame_len();
-        if src.len() < len {
-            src.reserve(len - src.len());
-            return Ok(None);
-        }
-        Ok(Some(src.split_to(len).freeze()))
     }
 }

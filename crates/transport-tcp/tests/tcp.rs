@@ -57,3 +57,75 @@ async fn the_watch_reconnects_after_the_phone_restarts() {
     conn.send(&"after restart").await.unwrap();
     drop(app);
 }
+
+/// A frame whose header announces `payload_len` bytes (the reader checks no more).
+fn frame_of(payload_len: usize, fill: u8) -> Bytes {
+    let frame = Frame::Data(interconnect_proto::Data {
+        channel: interconnect_proto::ChannelId(1),
+        seq: 1,
+        content_type: interconnect_proto::ContentType::Binary,
+        exchange: interconnect_proto::Exchange::OneWay,
+        payload: Bytes::from(vec![fill; payload_len]),
+    });
+    frame.to_bytes(1 << 20).unwrap()
+}
+
+#[tokio::test]
+async fn frames_arrive_whole_however_the_stream_splits_them_and_cancelled_reads_lose_nothing() {
+    use interconnect_core::Transport;
+    use tokio::io::AsyncWriteExt;
+    let config = transport_tcp::TcpConfig {
+        max_frame_len: 1 << 20,
+        ..Default::default()
+    };
+    let mut listener = TcpListener::bind_with_config("127.0.0.1:0", config)
+        .await
+        .unwrap();
+    let addr = listener.local_addr();
+    let (stream, link) = tokio::join!(tokio::net::TcpStream::connect(addr), listener.next_link());
+    let (mut stream, mut link) = (stream.unwrap(), link.unwrap());
+    // Small and large frames (large ones get buffers of their own), each written in two
+    // parts, the cut inside the header for the smallest.
+    let sizes = [
+        10,
+        70_000,
+        3,
+        (1 << 20) - 100,
+        65_000,
+        200_000,
+        1,
+        64 * 1024,
+    ];
+    for (i, &len) in sizes.iter().enumerate() {
+        let frame = frame_of(len, i as u8);
+        let (first, second) = frame.split_at(if len < 100 { 3 } else { frame.len() / 2 });
+        // A receive given up while the frame is incomplete (as a `select!` would give it
+        // up) returns nothing and loses nothing.
+        let (written, early) = tokio::join!(
+            stream.write_all(first),
+            tokio::time::timeout(Duration::from_millis(20), link.receiver.recv())
+        );
+        written.unwrap();
+        assert!(early.is_err(), "no frame before all of it arrived");
+        let (written, got) = tokio::join!(stream.write_all(second), link.receiver.recv());
+        written.unwrap();
+        let got = got.unwrap().expect("a frame");
+        assert!(got == frame, "frame of {} bytes intact", frame.len());
+    }
+    // Back to back in one write, then the end of the stream.
+    let frames: Vec<Bytes> = sizes.iter().map(|&len| frame_of(len, 9)).collect();
+    let wire: Vec<u8> = frames.iter().flat_map(|f| f.iter().copied()).collect();
+    let (written, _) = tokio::join!(
+        async {
+            stream.write_all(&wire).await?;
+            stream.shutdown().await
+        },
+        async {
+            for frame in &frames {
+                assert!(link.receiver.recv().await.unwrap().as_ref() == Some(frame));
+            }
+        }
+    );
+    written.unwrap();
+    assert!(link.receiver.recv().await.unwrap().is_none(), "clean end");
+}

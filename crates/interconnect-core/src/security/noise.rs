@@ -673,9 +673,9 @@ impl Cipher {
         if sealed.nonce < self.recv_next {
             return Ok(None);
         }
-        let ct = &sealed.ciphertext;
-        let segments = ct.len().div_ceil(SEALED_SEGMENT_LEN).max(1) as u64;
-        let last_len = ct.len() - (segments as usize - 1) * SEALED_SEGMENT_LEN;
+        let ct_len = sealed.ciphertext.len();
+        let segments = ct_len.div_ceil(SEALED_SEGMENT_LEN).max(1) as u64;
+        let last_len = ct_len - (segments as usize - 1) * SEALED_SEGMENT_LEN;
         if last_len <= SEALED_TAG_LEN {
             return Err(SecurityError::BadSealedFrame);
         }
@@ -692,21 +692,42 @@ impl Cipher {
             self.recv_epoch += 1;
             tracing::debug!(epoch = self.recv_epoch, "receiving key renewed");
         }
-        // Each segment's ciphertext is copied once into the output and opened there.
-        let mut out = BytesMut::with_capacity(ct.len() - segments as usize * TAG_LEN);
-        for (i, chunk) in ct.chunks(SEALED_SEGMENT_LEN).enumerate() {
-            let Some(split) = chunk.len().checked_sub(TAG_LEN) else {
-                return Err(SecurityError::BadSealedFrame);
-            };
-            let (body, tag) = chunk.split_at(split);
-            let start = out.len();
-            out.extend_from_slice(body);
-            self.recv
-                .open_in_place(sealed.nonce + i as u64, &mut out[start..], tag)
-                .map_err(|_| SecurityError::BadSealedFrame)?;
-        }
+        let opened = match sealed.ciphertext.try_into_mut() {
+            // The frame's buffer is ours alone: open it where it lies, each segment's
+            // plaintext moved down over the tags before it as it is decrypted.
+            Ok(mut buf) => {
+                let mut at = 0;
+                for i in 0..segments as usize {
+                    let from = i * SEALED_SEGMENT_LEN;
+                    let end = (from + SEALED_SEGMENT_LEN).min(buf.len());
+                    at += self
+                        .recv
+                        .open_within(sealed.nonce + i as u64, &mut buf[at..end], from - at)
+                        .map_err(|_| SecurityError::BadSealedFrame)?;
+                }
+                buf.truncate(at);
+                buf
+            }
+            // Shared (the transport still reads into the same allocation): each
+            // segment's ciphertext is copied once into the output and opened there.
+            Err(ct) => {
+                let mut out = BytesMut::with_capacity(ct.len() - segments as usize * TAG_LEN);
+                for (i, chunk) in ct.chunks(SEALED_SEGMENT_LEN).enumerate() {
+                    let Some(split) = chunk.len().checked_sub(TAG_LEN) else {
+                        return Err(SecurityError::BadSealedFrame);
+                    };
+                    let (body, tag) = chunk.split_at(split);
+                    let start = out.len();
+                    out.extend_from_slice(body);
+                    self.recv
+                        .open_in_place(sealed.nonce + i as u64, &mut out[start..], tag)
+                        .map_err(|_| SecurityError::BadSealedFrame)?;
+                }
+                out
+            }
+        };
         self.recv_next = last + 1;
-        Ok(Some(out.freeze()))
+        Ok(Some(opened.freeze()))
     }
 }
 

@@ -72,6 +72,20 @@ impl TransportKey {
             .map_err(|_| AeadError)
     }
 
+    /// Decrypts the ciphertext and tag at `in_out[from..]` under nonce `n`, writing the
+    /// plaintext at the start of `in_out` in the same pass; returns its length.
+    pub(crate) fn open_within(
+        &self,
+        n: u64,
+        in_out: &mut [u8],
+        from: usize,
+    ) -> Result<usize, AeadError> {
+        self.key
+            .open_within(self.nonce(n), Aad::empty(), in_out, from..)
+            .map(|plain| plain.len())
+            .map_err(|_| AeadError)
+    }
+
     /// Noise `REKEY`: the new key is the first 32 bytes of encrypting 32 zero bytes at the
     /// largest nonce.
     pub(crate) fn rekey(&mut self) {
