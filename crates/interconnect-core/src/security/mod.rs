@@ -32,7 +32,9 @@
 //! reorder frames keep working, and the channel layer resends what went missing. A frame
 //! that fails authentication drops the link. Keys are renewed (Noise `REKEY`) every
 //! `rekey_interval` nonces; the epoch is the nonce divided by the interval, so both sides
-//! rekey at the same point without signalling it.
+//! rekey at the same point without signalling it. The handshake runs on `snow`; sealing
+//! and opening use the split keys with `ring` directly, in place on the frame buffers
+//! (see `transport_key.rs` for why; a test checks the output against `snow`'s).
 //!
 //! ## Threat model
 //! Protected, against anyone who can read, change, drop, replay or inject bytes on the
