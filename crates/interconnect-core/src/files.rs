@@ -181,12 +181,16 @@ fn read_at(mut file: &File, offset: u64, len: u64) -> io::Result<Bytes> {
     let mut buf = Vec::with_capacity(usize::try_from(len).map_err(io::Error::other)?);
     file.take(len).read_to_end(&mut buf)?;
     if (buf.len() as u64) < len {
-        return Err(io::Error::new(
-            io::ErrorKind::UnexpectedEof,
-            "the file is shorter than when it was offered",
-        ));
+        return Err(shrunk());
     }
     Ok(Bytes::from(buf))
+}
+
+fn shrunk() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::UnexpectedEof,
+        "the file is shorter than when it was offered",
+    )
 }
 
 /// The file being sent, read in order and hashed as it goes.
@@ -207,12 +211,8 @@ impl SourceReader {
             // A resume: hash the prefix the receiver already holds.
             self.file.seek(io::SeekFrom::Start(self.hashed))?;
             let want = offset - self.hashed;
-            let got = io::copy(&mut (&self.file).take(want), &mut self.hasher)?;
-            if got < want {
-                return Err(io::Error::new(
-                    io::ErrorKind::UnexpectedEof,
-                    "the file is shorter than when it was offered",
-                ));
+            if io::copy(&mut (&self.file).take(want), &mut self.hasher)? < want {
+                return Err(shrunk());
             }
             self.hashed = offset;
         }

@@ -798,6 +798,40 @@ mod tests {
     }
 
     #[test]
+    fn frames_open_alike_in_place_and_from_a_shared_buffer_and_tampering_fails_both() {
+        let big: Vec<u8> = (0..3 * SEALED_SEGMENT_PLAINTEXT + 100)
+            .map(|i| (i % 251) as u8)
+            .collect();
+        for shared in [false, true] {
+            let (mut watch, mut phone) = established(MIN_REKEY_INTERVAL);
+            let sealed = seal(&mut watch, &big);
+            // Another handle on the same bytes (as a transport's read buffer would be)
+            // forces the copying path.
+            let _other = shared.then(|| sealed.ciphertext.clone());
+            assert_eq!(
+                phone.open(sealed).unwrap().as_deref(),
+                Some(&big[..]),
+                "shared {shared}"
+            );
+            for segment in 0..4 {
+                let (mut watch, mut phone) = established(MIN_REKEY_INTERVAL);
+                let sealed = seal(&mut watch, &big);
+                let mut bytes = sealed.ciphertext.to_vec();
+                bytes[segment * SEALED_SEGMENT_LEN + 5] ^= 0x40;
+                let tampered = Sealed {
+                    nonce: sealed.nonce,
+                    ciphertext: Bytes::from(bytes),
+                };
+                let _other = shared.then(|| tampered.ciphertext.clone());
+                assert!(
+                    phone.open(tampered).is_err(),
+                    "segment {segment}, shared {shared}"
+                );
+            }
+        }
+    }
+
+    #[test]
     fn a_frame_never_spans_two_keys() {
         let (mut watch, mut phone) = established(MIN_REKEY_INTERVAL);
         for _ in 0..510 {
