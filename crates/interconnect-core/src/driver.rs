@@ -238,7 +238,10 @@ pub(crate) struct Driver {
     /// Outgoing files being opened and hashed, by ticket.
     preparing: HashMap<u64, OutFile>,
     outgoing_files: HashMap<TransferId, OutFile>,
-    writers: HashMap<(ChannelId, TransferId), mpsc::UnboundedSender<WriterCmd>>,
+    /// Incoming files' writers, with the ticket their reports carry.
+    writers: HashMap<(ChannelId, TransferId), (u64, mpsc::UnboundedSender<WriterCmd>)>,
+    /// The next writer's ticket.
+    next_ticket: u64,
     /// A frame the session produced that the write queue had no room for.
     held_frame: Option<Bytes>,
     /// Counts links, so a pairing answer applies only to the link that asked.
@@ -293,6 +296,7 @@ pub(crate) fn spawn<T: Transport>(
         preparing: HashMap::new(),
         outgoing_files: HashMap::new(),
         writers: HashMap::new(),
+        next_ticket: 0,
         held_frame: None,
         link_number: 0,
         commands_tx: commands_tx.clone(),
@@ -604,26 +608,24 @@ impl Driver {
                         let _ = out.done.send(Err(Error::Transfer { code, reason }));
                     }
                 } else {
-                    // The error reaches the app once the partial file is gone.
-                    let failure = Some((code, reason));
-                    match self.writers.remove(&(channel, transfer)) {
-                        Some(writer) => {
-                            if let Err(unsent) = writer.send(WriterCmd::Abort {
-                                remove: true,
-                                failure,
-                            }) && let WriterCmd::Abort {
-                                failure: Some((code, message)),
-                                ..
-                            } = unsent.0
-                            {
-                                self.emit(channel, ConnectionEvent::Error { code, message });
-                            }
-                        }
-                        None => {
-                            if let Some((code, message)) = failure {
-                                self.emit(channel, ConnectionEvent::Error { code, message });
-                            }
-                        }
+                    // The error reaches the app once the partial file is gone: the
+                    // writer reports `Failed`, and stays listed until then so the report
+                    // is known for its own.
+                    let abort = WriterCmd::Abort {
+                        remove: true,
+                        failure: Some((code, reason)),
+                    };
+                    let unsent = match self.writers.get(&(channel, transfer)) {
+                        Some((_, writer)) => writer.send(abort).err().map(|e| e.0),
+                        None => Some(abort),
+                    };
+                    if let Some(WriterCmd::Abort {
+                        failure: Some((code, message)),
+                        ..
+                    }) = unsent
+                    {
+                        self.writers.remove(&(channel, transfer));
+                        self.emit(channel, ConnectionEvent::Error { code, message });
                     }
                 }
             }
@@ -641,12 +643,12 @@ impl Driver {
                 data,
                 digest,
             } => {
-                if let Some(writer) = self.writers.get(&(channel, transfer)) {
+                if let Some((_, writer)) = self.writers.get(&(channel, transfer)) {
                     let _ = writer.send(WriterCmd::Data(offset, data, digest));
                 }
             }
             Event::FileAbandoned { channel, transfer } => {
-                if let Some(writer) = self.writers.remove(&(channel, transfer)) {
+                if let Some((_, writer)) = self.writers.remove(&(channel, transfer)) {
                     let _ = writer.send(WriterCmd::Abort {
                         remove: false,
                         failure: None,
@@ -683,7 +685,10 @@ impl Driver {
                 "this device does not accept files",
             );
         };
+        self.next_ticket += 1;
+        let ticket = self.next_ticket;
         let offer = Offer {
+            ticket,
             channel,
             transfer,
             package: self
@@ -698,7 +703,8 @@ impl Driver {
         match files::accept(config, offer, self.io_tx.clone()) {
             Ok(incoming) => {
                 self.session.accept_file(channel, transfer, incoming.offset);
-                self.writers.insert((channel, transfer), incoming.writer);
+                self.writers
+                    .insert((channel, transfer), (ticket, incoming.writer));
                 self.emit(
                     channel,
                     ConnectionEvent::FileIncoming {
@@ -778,27 +784,46 @@ impl Driver {
                 }
             },
             IoDone::Written {
+                ticket,
                 channel,
                 transfer,
                 end,
-            } => self.session.file_written(channel, transfer, end),
+            } => {
+                if self.is_current_writer(ticket, channel, transfer) {
+                    self.session.file_written(channel, transfer, end);
+                }
+            }
             IoDone::Stored {
+                ticket,
                 channel,
                 transfer,
                 path,
                 name,
                 size,
             } => {
+                if !self.is_current_writer(ticket, channel, transfer) {
+                    // Finished just as its sender went away; the channel id may belong
+                    // to another app now, so no event: the file is in the folder.
+                    tracing::info!(path = %path.display(), "stored a file whose sender had gone");
+                    return;
+                }
                 self.writers.remove(&(channel, transfer));
                 self.session.file_stored(channel, transfer);
                 self.emit(channel, ConnectionEvent::File { path, name, size });
             }
             IoDone::Failed {
+                ticket,
                 channel,
                 transfer,
                 code,
                 reason,
             } => {
+                if !self.is_current_writer(ticket, channel, transfer) {
+                    // An abandoned transfer's writer: its sender is gone, and a transfer
+                    // now using the same ids is not this one.
+                    tracing::debug!(%code, %reason, "abandoned incoming file failed");
+                    return;
+                }
                 self.writers.remove(&(channel, transfer));
                 self.session.cancel_file(channel, transfer, code, &reason);
                 self.emit(
@@ -810,6 +835,12 @@ impl Driver {
                 );
             }
         }
+    }
+
+    fn is_current_writer(&self, ticket: u64, channel: ChannelId, transfer: TransferId) -> bool {
+        self.writers
+            .get(&(channel, transfer))
+            .is_some_and(|(current, _)| *current == ticket)
     }
 
     fn outgoing_transfer_channel(&self, transfer: TransferId) -> Option<ChannelId> {
@@ -1093,7 +1124,7 @@ impl Driver {
                     Code::CANCELLED,
                     "cancelled by the receiver",
                 );
-                if let Some(writer) = self.writers.remove(&(channel, transfer)) {
+                if let Some((_, writer)) = self.writers.remove(&(channel, transfer)) {
                     let _ = writer.send(WriterCmd::Abort {
                         remove: true,
                         failure: None,
@@ -1134,7 +1165,7 @@ impl Driver {
     /// frames out before the driver stops.
     async fn close_all(&mut self) {
         // Keep partial files: a later offer of the same file resumes from them.
-        for (_, writer) in self.writers.drain() {
+        for (_, (_, writer)) in self.writers.drain() {
             let _ = writer.send(WriterCmd::Abort {
                 remove: false,
                 failure: None,
@@ -1156,7 +1187,7 @@ impl Driver {
         for out in outs.chain(self.outgoing_files.drain().map(|(_, o)| o)) {
             let _ = out.done.send(Err(Error::Stopped));
         }
-        for (_, writer) in self.writers.drain() {
+        for (_, (_, writer)) in self.writers.drain() {
             // Keep partial files: a later offer of the same file resumes from them.
             let _ = writer.send(WriterCmd::Abort {
                 remove: false,

@@ -308,14 +308,18 @@ pub(crate) enum IoDone {
         offset: u64,
         result: io::Result<(Bytes, Option<[u8; 32]>)>,
     },
-    /// Incoming bytes are written up to `end`.
+    /// Incoming bytes are written up to `end`. Every writer report names its writer's
+    /// `ticket`: transfer ids restart with each session, so a report from the writer of
+    /// an abandoned transfer must not be taken for a newer transfer with the same ids.
     Written {
+        ticket: u64,
         channel: ChannelId,
         transfer: TransferId,
         end: u64,
     },
     /// The incoming file is verified and stored.
     Stored {
+        ticket: u64,
         channel: ChannelId,
         transfer: TransferId,
         path: PathBuf,
@@ -324,6 +328,7 @@ pub(crate) enum IoDone {
     },
     /// The incoming transfer failed; its partial file is gone.
     Failed {
+        ticket: u64,
         channel: ChannelId,
         transfer: TransferId,
         code: Code,
@@ -366,6 +371,8 @@ pub(crate) struct Refusal {
 
 /// The incoming offer, as the writer needs it.
 pub(crate) struct Offer {
+    /// Tells this transfer's writer apart from any other (see `IoDone::Written`).
+    pub(crate) ticket: u64,
     pub(crate) channel: ChannelId,
     pub(crate) transfer: TransferId,
     pub(crate) package: String,
@@ -416,6 +423,7 @@ pub(crate) fn accept(
     let name = sanitize_file_name(&offer.name);
     let (tx, rx) = mpsc::unbounded_channel();
     let writer = Writer {
+        ticket: offer.ticket,
         channel: offer.channel,
         transfer: offer.transfer,
         part,
@@ -433,6 +441,7 @@ pub(crate) fn accept(
 }
 
 struct Writer {
+    ticket: u64,
     channel: ChannelId,
     transfer: TransferId,
     part: PathBuf,
@@ -457,11 +466,12 @@ impl Writer {
         mut commands: mpsc::UnboundedReceiver<WriterCmd>,
         done: mpsc::UnboundedSender<IoDone>,
     ) {
-        let (channel, transfer) = (self.channel, self.transfer);
+        let (ticket, channel, transfer) = (self.ticket, self.channel, self.transfer);
         let writer = Arc::new(self);
         let outcome = writer.clone().write(&mut commands, &done).await;
         let report = match outcome {
             Ok(Some((path, name))) => IoDone::Stored {
+                ticket,
                 channel,
                 transfer,
                 path,
@@ -473,6 +483,7 @@ impl Writer {
                 let part = writer.part.clone();
                 let _ = blocking(move || fs::remove_file(part)).await;
                 IoDone::Failed {
+                    ticket,
                     channel,
                     transfer,
                     code,
@@ -511,6 +522,7 @@ impl Writer {
                     .await
                     .map_err(storage("cannot write the partial file"))?;
                     let _ = done.send(IoDone::Written {
+                        ticket: self.ticket,
                         channel: self.channel,
                         transfer: self.transfer,
                         end: partial.at,

@@ -240,7 +240,10 @@ impl Session {
         }
     }
 
-    fn abandon_incoming(&mut self, channel: ChannelId) {
+    /// Drops the incoming transfers on `channel` without failing them: their senders went
+    /// away for good, and each partial file is kept so a later offer of the same file
+    /// resumes from it.
+    pub(super) fn abandon_incoming(&mut self, channel: ChannelId) {
         let keys: Vec<(ChannelId, TransferId)> = self
             .incoming
             .keys()

@@ -1026,6 +1026,9 @@ impl Session {
                             ));
                         }
                     }
+                    // A watch that restarted may offer the same file again: keep
+                    // what arrived of it.
+                    self.abandon_incoming(id);
                     self.files_on_channel_closed(id, Code::CONNECTION_LOST);
                 }
             }
