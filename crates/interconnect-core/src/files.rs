@@ -9,7 +9,7 @@
 //!
 //! Received data streams into `<files dir>/.partial/<key>.part`, never into memory as a
 //! whole. `key` hashes the package, the offered name, size and modification time, so a
-//! later offer of the same file (after a link drop or a restart of this process) finds
+//! later offer of the same file (after a link drop, or a restart of either end) finds
 //! the partial file and resumes from its length (at most one byte short of the end, so the
 //! digest always arrives). When every byte is there the file is synced, its size and
 //! digest checked, and it is linked under its sanitised, collision-free final name (never

@@ -33,7 +33,7 @@
 //! - **Files ride the same session.** An offer names size and modification time; the
 //!   receiver answers with the offset it already holds (a partial file from an
 //!   interrupted attempt, found by a key derived from package, name, size and time, so it
-//!   survives a restart of the receiving process). Chunks flow in a byte window (`file_window`),
+//!   survives a restart of either end). Chunks flow in a byte window (`file_window`),
 //!   acknowledged as they are written; the sender keeps only the window in memory and the
 //!   receiver streams to disk, so memory stays bounded whatever the file size (the
 //!   `file_rss` bench binary receives 1 GiB in about 24 MiB of peak RSS). Chunks go out
