@@ -20,6 +20,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use interconnect_proto::{ChannelId, Code, MAX_FILE_NAME_LEN, TransferId};
@@ -36,15 +37,21 @@ pub struct FilesConfig {
     /// Free space that must remain on the disk after a file is stored; an offer that
     /// would eat into it is refused with 4005.
     pub reserve_free_bytes: u64,
+    /// Partial files (kept so an interrupted transfer can resume) untouched for longer
+    /// than this are removed when the next file arrives, so abandoned transfers do not
+    /// fill the disk.
+    pub partial_max_age: Duration,
 }
 
 impl FilesConfig {
-    /// Receive into `dir`, files up to 4 GiB, keeping 64 MiB of the disk free.
+    /// Receive into `dir`, files up to 4 GiB, keeping 64 MiB of the disk free and partial
+    /// files for a week.
     pub fn new(dir: impl Into<PathBuf>) -> Self {
         FilesConfig {
             dir: dir.into(),
             max_file_size: 4 << 30,
             reserve_free_bytes: 64 << 20,
+            partial_max_age: Duration::from_secs(7 * 24 * 3600),
         }
     }
 }
@@ -285,6 +292,33 @@ pub(crate) fn spawn_reader(
     tx
 }
 
+/// Removes the partial files in `dir` untouched for longer than `max_age`, except `keep`
+/// (blocking). Failures are only logged: this is housekeeping.
+fn remove_stale_partials(dir: &Path, keep: &Path, max_age: Duration) {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    let now = SystemTime::now();
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path == keep || path.extension().is_none_or(|e| e != "part") {
+            continue;
+        }
+        let stale = entry
+            .metadata()
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| now.duration_since(t).ok())
+            .is_some_and(|age| age > max_age);
+        if stale {
+            match fs::remove_file(&path) {
+                Ok(()) => tracing::info!(path = %path.display(), "removed a stale partial file"),
+                Err(e) => tracing::debug!(path = %path.display(), %e, "stale partial file kept"),
+            }
+        }
+    }
+}
+
 /// Runs blocking file work off the async threads.
 async fn blocking<T: Send + 'static>(
     work: impl FnOnce() -> io::Result<T> + Send + 'static,
@@ -423,6 +457,7 @@ pub(crate) fn accept(
     let name = sanitize_file_name(&offer.name);
     let (tx, rx) = mpsc::unbounded_channel();
     let writer = Writer {
+        partial_max_age: config.partial_max_age,
         ticket: offer.ticket,
         channel: offer.channel,
         transfer: offer.transfer,
@@ -441,6 +476,7 @@ pub(crate) fn accept(
 }
 
 struct Writer {
+    partial_max_age: Duration,
     ticket: u64,
     channel: ChannelId,
     transfer: TransferId,
@@ -562,6 +598,9 @@ impl Writer {
             .read(true)
             .write(true)
             .open(&self.part)?;
+        if let Some(dir) = self.part.parent() {
+            remove_stale_partials(dir, &self.part, self.partial_max_age);
+        }
         file.set_len(self.start)?;
         let mut hasher = blake3::Hasher::new();
         if self.start > 0 {
