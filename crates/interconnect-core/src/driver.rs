@@ -169,8 +169,14 @@ struct PendingSend {
 struct ActiveLink {
     /// Frames to the link's writer task.
     frames_out: mpsc::Sender<Bytes>,
+    /// The writer task: on shutdown the driver waits for it to write what is queued.
+    writer: tokio::task::JoinHandle<()>,
     receiver: Box<dyn crate::transport::LinkReceiver>,
 }
+
+/// How long a shutdown waits for the frames already queued (closes, the last hello) to
+/// reach the link before the driver ends.
+const LINGER: Duration = Duration::from_secs(2);
 
 /// Frames queued to a link's writer before the driver holds back.
 const WRITE_QUEUE: usize = 64;
@@ -200,10 +206,21 @@ async fn write_frames(mut sender: Box<dyn LinkSender>, mut frames: mpsc::Receive
 /// request is a rejected one).
 const SECURITY_EVENTS: usize = 32;
 
+/// What the driver publishes about the link.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct LinkStatus {
+    pub(crate) peer: PeerDeviceStatus,
+    /// Links that came up so far. A link can come up and go again within one turn of
+    /// the driver (a peer that leaves right after the handshake), and a watch channel
+    /// keeps only the last value: the count lets a waiter see such a link anyway.
+    pub(crate) links_up: u64,
+}
+
 /// Whether the link to the peer device is up (the vendor API's `getPeerDeviceStatus`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum PeerDeviceStatus {
     /// 0: not connected.
+    #[default]
     Disconnected = 0,
     /// 1: connected (link up, handshake done).
     Connected = 1,
@@ -219,7 +236,7 @@ impl PeerDeviceStatus {
 pub(crate) struct Driver {
     session: Session,
     commands: mpsc::UnboundedReceiver<Command>,
-    status: watch::Sender<PeerDeviceStatus>,
+    status: watch::Sender<LinkStatus>,
     link: Option<ActiveLink>,
     link_requests: mpsc::Sender<Duration>,
     new_links: mpsc::Receiver<Link>,
@@ -254,7 +271,7 @@ pub(crate) struct Driver {
 pub(crate) struct DriverParts {
     pub(crate) commands: mpsc::UnboundedSender<Command>,
     pub(crate) security_events: mpsc::Receiver<SecurityEvent>,
-    pub(crate) status: watch::Receiver<PeerDeviceStatus>,
+    pub(crate) status: watch::Receiver<LinkStatus>,
     pub(crate) task: JoinHandle<()>,
 }
 
@@ -270,7 +287,7 @@ pub(crate) fn spawn<T: Transport>(
     let (security_tx, security_events) = mpsc::channel(SECURITY_EVENTS);
     let (io_tx, io_rx) = mpsc::unbounded_channel();
     let (commands_tx, commands) = mpsc::unbounded_channel();
-    let (status_tx, status) = watch::channel(PeerDeviceStatus::Disconnected);
+    let (status_tx, status) = watch::channel(LinkStatus::default());
     let (link_requests, requests_rx) = mpsc::channel(1);
     let (links_tx, new_links) = mpsc::channel(1);
     let supplier = tokio::spawn(supply_links(transport, requests_rx, links_tx));
@@ -428,10 +445,11 @@ impl Driver {
         self.session.link_up(now(), link.max_frame_len);
 
         let (frames_out, frames) = mpsc::channel(WRITE_QUEUE);
-        tokio::spawn(write_frames(link.sender, frames));
+        let writer = tokio::spawn(write_frames(link.sender, frames));
         self.held_frame = None;
         self.link = Some(ActiveLink {
             frames_out,
+            writer,
             receiver: link.receiver,
         });
         // Counted as a failure until the handshake completes.
@@ -509,10 +527,14 @@ impl Driver {
         match event {
             Event::LinkUp { .. } => {
                 self.failures = 0;
-                let _ = self.status.send(PeerDeviceStatus::Connected);
+                self.status.send_modify(|s| {
+                    s.peer = PeerDeviceStatus::Connected;
+                    s.links_up += 1;
+                });
             }
             Event::LinkDown => {
-                let _ = self.status.send(PeerDeviceStatus::Disconnected);
+                self.status
+                    .send_modify(|s| s.peer = PeerDeviceStatus::Disconnected);
             }
             Event::PeerAuthenticated {
                 fingerprint,
@@ -1176,6 +1198,22 @@ impl Driver {
             self.session.close(channel, Code::OTHERS, "shutting down");
         }
         self.flush().await;
+        // The writer runs apart from the driver: without this wait, frames queued just
+        // now (these closes, or a hello sent as pairing completed) could be lost when the
+        // program ends right after `shutdown`.
+        if let Some(link) = self.link.take() {
+            let held = self.held_frame.take();
+            let drained = async move {
+                if let Some(frame) = held {
+                    let _ = link.frames_out.send(frame).await;
+                }
+                drop(link.frames_out);
+                let _ = link.writer.await;
+            };
+            if tokio::time::timeout(LINGER, drained).await.is_err() {
+                tracing::debug!("shutdown: the link did not take the last frames in time");
+            }
+        }
     }
 
     /// Fails everything still waiting, so no caller hangs after shutdown.
@@ -1200,7 +1238,8 @@ impl Driver {
         for entry in self.conns.values_mut() {
             fail_requests(entry, Error::Stopped);
         }
-        let _ = self.status.send(PeerDeviceStatus::Disconnected);
+        self.status
+            .send_modify(|s| s.peer = PeerDeviceStatus::Disconnected);
     }
 }
 

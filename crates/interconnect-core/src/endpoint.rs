@@ -9,7 +9,7 @@ use tokio::task::JoinHandle;
 
 use crate::config::SessionConfig;
 use crate::connection::{ConnState, Connection};
-use crate::driver::{self, Backoff, Command, ConnSlot, PeerDeviceStatus};
+use crate::driver::{self, Backoff, Command, ConnSlot, LinkStatus, PeerDeviceStatus};
 use crate::security::{KnownPeers, Security, SecurityEvent};
 use crate::session::Session;
 use crate::transport::Transport;
@@ -61,7 +61,7 @@ impl Config {
 struct Endpoint {
     commands: mpsc::UnboundedSender<Command>,
     security_events: std::sync::Mutex<Option<mpsc::Receiver<SecurityEvent>>>,
-    status: watch::Receiver<PeerDeviceStatus>,
+    status: watch::Receiver<LinkStatus>,
     task: Option<JoinHandle<()>>,
     next_key: AtomicU64,
     send_timeout: Duration,
@@ -127,17 +127,24 @@ impl Endpoint {
     }
 
     fn status(&self) -> PeerDeviceStatus {
-        *self.status.borrow()
+        self.status.borrow().peer
     }
 
     async fn wait_connected(&self) {
         let mut status = self.status.clone();
-        let _ = status.wait_for(|s| *s == PeerDeviceStatus::Connected).await;
+        // A link that comes up after this call counts, even if it is gone again by the
+        // time this task looks.
+        let seen = status.borrow_and_update().links_up;
+        let _ = status
+            .wait_for(|s| s.peer == PeerDeviceStatus::Connected || s.links_up > seen)
+            .await;
     }
 
     async fn wait_disconnected(&self) {
         let mut status = self.status.clone();
-        let _ = status.wait_for(|s| *s != PeerDeviceStatus::Connected).await;
+        let _ = status
+            .wait_for(|s| s.peer != PeerDeviceStatus::Connected)
+            .await;
     }
 
     async fn shutdown(&mut self) {
@@ -202,7 +209,8 @@ impl Interconnect {
         self.endpoint.status()
     }
 
-    /// Waits until the phone is connected.
+    /// Waits until the phone is connected (a link that comes up after the call counts,
+    /// even if it drops again before this task runs).
     pub async fn connected(&self) {
         self.endpoint.wait_connected().await;
     }
@@ -298,7 +306,8 @@ impl Hub {
         self.endpoint.status()
     }
 
-    /// Waits until the watch is connected.
+    /// Waits until the watch is connected (a link that comes up after the call counts,
+    /// even if it drops again before this task runs).
     pub async fn connected(&self) {
         self.endpoint.wait_connected().await;
     }

@@ -472,3 +472,36 @@ fn backoff_grows_to_its_cap_with_jitter() {
         );
     }
 }
+
+#[tokio::test(start_paused = true)]
+async fn connected_sees_a_watch_that_leaves_right_after_its_handshake() {
+    use interconnect_proto::{DEFAULT_MAX_FRAME_LEN, Role};
+    let network = MockNetwork::new(Faults::default());
+    let (mut dialer, listener) = network.endpoints();
+    let mut phone_config = Config::new(DeviceId([2; 16]));
+    phone_config.security = Security::InsecurePlaintext;
+    let hub = std::sync::Arc::new(Hub::new(listener, phone_config));
+    let waiter = {
+        let hub = hub.clone();
+        tokio::spawn(async move { hub.connected().await })
+    };
+    tokio::task::yield_now().await;
+    // A watch that says hello and is gone at once: the phone's driver sees the hello
+    // and the end of the link in the same turn.
+    let mut link = dialer.next_link().await.unwrap();
+    let mut watch = Session::new(
+        SessionConfig::new(Role::Watch, DeviceId([1; 16]), 1)
+            .with_security(Security::InsecurePlaintext),
+    );
+    let now = std::time::Instant::now();
+    watch.link_up(now, DEFAULT_MAX_FRAME_LEN);
+    while let Some(frame) = watch.poll_transmit(now) {
+        link.sender.send(frame).await.unwrap();
+    }
+    drop(link);
+    tokio::time::timeout(Duration::from_secs(10), waiter)
+        .await
+        .expect("connected() saw the link")
+        .unwrap();
+    assert_eq!(hub.peer_device_status(), PeerDeviceStatus::Disconnected);
+}
