@@ -1199,8 +1199,8 @@ impl Driver {
         }
         self.flush().await;
         // The writer runs apart from the driver: without this wait, frames queued just
-        // now (these closes, or a hello sent as pairing completed) could be lost when the
-        // program ends right after `shutdown`.
+        // now (these closes, say) could be lost when the program ends right after
+        // `shutdown` and its runtime drops the writer task.
         if let Some(link) = self.link.take() {
             let held = self.held_frame.take();
             let drained = async move {

@@ -12,7 +12,7 @@ use interconnect_proto::{
 use sha2::{Digest, Sha256};
 use snow::HandshakeState;
 
-use super::transport_key::{TAG_LEN, TransportKey};
+use super::transport_key::TransportKey;
 
 use super::{
     CipherSuite, Fingerprint, MIN_REKEY_INTERVAL, NoiseConfig, PairingCode, SecurityError,
@@ -646,16 +646,14 @@ impl Cipher {
                 let tag = key.seal_in_place(first + i, &mut buf[start..])?;
                 buf.extend_from_slice(tag.as_ref());
             }
-            Ok(())
+            Ok::<(), super::transport_key::AeadError>(())
         });
         match sealed {
             Ok(Ok(())) => {
                 self.send_next = next;
                 Ok(())
             }
-            Ok(Err(super::transport_key::AeadError)) => {
-                Err(SecurityError::Handshake("sealing failed".into()))
-            }
+            Ok(Err(_)) => Err(SecurityError::Handshake("sealing failed".into())),
             Err(e) => Err(SecurityError::Handshake(format!("sealed frame: {e}"))),
         }
     }
@@ -711,9 +709,10 @@ impl Cipher {
             // Shared (the transport still reads into the same allocation): each
             // segment's ciphertext is copied once into the output and opened there.
             Err(ct) => {
-                let mut out = BytesMut::with_capacity(ct.len() - segments as usize * TAG_LEN);
+                let mut out =
+                    BytesMut::with_capacity(ct.len() - segments as usize * SEALED_TAG_LEN);
                 for (i, chunk) in ct.chunks(SEALED_SEGMENT_LEN).enumerate() {
-                    let Some(split) = chunk.len().checked_sub(TAG_LEN) else {
+                    let Some(split) = chunk.len().checked_sub(SEALED_TAG_LEN) else {
                         return Err(SecurityError::BadSealedFrame);
                     };
                     let (body, tag) = chunk.split_at(split);

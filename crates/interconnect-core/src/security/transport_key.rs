@@ -15,9 +15,6 @@ use ring::aead::{AES_256_GCM, Aad, CHACHA20_POLY1305, LessSafeKey, Nonce, Tag, U
 
 use super::CipherSuite;
 
-/// Bytes of an AEAD tag.
-pub(crate) const TAG_LEN: usize = 16;
-
 /// The AEAD key of one direction of an established link.
 pub(crate) struct TransportKey {
     suite: CipherSuite,
@@ -142,7 +139,7 @@ mod tests {
             let plain: Vec<u8> = (0..1000u32).map(|i| (i * 7) as u8).collect();
             for epoch in 0..3 {
                 for n in [0u64, 1, 255, 256, 1 << 40] {
-                    let mut expected = vec![0u8; plain.len() + TAG_LEN];
+                    let mut expected = vec![0u8; plain.len() + interconnect_proto::SEALED_TAG_LEN];
                     snow_send.write_message(n, &plain, &mut expected).unwrap();
                     let mut ours = plain.clone();
                     let tag = ours_send.seal_in_place(n, &mut ours).unwrap();
