@@ -400,11 +400,17 @@ async fn watch(
     let conn = watch.instance(&target.package, target.fingerprint.as_deref());
     // A lasting refusal (an untrusted or changed peer key) ends the command at once
     // instead of retrying until the timeout.
+    // A passing one is kept: if the command times out, it says why better than 204.
+    let passing = std::sync::Mutex::new(None);
     let refused = async {
         if let Some(outcomes) = &mut outcomes {
             while let Some(outcome) = outcomes.recv().await {
-                if let Outcome::Refused(error) = outcome {
-                    return Failure::from(error);
+                match outcome {
+                    Outcome::Refused(error) => return Failure::from(error),
+                    Outcome::Passing(error) => {
+                        *passing.lock().unwrap_or_else(|e| e.into_inner()) = Some(error);
+                    }
+                    Outcome::Authenticated { .. } => {}
                 }
             }
         }
@@ -413,6 +419,11 @@ async fn watch(
     let result = tokio::select! {
         result = run_watch_command(&watch, &conn, timeout, command) => result,
         failure = refused => Err(failure),
+    };
+    let last_refusal = passing.lock().unwrap_or_else(|e| e.into_inner()).take();
+    let result = match (result, last_refusal) {
+        (Err(failure), Some(error)) if failure.code == Code::TIMEOUT => Err(Failure::from(error)),
+        (result, _) => result,
     };
     watch.shutdown().await;
     let output = result?;
@@ -465,12 +476,15 @@ async fn pair(
         let outcomes = outcomes
             .as_mut()
             .ok_or_else(|| failure(Code::OTHERS, "security events already taken"))?;
-        match outcomes.recv().await {
-            Some(Outcome::Authenticated { fingerprint, code }) => {
-                Ok(json!({ "paired": fingerprint.to_string(), "code": code }))
+        loop {
+            match outcomes.recv().await {
+                Some(Outcome::Authenticated { fingerprint, code }) => {
+                    break Ok(json!({ "paired": fingerprint.to_string(), "code": code }));
+                }
+                Some(Outcome::Refused(error)) => break Err(Failure::from(error)),
+                Some(Outcome::Passing(_)) => {}
+                None => break Err(failure(Code::OTHERS, "the endpoint stopped")),
             }
-            Some(Outcome::Refused(error)) => Err(Failure::from(error)),
-            None => Err(failure(Code::OTHERS, "the endpoint stopped")),
         }
     };
     // This side trusts the peer once authenticated; the link comes up only once the peer

@@ -187,9 +187,11 @@ pub(crate) fn monitor(
                 }
                 SecurityEvent::Refused(error) => {
                     eprintln!("secure link refused: {error}");
-                    if lasting(&error) {
-                        let _ = tx.send(Outcome::Refused(error));
-                    }
+                    let _ = tx.send(if lasting(&error) {
+                        Outcome::Refused(error)
+                    } else {
+                        Outcome::Passing(error)
+                    });
                 }
                 other => eprintln!("security event: {other:?}"),
             }
@@ -208,15 +210,15 @@ pub(crate) enum Outcome {
     },
     /// A refusal that retrying will not cure.
     Refused(SecurityError),
+    /// A refusal that a new link may not repeat (or that anyone could have sent): the
+    /// command keeps trying, and reports it if it times out.
+    Passing(SecurityError),
 }
 
-/// Whether a refusal is about who the peers are or how they are configured (lasting), as
-/// opposed to a damaged frame or handshake that a new link may not repeat.
+/// Whether a refusal is one that retrying will not cure (see
+/// [`SecurityError::is_lasting`]).
 fn lasting(error: &SecurityError) -> bool {
-    !matches!(
-        error,
-        SecurityError::BadSealedFrame | SecurityError::Handshake(_)
-    )
+    error.is_lasting()
 }
 
 impl From<SecurityError> for Failure {

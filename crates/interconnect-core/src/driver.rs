@@ -458,8 +458,9 @@ impl Driver {
 
     fn lose_link(&mut self, why: &str) {
         self.held_frame = None;
-        // Best effort: let the peer read why (an error report) before the link goes.
-        if let Some(link) = &self.link {
+        // Best effort: when the session dropped the link, let the peer read why (the
+        // session then yields its error report and nothing else).
+        if let Some(link) = self.link.as_ref().filter(|_| self.session.is_dropping()) {
             while let Some(frame) = self.session.poll_transmit(now()) {
                 if link.frames_out.try_send(frame).is_err() {
                     break;

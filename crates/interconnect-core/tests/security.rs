@@ -301,8 +301,8 @@ async fn trust_on_first_use_refuses_a_different_phone_later() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn plaintext_injected_after_the_handshake_is_rejected() {
-    let mut s = setup();
+async fn plaintext_injected_after_the_handshake_changes_nothing() {
+    let s = setup();
     let (conn, app) = open(&s).await;
     let mut app_events = app.events();
     let armed = Arc::new(AtomicBool::new(true));
@@ -324,15 +324,15 @@ async fn plaintext_injected_after_the_handshake_is_rejected() {
             vec![frame]
         })));
     conn.send(&7u32).await.unwrap();
-    assert_eq!(messages(&mut app_events, 1).await, vec![7]);
     assert_eq!(
-        refusal(&mut s.hub_security).await,
-        SecurityError::Plaintext("data")
+        messages(&mut app_events, 1).await,
+        vec![7],
+        "666 never arrives"
     );
     assert_eq!(
         s.network.links_made(),
-        2,
-        "the link was dropped and made again"
+        1,
+        "the forged frame was dropped, not the link"
     );
 }
 

@@ -1,174 +1,13 @@
 //! Sans-IO tests: two sessions wired back to back with virtual time, no tasks, no sockets.
 
-use std::collections::VecDeque;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use interconnect_core::*;
 use interconnect_proto::*;
 
-const PKG: &str = "com.example.app";
-
-/// Watch and phone sessions with a frame queue each way and a virtual clock.
-struct Pair {
-    watch: Session,
-    phone: Session,
-    now: Instant,
-    to_phone: VecDeque<Bytes>,
-    to_watch: VecDeque<Bytes>,
-    watch_events: Vec<Event>,
-    phone_events: Vec<Event>,
-}
-
-/// The phone's session config; a restarted phone keeps its device key.
-fn phone_config(token: u64, security: &Security) -> SessionConfig {
-    SessionConfig::new(Role::Phone, DeviceId([2; 16]), token).with_security(security.clone())
-}
-
-fn noise(key: u8) -> Security {
-    Security::Noise(NoiseConfig::new(DeviceIdentity::from_private_key(
-        [key; 32],
-    )))
-}
-
-impl Pair {
-    /// Encrypted links, as by default.
-    fn new() -> Self {
-        Pair::with_security(noise(1), noise(2))
-    }
-
-    /// Plaintext links: for tests that inject frames of the session protocol itself.
-    fn plaintext() -> Self {
-        Pair::with_security(Security::InsecurePlaintext, Security::InsecurePlaintext)
-    }
-
-    fn with_security(watch: Security, phone: Security) -> Self {
-        let watch = Session::new(
-            SessionConfig::new(Role::Watch, DeviceId([1; 16]), 11).with_security(watch),
-        );
-        let mut phone = Session::new(phone_config(22, &phone));
-        phone.register_app(PKG, 7, Some("AA:BB"));
-        Pair {
-            watch,
-            phone,
-            now: Instant::now(),
-            to_phone: VecDeque::new(),
-            to_watch: VecDeque::new(),
-            watch_events: Vec::new(),
-            phone_events: Vec::new(),
-        }
-    }
-
-    fn connect(&mut self) {
-        self.watch.link_up(self.now, DEFAULT_MAX_FRAME_LEN);
-        self.phone.link_up(self.now, DEFAULT_MAX_FRAME_LEN);
-        self.drive();
-    }
-
-    fn cut(&mut self) {
-        self.to_phone.clear();
-        self.to_watch.clear();
-        self.watch.link_down(self.now);
-        self.phone.link_down(self.now);
-        self.collect();
-    }
-
-    fn collect(&mut self) {
-        while let Some(e) = self.watch.poll_event() {
-            self.watch_events.push(e);
-        }
-        while let Some(e) = self.phone.poll_event() {
-            self.phone_events.push(e);
-        }
-    }
-
-    /// Moves frames both ways until both sides are quiet.
-    fn drive(&mut self) {
-        for _ in 0..100_000 {
-            while let Some(f) = self.watch.poll_transmit(self.now) {
-                self.to_phone.push_back(f);
-            }
-            while let Some(f) = self.phone.poll_transmit(self.now) {
-                self.to_watch.push_back(f);
-            }
-            self.collect();
-            if self.to_phone.is_empty() && self.to_watch.is_empty() {
-                return;
-            }
-            while let Some(f) = self.to_phone.pop_front() {
-                self.phone.handle_frame(self.now, f);
-            }
-            while let Some(f) = self.to_watch.pop_front() {
-                self.watch.handle_frame(self.now, f);
-            }
-        }
-        panic!("the sessions never went quiet");
-    }
-
-    /// Advances virtual time to the earliest deadline and fires it.
-    fn advance(&mut self, by: Duration) {
-        let end = self.now + by;
-        loop {
-            let next = [self.watch.poll_timeout(), self.phone.poll_timeout()]
-                .into_iter()
-                .flatten()
-                .min();
-            match next {
-                Some(t) if t <= end => {
-                    self.now = self.now.max(t);
-                    self.watch.handle_timeout(self.now);
-                    self.phone.handle_timeout(self.now);
-                    self.drive();
-                }
-                _ => break,
-            }
-        }
-        self.now = end;
-    }
-
-    fn watch_messages(&self, ch: ChannelId) -> Vec<Bytes> {
-        messages(&self.watch_events, ch)
-    }
-    fn phone_messages(&self, ch: ChannelId) -> Vec<Bytes> {
-        messages(&self.phone_events, ch)
-    }
-}
-
-fn messages(events: &[Event], ch: ChannelId) -> Vec<Bytes> {
-    events
-        .iter()
-        .filter_map(|e| match e {
-            Event::Channel(c, ChannelEvent::Message(m)) if *c == ch => Some(m.payload.clone()),
-            _ => None,
-        })
-        .collect()
-}
-
-fn send(s: &mut Session, ch: ChannelId, text: &str) -> SendId {
-    s.send(
-        ch,
-        ContentType::Binary,
-        Exchange::OneWay,
-        Bytes::copy_from_slice(text.as_bytes()),
-    )
-    .unwrap()
-}
-
-fn opened(pair: &mut Pair) -> ChannelId {
-    pair.connect();
-    open_channel(pair)
-}
-
-/// Opens a channel to the phone's app on a link that is up.
-fn open_channel(pair: &mut Pair) -> ChannelId {
-    let ch = pair
-        .watch
-        .open_channel(pair.now, PKG, Some("AA:BB"))
-        .unwrap();
-    pair.drive();
-    assert!(pair.watch.is_open(ch));
-    ch
-}
+mod common;
+use common::*;
 
 #[test]
 fn handshake_then_open_reports_version_and_open_events() {
@@ -413,10 +252,6 @@ fn close_reaches_the_peer_with_code_and_reason() {
             .send(ch, ContentType::Json, Exchange::OneWay, Bytes::new()),
         Err(CommandError::ChannelClosed)
     );
-}
-
-fn frame_bytes(frame: Frame) -> Bytes {
-    frame.to_bytes(DEFAULT_MAX_FRAME_LEN).unwrap()
 }
 
 fn assert_dropped_with(pair: &mut Pair, code: Code) {

@@ -272,16 +272,37 @@ pub enum SecurityError {
     #[error("the peer wants an encrypted link; this side runs in insecure plaintext mode")]
     PeerWantsEncryption,
     /// The peer refused this device during the handshake.
-    #[error("refused by the peer: {code}: {message}")]
+    #[error("refused by the {}peer: {code}: {message}", if *.authenticated { "" } else { "(unauthenticated) " })]
     RefusedByPeer {
         /// The peer's code (4007 untrusted, 4008 security failure).
         code: Code,
-        /// The peer's message.
+        /// The peer's message, control characters escaped.
         message: String,
+        /// Whether the refusal came sealed, from the authenticated peer. One in the clear
+        /// (before keys exist) may come from anyone on the wire: it is never lasting.
+        authenticated: bool,
     },
 }
 
 impl SecurityError {
+    /// Whether trying again cannot help: the verdict is about who the devices are or how
+    /// they are configured, and it came from this side or from the authenticated peer.
+    /// A damaged handshake or frame, a plaintext frame and a refusal in the clear may be
+    /// an attacker's doing or a passing fault, so they are not lasting.
+    pub fn is_lasting(&self) -> bool {
+        match self {
+            SecurityError::RefusedByPeer { authenticated, .. } => *authenticated,
+            SecurityError::BadSealedFrame
+            | SecurityError::Handshake(_)
+            | SecurityError::Plaintext(_) => false,
+            SecurityError::UntrustedPeer { .. }
+            | SecurityError::PeerChanged { .. }
+            | SecurityError::PairingRejected { .. }
+            | SecurityError::SuiteNotAllowed { .. }
+            | SecurityError::PeerWantsEncryption => true,
+        }
+    }
+
     /// The code sent to the peer and reported to the owner.
     pub fn code(&self) -> Code {
         match self {

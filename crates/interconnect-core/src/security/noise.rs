@@ -12,6 +12,8 @@ use interconnect_proto::{
 use sha2::{Digest, Sha256};
 use snow::HandshakeState;
 
+use zeroize::Zeroizing;
+
 use super::transport_key::TransportKey;
 
 use super::{
@@ -178,8 +180,20 @@ impl SecureLink {
         }
     }
 
-    /// A handshake frame arrived.
+    /// A handshake frame arrived (in the clear, so from anyone).
+    ///
+    /// Once keys exist nothing in the clear changes the secure state: the only handshake
+    /// frame still expected is the watch's step 4 while the phone's commitment is open,
+    /// and one that does not match the commitment is dropped like any other.
     pub(crate) fn on_handshake(&mut self, msg: Handshake) {
+        if let Phase::Established(est) = &self.phase {
+            if msg.step == 4 && self.role == Role::Watch && est.commitment.is_some() {
+                self.on_step4(&msg);
+            } else {
+                tracing::debug!(step = msg.step, "handshake frame after the keys, dropped");
+            }
+            return;
+        }
         let phase = std::mem::replace(&mut self.phase, Phase::Failed);
         match (phase, msg.step) {
             (Phase::Idle, 1) if self.role == Role::Phone => self.on_step1(msg),
@@ -200,9 +214,7 @@ impl SecureLink {
                 },
                 3,
             ) if self.role == Role::Phone => self.on_step3(*hs, suite, rekey_interval, nonce, msg),
-            (Phase::Established(est), 4) if self.role == Role::Watch => self.on_step4(est, msg),
-            (phase @ (Phase::AwaitStep3 { .. } | Phase::Established(_)), 1)
-            | (phase @ Phase::Established(_), 2 | 3) => {
+            (phase @ Phase::AwaitStep3 { .. }, 1) => {
                 // A duplicate of a step already handled (links may duplicate frames).
                 self.phase = phase;
             }
@@ -319,20 +331,24 @@ impl SecureLink {
         });
     }
 
-    fn on_step4(&mut self, mut est: Box<Established>, msg: Handshake) {
-        let Some(commitment) = est.commitment.take() else {
-            self.phase = Phase::Established(est);
-            return; // a duplicate
+    /// Watch: the phone revealed its pairing nonce. One that does not match the
+    /// commitment is dropped (it travels in the clear, so anyone could have sent it).
+    fn on_step4(&mut self, msg: &Handshake) {
+        let Phase::Established(est) = &mut self.phase else {
+            return;
         };
-        let nonce = match exact_32(&msg.message) {
-            Ok(n) => n,
-            Err(e) => return self.fail(e),
+        let Some(commitment) = est.commitment else {
+            return;
+        };
+        let Ok(nonce) = exact_32(&msg.message) else {
+            tracing::debug!("step 4 of the wrong length, dropped");
+            return;
         };
         if Sha256::digest(nonce).as_slice() != commitment {
-            return self.fail(SecurityError::Handshake(
-                "the phone's pairing nonce does not match its commitment".into(),
-            ));
+            tracing::debug!("step 4 does not match the phone's commitment, dropped");
+            return;
         }
+        est.commitment = None;
         let code = pairing_code(&est.hash, &est.own_nonce, &nonce);
         est.code = Some(code);
         if est.trust == Trust::AwaitCode {
@@ -342,7 +358,6 @@ impl SecureLink {
                 code,
             });
         }
-        self.phase = Phase::Established(est);
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -363,6 +378,7 @@ impl SecureLink {
         }
         // Both ends split to (watch → phone, phone → watch): the watch initiates.
         let (to_phone, to_watch) = hs.dangerously_get_raw_split();
+        let (to_phone, to_watch) = (Zeroizing::new(to_phone), Zeroizing::new(to_watch));
         let (send, recv) = match self.role {
             Role::Watch => (to_phone, to_watch),
             Role::Phone => (to_watch, to_phone),
@@ -447,8 +463,12 @@ impl SecureLink {
         }
     }
 
+    /// Refuses the link. Keys that exist are kept: the refusal then travels sealed, and
+    /// nothing after it can travel in the clear.
     fn fail(&mut self, error: SecurityError) {
-        self.phase = Phase::Failed;
+        if !matches!(self.phase, Phase::Established(_)) {
+            self.phase = Phase::Failed;
+        }
         self.events.push_back(SecureEvent::Failed(error));
     }
 
@@ -580,6 +600,31 @@ fn pairing_code(hash: &[u8; 32], watch_nonce: &[u8; 32], phone_nonce: &[u8; 32])
     PairingCode(n % 1_000_000)
 }
 
+/// Length of a segment's associated data.
+pub(crate) const SEGMENT_AD_LEN: usize = 16;
+
+/// The associated data of segment `index` of a sealed frame of `segments` segments whose
+/// first nonce is `first`: `first` (u64), `segments` (u32), `index` (u32), little-endian.
+/// It binds each segment to its place in its own frame, so no run of segments opens as
+/// a frame of its own and no two frames merge into one.
+pub(crate) fn segment_ad(first: u64, segments: u32, index: u32) -> [u8; SEGMENT_AD_LEN] {
+    let mut ad = [0u8; SEGMENT_AD_LEN];
+    ad[..8].copy_from_slice(&first.to_le_bytes());
+    ad[8..12].copy_from_slice(&segments.to_le_bytes());
+    ad[12..].copy_from_slice(&index.to_le_bytes());
+    ad
+}
+
+/// The key of epoch `to`, from `key` at epoch `from`: `None` when it is `key` itself.
+/// Nothing is committed, so a frame that fails leaves the keys as they were.
+fn key_at(key: &TransportKey, from: u64, to: u64) -> Option<TransportKey> {
+    let mut next: Option<TransportKey> = None;
+    for _ in from..to {
+        next = Some(next.as_ref().unwrap_or(key).rekeyed());
+    }
+    next
+}
+
 /// Sealing and opening with explicit nonces and epoch rekeying.
 struct Cipher {
     send: TransportKey,
@@ -608,7 +653,7 @@ impl Cipher {
     }
 
     /// Seals the plaintext `head` ‖ `bulk`, segment by segment, each copied once into
-    /// `dst` and encrypted there.
+    /// `dst` and encrypted there. The nonce and epoch advance only when it succeeded.
     fn seal(
         &mut self,
         head: &[u8],
@@ -618,6 +663,8 @@ impl Cipher {
     ) -> Result<(), SecurityError> {
         let plain_len = head.len() + bulk.len();
         let segments = sealed_segments(plain_len) as u64;
+        let count = u32::try_from(segments)
+            .map_err(|_| SecurityError::Handshake("frame too large to seal".into()))?;
         let mut first = self.send_next;
         if first / self.interval != (first + segments - 1) / self.interval {
             first = (first / self.interval + 1) * self.interval;
@@ -625,16 +672,13 @@ impl Cipher {
         let Some(next) = first.checked_add(segments).filter(|n| *n < u64::MAX / 2) else {
             return Err(SecurityError::Handshake("nonces exhausted".into()));
         };
-        while self.send_epoch < first / self.interval {
-            self.send.rekey();
-            self.send_epoch += 1;
-            tracing::debug!(epoch = self.send_epoch, "sending key renewed");
-        }
-        let key = &self.send;
+        let epoch = first / self.interval;
+        let rekeyed = key_at(&self.send, self.send_epoch, epoch);
+        let key = rekeyed.as_ref().unwrap_or(&self.send);
         let ct_len = sealed_ciphertext_len(plain_len);
         let sealed = encode_sealed(max_frame_len, dst, first, ct_len, |buf| {
             let (mut head, mut bulk) = (head, bulk);
-            for i in 0..segments {
+            for i in 0..count {
                 let start = buf.len();
                 let mut want = SEALED_SEGMENT_PLAINTEXT.min(head.len() + bulk.len());
                 let from_head = want.min(head.len());
@@ -643,13 +687,19 @@ impl Cipher {
                 want -= from_head;
                 buf.extend_from_slice(&bulk[..want]);
                 bulk = &bulk[want..];
-                let tag = key.seal_in_place(first + i, &mut buf[start..])?;
+                let ad = segment_ad(first, count, i);
+                let tag = key.seal_in_place(first + u64::from(i), &ad, &mut buf[start..])?;
                 buf.extend_from_slice(tag.as_ref());
             }
             Ok::<(), super::transport_key::AeadError>(())
         });
         match sealed {
             Ok(Ok(())) => {
+                if let Some(key) = rekeyed {
+                    self.send = key;
+                    tracing::debug!(epoch, "sending key renewed");
+                }
+                self.send_epoch = epoch;
                 self.send_next = next;
                 Ok(())
             }
@@ -673,34 +723,32 @@ impl Cipher {
         }
         let ct_len = sealed.ciphertext.len();
         let segments = ct_len.div_ceil(SEALED_SEGMENT_LEN).max(1) as u64;
+        let count = u32::try_from(segments).map_err(|_| SecurityError::BadSealedFrame)?;
         let last_len = ct_len - (segments as usize - 1) * SEALED_SEGMENT_LEN;
         if last_len <= SEALED_TAG_LEN {
             return Err(SecurityError::BadSealedFrame);
         }
-        let epoch = sealed.nonce / self.interval;
-        let last = sealed
-            .nonce
+        let first = sealed.nonce;
+        let epoch = first / self.interval;
+        let last = first
             .checked_add(segments - 1)
             .ok_or(SecurityError::BadSealedFrame)?;
         if last / self.interval != epoch || epoch > self.recv_epoch + MAX_EPOCH_SKIP {
             return Err(SecurityError::BadSealedFrame);
         }
-        while self.recv_epoch < epoch {
-            self.recv.rekey();
-            self.recv_epoch += 1;
-            tracing::debug!(epoch = self.recv_epoch, "receiving key renewed");
-        }
+        let rekeyed = key_at(&self.recv, self.recv_epoch, epoch);
+        let key = rekeyed.as_ref().unwrap_or(&self.recv);
         let opened = match sealed.ciphertext.try_into_mut() {
             // The frame's buffer is ours alone: open it where it lies, each segment's
             // plaintext moved down over the tags before it as it is decrypted.
             Ok(mut buf) => {
                 let mut at = 0;
-                for i in 0..segments as usize {
-                    let from = i * SEALED_SEGMENT_LEN;
+                for i in 0..count {
+                    let from = i as usize * SEALED_SEGMENT_LEN;
                     let end = (from + SEALED_SEGMENT_LEN).min(buf.len());
-                    at += self
-                        .recv
-                        .open_within(sealed.nonce + i as u64, &mut buf[at..end], from - at)
+                    let ad = segment_ad(first, count, i);
+                    at += key
+                        .open_within(first + u64::from(i), &ad, &mut buf[at..end], from - at)
                         .map_err(|_| SecurityError::BadSealedFrame)?;
                 }
                 buf.truncate(at);
@@ -711,20 +759,25 @@ impl Cipher {
             Err(ct) => {
                 let mut out =
                     BytesMut::with_capacity(ct.len() - segments as usize * SEALED_TAG_LEN);
-                for (i, chunk) in ct.chunks(SEALED_SEGMENT_LEN).enumerate() {
+                for (i, chunk) in (0..count).zip(ct.chunks(SEALED_SEGMENT_LEN)) {
                     let Some(split) = chunk.len().checked_sub(SEALED_TAG_LEN) else {
                         return Err(SecurityError::BadSealedFrame);
                     };
                     let (body, tag) = chunk.split_at(split);
                     let start = out.len();
                     out.extend_from_slice(body);
-                    self.recv
-                        .open_in_place(sealed.nonce + i as u64, &mut out[start..], tag)
+                    let ad = segment_ad(first, count, i);
+                    key.open_in_place(first + u64::from(i), &ad, &mut out[start..], tag)
                         .map_err(|_| SecurityError::BadSealedFrame)?;
                 }
                 out
             }
         };
+        if let Some(key) = rekeyed {
+            self.recv = key;
+            tracing::debug!(epoch, "receiving key renewed");
+        }
+        self.recv_epoch = epoch;
         self.recv_next = last + 1;
         Ok(Some(opened.freeze()))
     }
@@ -875,5 +928,152 @@ mod tests {
             watch.open(report).unwrap().as_deref(),
             Some(&b"error report"[..])
         );
+    }
+
+    /// A sealed frame made of `ciphertext`'s segments `range`, claiming nonce `nonce`.
+    fn segments_of(sealed: &Sealed, range: std::ops::Range<usize>, nonce: u64) -> Sealed {
+        let from = range.start * SEALED_SEGMENT_LEN;
+        let to = (range.end * SEALED_SEGMENT_LEN).min(sealed.ciphertext.len());
+        Sealed {
+            nonce,
+            ciphertext: sealed.ciphertext.slice(from..to),
+        }
+    }
+
+    #[test]
+    fn a_run_of_segments_cut_out_of_a_frame_does_not_open_alone() {
+        let big: Vec<u8> = (0..3 * SEALED_SEGMENT_PLAINTEXT - 7)
+            .map(|i| (i % 253) as u8)
+            .collect();
+        for (range, offset) in [(1..2, 1), (1..3, 1), (2..3, 2), (0..1, 0), (0..2, 0)] {
+            let (mut watch, mut phone) = established(MIN_REKEY_INTERVAL);
+            let sealed = seal(&mut watch, &big);
+            let forged = segments_of(&sealed, range.clone(), sealed.nonce + offset);
+            assert_eq!(
+                phone.open(forged),
+                Err(SecurityError::BadSealedFrame),
+                "segments {range:?} delivered alone"
+            );
+        }
+    }
+
+    #[test]
+    fn two_frames_merged_into_one_do_not_open() {
+        let (mut watch, mut phone) = established(MIN_REKEY_INTERVAL);
+        let a = seal(&mut watch, b"first frame");
+        let b = seal(&mut watch, b"second frame");
+        assert_eq!(b.nonce, a.nonce + 1);
+        let mut both = a.ciphertext.to_vec();
+        both.extend_from_slice(&b.ciphertext);
+        // Padded so the merged ciphertext splits back at the first frame's end.
+        let merged = Sealed {
+            nonce: a.nonce,
+            ciphertext: Bytes::from(both),
+        };
+        assert!(phone.open(merged).is_err());
+        // Alone and in place, each opens.
+        let (mut watch, mut phone) = established(MIN_REKEY_INTERVAL);
+        let a = seal(&mut watch, b"first frame");
+        let b = seal(&mut watch, b"second frame");
+        assert_eq!(phone.open(a).unwrap().as_deref(), Some(&b"first frame"[..]));
+        assert_eq!(
+            phone.open(b).unwrap().as_deref(),
+            Some(&b"second frame"[..])
+        );
+    }
+
+    #[test]
+    fn a_seal_that_fails_at_an_epoch_change_leaves_the_keys_in_step() {
+        let (mut watch, mut phone) = established(MIN_REKEY_INTERVAL);
+        for _ in 0..510 {
+            let sealed = seal(&mut watch, b"x");
+            phone.open(sealed).unwrap();
+        }
+        // Four segments would start the next epoch, but the frame is too large to send.
+        let big = vec![7u8; 3 * SEALED_SEGMENT_PLAINTEXT + 1];
+        let mut dst = BytesMut::new();
+        assert!(watch.seal(&big, &[], 4096, &mut dst).is_err());
+        assert!(dst.is_empty());
+        assert_eq!(epochs(&watch).0, 0, "the failed seal committed nothing");
+        let sealed = seal(&mut watch, b"after");
+        assert_eq!(sealed.nonce, 510);
+        assert_eq!(phone.open(sealed).unwrap().as_deref(), Some(&b"after"[..]));
+    }
+
+    #[test]
+    fn a_forged_frame_far_ahead_does_not_move_the_receiving_key() {
+        let (mut watch, mut phone) = established(MIN_REKEY_INTERVAL);
+        let forged = Sealed {
+            nonce: u64::from(MIN_REKEY_INTERVAL) * 3,
+            ciphertext: Bytes::from(vec![0u8; 40]),
+        };
+        assert!(phone.open(forged).is_err());
+        assert_eq!(epochs(&phone).1, 0);
+        let _ = seal(&mut watch, b"unused");
+    }
+
+    #[test]
+    fn handshake_frames_of_any_step_after_the_keys_change_nothing() {
+        for role in [Role::Watch, Role::Phone] {
+            for step in 0..=255u8 {
+                for len in [0usize, 32, 48] {
+                    let (mut watch, mut phone) = established(MIN_REKEY_INTERVAL);
+                    let (victim, peer) = match role {
+                        Role::Watch => (&mut watch, &mut phone),
+                        Role::Phone => (&mut phone, &mut watch),
+                    };
+                    victim.events.clear();
+                    victim.on_handshake(Handshake {
+                        step,
+                        offered: 3,
+                        suite: 1,
+                        rekey_interval: 512,
+                        message: Bytes::from(vec![step; len]),
+                    });
+                    assert!(victim.is_established(), "{role:?} step {step} len {len}");
+                    assert!(
+                        victim.events.is_empty(),
+                        "{role:?} step {step}: {:?}",
+                        victim.events
+                    );
+                    assert!(victim.out.is_empty());
+                    let sealed = seal(victim, b"still sealed");
+                    assert_eq!(
+                        peer.open(sealed).unwrap().as_deref(),
+                        Some(&b"still sealed"[..])
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_wrong_step_4_before_the_real_one_is_dropped() {
+        let mut watch = link(Role::Watch, 1, MIN_REKEY_INTERVAL);
+        let mut phone = link(Role::Phone, 2, MIN_REKEY_INTERVAL);
+        watch.start();
+        phone.start();
+        while let Some(Frame::Handshake(h)) = watch.out.pop_front() {
+            phone.on_handshake(h); // step 1
+        }
+        while let Some(Frame::Handshake(h)) = phone.out.pop_front() {
+            watch.on_handshake(h); // step 2
+        }
+        while let Some(Frame::Handshake(h)) = watch.out.pop_front() {
+            phone.on_handshake(h); // step 3
+        }
+        assert!(watch.is_established());
+        assert_eq!(watch.pairing_code(), None, "the code needs step 4");
+        let Frame::Handshake(forged) = step(4, Bytes::from(vec![9u8; 32])) else {
+            unreachable!()
+        };
+        watch.on_handshake(forged);
+        assert!(watch.is_established());
+        assert_eq!(watch.pairing_code(), None);
+        while let Some(Frame::Handshake(h)) = phone.out.pop_front() {
+            watch.on_handshake(h); // the real step 4
+        }
+        assert!(watch.pairing_code().is_some());
+        assert_eq!(watch.pairing_code(), phone.pairing_code());
     }
 }

@@ -6,12 +6,14 @@
 //! sealed frame cost a zeroed buffer and a copy on each end on top of the encryption;
 //! working in place on the frame buffer removes both, which on a 256 MiB transfer was
 //! about a sixth of the CPU time of the thread that runs the links. The construction is
-//! Noise's own (`ENCRYPT(k, n, ad = empty, plaintext)`, nonce as 32 zero bits then the
+//! Noise's own (`ENCRYPT(k, n, ad, plaintext)`, with the segment's place in its frame as `ad`, nonce as 32 zero bits then the
 //! counter, big-endian for AES-GCM and little-endian for ChaCha20-Poly1305, `REKEY`
 //! as the first 32 bytes of encrypting 32 zero bytes at nonce 2^64 − 1); a test checks
 //! every output against `snow`'s transport, rekeys included.
 
 use ring::aead::{AES_256_GCM, Aad, CHACHA20_POLY1305, LessSafeKey, Nonce, Tag, UnboundKey};
+
+use zeroize::Zeroizing;
 
 use super::CipherSuite;
 
@@ -47,10 +49,15 @@ impl TransportKey {
         Nonce::assume_unique_for_key(bytes)
     }
 
-    /// Encrypts `in_out` in place under nonce `n` and returns the tag.
-    pub(crate) fn seal_in_place(&self, n: u64, in_out: &mut [u8]) -> Result<Tag, AeadError> {
+    /// Encrypts `in_out` in place under nonce `n`, binding `aad`, and returns the tag.
+    pub(crate) fn seal_in_place(
+        &self,
+        n: u64,
+        aad: &[u8],
+        in_out: &mut [u8],
+    ) -> Result<Tag, AeadError> {
         self.key
-            .seal_in_place_separate_tag(self.nonce(n), Aad::empty(), in_out)
+            .seal_in_place_separate_tag(self.nonce(n), Aad::from(aad), in_out)
             .map_err(|_| AeadError)
     }
 
@@ -59,12 +66,13 @@ impl TransportKey {
     pub(crate) fn open_in_place(
         &self,
         n: u64,
+        aad: &[u8],
         in_out: &mut [u8],
         tag: &[u8],
     ) -> Result<(), AeadError> {
         let tag = Tag::try_from(tag).map_err(|_| AeadError)?;
         self.key
-            .open_in_place_separate_tag(self.nonce(n), Aad::empty(), tag, in_out, 0..)
+            .open_in_place_separate_tag(self.nonce(n), Aad::from(aad), tag, in_out, 0..)
             .map(|_| ())
             .map_err(|_| AeadError)
     }
@@ -74,23 +82,31 @@ impl TransportKey {
     pub(crate) fn open_within(
         &self,
         n: u64,
+        aad: &[u8],
         in_out: &mut [u8],
         from: usize,
     ) -> Result<usize, AeadError> {
         self.key
-            .open_within(self.nonce(n), Aad::empty(), in_out, from..)
+            .open_within(self.nonce(n), Aad::from(aad), in_out, from..)
             .map(|plain| plain.len())
             .map_err(|_| AeadError)
     }
 
     /// Noise `REKEY`: the new key is the first 32 bytes of encrypting 32 zero bytes at the
-    /// largest nonce.
+    /// largest nonce (empty associated data).
+    #[cfg(test)]
     pub(crate) fn rekey(&mut self) {
-        let mut key = [0u8; 32];
+        *self = self.rekeyed();
+    }
+
+    /// The key `REKEY` would produce, leaving this one as it is (callers commit only once
+    /// the new key did its job).
+    pub(crate) fn rekeyed(&self) -> TransportKey {
+        let mut key = Zeroizing::new([0u8; 32]);
         let _tag = self
-            .seal_in_place(u64::MAX, &mut key)
+            .seal_in_place(u64::MAX, &[], &mut key[..])
             .expect("32 bytes are never too long");
-        *self = TransportKey::new(self.suite, &key);
+        TransportKey::new(self.suite, &key)
     }
 }
 
@@ -142,12 +158,12 @@ mod tests {
                     let mut expected = vec![0u8; plain.len() + interconnect_proto::SEALED_TAG_LEN];
                     snow_send.write_message(n, &plain, &mut expected).unwrap();
                     let mut ours = plain.clone();
-                    let tag = ours_send.seal_in_place(n, &mut ours).unwrap();
+                    let tag = ours_send.seal_in_place(n, &[], &mut ours).unwrap();
                     ours.extend_from_slice(tag.as_ref());
                     assert_eq!(ours, expected, "{suite:?} epoch {epoch} nonce {n}");
 
                     let (body, tag) = expected.split_at_mut(plain.len());
-                    ours_recv.open_in_place(n, body, tag).unwrap();
+                    ours_recv.open_in_place(n, &[], body, tag).unwrap();
                     assert_eq!(body, &plain[..]);
                     let mut opened = vec![0u8; plain.len()];
                     snow_recv.read_message(n, &ours, &mut opened).unwrap();
@@ -165,14 +181,28 @@ mod tests {
     fn a_flipped_bit_or_a_wrong_nonce_does_not_open() {
         let key = TransportKey::new(CipherSuite::AesGcm, &[5; 32]);
         let mut data = b"attack at dawn".to_vec();
-        let tag = key.seal_in_place(7, &mut data).unwrap();
+        let tag = key.seal_in_place(7, b"ad", &mut data).unwrap();
         let mut wrong_nonce = data.clone();
         assert!(
-            key.open_in_place(8, &mut wrong_nonce, tag.as_ref())
+            key.open_in_place(8, b"ad", &mut wrong_nonce, tag.as_ref())
                 .is_err()
         );
+        let mut wrong_ad = data.clone();
+        assert!(
+            key.open_in_place(7, b"da", &mut wrong_ad, tag.as_ref())
+                .is_err()
+        );
+        let mut right = data.clone();
+        assert!(
+            key.open_in_place(7, b"ad", &mut right, tag.as_ref())
+                .is_ok()
+        );
+        assert_eq!(right, b"attack at dawn");
         data[0] ^= 1;
-        assert!(key.open_in_place(7, &mut data, tag.as_ref()).is_err());
-        assert!(key.open_in_place(7, &mut data, &[0; 3]).is_err());
+        assert!(
+            key.open_in_place(7, b"ad", &mut data, tag.as_ref())
+                .is_err()
+        );
+        assert!(key.open_in_place(7, b"ad", &mut data, &[0; 3]).is_err());
     }
 }

@@ -153,6 +153,8 @@ pub struct Session {
     peer_token_key: Option<Fingerprint>,
     /// Inner frames before sealing.
     plain: BytesMut,
+    /// The link is being dropped: only the error report may still leave.
+    farewell: bool,
 }
 
 impl Session {
@@ -171,6 +173,7 @@ impl Session {
             pending_hello: None,
             peer_token_key: None,
             plain: BytesMut::new(),
+            farewell: false,
             config,
             link: LinkState::Down,
             peer_token: None,
@@ -223,6 +226,12 @@ impl Session {
             LinkState::Handshaking { .. } => Limits::new(self.own_max),
             LinkState::Down => Limits::new(self.config.max_frame_len),
         }
+    }
+
+    /// Whether the session asked for the link to be dropped
+    /// ([`Event::DropLink`]): from then on `poll_transmit` yields only the error report.
+    pub fn is_dropping(&self) -> bool {
+        self.farewell
     }
 
     /// Whether links are encrypted and authenticated (not insecure plaintext mode).
@@ -310,6 +319,7 @@ impl Session {
             .max(MIN_MAX_FRAME_LEN);
         self.hello_sent = false;
         self.pending_hello = None;
+        self.farewell = false;
         match &mut self.secure {
             Some(secure) => {
                 secure.start();
@@ -385,17 +395,18 @@ impl Session {
         }
     }
 
-    /// Refuses the link: tells the peer why (unless it refused us), then drops it.
+    /// Refuses the link: tells the peer the code (unless it refused us), then drops it.
+    /// The peer gets a fixed text, never the details (which key is pinned, what failed),
+    /// which stay in the local event.
     fn security_failure(&mut self, error: SecurityError) {
         let code = error.code();
         let reason = error.to_string();
         let refused_by_peer = matches!(error, SecurityError::RefusedByPeer { .. });
         self.events.push_back(Event::Refused(error));
-        if refused_by_peer {
-            self.drop_link(code, reason);
-        } else {
-            self.protocol_error(code, reason);
+        if !refused_by_peer {
+            self.control.push_back(refusal(code));
         }
+        self.drop_link(code, reason);
     }
 
     /// The link is gone. Open channels are suspended until the next link.
@@ -406,6 +417,7 @@ impl Session {
         let was_up = self.is_link_up();
         self.link = LinkState::Down;
         self.control.clear();
+        self.farewell = false;
         for channel in self.channels.values_mut() {
             channel.rewind();
             match channel.state {
@@ -439,10 +451,12 @@ impl Session {
             LinkState::Handshaking { .. } => self.own_max,
             LinkState::Up(up) => up.limits.max_frame_len,
         };
-        let max = if self.secure.is_some() {
-            self.wire_max
-        } else {
-            inner_max
+        let max = match &self.secure {
+            // Before keys, only handshake steps and a refusal are expected: a stranger
+            // cannot make this side take more.
+            Some(secure) if !secure.is_established() => PRE_KEY_MAX_FRAME_LEN,
+            Some(_) => self.wire_max,
+            None => inner_max,
         };
         let frame = match Frame::decode(bytes, max) {
             Ok(frame) => frame,
@@ -465,7 +479,8 @@ impl Session {
     }
 
     /// Secure links: runs handshake frames, opens sealed ones, refuses the rest. Returns
-    /// the inner frame to handle, if any.
+    /// the inner frame to handle, if any. Once keys exist a frame in the clear changes
+    /// nothing: it is dropped (anyone on the wire can send one).
     fn unseal(&mut self, now: Instant, frame: Frame, inner_max: usize) -> Option<Frame> {
         let secure = self.secure.as_mut()?;
         match frame {
@@ -480,17 +495,21 @@ impl Session {
                 tracing::debug!("sealed frame before the session keys, dropped");
                 None
             }
-            Frame::Error(report) if !secure.is_established() => {
+            other if secure.is_established() => {
+                tracing::debug!(kind = ?other.kind(), "plaintext frame after the keys, dropped");
+                None
+            }
+            Frame::Error(report) => {
                 self.security_failure(SecurityError::RefusedByPeer {
                     code: report.code,
-                    message: report.message,
+                    message: sanitize(&report.message),
+                    authenticated: false,
                 });
                 None
             }
             other => {
                 let kind = match other {
                     Frame::Hello(_) => "hello",
-                    Frame::Error(_) => "error",
                     Frame::Data(_) => "data",
                     _ => "control",
                 };
@@ -744,6 +763,9 @@ impl Session {
     // ---- outputs ----
 
     /// The next frame to put on the link, encoded.
+    ///
+    /// A secure session fails closed: whatever state an error left it in, nothing leaves
+    /// in the clear but handshake steps and, before keys exist, the fixed refusal.
     pub fn poll_transmit(&mut self, now: Instant) -> Option<Bytes> {
         loop {
             if let Some(step) = self.secure.as_mut().and_then(|s| s.out.pop_front()) {
@@ -755,28 +777,43 @@ impl Session {
             }
             let frame = self.next_frame(now)?;
             let max = self.limits().max_frame_len;
-            let sealing = self.secure.as_ref().is_some_and(SecureLink::is_established);
-            if !sealing {
-                match frame.encode(max, &mut self.scratch) {
-                    Ok(()) => return Some(self.scratch.split().freeze()),
-                    Err(error) => tracing::warn!(%error, kind = ?frame.kind(), "frame not sent"),
-                }
-                continue;
-            }
-            self.plain.clear();
-            let bulk = match frame.encode_unsealed_head(max, &mut self.plain) {
-                Ok(bulk) => bulk,
-                Err(error) => {
-                    tracing::warn!(%error, kind = ?frame.kind(), "frame not sent");
+            let frame = match &self.secure {
+                None => frame,
+                Some(secure) if secure.is_established() => {
+                    match self.seal(&frame, max) {
+                        Ok(()) => return Some(self.scratch.split().freeze()),
+                        Err(error) => {
+                            tracing::warn!(%error, kind = ?frame.kind(), "frame not sealed");
+                        }
+                    }
                     continue;
                 }
+                Some(_) => match frame {
+                    Frame::Error(report) => refusal(report.code),
+                    other => {
+                        tracing::debug!(kind = ?other.kind(), "no session keys: frame not sent");
+                        continue;
+                    }
+                },
             };
-            let secure = self.secure.as_mut()?;
-            match secure.seal(&self.plain, bulk, self.wire_max, &mut self.scratch) {
+            match frame.encode(max, &mut self.scratch) {
                 Ok(()) => return Some(self.scratch.split().freeze()),
-                Err(error) => tracing::warn!(%error, kind = ?frame.kind(), "frame not sealed"),
+                Err(error) => tracing::warn!(%error, kind = ?frame.kind(), "frame not sent"),
             }
         }
+    }
+
+    /// Seals `frame` into `scratch`.
+    fn seal(&mut self, frame: &Frame, max: usize) -> Result<(), SecurityError> {
+        self.plain.clear();
+        let bulk = frame
+            .encode_unsealed_head(max, &mut self.plain)
+            .map_err(|e| SecurityError::Handshake(format!("encoding: {e}")))?;
+        let secure = self
+            .secure
+            .as_mut()
+            .ok_or_else(|| SecurityError::Handshake("no secure layer".into()))?;
+        secure.seal(&self.plain, bulk, self.wire_max, &mut self.scratch)
     }
 
     /// The next event for the owner.
@@ -813,6 +850,16 @@ impl Session {
     // ---- internals ----
 
     fn next_frame(&mut self, now: Instant) -> Option<Frame> {
+        if self.farewell {
+            // Only the error report goes out on a link being dropped; the data and file
+            // schedulers resend on the next link.
+            while let Some(frame) = self.control.pop_front() {
+                if matches!(frame, Frame::Error(_)) {
+                    return Some(frame);
+                }
+            }
+            return None;
+        }
         if let Some(frame) = self.control.pop_front() {
             return Some(frame);
         }
@@ -862,6 +909,7 @@ impl Session {
 
     fn drop_link(&mut self, code: Code, reason: String) {
         tracing::warn!(%code, %reason, "dropping link");
+        self.farewell = true;
         self.events.push_back(Event::DropLink { code, reason });
     }
 
@@ -892,13 +940,14 @@ impl Session {
                 if matches!(report.code, Code::UNTRUSTED_PEER | Code::SECURITY) {
                     return self.security_failure(SecurityError::RefusedByPeer {
                         code: report.code,
-                        message: report.message,
+                        message: sanitize(&report.message),
+                        authenticated: self.secure.is_some(),
                     });
                 }
                 // The peer refuses the link (e.g. 4002: it serves another device).
                 return self.drop_link(
                     report.code,
-                    format!("refused by the peer: {}", report.message),
+                    format!("refused by the peer: {}", sanitize(&report.message)),
                 );
             }
             return self.protocol_error(
@@ -1358,6 +1407,39 @@ fn open_frame(ch: &Channel, resume: bool) -> Frame {
         resume,
         received_seq: if resume { ch.received } else { 0 },
     })
+}
+
+/// Largest frame a secure session takes before keys exist: the longest handshake step
+/// is under 300 bytes.
+const PRE_KEY_MAX_FRAME_LEN: usize = 512;
+
+/// The refusal sent to a peer: the code and a fixed text, so a stranger learns nothing
+/// of this device's state (such as which peer is pinned).
+fn refusal(code: Code) -> Frame {
+    let message = match code {
+        Code::UNTRUSTED_PEER => "this device is not trusted here",
+        Code::SECURITY => "secure link refused",
+        _ => "link refused",
+    };
+    Frame::Error(ErrorReport {
+        channel: None,
+        code,
+        message: message.into(),
+    })
+}
+
+/// A peer's text made safe to print: control characters (terminal escapes, line breaks)
+/// are shown escaped.
+pub(crate) fn sanitize(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 fn truncate_utf8(text: &mut String, max: usize) {

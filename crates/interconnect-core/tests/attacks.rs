@@ -1,0 +1,277 @@
+//! Attacks on an established secure link, sans-IO: the test is the attacker on the wire
+//! between two sessions. Each checks that nothing leaves in the clear and that nothing an
+//! attacker forged reaches an app.
+
+use bytes::{Bytes, BytesMut};
+use interconnect_core::*;
+use interconnect_proto::*;
+
+mod common;
+use common::*;
+
+/// The phone's id for the channel the watch opened.
+fn phone_channel(pair: &Pair) -> ChannelId {
+    pair.phone_events
+        .iter()
+        .find_map(|e| match e {
+            Event::Channel(c, ChannelEvent::Open { .. }) => Some(*c),
+            _ => None,
+        })
+        .expect("the phone saw the channel open")
+}
+
+/// Every frame `session` has to send: each must be sealed, and none may hold `secret`.
+fn assert_all_sealed(session: &mut Session, now: std::time::Instant, secret: &[u8]) -> Vec<Bytes> {
+    let mut out = Vec::new();
+    while let Some(frame) = session.poll_transmit(now) {
+        match Frame::decode(frame.clone(), MAX_FRAME_LEN) {
+            Ok(Frame::Sealed(_)) => {}
+            other => panic!("a frame left unsealed: {other:?}"),
+        }
+        assert!(
+            !frame.windows(secret.len()).any(|w| w == secret),
+            "the secret crossed the wire in the clear"
+        );
+        out.push(frame);
+    }
+    out
+}
+
+fn dropped(events: &[Event]) -> bool {
+    events.iter().any(|e| matches!(e, Event::DropLink { .. }))
+}
+
+/// A forged frame of each kind an attacker can send in the clear.
+fn forged_frames(channel: ChannelId) -> Vec<Frame> {
+    let mut frames: Vec<Frame> = (0..=255u8)
+        .map(|step| {
+            Frame::Handshake(Handshake {
+                step,
+                offered: 3,
+                suite: 2,
+                rekey_interval: 512,
+                message: Bytes::from(vec![step; 32]),
+            })
+        })
+        .collect();
+    frames.extend([
+        Frame::Error(ErrorReport {
+            channel: None,
+            code: Code::UNTRUSTED_PEER,
+            message: "\u{1b}[31mforged".into(),
+        }),
+        Frame::Ping(Ping { nonce: 1 }),
+        Frame::Data(Data {
+            channel,
+            seq: 1,
+            content_type: ContentType::Binary,
+            exchange: Exchange::OneWay,
+            payload: Bytes::from_static(b"FORGED"),
+        }),
+        Frame::Close(Close {
+            channel,
+            code: Code::OTHERS,
+            reason: "forged".into(),
+        }),
+    ]);
+    frames
+}
+
+#[test]
+fn a_plaintext_frame_of_any_kind_on_an_established_link_changes_nothing() {
+    for victim_is_watch in [true, false] {
+        for (i, forged) in forged_frames(ChannelId(1)).into_iter().enumerate() {
+            let mut pair = Pair::new();
+            let ch = opened(&mut pair);
+            let phone_ch = phone_channel(&pair);
+            let secret = format!("SECRET-{i:04}");
+            let now = pair.now;
+            let (victim, victim_ch) = if victim_is_watch {
+                (&mut pair.watch, ch)
+            } else {
+                (&mut pair.phone, phone_ch)
+            };
+            send(victim, victim_ch, &secret);
+            victim.handle_frame(now, frame_bytes(forged.clone()));
+            let sent = assert_all_sealed(victim, now, secret.as_bytes());
+            let to = if victim_is_watch {
+                &mut pair.to_phone
+            } else {
+                &mut pair.to_watch
+            };
+            to.extend(sent);
+            pair.drive();
+            let (victim_events, got) = if victim_is_watch {
+                (&pair.watch_events, pair.phone_messages(phone_ch))
+            } else {
+                (&pair.phone_events, pair.watch_messages(ch))
+            };
+            assert!(
+                !dropped(victim_events),
+                "{forged:?} dropped the link: {victim_events:?}"
+            );
+            assert_eq!(got, vec![Bytes::from(secret)], "after {forged:?}");
+            assert!(pair.watch.is_link_up() && pair.phone.is_link_up());
+        }
+    }
+}
+
+#[test]
+fn a_link_dropped_for_a_bad_sealed_frame_sends_only_the_sealed_report() {
+    let mut pair = Pair::new();
+    let ch = opened(&mut pair);
+    for i in 0..20 {
+        send(&mut pair.watch, ch, &format!("SECRET-{i}"));
+    }
+    // A sealed frame that fails authentication: the watch drops the link.
+    let forged = Frame::Sealed(Sealed {
+        nonce: 1 << 20,
+        ciphertext: Bytes::from(vec![0u8; 64]),
+    });
+    let now = pair.now;
+    pair.watch.handle_frame(now, frame_bytes(forged));
+    assert!(pair.watch.is_dropping());
+    let sent = assert_all_sealed(&mut pair.watch, now, b"SECRET");
+    assert_eq!(sent.len(), 1, "the error report alone, no queued message");
+}
+
+/// A plaintext of `len` bytes that decodes, unsealed, as a `Data` frame on `channel`
+/// carrying `payload`: what an attacker wants a cut-out segment to open as.
+fn inner_data_frame(channel: ChannelId, seq: u64, len: usize) -> Bytes {
+    let frame = |n: usize| {
+        Frame::Data(Data {
+            channel,
+            seq,
+            content_type: ContentType::Binary,
+            exchange: Exchange::OneWay,
+            payload: Bytes::from(vec![b'I'; n]),
+        })
+    };
+    for n in (len.saturating_sub(64)..len).rev() {
+        let mut out = BytesMut::new();
+        frame(n).encode_unsealed(MAX_FRAME_LEN, &mut out).unwrap();
+        if out.len() == len {
+            return out.freeze();
+        }
+    }
+    panic!("no Data frame of {len} bytes");
+}
+
+#[test]
+fn a_segment_cut_out_of_a_sealed_frame_never_opens_as_a_frame_of_its_own() {
+    let mut pair = Pair::new();
+    let ch = opened(&mut pair);
+    let phone_ch = phone_channel(&pair);
+    // The message holds, at the place where the second segment starts, the bytes of a
+    // whole inner frame: content the attacker chose (say, a file the user was sent).
+    let injected = inner_data_frame(phone_ch, 1, SEALED_SEGMENT_PLAINTEXT);
+    let probe = Frame::Data(Data {
+        channel: ch,
+        seq: 1,
+        content_type: ContentType::Binary,
+        exchange: Exchange::OneWay,
+        payload: Bytes::new(),
+    });
+    let mut head = BytesMut::new();
+    let mut payload = Vec::new();
+    // The head's length depends on the payload's (a varint): settle it.
+    for _ in 0..3 {
+        head.clear();
+        let Frame::Data(mut d) = probe.clone() else {
+            unreachable!()
+        };
+        d.payload = Bytes::from(payload.clone());
+        let _ = Frame::Data(d)
+            .encode_unsealed_head(MAX_FRAME_LEN, &mut head)
+            .unwrap();
+        payload = vec![b'.'; SEALED_SEGMENT_PLAINTEXT - head.len()];
+        payload.extend_from_slice(&injected);
+        payload.extend_from_slice(&[b'.'; 100]);
+    }
+    pair.watch
+        .send(
+            ch,
+            ContentType::Binary,
+            Exchange::OneWay,
+            Bytes::from(payload),
+        )
+        .unwrap();
+    let now = pair.now;
+    let sealed = std::iter::from_fn(|| pair.watch.poll_transmit(now))
+        .filter_map(|f| match Frame::decode(f, MAX_FRAME_LEN) {
+            Ok(Frame::Sealed(s)) if s.ciphertext.len() > SEALED_SEGMENT_LEN => Some(s),
+            _ => None,
+        })
+        .next()
+        .expect("the message went out as a multi-segment sealed frame");
+    // The second segment alone, under its own nonce.
+    let cut = Frame::Sealed(Sealed {
+        nonce: sealed.nonce + 1,
+        ciphertext: sealed
+            .ciphertext
+            .slice(SEALED_SEGMENT_LEN..2 * SEALED_SEGMENT_LEN),
+    });
+    pair.phone.handle_frame(now, frame_bytes(cut));
+    pair.collect();
+    assert!(
+        pair.phone_messages(phone_ch).is_empty(),
+        "a cut-out segment was delivered as a message"
+    );
+    assert!(
+        pair.phone_events
+            .iter()
+            .any(|e| matches!(e, Event::Refused(SecurityError::BadSealedFrame))),
+        "{:?}",
+        pair.phone_events
+    );
+}
+
+#[test]
+fn a_refusal_before_the_keys_names_no_fingerprint_and_is_not_lasting() {
+    // The phone pins another watch: this one is refused.
+    let pinned = DeviceIdentity::from_private_key([9; 32]).fingerprint();
+    let phone = Security::Noise(
+        NoiseConfig::new(DeviceIdentity::from_private_key([2; 32]))
+            .with_trust(TrustPolicy::Pinned(vec![pinned])),
+    );
+    let watch = Security::Noise(NoiseConfig::new(DeviceIdentity::from_private_key([1; 32])));
+    let mut pair = Pair::with_security(watch, phone);
+    pair.connect();
+    let refused = pair
+        .watch_events
+        .iter()
+        .find_map(|e| match e {
+            Event::Refused(error) => Some(error.clone()),
+            _ => None,
+        })
+        .expect("the watch was refused");
+    assert!(
+        !refused.to_string().contains(&pinned.to_string()),
+        "{refused}"
+    );
+    assert!(refused.is_lasting(), "a sealed refusal is authenticated");
+
+    // A refusal in the clear before any key: anyone could have sent it.
+    let mut pair = Pair::new();
+    pair.watch.link_up(pair.now, DEFAULT_MAX_FRAME_LEN);
+    let forged = Frame::Error(ErrorReport {
+        channel: None,
+        code: Code::UNTRUSTED_PEER,
+        message: "\u{1b}]0;owned\u{7}".into(),
+    });
+    pair.watch.handle_frame(pair.now, frame_bytes(forged));
+    pair.collect();
+    let refused = pair
+        .watch_events
+        .iter()
+        .find_map(|e| match e {
+            Event::Refused(error) => Some(error.clone()),
+            _ => None,
+        })
+        .expect("refused");
+    assert!(!refused.is_lasting());
+    assert!(
+        !refused.to_string().chars().any(char::is_control),
+        "{refused}"
+    );
+}
