@@ -10,7 +10,7 @@ use tokio::task::JoinHandle;
 use crate::config::SessionConfig;
 use crate::connection::{ConnState, Connection};
 use crate::driver::{self, Backoff, Command, ConnSlot, LinkStatus, PeerDeviceStatus};
-use crate::security::{KnownPeers, Security, SecurityEvent};
+use crate::security::{KnownPeers, Security, SecurityEvent, TrustPolicy};
 use crate::session::Session;
 use crate::transport::Transport;
 
@@ -58,6 +58,68 @@ impl Config {
     }
 }
 
+/// The security setting with the peers pinned in `known` added to its trust policy, so a
+/// restarted device trusts exactly whom it trusted before. A file that cannot be read
+/// fails closed: the policy then pins no one and every peer is refused (4007), never
+/// trusted on first use.
+fn with_known_peers(security: Security, known: Option<&KnownPeers>) -> Security {
+    let (Security::Noise(mut noise), Some(known)) = (security.clone(), known) else {
+        return security;
+    };
+    match known.load() {
+        Ok(pins) => match &mut noise.trust {
+            TrustPolicy::FirstUse { known } | TrustPolicy::Pairing { known } => {
+                for pin in pins {
+                    if !known.contains(&pin) {
+                        known.push(pin);
+                    }
+                }
+            }
+            TrustPolicy::Pinned(_) => {}
+        },
+        Err(error) => {
+            tracing::error!(%error, "known peers cannot be read: every peer will be refused");
+            noise.trust = TrustPolicy::Pinned(Vec::new());
+        }
+    }
+    Security::Noise(noise)
+}
+
+impl Config {
+    /// The same, with the device's state kept in `dir`, as a device that restarts needs:
+    /// its identity (`dir/identity`, created on first start, owner-only) and the peers
+    /// it trusts (`dir/known_peers`, trust on first use pins the first peer there). A
+    /// file that exists but cannot be used is an error, never a new key or a fresh
+    /// first use.
+    ///
+    /// ```
+    /// # fn main() -> Result<(), interconnect_core::IdentityError> {
+    /// use interconnect_core::Config;
+    /// use interconnect_proto::DeviceId;
+    ///
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let config = Config::new(DeviceId([1; 16])).with_state_dir(dir.path())?;
+    /// let again = Config::new(DeviceId([1; 16])).with_state_dir(dir.path())?;
+    /// assert!(config.known_peers.is_some());
+    /// # let _ = again;
+    /// # Ok(()) }
+    /// ```
+    pub fn with_state_dir(
+        mut self,
+        dir: impl AsRef<std::path::Path>,
+    ) -> Result<Config, crate::IdentityError> {
+        let dir = dir.as_ref();
+        let identity = crate::DeviceIdentity::load_or_generate(&dir.join("identity"))?;
+        let known_peers = KnownPeers::new(dir.join("known_peers"));
+        let known = known_peers.load()?;
+        self.security = Security::Noise(
+            crate::NoiseConfig::new(identity).with_trust(TrustPolicy::FirstUse { known }),
+        );
+        self.known_peers = Some(known_peers);
+        Ok(self)
+    }
+}
+
 struct Endpoint {
     commands: mpsc::UnboundedSender<Command>,
     security_events: std::sync::Mutex<Option<mpsc::Receiver<SecurityEvent>>>,
@@ -77,7 +139,7 @@ impl Endpoint {
         session.role = role;
         session.device_id = config.device_id;
         session.resume_token = token;
-        session.security = config.security;
+        session.security = with_known_peers(config.security, config.known_peers.as_ref());
         let parts = driver::spawn(
             Session::new(session),
             transport,

@@ -554,3 +554,73 @@ fn the_handshake_fuzz_corpus_stays_harmless() {
     }
     assert!(replayed >= 16, "only {replayed} inputs");
 }
+
+/// A watch whose known-peers file pins `pinned`, set only through `Config::known_peers`.
+fn watch_with_known_peers(file: &std::path::Path) -> Config {
+    let mut config = config(1, noise(1));
+    config.known_peers = Some(KnownPeers::new(file));
+    config
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_known_peers_file_is_enforced_after_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("known_peers");
+    KnownPeers::new(&file)
+        .pin(identity(9).fingerprint())
+        .unwrap();
+    let network = MockNetwork::new(Faults::default());
+    let (dialer, listener) = network.endpoints();
+    let _hub = Hub::new(listener, config(2, noise(2)));
+    let watch = Interconnect::new(dialer, watch_with_known_peers(&file));
+    let mut events = watch.security_events().unwrap();
+    let refused = refusal(&mut events).await;
+    assert!(
+        matches!(refused, SecurityError::PeerChanged { pinned, .. } if pinned == identity(9).fingerprint()),
+        "{refused:?}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_unreadable_known_peers_file_refuses_everyone() {
+    let dir = tempfile::tempdir().unwrap();
+    // A directory where the file should be: it cannot be read.
+    let file = dir.path().join("known_peers");
+    std::fs::create_dir(&file).unwrap();
+    assert!(
+        Config::new(DeviceId([1; 16]))
+            .with_state_dir(dir.path())
+            .is_err(),
+        "the state-dir constructor reports it at start"
+    );
+    let network = MockNetwork::new(Faults::default());
+    let (dialer, listener) = network.endpoints();
+    let _hub = Hub::new(listener, config(2, noise(2)));
+    let watch = Interconnect::new(dialer, watch_with_known_peers(&file));
+    let mut events = watch.security_events().unwrap();
+    let refused = refusal(&mut events).await;
+    assert!(
+        matches!(refused, SecurityError::UntrustedPeer { .. }),
+        "{refused:?}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_state_dir_keeps_identity_and_pins_across_restarts() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = Config::new(DeviceId([1; 16]))
+        .with_state_dir(dir.path())
+        .unwrap();
+    let again = Config::new(DeviceId([1; 16]))
+        .with_state_dir(dir.path())
+        .unwrap();
+    let key = |c: &Config| match &c.security {
+        Security::Noise(n) => n.identity.fingerprint(),
+        _ => panic!("not secure"),
+    };
+    assert_eq!(
+        key(&first),
+        key(&again),
+        "the same identity after a restart"
+    );
+}

@@ -41,6 +41,9 @@ struct Tally {
 struct Wire {
     bytes: Mutex<Vec<u8>>,
     tally: Mutex<Tally>,
+    /// Frames an end sent in the clear after its first sealed frame (there must be
+    /// none: after the keys, everything travels sealed).
+    leaks: Mutex<Vec<String>>,
 }
 
 impl Wire {
@@ -73,27 +76,28 @@ fn encode(frame: Frame) -> Vec<u8> {
 fn forged(rng: &mut StdRng) -> Vec<u8> {
     let mut junk = vec![0u8; rng.random_range(0..64)];
     rng.fill(&mut junk[..]);
-    let frame = match rng.random_range(0..5) {
-        0 => Frame::Handshake(Handshake {
+    // Half are handshake steps: the frames a secure link must ignore once keyed.
+    let frame = match rng.random_range(0..8) {
+        0..4 => Frame::Handshake(Handshake {
             step: rng.random(),
             offered: rng.random(),
             suite: rng.random_range(0..4),
             rekey_interval: 512,
             message: Bytes::from(junk),
         }),
-        1 => Frame::Data(Data {
+        4 => Frame::Data(Data {
             channel: interconnect_proto::ChannelId(rng.random_range(0..4)),
             seq: rng.random_range(0..8),
             content_type: ContentType::Json,
             exchange: Exchange::OneWay,
             payload: Bytes::from_static(b"\"FORGED\""),
         }),
-        2 => Frame::Error(ErrorReport {
+        5 => Frame::Error(ErrorReport {
             channel: None,
             code: Code::UNTRUSTED_PEER,
             message: "forged".into(),
         }),
-        3 => Frame::Ping(Ping {
+        6 => Frame::Ping(Ping {
             nonce: rng.random(),
         }),
         _ => Frame::Sealed(Sealed {
@@ -122,14 +126,24 @@ async fn pump(
 ) {
     let mut history: Vec<Vec<u8>> = Vec::new();
     let mut held: Option<Vec<u8>> = None;
-    while let Some(frame) = read_frame(&mut from).await {
+    let mut keyed = false;
+    loop {
+        let Some(frame) = read_frame(&mut from).await else {
+            let _ = to.shutdown().await;
+            return;
+        };
         wire.bytes.lock().unwrap().extend_from_slice(&frame);
         wire.tally.lock().unwrap().frames += 1;
+        match Frame::decode(Bytes::copy_from_slice(&frame), MAX_FRAME_LEN) {
+            Ok(Frame::Sealed(_)) => keyed = true,
+            Ok(other) if keyed => wire.leaks.lock().unwrap().push(format!("{other:?}")),
+            _ => {}
+        }
         let mut out: Vec<Vec<u8>> = Vec::new();
         if rng.random_range(0..rate) != 0 {
             out.push(frame.clone());
         } else {
-            match rng.random_range(0..9) {
+            match rng.random_range(0..10) {
                 0 => wire.count("drop"),
                 1 => {
                     wire.count("duplicate");
@@ -151,9 +165,13 @@ async fn pump(
                     out.push(frame.clone());
                 }
                 5 => {
+                    // Half a frame, then this direction closes: the receiver loses the
+                    // link, and the other direction closes in turn.
                     wire.count("truncate");
                     let cut = rng.random_range(1..frame.len());
                     let _ = to.write_all(&frame[..cut]).await;
+                    let _ = to.shutdown().await;
+                    record_rest(&mut from, &wire).await;
                     return;
                 }
                 6 => {
@@ -192,6 +210,17 @@ async fn pump(
                     },
                     None => out.push(frame.clone()),
                 },
+                8 => {
+                    wire.count("inject handshake step");
+                    out.push(encode(Frame::Handshake(Handshake {
+                        step: rng.random_range(0..6),
+                        offered: 3,
+                        suite: 2,
+                        rekey_interval: 512,
+                        message: Bytes::from(vec![0u8; 32]),
+                    })));
+                    out.push(frame.clone());
+                }
                 _ => {
                     wire.count("stall");
                     tokio::time::sleep(Duration::from_millis(rng.random_range(10..300))).await;
@@ -206,6 +235,7 @@ async fn pump(
         }
         for f in out {
             if to.write_all(&f).await.is_err() {
+                record_rest(&mut from, &wire).await;
                 return;
             }
         }
@@ -213,6 +243,14 @@ async fn pump(
         if history.len() > 64 {
             history.remove(0);
         }
+    }
+}
+
+/// Reads and records what the sender still writes once nothing is forwarded.
+async fn record_rest(from: &mut OwnedReadHalf, wire: &Wire) {
+    let mut buf = vec![0u8; 64 * 1024];
+    while let Ok(n @ 1..) = from.read(&mut buf).await {
+        wire.bytes.lock().unwrap().extend_from_slice(&buf[..n]);
     }
 }
 
@@ -244,12 +282,10 @@ async fn proxy(listener: tokio::net::TcpListener, phone: SocketAddr, seed: u64, 
             RATE,
             wire.clone(),
         );
-        tokio::spawn(async move {
-            tokio::select! {
-                () = up => {}
-                () = down => {}
-            }
-        });
+        // Each direction runs until its own end closes, so whatever an end wrote before
+        // it closed is read and recorded.
+        tokio::spawn(up);
+        tokio::spawn(down);
     }
 }
 
@@ -296,7 +332,7 @@ async fn attacked_run(seed: u64) {
     for i in 0..2 {
         let secret = marker(&mut rng, "FILE", i);
         let mut content = Vec::new();
-        while content.len() < 600_000 {
+        while content.len() < 3 << 19 {
             content.extend_from_slice(secret.as_bytes());
             content.extend_from_slice(&rng.random::<[u8; 32]>());
         }
@@ -306,14 +342,16 @@ async fn attacked_run(seed: u64) {
     }
 
     let mut sends = tokio::task::JoinSet::new();
+    let mut transfers = Vec::new();
     for (i, m) in messages.iter().enumerate() {
         let send = conn.send(m);
         sends.spawn(async move { (i, send.await) });
-        if i % 20 == 19 {
-            tokio::time::sleep(Duration::from_millis(50)).await;
+        if i == 30 {
+            transfers = files.iter().map(|(_, p, _)| conn.send_file(p)).collect();
         }
+        // A stream: something is always queued while the attacker strikes.
+        tokio::time::sleep(Duration::from_millis(25)).await;
     }
-    let transfers: Vec<_> = files.iter().map(|(_, p, _)| conn.send_file(p)).collect();
     let mut delivered = Vec::new();
     while let Some(done) = sends.join_next().await {
         let (i, result) = done.unwrap();
@@ -382,6 +420,11 @@ async fn attacked_run(seed: u64) {
     );
     assert!(tally.attacks.values().sum::<u64>() >= 10, "{tally:?}");
 
+    let leaks = wire.leaks.lock().unwrap();
+    assert!(
+        leaks.is_empty(),
+        "frames left unsealed after the keys: {leaks:?}"
+    );
     let bytes = wire.bytes.lock().unwrap();
     for secret in messages
         .iter()
