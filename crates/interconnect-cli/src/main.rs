@@ -94,7 +94,9 @@ enum Command {
         /// Pair as the watch, connecting here.
         #[arg(long)]
         connect: Option<SocketAddr>,
-        /// Confirm without asking (for scripts that compare the printed codes).
+        /// Confirm without asking, for scripts. This pins the peer before anyone
+        /// compared the codes: compare the printed codes afterwards, and if they differ
+        /// remove the pin from `known_peers` (someone sat between the devices).
         #[arg(long)]
         yes: bool,
         /// How long to wait for the peer and the user, in milliseconds.
@@ -453,6 +455,11 @@ async fn pair(
     let mut config = endpoint_config(setup.security);
     config.known_peers = setup.known_peers;
     let confirm = yes.then_some(true);
+    if yes {
+        eprintln!(
+            "WARNING: --yes pins the peer without a comparison; check that both sides print the same code, and if not, remove the pin from known_peers"
+        );
+    }
     let (endpoint, outcomes) = match (listen, connect) {
         (Some(addr), _) => {
             let listener = TcpListener::bind(addr)

@@ -275,3 +275,45 @@ fn a_refusal_before_the_keys_names_no_fingerprint_and_is_not_lasting() {
         "{refused}"
     );
 }
+
+#[test]
+fn a_link_too_small_for_sealed_frames_is_refused_with_a_typed_error_and_the_floor_works() {
+    let mut pair = Pair::new();
+    pair.watch.link_up(pair.now, 1040);
+    pair.collect();
+    let needed = pair
+        .watch_events
+        .iter()
+        .find_map(|e| match e {
+            Event::Refused(SecurityError::LinkTooSmall { link: 1040, needed }) => Some(*needed),
+            _ => None,
+        })
+        .expect("refused with LinkTooSmall");
+    assert!(pair.watch.is_dropping());
+    assert_eq!(
+        needed, 1056,
+        "1,024 bytes sealed: 10 header and CRC, 10 nonce, 16 tag, less the inner CRC"
+    );
+
+    // A link of exactly that size carries the largest message.
+    let mut pair = Pair::new();
+    pair.watch.link_up(pair.now, needed);
+    pair.phone.link_up(pair.now, needed);
+    pair.drive();
+    let ch = open_channel(&mut pair);
+    let max = pair.watch.limits().max_message_len();
+    pair.watch
+        .send(
+            ch,
+            ContentType::Binary,
+            Exchange::OneWay,
+            Bytes::from(vec![1u8; max]),
+        )
+        .unwrap();
+    pair.drive();
+    let phone_ch = phone_channel(&pair);
+    assert_eq!(
+        pair.phone_messages(phone_ch),
+        vec![Bytes::from(vec![1u8; max])]
+    );
+}

@@ -53,6 +53,7 @@ fn a_damaged_identity_file_is_a_clear_error_not_a_new_key() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("device.identity");
     std::fs::write(&path, "interconnect device identity v1\nprivate zz\n").unwrap();
+    owner_only(&path);
     let error = DeviceIdentity::load(&path).unwrap_err();
     assert!(
         matches!(error, IdentityError::Malformed { .. }),
@@ -79,3 +80,65 @@ fn known_peers_pin_once_and_reject_garbage() {
     std::fs::write(known.path(), format!("# pinned\n{a}\nnot a fingerprint\n")).unwrap();
     assert!(matches!(known.load(), Err(IdentityError::Malformed { .. })));
 }
+
+#[cfg(unix)]
+fn owner_only(path: &std::path::Path) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).unwrap();
+}
+
+#[test]
+fn an_identity_whose_key_does_not_match_its_fingerprint_line_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("device.identity");
+    DeviceIdentity::from_private_key([3; 32])
+        .save(&path)
+        .unwrap();
+    let text = std::fs::read_to_string(&path).unwrap();
+    // One hex digit of the key changed: another key, which the fingerprint line betrays.
+    let at = text.find("private ").unwrap() + "private ".len();
+    let mut bytes = text.into_bytes();
+    bytes[at] = if bytes[at] == b'0' { b'1' } else { b'0' };
+    std::fs::write(&path, &bytes).unwrap();
+    owner_only(&path);
+    let error = DeviceIdentity::load(&path).unwrap_err();
+    assert!(error.to_string().contains("fingerprint"), "{error}");
+}
+
+#[cfg(unix)]
+#[test]
+fn an_identity_readable_by_others_is_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("device.identity");
+    DeviceIdentity::generate().save(&path).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let error = DeviceIdentity::load(&path).unwrap_err();
+    assert!(error.to_string().contains("group or others"), "{error}");
+}
+
+#[test]
+fn a_pin_after_a_hand_edited_line_without_newline_keeps_the_file_valid() {
+    let dir = tempfile::tempdir().unwrap();
+    let known = KnownPeers::new(dir.path().join("known_peers"));
+    let a = DeviceIdentity::from_private_key([1; 32]).fingerprint();
+    let b = DeviceIdentity::from_private_key([2; 32]).fingerprint();
+    std::fs::write(known.path(), format!("# mine\n{a}")).unwrap();
+    known.pin(b).unwrap();
+    assert_eq!(known.load().unwrap(), vec![a, b]);
+    // Pins from many threads at once all land.
+    let many: Vec<_> = (10..30u8)
+        .map(|k| DeviceIdentity::from_private_key([k; 32]).fingerprint())
+        .collect();
+    std::thread::scope(|s| {
+        for f in &many {
+            let known = known.clone();
+            s.spawn(move || known.pin(*f).unwrap());
+        }
+    });
+    let pins = known.load().unwrap();
+    assert!(many.iter().all(|f| pins.contains(f)), "{} pins", pins.len());
+}
+
+#[cfg(not(unix))]
+fn owner_only(_: &std::path::Path) {}

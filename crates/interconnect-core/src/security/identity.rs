@@ -7,6 +7,7 @@ use std::path::Path;
 use std::str::FromStr;
 
 use sha2::{Digest, Sha256};
+use zeroize::{Zeroize, Zeroizing};
 
 /// First line of an identity file, so a wrong file is recognised as such.
 const IDENTITY_HEADER: &str = "interconnect device identity v1";
@@ -29,7 +30,8 @@ const IDENTITY_HEADER: &str = "interconnect device identity v1";
 /// ```
 #[derive(Clone)]
 pub struct DeviceIdentity {
-    private: [u8; 32],
+    /// Wiped when dropped.
+    private: Zeroizing<[u8; 32]>,
     public: [u8; 32],
 }
 
@@ -73,8 +75,10 @@ impl DeviceIdentity {
     pub fn from_private_key(private: [u8; 32]) -> Self {
         let secret = x25519_dalek::StaticSecret::from(private);
         let public = x25519_dalek::PublicKey::from(&secret).to_bytes();
+        let mut private = private;
+        private.zeroize();
         DeviceIdentity {
-            private: secret.to_bytes(),
+            private: Zeroizing::new(secret.to_bytes()),
             public,
         }
     }
@@ -100,11 +104,11 @@ impl DeviceIdentity {
             path: path.display().to_string(),
             source,
         };
-        let text = format!(
+        let text = Zeroizing::new(format!(
             "{IDENTITY_HEADER}\nprivate {}\nfingerprint {}\n",
-            hex::encode(self.private),
+            Zeroizing::new(hex::encode(*self.private)).as_str(),
             self.fingerprint()
-        );
+        ));
         let tmp = path.with_extension("tmp");
         let mut options = std::fs::OpenOptions::new();
         options.write(true).create(true).truncate(true);
@@ -124,16 +128,32 @@ impl DeviceIdentity {
         std::fs::rename(&tmp, path).map_err(io_error)
     }
 
-    /// Reads an identity written by [`save`](Self::save).
+    /// Reads an identity written by [`save`](Self::save). The key must match the file's
+    /// fingerprint line (a changed digit is an error, not another key), and on Unix the
+    /// file must not be readable by group or others (as SSH requires of private keys).
     pub fn load(path: &Path) -> Result<Self, IdentityError> {
-        let text = std::fs::read_to_string(path).map_err(|source| IdentityError::Io {
+        let io_error = |source| IdentityError::Io {
             path: path.display().to_string(),
             source,
-        })?;
+        };
         let malformed = |reason| IdentityError::Malformed {
             path: path.display().to_string(),
             reason,
         };
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(path)
+                .map_err(io_error)?
+                .permissions()
+                .mode();
+            if mode & 0o077 != 0 {
+                return Err(malformed(
+                    "readable by group or others: the private key may have leaked (chmod 600 it, or make a new one)",
+                ));
+            }
+        }
+        let text = Zeroizing::new(std::fs::read_to_string(path).map_err(io_error)?);
         let mut lines = text.lines();
         if lines.next() != Some(IDENTITY_HEADER) {
             return Err(malformed(
@@ -143,10 +163,22 @@ impl DeviceIdentity {
         let hex_key = lines
             .find_map(|l| l.strip_prefix("private "))
             .ok_or_else(|| malformed("no private key line"))?;
-        let mut private = [0u8; 32];
-        hex::decode_to_slice(hex_key.trim(), &mut private)
+        let mut private = Zeroizing::new([0u8; 32]);
+        hex::decode_to_slice(hex_key.trim(), &mut private[..])
             .map_err(|_| malformed("private key is not 64 hex digits"))?;
-        Ok(DeviceIdentity::from_private_key(private))
+        let identity = DeviceIdentity::from_private_key(*private);
+        let written: Fingerprint = text
+            .lines()
+            .find_map(|l| l.strip_prefix("fingerprint "))
+            .ok_or_else(|| malformed("no fingerprint line"))?
+            .parse()
+            .map_err(|_| malformed("the fingerprint line is not a fingerprint"))?;
+        if written != identity.fingerprint() {
+            return Err(malformed(
+                "the private key does not match the fingerprint line (the file was changed)",
+            ));
+        }
+        Ok(identity)
     }
 
     /// Loads the identity at `path`, or creates and saves a new one if there is none.
@@ -275,11 +307,10 @@ impl KnownPeers {
             .collect()
     }
 
-    /// Adds a fingerprint (no effect if already there).
+    /// Adds a fingerprint (no effect if already there). The file is rewritten whole
+    /// under an exclusive lock (of a `.lock` file beside it) and replaced atomically, so
+    /// two processes pinning at once both land and a reader never sees half a file.
     pub fn pin(&self, fingerprint: Fingerprint) -> Result<(), IdentityError> {
-        if self.load()?.contains(&fingerprint) {
-            return Ok(());
-        }
         let io_error = |source| IdentityError::Io {
             path: self.path.display().to_string(),
             source,
@@ -287,12 +318,34 @@ impl KnownPeers {
         if let Some(dir) = self.path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(io_error)?;
         }
-        let mut file = std::fs::OpenOptions::new()
+        let lock = std::fs::OpenOptions::new()
             .create(true)
-            .append(true)
-            .open(&self.path)
+            .truncate(false)
+            .write(true)
+            .open(self.path.with_extension("lock"))
             .map_err(io_error)?;
-        writeln!(file, "{fingerprint}").map_err(io_error)?;
-        file.sync_all().map_err(io_error)
+        lock.lock().map_err(io_error)?;
+        let mut pins = self.load()?;
+        if pins.contains(&fingerprint) {
+            return Ok(());
+        }
+        pins.push(fingerprint);
+        // Comments and layout of a hand-edited file are kept; the new line is added after
+        // a newline of its own.
+        let mut text = match std::fs::read_to_string(&self.path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => String::new(),
+            Err(e) => return Err(io_error(e)),
+        };
+        if !text.is_empty() && !text.ends_with('\n') {
+            text.push('\n');
+        }
+        text.push_str(&format!("{fingerprint}\n"));
+        let tmp = self.path.with_extension("tmp");
+        let mut file = std::fs::File::create(&tmp).map_err(io_error)?;
+        file.write_all(text.as_bytes()).map_err(io_error)?;
+        file.sync_all().map_err(io_error)?;
+        drop(file);
+        std::fs::rename(&tmp, &self.path).map_err(io_error)
     }
 }

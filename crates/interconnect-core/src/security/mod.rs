@@ -271,6 +271,15 @@ pub enum SecurityError {
     /// The peer wants an encrypted link and this side runs in insecure plaintext mode.
     #[error("the peer wants an encrypted link; this side runs in insecure plaintext mode")]
     PeerWantsEncryption,
+    /// The link's frame limit is too small for sealed frames of the smallest limit a
+    /// session may announce (1,024 bytes sealed need a few dozen more).
+    #[error("the link carries frames of at most {link} bytes; a secure link needs {needed}")]
+    LinkTooSmall {
+        /// The link's limit.
+        link: usize,
+        /// The smallest limit that works.
+        needed: usize,
+    },
     /// The peer refused this device during the handshake.
     #[error("refused by the {}peer: {code}: {message}", if *.authenticated { "" } else { "(unauthenticated) " })]
     RefusedByPeer {
@@ -299,7 +308,8 @@ impl SecurityError {
             | SecurityError::PeerChanged { .. }
             | SecurityError::PairingRejected { .. }
             | SecurityError::SuiteNotAllowed { .. }
-            | SecurityError::PeerWantsEncryption => true,
+            | SecurityError::PeerWantsEncryption
+            | SecurityError::LinkTooSmall { .. } => true,
         }
     }
 

@@ -320,6 +320,24 @@ impl Session {
         self.hello_sent = false;
         self.pending_hello = None;
         self.farewell = false;
+        if self.secure.is_some() && inner_limit < MIN_MAX_FRAME_LEN {
+            // The smallest frame limit a peer may announce would not fit sealed: such
+            // frames would be dropped and resent forever. Refuse the link, saying why.
+            let needed = (MIN_MAX_FRAME_LEN..=MAX_FRAME_LEN)
+                .find(|l| max_unsealed_len(*l) >= MIN_MAX_FRAME_LEN)
+                .unwrap_or(MAX_FRAME_LEN);
+            self.events
+                .push_back(Event::Refused(SecurityError::LinkTooSmall {
+                    link: link_max_frame_len,
+                    needed,
+                }));
+            return self.drop_link(
+                Code::SECURITY,
+                format!(
+                    "the link carries frames of up to {link_max_frame_len} bytes; sealed links need {needed}"
+                ),
+            );
+        }
         match &mut self.secure {
             Some(secure) => {
                 secure.start();
