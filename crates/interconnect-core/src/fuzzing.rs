@@ -120,3 +120,104 @@ fn forged_frame(piece: &[u8]) -> Bytes {
         .to_bytes(DEFAULT_MAX_FRAME_LEN)
         .unwrap_or_else(|_| Bytes::copy_from_slice(piece))
 }
+
+/// Drives a session **in plaintext mode** with attacker frames after a genuine Hello, an
+/// open channel and a file offer, so the channel, ack and file handlers are reached (a
+/// Noise victim stops forged frames at authentication). Checks that nothing panics and
+/// that whatever the victim sends decodes, at its own limit, as a frame.
+///
+/// The first byte picks the victim's role (bit 0) and whether the rest are raw frames or
+/// frames built from the input (bit 1; needs the `arbitrary` feature, else raw); bit 2
+/// starts an outgoing file on the victim.
+pub fn plaintext_session(data: &[u8]) {
+    let Some((&mode, rest)) = data.split_first() else {
+        return;
+    };
+    let now = Instant::now();
+    let plaintext = |role: Role, key: u8| {
+        let config = SessionConfig::new(role, DeviceId([key; 16]), u64::from(key))
+            .with_security(Security::InsecurePlaintext);
+        let mut session = Session::new(config);
+        session.register_app("com.example.fuzz", 1, None);
+        session.link_up(now, DEFAULT_MAX_FRAME_LEN);
+        session
+    };
+    let mut watch = plaintext(Role::Watch, 1);
+    let mut phone = plaintext(Role::Phone, 2);
+    let Ok(channel) = watch.open_channel(now, "com.example.fuzz", None) else {
+        return;
+    };
+    shuttle(&mut watch, &mut phone, now);
+    let mut victim = if mode & 1 == 0 { phone } else { watch };
+    if mode & 4 != 0 && victim.is_open(channel) {
+        let _ = victim.send_file(now, channel, "fuzz.bin", 100_000, 0);
+    }
+    let mut now = now;
+    for frame in attacker_frames(mode & 2 != 0, rest) {
+        victim.handle_frame(now, frame);
+        while let Some(out) = victim.poll_transmit(now) {
+            Frame::decode(out, DEFAULT_MAX_FRAME_LEN).expect("the victim's frames decode");
+        }
+        while let Some(event) = victim.poll_event() {
+            match event {
+                Event::FileOffered {
+                    channel, transfer, ..
+                } => victim.accept_file(channel, transfer, 0),
+                Event::FileRead {
+                    transfer,
+                    offset,
+                    len,
+                    ..
+                } => {
+                    let len = usize::try_from(len).unwrap_or(0).min(1 << 16);
+                    let data = Bytes::from(vec![0u8; len]);
+                    let end = offset.saturating_add(len as u64) >= 100_000;
+                    victim.file_read(transfer, offset, data, end.then_some([0; 32]));
+                }
+                _ => {}
+            }
+        }
+        now += Duration::from_millis(250);
+        victim.handle_timeout(now);
+    }
+}
+
+fn shuttle(a: &mut Session, b: &mut Session, now: Instant) {
+    for _ in 0..16 {
+        while let Some(frame) = a.poll_transmit(now) {
+            b.handle_frame(now, frame);
+        }
+        while let Some(frame) = b.poll_transmit(now) {
+            a.handle_frame(now, frame);
+        }
+        while a.poll_event().is_some() || b.poll_event().is_some() {}
+    }
+}
+
+/// The frames in `data`: length-prefixed raw pieces, or frames built by `arbitrary`.
+fn attacker_frames(structured: bool, data: &[u8]) -> Vec<Bytes> {
+    #[cfg(any(test, feature = "arbitrary"))]
+    if structured {
+        let mut input = arbitrary::Unstructured::new(data);
+        let mut frames = Vec::new();
+        while !input.is_empty() && frames.len() < 64 {
+            let Ok(frame) = <Frame as arbitrary::Arbitrary>::arbitrary(&mut input) else {
+                break;
+            };
+            if let Ok(bytes) = frame.to_bytes(DEFAULT_MAX_FRAME_LEN) {
+                frames.push(bytes);
+            }
+        }
+        return frames;
+    }
+    let _ = structured;
+    let mut frames = Vec::new();
+    let mut rest = data;
+    while rest.len() >= 2 {
+        let len = usize::from(u16::from_le_bytes([rest[0], rest[1]])).min(rest.len() - 2);
+        let (piece, tail) = rest[2..].split_at(len);
+        rest = tail;
+        frames.push(Bytes::copy_from_slice(piece));
+    }
+    frames
+}

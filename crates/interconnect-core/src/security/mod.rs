@@ -26,7 +26,9 @@
 //!
 //! ## Sealed frames
 //! A sealed frame carries the inner frame (header and payload, no CRC) as AEAD segments
-//! of at most 64 KiB (Noise's message limit), each with its own nonce. The first nonce is
+//! of at most 64 KiB (Noise's message limit), each with its own nonce and, as associated
+//! data, the frame's first nonce, its segment count and the segment's index, so a
+//! segment opens only in its place in its own frame. The first nonce is
 //! written in the frame, so a receiver can drop a duplicated, late or replayed frame (its
 //! nonce is not above the last one accepted) without losing the link: links that lose or
 //! reorder frames keep working, and the channel layer resends what went missing. A frame
@@ -43,6 +45,18 @@
 //! devices by their static keys, checked against the trust policy before any channel
 //! opens; replay of frames within a link or from earlier sessions; cipher-suite
 //! downgrade; forward secrecy (ephemeral keys per link).
+//!
+//! Fail closed: once keys exist, nothing that arrives in the clear changes the link's
+//! state (a forged handshake step or plaintext frame is dropped), a failure keeps the
+//! keys so its report travels sealed, and nothing but handshake steps and a fixed
+//! refusal ever leaves unsealed, whatever state an error left the session in. A link
+//! being dropped sends only its error report. Before keys exist a stranger can make this
+//! side take frames of at most 512 bytes; its refusal carries the code and a fixed text
+//! (never which peer is pinned), and a refusal received in the clear is marked
+//! unauthenticated and never taken as final ([`SecurityError::is_lasting`]). Keys and
+//! nonces move only when a frame sealed or opened, so a forged frame far ahead leaves
+//! them as they were. Private keys, split keys and identity file text are wiped when
+//! dropped.
 //!
 //! Not protected: availability (an attacker can always cut or jam the link); traffic
 //! analysis (frame sizes and timing); a compromised device or stolen identity file; the

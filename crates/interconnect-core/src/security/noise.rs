@@ -85,6 +85,9 @@ struct Established {
     commitment: Option<[u8; 32]>,
     code: Option<PairingCode>,
     trust: Trust,
+    /// Tests: the split keys (watch → phone, phone → watch), for the transcript.
+    #[cfg(test)]
+    split: ([u8; 32], [u8; 32]),
 }
 
 /// One link's security state, reset by `start` on every new link.
@@ -97,6 +100,9 @@ pub(crate) struct SecureLink {
     /// Handshake frames to send in the clear.
     pub(crate) out: VecDeque<Frame>,
     pub(crate) events: VecDeque<SecureEvent>,
+    /// Tests: fixed ephemeral key and pairing nonce, for a reproducible transcript.
+    #[cfg(test)]
+    fixed: Option<([u8; 32], [u8; 32])>,
 }
 
 impl SecureLink {
@@ -108,7 +114,27 @@ impl SecureLink {
             phase: Phase::Idle,
             out: VecDeque::new(),
             events: VecDeque::new(),
+            #[cfg(test)]
+            fixed: None,
         }
+    }
+
+    /// A fresh ephemeral key for Noise (`None`: snow draws one), fixed in tests.
+    fn ephemeral(&self) -> Option<[u8; 32]> {
+        #[cfg(test)]
+        if let Some((e, _)) = self.fixed {
+            return Some(e);
+        }
+        None
+    }
+
+    /// A fresh pairing nonce, fixed in tests.
+    fn pairing_nonce(&self) -> [u8; 32] {
+        #[cfg(test)]
+        if let Some((_, n)) = self.fixed {
+            return n;
+        }
+        rand::random()
     }
 
     pub(crate) fn is_established(&self) -> bool {
@@ -164,8 +190,15 @@ impl SecureLink {
             rekey_interval,
             message: Bytes::new(),
         };
-        let result = build(suite, &offer, self.config.identity.private_key(), true)
-            .and_then(|mut hs| write(&mut hs, &[]).map(|m| (hs, m)));
+        let ephemeral = self.ephemeral();
+        let result = build(
+            suite,
+            &offer,
+            self.config.identity.private_key(),
+            ephemeral,
+            true,
+        )
+        .and_then(|mut hs| write(&mut hs, &[]).map(|m| (hs, m)));
         match result {
             Ok((hs, message)) => {
                 offer.message = message;
@@ -253,14 +286,20 @@ impl SecureLink {
                 offer.rekey_interval
             )));
         }
-        let nonce: [u8; 32] = rand::random();
+        let nonce = self.pairing_nonce();
         let commitment = Sha256::digest(nonce);
-        let result =
-            build(suite, &offer, self.config.identity.private_key(), false).and_then(|mut hs| {
-                read(&mut hs, &offer.message)?;
-                let m = write(&mut hs, &commitment)?;
-                Ok((hs, m))
-            });
+        let result = build(
+            suite,
+            &offer,
+            self.config.identity.private_key(),
+            self.ephemeral(),
+            false,
+        )
+        .and_then(|mut hs| {
+            read(&mut hs, &offer.message)?;
+            let m = write(&mut hs, &commitment)?;
+            Ok((hs, m))
+        });
         match result {
             Ok((hs, message)) => {
                 self.out.push_back(step(2, message));
@@ -291,7 +330,7 @@ impl SecureLink {
             Ok(trust) => trust,
             Err(e) => return self.fail(e),
         };
-        let own_nonce: [u8; 32] = rand::random();
+        let own_nonce = self.pairing_nonce();
         let message = match write(&mut hs, &own_nonce) {
             Ok(m) => m,
             Err(e) => return self.fail(e),
@@ -379,6 +418,8 @@ impl SecureLink {
         // Both ends split to (watch → phone, phone → watch): the watch initiates.
         let (to_phone, to_watch) = hs.dangerously_get_raw_split();
         let (to_phone, to_watch) = (Zeroizing::new(to_phone), Zeroizing::new(to_watch));
+        #[cfg(test)]
+        let split = (*to_phone, *to_watch);
         let (send, recv) = match self.role {
             Role::Watch => (to_phone, to_watch),
             Role::Phone => (to_watch, to_phone),
@@ -396,6 +437,8 @@ impl SecureLink {
             commitment: None,
             code: None,
             trust: Trust::Trusted,
+            #[cfg(test)]
+            split,
         });
         fill(&mut est);
         match verdict {
@@ -511,23 +554,33 @@ fn step(step: u8, message: Bytes) -> Frame {
     })
 }
 
+/// The Noise prologue: binds the step-1 offer, so a rewritten offer fails step 2.
+fn prologue(offer: &Handshake) -> Vec<u8> {
+    let mut prologue = PROLOGUE.to_vec();
+    prologue.extend_from_slice(&[offer.offered, offer.suite]);
+    prologue.extend_from_slice(&offer.rekey_interval.to_le_bytes());
+    prologue
+}
+
 /// A handshake state whose prologue binds the step-1 offer.
 fn build(
     suite: CipherSuite,
     offer: &Handshake,
     private_key: &[u8; 32],
+    ephemeral: Option<[u8; 32]>,
     initiator: bool,
 ) -> Result<HandshakeState, SecurityError> {
     let error = |e: snow::Error| SecurityError::Handshake(format!("cannot start Noise: {e}"));
     let params = suite.noise_name().parse().map_err(error)?;
-    let mut prologue = PROLOGUE.to_vec();
-    prologue.extend_from_slice(&[offer.offered, offer.suite]);
-    prologue.extend_from_slice(&offer.rekey_interval.to_le_bytes());
-    let builder = snow::Builder::new(params)
+    let prologue = prologue(offer);
+    let mut builder = snow::Builder::new(params)
         .local_private_key(private_key)
         .map_err(error)?
         .prologue(&prologue)
         .map_err(error)?;
+    if let Some(e) = &ephemeral {
+        builder = builder.fixed_ephemeral_key_for_testing_only(e);
+    }
     if initiator {
         builder.build_initiator().map_err(error)
     } else {
@@ -1075,5 +1128,272 @@ mod tests {
         }
         assert!(watch.pairing_code().is_some());
         assert_eq!(watch.pairing_code(), phone.pairing_code());
+    }
+
+    fn hex(bytes: &[u8]) -> String {
+        hex::encode(bytes)
+    }
+
+    /// Long hex wrapped at 64 digits, indented under its label.
+    fn hex_block(bytes: &[u8]) -> String {
+        hex(bytes)
+            .as_bytes()
+            .chunks(64)
+            .map(|c| format!("    {}\n", std::str::from_utf8(c).unwrap()))
+            .collect()
+    }
+
+    fn counting(from: u8) -> [u8; 32] {
+        std::array::from_fn(|i| from.wrapping_add(i as u8))
+    }
+
+    /// What `REKEY` makes of a raw key: the first 32 bytes of encrypting 32 zero bytes
+    /// at nonce 2^64 - 1 with empty associated data.
+    fn rekey_raw(suite: CipherSuite, key: &[u8; 32]) -> [u8; 32] {
+        let mut next = [0u8; 32];
+        let _tag = TransportKey::new(suite, key)
+            .seal_in_place(u64::MAX, &[], &mut next)
+            .unwrap();
+        next
+    }
+
+    fn handshake_frame(frame: Frame) -> (Handshake, Bytes) {
+        let bytes = frame.to_bytes(DEFAULT_MAX_FRAME_LEN).unwrap();
+        match frame {
+            Frame::Handshake(h) => (h, bytes),
+            other => panic!("not a handshake step: {other:?}"),
+        }
+    }
+
+    fn established_state(link: &SecureLink) -> &Established {
+        match &link.phase {
+            Phase::Established(est) => est,
+            _ => panic!("not established"),
+        }
+    }
+
+    fn seal_frame(link: &mut SecureLink, frame: &Frame) -> (Vec<u8>, Bytes) {
+        let mut plain = BytesMut::new();
+        frame
+            .encode_unsealed(DEFAULT_MAX_FRAME_LEN, &mut plain)
+            .unwrap();
+        let mut dst = BytesMut::new();
+        link.seal(&plain, &[], DEFAULT_MAX_FRAME_LEN, &mut dst)
+            .unwrap();
+        (plain.to_vec(), dst.freeze())
+    }
+
+    /// The secure layer's transcript from fixed keys, ephemerals and nonces, as WIRE.md
+    /// shows it. Every value is checked on the way: the peer opens what is sealed.
+    fn transcript() -> String {
+        use std::fmt::Write;
+        let mut out = String::new();
+        let (ws, ps) = (counting(0x00), counting(0x20));
+        let (we, pe) = (counting(0x40), counting(0x60));
+        let (wn, pn) = (counting(0x80), counting(0xa0));
+        let _ = writeln!(out, "Fixed inputs (bytes counting up from the first):\n");
+        let _ = writeln!(out, "    watch static private key   {}", hex(&ws));
+        let _ = writeln!(out, "    phone static private key   {}", hex(&ps));
+        let _ = writeln!(out, "    watch ephemeral private    {}", hex(&we));
+        let _ = writeln!(out, "    phone ephemeral private    {}", hex(&pe));
+        let _ = writeln!(out, "    watch pairing nonce        {}", hex(&wn));
+        let _ = writeln!(out, "    phone pairing nonce        {}", hex(&pn));
+        let _ = writeln!(out, "    rekey_interval             512\n");
+        let (wid, pid) = (
+            DeviceIdentity::from_private_key(ws),
+            DeviceIdentity::from_private_key(ps),
+        );
+        let _ = writeln!(
+            out,
+            "    watch static public key    {}",
+            hex(wid.public_key())
+        );
+        let _ = writeln!(out, "    watch fingerprint          {}", wid.fingerprint());
+        let _ = writeln!(
+            out,
+            "    phone static public key    {}",
+            hex(pid.public_key())
+        );
+        let _ = writeln!(out, "    phone fingerprint          {}", pid.fingerprint());
+        for suite in [CipherSuite::AesGcm, CipherSuite::ChaChaPoly] {
+            let make = |key: [u8; 32], role, fixed| {
+                let mut config =
+                    NoiseConfig::new(DeviceIdentity::from_private_key(key)).with_suites(&[suite]);
+                config.rekey_interval = 512;
+                let mut link = SecureLink::new(config, role);
+                link.fixed = Some(fixed);
+                link
+            };
+            let mut watch = make(ws, Role::Watch, (we, wn));
+            let mut phone = make(ps, Role::Phone, (pe, pn));
+            let _ = writeln!(out, "\n### {} ({})\n", suite, suite.noise_name());
+            watch.start();
+            phone.start();
+            let (step1, bytes) = handshake_frame(watch.out.pop_front().unwrap());
+            let _ = writeln!(
+                out,
+                "Step 1, watch → phone: offered {:#04x}, suite {}, rekey_interval {}, \
+                 message `e` ({} bytes)\n",
+                step1.offered,
+                step1.suite,
+                step1.rekey_interval,
+                step1.message.len()
+            );
+            let _ = write!(out, "{}\n", hex_block(&bytes));
+            let _ = writeln!(out, "Prologue ({} bytes):\n", prologue(&step1).len());
+            let _ = write!(out, "{}\n", hex_block(&prologue(&step1)));
+            phone.on_handshake(step1);
+            let (step2, bytes) = handshake_frame(phone.out.pop_front().unwrap());
+            let _ = writeln!(
+                out,
+                "Step 2, phone → watch: `e, ee, s, es`, payload SHA-256(phone nonce) \
+                 = {} ({} bytes)\n",
+                hex(&Sha256::digest(pn)),
+                step2.message.len()
+            );
+            let _ = write!(out, "{}\n", hex_block(&bytes));
+            watch.on_handshake(step2);
+            let (step3, bytes) = handshake_frame(watch.out.pop_front().unwrap());
+            let _ = writeln!(
+                out,
+                "Step 3, watch → phone: `s, se`, payload the watch nonce ({} bytes)\n",
+                step3.message.len()
+            );
+            let _ = write!(out, "{}\n", hex_block(&bytes));
+            phone.on_handshake(step3);
+            let (step4, bytes) = handshake_frame(phone.out.pop_front().unwrap());
+            let _ = writeln!(
+                out,
+                "Step 4, phone → watch, in the clear: the phone nonce ({} bytes)\n",
+                step4.message.len()
+            );
+            let _ = write!(out, "{}\n", hex_block(&bytes));
+            watch.on_handshake(step4);
+            let est = established_state(&watch);
+            assert_eq!(est.hash, established_state(&phone).hash);
+            assert_eq!(watch.pairing_code(), phone.pairing_code());
+            let (to_phone, to_watch) = est.split;
+            let _ = writeln!(out, "After step 3:\n");
+            let _ = writeln!(out, "    handshake hash             {}", hex(&est.hash));
+            let _ = writeln!(out, "    key watch → phone (k0)     {}", hex(&to_phone));
+            let _ = writeln!(out, "    key phone → watch          {}", hex(&to_watch));
+            let k1 = rekey_raw(suite, &to_phone);
+            let k2 = rekey_raw(suite, &k1);
+            let _ = writeln!(out, "    k1 = REKEY(k0)             {}", hex(&k1));
+            let _ = writeln!(out, "    k2 = REKEY(k1)             {}", hex(&k2));
+            let _ = writeln!(
+                out,
+                "    pairing code               {}\n",
+                watch.pairing_code().unwrap()
+            );
+
+            let ping = Frame::Ping(interconnect_proto::Ping { nonce: 1 });
+            let (plain, sealed) = seal_frame(&mut watch, &ping);
+            let _ = writeln!(
+                out,
+                "First sealed frame, watch → phone: nonce 0, one segment; inner \
+                 `Ping {{ nonce: 1 }}` without CRC `{}`, associated data `{}`:\n",
+                hex(&plain),
+                hex(&segment_ad(0, 1, 0))
+            );
+            let _ = write!(out, "{}\n", hex_block(&sealed));
+            let opened = |phone: &mut SecureLink, bytes: Bytes| match Frame::decode(
+                bytes,
+                DEFAULT_MAX_FRAME_LEN,
+            ) {
+                Ok(Frame::Sealed(s)) => phone.open(s).unwrap().unwrap(),
+                other => panic!("{other:?}"),
+            };
+            assert_eq!(&opened(&mut phone, sealed)[..], &plain[..]);
+            // Nonces 1 to 511 go by; the next frame is the first of epoch 1, under k1.
+            for _ in 1..512 {
+                let (_, sealed) = seal_frame(&mut watch, &ping);
+                opened(&mut phone, sealed);
+            }
+            let pong = Frame::Ping(interconnect_proto::Ping { nonce: 2 });
+            let (plain, sealed) = seal_frame(&mut watch, &pong);
+            let _ = writeln!(
+                out,
+                "After 512 nonces, the first frame of epoch 1 (under k1): nonce 512, inner \
+                 `Ping {{ nonce: 2 }}` `{}`, associated data `{}`:\n",
+                hex(&plain),
+                hex(&segment_ad(512, 1, 0))
+            );
+            let _ = write!(out, "{}\n", hex_block(&sealed));
+            assert_eq!(&opened(&mut phone, sealed)[..], &plain[..]);
+            // Up to nonce 1021; a frame of four segments does not fit in 1022 and 1023,
+            // so it starts epoch 2 at 1024.
+            for _ in 513..1022 {
+                let (_, sealed) = seal_frame(&mut watch, &ping);
+                opened(&mut phone, sealed);
+            }
+            let big = Frame::Data(interconnect_proto::Data {
+                channel: interconnect_proto::ChannelId(1),
+                seq: 1,
+                content_type: interconnect_proto::ContentType::Binary,
+                exchange: interconnect_proto::Exchange::OneWay,
+                payload: Bytes::from(
+                    (0..3 * SEALED_SEGMENT_PLAINTEXT)
+                        .map(|i| (i % 251) as u8)
+                        .collect::<Vec<u8>>(),
+                ),
+            });
+            let (plain, sealed) = seal_frame(&mut watch, &big);
+            let Ok(Frame::Sealed(parts)) = Frame::decode(sealed.clone(), DEFAULT_MAX_FRAME_LEN)
+            else {
+                panic!("not sealed");
+            };
+            let count = parts.ciphertext.len().div_ceil(SEALED_SEGMENT_LEN);
+            let _ = writeln!(
+                out,
+                "A frame of several segments that skips to the next epoch: at nonce 1022, a \
+                 `Data` frame (channel 1, seq 1, binary, one-way) whose payload is bytes \
+                 `i mod 251` for i < {}: inner length {}, {} segments, so it starts at \
+                 nonce {} under k2. Outer frame: {} bytes, SHA-256 `{}`. Per segment \
+                 (nonce, associated data, tag):\n",
+                3 * SEALED_SEGMENT_PLAINTEXT,
+                plain.len(),
+                count,
+                parts.nonce,
+                sealed.len(),
+                hex(&Sha256::digest(&sealed))
+            );
+            for (i, seg) in parts.ciphertext.chunks(SEALED_SEGMENT_LEN).enumerate() {
+                let _ = writeln!(
+                    out,
+                    "    {}  {}  {}",
+                    parts.nonce + i as u64,
+                    hex(&segment_ad(parts.nonce, count as u32, i as u32)),
+                    hex(&seg[seg.len() - SEALED_TAG_LEN..])
+                );
+            }
+            assert_eq!(&opened(&mut phone, sealed)[..], &plain[..]);
+        }
+        out
+    }
+
+    const WIRE_MD: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../interconnect-proto/WIRE.md");
+    const BEGIN: &str = "<!-- transcript: generated by secure_transcript_matches_wire_md -->\n";
+    const END: &str = "<!-- end of transcript -->\n";
+
+    /// WIRE.md's transcript is exactly what this code produces from the fixed inputs.
+    /// `UPDATE_WIRE_EXAMPLES=1` rewrites it after an intended change.
+    #[test]
+    fn secure_transcript_matches_wire_md() {
+        let generated = transcript();
+        let doc = std::fs::read_to_string(WIRE_MD).unwrap();
+        let (Some(a), Some(b)) = (doc.find(BEGIN), doc.find(END)) else {
+            panic!("WIRE.md has no transcript markers");
+        };
+        let on_disk = &doc[a + BEGIN.len()..b];
+        if std::env::var_os("UPDATE_WIRE_EXAMPLES").is_some() {
+            let updated = format!("{}{BEGIN}{generated}{}", &doc[..a], &doc[b..]);
+            std::fs::write(WIRE_MD, updated).unwrap();
+            return;
+        }
+        assert_eq!(
+            on_disk, generated,
+            "WIRE.md's transcript is stale: run with UPDATE_WIRE_EXAMPLES=1 if intended"
+        );
     }
 }
