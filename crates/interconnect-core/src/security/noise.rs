@@ -1239,9 +1239,9 @@ mod tests {
                 step1.rekey_interval,
                 step1.message.len()
             );
-            let _ = write!(out, "{}\n", hex_block(&bytes));
+            let _ = writeln!(out, "{}", hex_block(&bytes));
             let _ = writeln!(out, "Prologue ({} bytes):\n", prologue(&step1).len());
-            let _ = write!(out, "{}\n", hex_block(&prologue(&step1)));
+            let _ = writeln!(out, "{}", hex_block(&prologue(&step1)));
             phone.on_handshake(step1);
             let (step2, bytes) = handshake_frame(phone.out.pop_front().unwrap());
             let _ = writeln!(
@@ -1251,7 +1251,7 @@ mod tests {
                 hex(&Sha256::digest(pn)),
                 step2.message.len()
             );
-            let _ = write!(out, "{}\n", hex_block(&bytes));
+            let _ = writeln!(out, "{}", hex_block(&bytes));
             watch.on_handshake(step2);
             let (step3, bytes) = handshake_frame(watch.out.pop_front().unwrap());
             let _ = writeln!(
@@ -1259,7 +1259,7 @@ mod tests {
                 "Step 3, watch → phone: `s, se`, payload the watch nonce ({} bytes)\n",
                 step3.message.len()
             );
-            let _ = write!(out, "{}\n", hex_block(&bytes));
+            let _ = writeln!(out, "{}", hex_block(&bytes));
             phone.on_handshake(step3);
             let (step4, bytes) = handshake_frame(phone.out.pop_front().unwrap());
             let _ = writeln!(
@@ -1267,7 +1267,7 @@ mod tests {
                 "Step 4, phone → watch, in the clear: the phone nonce ({} bytes)\n",
                 step4.message.len()
             );
-            let _ = write!(out, "{}\n", hex_block(&bytes));
+            let _ = writeln!(out, "{}", hex_block(&bytes));
             watch.on_handshake(step4);
             let est = established_state(&watch);
             assert_eq!(est.hash, established_state(&phone).hash);
@@ -1296,7 +1296,7 @@ mod tests {
                 hex(&plain),
                 hex(&segment_ad(0, 1, 0))
             );
-            let _ = write!(out, "{}\n", hex_block(&sealed));
+            let _ = writeln!(out, "{}", hex_block(&sealed));
             let opened = |phone: &mut SecureLink, bytes: Bytes| match Frame::decode(
                 bytes,
                 DEFAULT_MAX_FRAME_LEN,
@@ -1319,7 +1319,7 @@ mod tests {
                 hex(&plain),
                 hex(&segment_ad(512, 1, 0))
             );
-            let _ = write!(out, "{}\n", hex_block(&sealed));
+            let _ = writeln!(out, "{}", hex_block(&sealed));
             assert_eq!(&opened(&mut phone, sealed)[..], &plain[..]);
             // Up to nonce 1021; a frame of four segments does not fit in 1022 and 1023,
             // so it starts epoch 2 at 1024.
