@@ -317,3 +317,77 @@ fn a_link_too_small_for_sealed_frames_is_refused_with_a_typed_error_and_the_floo
         vec![Bytes::from(vec![1u8; max])]
     );
 }
+
+fn refusals(events: &[Event]) -> usize {
+    events
+        .iter()
+        .filter(|e| matches!(e, Event::Refused(SecurityError::PairingRejected { .. })))
+        .count()
+}
+
+fn prompts(events: &[Event]) -> usize {
+    events
+        .iter()
+        .filter(|e| matches!(e, Event::PairingRequest { .. }))
+        .count()
+}
+
+#[test]
+fn a_peer_whose_pairing_was_rejected_cannot_prompt_again_for_a_minute() {
+    let pairing = |key: u8| {
+        Security::Noise(
+            NoiseConfig::new(DeviceIdentity::from_private_key([key; 32]))
+                .with_trust(TrustPolicy::Pairing { known: Vec::new() }),
+        )
+    };
+    let mut pair = Pair::with_security(pairing(1), pairing(2));
+    pair.connect();
+    assert_eq!(prompts(&pair.phone_events), 1);
+    pair.phone.confirm_pairing(pair.now, false);
+    pair.drive();
+    assert_eq!(refusals(&pair.phone_events), 1);
+    // The watch comes back at once, and again and again: no new prompt.
+    for _ in 0..5 {
+        pair.cut();
+        pair.advance(std::time::Duration::from_secs(5));
+        pair.connect();
+    }
+    assert_eq!(
+        prompts(&pair.phone_events),
+        1,
+        "no prompt within the hold-off"
+    );
+    assert_eq!(refusals(&pair.phone_events), 6);
+    // After the hold-off the user is asked again.
+    pair.cut();
+    pair.advance(std::time::Duration::from_secs(61));
+    pair.connect();
+    assert_eq!(prompts(&pair.phone_events), 2);
+}
+
+#[test]
+fn a_sealed_hello_that_overtakes_step_3_is_not_lost() {
+    let mut pair = Pair::new();
+    pair.watch.link_up(pair.now, DEFAULT_MAX_FRAME_LEN);
+    pair.phone.link_up(pair.now, DEFAULT_MAX_FRAME_LEN);
+    let now = pair.now;
+    // Step 1 to the phone, step 2 to the watch.
+    while let Some(f) = pair.watch.poll_transmit(now) {
+        pair.phone.handle_frame(now, f);
+    }
+    while let Some(f) = pair.phone.poll_transmit(now) {
+        pair.watch.handle_frame(now, f);
+    }
+    // The watch now sends step 3 and its sealed Hello: they arrive swapped.
+    let mut out: Vec<Bytes> = std::iter::from_fn(|| pair.watch.poll_transmit(now)).collect();
+    assert_eq!(out.len(), 2, "step 3 and the sealed Hello");
+    out.reverse();
+    for f in out {
+        pair.phone.handle_frame(now, f);
+    }
+    pair.drive();
+    assert!(
+        pair.watch.is_link_up() && pair.phone.is_link_up(),
+        "up without waiting for the handshake timeout"
+    );
+}

@@ -544,6 +544,17 @@ impl SecureLink {
     }
 }
 
+impl SecureLink {
+    /// Opens a sealed frame that arrived before the keys existed (it overtook the last
+    /// handshake step): `None` if it does not open, and the link stays as it was.
+    pub(crate) fn open_early(&mut self, sealed: Sealed) -> Option<Bytes> {
+        match &mut self.phase {
+            Phase::Established(est) => est.cipher.try_open(sealed),
+            _ => None,
+        }
+    }
+}
+
 fn step(step: u8, message: Bytes) -> Frame {
     Frame::Handshake(Handshake {
         step,
@@ -759,6 +770,15 @@ impl Cipher {
             Ok(Err(_)) => Err(SecurityError::Handshake("sealing failed".into())),
             Err(e) => Err(SecurityError::Handshake(format!("sealed frame: {e}"))),
         }
+    }
+
+    /// Opens a frame that may be anyone's (one that arrived before the keys): one that
+    /// fails authentication is dropped without breaking the link.
+    fn try_open(&mut self, sealed: Sealed) -> Option<Bytes> {
+        if self.broken {
+            return None;
+        }
+        self.open_checked(sealed).ok().flatten()
     }
 
     fn open(&mut self, sealed: Sealed) -> Result<Option<Bytes>, SecurityError> {

@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, VecDeque};
 use std::ops::Bound;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use interconnect_proto::{
@@ -155,7 +155,21 @@ pub struct Session {
     plain: BytesMut,
     /// The link is being dropped: only the error report may still leave.
     farewell: bool,
+    /// A sealed frame that overtook the last handshake step, opened once keys exist.
+    early: Option<Sealed>,
+    /// The peer waiting for the user's pairing answer on this link.
+    pairing: Option<Fingerprint>,
+    /// Peers whose pairing was rejected or timed out lately: they raise no new prompt
+    /// until `PAIRING_HOLDOFF` passed (a refused device cannot nag the user).
+    refused_pairings: VecDeque<(Fingerprint, Instant)>,
 }
+
+/// How long a peer whose pairing was rejected (or not answered) is refused without
+/// asking the user again.
+const PAIRING_HOLDOFF: Duration = Duration::from_secs(60);
+
+/// Peers remembered for `PAIRING_HOLDOFF`.
+const REFUSED_PAIRINGS: usize = 16;
 
 impl Session {
     /// A session with no link yet.
@@ -174,6 +188,9 @@ impl Session {
             peer_token_key: None,
             plain: BytesMut::new(),
             farewell: false,
+            early: None,
+            pairing: None,
+            refused_pairings: VecDeque::new(),
             config,
             link: LinkState::Down,
             peer_token: None,
@@ -320,6 +337,8 @@ impl Session {
         self.hello_sent = false;
         self.pending_hello = None;
         self.farewell = false;
+        self.early = None;
+        self.pairing = None;
         if self.secure.is_some() && inner_limit < MIN_MAX_FRAME_LEN {
             // The smallest frame limit a peer may announce would not fit sealed: such
             // frames would be dropped and resent forever. Refuse the link, saying why.
@@ -352,10 +371,24 @@ impl Session {
     /// [`Event::PairingRequest`]; `accept` pins the peer and lets the link come up,
     /// otherwise the link is refused (4007).
     pub fn confirm_pairing(&mut self, now: Instant, accept: bool) {
+        if self.secure.is_none() {
+            return;
+        }
+        if !accept && let Some(peer) = self.pairing.take() {
+            self.remember_refused_pairing(peer, now);
+        }
         if let Some(secure) = &mut self.secure {
             secure.confirm_pairing(accept);
-            self.drain_secure(now);
         }
+        self.drain_secure(now);
+    }
+
+    fn remember_refused_pairing(&mut self, peer: Fingerprint, now: Instant) {
+        self.refused_pairings.retain(|(f, _)| *f != peer);
+        if self.refused_pairings.len() == REFUSED_PAIRINGS {
+            self.refused_pairings.pop_front();
+        }
+        self.refused_pairings.push_back((peer, now));
     }
 
     fn send_hello(&mut self) {
@@ -379,6 +412,7 @@ impl Session {
             };
             match event {
                 SecureEvent::Trusted => {
+                    self.pairing = None;
                     if let Some(secure) = &self.secure
                         && let (Some(fingerprint), Some(suite)) = (secure.peer(), secure.suite())
                     {
@@ -396,6 +430,16 @@ impl Session {
                     }
                 }
                 SecureEvent::PairingRequest { fingerprint, code } => {
+                    let held_off = self
+                        .refused_pairings
+                        .iter()
+                        .any(|(f, at)| *f == fingerprint && now < *at + PAIRING_HOLDOFF);
+                    if held_off {
+                        tracing::info!(peer = %fingerprint, "pairing refused lately: not asking again yet");
+                        self.security_failure(SecurityError::PairingRejected { fingerprint });
+                        continue;
+                    }
+                    self.pairing = Some(fingerprint);
                     let wait = self.secure.as_ref().map(SecureLink::pairing_timeout);
                     if let (LinkState::Handshaking { deadline }, Some(wait)) =
                         (&mut self.link, wait)
@@ -505,12 +549,23 @@ impl Session {
             Frame::Handshake(step) => {
                 secure.on_handshake(step);
                 self.drain_secure(now);
-                None
+                // A sealed frame that overtook this step (a Hello) opens now, or never.
+                let early = self.early.take()?;
+                let body = self.secure.as_mut()?.open_early(early)?;
+                match Frame::decode_unsealed(body, inner_max) {
+                    Ok(frame) => Some(frame),
+                    Err(error) => {
+                        self.on_decode_error(error);
+                        None
+                    }
+                }
             }
             Frame::Sealed(sealed) if secure.is_established() => self.open(sealed, inner_max),
-            Frame::Sealed(_) => {
-                // Overtook the last handshake step (links may reorder); lost like any frame.
-                tracing::debug!("sealed frame before the session keys, dropped");
+            Frame::Sealed(sealed) => {
+                // Overtook the last handshake step (links may reorder): kept (one, at
+                // most 512 bytes) and opened once the keys exist.
+                tracing::debug!("sealed frame before the session keys, held");
+                self.early = Some(sealed);
                 None
             }
             other if secure.is_established() => {
@@ -564,6 +619,9 @@ impl Session {
             LinkState::Down => {}
             LinkState::Handshaking { deadline } => {
                 if now >= *deadline {
+                    if let Some(peer) = self.pairing.take() {
+                        self.remember_refused_pairing(peer, now);
+                    }
                     self.drop_link(Code::TIMEOUT, "handshake timed out".into());
                 }
             }
