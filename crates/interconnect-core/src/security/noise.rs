@@ -1389,6 +1389,34 @@ mod tests {
             }
             assert_eq!(&opened(&mut phone, sealed)[..], &plain[..]);
         }
+        fenced(&out)
+    }
+
+    /// Runs of indented lines as fenced `text` blocks (the document is also rustdoc,
+    /// where an indented block would be taken for Rust code).
+    fn fenced(text: &str) -> String {
+        let mut out = String::new();
+        let mut open = false;
+        for line in text.lines() {
+            match (line.strip_prefix("    "), open) {
+                (Some(body), false) => {
+                    out.push_str("```text\n");
+                    out.push_str(body);
+                    open = true;
+                }
+                (Some(body), true) => out.push_str(body),
+                (None, true) => {
+                    out.push_str("```\n");
+                    out.push_str(line);
+                    open = false;
+                }
+                (None, false) => out.push_str(line),
+            }
+            out.push('\n');
+        }
+        if open {
+            out.push_str("```\n");
+        }
         out
     }
 
