@@ -221,3 +221,20 @@ fn attacker_frames(structured: bool, data: &[u8]) -> Vec<Bytes> {
     }
     frames
 }
+
+#[cfg(test)]
+mod tests {
+    /// Every input the `plaintext_session` fuzzer kept, replayed on stable.
+    #[test]
+    fn the_plaintext_session_fuzz_corpus_stays_harmless() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../fuzz/corpus/plaintext_session");
+        let mut replayed = 0;
+        for entry in std::fs::read_dir(&dir).expect("the corpus is checked in") {
+            let data = std::fs::read(entry.unwrap().path()).unwrap();
+            super::plaintext_session(&data);
+            replayed += 1;
+        }
+        assert!(replayed >= 100, "only {replayed} inputs");
+    }
+}
