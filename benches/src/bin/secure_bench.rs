@@ -198,6 +198,55 @@ fn ble_overhead() -> Result<(), BoxError> {
     Ok(())
 }
 
+/// Bytes per second of 192 KiB messages from a watch session to a phone session in
+/// memory, on one thread: the cost of sealing and opening alone, without sockets or disk.
+fn sans_io_rate(mode: Option<CipherSuite>, mib: usize) -> f64 {
+    use interconnect_proto::{ContentType, Exchange};
+    let now = std::time::Instant::now();
+    let session = |role, key| {
+        Session::new(
+            SessionConfig::new(role, DeviceId([key; 16]), u64::from(key))
+                .with_security(security(mode, key)),
+        )
+    };
+    let (mut watch, mut phone) = (session(Role::Watch, 1), session(Role::Phone, 2));
+    phone.register_app("com.example.bench", 1, None);
+    watch.link_up(now, DEFAULT_MAX_FRAME_LEN);
+    phone.link_up(now, DEFAULT_MAX_FRAME_LEN);
+    let shuttle = |watch: &mut Session, phone: &mut Session| {
+        let mut moved = true;
+        while moved {
+            moved = false;
+            while let Some(f) = watch.poll_transmit(now) {
+                phone.handle_frame(now, f);
+                moved = true;
+            }
+            while let Some(f) = phone.poll_transmit(now) {
+                watch.handle_frame(now, f);
+                moved = true;
+            }
+            while watch.poll_event().is_some() || phone.poll_event().is_some() {
+                moved = true;
+            }
+        }
+    };
+    shuttle(&mut watch, &mut phone);
+    let channel = watch
+        .open_channel(now, "com.example.bench", None)
+        .expect("channel");
+    shuttle(&mut watch, &mut phone);
+    let payload = Bytes::from(vec![7u8; 192 * 1024]);
+    let count = (mib << 20) / payload.len();
+    let start = Instant::now();
+    for _ in 0..count {
+        watch
+            .send(channel, ContentType::Binary, Exchange::OneWay, payload.clone())
+            .expect("send");
+        shuttle(&mut watch, &mut phone);
+    }
+    (count * payload.len()) as f64 / start.elapsed().as_secs_f64()
+}
+
 fn main() -> Result<(), BoxError> {
     let mut args = std::env::args().skip(1);
     let mib: usize = args.next().map(|a| a.parse()).transpose()?.unwrap_or(256);
@@ -205,6 +254,21 @@ fn main() -> Result<(), BoxError> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
+    println!(
+        "{mib} MiB of 192 KiB messages between two sessions in memory (sans-IO, one thread), median of {RUNS}:"
+    );
+    let mut baseline = None;
+    for (name, mode) in modes().into_iter().rev() {
+        let mut rates: Vec<f64> = (0..RUNS).map(|_| sans_io_rate(mode, mib)).collect();
+        rates.sort_by(f64::total_cmp);
+        let rate = rates[RUNS / 2];
+        let base = *baseline.get_or_insert(rate);
+        println!(
+            "  {name:<24} {:>6.0} MiB/s  {:.2}x plaintext",
+            rate / (1 << 20) as f64,
+            rate / base
+        );
+    }
     runtime.block_on(file_throughput(mib))?;
     println!("time from a new watch to a usable link on TCP loopback ({count} each):");
     let mut baseline = None;
