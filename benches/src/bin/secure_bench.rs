@@ -240,7 +240,12 @@ fn sans_io_rate(mode: Option<CipherSuite>, mib: usize) -> f64 {
     let start = Instant::now();
     for _ in 0..count {
         watch
-            .send(channel, ContentType::Binary, Exchange::OneWay, payload.clone())
+            .send(
+                channel,
+                ContentType::Binary,
+                Exchange::OneWay,
+                payload.clone(),
+            )
             .expect("send");
         shuttle(&mut watch, &mut phone);
     }

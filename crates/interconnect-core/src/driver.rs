@@ -172,6 +172,19 @@ struct ActiveLink {
     /// The writer task: on shutdown the driver waits for it to write what is queued.
     writer: tokio::task::JoinHandle<()>,
     receiver: Box<dyn crate::transport::LinkReceiver>,
+    /// The frame limit last handed to the receiver.
+    limit: usize,
+}
+
+impl ActiveLink {
+    /// Tells the receiver the session's current frame limit, when it changed.
+    fn limit_frames(&mut self, session: &Session) {
+        let limit = session.max_receive_len();
+        if limit != self.limit {
+            self.limit = limit;
+            self.receiver.limit_frames(limit);
+        }
+    }
 }
 
 /// How long a shutdown waits for the frames already queued (closes, the last hello) to
@@ -420,6 +433,9 @@ impl Driver {
                 Ok(frame) => self.session.handle_frame(now(), frame),
                 Err(error) => return self.lose_link(&format!("link failed: {error}")),
             }
+            if let Some(link) = &mut self.link {
+                link.limit_frames(&self.session);
+            }
             // Act on events now (an offer must be accepted before its first chunk is
             // handled); frames go out after the batch.
             while let Some(event) = self.session.poll_event() {
@@ -447,11 +463,14 @@ impl Driver {
         let (frames_out, frames) = mpsc::channel(WRITE_QUEUE);
         let writer = tokio::spawn(write_frames(link.sender, frames));
         self.held_frame = None;
-        self.link = Some(ActiveLink {
+        let mut active = ActiveLink {
             frames_out,
             writer,
             receiver: link.receiver,
-        });
+            limit: usize::MAX,
+        };
+        active.limit_frames(&self.session);
+        self.link = Some(active);
         // Counted as a failure until the handshake completes.
         self.failures = self.failures.saturating_add(1);
     }

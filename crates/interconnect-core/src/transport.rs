@@ -86,4 +86,13 @@ pub trait LinkSender: Send + 'static {
 pub trait LinkReceiver: Send + 'static {
     /// The next whole frame; `Ok(None)` when the peer closed the link cleanly.
     async fn recv(&mut self) -> Result<Option<Bytes>, TransportError>;
+
+    /// The largest frame the session takes from now on (never above the link's own
+    /// limit). Before a secure link is authenticated that is a few hundred bytes: a
+    /// transport that buffers a frame by the length its header announces should refuse a
+    /// longer one before buffering it, so a stranger cannot make it allocate. The
+    /// default ignores it (the session still refuses such a frame once read).
+    fn limit_frames(&mut self, max_frame_len: usize) {
+        let _ = max_frame_len;
+    }
 }

@@ -257,6 +257,10 @@ impl LinkReceiver for TcpReceiver {
     async fn recv(&mut self) -> Result<Option<Bytes>, TransportError> {
         self.frames.next().await
     }
+
+    fn limit_frames(&mut self, max_frame_len: usize) {
+        self.frames.max_frame_len = max_frame_len.min(self.frames.link_max);
+    }
 }
 
 /// Frames at least this long are read into a buffer of their own.
@@ -273,7 +277,10 @@ const READ_BUFFER: usize = 64 * 1024;
 /// so a `next` cancelled mid-frame loses nothing.
 struct FrameReader {
     read: OwnedReadHalf,
+    /// The largest frame taken now (the session lowers it before authentication).
     max_frame_len: usize,
+    /// The link's own limit.
+    link_max: usize,
     buf: BytesMut,
     /// A large frame being filled, with its full length.
     large: Option<(BytesMut, usize)>,
@@ -284,6 +291,7 @@ impl FrameReader {
         FrameReader {
             read,
             max_frame_len,
+            link_max: max_frame_len,
             buf: BytesMut::new(),
             large: None,
         }

@@ -129,3 +129,32 @@ async fn frames_arrive_whole_however_the_stream_splits_them_and_cancelled_reads_
     written.unwrap();
     assert!(link.receiver.recv().await.unwrap().is_none(), "clean end");
 }
+
+/// A stranger announces a 200 KiB frame (within the link's limit) before any handshake:
+/// the phone closes the
+/// connection at once instead of buffering what the header announced until the
+/// handshake times out (no handshake step exceeds a few hundred bytes).
+#[tokio::test]
+async fn a_stranger_announcing_a_large_frame_before_the_handshake_is_cut_off_at_once() {
+    use tokio::io::AsyncWriteExt;
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr();
+    let mut config = Config::new(DeviceId([2; 16]));
+    config.session.handshake_timeout = Duration::from_secs(600);
+    let _hub = Hub::new(listener, config);
+    let mut stranger = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let len: u32 = 200 << 10;
+    let l = len.to_le_bytes();
+    // Format version 1, kind Sealed (0x41), no flags, a 24-bit length.
+    stranger
+        .write_all(&[1, 0x41, 0, l[0], l[1], l[2]])
+        .await
+        .unwrap();
+    stranger.write_all(&[0u8; 4096]).await.unwrap();
+    let mut rest = Vec::new();
+    // Well before the handshake timeout: the phone refused the header.
+    let closed = tokio::time::timeout(Duration::from_secs(20), stranger.read_to_end(&mut rest))
+        .await
+        .expect("the phone closed the connection");
+    let _ = closed;
+}

@@ -245,6 +245,18 @@ impl Session {
         }
     }
 
+    /// The largest frame `handle_frame` takes now, outer frames included: before a
+    /// secure link has keys, only what the handshake needs (see
+    /// [`LinkReceiver::limit_frames`](crate::LinkReceiver::limit_frames)).
+    pub fn max_receive_len(&self) -> usize {
+        match (&self.secure, &self.link) {
+            (Some(secure), _) if !secure.is_established() => PRE_KEY_MAX_FRAME_LEN,
+            (Some(_), _) | (None, LinkState::Down) => self.wire_max,
+            (None, LinkState::Handshaking { .. }) => self.own_max,
+            (None, LinkState::Up(up)) => up.limits.max_frame_len,
+        }
+    }
+
     /// Whether the session asked for the link to be dropped
     /// ([`Event::DropLink`]): from then on `poll_transmit` yields only the error report.
     pub fn is_dropping(&self) -> bool {
