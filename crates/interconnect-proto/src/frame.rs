@@ -748,6 +748,17 @@ impl Frame {
                 max: max_frame_len,
             });
         }
+        // A message is at most `Limits::max_message_len` whatever its sub-header takes, so
+        // the limit is one number both ends can compute.
+        let max_message = max_frame_len.saturating_sub(FRAME_OVERHEAD + DATA_HEADER_MAX_LEN);
+        if let Frame::Data(d) = self
+            && d.payload.len() > max_message
+        {
+            return Err(EncodeError::TooLarge {
+                len: d.payload.len() + FRAME_OVERHEAD + DATA_HEADER_MAX_LEN,
+                max: max_frame_len,
+            });
+        }
         let start = dst.len();
         dst.reserve(HEADER_LEN + CHUNK_HEADER_MAX_LEN + bulk.len() + CRC_LEN);
         dst.put_slice(&header_bytes(self.kind(), 0));

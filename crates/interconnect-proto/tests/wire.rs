@@ -483,11 +483,26 @@ fn a_message_of_the_maximum_size_fits_and_one_more_byte_does_not() {
         .to_bytes(limits.max_frame_len)
         .unwrap();
     assert!(fits.len() <= limits.max_frame_len);
-    assert!(
-        data(limits.max_frame_len)
-            .to_bytes(limits.max_frame_len)
-            .is_err()
-    );
+    for max in [MIN_MAX_FRAME_LEN, 4096, DEFAULT_MAX_FRAME_LEN, MAX_FRAME_LEN] {
+        let limits = Limits::new(max);
+        assert_eq!(
+            limits.max_message_len(),
+            max - FRAME_OVERHEAD - DATA_HEADER_MAX_LEN,
+            "limit {max}"
+        );
+        assert!(
+            data(limits.max_message_len())
+                .to_bytes(limits.max_frame_len)
+                .is_ok()
+        );
+        assert!(
+            matches!(
+                data(limits.max_message_len() + 1).to_bytes(limits.max_frame_len),
+                Err(EncodeError::TooLarge { .. })
+            ),
+            "one byte more than the maximum message, at limit {max}"
+        );
+    }
 }
 
 #[test]
