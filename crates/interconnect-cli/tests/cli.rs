@@ -176,6 +176,14 @@ fn phone_and_watch_in_two_processes() {
     assert_eq!(stored["name"], "upload.bin");
     assert_eq!(stored["size"], 300_000);
     assert_eq!(stored["sha256"], out[0]["sha256"]);
+    // The stored file itself, read from the phone's files folder and hashed here.
+    let stored_path = phone._dir.path().join("upload.bin");
+    let bytes = std::fs::read(&stored_path).expect("the file is stored under its name");
+    assert_eq!(bytes, vec![7u8; 300_000]);
+    use sha2::Digest;
+    let expected = hex::encode(sha2::Sha256::digest(&bytes));
+    assert_eq!(stored["sha256"], expected.as_str());
+    assert_eq!(stored["path"], stored_path.to_str().unwrap());
 
     let (ok, out) = run_in(
         phone.watch_home.path(),
@@ -292,6 +300,14 @@ fn pinned_keys_from_keygen_let_in_only_the_named_devices() {
 fn plaintext_on_one_side_only_is_refused() {
     let phone = Phone::start_with(&["--insecure-plaintext"]);
     let (ok, out) = phone.watch(&["--timeout-ms", "5000", "version"]);
+    assert!(!ok);
+    assert_eq!(out[0]["code"], 4008, "{out:?}");
+}
+
+#[test]
+fn plaintext_on_the_watch_only_is_refused() {
+    let phone = Phone::start_with(&[]);
+    let (ok, out) = phone.watch(&["--insecure-plaintext", "--timeout-ms", "5000", "version"]);
     assert!(!ok);
     assert_eq!(out[0]["code"], 4008, "{out:?}");
 }

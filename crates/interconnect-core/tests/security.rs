@@ -624,3 +624,42 @@ async fn a_state_dir_keeps_identity_and_pins_across_restarts() {
         "the same identity after a restart"
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn plaintext_on_one_side_only_is_refused_with_4008_either_way() {
+    for plaintext_watch in [true, false] {
+        let network = MockNetwork::new(Faults::default());
+        let (dialer, listener) = network.endpoints();
+        let mut watch_config = config(1, noise(1));
+        let mut phone_config = config(2, noise(2));
+        if plaintext_watch {
+            watch_config.security = Security::InsecurePlaintext;
+        } else {
+            phone_config.security = Security::InsecurePlaintext;
+        }
+        let hub = Hub::new(listener, phone_config);
+        let watch = Interconnect::new(dialer, watch_config);
+        let mut events = if plaintext_watch {
+            watch.security_events().unwrap()
+        } else {
+            hub.security_events().unwrap()
+        };
+        // The plaintext side either sees the handshake (it refuses) or the secure
+        // side's refusal of its plaintext Hello, whichever comes first: 4008 both ways.
+        let refused = refusal(&mut events).await;
+        assert!(
+            matches!(
+                refused,
+                SecurityError::PeerWantsEncryption
+                    | SecurityError::RefusedByPeer {
+                        code: Code::SECURITY,
+                        ..
+                    }
+            ),
+            "plaintext watch {plaintext_watch}: {refused:?}"
+        );
+        assert_eq!(refused.code(), Code::SECURITY);
+        let conn = watch.instance(PKG, None);
+        assert!(!conn.diagnosis(Some(Duration::from_secs(5))).await.is_ok());
+    }
+}

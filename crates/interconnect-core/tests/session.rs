@@ -186,27 +186,40 @@ fn lost_frames_are_resent_after_the_retransmit_timeout() {
 
 #[test]
 fn a_silent_peer_is_declared_lost_after_the_link_timeout() {
-    let mut pair = Pair::new();
+    // Plaintext, so the test can see the pings among the watch's frames.
+    let mut pair = Pair::plaintext();
     opened(&mut pair);
+    let config = SessionConfig::new(Role::Watch, DeviceId([1; 16]), 11);
+    let silent_since = pair.now;
     // The phone goes silent: nothing it sends arrives any more.
-    let deadline = pair.now + Duration::from_secs(16);
-    while pair.now < deadline {
-        pair.now = pair.watch.poll_timeout().unwrap().min(deadline);
+    let mut pings = Vec::new();
+    let end = silent_since + Duration::from_secs(60);
+    let dropped_at = loop {
+        pair.now = pair.watch.poll_timeout().unwrap().min(end);
         pair.watch.handle_timeout(pair.now);
-        while pair.watch.poll_transmit(pair.now).is_some() {}
+        while let Some(frame) = pair.watch.poll_transmit(pair.now) {
+            if let Ok(Frame::Ping(_)) = Frame::decode(frame, DEFAULT_MAX_FRAME_LEN) {
+                pings.push(pair.now - silent_since);
+            }
+        }
         pair.collect();
         if pair
             .watch_events
             .iter()
-            .any(|e| matches!(e, Event::DropLink { .. }))
-        {
-            break;
-        }
-    }
-    assert!(
-        pair.watch_events
-            .iter()
             .any(|e| matches!(e, Event::DropLink { code, .. } if *code == Code::TIMEOUT))
+        {
+            break pair.now - silent_since;
+        }
+        assert!(pair.now < end, "never declared lost");
+    };
+    assert_eq!(
+        dropped_at, config.link_timeout,
+        "lost at the deadline, not before"
+    );
+    assert!(
+        pings.len() >= 2 && pings.iter().all(|t| *t < dropped_at),
+        "pings every {:?} before the drop: {pings:?}",
+        config.ping_interval
     );
 }
 

@@ -483,7 +483,12 @@ fn a_message_of_the_maximum_size_fits_and_one_more_byte_does_not() {
         .to_bytes(limits.max_frame_len)
         .unwrap();
     assert!(fits.len() <= limits.max_frame_len);
-    for max in [MIN_MAX_FRAME_LEN, 4096, DEFAULT_MAX_FRAME_LEN, MAX_FRAME_LEN] {
+    for max in [
+        MIN_MAX_FRAME_LEN,
+        4096,
+        DEFAULT_MAX_FRAME_LEN,
+        MAX_FRAME_LEN,
+    ] {
         let limits = Limits::new(max);
         assert_eq!(
             limits.max_message_len(),
