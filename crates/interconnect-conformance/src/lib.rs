@@ -77,15 +77,36 @@ macro_rules! conformance_tests {
 pub struct Cuttable {
     inner: Box<dyn Transport>,
     current: Arc<Mutex<Option<watch::Sender<bool>>>>,
+    seen: Arc<Seen>,
+}
+
+/// What a [`Cuttable`] saw of its links.
+#[derive(Default)]
+struct Seen {
+    links: std::sync::atomic::AtomicU64,
+    max_frame_len: std::sync::atomic::AtomicUsize,
 }
 
 /// Cuts the current link of a [`Cuttable`] transport.
 #[derive(Clone)]
 pub struct Cutter {
     current: Arc<Mutex<Option<watch::Sender<bool>>>>,
+    seen: Arc<Seen>,
 }
 
 impl Cutter {
+    /// Links the transport made so far.
+    pub fn links_made(&self) -> u64 {
+        self.seen.links.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// The frame limit of the last link.
+    pub fn link_max_frame_len(&self) -> usize {
+        self.seen
+            .max_frame_len
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// Fails the current link: the next send or receive on it errors.
     pub fn cut(&self) {
         if let Some(cut) = self
@@ -103,12 +124,14 @@ impl Cuttable {
     /// Wraps `inner`.
     pub fn new(inner: Box<dyn Transport>) -> (Cuttable, Cutter) {
         let current = Arc::new(Mutex::new(None));
+        let seen = Arc::new(Seen::default());
         (
             Cuttable {
                 inner,
                 current: current.clone(),
+                seen: seen.clone(),
             },
-            Cutter { current },
+            Cutter { current, seen },
         )
     }
 }
@@ -117,6 +140,9 @@ impl Cuttable {
 impl Transport for Cuttable {
     async fn next_link(&mut self) -> Result<Link, TransportError> {
         let link = self.inner.next_link().await?;
+        use std::sync::atomic::Ordering::Relaxed;
+        self.seen.links.fetch_add(1, Relaxed);
+        self.seen.max_frame_len.store(link.max_frame_len, Relaxed);
         let (tx, rx) = watch::channel(false);
         *self.current.lock().unwrap_or_else(|e| e.into_inner()) = Some(tx);
         Ok(Link {
@@ -171,6 +197,10 @@ impl LinkReceiver for CutReceiver {
             _ = self.cut.changed() => Err(TransportError::Closed),
             frame = self.inner.recv() => frame,
         }
+    }
+
+    fn limit_frames(&mut self, max_frame_len: usize) {
+        self.inner.limit_frames(max_frame_len);
     }
 }
 
@@ -267,6 +297,15 @@ pub mod cases {
         let (conn, app) = open(&e).await;
         let mut app_events = app.events();
         let max = e.watch_max_message(&conn).await;
+        // What the link's frame limit allows, sealed, within the default maximum.
+        let link = e.cutter.link_max_frame_len();
+        let frame = interconnect_proto::DEFAULT_MAX_FRAME_LEN
+            .min(interconnect_proto::max_unsealed_len(link));
+        assert_eq!(
+            max,
+            interconnect_proto::Limits::new(frame).max_message_len(),
+            "the maximum message on a link of {link}-byte frames"
+        );
         let payload = Bytes::from(vec![0x5a; max]);
         conn.send_bytes(ContentType::Binary, payload.clone())
             .await
@@ -351,9 +390,11 @@ pub mod cases {
         let data = file_content(6 << 20);
         let path = e.dirs.0.path().join("big.bin");
         std::fs::write(&path, &data).expect("write");
+        let mut watch_events = conn.events();
         let transfer = conn.send_file(&path);
         let mut progress = transfer.progress_stream();
         let cutter = e.cutter.clone();
+        let links_before = e.cutter.links_made();
         let cut = tokio::spawn(async move {
             use std::pin::Pin;
             loop {
@@ -362,18 +403,57 @@ pub mod cases {
                 })
                 .await;
                 match next {
+                    // Strictly inside the file: the final update (done == total) would
+                    // cut after the file is complete.
                     Some(p) if p.total > 0 && p.bytes_done >= p.total / 3 => {
+                        if p.bytes_done >= p.total {
+                            return None;
+                        }
                         cutter.cut();
-                        return true;
+                        // Every later update: a restart from zero would show the
+                        // receiver's offset falling back.
+                        let mut after = Vec::new();
+                        while let Some(q) = std::future::poll_fn(|cx| {
+                            futures_core::Stream::poll_next(Pin::new(&mut progress), cx)
+                        })
+                        .await
+                        {
+                            after.push(q.bytes_done);
+                            if q.bytes_done >= q.total {
+                                break;
+                            }
+                        }
+                        return Some((p.bytes_done, p.total, after));
                     }
                     Some(_) => {}
-                    None => return false,
+                    None => return None,
                 }
             }
         });
         transfer.await.expect("stored despite the cut");
-        assert!(cut.await.expect("cutter"), "the link was cut mid-file");
+        let (done, total, after) = cut
+            .await
+            .expect("cutter")
+            .expect("the cut came mid-file, with progress at a third");
+        assert!(done < total);
+        assert!(
+            !after.is_empty() && after.iter().all(|b| *b >= done),
+            "resumed from {done}, not restarted: progress after the cut {after:?}"
+        );
         let (stored_path, _) = stored(&mut app_events).await;
+        assert!(e.cutter.links_made() > links_before, "a new link came up");
+        let mut reconnected = false;
+        while let Ok(Some(event)) =
+            tokio::time::timeout(Duration::from_millis(10), watch_events.next()).await
+        {
+            reconnected |= matches!(
+                event,
+                ConnectionEvent::Open {
+                    is_reconnected: true
+                }
+            );
+        }
+        assert!(reconnected, "the channel reopened with is_reconnected");
         assert!(std::fs::read(stored_path).expect("read") == data);
     }
 
