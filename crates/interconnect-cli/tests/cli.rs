@@ -36,12 +36,35 @@ fn demo_checks_every_step_and_exits_zero() {
     let (ok, lines) = run(&["demo"]);
     assert!(ok, "{lines:?}");
     assert_eq!(lines.last(), Some(&serde_json::json!({ "demo": "ok" })));
-    assert!(
-        lines
-            .iter()
-            .filter(|l| l.get("step").is_some())
-            .all(|l| l["ok"] == true)
+    let steps: Vec<&str> = lines
+        .iter()
+        .filter(|l| l.get("step").is_some())
+        .map(|l| {
+            assert_eq!(l["ok"], true, "{l}");
+            l["step"].as_str().unwrap_or("")
+        })
+        .collect();
+    assert_eq!(
+        steps,
+        [
+            "diagnosis",
+            "encrypted and authenticated link",
+            "peer device status",
+            "ready state",
+            "peer app version",
+            "version of an app not installed",
+            "10 messages acknowledged",
+            "request/reply",
+            "messages arrived in order",
+            "file stored and identical",
+        ],
+        "every step ran, in order"
     );
+    let acked = lines
+        .iter()
+        .find(|l| l["step"] == "10 messages acknowledged")
+        .expect("the step ran");
+    assert_eq!(acked["detail"], 10, "{acked}");
 }
 
 /// A phone process whose stdout lines arrive on a channel; killed on drop. Watches run

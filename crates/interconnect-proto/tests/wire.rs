@@ -545,6 +545,34 @@ fn bulk_payload_is_a_slice_of_the_received_buffer() {
         range.contains(&chunk.data.as_ptr()),
         "decoded without copying"
     );
+    // Message payloads too, and from a sealed frame's opened body alike.
+    let message = Frame::Data(Data {
+        channel: ChannelId(1),
+        seq: 7,
+        content_type: ContentType::Binary,
+        exchange: Exchange::OneWay,
+        payload: Bytes::from(vec![5; 1000]),
+    });
+    let wire = message.to_bytes(MAX).unwrap();
+    let range = wire.as_ptr_range();
+    let Frame::Data(data) = Frame::decode(wire.clone(), MAX).unwrap() else {
+        panic!("kind changed");
+    };
+    assert!(
+        range.contains(&data.payload.as_ptr()),
+        "a message payload is not copied"
+    );
+    let mut body = BytesMut::new();
+    message.encode_unsealed(MAX, &mut body).unwrap();
+    let body = body.freeze();
+    let range = body.as_ptr_range();
+    let Frame::Data(data) = Frame::decode_unsealed(body.clone(), MAX).unwrap() else {
+        panic!("kind changed");
+    };
+    assert!(
+        range.contains(&data.payload.as_ptr()),
+        "nor one opened from a sealed frame"
+    );
 }
 
 #[test]
