@@ -37,6 +37,13 @@ fn assert_all_sealed(session: &mut Session, now: std::time::Instant, secret: &[u
     out
 }
 
+fn first_refusal(events: &[Event]) -> Option<SecurityError> {
+    events.iter().find_map(|e| match e {
+        Event::Refused(error) => Some(error.clone()),
+        _ => None,
+    })
+}
+
 fn dropped(events: &[Event]) -> bool {
     events.iter().any(|e| matches!(e, Event::DropLink { .. }))
 }
@@ -237,14 +244,7 @@ fn a_refusal_before_the_keys_names_no_fingerprint_and_is_not_lasting() {
     let watch = Security::Noise(NoiseConfig::new(DeviceIdentity::from_private_key([1; 32])));
     let mut pair = Pair::with_security(watch, phone);
     pair.connect();
-    let refused = pair
-        .watch_events
-        .iter()
-        .find_map(|e| match e {
-            Event::Refused(error) => Some(error.clone()),
-            _ => None,
-        })
-        .expect("the watch was refused");
+    let refused = first_refusal(&pair.watch_events).expect("the watch was refused");
     assert!(
         !refused.to_string().contains(&pinned.to_string()),
         "{refused}"
@@ -261,14 +261,7 @@ fn a_refusal_before_the_keys_names_no_fingerprint_and_is_not_lasting() {
     });
     pair.watch.handle_frame(pair.now, frame_bytes(forged));
     pair.collect();
-    let refused = pair
-        .watch_events
-        .iter()
-        .find_map(|e| match e {
-            Event::Refused(error) => Some(error.clone()),
-            _ => None,
-        })
-        .expect("refused");
+    let refused = first_refusal(&pair.watch_events).expect("refused");
     assert!(!refused.is_lasting());
     assert!(
         !refused.to_string().chars().any(char::is_control),

@@ -555,11 +555,17 @@ fn the_handshake_fuzz_corpus_stays_harmless() {
     assert!(replayed >= 16, "only {replayed} inputs");
 }
 
-/// A watch whose known-peers file pins `pinned`, set only through `Config::known_peers`.
-fn watch_with_known_peers(file: &std::path::Path) -> Config {
-    let mut config = config(1, noise(1));
-    config.known_peers = Some(KnownPeers::new(file));
-    config
+/// How a phone is refused by a watch whose known-peers file is `file`, set only through
+/// `Config::known_peers`.
+async fn refusal_with_known_peers(file: &std::path::Path) -> SecurityError {
+    let mut watch_config = config(1, noise(1));
+    watch_config.known_peers = Some(KnownPeers::new(file));
+    let network = MockNetwork::new(Faults::default());
+    let (dialer, listener) = network.endpoints();
+    let _hub = Hub::new(listener, config(2, noise(2)));
+    let watch = Interconnect::new(dialer, watch_config);
+    let mut events = watch.security_events().unwrap();
+    refusal(&mut events).await
 }
 
 #[tokio::test(start_paused = true)]
@@ -569,12 +575,7 @@ async fn the_known_peers_file_is_enforced_after_a_restart() {
     KnownPeers::new(&file)
         .pin(identity(9).fingerprint())
         .unwrap();
-    let network = MockNetwork::new(Faults::default());
-    let (dialer, listener) = network.endpoints();
-    let _hub = Hub::new(listener, config(2, noise(2)));
-    let watch = Interconnect::new(dialer, watch_with_known_peers(&file));
-    let mut events = watch.security_events().unwrap();
-    let refused = refusal(&mut events).await;
+    let refused = refusal_with_known_peers(&file).await;
     assert!(
         matches!(refused, SecurityError::PeerChanged { pinned, .. } if pinned == identity(9).fingerprint()),
         "{refused:?}"
@@ -593,12 +594,7 @@ async fn an_unreadable_known_peers_file_refuses_everyone() {
             .is_err(),
         "the state-dir constructor reports it at start"
     );
-    let network = MockNetwork::new(Faults::default());
-    let (dialer, listener) = network.endpoints();
-    let _hub = Hub::new(listener, config(2, noise(2)));
-    let watch = Interconnect::new(dialer, watch_with_known_peers(&file));
-    let mut events = watch.security_events().unwrap();
-    let refused = refusal(&mut events).await;
+    let refused = refusal_with_known_peers(&file).await;
     assert!(
         matches!(refused, SecurityError::UntrustedPeer { .. }),
         "{refused:?}"
