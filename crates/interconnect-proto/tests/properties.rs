@@ -6,22 +6,43 @@ use proptest::prelude::*;
 
 const MAX: usize = DEFAULT_MAX_FRAME_LEN;
 
+/// Strings of any characters up to `max` bytes, including ones of exactly `max`.
 fn text(max: usize) -> impl Strategy<Value = String> {
-    proptest::collection::vec(any::<char>(), 0..16).prop_map(move |chars| {
+    prop_oneof![
+        proptest::collection::vec(any::<char>(), 0..16),
+        proptest::collection::vec(any::<char>(), 0..max),
+    ]
+    .prop_map(move |chars| {
         let mut s: String = chars.into_iter().collect();
         while s.len() > max {
             s.pop();
         }
         s
     })
+    .boxed()
+    .prop_union(
+        (0..=max)
+            .prop_map(move |n| "x".repeat(max - n.min(2)))
+            .boxed(),
+    )
 }
 
+/// Bulk bytes, small, medium, or up to the largest file chunk a frame of `MAX` carries.
 fn payload() -> impl Strategy<Value = Bytes> {
+    bulk(Limits::new(MAX).max_chunk_len())
+}
+
+/// Message bytes, up to the largest message.
+fn message() -> impl Strategy<Value = Bytes> {
+    bulk(Limits::new(MAX).max_message_len())
+}
+
+fn bulk(largest: usize) -> impl Strategy<Value = Bytes> {
     prop_oneof![
-        proptest::collection::vec(any::<u8>(), 0..64),
-        proptest::collection::vec(any::<u8>(), 0..5000),
+        4 => proptest::collection::vec(any::<u8>(), 0..64).prop_map(Bytes::from),
+        4 => proptest::collection::vec(any::<u8>(), 0..5000).prop_map(Bytes::from),
+        1 => (largest - 16..=largest).prop_map(|n| Bytes::from(vec![0xA5; n])),
     ]
-    .prop_map(Bytes::from)
 }
 
 fn code() -> impl Strategy<Value = Code> {
@@ -125,7 +146,7 @@ fn frame() -> impl Strategy<Value = Frame> {
             any::<u64>(),
             content_type(),
             exchange(),
-            payload()
+            message()
         )
             .prop_map(|(channel, seq, content_type, exchange, payload)| {
                 Frame::Data(Data {
@@ -208,7 +229,112 @@ fn frame() -> impl Strategy<Value = Frame> {
             .prop_map(|(request, package)| Frame::VersionQuery(VersionQuery { request, package })),
         (any::<u32>(), proptest::option::of(any::<u32>()))
             .prop_map(|(request, version)| Frame::VersionReply(VersionReply { request, version })),
+        (
+            any::<u8>(),
+            any::<u8>(),
+            any::<u8>(),
+            any::<u32>(),
+            payload()
+        )
+            .prop_map(
+                |(step, offered, suite, rekey_interval, message)| Frame::Handshake(Handshake {
+                    step,
+                    offered,
+                    suite,
+                    rekey_interval,
+                    message,
+                })
+            ),
+        (any::<u64>(), payload())
+            .prop_map(|(nonce, ciphertext)| Frame::Sealed(Sealed { nonce, ciphertext })),
     ]
+}
+
+/// Each length-limited field at its limit encodes and decodes; one byte more is refused.
+#[test]
+fn fields_at_their_limit_pass_and_one_byte_more_is_refused() {
+    let at = |n: usize| "y".repeat(n);
+    type Make = fn(String) -> Frame;
+    let cases: [(&str, usize, Make); 6] = [
+        ("error message", MAX_REASON_LEN, |t| {
+            Frame::Error(ErrorReport {
+                channel: None,
+                code: Code(1),
+                message: t,
+            })
+        }),
+        ("open package", MAX_PACKAGE_LEN, |t| {
+            Frame::Open(Open {
+                channel: ChannelId(1),
+                package: t,
+                fingerprint: None,
+                resume: false,
+                received_seq: 0,
+            })
+        }),
+        ("open fingerprint", MAX_FINGERPRINT_LEN, |t| {
+            Frame::Open(Open {
+                channel: ChannelId(1),
+                package: "p".into(),
+                fingerprint: Some(t),
+                resume: false,
+                received_seq: 0,
+            })
+        }),
+        ("close reason", MAX_REASON_LEN, |t| {
+            Frame::Close(Close {
+                channel: ChannelId(1),
+                code: Code(1),
+                reason: t,
+            })
+        }),
+        ("file name", MAX_FILE_NAME_LEN, |t| {
+            Frame::FileOffer(FileOffer {
+                channel: ChannelId(1),
+                transfer: TransferId(1),
+                name: t,
+                size: 1,
+                modified: 0,
+            })
+        }),
+        ("version query package", MAX_PACKAGE_LEN, |t| {
+            Frame::VersionQuery(VersionQuery {
+                request: 1,
+                package: t,
+            })
+        }),
+    ];
+    for (what, limit, make) in cases {
+        let frame = make(at(limit));
+        let wire = frame
+            .to_bytes(MAX)
+            .unwrap_or_else(|e| panic!("{what} at {limit}: {e}"));
+        assert_eq!(Frame::decode(wire, MAX).unwrap(), frame, "{what}");
+        assert!(
+            matches!(
+                make(at(limit + 1)).to_bytes(MAX),
+                Err(EncodeError::FieldTooLong { .. })
+            ),
+            "{what}: one byte past {limit}"
+        );
+    }
+    // The frame limit: the largest message fits, and the frame is exactly at the limit
+    // or under it; one byte more is refused.
+    let largest = Limits::new(MAX).max_message_len();
+    let data = |n: usize| {
+        Frame::Data(Data {
+            channel: ChannelId(u32::MAX),
+            seq: u64::MAX,
+            content_type: ContentType::Binary,
+            exchange: Exchange::Request(u32::MAX),
+            payload: Bytes::from(vec![1; n]),
+        })
+    };
+    assert!(data(largest).to_bytes(MAX).unwrap().len() <= MAX);
+    assert!(matches!(
+        data(largest + 1).to_bytes(MAX),
+        Err(EncodeError::TooLarge { .. })
+    ));
 }
 
 proptest! {
