@@ -583,7 +583,9 @@ impl Driver {
                 if let Some(known) = &self.known_peers
                     && let Err(error) = known.pin(fingerprint)
                 {
-                    tracing::warn!(%error, "could not save the pinned peer");
+                    tracing::error!(%error, peer = %fingerprint, "the pinned peer could not be saved");
+                    self.report(SecurityEvent::PinNotSaved { fingerprint, error });
+                    return;
                 }
                 tracing::info!(peer = %fingerprint, "peer device pinned");
                 self.report(SecurityEvent::Pinned { fingerprint });

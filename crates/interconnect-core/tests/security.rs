@@ -659,3 +659,33 @@ async fn plaintext_on_one_side_only_is_refused_with_4008_either_way() {
         assert!(!conn.diagnosis(Some(Duration::from_secs(5))).await.is_ok());
     }
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_pin_that_cannot_be_saved_is_reported_not_only_logged() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("known_peers");
+    // The lock file's place is taken by a folder: the file can be read, not written.
+    std::fs::create_dir(dir.path().join("known_peers.lock")).unwrap();
+    let mut watch_config = config(1, noise(1));
+    watch_config.known_peers = Some(KnownPeers::new(&file));
+    let network = MockNetwork::new(Faults::default());
+    let (dialer, listener) = network.endpoints();
+    let _hub = Hub::new(listener, config(2, noise(2)));
+    let watch = Interconnect::new(dialer, watch_config);
+    let mut events = watch.security_events().unwrap();
+    loop {
+        let event = tokio::time::timeout(Duration::from_secs(60), events.next())
+            .await
+            .expect("an event")
+            .expect("running");
+        match event {
+            SecurityEvent::PinNotSaved { fingerprint, .. } => {
+                assert_eq!(fingerprint, identity(2).fingerprint());
+                break;
+            }
+            SecurityEvent::Pinned { .. } => panic!("reported as pinned and saved"),
+            _ => {}
+        }
+    }
+    assert!(!file.exists());
+}

@@ -32,6 +32,15 @@ pub enum SecurityEvent {
     },
     /// A link was refused by the secure layer (this side's policy or the peer's).
     Refused(SecurityError),
+    /// A peer was pinned for this run, but the known-peers file could not be written:
+    /// after a restart, trust on first use would start afresh. Fix the file (or its
+    /// folder's permissions) and restart.
+    PinNotSaved {
+        /// The fingerprint.
+        fingerprint: Fingerprint,
+        /// Why the file could not be written.
+        error: crate::IdentityError,
+    },
 }
 
 /// A pairing waiting for the user. Dropping it unanswered rejects the pairing.
