@@ -486,7 +486,20 @@ impl Driver {
                 }
             }
         }
-        if self.link.take().is_some() {
+        if let Some(link) = self.link.take() {
+            // The writer may be stuck on a full socket (a peer that stopped reading): it
+            // gets the linger time to send what is queued (the error report), then is
+            // stopped, which closes the socket.
+            let ActiveLink {
+                frames_out, writer, ..
+            } = link;
+            drop(frames_out);
+            tokio::spawn(async move {
+                let mut writer = writer;
+                if tokio::time::timeout(LINGER, &mut writer).await.is_err() {
+                    writer.abort();
+                }
+            });
             tracing::debug!(reason = why, "link lost");
             self.session.link_down(now());
             self.request_link();
