@@ -384,3 +384,28 @@ fn a_sealed_hello_that_overtakes_step_3_is_not_lost() {
         "up without waiting for the handshake timeout"
     );
 }
+
+#[test]
+fn a_lost_close_is_said_again_when_the_peer_uses_the_channel() {
+    let mut pair = Pair::new();
+    let ch = opened(&mut pair);
+    let phone_ch = phone_channel(&pair);
+    pair.watch.close(ch, Code(4321), "done");
+    // The close is lost on the way (dropped, or overtaken and dropped as late).
+    while pair.watch.poll_transmit(pair.now).is_some() {}
+    pair.collect();
+    let id = send(&mut pair.phone, phone_ch, "still there?");
+    pair.drive();
+    assert!(
+        pair.phone_events.iter().any(|e| matches!(
+            e,
+            Event::SendFailed(c, i, code) if *c == phone_ch && *i == id && *code == Code::CONNECTION_LOST
+        )),
+        "the phone's send fails: {:?}",
+        pair.phone_events
+    );
+    assert!(
+        pair.phone.is_closed(phone_ch),
+        "and the phone's channel is closed"
+    );
+}
