@@ -253,18 +253,47 @@ async fn radio_loss_during_a_file_resumes_after_the_supervision_timeout() {
     let path = dir.join("watch.log");
     std::fs::write(&path, &data).unwrap();
     let transfer = conn.send_file(&path);
-    {
+    let mut progress = transfer.progress_stream();
+    let done_at_cut = {
         use tokio_stream_shim::next;
-        let mut progress = transfer.progress_stream();
-        while let Some(p) = next(&mut progress).await {
+        loop {
+            let p = next(&mut progress).await.expect("progress");
             if p.total > 0 && p.bytes_done >= p.total / 3 {
+                assert!(p.bytes_done < p.total, "cut mid-file");
+                break p.bytes_done;
+            }
+        }
+    };
+    network.cut();
+    let cut_at = tokio::time::Instant::now();
+    // The watch notices at the supervision timeout, not before (virtual time).
+    while watch.peer_device_status().code() == 1 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let noticed = cut_at.elapsed();
+    let supervision = BleParams::modern().supervision_timeout;
+    assert!(
+        noticed >= supervision && noticed < supervision + Duration::from_secs(1),
+        "the loss was noticed after {noticed:?}, the supervision timeout is {supervision:?}"
+    );
+    let resumed = tokio::spawn(async move {
+        use tokio_stream_shim::next;
+        let mut after = Vec::new();
+        while let Some(p) = next(&mut progress).await {
+            after.push(p.bytes_done);
+            if p.bytes_done >= p.total {
                 break;
             }
         }
-    }
-    network.cut();
+        after
+    });
     transfer.await.expect("the file is stored after the loss");
     assert!(network.links_made() >= 2, "the phone reconnected");
+    let after = resumed.await.unwrap();
+    assert!(
+        after.iter().all(|b| *b >= done_at_cut),
+        "resumed from {done_at_cut}, not restarted: {after:?}"
+    );
     loop {
         match events.next().await.unwrap() {
             ConnectionEvent::File { path, .. } => {
