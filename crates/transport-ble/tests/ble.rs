@@ -120,13 +120,28 @@ async fn a_slow_receiver_slows_the_sender_and_nothing_is_lost() {
     let (phone, watch) = tokio::join!(central.next_link(), peripheral.next_link());
     let (mut phone, mut watch) = (phone.unwrap(), watch.unwrap());
     let frames: Vec<Bytes> = (0..100).map(|i| frame(1000 + i)).collect();
-    let sent = frames.clone();
+    let to_send = frames.clone();
+    let sent = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = sent.clone();
     let sender = tokio::spawn(async move {
-        for f in sent {
+        for f in to_send {
             phone.sender.send(f).await.unwrap();
+            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         }
         phone
     });
+    // The receiver reads nothing for 10 s: the sender is held back by the credits
+    // (an unbounded buffer would let it send all 100 at once) and stays blocked.
+    let count = || sent.load(std::sync::atomic::Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let blocked_at = count();
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert!(blocked_at < frames.len(), "the sender was not held back");
+    assert_eq!(
+        count(),
+        blocked_at,
+        "the sender went on while nothing was read"
+    );
     let mut received = Vec::new();
     for _ in 0..frames.len() {
         // The app reads a frame only every 200 ms.
