@@ -409,3 +409,29 @@ fn a_lost_close_is_said_again_when_the_peer_uses_the_channel() {
         "and the phone's channel is closed"
     );
 }
+
+/// A replayed sealed frame is dropped by its nonce, before any handler sees it: a
+/// version query (which the phone answers every time, with no duplicate check of its
+/// own) replayed gets no second answer.
+#[test]
+fn a_replayed_sealed_frame_is_dropped_by_its_nonce() {
+    let mut pair = Pair::new();
+    opened(&mut pair);
+    let now = pair.now;
+    pair.watch.query_version(PKG).unwrap();
+    let query: Vec<Bytes> = std::iter::from_fn(|| pair.watch.poll_transmit(now)).collect();
+    assert_eq!(query.len(), 1);
+    pair.phone.handle_frame(now, query[0].clone());
+    let answers = std::iter::from_fn(|| pair.phone.poll_transmit(now)).count();
+    assert_eq!(answers, 1, "the query is answered");
+    pair.phone.handle_frame(now, query[0].clone());
+    let again = std::iter::from_fn(|| pair.phone.poll_transmit(now)).count();
+    assert_eq!(again, 0, "the replay is not");
+    pair.collect();
+    assert!(
+        !pair
+            .phone_events
+            .iter()
+            .any(|e| matches!(e, Event::DropLink { .. }))
+    );
+}
