@@ -58,7 +58,15 @@ proptest! {
     #[test]
     fn any_packet_sequence_decodes_or_errors(packets in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..40), 0..40)) {
         let packets: Vec<Bytes> = packets.into_iter().map(Bytes::from).collect();
-        let _ = reassemble(&packets, 4096);
+        if let Ok(frames) = reassemble(&packets, 4096) {
+            // Whatever comes out is whole frames within the limit, made of the input.
+            let input: usize = packets.iter().map(Bytes::len).sum();
+            prop_assert!(frames.iter().map(Bytes::len).sum::<usize>() <= input);
+            for f in &frames {
+                let header = interconnect_proto::FrameHeader::parse(f, 4096);
+                prop_assert!(header.is_ok_and(|h| h.frame_len() == f.len()));
+            }
+        }
     }
 
     #[test]
