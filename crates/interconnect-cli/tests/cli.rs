@@ -328,6 +328,37 @@ fn plaintext_on_one_side_only_is_refused() {
 }
 
 #[test]
+fn watch_status_reports_the_link_and_the_channel() {
+    let phone = Phone::start();
+    let (ok, out) = phone.watch(&["status"]);
+    assert!(ok, "{out:?}");
+    assert_eq!(
+        out,
+        vec![serde_json::json!({ "peer_device_status": 1, "ready_state": 1 })]
+    );
+    // No phone at all: disconnected, and the channel is not open.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = closed.local_addr().unwrap().to_string();
+    drop(closed);
+    let home = tempfile::tempdir().unwrap();
+    let (_, out) = run_in(
+        home.path(),
+        &[
+            "watch",
+            "--connect",
+            &addr,
+            "--package",
+            "com.example.cli",
+            "--timeout-ms",
+            "500",
+            "status",
+        ],
+    );
+    assert_eq!(out[0]["peer_device_status"], 0, "{out:?}");
+    assert_ne!(out[0]["ready_state"], 1, "{out:?}");
+}
+
+#[test]
 fn plaintext_on_the_watch_only_is_refused() {
     let phone = Phone::start_with(&[]);
     let (ok, out) = phone.watch(&["--insecure-plaintext", "--timeout-ms", "5000", "version"]);
