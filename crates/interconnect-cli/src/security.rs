@@ -187,7 +187,7 @@ pub(crate) fn monitor(
                 }
                 SecurityEvent::Refused(error) => {
                     eprintln!("secure link refused: {error}");
-                    let _ = tx.send(if lasting(&error) {
+                    let _ = tx.send(if error.is_lasting() {
                         Outcome::Refused(error)
                     } else {
                         Outcome::Passing(error)
@@ -213,12 +213,6 @@ pub(crate) enum Outcome {
     /// A refusal that a new link may not repeat (or that anyone could have sent): the
     /// command keeps trying, and reports it if it times out.
     Passing(SecurityError),
-}
-
-/// Whether a refusal is one that retrying will not cure (see
-/// [`SecurityError::is_lasting`]).
-fn lasting(error: &SecurityError) -> bool {
-    error.is_lasting()
 }
 
 impl From<SecurityError> for Failure {

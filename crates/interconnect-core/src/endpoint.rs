@@ -56,6 +56,37 @@ impl Config {
             session: SessionConfig::new(Role::Watch, device_id, 0),
         }
     }
+
+    /// The same, with the device's state kept in `dir`, as a device that restarts needs:
+    /// its identity (`dir/identity`, created on first start, owner-only) and the peers
+    /// it trusts (`dir/known_peers`, trust on first use pins the first peer there). A
+    /// file that exists but cannot be used is an error, never a new key or a fresh
+    /// first use.
+    ///
+    /// ```
+    /// # fn main() -> Result<(), interconnect_core::IdentityError> {
+    /// use interconnect_core::Config;
+    /// use interconnect_proto::DeviceId;
+    ///
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let config = Config::new(DeviceId([1; 16])).with_state_dir(dir.path())?;
+    /// assert!(config.known_peers.is_some());
+    /// # Ok(()) }
+    /// ```
+    pub fn with_state_dir(
+        mut self,
+        dir: impl AsRef<std::path::Path>,
+    ) -> Result<Config, crate::IdentityError> {
+        let dir = dir.as_ref();
+        let identity = crate::DeviceIdentity::load_or_generate(&dir.join("identity"))?;
+        let known_peers = KnownPeers::new(dir.join("known_peers"));
+        let known = known_peers.load()?;
+        self.security = Security::Noise(
+            crate::NoiseConfig::new(identity).with_trust(TrustPolicy::FirstUse { known }),
+        );
+        self.known_peers = Some(known_peers);
+        Ok(self)
+    }
 }
 
 /// The security setting with the peers pinned in `known` added to its trust policy, so a
@@ -63,8 +94,9 @@ impl Config {
 /// fails closed: the policy then pins no one and every peer is refused (4007), never
 /// trusted on first use.
 fn with_known_peers(security: Security, known: Option<&KnownPeers>) -> Security {
-    let (Security::Noise(mut noise), Some(known)) = (security.clone(), known) else {
-        return security;
+    let (mut noise, known) = match (security, known) {
+        (Security::Noise(noise), Some(known)) => (noise, known),
+        (security, _) => return security,
     };
     match known.load() {
         Ok(pins) => match &mut noise.trust {
@@ -83,41 +115,6 @@ fn with_known_peers(security: Security, known: Option<&KnownPeers>) -> Security 
         }
     }
     Security::Noise(noise)
-}
-
-impl Config {
-    /// The same, with the device's state kept in `dir`, as a device that restarts needs:
-    /// its identity (`dir/identity`, created on first start, owner-only) and the peers
-    /// it trusts (`dir/known_peers`, trust on first use pins the first peer there). A
-    /// file that exists but cannot be used is an error, never a new key or a fresh
-    /// first use.
-    ///
-    /// ```
-    /// # fn main() -> Result<(), interconnect_core::IdentityError> {
-    /// use interconnect_core::Config;
-    /// use interconnect_proto::DeviceId;
-    ///
-    /// let dir = tempfile::tempdir().unwrap();
-    /// let config = Config::new(DeviceId([1; 16])).with_state_dir(dir.path())?;
-    /// let again = Config::new(DeviceId([1; 16])).with_state_dir(dir.path())?;
-    /// assert!(config.known_peers.is_some());
-    /// # let _ = again;
-    /// # Ok(()) }
-    /// ```
-    pub fn with_state_dir(
-        mut self,
-        dir: impl AsRef<std::path::Path>,
-    ) -> Result<Config, crate::IdentityError> {
-        let dir = dir.as_ref();
-        let identity = crate::DeviceIdentity::load_or_generate(&dir.join("identity"))?;
-        let known_peers = KnownPeers::new(dir.join("known_peers"));
-        let known = known_peers.load()?;
-        self.security = Security::Noise(
-            crate::NoiseConfig::new(identity).with_trust(TrustPolicy::FirstUse { known }),
-        );
-        self.known_peers = Some(known_peers);
-        Ok(self)
-    }
 }
 
 struct Endpoint {

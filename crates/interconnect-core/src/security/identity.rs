@@ -285,16 +285,22 @@ impl KnownPeers {
 
     /// The pinned fingerprints; none when the file does not exist.
     pub fn load(&self) -> Result<Vec<Fingerprint>, IdentityError> {
-        let text = match std::fs::read_to_string(&self.path) {
-            Ok(text) => text,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(source) => {
-                return Err(IdentityError::Io {
-                    path: self.path.display().to_string(),
-                    source,
-                });
-            }
-        };
+        self.parse(&self.read()?)
+    }
+
+    /// The file's text; empty when it does not exist.
+    fn read(&self) -> Result<String, IdentityError> {
+        match std::fs::read_to_string(&self.path) {
+            Ok(text) => Ok(text),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(String::new()),
+            Err(source) => Err(IdentityError::Io {
+                path: self.path.display().to_string(),
+                source,
+            }),
+        }
+    }
+
+    fn parse(&self, text: &str) -> Result<Vec<Fingerprint>, IdentityError> {
         text.lines()
             .map(|l| l.split('#').next().unwrap_or("").trim())
             .filter(|l| !l.is_empty())
@@ -325,18 +331,12 @@ impl KnownPeers {
             .open(self.path.with_extension("lock"))
             .map_err(io_error)?;
         lock.lock().map_err(io_error)?;
-        let mut pins = self.load()?;
-        if pins.contains(&fingerprint) {
+        let mut text = self.read()?;
+        if self.parse(&text)?.contains(&fingerprint) {
             return Ok(());
         }
-        pins.push(fingerprint);
         // Comments and layout of a hand-edited file are kept; the new line is added after
         // a newline of its own.
-        let mut text = match std::fs::read_to_string(&self.path) {
-            Ok(text) => text,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => String::new(),
-            Err(e) => return Err(io_error(e)),
-        };
         if !text.is_empty() && !text.ends_with('\n') {
             text.push('\n');
         }

@@ -219,8 +219,8 @@ impl SecureLink {
     /// frame still expected is the watch's step 4 while the phone's commitment is open,
     /// and one that does not match the commitment is dropped like any other.
     pub(crate) fn on_handshake(&mut self, msg: Handshake) {
-        if let Phase::Established(est) = &self.phase {
-            if msg.step == 4 && self.role == Role::Watch && est.commitment.is_some() {
+        if matches!(self.phase, Phase::Established(_)) {
+            if msg.step == 4 && self.role == Role::Watch {
                 self.on_step4(&msg);
             } else {
                 tracing::debug!(step = msg.step, "handshake frame after the keys, dropped");
@@ -377,6 +377,7 @@ impl SecureLink {
             return;
         };
         let Some(commitment) = est.commitment else {
+            tracing::debug!("step 4 after the code is known, dropped");
             return;
         };
         let Ok(nonce) = exact_32(&msg.message) else {

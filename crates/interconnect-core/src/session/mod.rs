@@ -246,7 +246,8 @@ impl Session {
     }
 
     /// The largest frame `handle_frame` takes now, outer frames included: before a
-    /// secure link has keys, only what the handshake needs (see
+    /// secure link has keys, only what the handshake needs, so a stranger cannot make
+    /// this side take more (see
     /// [`LinkReceiver::limit_frames`](crate::LinkReceiver::limit_frames)).
     pub fn max_receive_len(&self) -> usize {
         match (&self.secure, &self.link) {
@@ -525,14 +526,7 @@ impl Session {
             LinkState::Handshaking { .. } => self.own_max,
             LinkState::Up(up) => up.limits.max_frame_len,
         };
-        let max = match &self.secure {
-            // Before keys, only handshake steps and a refusal are expected: a stranger
-            // cannot make this side take more.
-            Some(secure) if !secure.is_established() => PRE_KEY_MAX_FRAME_LEN,
-            Some(_) => self.wire_max,
-            None => inner_max,
-        };
-        let frame = match Frame::decode(bytes, max) {
+        let frame = match Frame::decode(bytes, self.max_receive_len()) {
             Ok(frame) => frame,
             Err(error) => return self.on_decode_error(error),
         };
@@ -891,17 +885,16 @@ impl Session {
         }
     }
 
-    /// Seals `frame` into `scratch`.
-    fn seal(&mut self, frame: &Frame, max: usize) -> Result<(), SecurityError> {
+    /// Seals `frame` into `scratch`; the error says why it was not (for the log).
+    fn seal(&mut self, frame: &Frame, max: usize) -> Result<(), String> {
         self.plain.clear();
         let bulk = frame
             .encode_unsealed_head(max, &mut self.plain)
-            .map_err(|e| SecurityError::Handshake(format!("encoding: {e}")))?;
-        let secure = self
-            .secure
-            .as_mut()
-            .ok_or_else(|| SecurityError::Handshake("no secure layer".into()))?;
-        secure.seal(&self.plain, bulk, self.wire_max, &mut self.scratch)
+            .map_err(|e| e.to_string())?;
+        let secure = self.secure.as_mut().ok_or("no secure layer")?;
+        secure
+            .seal(&self.plain, bulk, self.wire_max, &mut self.scratch)
+            .map_err(|e| e.to_string())
     }
 
     /// The next event for the owner.
