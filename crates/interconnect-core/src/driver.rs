@@ -177,6 +177,35 @@ struct ActiveLink {
 }
 
 impl ActiveLink {
+    /// Starts the link's writer task.
+    fn start(link: Link) -> (Self, usize) {
+        let (frames_out, frames) = mpsc::channel(WRITE_QUEUE);
+        let writer = tokio::spawn(write_frames(link.sender, frames));
+        let active = ActiveLink {
+            frames_out,
+            writer,
+            receiver: link.receiver,
+            limit: usize::MAX,
+        };
+        (active, link.max_frame_len)
+    }
+
+    /// Ends the link: the writer gets the linger time to send what is queued (an error
+    /// report), then is stopped, which closes the socket even when a peer that stopped
+    /// reading keeps it full.
+    fn retire(self) {
+        let ActiveLink {
+            frames_out, writer, ..
+        } = self;
+        drop(frames_out);
+        tokio::spawn(async move {
+            let mut writer = writer;
+            if tokio::time::timeout(LINGER, &mut writer).await.is_err() {
+                writer.abort();
+            }
+        });
+    }
+
     /// Tells the receiver the session's current frame limit, when it changed.
     fn limit_frames(&mut self, session: &Session) {
         let limit = session.max_receive_len();
@@ -186,6 +215,16 @@ impl ActiveLink {
         }
     }
 }
+
+/// A second link being vetted while the current one is up (see `Session::probe`).
+struct Probe {
+    session: Session,
+    link: ActiveLink,
+}
+
+/// Links vetted at once; a newer one pushes out the oldest, so strangers that connect
+/// and stall cannot keep a reconnecting watch out.
+const MAX_PROBES: usize = 4;
 
 /// How long a shutdown waits for the frames already queued (closes, the last hello) to
 /// reach the link before the driver ends.
@@ -251,6 +290,8 @@ pub(crate) struct Driver {
     commands: mpsc::UnboundedReceiver<Command>,
     status: watch::Sender<LinkStatus>,
     link: Option<ActiveLink>,
+    /// New links vetted beside the current one, oldest first.
+    probes: Vec<Probe>,
     link_requests: mpsc::Sender<Duration>,
     new_links: mpsc::Receiver<Link>,
     conns: HashMap<u64, ConnEntry>,
@@ -309,6 +350,7 @@ pub(crate) fn spawn<T: Transport>(
         commands,
         status: status_tx,
         link: None,
+        probes: Vec::new(),
         link_requests,
         new_links,
         conns: HashMap::new(),
@@ -352,6 +394,24 @@ async fn supply_links<T: Transport>(
     mut requests: mpsc::Receiver<Duration>,
     links: mpsc::Sender<Link>,
 ) {
+    if transport.accepts_while_linked() {
+        // A listener hands over every link; the driver vets them.
+        drop(requests);
+        loop {
+            match transport.next_link().await {
+                Ok(link) => {
+                    if links.send(link).await.is_err() {
+                        return;
+                    }
+                }
+                Err(TransportError::Closed) => return,
+                Err(error) => {
+                    tracing::debug!(%error, "no link");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        }
+    }
     while let Some(delay) = requests.recv().await {
         tokio::time::sleep(delay).await;
         loop {
@@ -384,7 +444,13 @@ impl Driver {
         tokio::pin!(timer);
         let mut armed: Option<Instant> = None;
         loop {
-            let deadline = self.session.poll_timeout().map(Instant::from_std);
+            let deadline = self
+                .probes
+                .iter()
+                .filter_map(|p| p.session.poll_timeout())
+                .chain(self.session.poll_timeout())
+                .min()
+                .map(Instant::from_std);
             if let Some(deadline) = deadline
                 && armed != Some(deadline)
             {
@@ -407,6 +473,9 @@ impl Driver {
                 Some(link) = self.new_links.recv() => self.on_new_link(link),
                 Some(done) = self.io_rx.recv() => self.on_io(done),
                 frame = recv_frame(&mut self.link) => self.on_frames(frame),
+                (i, frame) = recv_probe(&mut self.probes), if !self.probes.is_empty() => {
+                    self.on_probe_frame(i, frame);
+                }
                 room = write_room(held_for.clone()), if held_for.is_some() => {
                     match (room, self.held_frame.take()) {
                         (Ok(permit), Some(frame)) => { permit.send(frame); }
@@ -416,6 +485,10 @@ impl Driver {
                 () = &mut timer, if deadline.is_some() => {
                     armed = None;
                     self.session.handle_timeout(now());
+                    for i in (0..self.probes.len()).rev() {
+                        self.probes[i].session.handle_timeout(now());
+                        self.service_probe(i);
+                    }
                 }
             }
             self.flush().await;
@@ -457,22 +530,103 @@ impl Driver {
     }
 
     fn on_new_link(&mut self, link: Link) {
+        if self.session.is_link_up() {
+            return self.start_probe(link);
+        }
+        // No link is up: the newest link replaces one still in its handshake.
+        if let Some(old) = self.link.take() {
+            old.retire();
+        }
         self.link_number += 1;
-        self.session.link_up(now(), link.max_frame_len);
-
-        let (frames_out, frames) = mpsc::channel(WRITE_QUEUE);
-        let writer = tokio::spawn(write_frames(link.sender, frames));
+        let (mut active, max_frame_len) = ActiveLink::start(link);
+        self.session.link_up(now(), max_frame_len);
         self.held_frame = None;
-        let mut active = ActiveLink {
-            frames_out,
-            writer,
-            receiver: link.receiver,
-            limit: usize::MAX,
-        };
         active.limit_frames(&self.session);
         self.link = Some(active);
         // Counted as a failure until the handshake completes.
         self.failures = self.failures.saturating_add(1);
+    }
+
+    /// A link arrived while one is up: vet it beside the current one.
+    fn start_probe(&mut self, link: Link) {
+        let (mut active, max_frame_len) = ActiveLink::start(link);
+        let session = self.session.probe(now(), max_frame_len);
+        active.limit_frames(&session);
+        if self.probes.len() == MAX_PROBES {
+            tracing::debug!("too many links being vetted: dropping the oldest");
+            self.probes.remove(0).link.retire();
+        }
+        self.probes.push(Probe {
+            session,
+            link: active,
+        });
+        self.service_probe(self.probes.len() - 1);
+    }
+
+    fn on_probe_frame(&mut self, i: usize, frame: Result<Bytes, TransportError>) {
+        match frame {
+            Ok(frame) => {
+                let probe = &mut self.probes[i];
+                probe.session.handle_frame(now(), frame);
+                probe.link.limit_frames(&probe.session);
+                self.service_probe(i);
+            }
+            Err(error) => {
+                tracing::debug!(%error, "a link being vetted failed");
+                self.probes.remove(i).link.retire();
+            }
+        }
+    }
+
+    /// Moves a probe's output to its link and acts once its peer is known: the same
+    /// device takes over the session, another is refused as busy.
+    fn service_probe(&mut self, i: usize) {
+        let mut dropped = false;
+        while let Some(event) = self.probes[i].session.poll_event() {
+            match event {
+                Event::DropLink { code, reason } => {
+                    tracing::info!(%code, %reason, "a second link refused");
+                    dropped = true;
+                }
+                Event::Refused(error) => {
+                    tracing::warn!(%error, "a second link refused");
+                    self.report(SecurityEvent::Refused(error));
+                }
+                Event::PeerAuthenticated { fingerprint, .. } => {
+                    tracing::debug!(peer = %fingerprint, "a second link authenticated");
+                }
+                _ => {}
+            }
+        }
+        let ready = self.probes[i].session.probed_peer().is_some() && !dropped;
+        if ready && self.session.is_link_up() && !self.session.is_same_peer(&self.probes[i].session)
+        {
+            tracing::info!("another device connected while one is served: refused (busy)");
+            self.probes[i].session.refuse_as_busy();
+            dropped = true;
+        }
+        let probe = &mut self.probes[i];
+        while let Some(frame) = probe.session.poll_transmit(now()) {
+            if probe.link.frames_out.try_send(frame).is_err() {
+                dropped = true;
+                break;
+            }
+        }
+        if dropped {
+            self.probes.remove(i).link.retire();
+        } else if ready {
+            let Probe { session, link } = self.probes.remove(i);
+            tracing::info!("the peer came back on a new link: it replaces the current one");
+            if let Some(old) = self.link.take() {
+                old.retire();
+            }
+            self.held_frame = None;
+            self.link_number += 1;
+            self.session.take_over(now(), session);
+            let mut link = link;
+            link.limit_frames(&self.session);
+            self.link = Some(link);
+        }
     }
 
     fn lose_link(&mut self, why: &str) {
@@ -487,19 +641,7 @@ impl Driver {
             }
         }
         if let Some(link) = self.link.take() {
-            // The writer may be stuck on a full socket (a peer that stopped reading): it
-            // gets the linger time to send what is queued (the error report), then is
-            // stopped, which closes the socket.
-            let ActiveLink {
-                frames_out, writer, ..
-            } = link;
-            drop(frames_out);
-            tokio::spawn(async move {
-                let mut writer = writer;
-                if tokio::time::timeout(LINGER, &mut writer).await.is_err() {
-                    writer.abort();
-                }
-            });
+            link.retire();
             tracing::debug!(reason = why, "link lost");
             self.session.link_down(now());
             self.request_link();
@@ -1221,6 +1363,9 @@ impl Driver {
     /// Closes every channel (the peer gets a close, not a lost link) and pushes the
     /// frames out before the driver stops.
     async fn close_all(&mut self) {
+        for probe in self.probes.drain(..) {
+            probe.link.retire();
+        }
         // Keep partial files: a later offer of the same file resumes from them.
         for (_, (_, writer)) in self.writers.drain() {
             let _ = writer.send(WriterCmd::Abort {
@@ -1300,6 +1445,25 @@ async fn recv_frame(link: &mut Option<ActiveLink>) -> Result<Bytes, TransportErr
         },
         None => std::future::pending().await,
     }
+}
+
+/// The next frame (or failure) from any link being vetted, with its index.
+async fn recv_probe(probes: &mut [Probe]) -> (usize, Result<Bytes, TransportError>) {
+    let mut receiving: Vec<_> = probes.iter_mut().map(|p| p.link.receiver.recv()).collect();
+    std::future::poll_fn(|cx| {
+        for (i, future) in receiving.iter_mut().enumerate() {
+            if let std::task::Poll::Ready(result) = future.as_mut().poll(cx) {
+                let result = match result {
+                    Ok(Some(frame)) => Ok(frame),
+                    Ok(None) => Err(TransportError::Closed),
+                    Err(error) => Err(error),
+                };
+                return std::task::Poll::Ready((i, result));
+            }
+        }
+        std::task::Poll::Pending
+    })
+    .await
 }
 
 /// Waits for room in the link's write queue.

@@ -39,12 +39,26 @@ pub enum TransportError {
 pub trait Transport: Send + 'static {
     /// Waits for the next link (dials, or accepts).
     async fn next_link(&mut self) -> Result<Link, TransportError>;
+
+    /// Whether links keep coming while one is up, as on a listener: a watch may
+    /// reconnect before this side noticed its old link died. The driver then takes
+    /// every link; a new one runs its handshake beside the current one and replaces it
+    /// once it authenticated the same device (the newest authenticated link wins),
+    /// while another device is refused as busy (4002). A dialer keeps the default,
+    /// `false`: it is asked for a link only when there is none.
+    fn accepts_while_linked(&self) -> bool {
+        false
+    }
 }
 
 #[async_trait]
 impl Transport for Box<dyn Transport> {
     async fn next_link(&mut self) -> Result<Link, TransportError> {
         (**self).next_link().await
+    }
+
+    fn accepts_while_linked(&self) -> bool {
+        (**self).accepts_while_linked()
     }
 }
 

@@ -41,7 +41,8 @@ impl Code {
     pub const PROTOCOL_ERROR: Code = Code(4000);
     /// 4001: a message or file exceeds a negotiated or configured limit.
     pub const TOO_LARGE: Code = Code(4001);
-    /// 4002: the listener already serves a link for this peer; the new one is refused.
+    /// 4002: the listener serves another device; the new link is refused (not for good:
+    /// the watch tries again, and is served once the other device left).
     pub const BUSY: Code = Code(4002);
     /// 4003: the transfer or request was cancelled by one side.
     pub const CANCELLED: Code = Code(4003);

@@ -373,6 +373,10 @@ impl Transport for MockListener {
         let mut accept = self.net.accept_rx.lock().await;
         accept.recv().await.ok_or(TransportError::Closed)
     }
+
+    fn accepts_while_linked(&self) -> bool {
+        true
+    }
 }
 
 struct MockSender {

@@ -8,9 +8,13 @@
 //! latency) and TCP keepalive; writes go through a bounded buffer and wait when the
 //! socket is full.
 //!
-//! A listener serves **one watch at a time**: while a link is up, a second connection is
-//! answered with an error frame carrying [`Code::BUSY`] (4002) and closed, never silently
-//! dropped. Reconnection and backoff are the core driver's job, not the transport's.
+//! A listener hands every connection to the hub, which serves **one watch at a time**:
+//! a connection that arrives while a link is up runs its handshake beside it and, once
+//! it authenticated the same watch, replaces the old link at once (a watch that
+//! reconnected before the phone noticed its old link died); another watch is refused
+//! with [`Code::BUSY`](interconnect_proto::Code::BUSY) (4002) after it authenticated,
+//! so a stranger can neither push the served watch off nor learn who it is.
+//! Reconnection and backoff are the core driver's job, not the transport's.
 //!
 //! ```no_run
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
@@ -26,25 +30,21 @@
 //! ```
 
 use std::net::SocketAddr;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
 use interconnect_core::{Link, LinkReceiver, LinkSender, Transport, TransportError};
-use interconnect_proto::{
-    Code, DEFAULT_MAX_FRAME_LEN, ErrorReport, Frame, FrameHeader, HEADER_LEN,
-};
+use interconnect_proto::{DEFAULT_MAX_FRAME_LEN, FrameHeader, HEADER_LEN};
 use tokio::io::{AsyncWriteExt, BufWriter};
 use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::mpsc;
 
 /// Bytes buffered for writing before a send waits for the socket.
-const WRITE_BUFFER: usize = 256 * 1024;
-/// TCP keepalive idle time and probe interval.
-const KEEPALIVE: Duration = Duration::from_secs(30);
+pub const WRITE_BUFFER: usize = 256 * 1024;
+/// Keepalive probes unanswered before the kernel declares the connection dead.
+const KEEPALIVE_RETRIES: u32 = 3;
 
 /// Settings shared by the dialer and the listener.
 #[derive(Clone, Debug)]
@@ -53,6 +53,15 @@ pub struct TcpConfig {
     pub max_frame_len: usize,
     /// Gives up a connection attempt after this long.
     pub connect_timeout: Duration,
+    /// Idle time before TCP keepalive probes, and the time between them (three go
+    /// unanswered before the socket fails). The session's own pings notice a silent
+    /// link sooner; keepalive also covers a link whose session is not reading.
+    pub keepalive: Duration,
+    /// `TCP_USER_TIMEOUT` (Linux): data the peer does not acknowledge for this long
+    /// fails the socket. Matches the session's default link timeout, so a peer gone
+    /// without FIN or RST is noticed by the socket as soon as by the session, even
+    /// while writes are stuck.
+    pub user_timeout: Option<Duration>,
 }
 
 impl Default for TcpConfig {
@@ -60,6 +69,8 @@ impl Default for TcpConfig {
         TcpConfig {
             max_frame_len: DEFAULT_MAX_FRAME_LEN,
             connect_timeout: Duration::from_secs(10),
+            keepalive: Duration::from_secs(10),
+            user_timeout: Some(Duration::from_secs(15)),
         }
     }
 }
@@ -96,7 +107,7 @@ impl Transport for TcpDialer {
                     TransportError::Other(format!("connecting to {} timed out", self.addr))
                 })??;
         tracing::debug!(peer = %self.addr, "connected");
-        link(stream, self.config.max_frame_len, None)
+        link(stream, &self.config)
     }
 }
 
@@ -146,15 +157,18 @@ impl Transport for TcpListener {
     async fn next_link(&mut self) -> Result<Link, TransportError> {
         self.links.recv().await.ok_or(TransportError::Closed)
     }
+
+    fn accepts_while_linked(&self) -> bool {
+        true
+    }
 }
 
-/// Accepts connections; hands one at a time to the hub and refuses the others.
+/// Accepts connections and hands each to the hub, which vets it.
 async fn accept_loop(
     listener: tokio::net::TcpListener,
     config: TcpConfig,
     links: mpsc::Sender<Link>,
 ) {
-    let active = Arc::new(AtomicBool::new(false));
     loop {
         let (stream, peer) = match listener.accept().await {
             Ok(accepted) => accepted,
@@ -164,70 +178,49 @@ async fn accept_loop(
                 continue;
             }
         };
-        if active.swap(true, Ordering::AcqRel) {
-            tracing::info!(%peer, "refused: another watch is connected");
-            tokio::spawn(refuse(stream, config.max_frame_len));
-            continue;
-        }
         tracing::debug!(%peer, "accepted");
-        match link(stream, config.max_frame_len, Some(active.clone())) {
+        match link(stream, &config) {
             Ok(link) => {
                 if links.send(link).await.is_err() {
                     return;
                 }
             }
-            Err(error) => {
-                active.store(false, Ordering::Release);
-                tracing::warn!(%error, "cannot set up the accepted connection");
-            }
+            Err(error) => tracing::warn!(%error, "cannot set up the accepted connection"),
         }
     }
 }
 
-/// Tells a second watch why it is not served, then closes.
-async fn refuse(mut stream: TcpStream, max_frame_len: usize) {
-    let report = Frame::Error(ErrorReport {
-        channel: None,
-        code: Code::BUSY,
-        message: "another watch is connected to this phone".into(),
-    });
-    if let Ok(bytes) = report.to_bytes(max_frame_len) {
-        let _ = stream.write_all(&bytes).await;
-    }
-    let _ = stream.shutdown().await;
+/// Applies the socket options every link uses: `TCP_NODELAY`, keepalive probes after
+/// `keepalive` of silence, and (Linux) `TCP_USER_TIMEOUT`, so a write the peer does not
+/// acknowledge for `user_timeout` fails the socket instead of waiting for the kernel's
+/// retransmissions (about 15 minutes by default). Public so a test, or an app that
+/// makes its own streams, can check or reuse them.
+pub fn configure(stream: &TcpStream, config: &TcpConfig) -> std::io::Result<()> {
+    stream.set_nodelay(true)?;
+    let socket = socket2::SockRef::from(stream);
+    let keepalive = socket2::TcpKeepalive::new()
+        .with_time(config.keepalive)
+        .with_interval(config.keepalive);
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    let keepalive = keepalive.with_retries(KEEPALIVE_RETRIES);
+    socket.set_tcp_keepalive(&keepalive)?;
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    socket.set_tcp_user_timeout(config.user_timeout)?;
+    Ok(())
 }
 
-fn link(
-    stream: TcpStream,
-    max_frame_len: usize,
-    active: Option<Arc<AtomicBool>>,
-) -> Result<Link, TransportError> {
-    stream.set_nodelay(true)?;
-    let keepalive = socket2::TcpKeepalive::new()
-        .with_time(KEEPALIVE)
-        .with_interval(KEEPALIVE);
-    socket2::SockRef::from(&stream).set_tcp_keepalive(&keepalive)?;
+fn link(stream: TcpStream, config: &TcpConfig) -> Result<Link, TransportError> {
+    configure(&stream, config)?;
     let (read, write) = stream.into_split();
-    let guard = active.map(ActiveGuard);
     Ok(Link {
         sender: Box::new(TcpSender {
             writer: BufWriter::with_capacity(WRITE_BUFFER, write),
         }),
         receiver: Box::new(TcpReceiver {
-            frames: FrameReader::new(read, max_frame_len),
-            _guard: guard,
+            frames: FrameReader::new(read, config.max_frame_len),
         }),
-        max_frame_len,
+        max_frame_len: config.max_frame_len,
     })
-}
-
-/// Marks the listener free again when the link's receiving half is dropped.
-struct ActiveGuard(Arc<AtomicBool>);
-
-impl Drop for ActiveGuard {
-    fn drop(&mut self) {
-        self.0.store(false, Ordering::Release);
-    }
 }
 
 struct TcpSender {
@@ -249,7 +242,6 @@ impl LinkSender for TcpSender {
 
 struct TcpReceiver {
     frames: FrameReader,
-    _guard: Option<ActiveGuard>,
 }
 
 #[async_trait]

@@ -1,37 +1,146 @@
-//! TCP-specific behaviour: one watch at a time.
+//! TCP-specific behaviour: one watch at a time, socket options, bounded writes.
 
 use std::time::Duration;
 
 use bytes::Bytes;
-use interconnect_core::{Config, Hub, Interconnect};
+use interconnect_core::{
+    Config, DeviceIdentity, Hub, Interconnect, NoiseConfig, Security, SecurityError, SecurityEvent,
+    TrustPolicy,
+};
 use interconnect_proto::{Code, DEFAULT_MAX_FRAME_LEN, DeviceId, Frame};
 use tokio::io::AsyncReadExt;
 use transport_tcp::{TcpDialer, TcpListener};
 
+/// A device config with this identity, trusting exactly `trusted`.
+fn pinned(id: u8, identity: &DeviceIdentity, trusted: &[&DeviceIdentity]) -> Config {
+    let mut config = Config::new(DeviceId([id; 16]));
+    config.security = Security::Noise(NoiseConfig::new(identity.clone()).with_trust(
+        TrustPolicy::Pinned(trusted.iter().map(|i| i.fingerprint()).collect()),
+    ));
+    config.backoff.initial = Duration::from_millis(20);
+    config.backoff.max = Duration::from_millis(200);
+    config
+}
+
+/// Waits for the next refusal among the endpoint's security events.
+async fn next_refusal(events: &mut interconnect_core::SecurityEvents) -> SecurityError {
+    loop {
+        match events.next().await.expect("security events open") {
+            SecurityEvent::Refused(error) => return error,
+            _ => continue,
+        }
+    }
+}
+
 #[tokio::test]
-async fn a_second_watch_is_refused_with_busy_not_dropped() {
+async fn a_stranger_connecting_while_a_watch_is_served_gets_what_a_free_phone_answers() {
+    let (phone, watch_a) = (DeviceIdentity::generate(), DeviceIdentity::generate());
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr();
-    let hub = Hub::new(listener, Config::new(DeviceId([2; 16])));
-    let watch = Interconnect::new(TcpDialer::new(addr), Config::new(DeviceId([1; 16])));
-    tokio::time::timeout(Duration::from_secs(10), watch.connected())
-        .await
-        .expect("the first watch connects");
+    let hub = Hub::new(listener, pinned(2, &phone, &[&watch_a]));
+    let app = hub.register("com.example", 1, None).await.unwrap();
+    let watch = Interconnect::new(TcpDialer::new(addr), pinned(1, &watch_a, &[&phone]));
+    let conn = watch.instance("com.example", None);
+    assert!(conn.diagnosis(Some(Duration::from_secs(10))).await.is_ok());
 
-    let mut second = tokio::net::TcpStream::connect(addr).await.unwrap();
+    // Someone without keys connects and sends a plaintext hello: the phone answers as it
+    // would with no watch served (4008, the peer must encrypt), not 4002, which would
+    // tell a stranger that a watch is connected.
+    let mut stranger = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let hello = Frame::Hello(interconnect_proto::Hello {
+        role: interconnect_proto::Role::Watch,
+        device_id: DeviceId([9; 16]),
+        min_version: 1,
+        max_version: 1,
+        max_frame_len: 65_536,
+        capabilities: interconnect_proto::Capabilities::default(),
+        resume_token: 7,
+    });
+    tokio::io::AsyncWriteExt::write_all(&mut stranger, &hello.to_bytes(65_536).unwrap())
+        .await
+        .unwrap();
     let mut reply = Vec::new();
-    tokio::time::timeout(Duration::from_secs(10), second.read_to_end(&mut reply))
+    tokio::time::timeout(Duration::from_secs(10), stranger.read_to_end(&mut reply))
         .await
         .expect("the refusal arrives and the connection closes")
         .unwrap();
     let Ok(Frame::Error(report)) = Frame::decode(Bytes::from(reply), DEFAULT_MAX_FRAME_LEN) else {
         panic!("expected an error frame");
     };
-    assert_eq!(report.code, Code::BUSY);
-    assert_eq!(report.channel, None);
+    assert_eq!(report.code, Code::SECURITY);
+
+    // The served watch never noticed.
+    assert_eq!(hub.peer_device_status().code(), 1);
+    let mut events = app.events();
+    conn.send(&"still served").await.expect("delivered");
+    loop {
+        if let interconnect_core::ConnectionEvent::Message(m) = events.next().await.unwrap() {
+            assert_eq!(m.decode::<String>().unwrap(), "still served");
+            break;
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_second_trusted_watch_is_refused_as_busy_after_it_authenticated_and_served_once_the_first_leaves()
+ {
+    let phone = DeviceIdentity::generate();
+    let (watch_a, watch_b) = (DeviceIdentity::generate(), DeviceIdentity::generate());
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr();
+    let hub = Hub::new(listener, pinned(2, &phone, &[&watch_a, &watch_b]));
+    let app = hub.register("com.example", 1, None).await.unwrap();
+    let first = Interconnect::new(TcpDialer::new(addr), pinned(1, &watch_a, &[&phone]));
+    let conn_a = first.instance("com.example", None);
+    assert!(
+        conn_a
+            .diagnosis(Some(Duration::from_secs(10)))
+            .await
+            .is_ok()
+    );
+
+    let second = Interconnect::new(TcpDialer::new(addr), pinned(3, &watch_b, &[&phone]));
+    let mut refusals = second.security_events().unwrap();
+    let refusal = tokio::time::timeout(Duration::from_secs(10), next_refusal(&mut refusals))
+        .await
+        .expect("the second watch is refused");
+    // Sealed, from the authenticated phone, and not final: the watch keeps trying.
+    assert!(
+        matches!(
+            refusal,
+            SecurityError::RefusedByPeer {
+                code: Code::BUSY,
+                authenticated: true,
+                ..
+            }
+        ),
+        "{refusal:?}"
+    );
+    assert!(!refusal.is_lasting());
     // The first watch is still served.
     assert_eq!(hub.peer_device_status().code(), 1);
-    assert_eq!(watch.peer_device_status().code(), 1);
+    conn_a
+        .send(&"first")
+        .await
+        .expect("the first watch is served");
+
+    // The first leaves; the second, still retrying by itself, is served.
+    first.shutdown().await;
+    let conn_b = second.instance("com.example", None);
+    tokio::time::timeout(Duration::from_secs(20), second.connected())
+        .await
+        .expect("the second watch is served once the first left");
+    assert!(
+        conn_b
+            .diagnosis(Some(Duration::from_secs(10)))
+            .await
+            .is_ok()
+    );
+    conn_b
+        .send(&"second")
+        .await
+        .expect("the second watch is served");
+    drop(app);
 }
 
 #[tokio::test]

@@ -297,7 +297,7 @@ pub enum SecurityError {
     /// The peer refused this device during the handshake.
     #[error("refused by the {}peer: {code}: {message}", if *.authenticated { "" } else { "(unauthenticated) " })]
     RefusedByPeer {
-        /// The peer's code (4007 untrusted, 4008 security failure).
+        /// The peer's code (4007 untrusted, 4008 security failure, 4002 busy).
         code: Code,
         /// The peer's message, control characters escaped.
         message: String,
@@ -310,11 +310,18 @@ pub enum SecurityError {
 impl SecurityError {
     /// Whether trying again cannot help: the verdict is about who the devices are or how
     /// they are configured, and it came from this side or from the authenticated peer.
-    /// A damaged handshake or frame, a plaintext frame and a refusal in the clear may be
-    /// an attacker's doing or a passing fault, so they are not lasting.
+    /// Lasting: 4007 (untrusted or changed key) and 4008 (policy: suite, plaintext mode,
+    /// link too small), from this side or sealed from the peer. Not lasting:
+    /// 4002 (busy: the peer serves another device, which may leave), a damaged handshake or
+    /// frame, a plaintext frame and any refusal in the clear, which may be an attacker's
+    /// doing or a passing fault; a watch keeps reconnecting with backoff after these.
     pub fn is_lasting(&self) -> bool {
         match self {
-            SecurityError::RefusedByPeer { authenticated, .. } => *authenticated,
+            SecurityError::RefusedByPeer {
+                authenticated,
+                code,
+                ..
+            } => *authenticated && *code != Code::BUSY,
             SecurityError::BadSealedFrame
             | SecurityError::Handshake(_)
             | SecurityError::Plaintext(_) => false,

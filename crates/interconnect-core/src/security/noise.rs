@@ -96,6 +96,9 @@ pub(crate) struct SecureLink {
     role: Role,
     /// Pinned fingerprints: the policy's, plus any pinned while this session runs.
     pins: Vec<Fingerprint>,
+    /// Vets a second link while the first is up: pins no one new (an unknown peer is
+    /// left to the session, which refuses it as busy).
+    probing: bool,
     phase: Phase,
     /// Handshake frames to send in the clear.
     pub(crate) out: VecDeque<Frame>,
@@ -109,6 +112,7 @@ impl SecureLink {
     pub(crate) fn new(config: NoiseConfig, role: Role) -> Self {
         SecureLink {
             pins: config.trust.known().to_vec(),
+            probing: false,
             config,
             role,
             phase: Phase::Idle,
@@ -117,6 +121,26 @@ impl SecureLink {
             #[cfg(test)]
             fixed: None,
         }
+    }
+
+    /// A fresh state for vetting a second link: the same keys and pins, pinning no one.
+    pub(crate) fn probe(&self) -> SecureLink {
+        SecureLink {
+            config: self.config.clone(),
+            role: self.role,
+            pins: self.pins.clone(),
+            probing: true,
+            phase: Phase::Idle,
+            out: VecDeque::new(),
+            events: VecDeque::new(),
+            #[cfg(test)]
+            fixed: self.fixed,
+        }
+    }
+
+    /// The probe's state now serves the session's link.
+    pub(crate) fn adopt(&mut self) {
+        self.probing = false;
     }
 
     /// A fresh ephemeral key for Noise (`None`: snow draws one), fixed in tests.
@@ -468,6 +492,10 @@ impl SecureLink {
         }
         match &self.config.trust {
             TrustPolicy::Pinned(_) => Err(SecurityError::UntrustedPeer { fingerprint: peer }),
+            // A probe pins no one: its peer would be a second device.
+            TrustPolicy::FirstUse { .. } if self.probing && self.pins.is_empty() => {
+                Ok(Trust::AwaitCode)
+            }
             TrustPolicy::FirstUse { .. } => match self.pins.first() {
                 Some(&pinned) => Err(SecurityError::PeerChanged {
                     pinned,

@@ -7,9 +7,10 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use interconnect_proto::{
-    Accept, Ack, Capabilities, ChannelId, Close, Code, ContentType, DecodeError, ErrorReport,
-    Exchange, Frame, Hello, Limits, MAX_FRAME_LEN, MIN_MAX_FRAME_LEN, Open, PROTOCOL_VERSIONS,
-    Ping, Pong, Reject, Role, Sealed, TransferId, VersionQuery, VersionReply, max_unsealed_len,
+    Accept, Ack, Capabilities, ChannelId, Close, Code, ContentType, DecodeError, DeviceId,
+    ErrorReport, Exchange, Frame, Hello, Limits, MAX_FRAME_LEN, MIN_MAX_FRAME_LEN, Open,
+    PROTOCOL_VERSIONS, Ping, Pong, Reject, Role, Sealed, TransferId, VersionQuery, VersionReply,
+    max_unsealed_len,
 };
 
 mod files;
@@ -162,6 +163,12 @@ pub struct Session {
     /// Peers whose pairing was rejected or timed out lately: they raise no new prompt
     /// until `PAIRING_HOLDOFF` passed (a refused device cannot nag the user).
     refused_pairings: VecDeque<(Fingerprint, Instant)>,
+    /// Only vets a second link (see [`probe`](Self::probe)).
+    probing: bool,
+    /// A probe's peer Hello, held once its handshake got that far.
+    probed: Option<Hello>,
+    /// Whether this side trusts the peer of the current link (always, in plaintext).
+    peer_trusted: bool,
 }
 
 /// How long a peer whose pairing was rejected (or not answered) is refused without
@@ -191,6 +198,9 @@ impl Session {
             early: None,
             pairing: None,
             refused_pairings: VecDeque::new(),
+            probing: false,
+            probed: None,
+            peer_trusted: false,
             config,
             link: LinkState::Down,
             peer_token: None,
@@ -349,6 +359,7 @@ impl Session {
             .max(MIN_MAX_FRAME_LEN);
         self.hello_sent = false;
         self.pending_hello = None;
+        self.peer_trusted = false;
         self.farewell = false;
         self.early = None;
         self.pairing = None;
@@ -375,7 +386,13 @@ impl Session {
                 secure.start();
                 self.drain_secure(now);
             }
-            None => self.send_hello(),
+            None => {
+                self.peer_trusted = true;
+                // A probe says nothing of this side until its link is adopted.
+                if !self.probing {
+                    self.send_hello();
+                }
+            }
         }
         tracing::debug!(role = ?self.config.role, "link up, handshake started");
     }
@@ -394,6 +411,81 @@ impl Session {
             secure.confirm_pairing(accept);
         }
         self.drain_secure(now);
+    }
+
+    /// A session that vets a second link from a peer while this one's link is up (a
+    /// listener sees a watch reconnect before it noticed the old link died). It runs
+    /// the handshake on the new link and stops there, holding the peer's Hello, and
+    /// changes nothing of this session: drain it like any session, and once
+    /// [`probed_peer`](Self::probed_peer) is known either
+    /// [`take_over`](Self::take_over) its link (the same device: the newest
+    /// authenticated link wins) or [`refuse_as_busy`](Self::refuse_as_busy) (another
+    /// device). It pins no one and asks no user: an unknown device is refused as busy,
+    /// a device the trust policy refuses gets that refusal.
+    pub fn probe(&self, now: Instant, link_max_frame_len: usize) -> Session {
+        let mut probe = Session::new(self.config.clone());
+        probe.secure = self.secure.as_ref().map(SecureLink::probe);
+        probe.probing = true;
+        probe.link_up(now, link_max_frame_len);
+        probe
+    }
+
+    /// A probe's peer once its handshake completed: its device id and, on secure
+    /// links, its key.
+    pub fn probed_peer(&self) -> Option<(DeviceId, Option<Fingerprint>)> {
+        if !self.peer_trusted {
+            return None;
+        }
+        let hello = self.probed.as_ref()?;
+        Some((hello.device_id, self.peer_fingerprint()))
+    }
+
+    /// Whether a probe authenticated the device this session's link serves: the same
+    /// key on secure links, the same device id in plaintext mode.
+    pub fn is_same_peer(&self, probe: &Session) -> bool {
+        let (LinkState::Up(up), Some((device, key))) = (&self.link, probe.probed_peer()) else {
+            return false;
+        };
+        match self.secure {
+            Some(_) => key.is_some() && key == self.peer_fingerprint(),
+            None => device == up.peer.device_id,
+        }
+    }
+
+    /// Refuses a probe's peer: this side serves another device (4002).
+    pub fn refuse_as_busy(&mut self) {
+        self.probed = None;
+        self.control.push_back(refusal(Code::BUSY));
+        self.drop_link(Code::BUSY, "another device is connected".into());
+    }
+
+    /// Moves this session to a probe's link, which has authenticated its peer: the old
+    /// link is down (as if lost) and the handshake completes on the new one with the
+    /// Hello the probe held, so channels resume (`resumed` when the peer's session is
+    /// the same). Frames the probe produced must have reached the new link first.
+    pub fn take_over(&mut self, now: Instant, mut probe: Session) {
+        let Some(hello) = probe.probed.take() else {
+            return;
+        };
+        self.link_down(now);
+        self.link = LinkState::Handshaking {
+            deadline: now + self.config.handshake_timeout,
+        };
+        self.secure = probe.secure.take().map(|mut secure| {
+            secure.adopt();
+            secure
+        });
+        self.wire_max = probe.wire_max;
+        self.own_max = probe.own_max;
+        self.pending_hello = None;
+        self.peer_trusted = true;
+        self.farewell = false;
+        self.early = None;
+        self.pairing = None;
+        self.control.clear();
+        // The probe held this side's Hello back: the peer's link comes up only now.
+        self.send_hello();
+        self.on_hello(now, hello);
     }
 
     fn remember_refused_pairing(&mut self, peer: Fingerprint, now: Instant) {
@@ -435,12 +527,17 @@ impl Session {
                             code: secure.pairing_code(),
                         });
                     }
-                    if !self.hello_sent {
+                    self.peer_trusted = true;
+                    if !self.hello_sent && !self.probing {
                         self.send_hello();
                     }
                     if let Some(hello) = self.pending_hello.take() {
                         self.on_hello(now, hello);
                     }
+                }
+                SecureEvent::PairingRequest { .. } if self.probing => {
+                    // A device not known here while another is served.
+                    self.refuse_as_busy();
                 }
                 SecureEvent::PairingRequest { fingerprint, code } => {
                     let held_off = self
@@ -1018,14 +1115,19 @@ impl Session {
         }
         if !self.is_link_up() {
             if let Frame::Error(report) = frame {
-                if matches!(report.code, Code::UNTRUSTED_PEER | Code::SECURITY) {
+                // 4002: the peer serves another device; reported like the security
+                // refusals so the owner sees it, but never lasting (SecurityError::is_lasting).
+                if matches!(
+                    report.code,
+                    Code::UNTRUSTED_PEER | Code::SECURITY | Code::BUSY
+                ) {
                     return self.security_failure(SecurityError::RefusedByPeer {
                         code: report.code,
                         message: sanitize(&report.message),
                         authenticated: self.secure.is_some(),
                     });
                 }
-                // The peer refuses the link (e.g. 4002: it serves another device).
+                // The peer refuses the link for another reason: dropped, tried again.
                 return self.drop_link(
                     report.code,
                     format!("refused by the peer: {}", sanitize(&report.message)),
@@ -1065,6 +1167,12 @@ impl Session {
     }
 
     fn on_hello(&mut self, now: Instant, hello: Hello) {
+        if self.probing {
+            if self.probed.is_none() && !self.farewell {
+                self.probed = Some(hello);
+            }
+            return;
+        }
         if self.secure.is_some() && !self.hello_sent {
             // The peer trusts us already; we do not trust it yet (pairing in progress).
             self.pending_hello = Some(hello);
@@ -1500,6 +1608,7 @@ fn refusal(code: Code) -> Frame {
     let message = match code {
         Code::UNTRUSTED_PEER => "this device is not trusted here",
         Code::SECURITY => "secure link refused",
+        Code::BUSY => "another device is connected",
         _ => "link refused",
     };
     Frame::Error(ErrorReport {
