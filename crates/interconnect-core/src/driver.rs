@@ -315,6 +315,9 @@ pub(crate) struct Driver {
     next_ticket: u64,
     /// A frame the session produced that the write queue had no room for.
     held_frame: Option<Bytes>,
+    /// Since when the write queue has taken nothing: a link whose writes do not drain for
+    /// the link timeout is dead, whatever it still delivers.
+    held_since: Option<Instant>,
     /// Counts links, so a pairing answer applies only to the link that asked.
     link_number: u64,
     commands_tx: mpsc::UnboundedSender<Command>,
@@ -370,6 +373,7 @@ pub(crate) fn spawn<T: Transport>(
         writers: HashMap::new(),
         next_ticket: 0,
         held_frame: None,
+        held_since: None,
         link_number: 0,
         commands_tx: commands_tx.clone(),
         security_events: security_tx,
@@ -449,8 +453,9 @@ impl Driver {
                 .iter()
                 .filter_map(|p| p.session.poll_timeout())
                 .chain(self.session.poll_timeout())
-                .min()
-                .map(Instant::from_std);
+                .map(Instant::from_std)
+                .chain(self.write_deadline())
+                .min();
             if let Some(deadline) = deadline
                 && armed != Some(deadline)
             {
@@ -472,11 +477,16 @@ impl Driver {
                 },
                 Some(link) = self.new_links.recv() => self.on_new_link(link),
                 Some(done) = self.io_rx.recv() => self.on_io(done),
-                frame = recv_frame(&mut self.link) => self.on_frames(frame),
+                // Backpressure: while the replies the peer's frames caused cannot leave,
+                // its frames stay in the socket.
+                frame = recv_frame(&mut self.link), if !self.session.input_paused() => {
+                    self.on_frames(frame);
+                }
                 (i, frame) = recv_probe(&mut self.probes), if !self.probes.is_empty() => {
                     self.on_probe_frame(i, frame);
                 }
                 room = write_room(held_for.clone()), if held_for.is_some() => {
+                    self.held_since = None;
                     match (room, self.held_frame.take()) {
                         (Ok(permit), Some(frame)) => { permit.send(frame); }
                         _ => self.lose_link("the link's writer stopped (send failed)"),
@@ -484,6 +494,9 @@ impl Driver {
                 }
                 () = &mut timer, if deadline.is_some() => {
                     armed = None;
+                    if self.write_deadline().is_some_and(|d| d <= Instant::now()) {
+                        self.lose_link("writes made no progress for the link timeout");
+                    }
                     self.session.handle_timeout(now());
                     for i in (0..self.probes.len()).rev() {
                         self.probes[i].session.handle_timeout(now());
@@ -515,13 +528,19 @@ impl Driver {
                 self.on_event(event);
             }
             budget -= 1;
-            if budget > 0 {
+            if budget > 0 && !self.session.input_paused() {
                 next = self
                     .link
                     .as_mut()
                     .and_then(|l| poll_once(l.receiver.recv()));
             }
         }
+    }
+
+    /// When a write queue that takes nothing makes the link dead.
+    fn write_deadline(&self) -> Option<Instant> {
+        self.held_since
+            .map(|since| since + self.session.config().link_timeout)
     }
 
     fn request_link(&mut self) {
@@ -541,6 +560,7 @@ impl Driver {
         let (mut active, max_frame_len) = ActiveLink::start(link);
         self.session.link_up(now(), max_frame_len);
         self.held_frame = None;
+        self.held_since = None;
         active.limit_frames(&self.session);
         self.link = Some(active);
         // Counted as a failure until the handshake completes.
@@ -621,6 +641,7 @@ impl Driver {
                 old.retire();
             }
             self.held_frame = None;
+            self.held_since = None;
             self.link_number += 1;
             self.session.take_over(now(), session);
             let mut link = link;
@@ -631,6 +652,7 @@ impl Driver {
 
     fn lose_link(&mut self, why: &str) {
         self.held_frame = None;
+        self.held_since = None;
         // Best effort: when the session dropped the link, let the peer read why (the
         // session then yields its error report and nothing else).
         if let Some(link) = self.link.as_ref().filter(|_| self.session.is_dropping()) {
@@ -669,6 +691,7 @@ impl Driver {
     fn transmit(&mut self) {
         let Some(link) = self.link.as_ref() else {
             self.held_frame = None;
+            self.held_since = None;
             while self.session.poll_transmit(now()).is_some() {}
             return;
         };
@@ -685,6 +708,7 @@ impl Driver {
                 Ok(()) => {}
                 Err(mpsc::error::TrySendError::Full(frame)) => {
                     self.held_frame = Some(frame);
+                    self.held_since.get_or_insert_with(Instant::now);
                     break;
                 }
                 Err(mpsc::error::TrySendError::Closed(_)) => {

@@ -3,12 +3,13 @@
 use std::time::Duration;
 
 use bytes::Bytes;
+use interconnect_core::Connection;
 use interconnect_core::{
     Config, DeviceIdentity, Hub, Interconnect, NoiseConfig, Security, SecurityError, SecurityEvent,
     TrustPolicy,
 };
 use interconnect_proto::{Code, DEFAULT_MAX_FRAME_LEN, DeviceId, Frame};
-use tokio::io::AsyncReadExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use transport_tcp::{TcpDialer, TcpListener};
 
 /// A device config with this identity, trusting exactly `trusted`.
@@ -266,4 +267,176 @@ async fn a_stranger_announcing_a_large_frame_before_the_handshake_is_cut_off_at_
         .await
         .expect("the phone closed the connection");
     let _ = closed;
+}
+
+#[tokio::test]
+async fn links_set_nodelay_keepalive_and_the_user_timeout_on_their_sockets() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let stream = tokio::net::TcpStream::connect(listener.local_addr().unwrap())
+        .await
+        .unwrap();
+    let config = transport_tcp::TcpConfig {
+        keepalive: Duration::from_secs(7),
+        user_timeout: Some(Duration::from_millis(4_500)),
+        ..Default::default()
+    };
+    transport_tcp::configure(&stream, &config).unwrap();
+    let socket = socket2::SockRef::from(&stream);
+    assert!(socket.tcp_nodelay().unwrap());
+    assert!(socket.keepalive().unwrap());
+    assert_eq!(socket.tcp_keepalive_time().unwrap(), Duration::from_secs(7));
+    assert_eq!(
+        socket.tcp_keepalive_interval().unwrap(),
+        Duration::from_secs(7)
+    );
+    assert_eq!(socket.tcp_keepalive_retries().unwrap(), 3);
+    assert_eq!(
+        socket.tcp_user_timeout().unwrap(),
+        Some(Duration::from_millis(4_500))
+    );
+    // The defaults: a peer gone silent fails the socket within 15 s of unacknowledged
+    // data, or 40 s of an idle link (10 s idle, then 3 probes 10 s apart).
+    let defaults = transport_tcp::TcpConfig::default();
+    assert_eq!(defaults.keepalive, Duration::from_secs(10));
+    assert_eq!(defaults.user_timeout, Some(Duration::from_secs(15)));
+}
+
+#[tokio::test]
+async fn a_peer_that_stops_reading_holds_the_sender_back_within_bounded_buffers() {
+    use interconnect_core::Transport;
+    // A server that accepts and never reads.
+    let server = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = server.local_addr().unwrap();
+    let accepting = tokio::spawn(async move { server.accept().await.unwrap().0 });
+    let mut link = TcpDialer::new(addr).next_link().await.unwrap();
+    let _idle = accepting.await.unwrap();
+    let frame = frame_of(60_000, 7);
+    let mut accepted = 0usize;
+    // Sends until one cannot finish: the sender waits for the socket instead of
+    // buffering what the peer does not take.
+    while let Ok(sent) =
+        tokio::time::timeout(Duration::from_millis(500), link.sender.send(frame.clone())).await
+    {
+        sent.unwrap();
+        accepted += frame.len();
+        assert!(
+            accepted < 64 << 20,
+            "64 MiB taken by a peer that reads nothing: the write buffer is not bounded"
+        );
+    }
+    // Our buffer plus what the two kernels hold (send and receive buffers, autotuned).
+    eprintln!(
+        "held back after {} KiB (write buffer {} KiB)",
+        accepted / 1024,
+        transport_tcp::WRITE_BUFFER / 1024
+    );
+    assert!(accepted >= transport_tcp::WRITE_BUFFER / 2, "{accepted}");
+}
+
+/// A plaintext phone with `com.example` registered, and a raw socket that did the
+/// watch's hello.
+async fn plaintext_phone_and_raw_watch(
+    link_timeout: Duration,
+) -> (Hub, Connection, tokio::net::TcpStream) {
+    // Without TCP_USER_TIMEOUT (which fails a socket whose window stays shut, after 15 s
+    // by default): the session's own deadlines are under test.
+    let tcp = transport_tcp::TcpConfig {
+        user_timeout: None,
+        ..Default::default()
+    };
+    let listener = TcpListener::bind_with_config("127.0.0.1:0", tcp)
+        .await
+        .unwrap();
+    let addr = listener.local_addr();
+    let mut config = Config::new(DeviceId([2; 16]));
+    config.security = Security::InsecurePlaintext;
+    config.session.ping_interval = Duration::from_millis(300);
+    config.session.link_timeout = link_timeout;
+    let hub = Hub::new(listener, config);
+    let app = hub.register("com.example", 1, None).await.unwrap();
+    let mut raw = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let hello = Frame::Hello(interconnect_proto::Hello {
+        role: interconnect_proto::Role::Watch,
+        device_id: DeviceId([1; 16]),
+        min_version: *interconnect_proto::PROTOCOL_VERSIONS.start(),
+        max_version: *interconnect_proto::PROTOCOL_VERSIONS.end(),
+        max_frame_len: DEFAULT_MAX_FRAME_LEN as u32,
+        capabilities: interconnect_proto::Capabilities::ALL,
+        resume_token: 1,
+    });
+    raw.write_all(&hello.to_bytes(DEFAULT_MAX_FRAME_LEN).unwrap())
+        .await
+        .unwrap();
+    tokio::time::timeout(Duration::from_secs(10), hub.connected())
+        .await
+        .expect("the raw watch's hello is accepted");
+    (hub, app, raw)
+}
+
+fn ping(nonce: u64) -> Bytes {
+    Frame::Ping(interconnect_proto::Ping { nonce })
+        .to_bytes(DEFAULT_MAX_FRAME_LEN)
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_flooding_pings_without_reading_is_held_back_not_buffered() {
+    // A long link timeout: only backpressure can hold the flood back.
+    let (_hub, _app, mut raw) = plaintext_phone_and_raw_watch(Duration::from_secs(120)).await;
+    let batch: Vec<u8> = (0..4096).flat_map(|n| ping(n).to_vec()).collect();
+    let mut written = 0usize;
+    // The phone answers each ping with a pong this socket never reads: once its replies
+    // cannot leave, it must stop reading instead of queueing pongs without end.
+    while let Ok(Ok(())) = tokio::time::timeout(Duration::from_secs(1), raw.write_all(&batch)).await
+    {
+        written += batch.len();
+        assert!(
+            written < 48 << 20,
+            "the phone took 48 MiB of pings without its pongs leaving"
+        );
+    }
+    eprintln!("held back after {} KiB of pings", written / 1024);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_link_whose_writes_do_not_drain_is_dropped_after_the_link_timeout_though_the_peer_talks()
+{
+    let (hub, app, mut raw) = plaintext_phone_and_raw_watch(Duration::from_secs(1)).await;
+    let open = Frame::Open(interconnect_proto::Open {
+        channel: interconnect_proto::ChannelId(1),
+        package: "com.example".into(),
+        fingerprint: None,
+        resume: false,
+        received_seq: 0,
+    });
+    raw.write_all(&open.to_bytes(DEFAULT_MAX_FRAME_LEN).unwrap())
+        .await
+        .unwrap();
+    let mut events = app.events();
+    loop {
+        let event = tokio::time::timeout(Duration::from_secs(10), events.next()).await;
+        if let Ok(Some(interconnect_core::ConnectionEvent::Open { .. })) = event {
+            break;
+        }
+        assert!(event.is_ok(), "the channel opens");
+    }
+    // The phone's app sends far more than the sockets hold; the watch reads nothing but
+    // pings every 100 ms, so its side of the link looks alive.
+    let payload = Bytes::from(vec![5u8; 60_000]);
+    let sends: Vec<_> = (0..400)
+        .map(|_| app.send_bytes(interconnect_proto::ContentType::Binary, payload.clone()))
+        .collect();
+    let talking = tokio::spawn(async move {
+        for nonce in 0.. {
+            if raw.write_all(&ping(nonce)).await.is_err() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    });
+    tokio::time::timeout(Duration::from_secs(20), hub.disconnected())
+        .await
+        .expect("the phone drops a link its writes cannot drain into");
+    talking.abort();
+    drop(sends);
 }

@@ -177,6 +177,9 @@ const PAIRING_HOLDOFF: Duration = Duration::from_secs(60);
 
 /// Peers remembered for `PAIRING_HOLDOFF`.
 const REFUSED_PAIRINGS: usize = 16;
+/// Control frames queued before the driver stops reading the link. Honest traffic stays
+/// far below: acknowledgements are bounded by the messages in flight, pongs by pings.
+const MAX_CONTROL_BACKLOG: usize = 256;
 
 impl Session {
     /// A session with no link yet.
@@ -272,6 +275,14 @@ impl Session {
     /// ([`Event::DropLink`]): from then on `poll_transmit` yields only the error report.
     pub fn is_dropping(&self) -> bool {
         self.farewell
+    }
+
+    /// Whether the control frames the peer's input caused (pongs, acknowledgements,
+    /// replies) fill their queue: stop reading the link until
+    /// [`poll_transmit`](Self::poll_transmit) drained them, so a peer that sends without
+    /// reading is held back instead of growing this side's memory.
+    pub fn input_paused(&self) -> bool {
+        self.control.len() >= MAX_CONTROL_BACKLOG
     }
 
     /// Whether links are encrypted and authenticated (not insecure plaintext mode).
