@@ -9,6 +9,8 @@
 //! [`Cuttable`], which fails the current link on demand, and the watch then drops it as
 //! it would any failed link.
 
+pub mod proxy;
+
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
