@@ -53,6 +53,8 @@ struct Conn {
 #[derive(Default)]
 struct Tally {
     connections: AtomicU64,
+    /// When each connection was accepted.
+    accepted: Mutex<Vec<std::time::Instant>>,
     /// Bytes forwarded from the watch to the phone.
     upstream: AtomicU64,
     faults: Mutex<HashMap<Fault, u64>>,
@@ -104,6 +106,7 @@ impl FaultProxy {
                     continue;
                 };
                 t.connections.fetch_add(1, Ordering::Relaxed);
+                t.accepted.lock().unwrap().push(std::time::Instant::now());
                 let (budget, fault) = match &plan {
                     Some(plan) => (
                         rng.random_range(plan.every.clone()) as i64,
@@ -153,6 +156,11 @@ impl FaultProxy {
             *conn.fault.lock().unwrap() = fault;
             conn.trip.cancel();
         }
+    }
+
+    /// When each connection so far was accepted, oldest first.
+    pub fn accepted(&self) -> Vec<std::time::Instant> {
+        self.tally.accepted.lock().unwrap().clone()
     }
 
     /// Faults applied so far.
