@@ -472,3 +472,51 @@ fn bad_input_gets_a_clear_error_and_a_non_zero_exit() {
     assert!(!ok, "nobody listens on port 9");
     assert_eq!(out[0]["code"], 204);
 }
+
+#[test]
+fn a_48_mib_file_arrives_identical_through_a_proxy_that_cuts_every_2_to_6_mib() {
+    use interconnect_conformance::proxy::{Fault, FaultProxy, Plan};
+    let phone = Phone::start();
+    let runtime = tokio::runtime::Runtime::new().expect("a runtime for the proxy");
+    // Cuts of both sides, and resets of the watch's side only, after which the phone's
+    // old socket stays open and silent: the watch's new link must take over at once.
+    let plan = Plan {
+        every: 2 << 20..6 << 20,
+        faults: vec![Fault::Cut, Fault::ResetWatch],
+        delay: Duration::ZERO,
+    };
+    let addr: std::net::SocketAddr = phone.addr.parse().expect("an address");
+    let proxy = runtime
+        .block_on(FaultProxy::start(addr, Some(plan), 48))
+        .expect("the proxy starts");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = dir.path().join("large.bin");
+    let data: Vec<u8> = (0..48u32 << 20)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8)
+        .collect();
+    std::fs::write(&file, &data).expect("write");
+    let proxy_addr = proxy.addr().to_string();
+    let (ok, out) = run_in(
+        phone.watch_home.path(),
+        &[
+            "watch",
+            "--connect",
+            &proxy_addr,
+            "--package",
+            "com.example.cli",
+            "send-file",
+            file.to_str().expect("utf-8 path"),
+            "--timeout-ms",
+            "180000",
+        ],
+    );
+    assert!(ok, "{out:?} after {}", proxy.report());
+    let stored = phone.expect_event("file");
+    assert_eq!(stored["size"], 48 << 20);
+    assert_eq!(stored["sha256"], out[0]["sha256"]);
+    let bytes = std::fs::read(phone._dir.path().join("large.bin")).expect("stored");
+    assert!(bytes == data, "byte-identical");
+    // One fault per 6 MiB at least: the file crossed several links.
+    assert!(proxy.faults() >= 8, "{}", proxy.report());
+    eprintln!("{}", proxy.report());
+}
