@@ -343,9 +343,16 @@ async fn phone(
         .await?;
     eprintln!("package {package} registered");
     let mut events = app.events();
+    // A link that drops is said on stdout too.
+    let mut linked = false;
     loop {
         tokio::select! {
             _ = tokio::signal::ctrl_c() => break,
+            () = hub.connected(), if !linked => linked = true,
+            () = hub.disconnected(), if linked => {
+                linked = false;
+                print_error(Code::CONNECTION_LOST, "the link to the watch dropped");
+            }
             event = events.next() => {
                 let Some(event) = event else { break };
                 println!("{}", event_json(&event));
@@ -360,6 +367,7 @@ async fn phone(
                         };
                         if let Err(error) = answer {
                             eprintln!("echo failed: {error}");
+                            print_error(error.code(), &format!("echo failed: {error}"));
                         }
                     });
                 }
@@ -368,6 +376,14 @@ async fn phone(
     }
     hub.shutdown().await;
     Ok(())
+}
+
+/// An `error` event line on stdout.
+fn print_error(code: Code, message: &str) {
+    println!(
+        "{}",
+        json!({ "event": "error", "code": code.as_u16(), "message": message })
+    );
 }
 
 /// Where a watch command connects, and to which app.

@@ -187,6 +187,16 @@ pub(crate) fn monitor(
                 }
                 SecurityEvent::Refused(error) => {
                     eprintln!("secure link refused: {error}");
+                    if json_lines {
+                        println!(
+                            "{}",
+                            json!({
+                                "event": "error",
+                                "code": error.code().as_u16(),
+                                "message": error.to_string(),
+                            })
+                        );
+                    }
                     let _ = tx.send(if error.is_lasting() {
                         Outcome::Refused(error)
                     } else {

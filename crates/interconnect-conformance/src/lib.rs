@@ -318,6 +318,13 @@ pub mod cases {
             .await
             .expect_err("one byte more is refused");
         assert_eq!(error.code(), Code::TOO_LARGE);
+        // The same number the other way: what the phone received, it can send back.
+        assert_eq!(e.watch_max_message(&app).await, max, "the phone's maximum");
+        let mut watch_events = conn.events();
+        app.send_bytes(ContentType::Binary, payload.clone())
+            .await
+            .expect("the phone sends the maximum back");
+        assert_eq!(next_message(&mut watch_events).await.payload, payload);
     }
 
     impl Ends {

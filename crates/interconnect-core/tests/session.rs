@@ -440,3 +440,39 @@ fn the_largest_message_fits_when_the_two_links_differ_in_size() {
     pair.drive();
     assert_eq!(pair.phone_messages(ch), vec![payload]);
 }
+
+#[test]
+fn a_message_over_the_largest_is_refused_though_its_frame_fits() {
+    // The largest message is the same number both ways: a peer whose small header lets
+    // a longer payload fit the frame still gets 4001, so nothing is acknowledged that
+    // this side could not have sent (or echoed) itself.
+    let mut pair = Pair::plaintext();
+    let ch = opened(&mut pair);
+    let max = interconnect_proto::Limits::new(DEFAULT_MAX_FRAME_LEN).max_message_len();
+    // Encoded as a peer would whose limit is computed from its actual sub-header: the
+    // frame stays within the negotiated limit.
+    let data = |len: usize, seq: u64| {
+        let frame = Frame::Data(interconnect_proto::Data {
+            channel: ch,
+            seq,
+            content_type: interconnect_proto::ContentType::Binary,
+            exchange: interconnect_proto::Exchange::OneWay,
+            payload: Bytes::from(vec![1; len]),
+        })
+        .to_bytes(DEFAULT_MAX_FRAME_LEN + DATA_HEADER_MAX_LEN)
+        .unwrap();
+        assert!(frame.len() <= DEFAULT_MAX_FRAME_LEN);
+        frame
+    };
+    pair.phone.handle_frame(pair.now, data(max, 1));
+    pair.collect();
+    assert_eq!(pair.phone_messages(ch).len(), 1, "the largest is delivered");
+    pair.phone.handle_frame(pair.now, data(max + 1, 2));
+    pair.collect();
+    assert_eq!(pair.phone_messages(ch).len(), 1, "one byte more is not");
+    let dropped = pair
+        .phone_events
+        .iter()
+        .any(|e| matches!(e, Event::DropLink { code, .. } if *code == Code::TOO_LARGE));
+    assert!(dropped, "the link is dropped with 4001");
+}

@@ -1489,6 +1489,20 @@ impl Session {
     }
 
     fn on_data(&mut self, data: interconnect_proto::Data) {
+        // One number both ways: a message this side could not send is not taken either,
+        // even when the peer's sub-header left room for it in the frame.
+        if let LinkState::Up(up) = &self.link
+            && data.payload.len() > up.limits.max_message_len()
+        {
+            let max = up.limits.max_message_len();
+            return self.protocol_error(
+                Code::TOO_LARGE,
+                format!(
+                    "message of {} bytes exceeds the maximum of {max}",
+                    data.payload.len()
+                ),
+            );
+        }
         let Some(ch) = self.channels.get_mut(&data.channel) else {
             return tracing::debug!(channel = data.channel.0, "data for an unknown channel");
         };
