@@ -24,7 +24,10 @@ pub struct SessionConfig {
     pub handshake_timeout: Duration,
     /// How often to send a liveness ping while the link is up.
     pub ping_interval: Duration,
-    /// A link from which nothing arrived for this long is declared lost.
+    /// A link from which nothing arrived for this long is declared lost; so is one whose
+    /// writes did not drain for this long (the driver checks). The peer's pings (every
+    /// `ping_interval`, 5 s by default) keep an idle link alive, so this must exceed the
+    /// peer's ping interval; 15 s by default.
     pub link_timeout: Duration,
     /// Unacknowledged messages are sent again when no acknowledgement progress was made
     /// for this long (covers links that lose frames without dropping).

@@ -5,6 +5,15 @@
 //! the transport for links (with backoff). The driver reads the link itself (receivers
 //! are cancel-safe), which saves a task hop per frame: on a multi-threaded runtime every
 //! hop is a cross-thread wake-up, and small-message latency is mostly hops.
+//!
+//! Dead links: the session drops a link from which nothing arrived for
+//! `SessionConfig::link_timeout` (it pings every `ping_interval` so an idle link still
+//! talks), and the driver drops one whose write queue took nothing for the same time,
+//! however much the peer still sends. While 256 control frames (replies the peer's input
+//! caused) wait to leave, the driver stops reading the link: a peer that sends without
+//! reading is held back, not buffered. A listener's connection that arrives while a link
+//! is up is vetted beside it (`Session::probe`): the same device takes over at once,
+//! another is refused with 4002 once authenticated.
 
 use std::collections::HashMap;
 use std::time::Duration;
