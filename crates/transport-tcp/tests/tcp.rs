@@ -402,6 +402,15 @@ async fn a_peer_flooding_pings_without_reading_is_held_back_not_buffered() {
 async fn a_link_whose_writes_do_not_drain_is_dropped_after_the_link_timeout_though_the_peer_talks()
 {
     let (hub, app, mut raw) = plaintext_phone_and_raw_watch(Duration::from_secs(1)).await;
+    let (phone_port, watch_port) = (
+        raw.peer_addr().unwrap().port(),
+        raw.local_addr().unwrap().port(),
+    );
+    assert!(
+        phone_socket(phone_port, watch_port)
+            .is_some_and(|(s, inode)| s == TCP_ESTABLISHED && inode != 0),
+        "the phone's socket is found while the link is up"
+    );
     let open = Frame::Open(interconnect_proto::Open {
         channel: interconnect_proto::ChannelId(1),
         package: "com.example".into(),
@@ -437,6 +446,38 @@ async fn a_link_whose_writes_do_not_drain_is_dropped_after_the_link_timeout_thou
     tokio::time::timeout(Duration::from_secs(20), hub.disconnected())
         .await
         .expect("the phone drops a link its writes cannot drain into");
+    // And closes its socket, though the watch still reads nothing: within the linger
+    // time (2 s) no descriptor holds it and it has left ESTABLISHED.
+    let gone = async {
+        while phone_socket(phone_port, watch_port)
+            .is_some_and(|(state, inode)| state == TCP_ESTABLISHED || inode != 0)
+        {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(10), gone)
+        .await
+        .expect("the dropped link's socket is closed");
     talking.abort();
     drop(sends);
+}
+
+const TCP_ESTABLISHED: u8 = 1;
+
+/// The state and inode (0: no descriptor holds it) of the kernel's socket from
+/// `local` to `remote` on 127.0.0.1, from `/proc/net/tcp`.
+fn phone_socket(local: u16, remote: u16) -> Option<(u8, u64)> {
+    let table = std::fs::read_to_string("/proc/net/tcp").ok()?;
+    table.lines().skip(1).find_map(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let port = |at: usize| {
+            let field = fields.get(at)?.rsplit(':').next()?;
+            u16::from_str_radix(field, 16).ok()
+        };
+        if port(1)? != local || port(2)? != remote {
+            return None;
+        }
+        let state = u8::from_str_radix(fields.get(3)?, 16).ok()?;
+        Some((state, fields.get(9)?.parse().ok()?))
+    })
 }
