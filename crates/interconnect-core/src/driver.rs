@@ -318,8 +318,12 @@ pub(crate) struct Driver {
     /// Outgoing files being opened and hashed, by ticket.
     preparing: HashMap<u64, OutFile>,
     outgoing_files: HashMap<TransferId, OutFile>,
-    /// Incoming files' writers, with the ticket their reports carry.
-    writers: HashMap<(ChannelId, TransferId), (u64, mpsc::UnboundedSender<WriterCmd>)>,
+    /// Incoming files' writers, with the ticket their reports carry and the partial file
+    /// each owns.
+    writers: HashMap<
+        (ChannelId, TransferId),
+        (u64, mpsc::UnboundedSender<WriterCmd>, std::path::PathBuf),
+    >,
     /// The next writer's ticket.
     next_ticket: u64,
     /// A frame the session produced that the write queue had no room for.
@@ -848,7 +852,7 @@ impl Driver {
                         failure: Some((code, reason)),
                     };
                     let unsent = match self.writers.get(&(channel, transfer)) {
-                        Some((_, writer)) => writer.send(abort).err().map(|e| e.0),
+                        Some((_, writer, _)) => writer.send(abort).err().map(|e| e.0),
                         None => Some(abort),
                     };
                     if let Some(WriterCmd::Abort {
@@ -875,12 +879,12 @@ impl Driver {
                 data,
                 digest,
             } => {
-                if let Some((_, writer)) = self.writers.get(&(channel, transfer)) {
+                if let Some((_, writer, _)) = self.writers.get(&(channel, transfer)) {
                     let _ = writer.send(WriterCmd::Data(offset, data, digest));
                 }
             }
             Event::FileAbandoned { channel, transfer } => {
-                if let Some((_, writer)) = self.writers.remove(&(channel, transfer)) {
+                if let Some((_, writer, _)) = self.writers.remove(&(channel, transfer)) {
                     let _ = writer.send(WriterCmd::Abort {
                         remove: false,
                         failure: None,
@@ -932,11 +936,18 @@ impl Driver {
             size,
             modified,
         };
-        match files::accept(config, offer, self.io_tx.clone()) {
+        // Offered again after a link drop: the earlier writer's partial, once it let go.
+        let resumes = self
+            .writers
+            .remove(&(channel, transfer))
+            .map(|(_, _, part)| part);
+        match files::accept(config, offer, resumes, self.io_tx.clone()) {
             Ok(incoming) => {
                 self.session.accept_file(channel, transfer, incoming.offset);
-                self.writers
-                    .insert((channel, transfer), (ticket, incoming.writer));
+                self.writers.insert(
+                    (channel, transfer),
+                    (ticket, incoming.writer, incoming.part),
+                );
                 self.emit(
                     channel,
                     ConnectionEvent::FileIncoming {
@@ -1072,7 +1083,7 @@ impl Driver {
     fn is_current_writer(&self, ticket: u64, channel: ChannelId, transfer: TransferId) -> bool {
         self.writers
             .get(&(channel, transfer))
-            .is_some_and(|(current, _)| *current == ticket)
+            .is_some_and(|(current, _, _)| *current == ticket)
     }
 
     fn outgoing_transfer_channel(&self, transfer: TransferId) -> Option<ChannelId> {
@@ -1356,7 +1367,7 @@ impl Driver {
                     Code::CANCELLED,
                     "cancelled by the receiver",
                 );
-                if let Some((_, writer)) = self.writers.remove(&(channel, transfer)) {
+                if let Some((_, writer, _)) = self.writers.remove(&(channel, transfer)) {
                     let _ = writer.send(WriterCmd::Abort {
                         remove: true,
                         failure: None,
@@ -1400,7 +1411,7 @@ impl Driver {
             probe.link.retire();
         }
         // Keep partial files: a later offer of the same file resumes from them.
-        for (_, (_, writer)) in self.writers.drain() {
+        for (_, (_, writer, _)) in self.writers.drain() {
             let _ = writer.send(WriterCmd::Abort {
                 remove: false,
                 failure: None,
@@ -1438,7 +1449,7 @@ impl Driver {
         for out in outs.chain(self.outgoing_files.drain().map(|(_, o)| o)) {
             let _ = out.done.send(Err(Error::Stopped));
         }
-        for (_, (_, writer)) in self.writers.drain() {
+        for (_, (_, writer, _)) in self.writers.drain() {
             // Keep partial files: a later offer of the same file resumes from them.
             let _ = writer.send(WriterCmd::Abort {
                 remove: false,

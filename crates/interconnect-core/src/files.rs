@@ -15,6 +15,12 @@
 //! digest checked, and it is linked under its sanitised, collision-free final name (never
 //! overwriting anything), then the partial is removed. Any failure removes the partial
 //! file: a partial that came from other content fails the digest and is not kept.
+//!
+//! A partial belongs to one transfer at a time: its writer holds an exclusive lock on it
+//! from the accept until the file is stored (the lock outlives the link and the removal
+//! of the partial name), so a stored file is never written again. An identical offer
+//! while another transfer holds the partial gets a fresh partial of its own
+//! (`<key>.<ticket>.part`) and is stored beside it under a numbered name.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek, Write};
@@ -395,6 +401,9 @@ pub(crate) struct Incoming {
     pub(crate) offset: u64,
     pub(crate) name: String,
     pub(crate) writer: mpsc::UnboundedSender<WriterCmd>,
+    /// The partial file this transfer owns; a resumed offer of the same transfer passes
+    /// it back to [`accept`].
+    pub(crate) part: PathBuf,
 }
 
 /// Why an offer is refused.
@@ -417,9 +426,13 @@ pub(crate) struct Offer {
 
 /// Checks an offer against the limits and the disk, finds a partial file to resume, and
 /// starts the writer (on a blocking thread) that reports through `done`.
+///
+/// `resumes` is the partial of this same transfer's earlier writer (the peer offered it
+/// again after a link drop): the new writer waits for the old one to let go of it.
 pub(crate) fn accept(
     config: &FilesConfig,
     offer: Offer,
+    resumes: Option<PathBuf>,
     done: mpsc::UnboundedSender<IoDone>,
 ) -> Result<Incoming, Refusal> {
     if offer.size > config.max_file_size {
@@ -438,14 +451,29 @@ pub(crate) fn accept(
     let partial_dir = config.dir.join(".partial");
     fs::create_dir_all(&partial_dir).map_err(storage)?;
     let key = partial_key(&offer.package, &offer.name, offer.size, offer.modified);
-    let part = partial_dir.join(format!("{key}.part"));
+    let (part, claimed) = match resumes {
+        Some(part) => (part, None),
+        None => {
+            let (part, file) = claim(&partial_dir, &key, offer.ticket).map_err(storage)?;
+            (part, Some(file))
+        }
+    };
     // At most one byte short of the end: the last chunk brings the digest.
-    let held = fs::metadata(&part)
-        .map(|m| m.len().min(offer.size.saturating_sub(1)))
-        .unwrap_or(0);
+    let held = match &claimed {
+        Some(file) => file.metadata().map(|m| m.len()),
+        None => fs::metadata(&part).map(|m| m.len()),
+    }
+    .map(|len| len.min(offer.size.saturating_sub(1)))
+    .unwrap_or(0);
     let available = fs4::available_space(&config.dir).map_err(storage)?;
     let needed = (offer.size - held).saturating_add(config.reserve_free_bytes);
     if available < needed {
+        // An empty partial (made by the claim) holds nothing worth keeping.
+        if let Some(file) = &claimed
+            && file.metadata().is_ok_and(|m| m.len() == 0)
+        {
+            let _ = fs::remove_file(&part);
+        }
         return Err(Refusal {
             code: Code::STORAGE,
             reason: format!(
@@ -461,7 +489,8 @@ pub(crate) fn accept(
         ticket: offer.ticket,
         channel: offer.channel,
         transfer: offer.transfer,
-        part,
+        part: part.clone(),
+        claimed: std::sync::Mutex::new(claimed),
         dir: config.dir.clone(),
         name: name.clone(),
         size: offer.size,
@@ -472,7 +501,72 @@ pub(crate) fn accept(
         offset: held,
         name,
         writer: tx,
+        part,
     })
+}
+
+/// Takes the partial file of `key` for one transfer: `<key>.part` when no other writer
+/// holds it, else a fresh `<key>.<ticket>.part`. The file comes back locked.
+fn claim(dir: &Path, key: &str, ticket: u64) -> io::Result<(PathBuf, File)> {
+    let shared = dir.join(format!("{key}.part"));
+    if let Some(file) = try_claim(&shared)? {
+        return Ok((shared, file));
+    }
+    for n in 0..64u64 {
+        let own = dir.join(format!("{key}.{}.part", ticket.wrapping_add(n)));
+        if let Some(file) = try_claim(&own)? {
+            // Whatever an earlier run left under this name is not this transfer's.
+            file.set_len(0)?;
+            return Ok((own, file));
+        }
+    }
+    Err(io::Error::new(
+        io::ErrorKind::WouldBlock,
+        "every partial file for this offer is in use",
+    ))
+}
+
+/// Opens and locks `path`, or `None` if another writer holds it. The lock is checked to
+/// be on the file the name still points to (its last owner may have just stored it).
+fn try_claim(path: &Path) -> io::Result<Option<File>> {
+    for _ in 0..8 {
+        let file = open_partial(path)?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(fs::TryLockError::WouldBlock) => return Ok(None),
+            Err(fs::TryLockError::Error(e)) => return Err(e),
+        }
+        if is_named(&file, path) {
+            return Ok(Some(file));
+        }
+    }
+    Ok(None)
+}
+
+fn open_partial(path: &Path) -> io::Result<File> {
+    OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .read(true)
+        .write(true)
+        .open(path)
+}
+
+/// Whether `path` still names the file `file` has open.
+fn is_named(file: &File, path: &Path) -> bool {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        match (file.metadata(), fs::metadata(path)) {
+            (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
+            _ => false,
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = (file, path);
+        true
+    }
 }
 
 struct Writer {
@@ -481,6 +575,9 @@ struct Writer {
     channel: ChannelId,
     transfer: TransferId,
     part: PathBuf,
+    /// The partial, locked by `accept`; `None` when resuming, until the writer of the
+    /// transfer's earlier link let go of it.
+    claimed: std::sync::Mutex<Option<File>>,
     dir: PathBuf,
     name: String,
     size: u64,
@@ -592,12 +689,21 @@ impl Writer {
 
     /// Opens the partial file at the offset accepted, hashing what it already holds.
     fn open(&self) -> io::Result<Partial> {
-        let file = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .read(true)
-            .write(true)
-            .open(&self.part)?;
+        let claimed = self
+            .claimed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        let file = match claimed {
+            Some(file) => file,
+            None => loop {
+                let file = open_partial(&self.part)?;
+                file.lock()?;
+                if is_named(&file, &self.part) {
+                    break file;
+                }
+            },
+        };
         if let Some(dir) = self.part.parent() {
             remove_stale_partials(dir, &self.part, self.partial_max_age);
         }
@@ -638,8 +744,10 @@ impl Writer {
                 ),
             ));
         }
+        // Stored while still locked: no other transfer takes this file meanwhile.
+        let stored = self.store();
         drop(partial.file);
-        self.store()
+        stored
     }
 
     /// Links the verified partial file under the first free name, then removes it.
