@@ -526,3 +526,63 @@ fn a_48_mib_file_arrives_identical_through_a_proxy_that_cuts_every_2_to_6_mib() 
     assert!(proxy.faults() >= 8, "{}", proxy.report());
     eprintln!("{}", proxy.report());
 }
+
+#[test]
+fn watch_listen_prints_the_open_and_the_phones_close_and_the_phone_prints_the_watchs_close() {
+    let mut phone = Phone::start();
+    // A watch command that ends closes its channel: the phone prints the close.
+    let (ok, out) = phone.watch(&["send", "1"]);
+    assert!(ok, "{out:?}");
+    let close = phone.expect_event("close");
+    assert_eq!(close["code"], 1000, "{close}");
+
+    let mut listen = Command::new(BIN)
+        .args([
+            "watch",
+            "--connect",
+            &phone.addr,
+            "--package",
+            "com.example.cli",
+        ])
+        .arg("listen")
+        .env("INTERCONNECT_HOME", phone.watch_home.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("listen starts");
+    let stdout = listen.stdout.take().expect("stdout");
+    let (tx, lines) = mpsc::channel::<Value>();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let value = serde_json::from_str(&line).unwrap_or_else(|_| panic!("not JSON: {line}"));
+            if tx.send(value).is_err() {
+                return;
+            }
+        }
+    });
+    let next = || {
+        lines
+            .recv_timeout(Duration::from_secs(30))
+            .expect("listen prints a line")
+    };
+    assert_eq!(
+        next(),
+        serde_json::json!({ "event": "open", "is_reconnected": false })
+    );
+    // The phone stops cleanly (Ctrl-C): listen prints its close.
+    let stopped = Command::new("kill")
+        .args(["-INT", &phone.child.id().to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(stopped.success());
+    let close = loop {
+        let line = next();
+        if line["event"] == "close" {
+            break line;
+        }
+    };
+    assert_eq!(close["code"], 1000, "{close}");
+    let _ = phone.child.wait();
+    let _ = listen.kill();
+    let _ = listen.wait();
+}
