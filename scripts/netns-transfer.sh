@@ -2,7 +2,8 @@
 # Sends a file from a watch to a phone in two network namespaces joined by a veth pair,
 # through a tbf bandwidth limit, with a black hole (every packet dropped, both ways) in
 # the middle of the transfer, and reports the transfer time against the link's capacity.
-# Needs root (ip netns, tc). Cleans up after itself.
+# Needs root, iproute2 (ip netns, tc) and nftables (`apt-get install nftables`): the
+# black hole is an nftables drop policy in both namespaces. Cleans up after itself.
 #
 #   scripts/netns-transfer.sh [MiB=32] [rate-mbit=80] [blackhole-seconds=20] [blackhole-at-seconds=1]
 #
@@ -53,17 +54,17 @@ INTERCONNECT_HOME="$WORK/watch-home" ip netns exec "$W" "$BIN" watch --connect 1
     > "$WORK/watch.out" 2> "$WORK/watch.err" &
 WATCH_PID=$!
 sleep "$AT"
-for pair in "$P icp$$" "$W icw$$"; do
-    set -- $pair
-    tc -n "$1" qdisc add dev "$2" ingress
-    tc -n "$1" filter add dev "$2" ingress matchall action drop
+for ns in "$P" "$W"; do
+    ip netns exec "$ns" nft -f - <<NFT
+table inet hole {
+    chain input { type filter hook input priority 0; policy drop; iif lo accept; }
+    chain output { type filter hook output priority 0; policy drop; oif lo accept; }
+}
+NFT
 done
 echo "black hole for ${HOLE} s from ${AT} s"
 sleep "$HOLE"
-for pair in "$P icp$$" "$W icw$$"; do
-    set -- $pair
-    tc -n "$1" qdisc del dev "$2" ingress
-done
+for ns in "$P" "$W"; do ip netns exec "$ns" nft delete table inet hole; done
 status=0
 wait "$WATCH_PID" || status=$?
 end=$(date +%s.%N)

@@ -586,3 +586,71 @@ fn watch_listen_prints_the_open_and_the_phones_close_and_the_phone_prints_the_wa
     let _ = listen.kill();
     let _ = listen.wait();
 }
+
+#[test]
+fn a_second_watch_refused_as_busy_keeps_trying_and_is_served_once_the_first_leaves() {
+    let keys = tempfile::tempdir().expect("temp dir");
+    let (phone_key, phone_fp) = keygen(keys.path(), "phone.identity");
+    let (first_key, first_fp) = keygen(keys.path(), "first.identity");
+    let (second_key, second_fp) = keygen(keys.path(), "second.identity");
+    let phone = Phone::start_with(&[
+        "--identity",
+        &phone_key,
+        "--trust",
+        &first_fp,
+        "--trust",
+        &second_fp,
+    ]);
+    let watch = |identity: &str| {
+        let mut command = Command::new(BIN);
+        command
+            .args([
+                "watch",
+                "--connect",
+                &phone.addr,
+                "--package",
+                "com.example.cli",
+            ])
+            .args(["--identity", identity, "--trust", &phone_fp]);
+        command
+    };
+    // The first watch holds the link.
+    let mut first = watch(&first_key)
+        .arg("listen")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("the first watch starts");
+    let mut first_out = BufReader::new(first.stdout.take().expect("stdout"));
+    let mut line = String::new();
+    first_out.read_line(&mut line).expect("a line");
+    assert!(line.contains("\"open\""), "{line}");
+
+    // The second is refused with 4002 (on its stderr), and keeps trying.
+    let mut second = watch(&second_key)
+        .args(["send", r#""second""#, "--timeout-ms", "60000"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the second watch starts");
+    let stderr = BufReader::new(second.stderr.take().expect("stderr"));
+    let (tx, refused) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in stderr.lines().map_while(Result::ok) {
+            if line.contains("4002") {
+                let _ = tx.send(line);
+            }
+        }
+    });
+    refused
+        .recv_timeout(Duration::from_secs(30))
+        .expect("the second watch is refused as busy");
+    // The first leaves: the second, still trying, is served.
+    let _ = first.kill();
+    let _ = first.wait();
+    let output = second.wait_with_output().expect("the second watch ends");
+    let out = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{out}");
+    assert_eq!(out.trim(), r#"{"sent":true}"#);
+    assert_eq!(phone.expect_event("message")["data"], "second");
+}
