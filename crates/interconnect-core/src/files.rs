@@ -82,7 +82,11 @@ pub fn sanitize_file_name(offered: &str) -> String {
         .unwrap_or("");
     let cleaned: String = last
         .chars()
-        .filter(|c| !c.is_control() && !matches!(c, '<' | '>' | ':' | '"' | '|' | '?' | '*'))
+        .filter(|c| {
+            !c.is_control()
+                && !is_invisible(*c)
+                && !matches!(c, '<' | '>' | ':' | '"' | '|' | '?' | '*')
+        })
         .collect();
     let trimmed = cleaned.trim_matches(|c: char| c == '.' || c.is_whitespace());
     let mut name = if trimmed.is_empty() {
@@ -99,6 +103,36 @@ pub fn sanitize_file_name(offered: &str) -> String {
         name.insert(0, '_');
     }
     truncate_keeping_extension(&name, MAX_FILE_NAME_LEN)
+}
+
+/// Unicode format characters (category Cf: bidi controls such as U+202E, which makes
+/// `\u{202e}gnp.exe` display as "exe.png", zero-width characters, the byte-order mark)
+/// and the line and paragraph separators: they change how a name looks, not what it is.
+fn is_invisible(c: char) -> bool {
+    matches!(
+        c,
+        '\u{00AD}'
+            | '\u{0600}'..='\u{0605}'
+            | '\u{061C}'
+            | '\u{06DD}'
+            | '\u{070F}'
+            | '\u{0890}'..='\u{0891}'
+            | '\u{08E2}'
+            | '\u{180E}'
+            | '\u{200B}'..='\u{200F}'
+            | '\u{2028}'..='\u{202E}'
+            | '\u{2060}'..='\u{2064}'
+            | '\u{2066}'..='\u{206F}'
+            | '\u{FEFF}'
+            | '\u{FFF9}'..='\u{FFFB}'
+            | '\u{110BD}'
+            | '\u{110CD}'
+            | '\u{13430}'..='\u{1343F}'
+            | '\u{1BCA0}'..='\u{1BCA3}'
+            | '\u{1D173}'..='\u{1D17A}'
+            | '\u{E0001}'
+            | '\u{E0020}'..='\u{E007F}'
+    )
 }
 
 fn truncate_keeping_extension(name: &str, max: usize) -> String {
@@ -805,6 +839,23 @@ mod tests {
         let long = format!("{}.txt", "é".repeat(200));
         let cut = sanitize_file_name(&long);
         assert!(cut.len() <= MAX_FILE_NAME_LEN && cut.ends_with(".txt"));
+    }
+
+    #[test]
+    fn invisible_and_direction_changing_characters_are_removed() {
+        // Displayed as "exe.png", it is an .exe.
+        assert_eq!(sanitize_file_name("\u{202e}gnp.exe"), "gnp.exe");
+        assert_eq!(
+            sanitize_file_name("re\u{200b}port\u{feff}.pdf"),
+            "report.pdf"
+        );
+        assert_eq!(
+            sanitize_file_name("a\u{2066}b\u{2069}\u{200d}.txt"),
+            "ab.txt"
+        );
+        assert_eq!(sanitize_file_name("\u{200b}\u{202e}"), "file");
+        // Visible letters of any script stay.
+        assert_eq!(sanitize_file_name("фото 照片.jpg"), "фото 照片.jpg");
     }
 
     #[test]
