@@ -1022,7 +1022,8 @@ impl Driver {
                             .cancel_file(channel, transfer, Code::STORAGE, &reason);
                     }
                     if let Some(out) = self.outgoing_files.remove(&transfer) {
-                        let _ = out.done.send(Err(Error::Io(reason)));
+                        // `Error::Io` says "cannot read the file" itself.
+                        let _ = out.done.send(Err(Error::Io(e.to_string())));
                     }
                 }
             },

@@ -16,6 +16,11 @@ use crate::channel::ChannelState;
 use crate::event::Event;
 use crate::transfer::{ChunkVerdict, InState, IncomingFile, OutState, OutgoingFile};
 
+/// Incoming transfers remembered as answered with a cancel.
+const ANSWERED_UNKNOWN: usize = 64;
+/// Chunks of an answered transfer between two cancels (more than a file window holds).
+const REANSWER_EVERY: u32 = 1024;
+
 impl Session {
     fn owns(&self, transfer: TransferId) -> bool {
         let odd = transfer.0 % 2 == 1;
@@ -141,7 +146,12 @@ impl Session {
         let known = if self.owns(transfer) {
             self.outgoing.remove(&transfer).is_some()
         } else {
-            self.incoming.remove(&(channel, transfer)).is_some()
+            let known = self.incoming.remove(&(channel, transfer)).is_some();
+            if known {
+                // Chunks still in flight are dropped without a cancel of their own.
+                self.remember_answered((channel, transfer));
+            }
+            known
         };
         if known && self.is_link_up() {
             self.control.push_back(Frame::FileCancel(FileCancel {
@@ -415,8 +425,10 @@ impl Session {
         let key = (chunk.channel, chunk.transfer);
         let window = self.config.file_window;
         let Some(file) = self.incoming.get_mut(&key) else {
-            if self.is_open(chunk.channel) && !self.owns(chunk.transfer) {
-                // A transfer we do not know (cancelled, or finished long ago): stop it.
+            if self.is_open(chunk.channel) && !self.owns(chunk.transfer) && self.answer_unknown(key)
+            {
+                // A transfer we do not know (cancelled, or finished long ago): stop it,
+                // once for all the chunks in flight.
                 self.control.push_back(Frame::FileCancel(FileCancel {
                     channel: chunk.channel,
                     transfer: chunk.transfer,
@@ -528,6 +540,31 @@ impl Session {
                 code: cancel.code,
                 reason: cancel.reason,
             });
+        }
+    }
+
+    /// Notes an incoming transfer whose sender was told to stop (bounded: the oldest
+    /// goes first).
+    fn remember_answered(&mut self, key: (ChannelId, TransferId)) {
+        self.answered_unknown.retain(|(k, _)| *k != key);
+        if self.answered_unknown.len() == ANSWERED_UNKNOWN {
+            self.answered_unknown.pop_front();
+        }
+        self.answered_unknown.push_back((key, 0));
+    }
+
+    /// Whether a chunk of a transfer this side does not hold gets a cancel: the first
+    /// does, then one in `REANSWER_EVERY`.
+    fn answer_unknown(&mut self, key: (ChannelId, TransferId)) -> bool {
+        match self.answered_unknown.iter_mut().find(|(k, _)| *k == key) {
+            Some((_, since)) => {
+                *since += 1;
+                *since % REANSWER_EVERY == 0
+            }
+            None => {
+                self.remember_answered(key);
+                true
+            }
         }
     }
 

@@ -133,6 +133,10 @@ pub struct Session {
     apps: BTreeMap<String, AppEntry>,
     outgoing: BTreeMap<TransferId, OutgoingFile>,
     incoming: BTreeMap<(ChannelId, TransferId), IncomingFile>,
+    /// Incoming transfers lately told to stop, with the chunks that came for them since:
+    /// the chunks still in flight behind a cancel get no cancel of their own (one in
+    /// `REANSWER_EVERY` does, for a sender that lost it).
+    answered_unknown: VecDeque<((ChannelId, TransferId), u32)>,
     next_transfer: u32,
     /// Last outgoing transfer served by the round-robin chunk scheduler.
     rr_file: Option<TransferId>,
@@ -216,6 +220,7 @@ impl Session {
             apps: BTreeMap::new(),
             outgoing: BTreeMap::new(),
             incoming: BTreeMap::new(),
+            answered_unknown: VecDeque::new(),
             next_transfer: 0,
             rr_file: None,
             control: VecDeque::new(),
