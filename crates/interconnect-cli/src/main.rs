@@ -60,6 +60,9 @@ enum Command {
         /// Where received files go.
         #[arg(long = "files-dir")]
         files_dir: PathBuf,
+        /// Free space (MiB) the disk keeps once every file in progress is stored.
+        #[arg(long = "reserve-free-mib", default_value_t = 64)]
+        reserve_free_mib: u64,
         /// Answer every message (and request) with the same data.
         #[arg(long)]
         echo: bool,
@@ -170,6 +173,7 @@ fn main() -> ExitCode {
                 app_version,
                 fingerprint,
                 files_dir,
+                reserve_free_mib,
                 echo,
                 security,
             } => {
@@ -178,7 +182,9 @@ fn main() -> ExitCode {
                     version: app_version,
                     fingerprint,
                 };
-                phone(listen, app, files_dir, echo, &security).await
+                let mut files = FilesConfig::new(files_dir);
+                files.reserve_free_bytes = reserve_free_mib.saturating_mul(1 << 20);
+                phone(listen, app, files, echo, &security).await
             }
             Command::Watch {
                 connect,
@@ -315,7 +321,7 @@ struct PhoneApp {
 async fn phone(
     listen: SocketAddr,
     app: PhoneApp,
-    files_dir: PathBuf,
+    files: FilesConfig,
     echo: bool,
     security: &SecurityArgs,
 ) -> Result<(), Failure> {
@@ -324,7 +330,7 @@ async fn phone(
         .await
         .map_err(|e| failure(Code::OTHERS, format!("cannot listen on {listen}: {e}")))?;
     let mut config = Config::new(device_id());
-    config.files = Some(FilesConfig::new(files_dir));
+    config.files = Some(files);
     config.security = setup.security;
     config.known_peers = setup.known_peers;
     print_listening(listener.local_addr());

@@ -654,3 +654,22 @@ fn a_second_watch_refused_as_busy_keeps_trying_and_is_served_once_the_first_leav
     assert_eq!(out.trim(), r#"{"sent":true}"#);
     assert_eq!(phone.expect_event("message")["data"], "second");
 }
+
+#[test]
+fn the_phone_takes_its_free_space_reserve_from_the_command_line() {
+    // A reserve larger than any disk: every file is refused with 4005, saying why.
+    let phone = Phone::start_with(&["--reserve-free-mib", "1000000000000"]);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = dir.path().join("small.bin");
+    std::fs::write(&file, b"1 KiB or less").expect("write");
+    let (ok, out) = phone.watch(&["send-file", file.to_str().expect("utf-8 path")]);
+    assert!(!ok);
+    assert_eq!(out[0]["code"], 4005, "{out:?}");
+    assert!(
+        out[0]["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("free space"),
+        "{out:?}"
+    );
+}

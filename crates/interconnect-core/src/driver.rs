@@ -225,6 +225,19 @@ impl ActiveLink {
     }
 }
 
+/// An incoming file being written.
+struct Receiving {
+    /// Tells this writer's reports apart (see `IoDone::Written`).
+    ticket: u64,
+    commands: mpsc::UnboundedSender<WriterCmd>,
+    /// The partial file it owns.
+    part: std::path::PathBuf,
+    /// Bytes still to come, reserved on the disk against other offers.
+    left: u64,
+    /// The file's size.
+    size: u64,
+}
+
 /// A second link being vetted while the current one is up (see `Session::probe`).
 struct Probe {
     session: Session,
@@ -318,12 +331,8 @@ pub(crate) struct Driver {
     /// Outgoing files being opened and hashed, by ticket.
     preparing: HashMap<u64, OutFile>,
     outgoing_files: HashMap<TransferId, OutFile>,
-    /// Incoming files' writers, with the ticket their reports carry and the partial file
-    /// each owns.
-    writers: HashMap<
-        (ChannelId, TransferId),
-        (u64, mpsc::UnboundedSender<WriterCmd>, std::path::PathBuf),
-    >,
+    /// Incoming files being written, by transfer.
+    writers: HashMap<(ChannelId, TransferId), Receiving>,
     /// The next writer's ticket.
     next_ticket: u64,
     /// A frame the session produced that the write queue had no room for.
@@ -852,7 +861,7 @@ impl Driver {
                         failure: Some((code, reason)),
                     };
                     let unsent = match self.writers.get(&(channel, transfer)) {
-                        Some((_, writer, _)) => writer.send(abort).err().map(|e| e.0),
+                        Some(receiving) => receiving.commands.send(abort).err().map(|e| e.0),
                         None => Some(abort),
                     };
                     if let Some(WriterCmd::Abort {
@@ -879,13 +888,15 @@ impl Driver {
                 data,
                 digest,
             } => {
-                if let Some((_, writer, _)) = self.writers.get(&(channel, transfer)) {
-                    let _ = writer.send(WriterCmd::Data(offset, data, digest));
+                if let Some(receiving) = self.writers.get(&(channel, transfer)) {
+                    let _ = receiving
+                        .commands
+                        .send(WriterCmd::Data(offset, data, digest));
                 }
             }
             Event::FileAbandoned { channel, transfer } => {
-                if let Some((_, writer, _)) = self.writers.remove(&(channel, transfer)) {
-                    let _ = writer.send(WriterCmd::Abort {
+                if let Some(receiving) = self.writers.remove(&(channel, transfer)) {
+                    let _ = receiving.commands.send(WriterCmd::Abort {
                         remove: false,
                         failure: None,
                     });
@@ -940,13 +951,23 @@ impl Driver {
         let resumes = self
             .writers
             .remove(&(channel, transfer))
-            .map(|(_, _, part)| part);
-        match files::accept(config, offer, resumes, self.io_tx.clone()) {
+            .map(|receiving| receiving.part);
+        let others = files::InProgress {
+            count: self.writers.len(),
+            bytes: self.writers.values().map(|r| r.left).sum(),
+        };
+        match files::accept(config, offer, resumes, others, self.io_tx.clone()) {
             Ok(incoming) => {
                 self.session.accept_file(channel, transfer, incoming.offset);
                 self.writers.insert(
                     (channel, transfer),
-                    (ticket, incoming.writer, incoming.part),
+                    Receiving {
+                        ticket,
+                        commands: incoming.writer,
+                        part: incoming.part,
+                        left: size - incoming.offset,
+                        size,
+                    },
                 );
                 self.emit(
                     channel,
@@ -1034,6 +1055,9 @@ impl Driver {
                 end,
             } => {
                 if self.is_current_writer(ticket, channel, transfer) {
+                    if let Some(receiving) = self.writers.get_mut(&(channel, transfer)) {
+                        receiving.left = receiving.size.saturating_sub(end);
+                    }
                     self.session.file_written(channel, transfer, end);
                 }
             }
@@ -1084,7 +1108,7 @@ impl Driver {
     fn is_current_writer(&self, ticket: u64, channel: ChannelId, transfer: TransferId) -> bool {
         self.writers
             .get(&(channel, transfer))
-            .is_some_and(|(current, _, _)| *current == ticket)
+            .is_some_and(|receiving| receiving.ticket == ticket)
     }
 
     fn outgoing_transfer_channel(&self, transfer: TransferId) -> Option<ChannelId> {
@@ -1368,8 +1392,8 @@ impl Driver {
                     Code::CANCELLED,
                     "cancelled by the receiver",
                 );
-                if let Some((_, writer, _)) = self.writers.remove(&(channel, transfer)) {
-                    let _ = writer.send(WriterCmd::Abort {
+                if let Some(receiving) = self.writers.remove(&(channel, transfer)) {
+                    let _ = receiving.commands.send(WriterCmd::Abort {
                         remove: true,
                         failure: None,
                     });
@@ -1412,8 +1436,8 @@ impl Driver {
             probe.link.retire();
         }
         // Keep partial files: a later offer of the same file resumes from them.
-        for (_, (_, writer, _)) in self.writers.drain() {
-            let _ = writer.send(WriterCmd::Abort {
+        for (_, receiving) in self.writers.drain() {
+            let _ = receiving.commands.send(WriterCmd::Abort {
                 remove: false,
                 failure: None,
             });
@@ -1450,9 +1474,9 @@ impl Driver {
         for out in outs.chain(self.outgoing_files.drain().map(|(_, o)| o)) {
             let _ = out.done.send(Err(Error::Stopped));
         }
-        for (_, (_, writer, _)) in self.writers.drain() {
+        for (_, receiving) in self.writers.drain() {
             // Keep partial files: a later offer of the same file resumes from them.
-            let _ = writer.send(WriterCmd::Abort {
+            let _ = receiving.commands.send(WriterCmd::Abort {
                 remove: false,
                 failure: None,
             });

@@ -40,9 +40,12 @@ pub struct FilesConfig {
     pub dir: PathBuf,
     /// Largest file accepted; larger offers are refused with 4001.
     pub max_file_size: u64,
-    /// Free space that must remain on the disk after a file is stored; an offer that
-    /// would eat into it is refused with 4005.
+    /// Free space that must remain on the disk once every transfer in progress is
+    /// stored; an offer that would eat into it is refused with 4005.
     pub reserve_free_bytes: u64,
+    /// Incoming transfers written at once; an offer beyond is refused with 4002 (busy),
+    /// and the sender may offer it again once one ended. Bounds descriptors and threads.
+    pub max_incoming: usize,
     /// Partial files (kept so an interrupted transfer can resume) untouched for longer
     /// than this are removed when the next file arrives, so abandoned transfers do not
     /// fill the disk.
@@ -50,13 +53,14 @@ pub struct FilesConfig {
 }
 
 impl FilesConfig {
-    /// Receive into `dir`, files up to 4 GiB, keeping 64 MiB of the disk free and partial
-    /// files for a week.
+    /// Receive into `dir`, files up to 4 GiB, 16 at a time, keeping 64 MiB of the disk
+    /// free and partial files for a week.
     pub fn new(dir: impl Into<PathBuf>) -> Self {
         FilesConfig {
             dir: dir.into(),
             max_file_size: 4 << 30,
             reserve_free_bytes: 64 << 20,
+            max_incoming: 16,
             partial_max_age: Duration::from_secs(7 * 24 * 3600),
         }
     }
@@ -440,6 +444,14 @@ pub(crate) struct Incoming {
     pub(crate) part: PathBuf,
 }
 
+/// The incoming transfers already being written when an offer arrives.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct InProgress {
+    pub(crate) count: usize,
+    /// Bytes they still have to write: reserved on the disk.
+    pub(crate) bytes: u64,
+}
+
 /// Why an offer is refused.
 pub(crate) struct Refusal {
     pub(crate) code: Code,
@@ -467,8 +479,19 @@ pub(crate) fn accept(
     config: &FilesConfig,
     offer: Offer,
     resumes: Option<PathBuf>,
+    others: InProgress,
     done: mpsc::UnboundedSender<IoDone>,
 ) -> Result<Incoming, Refusal> {
+    // A resumed transfer replaces its own earlier writer, so it is never over the limit.
+    if resumes.is_none() && others.count >= config.max_incoming {
+        return Err(Refusal {
+            code: Code::BUSY,
+            reason: format!(
+                "{} incoming files are being received; offer it again when one ended",
+                others.count
+            ),
+        });
+    }
     if offer.size > config.max_file_size {
         return Err(Refusal {
             code: Code::TOO_LARGE,
@@ -500,8 +523,7 @@ pub(crate) fn accept(
     .map(|len| len.min(offer.size.saturating_sub(1)))
     .unwrap_or(0);
     let available = fs4::available_space(&config.dir).map_err(storage)?;
-    let needed = (offer.size - held).saturating_add(config.reserve_free_bytes);
-    if available < needed {
+    if let Err(needed) = check_space(available, offer.size - held, others.bytes, config) {
         // An empty partial (made by the claim) holds nothing worth keeping.
         if let Some(file) = &claimed
             && file.metadata().is_ok_and(|m| m.len() == 0)
@@ -511,8 +533,9 @@ pub(crate) fn accept(
         return Err(Refusal {
             code: Code::STORAGE,
             reason: format!(
-                "not enough free space: {} bytes needed, {available} available",
-                needed
+                "not enough free space: {needed} bytes needed (this file, the {} in progress \
+                 and the {} reserved), {available} available",
+                others.count, config.reserve_free_bytes
             ),
         });
     }
@@ -537,6 +560,19 @@ pub(crate) fn accept(
         writer: tx,
         part,
     })
+}
+
+/// Whether `file` more bytes fit beside the `others` bytes the transfers in progress will
+/// still write, leaving the reserve free; `Err` with the bytes needed otherwise.
+fn check_space(available: u64, file: u64, others: u64, config: &FilesConfig) -> Result<(), u64> {
+    let needed = file
+        .saturating_add(others)
+        .saturating_add(config.reserve_free_bytes);
+    if available < needed {
+        Err(needed)
+    } else {
+        Ok(())
+    }
 }
 
 /// Takes the partial file of `key` for one transfer: `<key>.part` when no other writer
@@ -856,6 +892,22 @@ mod tests {
         assert_eq!(sanitize_file_name("\u{200b}\u{202e}"), "file");
         // Visible letters of any script stay.
         assert_eq!(sanitize_file_name("фото 照片.jpg"), "фото 照片.jpg");
+    }
+
+    #[test]
+    fn the_space_of_transfers_in_progress_is_reserved() {
+        let mut config = FilesConfig::new("/unused");
+        config.reserve_free_bytes = 64 << 20;
+        let mib = |n: u64| n << 20;
+        // 100 MiB free, 64 MiB reserved: one 30 MiB file fits, a second beside it not.
+        assert_eq!(check_space(mib(100), mib(30), 0, &config), Ok(()));
+        assert_eq!(
+            check_space(mib(100), mib(30), mib(30), &config),
+            Err(mib(124))
+        );
+        // Once the first has written 25 MiB, 5 MiB of it are left to reserve.
+        assert_eq!(check_space(mib(75), mib(5), mib(5), &config), Ok(()));
+        assert_eq!(check_space(u64::MAX, u64::MAX, u64::MAX, &config), Ok(()));
     }
 
     #[test]
