@@ -476,3 +476,29 @@ fn a_message_over_the_largest_is_refused_though_its_frame_fits() {
         .any(|e| matches!(e, Event::DropLink { code, .. } if *code == Code::TOO_LARGE));
     assert!(dropped, "the link is dropped with 4001");
 }
+
+#[test]
+fn a_watch_that_opens_channels_without_end_cannot_grow_the_phones_table() {
+    let mut pair = Pair::plaintext();
+    opened(&mut pair);
+    for id in 2..20_002u32 {
+        let open = Frame::Open(Open {
+            channel: ChannelId(id),
+            package: PKG.into(),
+            fingerprint: None,
+            resume: false,
+            received_seq: 0,
+        });
+        pair.phone.handle_frame(pair.now, frame_bytes(open));
+        while pair.phone.poll_transmit(pair.now).is_some() {}
+        while pair.phone.poll_event().is_some() {}
+    }
+    // One open channel for the package, and the last closed ones kept to answer a peer
+    // that missed their close.
+    assert!(
+        pair.phone.channel_count() <= 17,
+        "{} channels held",
+        pair.phone.channel_count()
+    );
+    assert!(pair.phone.is_open(ChannelId(20_001)));
+}

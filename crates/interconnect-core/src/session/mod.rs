@@ -123,6 +123,10 @@ pub struct Session {
     /// The peer's resume token from the last completed handshake.
     peer_token: Option<u64>,
     channels: BTreeMap<ChannelId, Channel>,
+    /// Closed channels, oldest first. A phone keeps the last `MAX_CLOSED_CHANNELS` (to
+    /// say a lost close again) and frees the others: a watch that opens and replaces
+    /// channels without end cannot grow the table.
+    closed: VecDeque<ChannelId>,
     next_channel: u32,
     next_send: u64,
     next_query: u32,
@@ -184,6 +188,8 @@ const REFUSED_PAIRINGS: usize = 16;
 /// Control frames queued before the driver stops reading the link. Honest traffic stays
 /// far below: acknowledgements are bounded by the messages in flight, pongs by pings.
 const MAX_CONTROL_BACKLOG: usize = 256;
+/// Closed channels a phone keeps (see `Session::closed`).
+const MAX_CLOSED_CHANNELS: usize = 16;
 
 impl Session {
     /// A session with no link yet.
@@ -212,6 +218,7 @@ impl Session {
             link: LinkState::Down,
             peer_token: None,
             channels: BTreeMap::new(),
+            closed: VecDeque::new(),
             next_channel: 1,
             next_send: 1,
             next_query: 1,
@@ -288,6 +295,13 @@ impl Session {
     /// reading is held back instead of growing this side's memory.
     pub fn input_paused(&self) -> bool {
         self.control.len() >= MAX_CONTROL_BACKLOG
+    }
+
+    /// Channels this session holds, open or closed. A phone has at most one open channel
+    /// per registered app (a new open for a package replaces the old channel) and keeps
+    /// the last 16 closed ones, so a peer cannot grow this.
+    pub fn channel_count(&self) -> usize {
+        self.channels.len()
     }
 
     /// Whether links are encrypted and authenticated (not insecure plaintext mode).
@@ -879,6 +893,7 @@ impl Session {
         ch.state = ChannelState::Closed;
         let failed = ch.drain_sends();
         self.files_on_channel_closed(channel, Code::CONNECTION_LOST);
+        self.note_closed(channel);
         let mut reason = reason.to_string();
         truncate_utf8(&mut reason, interconnect_proto::MAX_REASON_LEN);
         let frame = Close {
@@ -1572,6 +1587,25 @@ impl Session {
         }
     }
 
+    /// Remembers a closed channel; on a phone, frees the oldest beyond the ones kept.
+    fn note_closed(&mut self, channel: ChannelId) {
+        if self.config.role != Role::Phone {
+            return;
+        }
+        self.closed.retain(|id| *id != channel);
+        self.closed.push_back(channel);
+        while self.closed.len() > MAX_CLOSED_CHANNELS {
+            if let Some(old) = self.closed.pop_front()
+                && self
+                    .channels
+                    .get(&old)
+                    .is_some_and(|c| c.state == ChannelState::Closed)
+            {
+                self.channels.remove(&old);
+            }
+        }
+    }
+
     fn on_close(&mut self, close: Close) {
         let Some(ch) = self.channels.get_mut(&close.channel) else {
             return;
@@ -1589,6 +1623,7 @@ impl Session {
             ));
         }
         self.files_on_channel_closed(close.channel, Code::CONNECTION_LOST);
+        self.note_closed(close.channel);
         self.events.push_back(Event::Channel(
             close.channel,
             ChannelEvent::Close {
