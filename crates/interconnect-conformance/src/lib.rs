@@ -159,6 +159,10 @@ impl Transport for Cuttable {
             max_frame_len: link.max_frame_len,
         })
     }
+
+    fn is_reliable(&self) -> bool {
+        self.inner.is_reliable()
+    }
 }
 
 struct CutSender {

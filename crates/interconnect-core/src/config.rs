@@ -36,6 +36,12 @@ pub struct SessionConfig {
     pub max_in_flight: usize,
     /// Messages a channel queues beyond those in flight before `send` is refused.
     pub max_queued: usize,
+    /// Links deliver every frame in order while up ([`Transport::is_reliable`]): no
+    /// retransmission timers, and a gap drops the link. The endpoint sets it from its
+    /// transport.
+    ///
+    /// [`Transport::is_reliable`]: crate::Transport::is_reliable
+    pub reliable_link: bool,
     /// Bytes of one file transfer in flight (sent, not yet acknowledged); also bounds
     /// the sender's read-ahead and the receiver's write queue.
     pub file_window: u64,
@@ -59,6 +65,7 @@ impl SessionConfig {
             retransmit_timeout: Duration::from_secs(2),
             max_in_flight: 64,
             max_queued: 4096,
+            reliable_link: false,
             file_window: 4 * 1024 * 1024,
             security: Security::default(),
         }

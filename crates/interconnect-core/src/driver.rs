@@ -956,7 +956,9 @@ impl Driver {
             count: self.writers.len(),
             bytes: self.writers.values().map(|r| r.left).sum(),
         };
-        match files::accept(config, offer, resumes, others, self.io_tx.clone()) {
+        let live: Vec<std::path::PathBuf> = self.writers.values().map(|r| r.part.clone()).collect();
+        let live = |path: &std::path::Path| live.iter().any(|p| p == path);
+        match files::accept(config, offer, resumes, &live, others, self.io_tx.clone()) {
             Ok(incoming) => {
                 self.session.accept_file(channel, transfer, incoming.offset);
                 self.writers.insert(

@@ -36,8 +36,8 @@ pub struct Config {
     /// Where peers pinned by trust on first use or pairing are saved; `None` keeps them
     /// for this process only.
     pub known_peers: Option<KnownPeers>,
-    /// Timers and limits of the session; `role`, `device_id`, `resume_token` and
-    /// `security` in it are overwritten.
+    /// Timers and limits of the session; `role`, `device_id`, `resume_token`,
+    /// `reliable_link` (from the transport) and `security` in it are overwritten.
     pub session: SessionConfig,
 }
 
@@ -136,6 +136,7 @@ impl Endpoint {
         session.role = role;
         session.device_id = config.device_id;
         session.resume_token = token;
+        session.reliable_link = transport.is_reliable();
         session.security = with_known_peers(config.security, config.known_peers.as_ref());
         let parts = driver::spawn(
             Session::new(session),

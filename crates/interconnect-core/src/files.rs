@@ -475,10 +475,14 @@ pub(crate) struct Offer {
 ///
 /// `resumes` is the partial of this same transfer's earlier writer (the peer offered it
 /// again after a link drop): the new writer waits for the old one to let go of it.
+/// `live` tells the partials that transfers in progress own from those whose writers
+/// are only finishing (abandoned by a sender that restarted): a new offer waits for
+/// the latter and resumes from them, but gets a partial of its own beside the former.
 pub(crate) fn accept(
     config: &FilesConfig,
     offer: Offer,
     resumes: Option<PathBuf>,
+    live: &dyn Fn(&Path) -> bool,
     others: InProgress,
     done: mpsc::UnboundedSender<IoDone>,
 ) -> Result<Incoming, Refusal> {
@@ -510,10 +514,7 @@ pub(crate) fn accept(
     let key = partial_key(&offer.package, &offer.name, offer.size, offer.modified);
     let (part, claimed) = match resumes {
         Some(part) => (part, None),
-        None => {
-            let (part, file) = claim(&partial_dir, &key, offer.ticket).map_err(storage)?;
-            (part, Some(file))
-        }
+        None => claim(&partial_dir, &key, offer.ticket, live).map_err(storage)?,
     };
     // At most one byte short of the end: the last chunk brings the digest.
     let held = match &claimed {
@@ -575,19 +576,28 @@ fn check_space(available: u64, file: u64, others: u64, config: &FilesConfig) -> 
     }
 }
 
-/// Takes the partial file of `key` for one transfer: `<key>.part` when no other writer
-/// holds it, else a fresh `<key>.<ticket>.part`. The file comes back locked.
-fn claim(dir: &Path, key: &str, ticket: u64) -> io::Result<(PathBuf, File)> {
+/// Takes the partial file of `key` for one transfer: `<key>.part` when no transfer in
+/// progress holds it (locked now, or `None`: the writer locks it once a finishing one let
+/// go), else a fresh `<key>.<ticket>.part`, locked.
+fn claim(
+    dir: &Path,
+    key: &str,
+    ticket: u64,
+    live: &dyn Fn(&Path) -> bool,
+) -> io::Result<(PathBuf, Option<File>)> {
     let shared = dir.join(format!("{key}.part"));
     if let Some(file) = try_claim(&shared)? {
-        return Ok((shared, file));
+        return Ok((shared, Some(file)));
+    }
+    if !live(&shared) {
+        return Ok((shared, None));
     }
     for n in 0..64u64 {
         let own = dir.join(format!("{key}.{}.part", ticket.wrapping_add(n)));
         if let Some(file) = try_claim(&own)? {
             // Whatever an earlier run left under this name is not this transfer's.
             file.set_len(0)?;
-            return Ok((own, file));
+            return Ok((own, Some(file)));
         }
     }
     Err(io::Error::new(

@@ -49,6 +49,16 @@ pub trait Transport: Send + 'static {
     fn accepts_while_linked(&self) -> bool {
         false
     }
+
+    /// Whether a link, while it is up, delivers every frame in order (TCP; BLE after
+    /// reassembly). The session then resends nothing while the link is up (the link
+    /// retransmits itself; resending competes with it) and treats a gap as a broken
+    /// link, which it drops: what was lost is resent on the next link, from what the
+    /// receiver reports. `false` (the default) keeps retransmission timers for links
+    /// that lose frames.
+    fn is_reliable(&self) -> bool {
+        false
+    }
 }
 
 #[async_trait]
@@ -59,6 +69,10 @@ impl Transport for Box<dyn Transport> {
 
     fn accepts_while_linked(&self) -> bool {
         (**self).accepts_while_linked()
+    }
+
+    fn is_reliable(&self) -> bool {
+        (**self).is_reliable()
     }
 }
 

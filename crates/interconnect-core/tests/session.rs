@@ -502,3 +502,69 @@ fn a_watch_that_opens_channels_without_end_cannot_grow_the_phones_table() {
     );
     assert!(pair.phone.is_open(ChannelId(20_001)));
 }
+
+/// Sends three messages from the watch whose frames never reach the phone, then lets
+/// ten retransmission timeouts pass on an otherwise working link.
+fn three_unacknowledged_messages(pair: &mut Pair) -> ChannelId {
+    let ch = opened(pair);
+    for text in ["a", "b", "c"] {
+        send(&mut pair.watch, ch, text);
+    }
+    while pair.watch.poll_transmit(pair.now).is_some() {}
+    pair.advance(Duration::from_secs(10));
+    pair.collect();
+    ch
+}
+
+#[test]
+fn on_a_lossy_link_unacknowledged_messages_are_resent() {
+    let mut pair = Pair::plaintext();
+    let ch = three_unacknowledged_messages(&mut pair);
+    assert_eq!(pair.phone_messages(ch).len(), 3, "resent by the timer");
+}
+
+#[test]
+fn on_a_reliable_link_nothing_is_resent_until_the_link_is_replaced() {
+    let mut pair = Pair::reliable();
+    let ch = three_unacknowledged_messages(&mut pair);
+    assert!(
+        pair.phone_messages(ch).is_empty(),
+        "no resend while the link is up"
+    );
+    // A new link: the phone reports what it has, the rest is sent again.
+    pair.cut();
+    pair.connect();
+    pair.collect();
+    assert_eq!(
+        pair.phone_messages(ch),
+        ["a", "b", "c"].map(|t| Bytes::from_static(t.as_bytes()))
+    );
+}
+
+#[test]
+fn a_gap_on_a_reliable_link_drops_it_and_the_next_link_fills_it() {
+    let mut pair = Pair::reliable();
+    let ch = opened(&mut pair);
+    send(&mut pair.watch, ch, "first");
+    send(&mut pair.watch, ch, "second");
+    let frames: Vec<Bytes> = std::iter::from_fn(|| pair.watch.poll_transmit(pair.now)).collect();
+    assert_eq!(frames.len(), 2);
+    // The first is lost (as an attacker on the wire could make it): a link that does not
+    // lose frames lost one, so it is broken.
+    pair.phone.handle_frame(pair.now, frames[1].clone());
+    pair.collect();
+    assert!(pair.phone_messages(ch).is_empty());
+    assert!(
+        pair.phone_events
+            .iter()
+            .any(|e| matches!(e, Event::DropLink { code, .. } if *code == Code::PROTOCOL_ERROR)),
+        "the link is dropped"
+    );
+    pair.cut();
+    pair.connect();
+    pair.collect();
+    assert_eq!(
+        pair.phone_messages(ch),
+        ["first", "second"].map(|t| Bytes::from_static(t.as_bytes()))
+    );
+}

@@ -121,6 +121,10 @@ impl Transport for BluezPeripheral {
         };
         Ok(into_link(packet_link(reader, writer), &self.config))
     }
+
+    fn is_reliable(&self) -> bool {
+        true
+    }
 }
 
 /// The phone: scans for a watch advertising the interconnect service, connects, and
@@ -191,6 +195,10 @@ impl Transport for BluezCentral {
             }
         }
         Err(TransportError::Closed)
+    }
+
+    fn is_reliable(&self) -> bool {
+        true
     }
 }
 

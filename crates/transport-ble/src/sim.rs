@@ -346,6 +346,10 @@ impl Transport for SimPeripheral {
         };
         Ok(into_link(packets, &self.net.config))
     }
+
+    fn is_reliable(&self) -> bool {
+        true
+    }
 }
 
 /// The phone's side of a [`SimNetwork`]: connects to the watch.
@@ -363,5 +367,9 @@ impl Transport for SimCentral {
             .await
             .map_err(|_| TransportError::Closed)?;
         Ok(into_link(central, &self.net.config))
+    }
+
+    fn is_reliable(&self) -> bool {
+        true
     }
 }

@@ -109,6 +109,10 @@ impl Transport for TcpDialer {
         tracing::debug!(peer = %self.addr, "connected");
         link(stream, &self.config)
     }
+
+    fn is_reliable(&self) -> bool {
+        true
+    }
 }
 
 /// The phone side: accepts watches on a bound address, one at a time.
@@ -159,6 +163,10 @@ impl Transport for TcpListener {
     }
 
     fn accepts_while_linked(&self) -> bool {
+        true
+    }
+
+    fn is_reliable(&self) -> bool {
         true
     }
 }

@@ -429,10 +429,11 @@ async fn a_link_whose_writes_do_not_drain_is_dropped_after_the_link_timeout_thou
         }
         assert!(event.is_ok(), "the channel opens");
     }
-    // The phone's app sends far more than the sockets hold; the watch reads nothing but
-    // pings every 100 ms, so its side of the link looks alive.
-    let payload = Bytes::from(vec![5u8; 60_000]);
-    let sends: Vec<_> = (0..400)
+    // The phone's app sends far more than the sockets hold (64 messages of 200 KB in
+    // flight; nothing is resent on TCP, so in-flight data alone must overflow them); the
+    // watch reads nothing but pings every 100 ms, so its side of the link looks alive.
+    let payload = Bytes::from(vec![5u8; 200_000]);
+    let sends: Vec<_> = (0..100)
         .map(|_| app.send_bytes(interconnect_proto::ContentType::Binary, payload.clone()))
         .collect();
     let talking = tokio::spawn(async move {

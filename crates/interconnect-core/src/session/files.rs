@@ -438,6 +438,7 @@ impl Session {
             }
             return;
         };
+        let gap = file.state == InState::Receiving && chunk.offset > file.expected;
         match file.on_chunk(
             chunk.offset,
             chunk.data.len() as u64,
@@ -451,6 +452,12 @@ impl Session {
                 data: chunk.data,
                 digest: chunk.digest,
             }),
+            ChunkVerdict::Ignore if gap && self.config.reliable_link => {
+                self.drop_link(
+                    Code::PROTOCOL_ERROR,
+                    "file bytes are missing on a link that does not lose frames".into(),
+                );
+            }
             ChunkVerdict::Ignore => {
                 if file.state == InState::Complete {
                     self.control.push_back(Frame::FileComplete(FileComplete {

@@ -769,8 +769,9 @@ impl Session {
                     self.control.push_back(Frame::Ping(Ping { nonce }));
                 }
                 let rto = self.config.retransmit_timeout;
+                let resend = !self.config.reliable_link;
                 for channel in self.channels.values_mut() {
-                    if channel.retransmit_deadline(rto).is_some_and(|t| now >= t) {
+                    if resend && channel.retransmit_deadline(rto).is_some_and(|t| now >= t) {
                         tracing::trace!(channel = channel.id.0, "retransmit timeout");
                         channel.on_retransmit_timeout(now);
                     }
@@ -782,7 +783,9 @@ impl Session {
                         self.control.push_back(start_open(channel, now, resume));
                     }
                 }
-                self.files_on_timeout(now);
+                if resend {
+                    self.files_on_timeout(now);
+                }
             }
         }
     }
@@ -1038,8 +1041,9 @@ impl Session {
             LinkState::Up(up) => {
                 let rto = self.config.retransmit_timeout;
                 let mut next = (up.last_rx + self.config.link_timeout).min(up.next_ping);
+                let resend = !self.config.reliable_link;
                 for channel in self.channels.values() {
-                    if let Some(t) = channel.retransmit_deadline(rto) {
+                    if resend && let Some(t) = channel.retransmit_deadline(rto) {
                         next = next.min(t);
                     }
                     if channel.state == ChannelState::Opening
@@ -1048,7 +1052,7 @@ impl Session {
                         next = next.min(sent + rto);
                     }
                 }
-                if let Some(t) = self.files_deadline() {
+                if resend && let Some(t) = self.files_deadline() {
                     next = next.min(t);
                 }
                 Some(next)
@@ -1547,6 +1551,10 @@ impl Session {
                     payload: data.payload,
                 }),
             )),
+            Received::Gap if self.config.reliable_link => self.drop_link(
+                Code::PROTOCOL_ERROR,
+                "a message is missing on a link that does not lose frames".into(),
+            ),
             Received::Duplicate | Received::Gap => {}
             Received::Impossible => {
                 let expected = ch.received + 1;

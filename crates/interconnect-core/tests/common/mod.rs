@@ -44,11 +44,27 @@ impl Pair {
         Pair::with_security(Security::InsecurePlaintext, Security::InsecurePlaintext)
     }
 
+    /// Plaintext links that deliver every frame while up (as TCP does): nothing is resent
+    /// until a link is replaced.
+    pub fn reliable() -> Self {
+        let mut watch = SessionConfig::new(Role::Watch, DeviceId([1; 16]), 11)
+            .with_security(Security::InsecurePlaintext);
+        let mut phone = phone_config(22, &Security::InsecurePlaintext);
+        watch.reliable_link = true;
+        phone.reliable_link = true;
+        Pair::with_configs(watch, phone)
+    }
+
     pub fn with_security(watch: Security, phone: Security) -> Self {
-        let watch = Session::new(
+        Pair::with_configs(
             SessionConfig::new(Role::Watch, DeviceId([1; 16]), 11).with_security(watch),
-        );
-        let mut phone = Session::new(phone_config(22, &phone));
+            phone_config(22, &phone),
+        )
+    }
+
+    pub fn with_configs(watch: SessionConfig, phone: SessionConfig) -> Self {
+        let watch = Session::new(watch);
+        let mut phone = Session::new(phone);
         phone.register_app(PKG, 7, Some("AA:BB"));
         Pair {
             watch,
