@@ -186,7 +186,7 @@ pub(crate) fn monitor(
                     }
                 }
                 SecurityEvent::Refused(error) => {
-                    eprintln!("secure link refused: {error}");
+                    eprintln!("link refused: {error}");
                     if json_lines {
                         println!(
                             "{}",

@@ -673,3 +673,45 @@ fn the_phone_takes_its_free_space_reserve_from_the_command_line() {
         "{out:?}"
     );
 }
+
+#[test]
+fn a_busy_phone_is_reported_as_4002_in_plaintext_mode_too() {
+    let phone = Phone::start_with(&["--insecure-plaintext"]);
+    let mut first = Command::new(BIN)
+        .args([
+            "watch",
+            "--connect",
+            &phone.addr,
+            "--package",
+            "com.example.cli",
+        ])
+        .args(["--insecure-plaintext", "listen"])
+        .env("INTERCONNECT_HOME", phone.watch_home.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("the first watch starts");
+    let mut line = String::new();
+    BufReader::new(first.stdout.take().expect("stdout"))
+        .read_line(&mut line)
+        .expect("a line");
+    assert!(line.contains("\"open\""), "{line}");
+    // Another watch device (its own state directory): refused as busy until it gives up,
+    // and it says so, not 204.
+    let (ok, out) = run(&[
+        "watch",
+        "--connect",
+        &phone.addr,
+        "--package",
+        "com.example.cli",
+        "--insecure-plaintext",
+        "send",
+        "1",
+        "--timeout-ms",
+        "1500",
+    ]);
+    assert!(!ok);
+    assert_eq!(out[0]["code"], 4002, "{out:?}");
+    let _ = first.kill();
+    let _ = first.wait();
+}
