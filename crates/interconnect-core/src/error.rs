@@ -41,6 +41,14 @@ pub enum Error {
         /// Detail, from whichever side ended the transfer.
         reason: String,
     },
+    /// The channel already queues as many messages as it may
+    /// (`SessionConfig::max_queued`, beyond the `max_in_flight` sent and unacknowledged):
+    /// nothing was queued. Await earlier sends, then send again (1000).
+    #[error("the send queue is full ({max} messages wait)")]
+    QueueFull {
+        /// The queue's bound.
+        max: usize,
+    },
     /// A local file could not be read.
     #[error("cannot read the file: {0}")]
     Io(String),
@@ -68,7 +76,7 @@ impl Error {
             | Error::Transfer { code, .. } => *code,
             Error::Io(_) => Code::STORAGE,
             Error::TooLarge { .. } => Code::TOO_LARGE,
-            Error::Serialization(_) => Code::OTHERS,
+            Error::Serialization(_) | Error::QueueFull { .. } => Code::OTHERS,
         }
     }
 
@@ -97,6 +105,7 @@ impl From<crate::session::CommandError> for Error {
         match error {
             E::ChannelClosed => Error::ConnectionLost,
             E::TooLarge { len, max } => Error::TooLarge { len, max },
+            E::QueueFull(max) => Error::QueueFull { max },
             other => Error::Other {
                 code: other.code(),
                 message: other.to_string(),

@@ -505,3 +505,21 @@ async fn connected_sees_a_watch_that_leaves_right_after_its_handshake() {
         .unwrap();
     assert_eq!(hub.peer_device_status(), PeerDeviceStatus::Disconnected);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_full_send_queue_is_a_typed_error_and_queues_nothing() {
+    // No phone answers: messages queue on the watch, up to the bound.
+    let network = MockNetwork::new(Faults::default());
+    let (dialer, _listener) = network.endpoints();
+    let mut config = Config::new(DeviceId([1; 16]));
+    config.session.max_queued = 4;
+    config.session.max_in_flight = 1;
+    let watch = Interconnect::new(dialer, config);
+    let conn = watch.instance(PKG, None);
+    let queued: Vec<_> = (0..4u32).map(|i| conn.send(&i)).collect();
+    let error = conn.send(&4u32).await.unwrap_err();
+    assert_eq!(error, Error::QueueFull { max: 4 });
+    assert_eq!(error.code(), Code::OTHERS);
+    assert!(error.to_string().contains("send queue is full"), "{error}");
+    drop(queued);
+}
