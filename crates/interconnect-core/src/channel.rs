@@ -72,6 +72,9 @@ pub(crate) struct Channel {
     /// Highest sequence number received in order.
     pub(crate) received: u64,
     pub(crate) ack_pending: bool,
+    /// While the app does not take its messages: the highest sequence number this side
+    /// acknowledges, so the sender's window fills and its sends wait.
+    pub(crate) ack_limit: Option<u64>,
     /// Last time the peer's acks made progress (or the first send after quiet).
     last_progress: Option<Instant>,
     /// When the pending open was last sent, and whether it asked to resume.
@@ -93,6 +96,7 @@ impl Channel {
             next_seq: 1,
             received: 0,
             ack_pending: false,
+            ack_limit: None,
             last_progress: None,
             open_sent: None,
         }
@@ -210,6 +214,12 @@ impl Channel {
         } else {
             Received::Gap
         }
+    }
+
+    /// What this side acknowledges: everything received in order, or less while held.
+    pub(crate) fn acknowledged(&self) -> u64 {
+        self.ack_limit
+            .map_or(self.received, |l| l.min(self.received))
     }
 
     /// The link dropped: everything in flight must be sent again on the next link.

@@ -3,7 +3,7 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -238,12 +238,23 @@ pub(crate) struct ConnState {
 #[derive(Debug)]
 pub struct Events {
     rx: mpsc::UnboundedReceiver<ConnectionEvent>,
+    // Not the connection's `Shared`: holding events must not keep the channel.
+    unread: Arc<Unread>,
+    commands: mpsc::UnboundedSender<Command>,
+    key: u64,
 }
 
 impl Events {
-    /// The next event, or `None` once the driver has stopped.
+    /// The next event, or `None` once the driver has stopped. Messages wait here up to
+    /// `Config::max_unread`; past that the peer's sends wait until the app took some.
     pub async fn next(&mut self) -> Option<ConnectionEvent> {
-        self.rx.recv().await
+        let event = self.rx.recv().await;
+        if let Some(ConnectionEvent::Message(message)) = &event
+            && self.unread.taken(message.payload.len())
+        {
+            let _ = self.commands.send(Command::Drained { key: self.key });
+        }
+        event
     }
 }
 
@@ -255,8 +266,53 @@ impl futures_core::Stream for Events {
     }
 }
 
+/// Messages the driver queued for the app that the app has not taken yet. Past
+/// `max_unread` messages or `MAX_UNREAD_BYTES` bytes the driver stops acknowledging the
+/// channel's messages (`held`), so the peer's sends wait; once the app took half of
+/// them, [`Events::next`] tells the driver to go on.
+#[derive(Debug, Default)]
+pub(crate) struct Unread {
+    pub(crate) count: AtomicUsize,
+    pub(crate) bytes: AtomicUsize,
+    pub(crate) held: AtomicBool,
+    pub(crate) max: usize,
+}
+
+/// Bytes of unread messages that hold a channel's acknowledgements back.
+pub(crate) const MAX_UNREAD_BYTES: usize = 8 << 20;
+
+impl Unread {
+    pub(crate) fn new(max: usize) -> Self {
+        Unread {
+            max: max.max(1),
+            ..Unread::default()
+        }
+    }
+
+    /// The driver queued a message of `len` bytes; `true` when the channel must now be
+    /// held (it was not before).
+    pub(crate) fn queued(&self, len: usize) -> bool {
+        let count = self.count.fetch_add(1, Ordering::AcqRel) + 1;
+        let bytes = self.bytes.fetch_add(len, Ordering::AcqRel) + len;
+        (count >= self.max || bytes >= MAX_UNREAD_BYTES) && !self.held.swap(true, Ordering::AcqRel)
+    }
+
+    /// The app took a message of `len` bytes; `true` when the driver must go on.
+    fn taken(&self, len: usize) -> bool {
+        let count = self.count.fetch_sub(1, Ordering::AcqRel).saturating_sub(1);
+        let bytes = self
+            .bytes
+            .fetch_sub(len, Ordering::AcqRel)
+            .saturating_sub(len);
+        count <= self.max / 2
+            && bytes <= MAX_UNREAD_BYTES / 2
+            && self.held.swap(false, Ordering::AcqRel)
+    }
+}
+
 pub(crate) struct Shared {
     pub(crate) key: u64,
+    pub(crate) unread: Arc<Unread>,
     pub(crate) commands: mpsc::UnboundedSender<Command>,
     pub(crate) state: watch::Receiver<ConnState>,
     pub(crate) events: std::sync::Mutex<Option<mpsc::UnboundedReceiver<ConnectionEvent>>>,
@@ -299,11 +355,13 @@ impl Connection {
         commands: mpsc::UnboundedSender<Command>,
         state: watch::Receiver<ConnState>,
         events: mpsc::UnboundedReceiver<ConnectionEvent>,
+        unread: Arc<Unread>,
         send_timeout: Duration,
     ) -> Self {
         Connection {
             shared: Arc::new(Shared {
                 key,
+                unread,
                 commands,
                 state,
                 events: std::sync::Mutex::new(Some(events)),
@@ -346,7 +404,12 @@ impl Connection {
             .ok()
             .and_then(|mut slot| slot.take());
         let rx = taken.unwrap_or_else(|| mpsc::unbounded_channel().1);
-        Events { rx }
+        Events {
+            rx,
+            unread: self.shared.unread.clone(),
+            commands: self.shared.commands.clone(),
+            key: self.shared.key,
+        }
     }
 
     /// Watch side: the version of the app registered on the phone for this package, or

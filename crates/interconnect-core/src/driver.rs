@@ -138,6 +138,10 @@ pub(crate) enum Command {
     Release {
         key: u64,
     },
+    /// The app took enough of its unread messages: acknowledge again.
+    Drained {
+        key: u64,
+    },
     ConfirmPairing {
         link: u64,
         accept: bool,
@@ -159,6 +163,7 @@ struct OutFile {
 /// What the driver holds for one connection handle.
 pub(crate) struct ConnSlot {
     pub(crate) events: mpsc::UnboundedSender<ConnectionEvent>,
+    pub(crate) unread: std::sync::Arc<crate::connection::Unread>,
     pub(crate) state: watch::Sender<ConnState>,
 }
 
@@ -1175,6 +1180,10 @@ impl Driver {
                     }
                     return;
                 }
+                if entry.slot.unread.queued(incoming.payload.len()) {
+                    tracing::debug!(channel = channel.0, "the app is not reading: acks held");
+                    self.session.hold_acks(channel, true);
+                }
                 ConnectionEvent::Message(incoming)
             }
         };
@@ -1402,6 +1411,12 @@ impl Driver {
                 }
             }
             Command::Release { key } => self.release(key),
+            Command::Drained { key } => {
+                if let Some(channel) = self.conns.get(&key).and_then(|e| e.channel) {
+                    tracing::debug!(channel = channel.0, "the app reads again: acks resume");
+                    self.session.hold_acks(channel, false);
+                }
+            }
             Command::Shutdown => {}
         }
     }

@@ -21,6 +21,13 @@ pub struct Config {
     pub device_id: DeviceId,
     /// How long `send` waits for the acknowledgement before failing with 204.
     pub send_timeout: Duration,
+    /// Messages a connection holds for its app (received, not yet taken from
+    /// [`Connection::events`]) before this side stops acknowledging that channel's
+    /// messages, so the peer's sends wait instead of this side's memory growing (8 MiB
+    /// of unread messages do the same). 256 by default.
+    ///
+    /// [`Connection::events`]: crate::Connection::events
+    pub max_unread: usize,
     /// Delays between link attempts after failures.
     pub backoff: Backoff,
     /// Seeds the backoff jitter (and the resume token when `resume_token` is `None`), for
@@ -47,6 +54,7 @@ impl Config {
         Config {
             device_id,
             send_timeout: Duration::from_secs(10),
+            max_unread: 256,
             backoff: Backoff::default(),
             seed: None,
             resume_token: None,
@@ -124,6 +132,7 @@ struct Endpoint {
     task: Option<JoinHandle<()>>,
     next_key: AtomicU64,
     send_timeout: Duration,
+    max_unread: usize,
 }
 
 impl Endpoint {
@@ -153,12 +162,14 @@ impl Endpoint {
             task: Some(parts.task),
             next_key: AtomicU64::new(1),
             send_timeout: config.send_timeout,
+            max_unread: config.max_unread,
         }
     }
 
     fn new_connection(&self, package: &str) -> (u64, ConnSlot, Connection) {
         let key = self.next_key.fetch_add(1, Ordering::Relaxed);
         let (events_tx, events_rx) = mpsc::unbounded_channel();
+        let unread = std::sync::Arc::new(crate::connection::Unread::new(self.max_unread));
         let (state_tx, state_rx) = watch::channel(ConnState {
             connecting: true,
             ..ConnState::default()
@@ -169,10 +180,12 @@ impl Endpoint {
             self.commands.clone(),
             state_rx,
             events_rx,
+            unread.clone(),
             self.send_timeout,
         );
         let slot = ConnSlot {
             events: events_tx,
+            unread,
             state: state_tx,
         };
         (key, slot, conn)

@@ -523,3 +523,39 @@ async fn a_full_send_queue_is_a_typed_error_and_queues_nothing() {
     assert!(error.to_string().contains("send queue is full"), "{error}");
     drop(queued);
 }
+
+#[tokio::test(start_paused = true)]
+async fn an_app_that_stops_reading_holds_the_peers_sends_back_and_loses_nothing() {
+    let network = MockNetwork::new(Faults::default());
+    let (dialer, listener) = network.endpoints();
+    let mut watch_config = Config::new(DeviceId([1; 16]));
+    watch_config.send_timeout = Duration::from_secs(3600);
+    let mut phone_config = Config::new(DeviceId([2; 16]));
+    phone_config.max_unread = 100;
+    let hub = Hub::new(listener, phone_config);
+    let watch = Interconnect::new(dialer, watch_config);
+    let app = hub.register(PKG, 1, None).await.unwrap();
+    let conn = watch.instance(PKG, None);
+    assert!(conn.diagnosis(None).await.is_ok());
+    let sends: Vec<_> = (0..1_000u32).map(|i| tokio::spawn(conn.send(&i))).collect();
+    // The phone's app reads nothing for a minute (virtual): only what fits its unread
+    // bound is acknowledged; the rest of the watch's sends wait.
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    let acknowledged = sends.iter().filter(|s| s.is_finished()).count();
+    assert_eq!(
+        acknowledged, 100,
+        "acknowledged while the app reads nothing"
+    );
+    // The app reads: everything arrives, once, in order, and every send resolves.
+    let mut events = app.events();
+    let mut got = Vec::new();
+    while got.len() < 1_000 {
+        if let ConnectionEvent::Message(m) = events.next().await.unwrap() {
+            got.push(m.decode::<u32>().unwrap());
+        }
+    }
+    assert_eq!(got, (0..1_000).collect::<Vec<_>>());
+    for send in sends {
+        send.await.unwrap().expect("acknowledged once read");
+    }
+}

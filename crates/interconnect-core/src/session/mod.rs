@@ -188,6 +188,9 @@ const REFUSED_PAIRINGS: usize = 16;
 /// Control frames queued before the driver stops reading the link. Honest traffic stays
 /// far below: acknowledgements are bounded by the messages in flight, pongs by pings.
 const MAX_CONTROL_BACKLOG: usize = 256;
+/// Messages a channel holds unacknowledged (delivered, not yet taken by the app) before
+/// a peer that sends on is refused: far beyond any sender's window in flight.
+const MAX_UNACKED: u64 = 4096;
 /// Closed channels a phone keeps (see `Session::closed`).
 const MAX_CLOSED_CHANNELS: usize = 16;
 
@@ -295,6 +298,24 @@ impl Session {
     /// reading is held back instead of growing this side's memory.
     pub fn input_paused(&self) -> bool {
         self.control.len() >= MAX_CONTROL_BACKLOG
+    }
+
+    /// Stops (`hold`) or resumes acknowledging the messages of `channel`: while the app
+    /// does not take what was delivered, the sender's window fills and its sends wait.
+    /// A peer that sends on regardless gets 4001 once `MAX_UNACKED` messages are
+    /// unacknowledged.
+    pub fn hold_acks(&mut self, channel: ChannelId, hold: bool) {
+        let Some(ch) = self.channels.get_mut(&channel) else {
+            return;
+        };
+        match (hold, ch.ack_limit) {
+            (true, None) => ch.ack_limit = Some(ch.received),
+            (false, Some(_)) => {
+                ch.ack_limit = None;
+                ch.ack_pending = true;
+            }
+            _ => {}
+        }
     }
 
     /// Channels this session holds, open or closed. A phone has at most one open channel
@@ -1084,7 +1105,7 @@ impl Session {
             if ch.is_open() {
                 return Some(Frame::Ack(Ack {
                     channel: ch.id,
-                    seq: ch.received,
+                    seq: ch.acknowledged(),
                 }));
             }
         }
@@ -1368,7 +1389,7 @@ impl Session {
         {
             // The open was sent again (our accept was lost, or the open duplicated):
             // answer again without touching the channel.
-            let received_seq = ch.received;
+            let received_seq = ch.acknowledged();
             self.control.push_back(Frame::Accept(Accept {
                 channel: open.channel,
                 app_version: version,
@@ -1403,7 +1424,8 @@ impl Session {
                 Some(ch) => {
                     delivered = ch.resume(now, open.received_seq);
                     ch.state = ChannelState::Open;
-                    (true, ch.received)
+                    // What the app has not taken stays the sender's to resend.
+                    (true, ch.acknowledged())
                 }
                 None => (false, 0),
             }
@@ -1542,6 +1564,17 @@ impl Session {
         if !ch.is_open() {
             return;
         }
+        let unacked = ch.received.saturating_sub(ch.acknowledged());
+        if unacked >= MAX_UNACKED && data.seq > ch.received {
+            return self.protocol_error(
+                Code::TOO_LARGE,
+                format!(
+                    "{unacked} messages unacknowledged on channel {}: the peer sends past \
+                     the receive window",
+                    data.channel.0
+                ),
+            );
+        }
         match ch.on_data(data.seq, MAX_SEQ_AHEAD) {
             Received::Deliver => self.events.push_back(Event::Channel(
                 data.channel,
@@ -1667,7 +1700,7 @@ fn open_frame(ch: &Channel, resume: bool) -> Frame {
         package: ch.package.clone(),
         fingerprint: ch.fingerprint.clone(),
         resume,
-        received_seq: if resume { ch.received } else { 0 },
+        received_seq: if resume { ch.acknowledged() } else { 0 },
     })
 }
 
