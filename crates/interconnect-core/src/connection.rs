@@ -496,8 +496,20 @@ impl Connection {
         async move { pending?.wait().await }
     }
 
+    /// Like [`send`](Self::send), but when the channel's queue is full
+    /// (`SessionConfig::max_queued` messages beyond those in flight) it resolves at once
+    /// with [`Error::QueueFull`] instead of waiting for room.
+    pub fn try_send<T: Serialize + ?Sized>(
+        &self,
+        value: &T,
+    ) -> impl Future<Output = Result<(), Error>> + Send + 'static + use<T> {
+        let pending = to_json(value)
+            .map(|p| self.start_send_with(ContentType::Json, Exchange::OneWay, p, false));
+        async move { pending?.wait().await }
+    }
+
     /// Sends raw bytes with a content type; resolves on the acknowledgement. Queued at
-    /// call time, like [`send`](Self::send).
+    /// call time, like [`send`](Self::send); waits for room when the queue is full.
     pub fn send_bytes(
         &self,
         content_type: ContentType,
@@ -507,12 +519,23 @@ impl Connection {
         async move { pending.wait().await }
     }
 
-    /// Queues a message now; the returned value waits for its outcome.
+    /// Queues a message now (waiting for room if the queue is full); the returned value
+    /// waits for its outcome.
     fn start_send(
         &self,
         content_type: ContentType,
         exchange: Exchange,
         payload: Bytes,
+    ) -> PendingSend {
+        self.start_send_with(content_type, exchange, payload, true)
+    }
+
+    fn start_send_with(
+        &self,
+        content_type: ContentType,
+        exchange: Exchange,
+        payload: Bytes,
+        wait: bool,
     ) -> PendingSend {
         let ticket = self.shared.next_ticket.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
@@ -522,6 +545,7 @@ impl Connection {
             content_type,
             exchange,
             payload,
+            wait,
             done: tx,
         });
         PendingSend {

@@ -95,6 +95,8 @@ pub(crate) enum Command {
         content_type: ContentType,
         exchange: Exchange,
         payload: Bytes,
+        /// Wait for room when the channel's queue is full (else fail with QueueFull).
+        wait: bool,
         done: oneshot::Sender<Result<(), Error>>,
     },
     CancelSend {
@@ -230,6 +232,15 @@ impl ActiveLink {
     }
 }
 
+/// A send waiting for room in its channel's queue.
+struct WaitingSend {
+    ticket: u64,
+    content_type: ContentType,
+    exchange: Exchange,
+    payload: Bytes,
+    done: oneshot::Sender<Result<(), Error>>,
+}
+
 /// An incoming file being written.
 struct Receiving {
     /// Tells this writer's reports apart (see `IoDone::Written`).
@@ -325,6 +336,8 @@ pub(crate) struct Driver {
     by_channel: HashMap<ChannelId, u64>,
     by_package: HashMap<String, u64>,
     sends: HashMap<SendId, PendingSend>,
+    /// Sends waiting for room in their channel's queue, per connection, in call order.
+    waiting: HashMap<u64, std::collections::VecDeque<WaitingSend>>,
     tickets: HashMap<(u64, u64), (ChannelId, SendId)>,
     version_queries: HashMap<u32, oneshot::Sender<Result<Option<u32>, Error>>>,
     backoff: Backoff,
@@ -387,6 +400,7 @@ pub(crate) fn spawn<T: Transport>(
         by_channel: HashMap::new(),
         by_package: HashMap::new(),
         sends: HashMap::new(),
+        waiting: HashMap::new(),
         tickets: HashMap::new(),
         version_queries: HashMap::new(),
         backoff,
@@ -700,6 +714,9 @@ impl Driver {
     /// Drains the session: frames to the link, then events to the connections.
     async fn flush(&mut self) {
         loop {
+            if !self.waiting.is_empty() {
+                self.admit_waiting();
+            }
             self.transmit();
             let mut any = false;
             while let Some(event) = self.session.poll_event() {
@@ -1287,23 +1304,29 @@ impl Driver {
                 content_type,
                 exchange,
                 payload,
+                wait,
                 done,
             } => {
-                let Some(channel) = self.conns.get(&key).and_then(|e| e.channel) else {
-                    let _ = done.send(Err(Error::ConnectionLost));
-                    return;
+                let send = WaitingSend {
+                    ticket,
+                    content_type,
+                    exchange,
+                    payload,
+                    done,
                 };
-                match self.session.send(channel, content_type, exchange, payload) {
-                    Ok(id) => {
-                        self.sends.insert(id, PendingSend { key, ticket, done });
-                        self.tickets.insert((key, ticket), (channel, id));
+                let behind = self.waiting.get(&key).is_some_and(|w| !w.is_empty());
+                match self.conns.get(&key).and_then(|e| e.channel) {
+                    Some(channel) if wait && (behind || !self.session.has_room(channel)) => {
+                        // Waits in call order for room in the channel's queue.
+                        self.waiting.entry(key).or_default().push_back(send);
                     }
-                    Err(error) => {
-                        let _ = done.send(Err(error.into()));
-                    }
+                    _ => self.start_send(key, send),
                 }
             }
             Command::CancelSend { key, ticket } => {
+                if let Some(waiting) = self.waiting.get_mut(&key) {
+                    waiting.retain(|w| w.ticket != ticket);
+                }
                 if let Some((channel, id)) = self.tickets.remove(&(key, ticket)) {
                     self.session.cancel_send(channel, id);
                     self.sends.remove(&id);
@@ -1423,7 +1446,63 @@ impl Driver {
 
     /// The last handle of a connection is gone: close its channel (watch) or detach the
     /// app (phone).
+    /// Hands a send to the session, or fails it.
+    fn start_send(&mut self, key: u64, send: WaitingSend) {
+        let Some(channel) = self.conns.get(&key).and_then(|e| e.channel) else {
+            let _ = send.done.send(Err(Error::ConnectionLost));
+            return;
+        };
+        match self
+            .session
+            .send(channel, send.content_type, send.exchange, send.payload)
+        {
+            Ok(id) => {
+                let ticket = send.ticket;
+                self.sends.insert(
+                    id,
+                    PendingSend {
+                        key,
+                        ticket,
+                        done: send.done,
+                    },
+                );
+                self.tickets.insert((key, ticket), (channel, id));
+            }
+            Err(error) => {
+                let _ = send.done.send(Err(error.into()));
+            }
+        }
+    }
+
+    /// Moves waiting sends into their channels' queues while there is room.
+    fn admit_waiting(&mut self) {
+        let keys: Vec<u64> = self.waiting.keys().copied().collect();
+        for key in keys {
+            loop {
+                let channel = self.conns.get(&key).and_then(|e| e.channel);
+                let room = channel.is_none_or(|ch| self.session.has_room(ch));
+                let Some(waiting) = self.waiting.get_mut(&key) else {
+                    break;
+                };
+                if !room {
+                    break;
+                }
+                let Some(send) = waiting.pop_front() else {
+                    self.waiting.remove(&key);
+                    break;
+                };
+                if send.done.is_closed() {
+                    continue; // its caller gave up (timed out)
+                }
+                self.start_send(key, send);
+            }
+        }
+    }
+
     fn release(&mut self, key: u64) {
+        for send in self.waiting.remove(&key).into_iter().flatten() {
+            let _ = send.done.send(Err(Error::ConnectionLost));
+        }
         let Some(entry) = self.conns.remove(&key) else {
             return;
         };

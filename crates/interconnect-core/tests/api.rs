@@ -507,21 +507,39 @@ async fn connected_sees_a_watch_that_leaves_right_after_its_handshake() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn a_full_send_queue_is_a_typed_error_and_queues_nothing() {
-    // No phone answers: messages queue on the watch, up to the bound.
+async fn a_full_send_queue_makes_send_wait_and_try_send_fail_with_a_typed_error() {
+    // No phone answers yet: messages queue on the watch, up to the bound.
     let network = MockNetwork::new(Faults::default());
-    let (dialer, _listener) = network.endpoints();
+    let (dialer, listener) = network.endpoints();
     let mut config = Config::new(DeviceId([1; 16]));
     config.session.max_queued = 4;
     config.session.max_in_flight = 1;
+    config.send_timeout = Duration::from_secs(3600);
     let watch = Interconnect::new(dialer, config);
     let conn = watch.instance(PKG, None);
-    let queued: Vec<_> = (0..4u32).map(|i| conn.send(&i)).collect();
-    let error = conn.send(&4u32).await.unwrap_err();
+    let queued: Vec<_> = (0..4u32).map(|i| tokio::spawn(conn.send(&i))).collect();
+    let error = conn.try_send(&99u32).await.unwrap_err();
     assert_eq!(error, Error::QueueFull { max: 4 });
     assert_eq!(error.code(), Code::OTHERS);
     assert!(error.to_string().contains("send queue is full"), "{error}");
-    drop(queued);
+    // `send` waits for room instead, in call order.
+    let waiting: Vec<_> = (4..20u32).map(|i| tokio::spawn(conn.send(&i))).collect();
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    assert!(waiting.iter().all(|w| !w.is_finished()), "they wait");
+    // The phone comes: everything is delivered, in order, the refused one not at all.
+    let hub = Hub::new(listener, Config::new(DeviceId([2; 16])));
+    let app = hub.register(PKG, 1, None).await.unwrap();
+    let mut events = app.events();
+    for send in queued.into_iter().chain(waiting) {
+        send.await.unwrap().expect("delivered");
+    }
+    let mut got = Vec::new();
+    while got.len() < 20 {
+        if let ConnectionEvent::Message(m) = events.next().await.unwrap() {
+            got.push(m.decode::<u32>().unwrap());
+        }
+    }
+    assert_eq!(got, (0..20).collect::<Vec<_>>());
 }
 
 #[tokio::test(start_paused = true)]

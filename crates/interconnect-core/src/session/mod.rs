@@ -300,6 +300,14 @@ impl Session {
         self.control.len() >= MAX_CONTROL_BACKLOG
     }
 
+    /// Whether `channel` can queue another message (`max_queued` not reached). An
+    /// unknown channel has room: sending to it fails with its own error.
+    pub fn has_room(&self, channel: ChannelId) -> bool {
+        self.channels
+            .get(&channel)
+            .is_none_or(|ch| ch.queued() < self.config.max_queued)
+    }
+
     /// Stops (`hold`) or resumes acknowledging the messages of `channel`: while the app
     /// does not take what was delivered, the sender's window fills and its sends wait.
     /// A peer that sends on regardless gets 4001 once `MAX_UNACKED` messages are
