@@ -41,9 +41,8 @@ pub enum Error {
         /// Detail, from whichever side ended the transfer.
         reason: String,
     },
-    /// The channel already queues as many messages as it may
-    /// (`SessionConfig::max_queued`, beyond the `max_in_flight` sent and unacknowledged):
-    /// nothing was queued. Await earlier sends, then send again (1000).
+    /// `try_send` found the channel's queue full (`SessionConfig::max_queued` messages):
+    /// nothing was queued. `send` waits for room instead (1000).
     #[error("the send queue is full ({max} messages wait)")]
     QueueFull {
         /// The queue's bound.
