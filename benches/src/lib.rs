@@ -1,5 +1,26 @@
-//! Criterion benchmarks of interconnect (see `benches/`), and the helper that prints each
-//! result as a ratio of a baseline measured in the same run.
+//! Criterion benchmarks of interconnect (see `benches/`), and the helpers the benches
+//! and bench binaries share: ratios against a baseline measured in the same run, the
+//! process's peak memory, the command-line argument.
+
+pub mod process {
+    //! What a bench binary reads of its own process.
+
+    /// Peak resident memory of this process so far, in KiB (`VmHWM`, Linux).
+    pub fn peak_rss_kib() -> Option<u64> {
+        let status = std::fs::read_to_string("/proc/self/status").ok()?;
+        let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+        line.split_whitespace().nth(1)?.parse().ok()
+    }
+
+    /// The first command-line argument, parsed, or `default` when there is none.
+    pub fn first_arg<T: std::str::FromStr>(default: T) -> Result<T, T::Err> {
+        std::env::args()
+            .nth(1)
+            .map(|a| a.parse())
+            .transpose()
+            .map(|a| a.unwrap_or(default))
+    }
+}
 
 pub mod ratios {
     //! Reads criterion's saved estimates and prints ratios against a baseline.

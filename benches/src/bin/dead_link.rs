@@ -6,6 +6,7 @@
 //!
 //! `cargo run --release -p interconnect-benches --bin dead_link [link-timeout-ms]`
 
+use interconnect_benches::process::first_arg;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -133,11 +134,7 @@ async fn run(fault: Fault, timeout: Duration) -> Result<(), Box<dyn std::error::
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let timeout_ms: u64 = std::env::args()
-        .nth(1)
-        .map(|a| a.parse())
-        .transpose()?
-        .unwrap_or(2_000);
+    let timeout_ms: u64 = first_arg(2_000)?;
     let timeout = Duration::from_millis(timeout_ms);
     println!(
         "link timeout {timeout_ms} ms, pings every {} ms; times from the fault (ratio to the link timeout)",

@@ -4,6 +4,7 @@
 //!
 //! `cargo run --release -p interconnect-benches --bin file_rss [MiB]`
 
+use interconnect_benches::process::{first_arg, peak_rss_kib};
 use std::io::Write;
 use std::time::Instant;
 
@@ -11,19 +12,9 @@ use interconnect_core::{Config, ConnectionEvent, FilesConfig, Hub, Interconnect}
 use interconnect_proto::DeviceId;
 use transport_mock::{Faults, MockNetwork};
 
-fn peak_rss_kib() -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-    line.split_whitespace().nth(1)?.parse().ok()
-}
-
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let mib: u64 = std::env::args()
-        .nth(1)
-        .map(|a| a.parse())
-        .transpose()?
-        .unwrap_or(1024);
+    let mib: u64 = first_arg(1024)?;
     let send_dir = tempfile::tempdir()?;
     let recv_dir = tempfile::tempdir()?;
     let path = send_dir.path().join("large.bin");

@@ -5,6 +5,7 @@
 //!
 //! `cargo run --release -p interconnect-benches --bin flood_rss [MiB=100]`
 
+use interconnect_benches::process::{first_arg, peak_rss_kib};
 use std::time::Duration;
 
 use interconnect_core::{Config, Hub, Security};
@@ -14,19 +15,9 @@ use interconnect_proto::{
 use tokio::io::AsyncWriteExt;
 use transport_tcp::TcpListener;
 
-fn peak_rss_kib() -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-    line.split_whitespace().nth(1)?.parse().ok()
-}
-
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let mib: usize = std::env::args()
-        .nth(1)
-        .map(|a| a.parse())
-        .transpose()?
-        .unwrap_or(100);
+    let mib: usize = first_arg(100)?;
     let listener = TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr();
     let mut config = Config::new(DeviceId([2; 16]));

@@ -5,6 +5,7 @@
 //!
 //! `cargo run --release -p interconnect-benches --bin slow_app_rss [messages]`
 
+use interconnect_benches::process::{first_arg, peak_rss_kib};
 use std::collections::VecDeque;
 use std::time::Duration;
 
@@ -13,23 +14,9 @@ use interconnect_core::{Config, ConnectionEvent, Hub, Interconnect};
 use interconnect_proto::{ContentType, DeviceId};
 use transport_mock::{Faults, MockNetwork};
 
-fn peak_rss_kib() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            let line = s.lines().find(|l| l.starts_with("VmHWM:"))?.to_string();
-            line.split_whitespace().nth(1)?.parse().ok()
-        })
-        .unwrap_or(0)
-}
-
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let count: usize = std::env::args()
-        .nth(1)
-        .map(|a| a.parse())
-        .transpose()?
-        .unwrap_or(100_000);
+    let count: usize = first_arg(100_000)?;
     let network = MockNetwork::new(Faults::default());
     let (dialer, listener) = network.endpoints();
     let mut watch_config = Config::new(DeviceId([1; 16]));
@@ -41,7 +28,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     if !conn.diagnosis(None).await.is_ok() {
         return Err("the channel did not open".into());
     }
-    let before = peak_rss_kib();
+    let before = peak_rss_kib().unwrap_or(0);
     let sender = tokio::spawn(async move {
         let payload = Bytes::from(vec![7u8; 1024]);
         let mut outstanding = VecDeque::new();
@@ -59,7 +46,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     });
     // The app reads nothing for two seconds.
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let stalled = peak_rss_kib();
+    let stalled = peak_rss_kib().unwrap_or(0);
     let mut events = app.events();
     let mut got = 0;
     while got < count {
@@ -68,7 +55,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
     }
     sender.await?;
-    let after = peak_rss_kib();
+    let after = peak_rss_kib().unwrap_or(0);
     println!(
         "{count} messages of 1 KB to an app that read nothing for 2 s: peak RSS {:.1} MiB \
          before, {:.1} MiB while it did not read ({:.2}x), {:.1} MiB after it read them all ({:.2}x)",

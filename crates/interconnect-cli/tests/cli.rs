@@ -25,6 +25,22 @@ fn run_in(home: &Path, args: &[&str]) -> (bool, Vec<Value>) {
     (output.status.success(), lines)
 }
 
+/// Starts `command` (a `watch … listen`) and returns once it printed that its channel
+/// opened; the process holds the link until killed.
+fn holding_the_link(mut command: Command) -> Child {
+    let mut child = command
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("the watch starts");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().expect("stdout"))
+        .read_line(&mut line)
+        .expect("a line");
+    assert!(line.contains("\"open\""), "{line}");
+    child
+}
+
 /// Runs the command with a fresh state directory.
 fn run(args: &[&str]) -> (bool, Vec<Value>) {
     let home = tempfile::tempdir().expect("temp dir");
@@ -615,16 +631,9 @@ fn a_second_watch_refused_as_busy_keeps_trying_and_is_served_once_the_first_leav
         command
     };
     // The first watch holds the link.
-    let mut first = watch(&first_key)
-        .arg("listen")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("the first watch starts");
-    let mut first_out = BufReader::new(first.stdout.take().expect("stdout"));
-    let mut line = String::new();
-    first_out.read_line(&mut line).expect("a line");
-    assert!(line.contains("\"open\""), "{line}");
+    let mut listen = watch(&first_key);
+    listen.arg("listen");
+    let mut first = holding_the_link(listen);
 
     // The second is refused with 4002 (on its stderr), and keeps trying.
     let mut second = watch(&second_key)
@@ -677,7 +686,8 @@ fn the_phone_takes_its_free_space_reserve_from_the_command_line() {
 #[test]
 fn a_busy_phone_is_reported_as_4002_in_plaintext_mode_too() {
     let phone = Phone::start_with(&["--insecure-plaintext"]);
-    let mut first = Command::new(BIN)
+    let mut listen = Command::new(BIN);
+    listen
         .args([
             "watch",
             "--connect",
@@ -686,16 +696,8 @@ fn a_busy_phone_is_reported_as_4002_in_plaintext_mode_too() {
             "com.example.cli",
         ])
         .args(["--insecure-plaintext", "listen"])
-        .env("INTERCONNECT_HOME", phone.watch_home.path())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("the first watch starts");
-    let mut line = String::new();
-    BufReader::new(first.stdout.take().expect("stdout"))
-        .read_line(&mut line)
-        .expect("a line");
-    assert!(line.contains("\"open\""), "{line}");
+        .env("INTERCONNECT_HOME", phone.watch_home.path());
+    let mut first = holding_the_link(listen);
     // Another watch device (its own state directory): refused as busy until it gives up,
     // and it says so, not 204.
     let (ok, out) = run(&[
