@@ -167,6 +167,21 @@ impl Phone {
         }
     }
 
+    /// A `watch` command for this phone's app, with the phone's watch state directory.
+    fn watch_command(&self) -> Command {
+        let mut command = Command::new(BIN);
+        command
+            .args([
+                "watch",
+                "--connect",
+                &self.addr,
+                "--package",
+                "com.example.cli",
+            ])
+            .env("INTERCONNECT_HOME", self.watch_home.path());
+        command
+    }
+
     fn watch(&self, args: &[&str]) -> (bool, Vec<Value>) {
         let mut all = vec![
             "watch",
@@ -552,16 +567,9 @@ fn watch_listen_prints_the_open_and_the_phones_close_and_the_phone_prints_the_wa
     let close = phone.expect_event("close");
     assert_eq!(close["code"], 1000, "{close}");
 
-    let mut listen = Command::new(BIN)
-        .args([
-            "watch",
-            "--connect",
-            &phone.addr,
-            "--package",
-            "com.example.cli",
-        ])
+    let mut listen = phone
+        .watch_command()
         .arg("listen")
-        .env("INTERCONNECT_HOME", phone.watch_home.path())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -618,16 +626,8 @@ fn a_second_watch_refused_as_busy_keeps_trying_and_is_served_once_the_first_leav
         &second_fp,
     ]);
     let watch = |identity: &str| {
-        let mut command = Command::new(BIN);
-        command
-            .args([
-                "watch",
-                "--connect",
-                &phone.addr,
-                "--package",
-                "com.example.cli",
-            ])
-            .args(["--identity", identity, "--trust", &phone_fp]);
+        let mut command = phone.watch_command();
+        command.args(["--identity", identity, "--trust", &phone_fp]);
         command
     };
     // The first watch holds the link.
@@ -686,17 +686,8 @@ fn the_phone_takes_its_free_space_reserve_from_the_command_line() {
 #[test]
 fn a_busy_phone_is_reported_as_4002_in_plaintext_mode_too() {
     let phone = Phone::start_with(&["--insecure-plaintext"]);
-    let mut listen = Command::new(BIN);
-    listen
-        .args([
-            "watch",
-            "--connect",
-            &phone.addr,
-            "--package",
-            "com.example.cli",
-        ])
-        .args(["--insecure-plaintext", "listen"])
-        .env("INTERCONNECT_HOME", phone.watch_home.path());
+    let mut listen = phone.watch_command();
+    listen.args(["--insecure-plaintext", "listen"]);
     let mut first = holding_the_link(listen);
     // Another watch device (its own state directory): refused as busy until it gives up,
     // and it says so, not 204.
