@@ -22,7 +22,7 @@ use interconnect_core::{
 use interconnect_proto::{Code, DeviceId};
 use security::{Outcome, Role, SecurityArgs};
 use serde_json::{Value, json};
-use transport_tcp::{TcpDialer, TcpListener};
+use transport_tcp::{TcpConfig, TcpDialer, TcpListener};
 
 #[derive(Parser)]
 #[command(
@@ -71,9 +71,9 @@ enum Command {
     },
     /// A watch connecting to a phone, running one command.
     Watch {
-        /// The phone's address.
+        /// The phone's address: `host:port` (`localhost:7000`, `192.168.1.5:7000`).
         #[arg(long)]
-        connect: SocketAddr,
+        connect: String,
         /// The phone app's package name.
         #[arg(long)]
         package: String,
@@ -94,9 +94,9 @@ enum Command {
         /// Pair as the phone, listening here.
         #[arg(long, required_unless_present = "connect", conflicts_with = "connect")]
         listen: Option<SocketAddr>,
-        /// Pair as the watch, connecting here.
+        /// Pair as the watch, connecting here (`host:port`).
         #[arg(long)]
-        connect: Option<SocketAddr>,
+        connect: Option<String>,
         /// Confirm without asking, for scripts. This pins the peer before anyone
         /// compared the codes: compare the printed codes afterwards, and if they differ
         /// remove the pin from `known_peers` (someone sat between the devices).
@@ -394,7 +394,7 @@ fn print_error(code: Code, message: &str) {
 
 /// Where a watch command connects, and to which app.
 struct WatchTarget {
-    connect: SocketAddr,
+    connect: String,
     package: String,
     fingerprint: Option<String>,
 }
@@ -417,7 +417,10 @@ async fn watch(
     let setup = security.setup(Role::Watch, false)?;
     let mut config = endpoint_config(setup.security);
     config.known_peers = setup.known_peers;
-    let watch = Interconnect::new(TcpDialer::new(target.connect), config);
+    let watch = Interconnect::new(
+        TcpDialer::to_host(target.connect, TcpConfig::default()),
+        config,
+    );
     let mut outcomes = watch
         .security_events()
         .map(|events| security::monitor(events, false, Some(false)));
@@ -457,7 +460,7 @@ async fn watch(
 
 async fn pair(
     listen: Option<SocketAddr>,
-    connect: Option<SocketAddr>,
+    connect: Option<String>,
     yes: bool,
     timeout: Duration,
     security: &SecurityArgs,
@@ -493,7 +496,7 @@ async fn pair(
             (Endpoint::Hub(hub), events)
         }
         (None, Some(addr)) => {
-            let watch = Interconnect::new(TcpDialer::new(addr), config);
+            let watch = Interconnect::new(TcpDialer::to_host(addr, TcpConfig::default()), config);
             let events = watch.security_events();
             (Endpoint::Watch(watch), events)
         }

@@ -206,6 +206,22 @@ fn phone_and_watch_in_two_processes() {
     assert!(ok, "{out:?}");
     assert_eq!(out[0]["status"], 0);
 
+    // By host name, as a user types it.
+    let port = phone.addr.rsplit(':').next().expect("a port");
+    let (ok, out) = run_in(
+        phone.watch_home.path(),
+        &[
+            "watch",
+            "--connect",
+            &format!("localhost:{port}"),
+            "--package",
+            "com.example.cli",
+            "version",
+        ],
+    );
+    assert!(ok, "{out:?}");
+    assert_eq!(out, vec![serde_json::json!({ "version": 9 })]);
+
     let (ok, out) = phone.watch(&["send", r#"{"steps": 5}"#]);
     assert!(ok, "{out:?}");
     assert_eq!(

@@ -78,35 +78,66 @@ impl Default for TcpConfig {
 /// The watch side: each `next_link` connects to the phone's address.
 #[derive(Clone, Debug)]
 pub struct TcpDialer {
-    addr: SocketAddr,
+    target: Target,
     config: TcpConfig,
+}
+
+/// Where a dialer connects.
+#[derive(Clone, Debug)]
+enum Target {
+    Addr(SocketAddr),
+    /// `host:port`, looked up again at each dial (an address may change).
+    Host(String),
+}
+
+impl std::fmt::Display for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Target::Addr(addr) => addr.fmt(f),
+            Target::Host(host) => f.write_str(host),
+        }
+    }
 }
 
 impl TcpDialer {
     /// Dials `addr` with default settings.
     pub fn new(addr: SocketAddr) -> Self {
-        TcpDialer {
-            addr,
-            config: TcpConfig::default(),
-        }
+        TcpDialer::with_config(addr, TcpConfig::default())
     }
 
     /// Dials `addr` with these settings.
     pub fn with_config(addr: SocketAddr, config: TcpConfig) -> Self {
-        TcpDialer { addr, config }
+        TcpDialer {
+            target: Target::Addr(addr),
+            config,
+        }
+    }
+
+    /// Dials `host:port` (a name such as `localhost:7000`, or an address), looking the
+    /// name up at each dial and trying its addresses in turn.
+    pub fn to_host(host_and_port: impl Into<String>, config: TcpConfig) -> Self {
+        TcpDialer {
+            target: Target::Host(host_and_port.into()),
+            config,
+        }
     }
 }
 
 #[async_trait]
 impl Transport for TcpDialer {
     async fn next_link(&mut self) -> Result<Link, TransportError> {
-        let stream =
-            tokio::time::timeout(self.config.connect_timeout, TcpStream::connect(self.addr))
-                .await
-                .map_err(|_| {
-                    TransportError::Other(format!("connecting to {} timed out", self.addr))
-                })??;
-        tracing::debug!(peer = %self.addr, "connected");
+        let connect = async {
+            match &self.target {
+                Target::Addr(addr) => TcpStream::connect(addr).await,
+                Target::Host(host) => TcpStream::connect(host.as_str()).await,
+            }
+        };
+        let stream = tokio::time::timeout(self.config.connect_timeout, connect)
+            .await
+            .map_err(|_| {
+                TransportError::Other(format!("connecting to {} timed out", self.target))
+            })??;
+        tracing::debug!(peer = %self.target, "connected");
         link(stream, &self.config)
     }
 

@@ -482,3 +482,17 @@ fn phone_socket(local: u16, remote: u16) -> Option<(u8, u64)> {
         Some((state, fields.get(9)?.parse().ok()?))
     })
 }
+
+#[tokio::test]
+async fn a_dialer_reaches_the_phone_by_host_name() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().port();
+    let hub = Hub::new(listener, Config::new(DeviceId([2; 16])));
+    // `localhost` may name ::1 first, where nothing listens: the next address is tried.
+    let dialer = TcpDialer::to_host(format!("localhost:{port}"), Default::default());
+    let watch = Interconnect::new(dialer, Config::new(DeviceId([1; 16])));
+    tokio::time::timeout(Duration::from_secs(10), watch.connected())
+        .await
+        .expect("connected by name");
+    assert_eq!(hub.peer_device_status().code(), 1);
+}
