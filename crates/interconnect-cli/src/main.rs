@@ -72,7 +72,7 @@ enum Command {
     /// A watch connecting to a phone, running one command.
     Watch {
         /// The phone's address: `host:port` (`localhost:7000`, `192.168.1.5:7000`).
-        #[arg(long)]
+        #[arg(long, value_parser = host_and_port)]
         connect: String,
         /// The phone app's package name.
         #[arg(long)]
@@ -95,7 +95,7 @@ enum Command {
         #[arg(long, required_unless_present = "connect", conflicts_with = "connect")]
         listen: Option<SocketAddr>,
         /// Pair as the watch, connecting here (`host:port`).
-        #[arg(long)]
+        #[arg(long, value_parser = host_and_port)]
         connect: Option<String>,
         /// Confirm without asking, for scripts. This pins the peer before anyone
         /// compared the codes: compare the printed codes afterwards, and if they differ
@@ -144,6 +144,17 @@ enum WatchCommand {
     },
     /// Prints every event as a JSON line until the channel closes or Ctrl-C.
     Listen,
+}
+
+/// A `host:port` (the host a name or an address, `[v6]` in brackets), checked before
+/// anything is looked up.
+fn host_and_port(value: &str) -> Result<String, String> {
+    match value.rsplit_once(':') {
+        Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => {
+            Ok(value.to_string())
+        }
+        _ => Err(format!("`{value}` is not host:port (e.g. localhost:7000)")),
+    }
 }
 
 fn main() -> ExitCode {

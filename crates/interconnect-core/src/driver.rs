@@ -422,7 +422,9 @@ pub(crate) fn spawn<T: Transport>(
     };
     let task = tokio::spawn(async move {
         driver.run().await;
+        // Awaited, so the transport (a listening socket) is gone when shutdown returns.
         supplier.abort();
+        let _ = supplier.await;
     });
     DriverParts {
         commands: commands_tx,

@@ -39,7 +39,6 @@ use interconnect_proto::{DEFAULT_MAX_FRAME_LEN, FrameHeader, HEADER_LEN};
 use tokio::io::{AsyncWriteExt, BufWriter};
 use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
-use tokio::sync::mpsc;
 
 /// Bytes buffered for writing before a send waits for the socket.
 pub const WRITE_BUFFER: usize = 256 * 1024;
@@ -149,8 +148,8 @@ impl Transport for TcpDialer {
 /// The phone side: accepts watches on a bound address, one at a time.
 pub struct TcpListener {
     local_addr: SocketAddr,
-    links: mpsc::Receiver<Link>,
-    accept_task: tokio::task::JoinHandle<()>,
+    listener: tokio::net::TcpListener,
+    config: TcpConfig,
 }
 
 impl TcpListener {
@@ -166,12 +165,10 @@ impl TcpListener {
     ) -> std::io::Result<Self> {
         let listener = tokio::net::TcpListener::bind(addr).await?;
         let local_addr = listener.local_addr()?;
-        let (tx, links) = mpsc::channel(1);
-        let accept_task = tokio::spawn(accept_loop(listener, config, tx));
         Ok(TcpListener {
             local_addr,
-            links,
-            accept_task,
+            listener,
+            config,
         })
     }
 
@@ -181,16 +178,23 @@ impl TcpListener {
     }
 }
 
-impl Drop for TcpListener {
-    fn drop(&mut self) {
-        self.accept_task.abort();
-    }
-}
-
+/// Accepts in `next_link`, on the hub's own task (no task of its own): the socket is
+/// released when the hub is, so a port is free again once `Hub::shutdown` returned.
 #[async_trait]
 impl Transport for TcpListener {
     async fn next_link(&mut self) -> Result<Link, TransportError> {
-        self.links.recv().await.ok_or(TransportError::Closed)
+        loop {
+            let (stream, peer) = self
+                .listener
+                .accept()
+                .await
+                .map_err(|e| TransportError::Other(format!("accept failed: {e}")))?;
+            tracing::debug!(%peer, "accepted");
+            match link(stream, &self.config) {
+                Ok(link) => return Ok(link),
+                Err(error) => tracing::warn!(%error, "cannot set up the accepted connection"),
+            }
+        }
     }
 
     fn accepts_while_linked(&self) -> bool {
@@ -199,33 +203,6 @@ impl Transport for TcpListener {
 
     fn is_reliable(&self) -> bool {
         true
-    }
-}
-
-/// Accepts connections and hands each to the hub, which vets it.
-async fn accept_loop(
-    listener: tokio::net::TcpListener,
-    config: TcpConfig,
-    links: mpsc::Sender<Link>,
-) {
-    loop {
-        let (stream, peer) = match listener.accept().await {
-            Ok(accepted) => accepted,
-            Err(error) => {
-                tracing::warn!(%error, "accept failed");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
-            }
-        };
-        tracing::debug!(%peer, "accepted");
-        match link(stream, &config) {
-            Ok(link) => {
-                if links.send(link).await.is_err() {
-                    return;
-                }
-            }
-            Err(error) => tracing::warn!(%error, "cannot set up the accepted connection"),
-        }
     }
 }
 

@@ -496,3 +496,23 @@ async fn a_dialer_reaches_the_phone_by_host_name() {
         .expect("connected by name");
     assert_eq!(hub.peer_device_status().code(), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hub_that_shut_down_has_released_its_port() {
+    let mut addr: std::net::SocketAddr = "127.0.0.1:0".parse().unwrap();
+    for round in 0..20 {
+        let listener = TcpListener::bind(addr).await.unwrap();
+        addr = listener.local_addr();
+        let hub = Hub::new(listener, Config::new(DeviceId([2; 16])));
+        let watch = Interconnect::new(TcpDialer::new(addr), Config::new(DeviceId([1; 16])));
+        tokio::time::timeout(Duration::from_secs(10), watch.connected())
+            .await
+            .expect("connected");
+        hub.shutdown().await;
+        // At once: no "address in use".
+        let again = std::net::TcpListener::bind(addr);
+        assert!(again.is_ok(), "round {round}: {again:?}");
+        drop(again);
+        watch.shutdown().await;
+    }
+}
