@@ -1,23 +1,25 @@
-//! A watch that floods the phone with pings and never reads the pongs: how much the
-//! phone takes before it stops reading (backpressure), and the process's peak memory
-//! against its memory before the flood. Both ends run in this process (the flooding
-//! end is a raw socket that holds nothing).
+//! A watch that floods the phone and never reads the answers: pings in plaintext mode,
+//! then sealed version queries from a trusted watch on an encrypted link. For each, how
+//! much the phone takes before it stops reading (backpressure), and the process's peak
+//! memory against its memory before the flood. Both ends run in this process (the
+//! flooding end holds nothing but what it writes).
 //!
 //! `cargo run --release -p interconnect-benches --bin flood_rss [MiB=100]`
 
 use interconnect_benches::process::{first_arg, peak_rss_kib};
 use std::time::Duration;
 
-use interconnect_core::{Config, Hub, Security};
+use bytes::Bytes;
+use interconnect_core::{Config, Hub, Security, Session, SessionConfig};
 use interconnect_proto::{
-    Capabilities, DEFAULT_MAX_FRAME_LEN, DeviceId, Frame, Hello, PROTOCOL_VERSIONS, Ping, Role,
+    Capabilities, DEFAULT_MAX_FRAME_LEN, DeviceId, Frame, FrameHeader, HEADER_LEN, Hello,
+    MAX_FRAME_LEN, PROTOCOL_VERSIONS, Ping, Role,
 };
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use transport_tcp::TcpListener;
 
-#[tokio::main]
-async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let mib: usize = first_arg(100)?;
+/// Plaintext: a raw socket says hello, then writes pings.
+async fn ping_flood(mib: usize) -> Result<(), Box<dyn std::error::Error>> {
     let listener = TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr();
     let mut config = Config::new(DeviceId([2; 16]));
@@ -55,13 +57,78 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
     }
     let after = peak_rss_kib().unwrap_or(0);
+    report("pings", written, mib, before, after);
+    Ok(())
+}
+
+fn report(what: &str, written: usize, mib: usize, before: u64, after: u64) {
     println!(
-        "pings written before the phone stopped reading: {:.1} MiB of {mib} MiB offered; \
+        "{what} written before the phone stopped reading: {:.1} MiB of {mib} MiB offered; \
          peak RSS {:.1} MiB before the flood, {:.1} MiB after (ratio {:.2})",
         written as f64 / f64::from(1 << 20),
         before as f64 / 1024.0,
         after as f64 / 1024.0,
         after as f64 / before.max(1) as f64
     );
+}
+
+/// Reads one whole frame off the socket.
+async fn read_frame(stream: &mut tokio::net::TcpStream) -> std::io::Result<Bytes> {
+    let mut frame = vec![0u8; HEADER_LEN];
+    stream.read_exact(&mut frame).await?;
+    let header = FrameHeader::parse(&frame, MAX_FRAME_LEN).map_err(std::io::Error::other)?;
+    frame.resize(header.frame_len(), 0);
+    stream.read_exact(&mut frame[HEADER_LEN..]).await?;
+    Ok(Bytes::from(frame))
+}
+
+/// Encrypted: a watch session the phone trusts (first use) completes the handshake over
+/// a raw socket, then writes sealed version queries and reads nothing.
+async fn sealed_flood(mib: usize) -> Result<(), Box<dyn std::error::Error>> {
+    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr();
+    let mut config = Config::new(DeviceId([2; 16]));
+    config.session.link_timeout = Duration::from_secs(600);
+    let hub = Hub::new(listener, config);
+    let _app = hub.register("com.example.flood", 1, None).await?;
+    let mut raw = tokio::net::TcpStream::connect(addr).await?;
+    let mut watch = Session::new(SessionConfig::new(Role::Watch, DeviceId([1; 16]), 1));
+    let now = std::time::Instant::now();
+    watch.link_up(now, DEFAULT_MAX_FRAME_LEN);
+    while !watch.is_link_up() {
+        while let Some(frame) = watch.poll_transmit(now) {
+            raw.write_all(&frame).await?;
+        }
+        let frame = tokio::time::timeout(Duration::from_secs(10), read_frame(&mut raw)).await??;
+        watch.handle_frame(now, frame);
+        while watch.poll_event().is_some() {}
+    }
+    while let Some(frame) = watch.poll_transmit(now) {
+        raw.write_all(&frame).await?;
+    }
+    let before = peak_rss_kib().unwrap_or(0);
+    let mut written = 0usize;
+    'flood: while written < mib << 20 {
+        for _ in 0..1024 {
+            watch.query_version("com.example.flood")?;
+        }
+        let mut batch = Vec::new();
+        while let Some(frame) = watch.poll_transmit(now) {
+            batch.extend_from_slice(&frame);
+        }
+        match tokio::time::timeout(Duration::from_secs(2), raw.write_all(&batch)).await {
+            Ok(Ok(())) => written += batch.len(),
+            _ => break 'flood,
+        }
+    }
+    let after = peak_rss_kib().unwrap_or(0);
+    report("sealed version queries", written, mib, before, after);
     Ok(())
+}
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let mib: usize = first_arg(100)?;
+    ping_flood(mib).await?;
+    sealed_flood(mib).await
 }
