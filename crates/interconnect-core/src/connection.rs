@@ -413,7 +413,9 @@ impl Connection {
     }
 
     /// Watch side: the version of the app registered on the phone for this package, or
-    /// `None` when no such app is installed. Fails with 1006 while the link is down.
+    /// `None` when no such app is installed. Waits for a link in progress (as
+    /// [`diagnosis`](Self::diagnosis) does), within the send timeout (then 204). On the
+    /// phone it fails (1000): a watch registers no apps.
     pub async fn peer_client_version(&self) -> Result<Option<u32>, Error> {
         let (tx, rx) = oneshot::channel();
         self.command(Command::QueryVersion {

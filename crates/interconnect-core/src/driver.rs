@@ -260,6 +260,12 @@ struct Probe {
     link: ActiveLink,
 }
 
+/// Where a version query's answer goes.
+type VersionReplyTo = oneshot::Sender<Result<Option<u32>, Error>>;
+
+/// Version queries that wait for a link; more fail with 1006.
+const MAX_WAITING_QUERIES: usize = 256;
+
 /// Links vetted at once; a newer one pushes out the oldest, so strangers that connect
 /// and stall cannot keep a reconnecting watch out.
 const MAX_PROBES: usize = 4;
@@ -339,7 +345,10 @@ pub(crate) struct Driver {
     /// Sends waiting for room in their channel's queue, per connection, in call order.
     waiting: HashMap<u64, std::collections::VecDeque<WaitingSend>>,
     tickets: HashMap<(u64, u64), (ChannelId, SendId)>,
-    version_queries: HashMap<u32, oneshot::Sender<Result<Option<u32>, Error>>>,
+    version_queries: HashMap<u32, VersionReplyTo>,
+    /// Version queries asked while the link is down (package, reply), sent when it
+    /// comes up.
+    waiting_queries: Vec<(String, VersionReplyTo)>,
     backoff: Backoff,
     failures: u32,
     rng: SmallRng,
@@ -403,6 +412,7 @@ pub(crate) fn spawn<T: Transport>(
         waiting: HashMap::new(),
         tickets: HashMap::new(),
         version_queries: HashMap::new(),
+        waiting_queries: Vec::new(),
         backoff,
         failures: 0,
         rng: SmallRng::seed_from_u64(seed),
@@ -776,6 +786,19 @@ impl Driver {
                     s.peer = PeerDeviceStatus::Connected;
                     s.links_up += 1;
                 });
+                for (package, reply) in std::mem::take(&mut self.waiting_queries) {
+                    if reply.is_closed() {
+                        continue;
+                    }
+                    match self.session.query_version(&package) {
+                        Ok(request) => {
+                            self.version_queries.insert(request, reply);
+                        }
+                        Err(error) => {
+                            let _ = reply.send(Err(error.into()));
+                        }
+                    }
+                }
             }
             Event::LinkDown => {
                 self.status
@@ -1349,6 +1372,16 @@ impl Driver {
                 }
             }
             Command::QueryVersion { package, reply } => {
+                if self.session.config().role == Role::Watch && !self.session.is_link_up() {
+                    // Asked before the link is up: sent once it is (the caller's timeout
+                    // bounds the wait).
+                    if self.waiting_queries.len() < MAX_WAITING_QUERIES {
+                        self.waiting_queries.push((package, reply));
+                    } else {
+                        let _ = reply.send(Err(Error::ConnectionLost));
+                    }
+                    return;
+                }
                 match self.session.query_version(&package) {
                     Ok(request) => {
                         self.version_queries.insert(request, reply);

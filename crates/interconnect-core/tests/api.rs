@@ -577,3 +577,23 @@ async fn an_app_that_stops_reading_holds_the_peers_sends_back_and_loses_nothing(
         send.await.unwrap().expect("acknowledged once read");
     }
 }
+
+#[tokio::test(start_paused = true)]
+async fn the_peer_app_version_waits_for_a_link_in_progress() {
+    let network = MockNetwork::new(Faults::default());
+    let (dialer, listener) = network.endpoints();
+    let watch = Interconnect::new(dialer, Config::new(DeviceId([1; 16])));
+    let conn = watch.instance(PKG, None);
+    // Asked before any phone listens; the phone comes a second later.
+    let asked = tokio::spawn({
+        let conn = conn.clone();
+        async move { conn.peer_client_version().await }
+    });
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let hub = Hub::new(listener, Config::new(DeviceId([2; 16])));
+    let app = hub.register(PKG, 3, None).await.unwrap();
+    assert_eq!(asked.await.unwrap(), Ok(Some(3)));
+    // A phone has no watch apps to ask about: an error, not a silent None.
+    let error = app.peer_client_version().await.unwrap_err();
+    assert_eq!(error.code(), Code::OTHERS, "{error:?}");
+}

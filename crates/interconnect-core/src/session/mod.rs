@@ -953,6 +953,10 @@ impl Session {
     /// Watch side: asks which version of `package` the phone has registered. The answer
     /// arrives as [`Event::VersionReply`] with the returned id. Needs the link up.
     pub fn query_version(&mut self, package: &str) -> Result<u32, CommandError> {
+        if self.config.role == Role::Phone {
+            // Apps register on the phone; a watch has none to report.
+            return Err(CommandError::WrongRole(Role::Phone));
+        }
         if !self.is_link_up() {
             return Err(CommandError::ChannelClosed);
         }
