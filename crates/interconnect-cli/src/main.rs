@@ -284,7 +284,9 @@ fn event_json(event: &ConnectionEvent) -> Value {
         } => {
             json!({ "event": "file_incoming", "name": name, "size": size, "offset": offset })
         }
-        ConnectionEvent::File { path, name, size } => json!({
+        ConnectionEvent::File {
+            path, name, size, ..
+        } => json!({
             "event": "file",
             "path": path,
             "name": name,
@@ -757,7 +759,9 @@ async fn demo() -> Result<(), Failure> {
                         let _ = app.reply(&m, &(n * n)).await;
                     }
                     ConnectionEvent::Message(m) => received.push(m.decode::<Value>().ok()),
-                    ConnectionEvent::File { path, name, size } => {
+                    ConnectionEvent::File {
+                        path, name, size, ..
+                    } => {
                         return (received, Some((path, name, size)));
                     }
                     _ => {}

@@ -114,6 +114,8 @@ pub enum ConnectionEvent {
     /// `onmessage` with a file (the vendor API's `isFileType`): verified and stored. Fires once
     /// per file, only after size and digest checked out and the file has its final name.
     File {
+        /// The transfer, as its `FileIncoming` named it.
+        transfer: u32,
         /// Where it is stored.
         path: std::path::PathBuf,
         /// Its file name.
@@ -173,7 +175,9 @@ pub struct Progress {
 }
 
 /// An outgoing file transfer: a future that resolves when the receiver verified and
-/// stored the file, with progress and cancellation.
+/// stored the file, with progress and cancellation. Dropping it does not cancel the
+/// transfer (the file is still sent, as a spawned task would); call
+/// [`cancel`](Self::cancel) for that.
 pub struct FileTransfer {
     shared: Arc<Shared>,
     ticket: u64,

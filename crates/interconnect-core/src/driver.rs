@@ -717,7 +717,7 @@ impl Driver {
         }
         if let Some(link) = self.link.take() {
             link.retire();
-            tracing::debug!(reason = why, "link lost");
+            tracing::info!(reason = why, "link lost");
             self.session.link_down(now());
             self.request_link();
         }
@@ -1126,7 +1126,15 @@ impl Driver {
                 }
                 self.writers.remove(&(channel, transfer));
                 self.session.file_stored(channel, transfer);
-                self.emit(channel, ConnectionEvent::File { path, name, size });
+                self.emit(
+                    channel,
+                    ConnectionEvent::File {
+                        transfer: transfer.0,
+                        path,
+                        name,
+                        size,
+                    },
+                );
             }
             IoDone::Failed {
                 ticket,

@@ -1154,7 +1154,8 @@ impl Session {
     }
 
     fn drop_link(&mut self, code: Code, reason: String) {
-        tracing::warn!(%code, %reason, "dropping link");
+        // The driver logs the loss (and a refusal, once, as a warning).
+        tracing::debug!(%code, %reason, "dropping link");
         self.farewell = true;
         self.events.push_back(Event::DropLink { code, reason });
     }
