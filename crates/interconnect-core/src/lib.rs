@@ -89,3 +89,8 @@ pub use security::{
 };
 pub use session::{CommandError, Session};
 pub use transport::{Link, LinkReceiver, LinkSender, Transport, TransportError};
+
+/// The README's quick start runs as a doctest.
+#[cfg(doctest)]
+#[doc = include_str!("../../../README.md")]
+struct ReadmeDoctests;
