@@ -248,10 +248,17 @@ struct Receiving {
     commands: mpsc::UnboundedSender<WriterCmd>,
     /// The partial file it owns.
     part: std::path::PathBuf,
-    /// Bytes still to come, reserved on the disk against other offers.
-    left: u64,
+    /// Bytes written so far.
+    written: u64,
     /// The file's size.
     size: u64,
+}
+
+impl Receiving {
+    /// Bytes still to come, reserved on the disk against other offers.
+    fn left(&self) -> u64 {
+        self.size.saturating_sub(self.written)
+    }
 }
 
 /// A second link being vetted while the current one is up (see `Session::probe`).
@@ -787,16 +794,8 @@ impl Driver {
                     s.links_up += 1;
                 });
                 for (package, reply) in std::mem::take(&mut self.waiting_queries) {
-                    if reply.is_closed() {
-                        continue;
-                    }
-                    match self.session.query_version(&package) {
-                        Ok(request) => {
-                            self.version_queries.insert(request, reply);
-                        }
-                        Err(error) => {
-                            let _ = reply.send(Err(error.into()));
-                        }
+                    if !reply.is_closed() {
+                        self.query_version(&package, reply);
                     }
                 }
             }
@@ -1001,10 +1000,10 @@ impl Driver {
             .map(|receiving| receiving.part);
         let others = files::InProgress {
             count: self.writers.len(),
-            bytes: self.writers.values().map(|r| r.left).sum(),
+            bytes: self.writers.values().map(Receiving::left).sum(),
         };
-        let live: Vec<std::path::PathBuf> = self.writers.values().map(|r| r.part.clone()).collect();
-        let live = |path: &std::path::Path| live.iter().any(|p| p == path);
+        let writers = &self.writers;
+        let live = |path: &std::path::Path| writers.values().any(|r| r.part == path);
         match files::accept(config, offer, resumes, &live, others, self.io_tx.clone()) {
             Ok(incoming) => {
                 self.session.accept_file(channel, transfer, incoming.offset);
@@ -1014,7 +1013,7 @@ impl Driver {
                         ticket,
                         commands: incoming.writer,
                         part: incoming.part,
-                        left: size - incoming.offset,
+                        written: incoming.offset,
                         size,
                     },
                 );
@@ -1105,7 +1104,7 @@ impl Driver {
             } => {
                 if self.is_current_writer(ticket, channel, transfer) {
                     if let Some(receiving) = self.writers.get_mut(&(channel, transfer)) {
-                        receiving.left = receiving.size.saturating_sub(end);
+                        receiving.written = end;
                     }
                     self.session.file_written(channel, transfer, end);
                 }
@@ -1390,14 +1389,7 @@ impl Driver {
                     }
                     return;
                 }
-                match self.session.query_version(&package) {
-                    Ok(request) => {
-                        self.version_queries.insert(request, reply);
-                    }
-                    Err(error) => {
-                        let _ = reply.send(Err(error.into()));
-                    }
-                }
+                self.query_version(&package, reply);
             }
             Command::Close {
                 key,
@@ -1487,8 +1479,18 @@ impl Driver {
         }
     }
 
-    /// The last handle of a connection is gone: close its channel (watch) or detach the
-    /// app (phone).
+    /// Sends a version query; its reply goes to `reply`.
+    fn query_version(&mut self, package: &str, reply: VersionReplyTo) {
+        match self.session.query_version(package) {
+            Ok(request) => {
+                self.version_queries.insert(request, reply);
+            }
+            Err(error) => {
+                let _ = reply.send(Err(error.into()));
+            }
+        }
+    }
+
     /// Hands a send to the session, or fails it.
     fn start_send(&mut self, key: u64, send: WaitingSend) {
         let Some(channel) = self.conns.get(&key).and_then(|e| e.channel) else {
@@ -1542,6 +1544,8 @@ impl Driver {
         }
     }
 
+    /// The last handle of a connection is gone: close its channel (watch) or detach the
+    /// app (phone).
     fn release(&mut self, key: u64) {
         for send in self.waiting.remove(&key).into_iter().flatten() {
             let _ = send.done.send(Err(Error::ConnectionLost));
