@@ -31,13 +31,13 @@ fn stack(rt: &Runtime) -> Stack {
     rt.block_on(async {
         let network = MockNetwork::new(Faults::default());
         let (dialer, listener) = network.endpoints();
-        let hub = Hub::new(listener, Config::new(DeviceId([2; 16])));
-        let watch = Interconnect::new(dialer, Config::new(DeviceId([1; 16])));
+        let hub = Hub::new(listener, Config::in_memory(DeviceId([2; 16])));
+        let watch = Interconnect::new(dialer, Config::in_memory(DeviceId([1; 16])));
         let app = hub.register("bench", 1, None).await.expect("register");
         let conn = watch.instance("bench", None);
         assert!(conn.diagnosis(None).await.is_ok());
         let (tx, received) = mpsc::unbounded_channel();
-        let mut events = app.events();
+        let mut events = app.events().unwrap();
         tokio::spawn(async move {
             while let Some(event) = events.next().await {
                 if matches!(event, ConnectionEvent::Message(_)) && tx.send(()).is_err() {

@@ -33,14 +33,14 @@ async fn stack(data: &[u8]) -> Stack {
     std::fs::write(&path, data).expect("write the file");
     let network = MockNetwork::new(Faults::default());
     let (dialer, listener) = network.endpoints();
-    let mut phone = Config::new(DeviceId([2; 16]));
+    let mut phone = Config::in_memory(DeviceId([2; 16]));
     let mut files = FilesConfig::new(recv_dir.path());
     files.reserve_free_bytes = 0;
     phone.files = Some(files);
     let hub = Hub::new(listener, phone);
-    let watch = Interconnect::new(dialer, Config::new(DeviceId([1; 16])));
+    let watch = Interconnect::new(dialer, Config::in_memory(DeviceId([1; 16])));
     let app = hub.register("bench", 1, None).await.expect("register");
-    let events = app.events();
+    let events = app.events().unwrap();
     let conn = watch.instance("bench", None);
     assert!(conn.diagnosis(None).await.is_ok());
     Stack {

@@ -180,7 +180,7 @@ pub mod tcp {
             phone.files = Some(files);
             let hub = Hub::new(listener, phone);
             let app = hub.register("bench", 1, None).await?;
-            let mut events = app.events();
+            let mut events = app.events().unwrap();
             let _ = addr_tx.send(addr);
             loop {
                 let event = tokio::select! {
@@ -226,8 +226,8 @@ pub mod tcp {
 
     /// A device configured for bulk transfer over TCP: large frames and file window.
     fn bulk_config(id: u8, security: Security) -> Config {
-        let mut config = Config::new(DeviceId([id; 16]));
-        config.security = security;
+        let mut config = Config::in_memory(DeviceId([id; 16]));
+        config.session.security = security;
         config.session.max_frame_len = FRAME;
         config.session.file_window = WINDOW;
         config

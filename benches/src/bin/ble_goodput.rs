@@ -20,14 +20,14 @@ async fn transfer(
 ) -> Result<Duration, BoxError> {
     let network = SimNetwork::new(params, BleConfig::default());
     let (peripheral, central) = network.endpoints();
-    let mut phone = Config::new(DeviceId([2; 16]));
+    let mut phone = Config::in_memory(DeviceId([2; 16]));
     let mut files = FilesConfig::new(dir);
     files.reserve_free_bytes = 0;
     phone.files = Some(files);
     let hub = Hub::new(central, phone);
-    let watch = Interconnect::new(peripheral, Config::new(DeviceId([1; 16])));
+    let watch = Interconnect::new(peripheral, Config::in_memory(DeviceId([1; 16])));
     let app = hub.register("ble", 1, None).await?;
-    let mut events = app.events();
+    let mut events = app.events().unwrap();
     let conn = watch.instance("ble", None);
     if !conn.diagnosis(Some(Duration::from_secs(60))).await.is_ok() {
         return Err("the channel did not open".into());

@@ -29,7 +29,7 @@ struct Seen {
 }
 
 fn config(id: u8, timeout: Duration) -> Config {
-    let mut config = Config::new(DeviceId([id; 16]));
+    let mut config = Config::in_memory(DeviceId([id; 16]));
     config.session.link_timeout = timeout;
     config.session.ping_interval = timeout / 4;
     config.backoff.initial = Duration::from_millis(20);
@@ -81,8 +81,8 @@ async fn run(fault: Fault, timeout: Duration) -> Result<(), Box<dyn std::error::
         return Err("the channel did not open".into());
     }
     let at: Arc<Mutex<Option<Instant>>> = Arc::default();
-    let at_watch = record(conn.events(), at.clone());
-    let at_phone = record(app.events(), at.clone());
+    let at_watch = record(conn.events().unwrap(), at.clone());
+    let at_phone = record(app.events().unwrap(), at.clone());
     let sender = conn.clone();
     let sending = tokio::spawn(async move {
         for i in 0u32.. {

@@ -33,15 +33,15 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let network = MockNetwork::new(Faults::default());
     let (dialer, listener) = network.endpoints();
-    let mut phone = Config::new(DeviceId([2; 16]));
+    let mut phone = Config::in_memory(DeviceId([2; 16]));
     let mut files = FilesConfig::new(recv_dir.path());
     files.reserve_free_bytes = 0;
     files.max_file_size = u64::MAX;
     phone.files = Some(files);
     let hub = Hub::new(listener, phone);
-    let watch = Interconnect::new(dialer, Config::new(DeviceId([1; 16])));
+    let watch = Interconnect::new(dialer, Config::in_memory(DeviceId([1; 16])));
     let app = hub.register("rss", 1, None).await?;
-    let mut events = app.events();
+    let mut events = app.events().unwrap();
     let conn = watch.instance("rss", None);
     if !conn.diagnosis(None).await.is_ok() {
         return Err("channel did not open".into());

@@ -22,8 +22,8 @@ use transport_tcp::TcpListener;
 async fn ping_flood(mib: usize) -> Result<(), Box<dyn std::error::Error>> {
     let listener = TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr();
-    let mut config = Config::new(DeviceId([2; 16]));
-    config.security = Security::InsecurePlaintext;
+    let mut config = Config::in_memory(DeviceId([2; 16]));
+    config.session.security = Security::InsecurePlaintext;
     config.session.link_timeout = Duration::from_secs(600);
     let hub = Hub::new(listener, config);
     let _app = hub.register("com.example.flood", 1, None).await?;
@@ -87,7 +87,7 @@ async fn read_frame(stream: &mut tokio::net::TcpStream) -> std::io::Result<Bytes
 async fn sealed_flood(mib: usize) -> Result<(), Box<dyn std::error::Error>> {
     let listener = TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr();
-    let mut config = Config::new(DeviceId([2; 16]));
+    let mut config = Config::in_memory(DeviceId([2; 16]));
     config.session.link_timeout = Duration::from_secs(600);
     let hub = Hub::new(listener, config);
     let _app = hub.register("com.example.flood", 1, None).await?;

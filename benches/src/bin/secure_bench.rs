@@ -89,14 +89,14 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 async fn connect_times(mode: Option<CipherSuite>, count: usize) -> Result<Vec<Duration>, BoxError> {
     let listener = transport_tcp::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr();
-    let mut phone = Config::new(DeviceId([2; 16]));
-    phone.security = security(mode, 2);
+    let mut phone = Config::in_memory(DeviceId([2; 16]));
+    phone.session.security = security(mode, 2);
     let hub = Hub::new(listener, phone);
     let mut times = Vec::with_capacity(count);
     for _ in 0..count {
-        let mut config = Config::new(DeviceId([1; 16]));
+        let mut config = Config::in_memory(DeviceId([1; 16]));
         // One watch identity throughout: the phone pinned it on first use.
-        config.security = security(mode, 1);
+        config.session.security = security(mode, 1);
         let start = Instant::now();
         let watch = Interconnect::new(transport_tcp::TcpDialer::new(addr), config);
         watch.connected().await;
@@ -144,10 +144,10 @@ fn handshake_frames(mode: Option<CipherSuite>) -> Vec<Bytes> {
 async fn ble_connect_time(params: BleParams, mode: Option<CipherSuite>) -> Duration {
     let network = SimNetwork::new(params, BleConfig::default());
     let (peripheral, central) = network.endpoints();
-    let mut phone = Config::new(DeviceId([2; 16]));
-    phone.security = security(mode, 2);
-    let mut watch = Config::new(DeviceId([1; 16]));
-    watch.security = security(mode, 1);
+    let mut phone = Config::in_memory(DeviceId([2; 16]));
+    phone.session.security = security(mode, 2);
+    let mut watch = Config::in_memory(DeviceId([1; 16]));
+    watch.session.security = security(mode, 1);
     let hub = Hub::new(central, phone);
     let start = tokio::time::Instant::now();
     let watch = Interconnect::new(peripheral, watch);

@@ -19,9 +19,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let count: usize = first_arg(100_000)?;
     let network = MockNetwork::new(Faults::default());
     let (dialer, listener) = network.endpoints();
-    let mut watch_config = Config::new(DeviceId([1; 16]));
+    let mut watch_config = Config::in_memory(DeviceId([1; 16]));
     watch_config.send_timeout = Duration::from_secs(3600);
-    let hub = Hub::new(listener, Config::new(DeviceId([2; 16])));
+    let hub = Hub::new(listener, Config::in_memory(DeviceId([2; 16])));
     let watch = Interconnect::new(dialer, watch_config);
     let app = hub.register("com.example.slow", 1, None).await?;
     let conn = watch.instance("com.example.slow", None);
@@ -47,7 +47,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     // The app reads nothing for two seconds.
     tokio::time::sleep(Duration::from_secs(2)).await;
     let stalled = peak_rss_kib().unwrap_or(0);
-    let mut events = app.events();
+    let mut events = app.events().unwrap();
     let mut got = 0;
     while got < count {
         if let Some(ConnectionEvent::Message(_)) = events.next().await {

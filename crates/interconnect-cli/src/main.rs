@@ -16,8 +16,8 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use interconnect_core::{
-    Config, Connection, ConnectionEvent, DeviceIdentity, Error, FileTransfer, FilesConfig, Hub,
-    Interconnect, NoiseConfig, Security,
+    ClosedBy, Config, Connection, ConnectionEvent, DeviceIdentity, Error, FileTransfer,
+    FilesConfig, Hub, Interconnect, NoiseConfig, Security,
 };
 use interconnect_proto::{Code, DeviceId};
 use security::{Outcome, Role, SecurityArgs};
@@ -270,8 +270,18 @@ fn event_json(event: &ConnectionEvent) -> Value {
         ConnectionEvent::Open { is_reconnected } => {
             json!({ "event": "open", "is_reconnected": is_reconnected })
         }
-        ConnectionEvent::Close { code, reason } => {
-            json!({ "event": "close", "code": code.as_u16(), "reason": reason })
+        ConnectionEvent::Close {
+            code,
+            reason,
+            by,
+            reopens,
+        } => {
+            let by = match by {
+                ClosedBy::Local => "local",
+                ClosedBy::Peer => "peer",
+                ClosedBy::Link => "link",
+            };
+            json!({ "event": "close", "code": code.as_u16(), "reason": reason, "by": by, "reopens": reopens })
         }
         ConnectionEvent::Message(message) => {
             let data = message
@@ -342,9 +352,9 @@ async fn phone(
     let listener = TcpListener::bind(listen)
         .await
         .map_err(|e| failure(Code::OTHERS, format!("cannot listen on {listen}: {e}")))?;
-    let mut config = Config::new(device_id());
+    let mut config = Config::in_memory(device_id());
     config.files = Some(files);
-    config.security = setup.security;
+    config.session.security = setup.security;
     config.known_peers = setup.known_peers;
     print_listening(listener.local_addr());
     let hub = Hub::new(listener, config);
@@ -361,7 +371,7 @@ async fn phone(
         .register(&package, version, fingerprint.as_deref())
         .await?;
     eprintln!("package {package} registered");
-    let mut events = app.events();
+    let mut events = app.events().expect("a new connection has its events");
     // A link that drops is said on stdout too.
     let mut linked = false;
     loop {
@@ -414,10 +424,10 @@ struct WatchTarget {
 
 /// A config with this security and quick redials (only a dialing watch uses them).
 fn endpoint_config(security: Security) -> Config {
-    let mut config = Config::new(device_id());
+    let mut config = Config::in_memory(device_id());
     config.backoff.initial = Duration::from_millis(50);
     config.backoff.max = Duration::from_secs(2);
-    config.security = security;
+    config.session.security = security;
     config
 }
 
@@ -668,7 +678,7 @@ async fn run_watch_command(
             }))
         }
         WatchCommand::Listen => {
-            let mut events = conn.events();
+            let mut events = conn.events().expect("a new connection has its events");
             loop {
                 tokio::select! {
                     _ = tokio::signal::ctrl_c() => return Ok(json!({ "event": "stopped" })),
@@ -742,12 +752,12 @@ async fn demo() -> Result<(), Failure> {
     // Both devices get fresh keys and trust each other on first use.
     let phone_identity = DeviceIdentity::generate();
     let phone_fingerprint = phone_identity.fingerprint();
-    let mut phone_config = Config::new(device_id());
+    let mut phone_config = Config::in_memory(device_id());
     phone_config.files = Some(FilesConfig::new(&files_dir));
-    phone_config.security = Security::Noise(NoiseConfig::new(phone_identity));
+    phone_config.session.security = Security::Noise(NoiseConfig::new(phone_identity));
     let hub = Hub::new(listener, phone_config);
     let app = hub.register(PACKAGE, 42, Some(FINGERPRINT)).await?;
-    let mut app_events = app.events();
+    let mut app_events = app.events().expect("a new connection has its events");
     let echo = tokio::spawn({
         let app = app.clone();
         async move {

@@ -18,7 +18,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::Bytes;
 use interconnect_core::{
-    Config, Connection, ConnectionEvent, Events, FilesConfig, Hub, Interconnect, Link,
+    ClosedBy, Config, Connection, ConnectionEvent, Events, FilesConfig, Hub, Interconnect, Link,
     LinkReceiver, LinkSender, Transport, TransportError,
 };
 use interconnect_proto::{Code, ContentType, DeviceId};
@@ -229,12 +229,12 @@ pub mod cases {
         let (watch_transport, cutter) = Cuttable::new(watch_transport);
         let send_dir = tempfile::tempdir().expect("temp dir");
         let recv_dir = tempfile::tempdir().expect("temp dir");
-        let mut phone = Config::new(DeviceId([2; 16]));
+        let mut phone = Config::in_memory(DeviceId([2; 16]));
         let mut files = FilesConfig::new(recv_dir.path());
         files.reserve_free_bytes = 0;
         phone.files = Some(files);
         phone.seed = Some(2);
-        let mut watch = Config::new(DeviceId([1; 16]));
+        let mut watch = Config::in_memory(DeviceId([1; 16]));
         watch.seed = Some(1);
         watch.backoff.initial = Duration::from_millis(20);
         Ends {
@@ -272,8 +272,8 @@ pub mod cases {
     pub async fn open_and_messages_both_ways_in_order<H: Harness>(harness: &H) {
         let e = ends(harness).await;
         let (conn, app) = open(&e).await;
-        let mut watch_events = conn.events();
-        let mut app_events = app.events();
+        let mut watch_events = conn.events().unwrap();
+        let mut app_events = app.events().unwrap();
         assert_eq!(
             next(&mut watch_events).await,
             ConnectionEvent::Open {
@@ -288,12 +288,13 @@ pub mod cases {
         );
         let to_phone: Vec<_> = (0..100u32).map(|i| conn.send(&i)).collect();
         let to_watch: Vec<_> = (0..100u32).map(|i| app.send(&i)).collect();
-        for send in to_phone.into_iter().chain(to_watch) {
-            send.await.expect("acknowledged");
-        }
         for i in 0..100u32 {
             assert_eq!(next_message(&mut app_events).await.decode::<u32>(), Ok(i));
             assert_eq!(next_message(&mut watch_events).await.decode::<u32>(), Ok(i));
+        }
+        // Acknowledged once each app took them.
+        for send in to_phone.into_iter().chain(to_watch) {
+            send.await.expect("acknowledged");
         }
     }
 
@@ -301,7 +302,7 @@ pub mod cases {
     pub async fn maximum_message_size_and_one_byte_more<H: Harness>(harness: &H) {
         let e = ends(harness).await;
         let (conn, app) = open(&e).await;
-        let mut app_events = app.events();
+        let mut app_events = app.events().unwrap();
         let max = e.watch_max_message(&conn).await;
         // What the link's frame limit allows, sealed, within the default maximum.
         let link = e.cutter.link_max_frame_len();
@@ -313,10 +314,9 @@ pub mod cases {
             "the maximum message on a link of {link}-byte frames"
         );
         let payload = Bytes::from(vec![0x5a; max]);
-        conn.send_bytes(ContentType::Binary, payload.clone())
-            .await
-            .expect("maximum size passes");
+        let sent = conn.send_bytes(ContentType::Binary, payload.clone());
         assert_eq!(next_message(&mut app_events).await.payload, payload);
+        sent.await.expect("maximum size passes");
         let error = conn
             .send_bytes(ContentType::Binary, Bytes::from(vec![0; max + 1]))
             .await
@@ -324,11 +324,10 @@ pub mod cases {
         assert_eq!(error.code(), Code::TOO_LARGE);
         // The same number the other way: what the phone received, it can send back.
         assert_eq!(e.watch_max_message(&app).await, max, "the phone's maximum");
-        let mut watch_events = conn.events();
-        app.send_bytes(ContentType::Binary, payload.clone())
-            .await
-            .expect("the phone sends the maximum back");
+        let mut watch_events = conn.events().unwrap();
+        let sent = app.send_bytes(ContentType::Binary, payload.clone());
         assert_eq!(next_message(&mut watch_events).await.payload, payload);
+        sent.await.expect("the phone sends the maximum back");
     }
 
     impl Ends {
@@ -347,7 +346,7 @@ pub mod cases {
     pub async fn request_and_reply<H: Harness>(harness: &H) {
         let e = ends(harness).await;
         let (conn, app) = open(&e).await;
-        let mut app_events = app.events();
+        let mut app_events = app.events().unwrap();
         let responder = tokio::spawn({
             let app = app.clone();
             async move {
@@ -385,7 +384,7 @@ pub mod cases {
     pub async fn file_transfer<H: Harness>(harness: &H) {
         let e = ends(harness).await;
         let (conn, app) = open(&e).await;
-        let mut app_events = app.events();
+        let mut app_events = app.events().unwrap();
         let data = file_content(300_000);
         let path = e.dirs.0.path().join("report.bin");
         std::fs::write(&path, &data).expect("write");
@@ -399,11 +398,11 @@ pub mod cases {
     pub async fn link_cut_during_a_file_resumes<H: Harness>(harness: &H) {
         let e = ends(harness).await;
         let (conn, app) = open(&e).await;
-        let mut app_events = app.events();
+        let mut app_events = app.events().unwrap();
         let data = file_content(6 << 20);
         let path = e.dirs.0.path().join("big.bin");
         std::fs::write(&path, &data).expect("write");
-        let mut watch_events = conn.events();
+        let mut watch_events = conn.events().unwrap();
         let transfer = conn.send_file(&path);
         let mut progress = transfer.progress_stream();
         let cutter = e.cutter.clone();
@@ -474,11 +473,18 @@ pub mod cases {
     pub async fn close_from_the_watch<H: Harness>(harness: &H) {
         let e = ends(harness).await;
         let (conn, app) = open(&e).await;
-        let mut app_events = app.events();
+        let mut app_events = app.events().unwrap();
         conn.close(Code(4321), "watch done").await.expect("closed");
         loop {
-            if let ConnectionEvent::Close { code, reason } = next(&mut app_events).await {
+            if let ConnectionEvent::Close {
+                code,
+                reason,
+                by,
+                reopens,
+            } = next(&mut app_events).await
+            {
                 assert_eq!((code, reason.as_str()), (Code(4321), "watch done"));
+                assert_eq!((by, reopens), (ClosedBy::Peer, false));
                 break;
             }
         }
@@ -488,21 +494,29 @@ pub mod cases {
         );
     }
 
-    /// Close from the phone reaches the watch with code and reason.
+    /// Close from the phone reaches the watch with code and reason; the watch then tries
+    /// to reopen, refused (1002) until the app registers again.
     pub async fn close_from_the_phone<H: Harness>(harness: &H) {
         let e = ends(harness).await;
         let (conn, app) = open(&e).await;
-        let mut watch_events = conn.events();
+        let mut watch_events = conn.events().unwrap();
         app.close(Code(4322), "phone done").await.expect("closed");
         loop {
-            if let ConnectionEvent::Close { code, reason } = next(&mut watch_events).await {
+            if let ConnectionEvent::Close {
+                code,
+                reason,
+                by,
+                reopens,
+            } = next(&mut watch_events).await
+            {
                 assert_eq!((code, reason.as_str()), (Code(4322), "phone done"));
+                assert_eq!((by, reopens), (ClosedBy::Peer, true));
                 break;
             }
         }
         assert_eq!(
-            conn.send(&1).await.map_err(|e| e.code()),
-            Err(Code::CONNECTION_LOST)
+            conn.diagnosis(Some(Duration::from_secs(20))).await.code,
+            Code::APP_NOT_CONNECTED
         );
     }
 
@@ -535,7 +549,7 @@ pub mod cases {
         ];
         for (package, fingerprint, code) in cases {
             let conn = e.watch.instance(package, fingerprint);
-            let mut events = conn.events();
+            let mut events = conn.events().unwrap();
             assert_eq!(conn.diagnosis(None).await.code, code, "{package}");
             assert!(
                 matches!(next(&mut events).await, ConnectionEvent::Error { code: c, .. } if c == code)

@@ -25,7 +25,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     });
     let (dialer, listener) = network.endpoints();
     let fast = |id| {
-        let mut config = Config::new(DeviceId([id; 16]));
+        let mut config = Config::in_memory(DeviceId([id; 16]));
         config.session.retransmit_timeout = Duration::from_millis(200);
         config
     };
@@ -51,7 +51,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
 
     // The phone app echoes requests and counts messages.
-    let mut app_events = app.events();
+    let mut app_events = app.events().expect("a new connection has its events");
     let phone = tokio::spawn({
         let app = app.clone();
         async move {

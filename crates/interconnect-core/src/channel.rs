@@ -79,6 +79,20 @@ pub(crate) struct Channel {
     last_progress: Option<Instant>,
     /// When the pending open was last sent, and whether it asked to resume.
     pub(crate) open_sent: Option<(Instant, bool)>,
+    /// With acknowledgements on take: the highest sequence number the app has taken.
+    pub(crate) taken: Option<u64>,
+    /// Which numbering of this channel's messages is current: a receipt of an earlier
+    /// one (before a restart) is ignored.
+    pub(crate) life: u64,
+    /// Watch side, after the phone closed or refused a channel that had been open: when
+    /// to try opening it again, and the delay after that.
+    pub(crate) reopen: Option<(Instant, std::time::Duration)>,
+}
+
+/// Numbers each life of each channel in this process (see `Channel::life`).
+fn next_life() -> u64 {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
 }
 
 impl Channel {
@@ -99,6 +113,9 @@ impl Channel {
             ack_limit: None,
             last_progress: None,
             open_sent: None,
+            taken: None,
+            life: next_life(),
+            reopen: None,
         }
     }
 
@@ -218,8 +235,9 @@ impl Channel {
 
     /// What this side acknowledges: everything received in order, or less while held.
     pub(crate) fn acknowledged(&self) -> u64 {
-        self.ack_limit
-            .map_or(self.received, |l| l.min(self.received))
+        let held = self.ack_limit.unwrap_or(u64::MAX);
+        let taken = self.taken.unwrap_or(u64::MAX);
+        self.received.min(held).min(taken)
     }
 
     /// The link dropped: everything in flight must be sent again on the next link.
@@ -244,6 +262,9 @@ impl Channel {
         }
         self.next_seq = 1;
         self.received = 0;
+        self.taken = self.taken.map(|_| 0);
+        self.ack_limit = self.ack_limit.map(|_| 0);
+        self.life = next_life();
         self.rewind();
     }
 

@@ -9,7 +9,8 @@ use crate::security::Security;
 /// How one device runs its sessions. Defaults suit a phone↔watch link over BLE or TCP.
 #[derive(Clone, Debug)]
 pub struct SessionConfig {
-    /// This device's role (watch or phone). Independent of who dials.
+    /// This device's role (watch or phone). Independent of who dials. `Hub` and
+    /// `Interconnect` set it.
     pub role: Role,
     /// This device's stable id, sent in the handshake.
     pub device_id: DeviceId,
@@ -18,7 +19,7 @@ pub struct SessionConfig {
     pub max_frame_len: usize,
     /// Identifies this device's logical session across links. A peer seeing the same token
     /// on a new link resumes channels; a new token makes it start afresh. Draw it at random
-    /// when the process starts (the async API does).
+    /// when the process starts (the async API does when it is 0).
     pub resume_token: u64,
     /// How long a new link may take to complete the handshake.
     pub handshake_timeout: Duration,
@@ -45,6 +46,9 @@ pub struct SessionConfig {
     /// Bytes of one file transfer in flight (sent, not yet acknowledged); also bounds
     /// the sender's read-ahead and the receiver's write queue.
     pub file_window: u64,
+    /// When a received message is acknowledged to its sender (what the sender's `send`
+    /// resolving means).
+    pub acknowledge: Acknowledge,
     /// How links are protected: Noise (the default, with a fresh identity and trust on
     /// first use) or, for debugging only, plaintext on both sides.
     pub security: Security,
@@ -67,6 +71,7 @@ impl SessionConfig {
             max_queued: 4096,
             reliable_link: false,
             file_window: 4 * 1024 * 1024,
+            acknowledge: Acknowledge::WhenTaken,
             security: Security::default(),
         }
     }
@@ -76,6 +81,20 @@ impl SessionConfig {
         self.security = security;
         self
     }
+}
+
+/// When this side acknowledges a message, which is when the sender's `send` resolves.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Acknowledge {
+    /// Once the receiving app took the message from its event stream (the default): a
+    /// resolved `send` means the peer app has it, and a message the receiver held
+    /// unread when it crashed or shut down is sent again to its next run. A peer app
+    /// that never reads makes sends wait, then time out (204).
+    #[default]
+    WhenTaken,
+    /// As soon as it arrived, in order, at the receiving device, before its app read it:
+    /// a crash or shutdown of the receiver loses what it held unread.
+    OnReceipt,
 }
 
 /// Largest distance ahead of the last in-order message that a received sequence number

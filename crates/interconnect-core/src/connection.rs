@@ -15,6 +15,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::driver::Command;
 use crate::error::Error;
+use crate::event::{ClosedBy, Receipt};
 
 /// The vendor API's `getReadyState` values.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -96,6 +97,13 @@ pub enum ConnectionEvent {
         code: Code,
         /// Detail.
         reason: String,
+        /// Who ended it: this side, the peer, or the link.
+        by: ClosedBy,
+        /// Whether it opens again by itself (an `Open` with `is_reconnected` follows):
+        /// after a link drop, and on the watch after the phone app closed, the phone
+        /// shut down or restarted. Only this side's [`Connection::close`] (or the end of
+        /// this endpoint) ends a connection for good.
+        reopens: bool,
     },
     /// `onmessage`: a message, in order, exactly once.
     Message(Incoming),
@@ -148,16 +156,23 @@ struct PendingSend {
 
 impl PendingSend {
     async fn wait(self) -> Result<(), Error> {
-        let rx = self.outcome?;
-        match tokio::time::timeout(self.shared.send_timeout, rx).await {
+        let mut rx = self.outcome?;
+        match tokio::time::timeout(self.shared.send_timeout, &mut rx).await {
             Ok(Ok(result)) => result,
             Ok(Err(_)) => Err(Error::Stopped),
             Err(_) => {
+                let (tx, withdrawn) = oneshot::channel();
                 let _ = self.shared.commands.send(Command::CancelSend {
                     key: self.shared.key,
                     ticket: self.ticket,
+                    withdrawn: tx,
                 });
-                Err(Error::Timeout("the acknowledgement"))
+                let withdrawn = withdrawn.await.map_err(|_| Error::Stopped)?;
+                // The outcome may have come while the cancel was on its way.
+                match rx.try_recv() {
+                    Ok(result) => result,
+                    Err(_) => Err(Error::SendTimeout { withdrawn }),
+                }
             }
         }
     }
@@ -238,10 +253,14 @@ pub(crate) struct ConnState {
     pub(crate) app_version: Option<u32>,
 }
 
+/// What the driver queues for an app: an event, and for a message the receipt that
+/// acknowledges it once taken.
+pub(crate) type Queued = (ConnectionEvent, Option<Receipt>);
+
 /// The stream of a connection's events. Ends when the driver stops.
 #[derive(Debug)]
 pub struct Events {
-    rx: mpsc::UnboundedReceiver<ConnectionEvent>,
+    rx: mpsc::UnboundedReceiver<Queued>,
     // Not the connection's `Shared`: holding events must not keep the channel.
     unread: Arc<Unread>,
     commands: mpsc::UnboundedSender<Command>,
@@ -251,12 +270,23 @@ pub struct Events {
 impl Events {
     /// The next event, or `None` once the driver has stopped. Messages wait here up to
     /// `Config::max_unread`; past that the peer's sends wait until the app took some.
+    ///
+    /// Taking a message here is what acknowledges it to the sender (with the default
+    /// [`Acknowledge::WhenTaken`](crate::Acknowledge::WhenTaken)).
     pub async fn next(&mut self) -> Option<ConnectionEvent> {
-        let event = self.rx.recv().await;
-        if let Some(ConnectionEvent::Message(message)) = &event
-            && self.unread.taken(message.payload.len())
-        {
-            let _ = self.commands.send(Command::Drained { key: self.key });
+        let queued = self.rx.recv().await;
+        queued.map(|q| self.took(q))
+    }
+
+    /// Tells the driver what the app now has.
+    fn took(&self, (event, receipt): Queued) -> ConnectionEvent {
+        if let ConnectionEvent::Message(message) = &event {
+            if let Some(receipt) = receipt {
+                let _ = self.commands.send(Command::Taken { receipt });
+            }
+            if self.unread.taken(message.payload.len()) {
+                let _ = self.commands.send(Command::Drained { key: self.key });
+            }
         }
         event
     }
@@ -266,7 +296,7 @@ impl futures_core::Stream for Events {
     type Item = ConnectionEvent;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        self.rx.poll_recv(cx)
+        self.rx.poll_recv(cx).map(|q| q.map(|q| self.took(q)))
     }
 }
 
@@ -319,7 +349,7 @@ pub(crate) struct Shared {
     pub(crate) unread: Arc<Unread>,
     pub(crate) commands: mpsc::UnboundedSender<Command>,
     pub(crate) state: watch::Receiver<ConnState>,
-    pub(crate) events: std::sync::Mutex<Option<mpsc::UnboundedReceiver<ConnectionEvent>>>,
+    pub(crate) events: std::sync::Mutex<Option<mpsc::UnboundedReceiver<Queued>>>,
     pub(crate) next_ticket: AtomicU64,
     pub(crate) next_request: AtomicU32,
     pub(crate) send_timeout: Duration,
@@ -358,7 +388,7 @@ impl Connection {
         package: String,
         commands: mpsc::UnboundedSender<Command>,
         state: watch::Receiver<ConnState>,
-        events: mpsc::UnboundedReceiver<ConnectionEvent>,
+        events: mpsc::UnboundedReceiver<Queued>,
         unread: Arc<Unread>,
         send_timeout: Duration,
     ) -> Self {
@@ -398,22 +428,23 @@ impl Connection {
         }
     }
 
-    /// The events of this connection. They can be taken once: a second call returns a
-    /// stream that ends at once.
-    pub fn events(&self) -> Events {
-        let taken = self
+    /// The events of this connection, in order. One stream per connection: the first
+    /// call takes it, later calls (on this handle or a clone) return `None`. Taking a
+    /// message from it is what acknowledges the message to the sender (see
+    /// [`Acknowledge`](crate::Acknowledge)).
+    pub fn events(&self) -> Option<Events> {
+        let rx = self
             .shared
             .events
             .lock()
-            .ok()
-            .and_then(|mut slot| slot.take());
-        let rx = taken.unwrap_or_else(|| mpsc::unbounded_channel().1);
-        Events {
+            .unwrap_or_else(|e| e.into_inner())
+            .take()?;
+        Some(Events {
             rx,
             unread: self.shared.unread.clone(),
             commands: self.shared.commands.clone(),
             key: self.shared.key,
-        }
+        })
     }
 
     /// Watch side: the version of the app registered on the phone for this package, or

@@ -102,6 +102,11 @@ pub(crate) enum Command {
     CancelSend {
         key: u64,
         ticket: u64,
+        withdrawn: oneshot::Sender<bool>,
+    },
+    /// The app took the message with this receipt from its stream.
+    Taken {
+        receipt: crate::event::Receipt,
     },
     AwaitReply {
         key: u64,
@@ -164,7 +169,7 @@ struct OutFile {
 
 /// What the driver holds for one connection handle.
 pub(crate) struct ConnSlot {
-    pub(crate) events: mpsc::UnboundedSender<ConnectionEvent>,
+    pub(crate) events: mpsc::UnboundedSender<crate::connection::Queued>,
     pub(crate) unread: std::sync::Arc<crate::connection::Unread>,
     pub(crate) state: watch::Sender<ConnState>,
 }
@@ -958,7 +963,7 @@ impl Driver {
             .get(&channel)
             .and_then(|k| self.conns.get(k))
         {
-            let _ = entry.slot.events.send(event);
+            let _ = entry.slot.events.send((event, None));
         }
     }
 
@@ -1205,13 +1210,24 @@ impl Driver {
         if entry.channel != Some(channel) {
             return; // an older channel of this app
         }
+        let mut receipt = None;
         let app_event = match event {
             ChannelEvent::Open { is_reconnected } => ConnectionEvent::Open { is_reconnected },
-            ChannelEvent::Close { code, reason } => {
+            ChannelEvent::Close {
+                code,
+                reason,
+                by,
+                reopens,
+            } => {
                 if self.session.is_closed(channel) {
                     fail_requests(entry, Error::ConnectionLost);
                 }
-                ConnectionEvent::Close { code, reason }
+                ConnectionEvent::Close {
+                    code,
+                    reason,
+                    by,
+                    reopens,
+                }
             }
             ChannelEvent::Error { code, message } => ConnectionEvent::Error { code, message },
             ChannelEvent::Message(message) => {
@@ -1224,10 +1240,15 @@ impl Driver {
                     },
                 };
                 if let Exchange::Reply(id) = message.exchange {
+                    // A reply goes to its request's caller, which takes it at once.
+                    self.session.taken(message.receipt);
                     if let Some(waiter) = entry.requests.remove(&id) {
                         let _ = waiter.send(Ok(incoming));
                     }
                     return;
+                }
+                if self.session.config().acknowledge == crate::Acknowledge::WhenTaken {
+                    receipt = Some(message.receipt);
                 }
                 if entry.slot.unread.queued(incoming.payload.len()) {
                     tracing::debug!(channel = channel.0, "the app is not reading: acks held");
@@ -1236,7 +1257,7 @@ impl Driver {
                 ConnectionEvent::Message(incoming)
             }
         };
-        let _ = entry.slot.events.send(app_event);
+        let _ = entry.slot.events.send((app_event, receipt));
     }
 
     fn publish_states(&mut self) {
@@ -1355,15 +1376,24 @@ impl Driver {
                     _ => self.start_send(key, send),
                 }
             }
-            Command::CancelSend { key, ticket } => {
+            Command::CancelSend {
+                key,
+                ticket,
+                withdrawn,
+            } => {
+                let mut was_waiting = false;
                 if let Some(waiting) = self.waiting.get_mut(&key) {
+                    let before = waiting.len();
                     waiting.retain(|w| w.ticket != ticket);
+                    was_waiting = waiting.len() < before;
                 }
                 if let Some((channel, id)) = self.tickets.remove(&(key, ticket)) {
-                    self.session.cancel_send(channel, id);
+                    was_waiting = self.session.cancel_send(channel, id);
                     self.sends.remove(&id);
                 }
+                let _ = withdrawn.send(was_waiting);
             }
+            Command::Taken { receipt } => self.session.taken(receipt),
             Command::AwaitReply {
                 key,
                 request,
@@ -1397,8 +1427,16 @@ impl Driver {
                 reason,
                 done,
             } => {
-                if let Some(ch) = self.conns.get(&key).and_then(|e| e.channel) {
-                    self.session.close(ch, code, &reason);
+                if let Some(entry) = self.conns.get(&key) {
+                    if let Some(ch) = entry.channel {
+                        self.session.close(ch, code, &reason);
+                    }
+                    if self.session.config().role == Role::Phone {
+                        // The app's close is for good: later opens get 1002 until it
+                        // registers again.
+                        self.session.set_app_attached(&entry.package, false);
+                        entry.slot.state.send_modify(|s| s.closed = true);
+                    }
                 }
                 let _ = done.send(());
             }

@@ -15,10 +15,18 @@ use crate::session::Session;
 use crate::transport::Transport;
 
 /// Settings of an [`Interconnect`] or a [`Hub`].
+///
+/// [`Config::new`] is the one to use in an app: it keeps the device key and the peers
+/// it trusts in a directory, so a restart of either end is a reconnection, not a
+/// stranger. [`Config::in_memory`] is for tests and demos in one process.
+///
+/// Defaults: send timeout 10 s, 256 unread messages per connection, backoff 100 ms
+/// doubling to 30 s, no incoming files, and the session's defaults ([`SessionConfig`]:
+/// Noise, acknowledgement once the app took a message, pings every 5 s, link timeout
+/// 15 s). Set a field to change one.
 #[derive(Clone, Debug)]
+#[non_exhaustive]
 pub struct Config {
-    /// This device's id.
-    pub device_id: DeviceId,
     /// How long `send` waits for the acknowledgement before failing with 204.
     pub send_timeout: Duration,
     /// Messages a connection holds for its app (received, not yet taken from
@@ -30,70 +38,68 @@ pub struct Config {
     pub max_unread: usize,
     /// Delays between link attempts after failures.
     pub backoff: Backoff,
-    /// Seeds the backoff jitter (and the resume token when `resume_token` is `None`), for
-    /// reproducible tests. `None` draws from the OS.
+    /// Seeds the backoff jitter (and the resume token when `session.resume_token` is 0),
+    /// for reproducible tests. `None` draws from the OS.
     pub seed: Option<u64>,
-    /// Fixes the session's resume token; `None` draws one at start.
-    pub resume_token: Option<u64>,
     /// Where received files go; `None` refuses incoming files.
     pub files: Option<crate::files::FilesConfig>,
-    /// How links are protected (Noise by default; see [`Security`]). Overrides
-    /// `session.security`.
-    pub security: Security,
     /// Where peers pinned by trust on first use or pairing are saved; `None` keeps them
     /// for this process only.
     pub known_peers: Option<KnownPeers>,
-    /// Timers and limits of the session; `role`, `device_id`, `resume_token`,
-    /// `reliable_link` (from the transport) and `security` in it are overwritten.
+    /// The session: this device's id and security, timers and limits. Its `role` is set
+    /// by [`Hub`] (phone) or [`Interconnect`] (watch), `reliable_link` by the transport
+    /// ([`Transport::is_reliable`](crate::Transport::is_reliable)), and a
+    /// `resume_token` of 0 is drawn at start.
     pub session: SessionConfig,
 }
 
 impl Config {
-    /// Defaults for a device with this id.
-    pub fn new(device_id: DeviceId) -> Self {
-        Config {
-            device_id,
-            send_timeout: Duration::from_secs(10),
-            max_unread: 256,
-            backoff: Backoff::default(),
-            seed: None,
-            resume_token: None,
-            files: None,
-            security: Security::default(),
-            known_peers: None,
-            session: SessionConfig::new(Role::Watch, device_id, 0),
-        }
-    }
-
-    /// The same, with the device's state kept in `dir`, as a device that restarts needs:
-    /// its identity (`dir/identity`, created on first start, owner-only) and the peers
-    /// it trusts (`dir/known_peers`, trust on first use pins the first peer there). A
-    /// file that exists but cannot be used is an error, never a new key or a fresh
-    /// first use.
+    /// A device whose state lives in `dir` (created if missing), as a device that
+    /// restarts needs: its identity (`dir/identity`, created on first start,
+    /// owner-only), the peers it trusts (`dir/known_peers`, where trust on first use
+    /// pins the first peer), and a device id derived from its key. A file that exists
+    /// but cannot be used is an error, never a new key or a fresh first use.
     ///
     /// ```
     /// # fn main() -> Result<(), interconnect_core::IdentityError> {
     /// use interconnect_core::Config;
-    /// use interconnect_proto::DeviceId;
     ///
     /// let dir = tempfile::tempdir().unwrap();
-    /// let config = Config::new(DeviceId([1; 16])).with_state_dir(dir.path())?;
-    /// assert!(config.known_peers.is_some());
+    /// let config = Config::new(dir.path())?;
+    /// // The same directory gives the same device after a restart.
+    /// assert_eq!(Config::new(dir.path())?.session.device_id, config.session.device_id);
     /// # Ok(()) }
     /// ```
-    pub fn with_state_dir(
-        mut self,
-        dir: impl AsRef<std::path::Path>,
-    ) -> Result<Config, crate::IdentityError> {
+    pub fn new(dir: impl AsRef<std::path::Path>) -> Result<Config, crate::IdentityError> {
         let dir = dir.as_ref();
+        std::fs::create_dir_all(dir).map_err(|source| crate::IdentityError::Io {
+            path: dir.display().to_string(),
+            source,
+        })?;
         let identity = crate::DeviceIdentity::load_or_generate(&dir.join("identity"))?;
         let known_peers = KnownPeers::new(dir.join("known_peers"));
         let known = known_peers.load()?;
-        self.security = Security::Noise(
+        let mut config = Config::in_memory(identity.device_id());
+        config.session.security = Security::Noise(
             crate::NoiseConfig::new(identity).with_trust(TrustPolicy::FirstUse { known }),
         );
-        self.known_peers = Some(known_peers);
-        Ok(self)
+        config.known_peers = Some(known_peers);
+        Ok(config)
+    }
+
+    /// A device that keeps nothing: a fresh device key on every start, trusting the first
+    /// peer it meets for this process only. For tests and one-process demos; a restarted
+    /// peer that kept its key is trusted again only by a [`Config::new`] device.
+    pub fn in_memory(device_id: DeviceId) -> Self {
+        Config {
+            send_timeout: Duration::from_secs(10),
+            max_unread: 256,
+            backoff: Backoff::default(),
+            seed: None,
+            files: None,
+            known_peers: None,
+            session: SessionConfig::new(Role::Watch, device_id, 0),
+        }
     }
 }
 
@@ -138,15 +144,13 @@ struct Endpoint {
 impl Endpoint {
     fn start<T: Transport>(role: Role, transport: T, config: Config) -> Endpoint {
         let seed = config.seed.unwrap_or_else(rand::random);
-        let token = config
-            .resume_token
-            .unwrap_or_else(|| seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
-        let mut session = config.session.clone();
+        let mut session = config.session;
+        if session.resume_token == 0 {
+            session.resume_token = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+        }
         session.role = role;
-        session.device_id = config.device_id;
-        session.resume_token = token;
         session.reliable_link = transport.is_reliable();
-        session.security = with_known_peers(config.security, config.known_peers.as_ref());
+        session.security = with_known_peers(session.security, config.known_peers.as_ref());
         let parts = driver::spawn(
             Session::new(session),
             transport,
@@ -243,15 +247,15 @@ impl Drop for Endpoint {
 /// use interconnect_proto::DeviceId;
 ///
 /// let (watch_link, phone_link) = transport_mock::MockNetwork::new(Default::default()).endpoints();
-/// let hub = Hub::new(phone_link, Config::new(DeviceId([2; 16])));
+/// let hub = Hub::new(phone_link, Config::in_memory(DeviceId([2; 16])));
 /// let app = hub.register("com.example.fit", 3, None).await.unwrap();
 ///
-/// let watch = Interconnect::new(watch_link, Config::new(DeviceId([1; 16])));
+/// let watch = Interconnect::new(watch_link, Config::in_memory(DeviceId([1; 16])));
 /// let conn = watch.instance("com.example.fit", None);
 /// assert!(conn.diagnosis(None).await.is_ok());
 /// conn.send(&serde_json::json!({"steps": 1234})).await.unwrap();
 ///
-/// let mut events = app.events();
+/// let mut events = app.events().unwrap();
 /// assert_eq!(events.next().await, Some(ConnectionEvent::Open { is_reconnected: false }));
 /// let Some(ConnectionEvent::Message(message)) = events.next().await else { panic!() };
 /// assert_eq!(message.decode::<serde_json::Value>().unwrap()["steps"], 1234);
@@ -327,12 +331,12 @@ impl Interconnect {
 /// use interconnect_proto::{Code, DeviceId};
 ///
 /// let (watch_link, phone_link) = transport_mock::MockNetwork::new(Default::default()).endpoints();
-/// let hub = Hub::new(phone_link, Config::new(DeviceId([2; 16])));
-/// let watch = Interconnect::new(watch_link, Config::new(DeviceId([1; 16])));
+/// let hub = Hub::new(phone_link, Config::in_memory(DeviceId([2; 16])));
+/// let watch = Interconnect::new(watch_link, Config::in_memory(DeviceId([1; 16])));
 ///
 /// // The phone app registers, with its signing fingerprint, and answers requests.
 /// let app = hub.register("com.example.fit", 3, Some("AB:CD")).await.unwrap();
-/// let mut events = app.events();
+/// let mut events = app.events().unwrap();
 /// tokio::spawn({
 ///     let app = app.clone();
 ///     async move {

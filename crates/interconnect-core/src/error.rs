@@ -6,10 +6,21 @@ use interconnect_proto::Code;
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
-    /// No acknowledgement or answer in time (204). A message that timed out may still be
-    /// delivered: it had reached the wire.
+    /// No answer in time (204): a reply, a version query, the peer.
     #[error("timed out waiting for {0}")]
     Timeout(&'static str),
+    /// A message was not acknowledged within the send timeout (204). `withdrawn`: it
+    /// never reached the wire and never will, so sending it again cannot duplicate it.
+    /// Otherwise it was sent and may still arrive (once).
+    #[error("{}", if *withdrawn {
+        "no acknowledgement in time: the message was withdrawn unsent (safe to send again)"
+    } else {
+        "no acknowledgement in time: the message was sent and may still arrive"
+    })]
+    SendTimeout {
+        /// Whether the message was taken back before it reached the wire.
+        withdrawn: bool,
+    },
     /// The channel or link is down or closed (1006).
     #[error("connection lost")]
     ConnectionLost,
@@ -68,7 +79,7 @@ impl Error {
     /// The stable numeric code: 204, 1000, 1001, 1002, 1006, 1007 or one of ours.
     pub fn code(&self) -> Code {
         match self {
-            Error::Timeout(_) => Code::TIMEOUT,
+            Error::Timeout(_) | Error::SendTimeout { .. } => Code::TIMEOUT,
             Error::ConnectionLost | Error::Stopped => Code::CONNECTION_LOST,
             Error::Refused { code, .. }
             | Error::Other { code, .. }

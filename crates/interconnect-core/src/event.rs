@@ -31,6 +31,31 @@ pub struct Message {
     pub exchange: Exchange,
     /// The bytes.
     pub payload: Bytes,
+    /// Hand it to [`Session::taken`](crate::Session::taken) once the app has the
+    /// message: with [`Acknowledge::WhenTaken`](crate::Acknowledge::WhenTaken) the peer
+    /// gets its acknowledgement only then.
+    pub receipt: Receipt,
+}
+
+/// Names one delivered message of one channel's life, for
+/// [`Session::taken`](crate::Session::taken). A receipt of a channel that has since
+/// restarted its numbering (the peer restarted) changes nothing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Receipt {
+    pub(crate) channel: ChannelId,
+    pub(crate) life: u64,
+    pub(crate) seq: u64,
+}
+
+/// Who ended a channel (see [`ChannelEvent::Close`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ClosedBy {
+    /// This side: its app closed the channel, or this endpoint shut down.
+    Local,
+    /// The peer: its app closed the channel, or the peer shut down or refused it.
+    Peer,
+    /// Neither: the link went down.
+    Link,
 }
 
 /// Something that happened on one channel, in the vocabulary of the vendor APIs.
@@ -48,6 +73,12 @@ pub enum ChannelEvent {
         code: Code,
         /// Detail.
         reason: String,
+        /// Who ended it.
+        by: ClosedBy,
+        /// Whether it opens again by itself: after a link drop, and on the watch after
+        /// the phone closed or refused it (the watch reopens it when the phone app is
+        /// back). Only this side's own close ends a channel for good.
+        reopens: bool,
     },
     /// A message arrived, in order, exactly once.
     Message(Message),

@@ -73,14 +73,14 @@ mod session;
 mod transfer;
 mod transport;
 
-pub use config::SessionConfig;
+pub use config::{Acknowledge, SessionConfig};
 pub use connection::{
     Connection, ConnectionEvent, Diagnosis, Events, FileTransfer, Incoming, Progress, ReadyState,
 };
 pub use driver::{Backoff, PeerDeviceStatus};
 pub use endpoint::{Config, Hub, Interconnect, SecurityEvents};
 pub use error::Error;
-pub use event::{ChannelEvent, Event, Message, PeerInfo, SendId};
+pub use event::{ChannelEvent, ClosedBy, Event, Message, PeerInfo, Receipt, SendId};
 pub use files::{FilesConfig, sanitize_file_name};
 pub use security::{
     CipherSuite, DeviceIdentity, Fingerprint, IdentityError, KnownPeers, MIN_REKEY_INTERVAL,

@@ -20,9 +20,9 @@ struct Setup {
 fn setup() -> Setup {
     let network = MockNetwork::new(Faults::default());
     let (dialer, listener) = network.endpoints();
-    let mut watch_config = Config::new(DeviceId([1; 16]));
+    let mut watch_config = Config::in_memory(DeviceId([1; 16]));
     watch_config.seed = Some(1);
-    let mut phone_config = Config::new(DeviceId([2; 16]));
+    let mut phone_config = Config::in_memory(DeviceId([2; 16]));
     phone_config.seed = Some(2);
     let hub = Hub::new(listener, phone_config);
     let watch = Interconnect::new(dialer, watch_config);
@@ -47,6 +47,13 @@ async fn open(s: &Setup) -> (Connection, Connection) {
     let conn = s.watch.instance(PKG, None);
     assert!(conn.diagnosis(None).await.is_ok());
     (conn, app)
+}
+
+/// Takes every event of `conn` as it comes, as an app that reads its stream does
+/// (messages are acknowledged once the app took them).
+fn drain(conn: &Connection) {
+    let mut events = conn.events().unwrap();
+    tokio::spawn(async move { while events.next().await.is_some() {} });
 }
 
 async fn next(events: &mut Events) -> ConnectionEvent {
@@ -86,8 +93,8 @@ async fn open_send_and_receive_both_ways() {
     let s = setup();
     let app = s.hub.register(PKG, 3, Some(FP)).await.unwrap();
     let conn = s.watch.instance(PKG, Some(FP));
-    let mut watch_events = conn.events();
-    let mut app_events = app.events();
+    let mut watch_events = conn.events().unwrap();
+    let mut app_events = app.events().unwrap();
 
     let diagnosis = conn.diagnosis(None).await;
     assert!(diagnosis.is_ok());
@@ -99,19 +106,20 @@ async fn open_send_and_receive_both_ways() {
     assert_eq!(conn.peer_client_version().await, Ok(Some(3)));
     assert_eq!(conn.peer_client_version_code().await, Ok(3));
 
-    conn.send(&Steps { steps: 8042 }).await.unwrap();
+    // Acknowledged once the app took it from its stream.
+    let sent = conn.send(&Steps { steps: 8042 });
     let ConnectionEvent::Message(message) = next(&mut app_events).await else {
         panic!("expected a message");
     };
+    sent.await.unwrap();
     assert_eq!(message.content_type, ContentType::Json);
     assert_eq!(message.decode::<Steps>().unwrap(), Steps { steps: 8042 });
 
-    app.send_bytes(ContentType::Binary, Bytes::from_static(b"\x00\x01"))
-        .await
-        .unwrap();
+    let sent = app.send_bytes(ContentType::Binary, Bytes::from_static(b"\x00\x01"));
     let ConnectionEvent::Message(message) = next(&mut watch_events).await else {
         panic!("expected a message");
     };
+    sent.await.unwrap();
     assert_eq!(message.payload, Bytes::from_static(b"\x00\x01"));
     assert!(
         message.decode::<Steps>().is_err(),
@@ -123,7 +131,7 @@ async fn open_send_and_receive_both_ways() {
 async fn an_app_that_is_not_installed_gives_1001_and_version_minus_one() {
     let s = setup();
     let conn = s.watch.instance("com.not.installed", None);
-    let mut events = conn.events();
+    let mut events = conn.events().unwrap();
     let diagnosis = conn.diagnosis(None).await;
     assert_eq!(diagnosis.status(), 1001);
     assert_eq!(conn.ready_state(), ReadyState::Closed);
@@ -145,7 +153,8 @@ async fn installing_the_app_later_lets_diagnosis_succeed() {
     let s = setup();
     let conn = s.watch.instance(PKG, None);
     assert_eq!(conn.diagnosis(None).await.code, Code::APP_UNINSTALLED);
-    let _app = s.hub.register(PKG, 1, None).await.unwrap();
+    let app = s.hub.register(PKG, 1, None).await.unwrap();
+    drain(&app);
     assert!(conn.diagnosis(None).await.is_ok());
     conn.send(&"now it works").await.unwrap();
 }
@@ -156,7 +165,7 @@ async fn a_detached_app_gives_1002() {
     let app = s.hub.register(PKG, 3, None).await.unwrap();
     drop(app); // the phone app stopped: registered, not attached
     let conn = s.watch.instance(PKG, None);
-    let mut events = conn.events();
+    let mut events = conn.events().unwrap();
     let diagnosis = conn.diagnosis(None).await;
     assert_eq!(diagnosis.code, Code::APP_NOT_CONNECTED);
     assert_eq!(
@@ -178,9 +187,9 @@ async fn a_detached_app_gives_1002() {
 async fn a_wrong_fingerprint_gives_1007_and_no_message_passes() {
     let s = setup();
     let app = s.hub.register(PKG, 3, Some(FP)).await.unwrap();
-    let mut app_events = app.events();
+    let mut app_events = app.events().unwrap();
     let conn = s.watch.instance(PKG, Some("00:11:22"));
-    let mut events = conn.events();
+    let mut events = conn.events().unwrap();
     assert_eq!(conn.diagnosis(None).await.code, Code::FINGERPRINT_MISMATCH);
     assert!(matches!(
         next(&mut events).await,
@@ -252,9 +261,9 @@ async fn send_times_out_with_204_while_the_link_is_down() {
 async fn close_from_the_watch_reaches_the_app_and_later_sends_fail_with_1006() {
     let s = setup();
     let app = s.hub.register(PKG, 3, None).await.unwrap();
-    let mut app_events = app.events();
+    let mut app_events = app.events().unwrap();
     let conn = s.watch.instance(PKG, None);
-    let mut events = conn.events();
+    let mut events = conn.events().unwrap();
     assert!(conn.diagnosis(None).await.is_ok());
     conn.close(Code::OTHERS, "user left").await.unwrap();
     assert_eq!(next(&mut app_events).await, OPENED);
@@ -262,7 +271,9 @@ async fn close_from_the_watch_reaches_the_app_and_later_sends_fail_with_1006() {
         next(&mut app_events).await,
         ConnectionEvent::Close {
             code: Code::OTHERS,
-            reason: "user left".into()
+            reason: "user left".into(),
+            by: ClosedBy::Peer,
+            reopens: false,
         }
     );
     assert_eq!(next(&mut events).await, OPENED);
@@ -285,11 +296,11 @@ async fn close_from_the_watch_reaches_the_app_and_later_sends_fail_with_1006() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn close_from_the_phone_reaches_the_watch() {
+async fn close_from_the_phone_reaches_the_watch_which_reopens_when_the_app_is_back() {
     let s = setup();
     let app = s.hub.register(PKG, 3, None).await.unwrap();
     let conn = s.watch.instance(PKG, None);
-    let mut events = conn.events();
+    let mut events = conn.events().unwrap();
     assert!(conn.diagnosis(None).await.is_ok());
     app.close(Code(4100), "phone app says bye").await.unwrap();
     assert_eq!(next(&mut events).await, OPENED);
@@ -297,18 +308,44 @@ async fn close_from_the_phone_reaches_the_watch() {
         next(&mut events).await,
         ConnectionEvent::Close {
             code: Code(4100),
-            reason: "phone app says bye".into()
+            reason: "phone app says bye".into(),
+            by: ClosedBy::Peer,
+            reopens: true,
         }
     );
+    // The phone app's close is for good on the phone: its connection sends no more,
+    // and the watch's attempts to reopen are refused (1002) while nobody is attached.
+    assert_eq!(
+        app.send(&1).await.unwrap_err().code(),
+        Code::CONNECTION_LOST
+    );
+    assert_eq!(conn.ready_state(), ReadyState::Closed);
+    // A send that waits for the reopen and times out was never on the wire.
+    assert_eq!(
+        conn.send(&1).await.unwrap_err(),
+        Error::SendTimeout { withdrawn: true }
+    );
+    // The app registers again: the watch's connection reopens by itself and what it
+    // sends meanwhile arrives.
+    let pending = conn.send(&Steps { steps: 7 });
+    let app = s.hub.register(PKG, 3, None).await.unwrap();
+    let mut app_events = app.events().unwrap();
+    assert_eq!(next(&mut events).await, REOPENED);
+    assert_eq!(next(&mut app_events).await, OPENED);
+    let ConnectionEvent::Message(message) = next(&mut app_events).await else {
+        panic!("expected the message");
+    };
+    assert_eq!(message.decode::<Steps>().unwrap(), Steps { steps: 7 });
+    pending.await.unwrap();
 }
 
 #[tokio::test(start_paused = true)]
 async fn a_link_cut_closes_with_1006_then_resumes_with_is_reconnected() {
     let s = setup();
     let app = s.hub.register(PKG, 3, None).await.unwrap();
-    let mut app_events = app.events();
+    let mut app_events = app.events().unwrap();
     let conn = s.watch.instance(PKG, None);
-    let mut events = conn.events();
+    let mut events = conn.events().unwrap();
     assert!(conn.diagnosis(None).await.is_ok());
     assert_eq!(next(&mut events).await, OPENED);
     assert_eq!(next(&mut app_events).await, OPENED);
@@ -322,7 +359,7 @@ async fn a_link_cut_closes_with_1006_then_resumes_with_is_reconnected() {
         }
     ));
     // A send made while the link is down completes after the resumption.
-    conn.send(&Steps { steps: 1 }).await.unwrap();
+    let sent = conn.send(&Steps { steps: 1 });
     assert_eq!(next(&mut events).await, REOPENED);
     assert!(matches!(
         next(&mut app_events).await,
@@ -336,6 +373,7 @@ async fn a_link_cut_closes_with_1006_then_resumes_with_is_reconnected() {
         panic!("expected the message");
     };
     assert_eq!(message.decode::<Steps>().unwrap(), Steps { steps: 1 });
+    sent.await.unwrap();
     assert!(s.network.links_made() >= 2);
 }
 
@@ -343,7 +381,7 @@ async fn a_link_cut_closes_with_1006_then_resumes_with_is_reconnected() {
 async fn request_reply_with_several_in_flight() {
     let s = setup();
     let (conn, app) = open(&s).await;
-    let mut app_events = app.events();
+    let mut app_events = app.events().unwrap();
     let responder = tokio::spawn({
         let app = app.clone();
         async move {
@@ -385,7 +423,8 @@ async fn a_request_nobody_answers_times_out_with_204() {
 #[tokio::test(start_paused = true)]
 async fn a_message_above_the_maximum_is_refused_with_a_clear_error() {
     let s = setup();
-    let (conn, _app) = open(&s).await;
+    let (conn, app) = open(&s).await;
+    drain(&app);
     // The limit of a sealed link leaves room for the nonce and tags; the refusal says it.
     let huge = Bytes::from(vec![
         1;
@@ -430,22 +469,22 @@ async fn corrupted_frames_are_caught_and_never_delivered() {
         ..Faults::default()
     });
     let (dialer, listener) = network.endpoints();
-    let hub = Hub::new(listener, Config::new(DeviceId([2; 16])));
-    let watch = Interconnect::new(dialer, Config::new(DeviceId([1; 16])));
+    let hub = Hub::new(listener, Config::in_memory(DeviceId([2; 16])));
+    let watch = Interconnect::new(dialer, Config::in_memory(DeviceId([1; 16])));
     let app = hub.register(PKG, 1, None).await.unwrap();
-    let mut app_events = app.events();
+    let mut app_events = app.events().unwrap();
     let conn = watch.instance(PKG, None);
     let sends: Vec<_> = (0..50u32)
         .map(|i| conn.send(&format!("message {i}")))
         .collect();
-    for send in sends {
-        send.await.unwrap();
-    }
     let mut received = Vec::new();
     while received.len() < 50 {
         if let ConnectionEvent::Message(m) = next(&mut app_events).await {
             received.push(m.decode::<String>().unwrap());
         }
+    }
+    for send in sends {
+        send.await.unwrap();
     }
     let expected: Vec<String> = (0..50).map(|i| format!("message {i}")).collect();
     assert_eq!(received, expected);
@@ -478,8 +517,8 @@ async fn connected_sees_a_watch_that_leaves_right_after_its_handshake() {
     use interconnect_proto::{DEFAULT_MAX_FRAME_LEN, Role};
     let network = MockNetwork::new(Faults::default());
     let (mut dialer, listener) = network.endpoints();
-    let mut phone_config = Config::new(DeviceId([2; 16]));
-    phone_config.security = Security::InsecurePlaintext;
+    let mut phone_config = Config::in_memory(DeviceId([2; 16]));
+    phone_config.session.security = Security::InsecurePlaintext;
     let hub = std::sync::Arc::new(Hub::new(listener, phone_config));
     let waiter = {
         let hub = hub.clone();
@@ -511,7 +550,7 @@ async fn a_full_send_queue_makes_send_wait_and_try_send_fail_with_a_typed_error(
     // No phone answers yet: messages queue on the watch, up to the bound.
     let network = MockNetwork::new(Faults::default());
     let (dialer, listener) = network.endpoints();
-    let mut config = Config::new(DeviceId([1; 16]));
+    let mut config = Config::in_memory(DeviceId([1; 16]));
     config.session.max_queued = 4;
     config.session.max_in_flight = 1;
     config.send_timeout = Duration::from_secs(3600);
@@ -527,12 +566,9 @@ async fn a_full_send_queue_makes_send_wait_and_try_send_fail_with_a_typed_error(
     tokio::time::sleep(Duration::from_secs(60)).await;
     assert!(waiting.iter().all(|w| !w.is_finished()), "they wait");
     // The phone comes: everything is delivered, in order, the refused one not at all.
-    let hub = Hub::new(listener, Config::new(DeviceId([2; 16])));
+    let hub = Hub::new(listener, Config::in_memory(DeviceId([2; 16])));
     let app = hub.register(PKG, 1, None).await.unwrap();
-    let mut events = app.events();
-    for send in queued.into_iter().chain(waiting) {
-        send.await.unwrap().expect("delivered");
-    }
+    let mut events = app.events().unwrap();
     let mut got = Vec::new();
     while got.len() < 20 {
         if let ConnectionEvent::Message(m) = events.next().await.unwrap() {
@@ -540,16 +576,21 @@ async fn a_full_send_queue_makes_send_wait_and_try_send_fail_with_a_typed_error(
         }
     }
     assert_eq!(got, (0..20).collect::<Vec<_>>());
+    for send in queued.into_iter().chain(waiting) {
+        send.await.unwrap().expect("delivered");
+    }
 }
 
 #[tokio::test(start_paused = true)]
 async fn an_app_that_stops_reading_holds_the_peers_sends_back_and_loses_nothing() {
+    // Acknowledged on receipt, the unread bound holds the sender back.
     let network = MockNetwork::new(Faults::default());
     let (dialer, listener) = network.endpoints();
-    let mut watch_config = Config::new(DeviceId([1; 16]));
+    let mut watch_config = Config::in_memory(DeviceId([1; 16]));
     watch_config.send_timeout = Duration::from_secs(3600);
-    let mut phone_config = Config::new(DeviceId([2; 16]));
+    let mut phone_config = Config::in_memory(DeviceId([2; 16]));
     phone_config.max_unread = 100;
+    phone_config.session.acknowledge = Acknowledge::OnReceipt;
     let hub = Hub::new(listener, phone_config);
     let watch = Interconnect::new(dialer, watch_config);
     let app = hub.register(PKG, 1, None).await.unwrap();
@@ -565,7 +606,7 @@ async fn an_app_that_stops_reading_holds_the_peers_sends_back_and_loses_nothing(
         "acknowledged while the app reads nothing"
     );
     // The app reads: everything arrives, once, in order, and every send resolves.
-    let mut events = app.events();
+    let mut events = app.events().unwrap();
     let mut got = Vec::new();
     while got.len() < 1_000 {
         if let ConnectionEvent::Message(m) = events.next().await.unwrap() {
@@ -582,7 +623,7 @@ async fn an_app_that_stops_reading_holds_the_peers_sends_back_and_loses_nothing(
 async fn the_peer_app_version_waits_for_a_link_in_progress() {
     let network = MockNetwork::new(Faults::default());
     let (dialer, listener) = network.endpoints();
-    let watch = Interconnect::new(dialer, Config::new(DeviceId([1; 16])));
+    let watch = Interconnect::new(dialer, Config::in_memory(DeviceId([1; 16])));
     let conn = watch.instance(PKG, None);
     // Asked before any phone listens; the phone comes a second later.
     let asked = tokio::spawn({
@@ -590,7 +631,7 @@ async fn the_peer_app_version_waits_for_a_link_in_progress() {
         async move { conn.peer_client_version().await }
     });
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let hub = Hub::new(listener, Config::new(DeviceId([2; 16])));
+    let hub = Hub::new(listener, Config::in_memory(DeviceId([2; 16])));
     let app = hub.register(PKG, 3, None).await.unwrap();
     assert_eq!(asked.await.unwrap(), Ok(Some(3)));
     // A phone has no watch apps to ask about: an error, not a silent None.

@@ -30,9 +30,9 @@ struct Setup {
 }
 
 fn config(id: u8, security: NoiseConfig) -> Config {
-    let mut config = Config::new(DeviceId([id; 16]));
+    let mut config = Config::in_memory(DeviceId([id; 16]));
     config.seed = Some(u64::from(id));
-    config.security = Security::Noise(security);
+    config.session.security = Security::Noise(security);
     config.backoff.initial = Duration::from_millis(20);
     config.backoff.max = Duration::from_millis(200);
     config
@@ -133,7 +133,7 @@ async fn both_devices_learn_who_the_other_is() {
 async fn a_flipped_bit_in_a_sealed_frame_drops_the_link_and_loses_or_repeats_nothing() {
     let mut s = setup();
     let (conn, app) = open(&s).await;
-    let mut app_events = app.events();
+    let mut app_events = app.events().unwrap();
     // Every 4th sealed frame, either way, gets one bit flipped (at a different place each
     // time) and a correct CRC, so only the AEAD tag can notice; 12 times in all.
     let seen = Arc::new(AtomicU64::new(0));
@@ -157,13 +157,13 @@ async fn a_flipped_bit_in_a_sealed_frame_drops_the_link_and_loses_or_repeats_not
         }
     })));
     let sends: Vec<_> = (0..100u32).map(|i| tokio::spawn(conn.send(&i))).collect();
-    for send in sends {
-        send.await.unwrap().expect("every message is acknowledged");
-    }
     assert_eq!(
         messages(&mut app_events, 100).await,
         (0..100).collect::<Vec<_>>()
     );
+    for send in sends {
+        send.await.unwrap().expect("every message is acknowledged");
+    }
     assert_eq!(flipped.load(Ordering::Relaxed), 12);
     assert!(
         s.network.links_made() > 1,
@@ -181,7 +181,7 @@ async fn a_flipped_bit_in_a_sealed_frame_drops_the_link_and_loses_or_repeats_not
 async fn frames_replayed_within_a_link_or_from_an_earlier_one_are_rejected() {
     let mut s = setup();
     let (conn, app) = open(&s).await;
-    let mut app_events = app.events();
+    let mut app_events = app.events().unwrap();
     let recorded = Arc::new(Mutex::new(Vec::new()));
     let replayed = Arc::new(AtomicBool::new(false));
     s.network.intercept(Some(Arc::new({
@@ -205,10 +205,11 @@ async fn frames_replayed_within_a_link_or_from_an_earlier_one_are_rejected() {
             frames
         }
     })));
-    for i in 0..3u32 {
-        conn.send(&i).await.unwrap();
-    }
+    let sends: Vec<_> = (0..3u32).map(|i| conn.send(&i)).collect();
     assert_eq!(messages(&mut app_events, 3).await, vec![0, 1, 2]);
+    for send in sends {
+        send.await.unwrap();
+    }
     assert_eq!(
         s.network.links_made(),
         1,
@@ -217,8 +218,9 @@ async fn frames_replayed_within_a_link_or_from_an_earlier_one_are_rejected() {
     assert!(!recorded.lock().unwrap().is_empty());
 
     s.network.cut();
-    conn.send(&3u32).await.unwrap();
+    let sent = conn.send(&3u32);
     assert_eq!(messages(&mut app_events, 1).await, vec![3]);
+    sent.await.unwrap();
     assert!(replayed.load(Ordering::Relaxed));
     assert_eq!(
         refusal(&mut s.hub_security).await,
@@ -235,7 +237,7 @@ async fn a_watch_with_an_untrusted_key_is_refused_and_nothing_reaches_the_app() 
         noise(2).with_trust(TrustPolicy::Pinned(vec![stranger])),
     );
     let app = s.hub.register(PKG, 1, None).await.unwrap();
-    let mut app_events = app.events();
+    let mut app_events = app.events().unwrap();
     let conn = s.watch.instance(PKG, None);
     assert_eq!(
         refusal(&mut s.hub_security).await,
@@ -304,7 +306,7 @@ async fn trust_on_first_use_refuses_a_different_phone_later() {
 async fn plaintext_injected_after_the_handshake_changes_nothing() {
     let s = setup();
     let (conn, app) = open(&s).await;
-    let mut app_events = app.events();
+    let mut app_events = app.events().unwrap();
     let armed = Arc::new(AtomicBool::new(true));
     s.network
         .intercept(Some(Arc::new(move |direction, _, frame| {
@@ -323,12 +325,13 @@ async fn plaintext_injected_after_the_handshake_changes_nothing() {
             }
             vec![frame]
         })));
-    conn.send(&7u32).await.unwrap();
+    let sent = conn.send(&7u32);
     assert_eq!(
         messages(&mut app_events, 1).await,
         vec![7],
         "666 never arrives"
     );
+    sent.await.unwrap();
     assert_eq!(
         s.network.links_made(),
         1,
@@ -589,9 +592,7 @@ async fn an_unreadable_known_peers_file_refuses_everyone() {
     let file = dir.path().join("known_peers");
     std::fs::create_dir(&file).unwrap();
     assert!(
-        Config::new(DeviceId([1; 16]))
-            .with_state_dir(dir.path())
-            .is_err(),
+        Config::new(dir.path()).is_err(),
         "the state-dir constructor reports it at start"
     );
     let refused = refusal_with_known_peers(&file).await;
@@ -604,13 +605,9 @@ async fn an_unreadable_known_peers_file_refuses_everyone() {
 #[tokio::test(start_paused = true)]
 async fn a_state_dir_keeps_identity_and_pins_across_restarts() {
     let dir = tempfile::tempdir().unwrap();
-    let first = Config::new(DeviceId([1; 16]))
-        .with_state_dir(dir.path())
-        .unwrap();
-    let again = Config::new(DeviceId([1; 16]))
-        .with_state_dir(dir.path())
-        .unwrap();
-    let key = |c: &Config| match &c.security {
+    let first = Config::new(dir.path()).unwrap();
+    let again = Config::new(dir.path()).unwrap();
+    let key = |c: &Config| match &c.session.security {
         Security::Noise(n) => n.identity.fingerprint(),
         _ => panic!("not secure"),
     };
@@ -629,9 +626,9 @@ async fn plaintext_on_one_side_only_is_refused_with_4008_either_way() {
         let mut watch_config = config(1, noise(1));
         let mut phone_config = config(2, noise(2));
         if plaintext_watch {
-            watch_config.security = Security::InsecurePlaintext;
+            watch_config.session.security = Security::InsecurePlaintext;
         } else {
-            phone_config.security = Security::InsecurePlaintext;
+            phone_config.session.security = Security::InsecurePlaintext;
         }
         let hub = Hub::new(listener, phone_config);
         let watch = Interconnect::new(dialer, watch_config);

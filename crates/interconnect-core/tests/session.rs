@@ -138,7 +138,9 @@ fn link_cut_resumes_without_loss_or_duplicates() {
         ch,
         ChannelEvent::Close {
             code: Code::CONNECTION_LOST,
-            reason: "link lost".into()
+            reason: "link lost".into(),
+            by: ClosedBy::Link,
+            reopens: true,
         }
     )));
     for i in 10..15 {
@@ -256,7 +258,9 @@ fn close_reaches_the_peer_with_code_and_reason() {
         ch,
         ChannelEvent::Close {
             code: Code::OTHERS,
-            reason: "bye".into()
+            reason: "bye".into(),
+            by: ClosedBy::Peer,
+            reopens: false,
         }
     )));
     assert!(pair.phone.is_closed(ch));

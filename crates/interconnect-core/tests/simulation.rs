@@ -69,7 +69,7 @@ async fn run_seed(seed: u64) -> u64 {
     let network = MockNetwork::new(faults_for(seed));
     let (dialer, listener) = network.endpoints();
     let config = |id: u8| {
-        let mut config = Config::new(DeviceId([id; 16]));
+        let mut config = Config::in_memory(DeviceId([id; 16]));
         config.seed = Some(seed ^ u64::from(id));
         config.send_timeout = Duration::from_secs(24 * 3600);
         config.session.max_in_flight = 32;
@@ -93,8 +93,8 @@ async fn run_seed(seed: u64) -> u64 {
         }
         seen
     };
-    let watch_events = tokio::spawn(collect(conn.events()));
-    let app_events = tokio::spawn(collect(app.events()));
+    let watch_events = tokio::spawn(collect(conn.events().unwrap()));
+    let app_events = tokio::spawn(collect(app.events().unwrap()));
 
     let send_all = |conn: Connection| async move {
         // The phone app can send once the watch has opened its channel.

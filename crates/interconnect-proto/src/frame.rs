@@ -113,11 +113,21 @@ pub struct ChannelId(pub u32);
 #[serde(transparent)]
 pub struct TransferId(pub u32);
 
-/// A device's stable 128-bit identifier.
+/// A device's stable 128-bit identifier, sent in its `Hello`. With a device key it is
+/// the first 16 bytes of the key's fingerprint (`DeviceIdentity::device_id` in
+/// interconnect-core), so it stays the same across restarts; it names a device in logs
+/// and lets a phone tell a returning watch from another. It is not a credential: the
+/// key's fingerprint is what a peer pins. Printed as 32 lowercase hex digits.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[cfg_attr(any(test, feature = "arbitrary"), derive(arbitrary::Arbitrary))]
 #[serde(transparent)]
 pub struct DeviceId(pub [u8; 16]);
+
+impl core::fmt::Display for DeviceId {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        self.0.iter().try_for_each(|b| write!(f, "{b:02x}"))
+    }
+}
 
 /// Which end of the pairing a device is. Independent of who opened the link.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]

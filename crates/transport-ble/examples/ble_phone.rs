@@ -12,9 +12,9 @@ use transport_ble::bluez::BluezCentral;
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let transport = BluezCentral::new(BleConfig::default()).await?;
-    let hub = Hub::new(transport, Config::new(DeviceId(rand::random())));
+    let hub = Hub::new(transport, Config::in_memory(DeviceId(rand::random())));
     let app = hub.register("com.example.ble", 1, None).await?;
-    let mut events = app.events();
+    let mut events = app.events().expect("a new connection has its events");
     println!("scanning for a watch");
     while let Some(event) = events.next().await {
         println!("event: {event:?}");

@@ -14,9 +14,9 @@ use transport_ble::bluez::BluezPeripheral;
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let transport = BluezPeripheral::start("interconnect-watch", BleConfig::default()).await?;
-    let watch = Interconnect::new(transport, Config::new(DeviceId(rand::random())));
+    let watch = Interconnect::new(transport, Config::in_memory(DeviceId(rand::random())));
     let conn = watch.instance("com.example.ble", None);
-    let mut events = conn.events();
+    let mut events = conn.events().expect("a new connection has its events");
     println!("advertising; waiting for the phone");
     tokio::spawn(async move {
         while let Some(event) = events.next().await {

@@ -261,14 +261,14 @@ async fn radio_loss_during_a_file_resumes_after_the_supervision_timeout() {
     let dir = temp.path();
     let received = dir.join("received");
     std::fs::create_dir_all(&received).unwrap();
-    let mut phone = Config::new(DeviceId([2; 16]));
+    let mut phone = Config::in_memory(DeviceId([2; 16]));
     let mut files = FilesConfig::new(&received);
     files.reserve_free_bytes = 0;
     phone.files = Some(files);
     let hub = Hub::new(central, phone);
-    let watch = Interconnect::new(peripheral, Config::new(DeviceId([1; 16])));
+    let watch = Interconnect::new(peripheral, Config::in_memory(DeviceId([1; 16])));
     let app = hub.register("ble", 1, None).await.unwrap();
-    let mut events = app.events();
+    let mut events = app.events().unwrap();
     let conn = watch.instance("ble", None);
     assert!(conn.diagnosis(None).await.is_ok());
 

@@ -24,8 +24,8 @@
 //!
 //! let listener = TcpListener::bind("127.0.0.1:0").await?;
 //! let addr = listener.local_addr();
-//! let hub = Hub::new(listener, Config::new(DeviceId([2; 16])));
-//! let watch = Interconnect::new(TcpDialer::new(addr), Config::new(DeviceId([1; 16])));
+//! let hub = Hub::new(listener, Config::in_memory(DeviceId([2; 16])));
+//! let watch = Interconnect::new(TcpDialer::new(addr), Config::in_memory(DeviceId([1; 16])));
 //! # Ok(()) }
 //! ```
 

@@ -94,11 +94,11 @@ async fn a_32_mib_file_arrives_byte_identical_through_a_fault_every_1_to_4_mib()
         faults: vec![Fault::Cut, Fault::Cut, Fault::ResetWatch, Fault::ResetPhone],
         delay: Duration::ZERO,
     };
-    let phone = quick(Config::new(DeviceId([2; 16])));
-    let watch = quick(Config::new(DeviceId([1; 16])));
+    let phone = quick(Config::in_memory(DeviceId([2; 16])));
+    let watch = quick(Config::in_memory(DeviceId([1; 16])));
     let e = ends(Some(plan), seed, phone, watch).await;
     let (conn, app) = open(&e).await;
-    let mut app_events = app.events();
+    let mut app_events = app.events().unwrap();
     let data = content(32 * MIB as usize);
     let path = e.dirs.0.path().join("big.bin");
     std::fs::write(&path, &data).unwrap();
@@ -139,8 +139,8 @@ async fn two_thousand_messages_each_way_arrive_once_and_in_order_through_faults(
         ],
         delay: Duration::from_millis(2),
     };
-    let phone = quick(Config::new(DeviceId([2; 16])));
-    let watch = quick(Config::new(DeviceId([1; 16])));
+    let phone = quick(Config::in_memory(DeviceId([2; 16])));
+    let watch = quick(Config::in_memory(DeviceId([1; 16])));
     let e = ends(Some(plan), seed, phone, watch).await;
     let (conn, app) = open(&e).await;
     let started = Instant::now();
@@ -171,7 +171,10 @@ async fn two_thousand_messages_each_way_arrive_once_and_in_order_through_faults(
         }
         got
     };
-    let (at_phone, at_watch) = tokio::join!(receive(app.events()), receive(conn.events()));
+    let (at_phone, at_watch) = tokio::join!(
+        receive(app.events().unwrap()),
+        receive(conn.events().unwrap())
+    );
     for (side, sends, got) in [("phone", to_phone, at_phone), ("watch", to_watch, at_watch)] {
         let mut delivered = 0;
         for (i, send) in sends.into_iter().enumerate() {
@@ -199,20 +202,27 @@ async fn two_thousand_messages_each_way_arrive_once_and_in_order_through_faults(
 async fn a_watch_whose_old_link_stalled_is_served_on_its_new_link_at_once() {
     // The phone would wait ten minutes for its old link; the watch notices the silence
     // in a second and dials again. The phone must serve the new link at once.
-    let mut phone = quick(Config::new(DeviceId([2; 16])));
+    let mut phone = quick(Config::in_memory(DeviceId([2; 16])));
     phone.session.ping_interval = Duration::from_secs(300);
     phone.session.link_timeout = Duration::from_secs(600);
-    let watch = quick(Config::new(DeviceId([1; 16])));
+    let watch = quick(Config::in_memory(DeviceId([1; 16])));
     let e = ends(None, 3, phone, watch).await;
     let (conn, app) = open(&e).await;
-    let mut watch_events = conn.events();
-    let mut app_events = app.events();
-    conn.send(&"before").await.unwrap();
+    let mut watch_events = conn.events().unwrap();
+    let mut app_events = app.events().unwrap();
+    // Bound: the watch's link timeout (1 s) plus a handshake and a backoff step.
+    let bound = Duration::from_secs(5);
+    let before = conn.send(&"before");
+    let mut got = Vec::new();
+    while got.is_empty() {
+        if let ConnectionEvent::Message(m) = next(&mut app_events, bound).await {
+            got.push(m.decode::<String>().unwrap());
+        }
+    }
+    before.await.unwrap();
 
     e.proxy.fault_now(Fault::Stall);
     let stalled = Instant::now();
-    // Bound: the watch's link timeout (1 s) plus a handshake and a backoff step.
-    let bound = Duration::from_secs(5);
     // The first open, then (after the stall) the resumed one.
     let mut opens = 0;
     while opens < 2 {
@@ -222,13 +232,13 @@ async fn a_watch_whose_old_link_stalled_is_served_on_its_new_link_at_once() {
         }
     }
     let served = stalled.elapsed();
-    conn.send(&"after").await.unwrap();
-    let mut got = Vec::new();
+    let after = conn.send(&"after");
     while got.len() < 2 {
         if let ConnectionEvent::Message(m) = next(&mut app_events, bound).await {
             got.push(m.decode::<String>().unwrap());
         }
     }
+    after.await.unwrap();
     assert_eq!(got, ["before", "after"]);
     eprintln!(
         "stalled link: the channel reopened {:.0} ms after the stall (watch link timeout 1000 ms, phone 600 s)",

@@ -290,9 +290,9 @@ async fn proxy(listener: tokio::net::TcpListener, phone: SocketAddr, seed: u64, 
 }
 
 fn config(key: u8) -> Config {
-    let mut config = Config::new(DeviceId([key; 16]));
+    let mut config = Config::in_memory(DeviceId([key; 16]));
     config.seed = Some(u64::from(key));
-    config.security = Security::Noise(NoiseConfig::new(DeviceIdentity::from_private_key(
+    config.session.security = Security::Noise(NoiseConfig::new(DeviceIdentity::from_private_key(
         [key; 32],
     )));
     config.send_timeout = Duration::from_secs(120);
@@ -313,7 +313,39 @@ async fn attacked_run(seed: u64) {
     phone_config.files = Some(FilesConfig::new(dir.path().join("received")));
     let hub = Hub::new(listener, phone_config);
     let app = hub.register(PKG, 1, None).await.unwrap();
-    let mut app_events = app.events();
+    let mut app_events = app.events().unwrap();
+    // The phone's app reads as things come (messages are acknowledged once it took
+    // them), and after the senders are done until it has been quiet for a while (a
+    // duplicate would arrive within that).
+    let (finish, mut finished) = tokio::sync::oneshot::channel::<()>();
+    let collector = tokio::spawn(async move {
+        let mut received: HashMap<String, usize> = HashMap::new();
+        let mut stored: Vec<std::path::PathBuf> = Vec::new();
+        let mut record = |event| match event {
+            ConnectionEvent::Message(m) => {
+                let text: String = m.decode().unwrap();
+                assert_ne!(text, "FORGED", "a forged frame reached the app");
+                *received.entry(text).or_default() += 1;
+            }
+            ConnectionEvent::File { path, .. } => stored.push(path),
+            _ => {}
+        };
+        loop {
+            tokio::select! {
+                _ = &mut finished => break,
+                event = app_events.next() => match event {
+                    Some(event) => record(event),
+                    None => break,
+                },
+            }
+        }
+        while let Ok(Some(event)) =
+            tokio::time::timeout(Duration::from_secs(3), app_events.next()).await
+        {
+            record(event);
+        }
+        (received, stored)
+    });
 
     let wire = Arc::new(Wire::default());
     let front = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -366,23 +398,8 @@ async fn attacked_run(seed: u64) {
         }
     }
 
-    // What the phone's app got, until it has been quiet for a while (a duplicate would
-    // arrive within that).
-    let mut received: HashMap<String, usize> = HashMap::new();
-    let mut stored: Vec<std::path::PathBuf> = Vec::new();
-    while let Ok(Some(event)) =
-        tokio::time::timeout(Duration::from_secs(3), app_events.next()).await
-    {
-        match event {
-            ConnectionEvent::Message(m) => {
-                let text: String = m.decode().unwrap();
-                assert_ne!(text, "FORGED", "a forged frame reached the app");
-                *received.entry(text).or_default() += 1;
-            }
-            ConnectionEvent::File { path, .. } => stored.push(path),
-            _ => {}
-        }
-    }
+    let _ = finish.send(());
+    let (received, stored) = collector.await.unwrap();
     proxy.abort();
     let tally = std::mem::take(&mut *wire.tally.lock().unwrap());
     eprintln!(

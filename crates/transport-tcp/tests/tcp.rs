@@ -14,8 +14,8 @@ use transport_tcp::{TcpDialer, TcpListener};
 
 /// A device config with this identity, trusting exactly `trusted`.
 fn pinned(id: u8, identity: &DeviceIdentity, trusted: &[&DeviceIdentity]) -> Config {
-    let mut config = Config::new(DeviceId([id; 16]));
-    config.security = Security::Noise(NoiseConfig::new(identity.clone()).with_trust(
+    let mut config = Config::in_memory(DeviceId([id; 16]));
+    config.session.security = Security::Noise(NoiseConfig::new(identity.clone()).with_trust(
         TrustPolicy::Pinned(trusted.iter().map(|i| i.fingerprint()).collect()),
     ));
     config.backoff.initial = Duration::from_millis(20);
@@ -72,14 +72,15 @@ async fn a_stranger_connecting_while_a_watch_is_served_gets_what_a_free_phone_an
 
     // The served watch never noticed.
     assert_eq!(hub.peer_device_status().code(), 1);
-    let mut events = app.events();
-    conn.send(&"still served").await.expect("delivered");
+    let mut events = app.events().unwrap();
+    let sent = conn.send(&"still served");
     loop {
         if let interconnect_core::ConnectionEvent::Message(m) = events.next().await.unwrap() {
             assert_eq!(m.decode::<String>().unwrap(), "still served");
             break;
         }
     }
+    sent.await.expect("delivered");
 }
 
 #[tokio::test]
@@ -91,6 +92,9 @@ async fn a_second_trusted_watch_is_refused_as_busy_after_it_authenticated_and_se
     let addr = listener.local_addr();
     let hub = Hub::new(listener, pinned(2, &phone, &[&watch_a, &watch_b]));
     let app = hub.register("com.example", 1, None).await.unwrap();
+    // The app reads what comes (messages are acknowledged once taken).
+    let mut events = app.events().unwrap();
+    tokio::spawn(async move { while events.next().await.is_some() {} });
     let first = Interconnect::new(TcpDialer::new(addr), pinned(1, &watch_a, &[&phone]));
     let conn_a = first.instance("com.example", None);
     assert!(
@@ -145,27 +149,48 @@ async fn a_second_trusted_watch_is_refused_as_busy_after_it_authenticated_and_se
 }
 
 #[tokio::test]
-async fn the_watch_reconnects_after_the_phone_restarts() {
+async fn the_watchs_connection_carries_on_after_the_phone_restarts_on_the_same_port() {
+    let (watch_dir, phone_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr();
-    let phone_config = Config::new(DeviceId([2; 16]));
-    // The restarted phone keeps its device key, which the watch pinned on first use.
-    let restarted_config = phone_config.clone();
-    let hub = Hub::new(listener, phone_config);
-    let mut config = Config::new(DeviceId([1; 16]));
+    let hub = Hub::new(listener, Config::new(phone_dir.path()).unwrap());
+    let app = hub.register("com.example", 1, None).await.unwrap();
+    let mut app_events = app.events().unwrap();
+    let mut config = Config::new(watch_dir.path()).unwrap();
     config.backoff.initial = Duration::from_millis(10);
     let watch = Interconnect::new(TcpDialer::new(addr), config);
-    tokio::time::timeout(Duration::from_secs(10), watch.connected())
-        .await
-        .unwrap();
-    hub.shutdown().await;
-    let listener = TcpListener::bind(addr).await.unwrap();
-    let hub = Hub::new(listener, restarted_config);
-    let app = hub.register("com.example", 1, None).await.unwrap();
     let conn = watch.instance("com.example", None);
-    assert!(conn.diagnosis(Some(Duration::from_secs(10))).await.is_ok());
-    conn.send(&"after restart").await.unwrap();
+    let before = conn.send(&"before restart");
+    assert_eq!(next_text(&mut app_events).await, "before restart");
+    before.await.unwrap();
+
+    // A clean restart: the port is free again once `shutdown` returned.
+    hub.shutdown().await;
+    drop((app, app_events));
+    let listener = TcpListener::bind(addr)
+        .await
+        .expect("the port was released");
+    let hub = Hub::new(listener, Config::new(phone_dir.path()).unwrap());
+    let app = hub.register("com.example", 1, None).await.unwrap();
+    let mut app_events = app.events().unwrap();
+    // The same connection, no new instance(): it reopens by itself.
+    let after = conn.send(&"after restart");
+    assert_eq!(next_text(&mut app_events).await, "after restart");
+    after.await.unwrap();
     drop(app);
+}
+
+/// The next message's text.
+async fn next_text(events: &mut interconnect_core::Events) -> String {
+    loop {
+        let event = tokio::time::timeout(Duration::from_secs(20), events.next())
+            .await
+            .expect("an event in time")
+            .expect("the stream is open");
+        if let interconnect_core::ConnectionEvent::Message(m) = event {
+            return m.decode().unwrap();
+        }
+    }
 }
 
 /// A frame whose header announces `payload_len` bytes (the reader checks no more).
@@ -249,7 +274,7 @@ async fn a_stranger_announcing_a_large_frame_before_the_handshake_is_cut_off_at_
     use tokio::io::AsyncWriteExt;
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr();
-    let mut config = Config::new(DeviceId([2; 16]));
+    let mut config = Config::in_memory(DeviceId([2; 16]));
     config.session.handshake_timeout = Duration::from_secs(600);
     let _hub = Hub::new(listener, config);
     let mut stranger = tokio::net::TcpStream::connect(addr).await.unwrap();
@@ -348,8 +373,8 @@ async fn plaintext_phone_and_raw_watch(
         .await
         .unwrap();
     let addr = listener.local_addr();
-    let mut config = Config::new(DeviceId([2; 16]));
-    config.security = Security::InsecurePlaintext;
+    let mut config = Config::in_memory(DeviceId([2; 16]));
+    config.session.security = Security::InsecurePlaintext;
     config.session.ping_interval = Duration::from_millis(300);
     config.session.link_timeout = link_timeout;
     let hub = Hub::new(listener, config);
@@ -421,7 +446,7 @@ async fn a_link_whose_writes_do_not_drain_is_dropped_after_the_link_timeout_thou
     raw.write_all(&open.to_bytes(DEFAULT_MAX_FRAME_LEN).unwrap())
         .await
         .unwrap();
-    let mut events = app.events();
+    let mut events = app.events().unwrap();
     loop {
         let event = tokio::time::timeout(Duration::from_secs(10), events.next()).await;
         if let Ok(Some(interconnect_core::ConnectionEvent::Open { .. })) = event {
@@ -487,10 +512,10 @@ fn phone_socket(local: u16, remote: u16) -> Option<(u8, u64)> {
 async fn a_dialer_reaches_the_phone_by_host_name() {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().port();
-    let hub = Hub::new(listener, Config::new(DeviceId([2; 16])));
+    let hub = Hub::new(listener, Config::in_memory(DeviceId([2; 16])));
     // `localhost` may name ::1 first, where nothing listens: the next address is tried.
     let dialer = TcpDialer::to_host(format!("localhost:{port}"), Default::default());
-    let watch = Interconnect::new(dialer, Config::new(DeviceId([1; 16])));
+    let watch = Interconnect::new(dialer, Config::in_memory(DeviceId([1; 16])));
     tokio::time::timeout(Duration::from_secs(10), watch.connected())
         .await
         .expect("connected by name");
@@ -503,8 +528,8 @@ async fn a_hub_that_shut_down_has_released_its_port() {
     for round in 0..20 {
         let listener = TcpListener::bind(addr).await.unwrap();
         addr = listener.local_addr();
-        let hub = Hub::new(listener, Config::new(DeviceId([2; 16])));
-        let watch = Interconnect::new(TcpDialer::new(addr), Config::new(DeviceId([1; 16])));
+        let hub = Hub::new(listener, Config::in_memory(DeviceId([2; 16])));
+        let watch = Interconnect::new(TcpDialer::new(addr), Config::in_memory(DeviceId([1; 16])));
         tokio::time::timeout(Duration::from_secs(10), watch.connected())
             .await
             .expect("connected");

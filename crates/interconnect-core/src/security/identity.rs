@@ -97,6 +97,18 @@ impl DeviceIdentity {
         Fingerprint::of_public_key(&self.public)
     }
 
+    /// The device id that goes with this key: the fingerprint's first 16 bytes.
+    ///
+    /// ```
+    /// let identity = interconnect_core::DeviceIdentity::from_private_key([7; 32]);
+    /// let id = identity.device_id();
+    /// assert_eq!(id.0[..], identity.fingerprint().0[..16]);
+    /// assert_eq!(id.to_string().len(), 32); // hex
+    /// ```
+    pub fn device_id(&self) -> interconnect_proto::DeviceId {
+        self.fingerprint().device_id()
+    }
+
     /// Writes the identity to `path`, readable and writable by the owner only. Replaces
     /// the file atomically (write to a temporary file, then rename).
     pub fn save(&self, path: &Path) -> Result<(), IdentityError> {
@@ -209,6 +221,13 @@ impl Fingerprint {
     /// The fingerprint of a raw X25519 public key.
     pub fn of_public_key(public: &[u8]) -> Self {
         Fingerprint(Sha256::digest(public).into())
+    }
+
+    /// The device id of the key with this fingerprint (its first 16 bytes).
+    pub fn device_id(&self) -> interconnect_proto::DeviceId {
+        let mut id = [0; 16];
+        id.copy_from_slice(&self.0[..16]);
+        interconnect_proto::DeviceId(id)
     }
 }
 

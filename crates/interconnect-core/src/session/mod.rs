@@ -16,8 +16,8 @@ use interconnect_proto::{
 mod files;
 
 use crate::channel::{Channel, ChannelState, Outgoing, Received};
-use crate::config::{MAX_SEQ_AHEAD, SessionConfig};
-use crate::event::{ChannelEvent, Event, Message, PeerInfo, SendId};
+use crate::config::{Acknowledge, MAX_SEQ_AHEAD, SessionConfig};
+use crate::event::{ChannelEvent, ClosedBy, Event, Message, PeerInfo, Receipt, SendId};
 use crate::security::{
     CipherSuite, Fingerprint, PairingCode, SecureEvent, SecureLink, Security, SecurityError,
 };
@@ -193,6 +193,10 @@ const MAX_CONTROL_BACKLOG: usize = 256;
 const MAX_UNACKED: u64 = 4096;
 /// Closed channels a phone keeps (see `Session::closed`).
 const MAX_CLOSED_CHANNELS: usize = 16;
+/// A watch tries again to open a channel the phone closed or refused after this long,
+/// doubling up to `REOPEN_MAX` while the phone keeps refusing (a new link tries at once).
+const REOPEN_FIRST: Duration = Duration::from_secs(1);
+const REOPEN_MAX: Duration = Duration::from_secs(60);
 
 impl Session {
     /// A session with no link yet.
@@ -659,6 +663,8 @@ impl Session {
                         ChannelEvent::Close {
                             code: Code::CONNECTION_LOST,
                             reason: "link lost".into(),
+                            by: ClosedBy::Link,
+                            reopens: true,
                         },
                     ));
                 }
@@ -811,6 +817,14 @@ impl Session {
                         tracing::trace!(channel = channel.id.0, "open not answered, sent again");
                         self.control.push_back(start_open(channel, now, resume));
                     }
+                    if matches!(channel.state, ChannelState::Idle { .. })
+                        && let Some((at, delay)) = channel.reopen
+                        && now >= at
+                    {
+                        tracing::debug!(channel = channel.id.0, "reopening");
+                        channel.reopen = Some((now + delay, delay));
+                        self.control.push_back(start_open(channel, now, false));
+                    }
                 }
                 if resend {
                     self.files_on_timeout(now);
@@ -834,7 +848,7 @@ impl Session {
         }
         let id = ChannelId(self.next_channel);
         self.next_channel = self.next_channel.wrapping_add(1).max(1);
-        let mut channel = Channel::new(id, package.into(), fingerprint.map(Into::into));
+        let mut channel = self.new_channel(id, package.into(), fingerprint.map(Into::into));
         if self.is_link_up() {
             self.control.push_back(start_open(&mut channel, now, false));
         }
@@ -879,10 +893,12 @@ impl Session {
             .get_mut(&channel)
             .ok_or(CommandError::ChannelClosed)?;
         match ch.state {
-            ChannelState::Closed
-            | ChannelState::Idle {
+            ChannelState::Closed => return Err(CommandError::ChannelClosed),
+            // A channel the phone closed or refused after it had been open waits to
+            // reopen; one refused at its first open fails at once.
+            ChannelState::Idle {
                 last_error: Some(_),
-            } => {
+            } if ch.reopen.is_none() => {
                 return Err(CommandError::ChannelClosed);
             }
             _ => {}
@@ -912,6 +928,7 @@ impl Session {
 
     /// Closes a channel with a code and reason. Unfinished sends fail with 1006.
     pub fn close(&mut self, channel: ChannelId, code: Code, reason: &str) {
+        let up = self.is_link_up();
         let Some(ch) = self.channels.get_mut(&channel) else {
             return;
         };
@@ -922,7 +939,17 @@ impl Session {
             ch.state,
             ChannelState::Open | ChannelState::Opening | ChannelState::Suspended
         );
+        if ch.is_open() && ch.ack_pending && up {
+            // What the app has is acknowledged before the close, so the peer does not
+            // send it again to whoever opens this package next.
+            ch.ack_pending = false;
+            self.control.push_back(Frame::Ack(Ack {
+                channel,
+                seq: ch.acknowledged(),
+            }));
+        }
         ch.state = ChannelState::Closed;
+        ch.reopen = None;
         let failed = ch.drain_sends();
         self.files_on_channel_closed(channel, Code::CONNECTION_LOST);
         self.note_closed(channel);
@@ -946,8 +973,39 @@ impl Session {
         }
         self.events.push_back(Event::Channel(
             channel,
-            ChannelEvent::Close { code, reason },
+            ChannelEvent::Close {
+                code,
+                reason,
+                by: ClosedBy::Local,
+                reopens: false,
+            },
         ));
+    }
+
+    /// The app has taken the message `receipt` names: with
+    /// [`Acknowledge::WhenTaken`](crate::Acknowledge::WhenTaken) it is acknowledged to
+    /// the peer now (with everything before it).
+    pub fn taken(&mut self, receipt: Receipt) {
+        let Some(ch) = self.channels.get_mut(&receipt.channel) else {
+            return;
+        };
+        if ch.life != receipt.life || receipt.seq > ch.received {
+            return;
+        }
+        if let Some(taken) = &mut ch.taken
+            && receipt.seq > *taken
+        {
+            *taken = receipt.seq;
+            ch.ack_pending = true;
+        }
+    }
+
+    fn new_channel(&self, id: ChannelId, package: String, fingerprint: Option<String>) -> Channel {
+        let mut channel = Channel::new(id, package, fingerprint);
+        if self.config.acknowledge == Acknowledge::WhenTaken {
+            channel.taken = Some(0);
+        }
+        channel
     }
 
     /// Watch side: asks which version of `package` the phone has registered. The answer
@@ -1084,6 +1142,11 @@ impl Session {
                     {
                         next = next.min(sent + rto);
                     }
+                    if matches!(channel.state, ChannelState::Idle { .. })
+                        && let Some((at, _)) = channel.reopen
+                    {
+                        next = next.min(at);
+                    }
                 }
                 if resend && let Some(t) = self.files_deadline() {
                     next = next.min(t);
@@ -1215,10 +1278,10 @@ impl Session {
             Frame::Error(report) => self.on_error_report(report),
             Frame::Open(open) => self.on_open(now, open),
             Frame::Accept(accept) => self.on_accept(now, accept),
-            Frame::Reject(reject) => self.on_reject(reject),
+            Frame::Reject(reject) => self.on_reject(now, reject),
             Frame::Data(data) => self.on_data(data),
             Frame::Ack(ack) => self.on_ack(now, ack),
-            Frame::Close(close) => self.on_close(close),
+            Frame::Close(close) => self.on_close(now, close),
             Frame::VersionQuery(query) => self.on_version_query(query),
             Frame::VersionReply(reply) => self.events.push_back(Event::VersionReply {
                 request: reply.request,
@@ -1303,6 +1366,9 @@ impl Session {
                         self.control.push_back(start_open(ch, now, resumed));
                     }
                     ChannelState::Idle { last_error: None } => {
+                        self.control.push_back(start_open(ch, now, false));
+                    }
+                    ChannelState::Idle { .. } if ch.reopen.is_some() => {
                         self.control.push_back(start_open(ch, now, false));
                     }
                     _ => {}
@@ -1453,7 +1519,7 @@ impl Session {
                 }
                 self.files_on_channel_closed(open.channel, Code::CONNECTION_LOST);
             }
-            let mut ch = Channel::new(open.channel, open.package.clone(), None);
+            let mut ch = self.new_channel(open.channel, open.package.clone(), None);
             ch.state = ChannelState::Open;
             self.channels.insert(open.channel, ch);
             (false, 0)
@@ -1498,7 +1564,9 @@ impl Session {
             ch.restart();
             Vec::new()
         };
-        let is_reconnected = ch.was_open && accept.resumed;
+        // Reopened after a link drop, or after the phone closed it or restarted.
+        let is_reconnected = ch.was_open;
+        ch.reopen = None;
         ch.state = ChannelState::Open;
         ch.was_open = true;
         ch.app_version = Some(accept.app_version);
@@ -1512,7 +1580,7 @@ impl Session {
     }
 
     /// Watch side: the phone refused our open.
-    fn on_reject(&mut self, reject: Reject) {
+    fn on_reject(&mut self, now: Instant, reject: Reject) {
         let Some(ch) = self.channels.get_mut(&reject.channel) else {
             return;
         };
@@ -1523,20 +1591,34 @@ impl Session {
         ch.state = ChannelState::Idle {
             last_error: Some(reject.code),
         };
-        let failed = ch.drain_sends();
-        for send in failed {
-            self.events
-                .push_back(Event::SendFailed(reject.channel, send, reject.code));
-        }
-        self.files_on_channel_closed(reject.channel, reject.code);
         if was_open {
+            // The phone app went away: try again later, its sends waiting meanwhile.
+            let announced = ch.reopen.is_some();
+            ch.restart();
+            let delay = ch
+                .reopen
+                .map_or(REOPEN_FIRST, |(_, d)| (d * 2).min(REOPEN_MAX));
+            ch.reopen = Some((now + delay, delay));
+            self.files_on_channel_closed(reject.channel, reject.code);
+            if announced {
+                return tracing::debug!(channel = reject.channel.0, code = %reject.code, "reopen refused");
+            }
             self.events.push_back(Event::Channel(
                 reject.channel,
                 ChannelEvent::Close {
                     code: reject.code,
                     reason: reject.reason.clone(),
+                    by: ClosedBy::Peer,
+                    reopens: true,
                 },
             ));
+        } else {
+            let failed = ch.drain_sends();
+            for send in failed {
+                self.events
+                    .push_back(Event::SendFailed(reject.channel, send, reject.code));
+            }
+            self.files_on_channel_closed(reject.channel, reject.code);
         }
         self.events.push_back(Event::Channel(
             reject.channel,
@@ -1595,6 +1677,11 @@ impl Session {
                     content_type: data.content_type,
                     exchange: data.exchange,
                     payload: data.payload,
+                    receipt: Receipt {
+                        channel: data.channel,
+                        life: ch.life,
+                        seq: data.seq,
+                    },
                 }),
             )),
             Received::Gap if self.config.reliable_link => self.drop_link(
@@ -1660,11 +1747,32 @@ impl Session {
         }
     }
 
-    fn on_close(&mut self, close: Close) {
+    fn on_close(&mut self, now: Instant, close: Close) {
         let Some(ch) = self.channels.get_mut(&close.channel) else {
             return;
         };
         if ch.state == ChannelState::Closed {
+            return;
+        }
+        if self.config.role == Role::Watch && ch.was_open {
+            // The phone app closed, or the phone is shutting down: open again when it
+            // is back (at the next link, or after `REOPEN_FIRST`), sends waiting.
+            if ch.reopen.is_some() && !ch.is_open() {
+                return;
+            }
+            ch.restart();
+            ch.state = ChannelState::Idle { last_error: None };
+            ch.reopen = Some((now + REOPEN_FIRST, REOPEN_FIRST));
+            self.files_on_channel_closed(close.channel, Code::CONNECTION_LOST);
+            self.events.push_back(Event::Channel(
+                close.channel,
+                ChannelEvent::Close {
+                    code: close.code,
+                    reason: close.reason,
+                    by: ClosedBy::Peer,
+                    reopens: true,
+                },
+            ));
             return;
         }
         ch.state = ChannelState::Closed;
@@ -1683,6 +1791,8 @@ impl Session {
             ChannelEvent::Close {
                 code: close.code,
                 reason: close.reason,
+                by: ClosedBy::Peer,
+                reopens: false,
             },
         ));
     }

@@ -92,10 +92,17 @@ impl Pair {
     }
 
     pub fn collect(&mut self) {
+        // The apps take every message as it comes.
         while let Some(e) = self.watch.poll_event() {
+            if let Event::Channel(_, ChannelEvent::Message(m)) = &e {
+                self.watch.taken(m.receipt);
+            }
             self.watch_events.push(e);
         }
         while let Some(e) = self.phone.poll_event() {
+            if let Event::Channel(_, ChannelEvent::Message(m)) = &e {
+                self.phone.taken(m.receipt);
+            }
             self.phone_events.push(e);
         }
     }
