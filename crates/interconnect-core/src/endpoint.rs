@@ -253,12 +253,14 @@ impl Drop for Endpoint {
 /// let watch = Interconnect::new(watch_link, Config::in_memory(DeviceId([1; 16])));
 /// let conn = watch.instance("com.example.fit", None);
 /// assert!(conn.diagnosis(None).await.is_ok());
-/// conn.send(&serde_json::json!({"steps": 1234})).await.unwrap();
+/// // Queued now; resolves once the phone app took it.
+/// let sent = conn.send(&serde_json::json!({"steps": 1234}));
 ///
 /// let mut events = app.events().unwrap();
 /// assert_eq!(events.next().await, Some(ConnectionEvent::Open { is_reconnected: false }));
 /// let Some(ConnectionEvent::Message(message)) = events.next().await else { panic!() };
 /// assert_eq!(message.decode::<serde_json::Value>().unwrap()["steps"], 1234);
+/// sent.await.unwrap();
 /// # });
 /// ```
 pub struct Interconnect {
