@@ -66,6 +66,11 @@ enum Command {
         /// Answer every message (and request) with the same data.
         #[arg(long)]
         echo: bool,
+        /// Milliseconds the app spends on each message before it reads the next: a
+        /// message is acknowledged to the watch only once the app took it, so this shows
+        /// the watch's sends waiting (and what a phone that dies holds unread).
+        #[arg(long = "handle-ms", default_value_t = 0)]
+        handle_ms: u64,
         #[command(flatten)]
         security: SecurityArgs,
     },
@@ -186,12 +191,14 @@ fn main() -> ExitCode {
                 files_dir,
                 reserve_free_mib,
                 echo,
+                handle_ms,
                 security,
             } => {
                 let app = PhoneApp {
                     package,
                     version: app_version,
                     fingerprint,
+                    handle: Duration::from_millis(handle_ms),
                 };
                 let mut files = FilesConfig::new(files_dir);
                 files.reserve_free_bytes = reserve_free_mib.saturating_mul(1 << 20);
@@ -261,8 +268,12 @@ fn fail(code: Code, message: &str) -> ExitCode {
     ExitCode::FAILURE
 }
 
-fn device_id() -> DeviceId {
-    DeviceId(rand::random())
+/// The device id that goes with the device key (random in plaintext mode).
+fn device_id(security: &Security) -> DeviceId {
+    match security {
+        Security::Noise(noise) => noise.identity.device_id(),
+        _ => DeviceId(rand::random()),
+    }
 }
 
 fn event_json(event: &ConnectionEvent) -> Value {
@@ -339,6 +350,8 @@ struct PhoneApp {
     package: String,
     version: u32,
     fingerprint: Option<String>,
+    /// Time spent on each message.
+    handle: Duration,
 }
 
 async fn phone(
@@ -352,7 +365,7 @@ async fn phone(
     let listener = TcpListener::bind(listen)
         .await
         .map_err(|e| failure(Code::OTHERS, format!("cannot listen on {listen}: {e}")))?;
-    let mut config = Config::in_memory(device_id());
+    let mut config = Config::in_memory(device_id(&setup.security));
     config.files = Some(files);
     config.session.security = setup.security;
     config.known_peers = setup.known_peers;
@@ -366,6 +379,7 @@ async fn phone(
         package,
         version,
         fingerprint,
+        handle,
     } = app;
     let app = hub
         .register(&package, version, fingerprint.as_deref())
@@ -385,6 +399,9 @@ async fn phone(
             event = events.next() => {
                 let Some(event) = event else { break };
                 println!("{}", event_json(&event));
+                if !handle.is_zero() && matches!(event, ConnectionEvent::Message(_)) {
+                    tokio::time::sleep(handle).await;
+                }
                 if echo && let ConnectionEvent::Message(message) = &event {
                     let app = app.clone();
                     let message = message.clone();
@@ -424,7 +441,7 @@ struct WatchTarget {
 
 /// A config with this security and quick redials (only a dialing watch uses them).
 fn endpoint_config(security: Security) -> Config {
-    let mut config = Config::in_memory(device_id());
+    let mut config = Config::in_memory(device_id(&security));
     config.backoff.initial = Duration::from_millis(50);
     config.backoff.max = Duration::from_secs(2);
     config.session.security = security;
@@ -752,7 +769,7 @@ async fn demo() -> Result<(), Failure> {
     // Both devices get fresh keys and trust each other on first use.
     let phone_identity = DeviceIdentity::generate();
     let phone_fingerprint = phone_identity.fingerprint();
-    let mut phone_config = Config::in_memory(device_id());
+    let mut phone_config = Config::in_memory(phone_identity.device_id());
     phone_config.files = Some(FilesConfig::new(&files_dir));
     phone_config.session.security = Security::Noise(NoiseConfig::new(phone_identity));
     let hub = Hub::new(listener, phone_config);
