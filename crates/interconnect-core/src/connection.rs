@@ -263,6 +263,8 @@ pub struct Events {
     rx: mpsc::UnboundedReceiver<Queued>,
     // Not the connection's `Shared`: holding events must not keep the channel.
     unread: Arc<Unread>,
+    /// Whether the last Open or Close the app took was a Close (`ready_state`).
+    closed_seen: Arc<AtomicBool>,
     commands: mpsc::UnboundedSender<Command>,
     key: u64,
 }
@@ -280,6 +282,11 @@ impl Events {
 
     /// Tells the driver what the app now has.
     fn took(&self, (event, receipt): Queued) -> ConnectionEvent {
+        match &event {
+            ConnectionEvent::Open { .. } => self.closed_seen.store(false, Ordering::Release),
+            ConnectionEvent::Close { .. } => self.closed_seen.store(true, Ordering::Release),
+            _ => {}
+        }
         if let ConnectionEvent::Message(message) = &event {
             if let Some(receipt) = receipt {
                 let _ = self.commands.send(Command::Taken { receipt });
@@ -347,6 +354,7 @@ impl Unread {
 pub(crate) struct Shared {
     pub(crate) key: u64,
     pub(crate) unread: Arc<Unread>,
+    pub(crate) closed_seen: Arc<AtomicBool>,
     pub(crate) commands: mpsc::UnboundedSender<Command>,
     pub(crate) state: watch::Receiver<ConnState>,
     pub(crate) events: std::sync::Mutex<Option<mpsc::UnboundedReceiver<Queued>>>,
@@ -396,6 +404,7 @@ impl Connection {
             shared: Arc::new(Shared {
                 key,
                 unread,
+                closed_seen: Arc::default(),
                 commands,
                 state,
                 events: std::sync::Mutex::new(Some(events)),
@@ -420,8 +429,11 @@ impl Connection {
     }
 
     /// The vendor API's `getReadyState`: [`ReadyState::Open`] (1) or [`ReadyState::Closed`] (2).
+    /// It follows the channel, and agrees with the [`events`](Self::events) the app took:
+    /// closed from the moment the app took a `Close` until it took the next `Open`.
     pub fn ready_state(&self) -> ReadyState {
-        if self.shared.state.borrow().open {
+        let closed_seen = self.shared.closed_seen.load(Ordering::Acquire);
+        if !closed_seen && self.shared.state.borrow().open {
             ReadyState::Open
         } else {
             ReadyState::Closed
@@ -442,6 +454,7 @@ impl Connection {
         Some(Events {
             rx,
             unread: self.shared.unread.clone(),
+            closed_seen: self.shared.closed_seen.clone(),
             commands: self.shared.commands.clone(),
             key: self.shared.key,
         })

@@ -1257,30 +1257,45 @@ impl Driver {
                 ConnectionEvent::Message(incoming)
             }
         };
-        let _ = entry.slot.events.send((app_event, receipt));
+        // The state an app reads agrees with the events it was given: open from the
+        // Open event on, closed from the Close event on (the session may already be
+        // further along; its later events are on their way).
+        let mut state = self.conn_state(Some(channel));
+        match app_event {
+            ConnectionEvent::Open { .. } => state.open = true,
+            ConnectionEvent::Close { .. } => state.open = false,
+            _ => {}
+        }
+        if let Some(entry) = self.conns.get(&key) {
+            publish(entry, state);
+            let _ = entry.slot.events.send((app_event, receipt));
+        }
     }
 
     fn publish_states(&mut self) {
         for entry in self.conns.values() {
-            let state = match entry.channel {
-                Some(ch) => ConnState {
-                    open: self.session.is_open(ch),
-                    connecting: self.session.is_connecting(ch),
-                    last_error: self.session.last_error(ch),
-                    closed: self.session.is_closed(ch),
-                    app_version: self.session.app_version(ch),
-                },
-                // Phone side before the watch opened a channel: waiting for it.
-                None => ConnState {
-                    connecting: true,
-                    ..ConnState::default()
-                },
-            };
-            entry.slot.state.send_if_modified(|current| {
-                let changed = *current != state;
-                *current = state;
-                changed
-            });
+            let mut state = self.conn_state(entry.channel);
+            // Only the Open and Close events move `open` (see `on_channel_event`).
+            state.open = entry.slot.state.borrow().open;
+            publish(entry, state);
+        }
+    }
+
+    /// What the session says of a connection's channel.
+    fn conn_state(&self, channel: Option<ChannelId>) -> ConnState {
+        match channel {
+            Some(ch) => ConnState {
+                open: self.session.is_open(ch),
+                connecting: self.session.is_connecting(ch),
+                last_error: self.session.last_error(ch),
+                closed: self.session.is_closed(ch),
+                app_version: self.session.app_version(ch),
+            },
+            // Phone side before the watch opened a channel: waiting for it.
+            None => ConnState {
+                connecting: true,
+                ..ConnState::default()
+            },
         }
     }
 
@@ -1738,4 +1753,13 @@ fn poll_once(
         std::task::Poll::Ready(Err(error)) => Some(Err(error)),
         std::task::Poll::Pending => None,
     }
+}
+
+/// Publishes a connection's state, waking its watchers only on a change.
+fn publish(entry: &ConnEntry, state: ConnState) {
+    entry.slot.state.send_if_modified(|current| {
+        let changed = *current != state;
+        *current = state;
+        changed
+    });
 }

@@ -135,7 +135,8 @@ struct Endpoint {
     commands: mpsc::UnboundedSender<Command>,
     security_events: std::sync::Mutex<Option<mpsc::Receiver<SecurityEvent>>>,
     status: watch::Receiver<LinkStatus>,
-    task: Option<JoinHandle<()>>,
+    /// Taken by the first `shutdown`; later ones wait on the lock until it finished.
+    task: tokio::sync::Mutex<Option<JoinHandle<()>>>,
     next_key: AtomicU64,
     send_timeout: Duration,
     max_unread: usize,
@@ -163,7 +164,7 @@ impl Endpoint {
             commands: parts.commands,
             security_events: std::sync::Mutex::new(Some(parts.security_events)),
             status: parts.status,
-            task: Some(parts.task),
+            task: tokio::sync::Mutex::new(Some(parts.task)),
             next_key: AtomicU64::new(1),
             send_timeout: config.send_timeout,
             max_unread: config.max_unread,
@@ -224,9 +225,10 @@ impl Endpoint {
             .await;
     }
 
-    async fn shutdown(&mut self) {
+    async fn shutdown(&self) {
         let _ = self.commands.send(Command::Shutdown);
-        if let Some(task) = self.task.take() {
+        let mut task = self.task.lock().await;
+        if let Some(task) = task.take() {
             let _ = task.await;
         }
     }
@@ -239,7 +241,8 @@ impl Drop for Endpoint {
 }
 
 /// The watch side: connects to the phone over a transport and opens channels to phone
-/// apps by package. The vendor API's `interconnect` module.
+/// apps by package. The vendor API's `interconnect` module. Cheap to clone (clones share
+/// one driver, as quinn's `Endpoint` does).
 ///
 /// ```
 /// # tokio::runtime::Builder::new_current_thread().enable_time().start_paused(true).build().unwrap().block_on(async {
@@ -263,15 +266,16 @@ impl Drop for Endpoint {
 /// sent.await.unwrap();
 /// # });
 /// ```
+#[derive(Clone)]
 pub struct Interconnect {
-    endpoint: Endpoint,
+    endpoint: std::sync::Arc<Endpoint>,
 }
 
 impl Interconnect {
     /// Starts the watch side over `transport` (call inside a tokio runtime).
     pub fn new<T: Transport>(transport: T, config: Config) -> Self {
         Interconnect {
-            endpoint: Endpoint::start(Role::Watch, transport, config),
+            endpoint: std::sync::Arc::new(Endpoint::start(Role::Watch, transport, config)),
         }
     }
 
@@ -313,15 +317,19 @@ impl Interconnect {
         conn
     }
 
-    /// Stops the driver and drops the link. Pending calls fail with
-    /// [`Error::Stopped`](crate::Error::Stopped).
-    pub async fn shutdown(mut self) {
+    /// Stops the driver: closes the channels (the phone reopens none of them; they
+    /// reopen when this watch starts again), flushes the link and drops it. Pending calls
+    /// fail with [`Error::Stopped`](crate::Error::Stopped) or 1006. Through any clone;
+    /// returns once the driver has ended (every clone's later calls fail), and at once
+    /// when it already had. Dropping the last clone stops the driver too, without waiting.
+    pub async fn shutdown(&self) {
         self.endpoint.shutdown().await;
     }
 }
 
 /// The phone side: accepts the watch's link, and lets phone apps register by package to
-/// get a [`Connection`] with the same API as the watch's.
+/// get a [`Connection`] with the same API as the watch's. Cheap to clone (clones share
+/// one driver).
 ///
 /// A watch asking for a package nobody registered gets 1001 (and version -1); one whose
 /// app registered but detached (its `Connection` dropped) gets 1002; one that requires a
@@ -360,15 +368,16 @@ impl Interconnect {
 /// assert_eq!(impostor.diagnosis(None).await.code, Code::FINGERPRINT_MISMATCH);
 /// # });
 /// ```
+#[derive(Clone)]
 pub struct Hub {
-    endpoint: Endpoint,
+    endpoint: std::sync::Arc<Endpoint>,
 }
 
 impl Hub {
     /// Starts the phone side over `transport` (call inside a tokio runtime).
     pub fn new<T: Transport>(transport: T, config: Config) -> Self {
         Hub {
-            endpoint: Endpoint::start(Role::Phone, transport, config),
+            endpoint: std::sync::Arc::new(Endpoint::start(Role::Phone, transport, config)),
         }
     }
 
@@ -419,8 +428,12 @@ impl Hub {
         Ok(conn)
     }
 
-    /// Stops the driver and drops the link.
-    pub async fn shutdown(mut self) {
+    /// Stops the driver: closes the channels (a watch reopens them by itself when a
+    /// phone is back), flushes the link and drops it. Through any clone; returns once the
+    /// driver has ended and the transport is released (a TCP listener's port is free
+    /// again), and at once when it already had. Dropping the last clone stops the driver
+    /// too, without waiting.
+    pub async fn shutdown(&self) {
         self.endpoint.shutdown().await;
     }
 }

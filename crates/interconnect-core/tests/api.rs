@@ -95,6 +95,8 @@ async fn open_send_and_receive_both_ways() {
     let conn = s.watch.instance(PKG, Some(FP));
     let mut watch_events = conn.events().unwrap();
     let mut app_events = app.events().unwrap();
+    // One stream per connection: a second call, on any clone, says it is taken.
+    assert!(conn.clone().events().is_none());
 
     let diagnosis = conn.diagnosis(None).await;
     assert!(diagnosis.is_ok());
@@ -355,12 +357,18 @@ async fn a_link_cut_closes_with_1006_then_resumes_with_is_reconnected() {
         next(&mut events).await,
         ConnectionEvent::Close {
             code: Code::CONNECTION_LOST,
+            by: ClosedBy::Link,
+            reopens: true,
             ..
         }
     ));
     // A send made while the link is down completes after the resumption.
     let sent = conn.send(&Steps { steps: 1 });
+    // The state agrees with the events the app was given, though the link may be back.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(conn.ready_state(), ReadyState::Closed);
     assert_eq!(next(&mut events).await, REOPENED);
+    assert_eq!(conn.ready_state(), ReadyState::Open);
     assert!(matches!(
         next(&mut app_events).await,
         ConnectionEvent::Close {
@@ -455,6 +463,8 @@ async fn shutdown_fails_pending_calls_instead_of_hanging() {
         async move { conn.send(&1).await }
     });
     tokio::task::yield_now().await;
+    s.watch.clone().shutdown().await;
+    // Any clone shuts down, and again is harmless.
     s.watch.shutdown().await;
     // Shutdown closes the channel, so the send fails with 1006 rather than hanging.
     let error = pending.await.unwrap().unwrap_err();
