@@ -9,7 +9,8 @@
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use interconnect_core::{Security, Session, SessionConfig};
+use interconnect_core::sans_io::Session;
+use interconnect_core::{Security, SessionConfig};
 use interconnect_proto::{
     ChannelId, ContentType, DEFAULT_MAX_FRAME_LEN, Data, DeviceId, Exchange, Frame, Open, Ping,
     Role,

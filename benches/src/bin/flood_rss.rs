@@ -10,7 +10,8 @@ use interconnect_benches::process::{first_arg, peak_rss_kib};
 use std::time::Duration;
 
 use bytes::Bytes;
-use interconnect_core::{Config, Hub, Security, Session, SessionConfig};
+use interconnect_core::sans_io::Session;
+use interconnect_core::{Config, Hub, Security, SessionConfig};
 use interconnect_proto::{
     Capabilities, DEFAULT_MAX_FRAME_LEN, DeviceId, Frame, FrameHeader, HEADER_LEN, Hello,
     MAX_FRAME_LEN, PROTOCOL_VERSIONS, Ping, Role,

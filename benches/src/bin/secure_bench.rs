@@ -15,9 +15,9 @@ use bytes::Bytes;
 use interconnect_benches::tcp::{
     BoxError, interconnect_ends, interconnect_file, median, raw_tcp_copy, source_file,
 };
+use interconnect_core::sans_io::{Event, Session};
 use interconnect_core::{
-    CipherSuite, Config, DeviceIdentity, Event, Hub, Interconnect, NoiseConfig, Security, Session,
-    SessionConfig,
+    CipherSuite, Config, DeviceIdentity, Hub, Interconnect, NoiseConfig, Security, SessionConfig,
 };
 use interconnect_proto::{DEFAULT_MAX_FRAME_LEN, DeviceId, Role};
 use transport_ble::packet::packet_len;

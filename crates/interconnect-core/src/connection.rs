@@ -14,7 +14,7 @@ use serde::de::DeserializeOwned;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::driver::Command;
-use crate::error::Error;
+use crate::error::{Cause, Error};
 use crate::event::{ClosedBy, Receipt};
 
 /// The vendor API's `getReadyState` values.
@@ -71,13 +71,15 @@ impl Incoming {
     /// Decodes the payload into `T` according to its content type (JSON or postcard).
     pub fn decode<T: DeserializeOwned>(&self) -> Result<T, Error> {
         match self.content_type {
-            ContentType::Json => serde_json::from_slice(&self.payload)
-                .map_err(|e| Error::Serialization(format!("invalid JSON message: {e}"))),
-            ContentType::Postcard => postcard::from_bytes(&self.payload)
-                .map_err(|e| Error::Serialization(format!("invalid postcard message: {e}"))),
-            ContentType::Binary => Err(Error::Serialization(
-                "a binary message has no structure to decode; use `payload`".into(),
-            )),
+            ContentType::Json => serde_json::from_slice(&self.payload).map_err(|e| {
+                Error::Serialization(Cause::new(format!("invalid JSON message: {e}"), e))
+            }),
+            ContentType::Postcard => postcard::from_bytes(&self.payload).map_err(|e| {
+                Error::Serialization(Cause::new(format!("invalid postcard message: {e}"), e))
+            }),
+            ContentType::Binary => Err(Error::Serialization(Cause::message(
+                "a binary message has no structure to decode; use `payload`",
+            ))),
         }
     }
 }
@@ -144,7 +146,7 @@ pub enum ConnectionEvent {
 fn to_json<T: Serialize + ?Sized>(value: &T) -> Result<Bytes, Error> {
     serde_json::to_vec(value)
         .map(Bytes::from)
-        .map_err(|e| Error::Serialization(e.to_string()))
+        .map_err(|e| Error::Serialization(Cause::new(e.to_string(), e)))
 }
 
 /// A queued message waiting for its acknowledgement.
@@ -207,8 +209,10 @@ impl FileTransfer {
     }
 
     /// A stream of progress updates (the latest one, whenever it changes).
-    pub fn progress_stream(&self) -> tokio_stream::wrappers::WatchStream<Progress> {
-        tokio_stream::wrappers::WatchStream::new(self.progress.clone())
+    pub fn progress_stream(&self) -> ProgressStream {
+        ProgressStream(tokio_stream::wrappers::WatchStream::new(
+            self.progress.clone(),
+        ))
     }
 
     /// Cancels the transfer; the receiver removes its partial file and the transfer
@@ -218,6 +222,24 @@ impl FileTransfer {
             key: self.shared.key,
             ticket: self.ticket,
         });
+    }
+}
+
+/// The progress of a [`FileTransfer`] as a [`Stream`](futures_core::Stream): the latest
+/// value first, then each change; it ends when the transfer does.
+pub struct ProgressStream(tokio_stream::wrappers::WatchStream<Progress>);
+
+impl futures_core::Stream for ProgressStream {
+    type Item = Progress;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Progress>> {
+        Pin::new(&mut self.0).poll_next(cx)
+    }
+}
+
+impl std::fmt::Debug for ProgressStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProgressStream").finish_non_exhaustive()
     }
 }
 

@@ -198,10 +198,13 @@ struct ActiveLink {
 }
 
 impl ActiveLink {
-    /// Starts the link's writer task.
-    fn start(link: Link) -> (Self, usize) {
+    /// Starts the link's writer task, in a span naming the link (`n` counts this
+    /// driver's links).
+    fn start(link: Link, n: u64) -> (Self, usize) {
+        use tracing::Instrument;
         let (frames_out, frames) = mpsc::channel(WRITE_QUEUE);
-        let writer = tokio::spawn(write_frames(link.sender, frames));
+        let span = tracing::debug_span!("link", n);
+        let writer = tokio::spawn(write_frames(link.sender, frames).instrument(span));
         let active = ActiveLink {
             frames_out,
             writer,
@@ -381,6 +384,8 @@ pub(crate) struct Driver {
     held_since: Option<Instant>,
     /// Counts links, so a pairing answer applies only to the link that asked.
     link_number: u64,
+    /// Counts every link started, probes too (names each link's span).
+    links_started: u64,
     commands_tx: mpsc::UnboundedSender<Command>,
     security_events: mpsc::Sender<SecurityEvent>,
     known_peers: Option<KnownPeers>,
@@ -438,16 +443,25 @@ pub(crate) fn spawn<T: Transport>(
         held_frame: None,
         held_since: None,
         link_number: 0,
+        links_started: 0,
         commands_tx: commands_tx.clone(),
         security_events: security_tx,
         known_peers,
     };
-    let task = tokio::spawn(async move {
-        driver.run().await;
-        // Awaited, so the transport (a listening socket) is gone when shutdown returns.
-        supplier.abort();
-        let _ = supplier.await;
-    });
+    let span = tracing::info_span!(
+        "interconnect",
+        role = ?driver.session.config().role,
+        device = %driver.session.config().device_id,
+    );
+    let task = tokio::spawn(tracing::Instrument::instrument(
+        async move {
+            driver.run().await;
+            // Awaited, so the transport (a listening socket) is gone when shutdown returns.
+            supplier.abort();
+            let _ = supplier.await;
+        },
+        span,
+    ));
     DriverParts {
         commands: commands_tx,
         security_events,
@@ -622,7 +636,8 @@ impl Driver {
             old.retire();
         }
         self.link_number += 1;
-        let (mut active, max_frame_len) = ActiveLink::start(link);
+        self.links_started += 1;
+        let (mut active, max_frame_len) = ActiveLink::start(link, self.links_started);
         self.session.link_up(now(), max_frame_len);
         self.held_frame = None;
         self.held_since = None;
@@ -634,7 +649,8 @@ impl Driver {
 
     /// A link arrived while one is up: vet it beside the current one.
     fn start_probe(&mut self, link: Link) {
-        let (mut active, max_frame_len) = ActiveLink::start(link);
+        self.links_started += 1;
+        let (mut active, max_frame_len) = ActiveLink::start(link, self.links_started);
         let session = self.session.probe(now(), max_frame_len);
         active.limit_frames(&session);
         if self.probes.len() == MAX_PROBES {
@@ -1055,7 +1071,9 @@ impl Driver {
                 let prepared = match result {
                     Ok(prepared) => prepared,
                     Err(e) => {
-                        let _ = out.done.send(Err(Error::Io(e.to_string())));
+                        let _ = out
+                            .done
+                            .send(Err(Error::Io(crate::error::Cause::new(e.to_string(), e))));
                         return;
                     }
                 };
@@ -1097,7 +1115,9 @@ impl Driver {
                     }
                     if let Some(out) = self.outgoing_files.remove(&transfer) {
                         // `Error::Io` says "cannot read the file" itself.
-                        let _ = out.done.send(Err(Error::Io(e.to_string())));
+                        let _ = out
+                            .done
+                            .send(Err(Error::Io(crate::error::Cause::new(e.to_string(), e))));
                     }
                 }
             },

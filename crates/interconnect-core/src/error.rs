@@ -41,8 +41,9 @@ pub enum Error {
         max: usize,
     },
     /// The value could not be serialised or a received message not deserialised (1000).
+    /// The serde error is its cause's [`source`](std::error::Error::source).
     #[error("serialisation: {0}")]
-    Serialization(String),
+    Serialization(#[source] Cause),
     /// A file transfer failed or was cancelled: 4001 (too large), 4003 (cancelled), 4004
     /// (verification failed), 4005 (storage), 1006 (channel closed), ...
     #[error("file transfer failed with {code}: {reason}")]
@@ -59,9 +60,10 @@ pub enum Error {
         /// The queue's bound.
         max: usize,
     },
-    /// A local file could not be read.
+    /// A local file could not be read. The `std::io::Error` is its cause's
+    /// [`source`](std::error::Error::source).
     #[error("cannot read the file: {0}")]
-    Io(String),
+    Io(#[source] Cause),
     /// The background driver has stopped (the `Interconnect` or `Hub` was shut down).
     #[error("the interconnect driver has stopped")]
     Stopped,
@@ -123,3 +125,54 @@ impl From<crate::session::CommandError> for Error {
         }
     }
 }
+
+/// What an [`Error`] wraps: a message, and the error it came from (a serde or I/O error)
+/// as its [`source`](std::error::Error::source). Compared by message.
+#[derive(Clone, Debug)]
+pub struct Cause {
+    message: String,
+    source: Option<std::sync::Arc<dyn std::error::Error + Send + Sync>>,
+}
+
+impl Cause {
+    /// A cause that came from `source`, said as `message`.
+    pub(crate) fn new(
+        message: impl Into<String>,
+        source: impl std::error::Error + Send + Sync + 'static,
+    ) -> Cause {
+        Cause {
+            message: message.into(),
+            source: Some(std::sync::Arc::new(source)),
+        }
+    }
+
+    /// A cause with no error under it.
+    pub(crate) fn message(message: impl Into<String>) -> Cause {
+        Cause {
+            message: message.into(),
+            source: None,
+        }
+    }
+}
+
+impl std::fmt::Display for Cause {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for Cause {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.source
+            .as_deref()
+            .map(|e| e as &(dyn std::error::Error + 'static))
+    }
+}
+
+impl PartialEq for Cause {
+    fn eq(&self, other: &Cause) -> bool {
+        self.message == other.message
+    }
+}
+
+impl Eq for Cause {}

@@ -31,14 +31,14 @@ pub struct Message {
     pub exchange: Exchange,
     /// The bytes.
     pub payload: Bytes,
-    /// Hand it to [`Session::taken`](crate::Session::taken) once the app has the
+    /// Hand it to [`Session::taken`](crate::sans_io::Session::taken) once the app has the
     /// message: with [`Acknowledge::WhenTaken`](crate::Acknowledge::WhenTaken) the peer
     /// gets its acknowledgement only then.
     pub receipt: Receipt,
 }
 
 /// Names one delivered message of one channel's life, for
-/// [`Session::taken`](crate::Session::taken). A receipt of a channel that has since
+/// [`Session::taken`](crate::sans_io::Session::taken). A receipt of a channel that has since
 /// restarted its numbering (the peer restarted) changes nothing.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Receipt {

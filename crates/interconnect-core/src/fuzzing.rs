@@ -6,9 +6,8 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use interconnect_proto::{DEFAULT_MAX_FRAME_LEN, DeviceId, Frame, Handshake, Role, Sealed};
 
-use crate::{
-    ChannelEvent, DeviceIdentity, Event, NoiseConfig, Security, Session, SessionConfig, TrustPolicy,
-};
+use crate::sans_io::{ChannelEvent, Event, Session};
+use crate::{DeviceIdentity, NoiseConfig, Security, SessionConfig, TrustPolicy};
 
 fn session(role: Role, key: u8, pairing: bool) -> Session {
     let trust = if pairing {

@@ -75,19 +75,28 @@ mod transport;
 
 pub use config::{Acknowledge, SessionConfig};
 pub use connection::{
-    Connection, ConnectionEvent, Diagnosis, Events, FileTransfer, Incoming, Progress, ReadyState,
+    Connection, ConnectionEvent, Diagnosis, Events, FileTransfer, Incoming, Progress,
+    ProgressStream, ReadyState,
 };
 pub use driver::{Backoff, PeerDeviceStatus};
 pub use endpoint::{Config, Hub, Interconnect, SecurityEvents};
-pub use error::Error;
-pub use event::{ChannelEvent, ClosedBy, Event, Message, PeerInfo, Receipt, SendId};
+pub use error::{Cause, Error};
+pub use event::ClosedBy;
 pub use files::{FilesConfig, sanitize_file_name};
+pub use interconnect_proto::{Code, ContentType, DeviceId};
 pub use security::{
     CipherSuite, DeviceIdentity, Fingerprint, IdentityError, KnownPeers, MIN_REKEY_INTERVAL,
     NoiseConfig, PairingCode, PairingRequest, ParseFingerprintError, Security, SecurityError,
     SecurityEvent, TrustPolicy,
 };
-pub use session::{CommandError, Session};
+
+/// The sans-IO layer under the async API: the session state machine and what it reports.
+/// An app needs none of it; a driver of its own (another runtime, firmware, a fuzzer)
+/// feeds a [`Session`](sans_io::Session) frames and time and carries out its output.
+pub mod sans_io {
+    pub use crate::event::{ChannelEvent, Event, Message, PeerInfo, Receipt, SendId};
+    pub use crate::session::{CommandError, Session};
+}
 pub use transport::{Link, LinkReceiver, LinkSender, Transport, TransportError};
 
 /// The README's quick start runs as a doctest.

@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use bytes::Bytes;
+use interconnect_core::sans_io::*;
 use interconnect_core::*;
 use interconnect_proto::{Code, ContentType, DeviceId};
 use serde::{Deserialize, Serialize};
@@ -647,4 +648,24 @@ async fn the_peer_app_version_waits_for_a_link_in_progress() {
     // A phone has no watch apps to ask about: an error, not a silent None.
     let error = app.peer_client_version().await.unwrap_err();
     assert_eq!(error.code(), Code::OTHERS, "{error:?}");
+}
+
+#[test]
+fn errors_keep_their_source() {
+    use std::error::Error as _;
+    let bad = Incoming {
+        content_type: ContentType::Json,
+        payload: Bytes::from_static(b"{not json"),
+        request_id: None,
+    };
+    let error = bad.decode::<Steps>().unwrap_err();
+    assert!(matches!(error, Error::Serialization(_)), "{error:?}");
+    assert_eq!(error.code(), Code::OTHERS);
+    // The chain ends at serde's own error, for a caller that wants its details.
+    let serde = error
+        .source()
+        .and_then(|cause| cause.source())
+        .and_then(|e| e.downcast_ref::<serde_json::Error>())
+        .expect("the serde error");
+    assert!(serde.is_syntax(), "{serde}");
 }

@@ -3,6 +3,7 @@
 //! attacker forged reaches an app.
 
 use bytes::{Bytes, BytesMut};
+use interconnect_core::sans_io::*;
 use interconnect_core::*;
 use interconnect_proto::*;
 

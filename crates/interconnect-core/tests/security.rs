@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
+use interconnect_core::sans_io::*;
 use interconnect_core::*;
 use interconnect_proto::*;
 use transport_mock::{Direction, Faults, MockNetwork};

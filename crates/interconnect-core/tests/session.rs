@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use bytes::Bytes;
+use interconnect_core::sans_io::*;
 use interconnect_core::*;
 use interconnect_proto::*;
 

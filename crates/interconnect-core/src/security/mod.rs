@@ -161,7 +161,7 @@ pub enum TrustPolicy {
     /// Only these fingerprints; anyone else is refused (4007).
     Pinned(Vec<Fingerprint>),
     /// Trust on first use, then pin (as SSH does): with `known` empty, the first peer is
-    /// accepted and pinned ([`Event::PeerPinned`](crate::Event::PeerPinned)); from then
+    /// accepted and pinned ([`Event::PeerPinned`](crate::sans_io::Event::PeerPinned)); from then
     /// on only pinned peers are.
     FirstUse {
         /// Fingerprints pinned earlier (e.g. from [`KnownPeers`]).
@@ -169,7 +169,7 @@ pub enum TrustPolicy {
     },
     /// Numeric comparison: a peer not in `known` waits until the user compares the
     /// 6-digit code shown on both devices and confirms
-    /// ([`Event::PairingRequest`](crate::Event::PairingRequest),
+    /// ([`Event::PairingRequest`](crate::sans_io::Event::PairingRequest),
     /// `Session::confirm_pairing`); a confirmed peer is pinned.
     Pairing {
         /// Fingerprints paired earlier.

@@ -97,7 +97,8 @@ struct LinkUp {
 ///
 /// ```
 /// use std::time::Instant;
-/// use interconnect_core::{Event, Session, SessionConfig};
+/// use interconnect_core::SessionConfig;
+/// use interconnect_core::sans_io::Session;
 /// use interconnect_proto::{DeviceId, Role};
 ///
 /// let now = Instant::now();

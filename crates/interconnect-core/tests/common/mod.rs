@@ -6,6 +6,7 @@ use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use interconnect_core::sans_io::*;
 use interconnect_core::*;
 use interconnect_proto::*;
 
