@@ -319,6 +319,13 @@ fn event_json(event: &ConnectionEvent) -> Value {
         ConnectionEvent::Error { code, message } => {
             json!({ "event": "error", "code": code.as_u16(), "message": message })
         }
+        ConnectionEvent::FileProgress {
+            transfer,
+            bytes_done,
+            total,
+        } => {
+            json!({ "event": "file_progress", "transfer": transfer, "bytes_done": bytes_done, "total": total })
+        }
         other => json!({ "event": format!("{other:?}") }),
     }
 }

@@ -1,17 +1,48 @@
 //! A watch and a phone in one process over the in-memory link, with a lossy, laggy link
-//! that is cut twice: opens a channel, checks status, version and diagnosis, sends 200
-//! messages each way and a request, and shows that everything arrived exactly once and in
-//! order despite the faults. Exits non-zero if any check fails.
+//! that is cut twice while messages are in flight: opens a channel, checks status,
+//! version and diagnosis, runs a request, sends 200 messages each way at once, and shows
+//! that everything arrived exactly once and in order despite the faults and the cuts.
+//! Exits non-zero if any check fails.
 //!
 //! `cargo run -p interconnect-core --example watch_and_phone`
 
 use std::time::Duration;
 
-use interconnect_core::{Config, ConnectionEvent, Hub, Interconnect};
-use interconnect_proto::DeviceId;
+use interconnect_core::{Config, Connection, ConnectionEvent, Hub, Interconnect};
+use tokio::sync::watch;
 use transport_mock::{Faults, MockNetwork};
 
 const PACKAGE: &str = "com.example.fitness";
+const COUNT: u32 = 200;
+
+/// Reads `conn`'s events until `COUNT` numbered messages arrived, answering requests,
+/// and publishes how many arrived so far.
+fn reader(conn: &Connection, side: &'static str) -> (watch::Receiver<usize>, ReaderTask) {
+    let mut events = conn.events().expect("a new connection has its events");
+    let (count_tx, count) = watch::channel(0);
+    let conn = conn.clone();
+    let task = tokio::spawn(async move {
+        let mut received = Vec::new();
+        while received.len() < COUNT as usize {
+            match events.next().await {
+                Some(ConnectionEvent::Message(m)) if m.request_id.is_some() => {
+                    let text: String = m.decode().unwrap_or_default();
+                    let _ = conn.reply(&m, &text.to_uppercase()).await;
+                }
+                Some(ConnectionEvent::Message(m)) => {
+                    received.push(m.decode::<u32>().ok());
+                    count_tx.send_replace(received.len());
+                }
+                Some(other) => println!("{side} event: {other:?}"),
+                None => break,
+            }
+        }
+        received
+    });
+    (count, task)
+}
+
+type ReaderTask = tokio::task::JoinHandle<Vec<Option<u32>>>;
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -24,13 +55,15 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         ..Faults::default()
     });
     let (dialer, listener) = network.endpoints();
-    let fast = |id| {
-        let mut config = Config::in_memory(DeviceId([id; 16]));
+    // Each device keeps its key and trusted peers in a directory, as a real app does.
+    let state = std::env::temp_dir().join("interconnect-example-watch-and-phone");
+    let fast = |dir: &str| -> Result<Config, interconnect_core::IdentityError> {
+        let mut config = Config::new(state.join(dir))?;
         config.session.retransmit_timeout = Duration::from_millis(200);
-        config
+        Ok(config)
     };
-    let hub = Hub::new(listener, fast(2));
-    let watch = Interconnect::new(dialer, fast(1));
+    let hub = Hub::new(listener, fast("phone")?);
+    let watch = Interconnect::new(dialer, fast("watch")?);
 
     let app = hub.register(PACKAGE, 12, None).await?;
     let conn = watch.instance(PACKAGE, None);
@@ -50,52 +83,41 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         return Err("the channel did not open".into());
     }
 
-    // The phone app echoes requests and counts messages.
-    let mut app_events = app.events().expect("a new connection has its events");
-    let phone = tokio::spawn({
-        let app = app.clone();
-        async move {
-            let mut received = Vec::new();
-            while received.len() < 200 {
-                match app_events.next().await {
-                    Some(ConnectionEvent::Message(m)) if m.request_id.is_some() => {
-                        let text: String = m.decode().unwrap_or_default();
-                        let _ = app.reply(&m, &text.to_uppercase()).await;
-                    }
-                    Some(ConnectionEvent::Message(m)) => received.push(m.decode::<u32>().ok()),
-                    Some(other) => println!("phone event: {other:?}"),
-                    None => break,
-                }
-            }
-            received
-        }
-    });
-
+    let (mut at_phone, phone) = reader(&app, "phone");
+    let (_, at_watch) = reader(&conn, "watch");
     let answer: String = conn.request("ping", Duration::from_secs(10)).await?;
     println!("request/reply: ping -> {answer}");
 
-    let sends: Vec<_> = (0..200u32).map(|i| conn.send(&i)).collect();
-    for (i, send) in sends.into_iter().enumerate() {
-        if i == 50 || i == 150 {
-            println!("cutting the link");
-            network.cut();
-        }
+    // Both ways at once; the link is cut twice while they are in flight.
+    let to_phone: Vec<_> = (0..COUNT).map(|i| conn.send(&i)).collect();
+    let to_watch: Vec<_> = (0..COUNT).map(|i| app.send(&i)).collect();
+    for at in [50, 150] {
+        at_phone.wait_for(|n| *n >= at).await?;
+        println!("cutting the link after {at} messages reached the phone");
+        network.cut();
+    }
+    for send in to_phone.into_iter().chain(to_watch) {
         send.await?;
     }
-    let received = phone.await?;
-    let in_order = received
-        .iter()
-        .enumerate()
-        .all(|(i, v)| *v == Some(i as u32));
-    println!(
-        "phone received {} messages, exactly once and in order: {in_order}; links opened: {}",
-        received.len(),
-        network.links_made()
-    );
+    let mut ok = true;
+    for (side, task) in [("phone", phone), ("watch", at_watch)] {
+        let received = task.await?;
+        let in_order = received.len() == COUNT as usize
+            && received
+                .iter()
+                .enumerate()
+                .all(|(i, v)| *v == Some(i as u32));
+        println!(
+            "{side} received {} messages, exactly once and in order: {in_order}",
+            received.len()
+        );
+        ok &= in_order;
+    }
+    println!("links opened: {}", network.links_made());
     watch.shutdown().await;
     hub.shutdown().await;
-    if !in_order {
-        return Err("messages were lost, duplicated or reordered".into());
+    if !ok || network.links_made() < 3 {
+        return Err("messages were lost, duplicated or reordered, or a cut missed".into());
     }
     Ok(())
 }

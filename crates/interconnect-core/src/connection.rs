@@ -121,6 +121,17 @@ pub enum ConnectionEvent {
         /// Bytes already held from an interrupted attempt.
         offset: u64,
     },
+    /// Progress of an incoming file: one event per MiB written to disk, until its
+    /// `File` (or `Error`) event. An incoming transfer has no deadline of its own: it
+    /// waits, partial file kept, for as long as its sender may resume it.
+    FileProgress {
+        /// The transfer, as its `FileIncoming` named it.
+        transfer: u32,
+        /// Bytes written so far (including any held from an interrupted attempt).
+        bytes_done: u64,
+        /// The file's size.
+        total: u64,
+    },
     /// `onmessage` with a file (the vendor API's `isFileType`): verified and stored. Fires once
     /// per file, only after size and digest checked out and the file has its final name.
     File {
@@ -195,6 +206,11 @@ pub struct Progress {
 /// stored the file, with progress and cancellation. Dropping it does not cancel the
 /// transfer (the file is still sent, as a spawned task would); call
 /// [`cancel`](Self::cancel) for that.
+///
+/// It has no deadline of its own: across link drops it waits and resumes where the
+/// receiver's partial file ends, for as long as the endpoint runs; a link that stalls is
+/// dropped after the link timeout and the transfer carries on over the next one. To
+/// bound it, wrap it in `tokio::time::timeout` and call `cancel` when that expires.
 pub struct FileTransfer {
     shared: Arc<Shared>,
     ticket: u64,

@@ -250,6 +250,9 @@ struct WaitingSend {
 }
 
 /// An incoming file being written.
+/// An incoming file reports its progress to the app each time this much more is written.
+const PROGRESS_STEP: u64 = 1 << 20;
+
 struct Receiving {
     /// Tells this writer's reports apart (see `IoDone::Written`).
     ticket: u64,
@@ -1128,8 +1131,22 @@ impl Driver {
                 end,
             } => {
                 if self.is_current_writer(ticket, channel, transfer) {
+                    let mut progress = None;
                     if let Some(receiving) = self.writers.get_mut(&(channel, transfer)) {
+                        // One progress event per `PROGRESS_STEP` written (the stored
+                        // file's own event ends it).
+                        let step = |n: u64| n / PROGRESS_STEP;
+                        if step(end) > step(receiving.written) && end < receiving.size {
+                            progress = Some(ConnectionEvent::FileProgress {
+                                transfer: transfer.0,
+                                bytes_done: end,
+                                total: receiving.size,
+                            });
+                        }
                         receiving.written = end;
+                    }
+                    if let Some(event) = progress {
+                        self.emit(channel, event);
                     }
                     self.session.file_written(channel, transfer, end);
                 }

@@ -5,14 +5,16 @@
 //! `cargo run -p transport-ble --features bluez --example ble-phone`
 
 use interconnect_core::{Config, ConnectionEvent, Hub};
-use interconnect_proto::DeviceId;
 use transport_ble::BleConfig;
 use transport_ble::bluez::BluezCentral;
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let transport = BluezCentral::new(BleConfig::default()).await?;
-    let hub = Hub::new(transport, Config::in_memory(DeviceId(rand::random())));
+    let hub = Hub::new(
+        transport,
+        Config::new(std::env::temp_dir().join("interconnect-ble-phone"))?,
+    );
     let app = hub.register("com.example.ble", 1, None).await?;
     let mut events = app.events().expect("a new connection has its events");
     println!("scanning for a watch");

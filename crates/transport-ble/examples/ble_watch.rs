@@ -7,14 +7,16 @@
 use std::time::Duration;
 
 use interconnect_core::{Config, Interconnect};
-use interconnect_proto::DeviceId;
 use transport_ble::BleConfig;
 use transport_ble::bluez::BluezPeripheral;
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let transport = BluezPeripheral::start("interconnect-watch", BleConfig::default()).await?;
-    let watch = Interconnect::new(transport, Config::in_memory(DeviceId(rand::random())));
+    let watch = Interconnect::new(
+        transport,
+        Config::new(std::env::temp_dir().join("interconnect-ble-watch"))?,
+    );
     let conn = watch.instance("com.example.ble", None);
     let mut events = conn.events().expect("a new connection has its events");
     println!("advertising; waiting for the phone");
