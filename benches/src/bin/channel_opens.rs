@@ -55,7 +55,7 @@ fn open(id: u32) -> Bytes {
     frame(Frame::Open(Open {
         channel: ChannelId(id),
         package: PKG.into(),
-        fingerprint: None,
+        signature: None,
         resume: false,
         received_seq: 0,
     }))

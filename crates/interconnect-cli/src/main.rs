@@ -54,9 +54,9 @@ enum Command {
         /// The app's version.
         #[arg(long = "app-version")]
         app_version: u32,
-        /// The app's signing fingerprint.
+        /// The app's signature (its signing certificate's fingerprint, as the vendor APIs call it).
         #[arg(long)]
-        fingerprint: Option<String>,
+        signature: Option<String>,
         /// Where received files go.
         #[arg(long = "files-dir")]
         files_dir: PathBuf,
@@ -82,9 +82,9 @@ enum Command {
         /// The phone app's package name.
         #[arg(long)]
         package: String,
-        /// The signing fingerprint the phone app must have.
+        /// The signature the phone app must have (1007 otherwise).
         #[arg(long)]
-        fingerprint: Option<String>,
+        signature: Option<String>,
         /// How long to wait for the connection and the command, in milliseconds.
         #[arg(long = "timeout-ms", default_value_t = 10_000, global = true)]
         timeout_ms: u64,
@@ -189,7 +189,7 @@ fn main() -> ExitCode {
                 listen,
                 package,
                 app_version,
-                fingerprint,
+                signature,
                 files_dir,
                 reserve_free_mib,
                 echo,
@@ -199,7 +199,7 @@ fn main() -> ExitCode {
                 let app = PhoneApp {
                     package,
                     version: app_version,
-                    fingerprint,
+                    signature,
                     handle: Duration::from_millis(handle_ms),
                 };
                 let mut files = FilesConfig::new(files_dir);
@@ -209,7 +209,7 @@ fn main() -> ExitCode {
             Command::Watch {
                 connect,
                 package,
-                fingerprint,
+                signature,
                 timeout_ms,
                 security,
                 command,
@@ -218,7 +218,7 @@ fn main() -> ExitCode {
                 let target = WatchTarget {
                     connect,
                     package,
-                    fingerprint,
+                    signature,
                 };
                 watch(target, timeout, &security, command).await
             }
@@ -358,7 +358,7 @@ fn print_listening(address: SocketAddr) {
 struct PhoneApp {
     package: String,
     version: u32,
-    fingerprint: Option<String>,
+    signature: Option<String>,
     /// Time spent on each message.
     handle: Duration,
 }
@@ -387,11 +387,11 @@ async fn phone(
     let PhoneApp {
         package,
         version,
-        fingerprint,
+        signature,
         handle,
     } = app;
     let app = hub
-        .register(&package, version, fingerprint.as_deref())
+        .register(&package, version, signature.as_deref())
         .await?;
     eprintln!("package {package} registered");
     let mut events = app.events().expect("a new connection has its events");
@@ -445,7 +445,7 @@ fn print_error(code: Code, message: &str) {
 struct WatchTarget {
     connect: String,
     package: String,
-    fingerprint: Option<String>,
+    signature: Option<String>,
 }
 
 /// A config with this security and quick redials (only a dialing watch uses them).
@@ -473,7 +473,7 @@ async fn watch(
     let mut outcomes = watch
         .security_events()
         .map(|events| security::monitor(events, false, Some(false)));
-    let conn = watch.instance(&target.package, target.fingerprint.as_deref());
+    let conn = watch.instance(&target.package, target.signature.as_deref());
     // A lasting refusal (an untrusted or changed peer key) ends the command at once
     // instead of retrying until the timeout.
     // A passing one is kept: if the command times out, it says why better than 204.

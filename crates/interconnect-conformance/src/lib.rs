@@ -545,7 +545,7 @@ pub mod cases {
         let cases = [
             ("com.example.missing", None, Code::APP_UNINSTALLED),
             ("com.example.detached", None, Code::APP_NOT_CONNECTED),
-            (PKG, Some("00:00"), Code::FINGERPRINT_MISMATCH),
+            (PKG, Some("00:00"), Code::SIGNATURE_MISMATCH),
         ];
         for (package, fingerprint, code) in cases {
             let conn = e.watch.instance(package, fingerprint);

@@ -57,8 +57,8 @@ pub(crate) enum Received {
 pub(crate) struct Channel {
     pub(crate) id: ChannelId,
     pub(crate) package: String,
-    /// Fingerprint the watch requires of the phone app.
-    pub(crate) fingerprint: Option<String>,
+    /// Signature the watch requires of the phone app.
+    pub(crate) signature: Option<String>,
     pub(crate) state: ChannelState,
     /// The phone app's version, once accepted.
     pub(crate) app_version: Option<u32>,
@@ -96,11 +96,11 @@ fn next_life() -> u64 {
 }
 
 impl Channel {
-    pub(crate) fn new(id: ChannelId, package: String, fingerprint: Option<String>) -> Self {
+    pub(crate) fn new(id: ChannelId, package: String, signature: Option<String>) -> Self {
         Channel {
             id,
             package,
-            fingerprint,
+            signature,
             state: ChannelState::Idle { last_error: None },
             app_version: None,
             was_open: false,

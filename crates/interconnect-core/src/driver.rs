@@ -75,14 +75,14 @@ pub(crate) enum Command {
     Open {
         key: u64,
         package: String,
-        fingerprint: Option<String>,
+        signature: Option<String>,
         conn: ConnSlot,
     },
     Register {
         key: u64,
         package: String,
         version: u32,
-        fingerprint: Option<String>,
+        signature: Option<String>,
         conn: ConnSlot,
     },
     Retry {
@@ -1354,12 +1354,12 @@ impl Driver {
             Command::Open {
                 key,
                 package,
-                fingerprint,
+                signature,
                 conn,
             } => {
                 let channel = self
                     .session
-                    .open_channel(now(), &package, fingerprint.as_deref())
+                    .open_channel(now(), &package, signature.as_deref())
                     .ok();
                 if let Some(ch) = channel {
                     self.by_channel.insert(ch, key);
@@ -1378,11 +1378,11 @@ impl Driver {
                 key,
                 package,
                 version,
-                fingerprint,
+                signature,
                 conn,
             } => {
                 self.session
-                    .register_app(&package, version, fingerprint.as_deref());
+                    .register_app(&package, version, signature.as_deref());
                 if let Some(old) = self.by_package.insert(package.clone(), key) {
                     self.release(old);
                 }

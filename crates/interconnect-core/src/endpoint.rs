@@ -304,14 +304,15 @@ impl Interconnect {
     }
 
     /// The vendor API's `instance`: a connection to the phone app `package`, which must have the
-    /// signing `fingerprint` if one is given (otherwise 1007). It opens as soon as the
+    /// `signature` if one is given (otherwise 1007): its signing certificate's
+    /// fingerprint, which the vendor APIs pass as `fingerprint`. It opens as soon as the
     /// link allows; watch [`Connection::events`] or call [`Connection::diagnosis`].
-    pub fn instance(&self, package: &str, fingerprint: Option<&str>) -> Connection {
+    pub fn instance(&self, package: &str, signature: Option<&str>) -> Connection {
         let (key, conn_slot, conn) = self.endpoint.new_connection(package);
         let _ = self.endpoint.commands.send(Command::Open {
             key,
             package: package.into(),
-            fingerprint: fingerprint.map(Into::into),
+            signature: signature.map(Into::into),
             conn: conn_slot,
         });
         conn
@@ -333,7 +334,7 @@ impl Interconnect {
 ///
 /// A watch asking for a package nobody registered gets 1001 (and version -1); one whose
 /// app registered but detached (its `Connection` dropped) gets 1002; one that requires a
-/// different fingerprint gets 1007.
+/// different signature gets 1007.
 ///
 /// ```
 /// # tokio::runtime::Builder::new_current_thread().enable_time().start_paused(true).build().unwrap().block_on(async {
@@ -344,7 +345,7 @@ impl Interconnect {
 /// let hub = Hub::new(phone_link, Config::in_memory(DeviceId([2; 16])));
 /// let watch = Interconnect::new(watch_link, Config::in_memory(DeviceId([1; 16])));
 ///
-/// // The phone app registers, with its signing fingerprint, and answers requests.
+/// // The phone app registers, with its signature, and answers requests.
 /// let app = hub.register("com.example.fit", 3, Some("AB:CD")).await.unwrap();
 /// let mut events = app.events().unwrap();
 /// tokio::spawn({
@@ -363,9 +364,9 @@ impl Interconnect {
 /// let answer: u32 = conn.request(&41, std::time::Duration::from_secs(5)).await.unwrap();
 /// assert_eq!(answer, 42);
 ///
-/// // A watch app that expects another fingerprint is refused with 1007.
+/// // A watch app that expects another signature is refused with 1007.
 /// let impostor = watch.instance("com.example.fit", Some("00:00"));
-/// assert_eq!(impostor.diagnosis(None).await.code, Code::FINGERPRINT_MISMATCH);
+/// assert_eq!(impostor.diagnosis(None).await.code, Code::SIGNATURE_MISMATCH);
 /// # });
 /// ```
 #[derive(Clone)]
@@ -412,7 +413,7 @@ impl Hub {
         &self,
         package: &str,
         version: u32,
-        fingerprint: Option<&str>,
+        signature: Option<&str>,
     ) -> Result<Connection, crate::Error> {
         let (key, conn_slot, conn) = self.endpoint.new_connection(package);
         self.endpoint
@@ -421,7 +422,7 @@ impl Hub {
                 key,
                 package: package.into(),
                 version,
-                fingerprint: fingerprint.map(Into::into),
+                signature: signature.map(Into::into),
                 conn: conn_slot,
             })
             .map_err(|_| crate::Error::Stopped)?;

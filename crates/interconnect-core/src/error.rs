@@ -97,7 +97,7 @@ impl Error {
         match code {
             Code::TIMEOUT => Error::Timeout("the peer"),
             Code::CONNECTION_LOST => Error::ConnectionLost,
-            Code::APP_UNINSTALLED | Code::APP_NOT_CONNECTED | Code::FINGERPRINT_MISMATCH => {
+            Code::APP_UNINSTALLED | Code::APP_NOT_CONNECTED | Code::SIGNATURE_MISMATCH => {
                 Error::Refused {
                     code,
                     reason: code.name().unwrap_or_default().into(),

@@ -193,11 +193,11 @@ async fn a_wrong_fingerprint_gives_1007_and_no_message_passes() {
     let mut app_events = app.events().unwrap();
     let conn = s.watch.instance(PKG, Some("00:11:22"));
     let mut events = conn.events().unwrap();
-    assert_eq!(conn.diagnosis(None).await.code, Code::FINGERPRINT_MISMATCH);
+    assert_eq!(conn.diagnosis(None).await.code, Code::SIGNATURE_MISMATCH);
     assert!(matches!(
         next(&mut events).await,
         ConnectionEvent::Error {
-            code: Code::FINGERPRINT_MISMATCH,
+            code: Code::SIGNATURE_MISMATCH,
             ..
         }
     ));

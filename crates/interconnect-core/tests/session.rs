@@ -81,7 +81,7 @@ fn refusals_carry_the_seed_codes() {
     );
     assert_eq!(
         pair.watch.last_error(wrong_fp),
-        Some(Code::FINGERPRINT_MISMATCH)
+        Some(Code::SIGNATURE_MISMATCH)
     );
     // A refused channel passes no message.
     assert_eq!(
@@ -490,7 +490,7 @@ fn a_watch_that_opens_channels_without_end_cannot_grow_the_phones_table() {
         let open = Frame::Open(Open {
             channel: ChannelId(id),
             package: PKG.into(),
-            fingerprint: None,
+            signature: None,
             resume: false,
             received_seq: 0,
         });

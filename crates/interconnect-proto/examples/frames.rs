@@ -23,7 +23,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         Frame::Open(Open {
             channel,
             package: "com.example.fitness".into(),
-            fingerprint: None,
+            signature: None,
             resume: false,
             received_seq: 0,
         }),

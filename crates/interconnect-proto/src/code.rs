@@ -35,8 +35,9 @@ impl Code {
     pub const APP_NOT_CONNECTED: Code = Code(1002);
     /// 1006: the connection (link or channel) went down.
     pub const CONNECTION_LOST: Code = Code(1006);
-    /// 1007: the peer app's signing fingerprint differs from the one asked for.
-    pub const FINGERPRINT_MISMATCH: Code = Code(1007);
+    /// 1007: the peer app's signature differs from the one asked for (the vendor APIs'
+    /// "fingerprint mismatch").
+    pub const SIGNATURE_MISMATCH: Code = Code(1007);
     /// 4000: the peer broke the protocol (malformed or unexpected frame).
     pub const PROTOCOL_ERROR: Code = Code(4000);
     /// 4001: a message or file exceeds a negotiated or configured limit.
@@ -72,7 +73,7 @@ impl Code {
             1001 => "app uninstalled",
             1002 => "app not connected",
             1006 => "connection lost",
-            1007 => "fingerprint mismatch",
+            1007 => "signature mismatch",
             4000 => "protocol error",
             4001 => "too large",
             4002 => "busy",

@@ -246,8 +246,9 @@ pub struct Open {
     pub channel: ChannelId,
     /// The app's package name.
     pub package: String,
-    /// The signing fingerprint the opener requires of the app, if any.
-    pub fingerprint: Option<String>,
+    /// The signature the opener requires of the app (its signing certificate's
+    /// fingerprint, as the vendor APIs call it), if any.
+    pub signature: Option<String>,
     /// True when the opener had the channel open before the link dropped. Informational:
     /// an acceptor resumes any channel it still holds for this session.
     pub resume: bool,
@@ -691,8 +692,8 @@ impl Frame {
             Frame::Error(m) => check_len("message", &m.message, MAX_REASON_LEN),
             Frame::Open(m) => {
                 check_len("package", &m.package, MAX_PACKAGE_LEN)?;
-                match &m.fingerprint {
-                    Some(f) => check_len("fingerprint", f, MAX_FINGERPRINT_LEN),
+                match &m.signature {
+                    Some(f) => check_len("signature", f, MAX_SIGNATURE_LEN),
                     None => Ok(()),
                 }
             }

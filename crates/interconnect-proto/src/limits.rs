@@ -27,8 +27,8 @@ pub const MAX_MESSAGE_LEN: usize = MAX_FRAME_LEN - FRAME_OVERHEAD - DATA_HEADER_
 pub const MAX_FILE_NAME_LEN: usize = 255;
 /// Longest package name, in bytes.
 pub const MAX_PACKAGE_LEN: usize = 255;
-/// Longest app fingerprint, in bytes (a colon-separated SHA-256 needs 95).
-pub const MAX_FINGERPRINT_LEN: usize = 128;
+/// Longest app signature, in bytes (a colon-separated SHA-256 needs 95).
+pub const MAX_SIGNATURE_LEN: usize = 128;
 /// Longest close reason or error message, in bytes.
 pub const MAX_REASON_LEN: usize = 1024;
 

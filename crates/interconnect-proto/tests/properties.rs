@@ -111,15 +111,15 @@ fn frame() -> impl Strategy<Value = Frame> {
         (
             channel(),
             text(MAX_PACKAGE_LEN),
-            proptest::option::of(text(MAX_FINGERPRINT_LEN)),
+            proptest::option::of(text(MAX_SIGNATURE_LEN)),
             any::<bool>(),
             any::<u64>()
         )
             .prop_map(
-                |(channel, package, fingerprint, resume, received_seq)| Frame::Open(Open {
+                |(channel, package, signature, resume, received_seq)| Frame::Open(Open {
                     channel,
                     package,
-                    fingerprint,
+                    signature,
                     resume,
                     received_seq,
                 })
@@ -267,16 +267,16 @@ fn fields_at_their_limit_pass_and_one_byte_more_is_refused() {
             Frame::Open(Open {
                 channel: ChannelId(1),
                 package: t,
-                fingerprint: None,
+                signature: None,
                 resume: false,
                 received_seq: 0,
             })
         }),
-        ("open fingerprint", MAX_FINGERPRINT_LEN, |t| {
+        ("open signature", MAX_SIGNATURE_LEN, |t| {
             Frame::Open(Open {
                 channel: ChannelId(1),
                 package: "p".into(),
-                fingerprint: Some(t),
+                signature: Some(t),
                 resume: false,
                 received_seq: 0,
             })

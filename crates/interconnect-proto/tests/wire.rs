@@ -29,7 +29,7 @@ fn examples() -> Vec<Frame> {
         Frame::Open(Open {
             channel,
             package: "com.example.app".into(),
-            fingerprint: Some("AB:CD".into()),
+            signature: Some("AB:CD".into()),
             resume: false,
             received_seq: 0,
         }),
@@ -583,6 +583,6 @@ fn codes_keep_the_seed_values() {
     assert_eq!(Code::APP_UNINSTALLED.as_u16(), 1001);
     assert_eq!(Code::APP_NOT_CONNECTED.as_u16(), 1002);
     assert_eq!(Code::CONNECTION_LOST.as_u16(), 1006);
-    assert_eq!(Code::FINGERPRINT_MISMATCH.as_u16(), 1007);
+    assert_eq!(Code::SIGNATURE_MISMATCH.as_u16(), 1007);
     assert_eq!(Code(4321).to_string(), "4321");
 }

@@ -439,7 +439,7 @@ async fn a_link_whose_writes_do_not_drain_is_dropped_after_the_link_timeout_thou
     let open = Frame::Open(interconnect_proto::Open {
         channel: interconnect_proto::ChannelId(1),
         package: "com.example".into(),
-        fingerprint: None,
+        signature: None,
         resume: false,
         received_seq: 0,
     });

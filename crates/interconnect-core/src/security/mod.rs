@@ -61,7 +61,7 @@
 //! Not protected: availability (an attacker can always cut or jam the link); traffic
 //! analysis (frame sizes and timing); a compromised device or stolen identity file; the
 //! first contact under trust on first use (whoever answers first is pinned, as with SSH);
-//! which app on the phone is which (the 1007 app fingerprint is the phone's statement,
+//! which app on the phone is which (the 1007 app signature is the phone's statement,
 //! trusted because the phone is authenticated). Plaintext mode
 //! ([`Security::InsecurePlaintext`]) protects nothing and exists only for debugging.
 

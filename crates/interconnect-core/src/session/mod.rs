@@ -61,7 +61,7 @@ impl CommandError {
 #[derive(Clone, Debug)]
 struct AppEntry {
     version: u32,
-    fingerprint: Option<String>,
+    signature: Option<String>,
     attached: bool,
 }
 
@@ -836,20 +836,20 @@ impl Session {
 
     // ---- commands ----
 
-    /// Watch side: a channel to the phone app `package`, optionally requiring its signing
-    /// fingerprint. Opens now if the link is up, otherwise when it comes up.
+    /// Watch side: a channel to the phone app `package`, optionally requiring its
+    /// signature. Opens now if the link is up, otherwise when it comes up.
     pub fn open_channel(
         &mut self,
         now: Instant,
         package: &str,
-        fingerprint: Option<&str>,
+        signature: Option<&str>,
     ) -> Result<ChannelId, CommandError> {
         if self.config.role != Role::Watch {
             return Err(CommandError::WrongRole(self.config.role));
         }
         let id = ChannelId(self.next_channel);
         self.next_channel = self.next_channel.wrapping_add(1).max(1);
-        let mut channel = self.new_channel(id, package.into(), fingerprint.map(Into::into));
+        let mut channel = self.new_channel(id, package.into(), signature.map(Into::into));
         if self.is_link_up() {
             self.control.push_back(start_open(&mut channel, now, false));
         }
@@ -1001,8 +1001,8 @@ impl Session {
         }
     }
 
-    fn new_channel(&self, id: ChannelId, package: String, fingerprint: Option<String>) -> Channel {
-        let mut channel = Channel::new(id, package, fingerprint);
+    fn new_channel(&self, id: ChannelId, package: String, signature: Option<String>) -> Channel {
+        let mut channel = Channel::new(id, package, signature);
         if self.config.acknowledge == Acknowledge::WhenTaken {
             channel.taken = Some(0);
         }
@@ -1029,12 +1029,12 @@ impl Session {
     }
 
     /// Phone side: registers (or updates) an app, attached.
-    pub fn register_app(&mut self, package: &str, version: u32, fingerprint: Option<&str>) {
+    pub fn register_app(&mut self, package: &str, version: u32, signature: Option<&str>) {
         self.apps.insert(
             package.into(),
             AppEntry {
                 version,
-                fingerprint: fingerprint.map(Into::into),
+                signature: signature.map(Into::into),
                 attached: true,
             },
         );
@@ -1453,13 +1453,13 @@ impl Session {
                 format!("app {} is not connected", open.package),
             );
         }
-        if let Some(wanted) = &open.fingerprint
-            && app.fingerprint.as_deref() != Some(wanted.as_str())
+        if let Some(wanted) = &open.signature
+            && app.signature.as_deref() != Some(wanted.as_str())
         {
             return self.reject(
                 open.channel,
-                Code::FINGERPRINT_MISMATCH,
-                format!("app {} has a different signing fingerprint", open.package),
+                Code::SIGNATURE_MISMATCH,
+                format!("app {} has a different signature", open.package),
             );
         }
         let version = app.version;
@@ -1822,7 +1822,7 @@ fn open_frame(ch: &Channel, resume: bool) -> Frame {
     Frame::Open(Open {
         channel: ch.id,
         package: ch.package.clone(),
-        fingerprint: ch.fingerprint.clone(),
+        signature: ch.signature.clone(),
         resume,
         received_seq: if resume { ch.acknowledged() } else { 0 },
     })
