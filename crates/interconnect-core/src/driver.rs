@@ -862,7 +862,13 @@ impl Driver {
                 self.report(SecurityEvent::Pinned { fingerprint });
             }
             Event::Refused(error) => {
-                tracing::warn!(%error, "link refused");
+                // A passing refusal (the phone is busy) is expected; the link is tried
+                // again. A lasting one needs the user.
+                if error.is_lasting() {
+                    tracing::warn!(%error, "link refused");
+                } else {
+                    tracing::info!(%error, "link refused for now; trying again");
+                }
                 self.report(SecurityEvent::Refused(error));
             }
             Event::DropLink { code, reason } => {

@@ -432,8 +432,9 @@ impl Hub {
     /// Stops the driver: closes the channels (a watch reopens them by itself when a
     /// phone is back), flushes the link and drops it. Through any clone; returns once the
     /// driver has ended and the transport is released (a TCP listener's port is free
-    /// again), and at once when it already had. Dropping the last clone stops the driver
-    /// too, without waiting.
+    /// again), and at once when it already had. A watch that connects meanwhile is neither
+    /// served nor told the phone is busy: its connection just closes, and it tries again.
+    /// Dropping the last clone stops the driver too, without waiting.
     pub async fn shutdown(&self) {
         self.endpoint.shutdown().await;
     }

@@ -9,7 +9,7 @@
 //!   link  ── Transport → Link: whole frames (mock, TCP, BLE)
 //! ```
 //!
-//! [`Session`] is sans-IO: it never touches a socket, a task or the clock, so every
+//! [`Session`](sans_io::Session) is sans-IO: it never touches a socket, a task or the clock, so every
 //! protocol path is tested with virtual time. The driver (`Interconnect` on the watch,
 //! `Hub` on the phone) is a thin loop around it.
 //!
@@ -27,8 +27,16 @@
 //!   (`received_seq` in open/accept). A new token means the peer restarted: unacknowledged
 //!   messages are sent again under new numbers.
 //! - **A send timeout cannot un-send.** A message that already has a sequence number
-//!   stays in the sequence (the receiver needs every number); `send` then reports 204 but
-//!   the message may still arrive. One that never reached the wire is withdrawn.
+//!   stays in the sequence (the receiver needs every number); `send` then reports 204
+//!   (`Error::SendTimeout { withdrawn: false }`) and the message may still arrive, once.
+//!   One that never reached the wire is withdrawn (`withdrawn: true`: safe to send again).
+//! - **Acknowledged once the app has it.** By default a message is acknowledged when the
+//!   receiving app takes it from its event stream ([`Acknowledge`]), so a resolved `send`
+//!   means the peer app has the message, and what a receiver held unread when it died is
+//!   sent again to its next run.
+//! - **Connections outlive links and restarts.** A watch's connection reopens by itself
+//!   after a link drop, and after the phone app closed it or the phone restarted
+//!   (`ConnectionEvent::Close { reopens: true, .. }`); only its own `close` ends it.
 //!
 //! - **Files ride the same session.** An offer names size and modification time; the
 //!   receiver answers with the offset it already holds (a partial file from an
@@ -40,9 +48,8 @@
 //!   only when no message is waiting, so files never hold messages up. The sender hashes
 //!   (BLAKE3) as it reads and sends the digest with the last chunk, so the file is read
 //!   once and its first byte leaves at once; the receiver stores the file only if size
-//!   and digest match. (DESIGN.md put a SHA-256 in the offer: that meant a full read
-//!   before the first byte and SHA-256 on both ends, over a third of the CPU time of a
-//!   large transfer; see the `files` module.)
+//!   and digest match. (A SHA-256 in the offer would mean a full read before the first
+//!   byte and SHA-256 on both ends, over a third of the CPU time of a large transfer.)
 //! - **File I/O on short blocking tasks.** Reads and writes run one at a time per
 //!   transfer on `spawn_blocking`; a long-lived blocking thread per transfer would hold a
 //!   pool thread and stop tokio's paused clock in tests.

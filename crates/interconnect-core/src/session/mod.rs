@@ -1421,7 +1421,8 @@ impl Session {
                 ));
             }
             _ => {
-                tracing::warn!(code = %report.code, message = %report.message, "peer reported an error")
+                // The link drops after it; the driver logs that once.
+                tracing::debug!(code = %report.code, message = %report.message, "peer reported an error")
             }
         }
     }
