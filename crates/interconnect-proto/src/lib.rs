@@ -75,5 +75,4 @@ pub use sealed::{
 pub const PROTOCOL_VERSIONS: core::ops::RangeInclusive<u8> = 1..=1;
 
 #[doc = include_str!("../WIRE.md")]
-#[doc = include_str!("../wire-examples.md")]
 pub mod spec {}

@@ -1,0 +1,357 @@
+#!/usr/bin/env python3
+"""An independent decoder of the interconnect wire format, written from WIRE.md alone.
+
+It reads the frame layout, CRC, payload encoding and the table of kinds from the
+document itself, then checks every example and every transcript vector in it:
+
+- each example's hex decodes to the fields printed under it and encodes back to the same
+  bytes;
+- each handshake step and sealed frame of the transcript decodes and encodes back, and
+  every value the document derives with SHA-256 or from the frame layout is recomputed:
+  key fingerprints, the prologue, step 2's commitment, step 4's nonce, the pairing code,
+  associated data, segment counts, epochs, nonces and frame lengths.
+
+What it cannot check with the standard library alone: X25519, AES-GCM and
+ChaCha20-Poly1305 (the handshake messages, keys, REKEY and the ciphertexts themselves).
+
+Usage: python3 spec/wire.py [path/to/WIRE.md]; exits non-zero on the first mismatch.
+"""
+
+import hashlib
+import json
+import math
+import re
+import sys
+
+FAILURES = []
+
+
+def check(cond, what):
+    if not cond:
+        FAILURES.append(what)
+        print("FAIL:", what)
+
+
+# ---- the frame layout (section "Wire format") ----
+
+def crc32c(data):
+    crc = 0xFFFFFFFF
+    for byte in data:
+        crc ^= byte
+        for _ in range(8):
+            crc = (crc >> 1) ^ 0x82F63B78 if crc & 1 else crc >> 1
+    return crc ^ 0xFFFFFFFF
+
+
+def frame(kind, payload):
+    head = bytes([1, kind, 0]) + len(payload).to_bytes(3, "little")
+    body = head + payload
+    return body + crc32c(body).to_bytes(4, "little")
+
+
+def unframe(data):
+    check(data[0] == 1, "frame version 1")
+    check(data[2] == 0, "no flags")
+    n = int.from_bytes(data[3:6], "little")
+    check(len(data) == n + 10, "frame length = payload + 10")
+    crc = int.from_bytes(data[-4:], "little")
+    check(crc == crc32c(data[:-4]), "CRC-32C")
+    return data[1], data[6:-4]
+
+
+# ---- payload encoding (section "Payload encoding") ----
+
+class Reader:
+    def __init__(self, data):
+        self.data, self.at = data, 0
+
+    def byte(self):
+        b = self.data[self.at]
+        self.at += 1
+        return b
+
+    def varint(self):
+        value, shift = 0, 0
+        while True:
+            b = self.byte()
+            value |= (b & 0x7F) << shift
+            shift += 7
+            if b < 0x80:
+                return value
+
+    def take(self, n):
+        out = self.data[self.at:self.at + n]
+        check(len(out) == n, "enough bytes")
+        self.at += n
+        return out
+
+    def rest(self):
+        out = self.data[self.at:]
+        self.at = len(self.data)
+        return out
+
+
+def varint(value):
+    out = bytearray()
+    while True:
+        b = value & 0x7F
+        value >>= 7
+        if value:
+            out.append(b | 0x80)
+        else:
+            out.append(b)
+            return bytes(out)
+
+
+class Types:
+    """Decoders and encoders of the types the document names, enums read from its text."""
+
+    def __init__(self, doc):
+        self.enums = {}
+        for name, variants in re.findall(r"`(\w+)` ((?:\w+(?:\(u32\))?=\d+(?:, )?)+)", doc):
+            self.enums[name] = {
+                int(i): (v, bool(arg)) for v, arg, i in re.findall(r"(\w+)(\(u32\))?=(\d+)", variants)
+            }
+        for name in ("Role", "ContentType", "Exchange"):
+            check(name in self.enums, f"the document gives the variants of {name}")
+
+    def decode(self, ty, r):
+        ty = ty.strip()
+        if ty == "u8":
+            return r.byte()
+        if ty in ("u16", "u32", "u64"):
+            return r.varint()
+        if ty == "bool":
+            b = r.byte()
+            check(b in (0, 1), "bool is 0 or 1")
+            return b == 1
+        if ty == "String":
+            return r.take(r.varint()).decode("utf-8")
+        m = re.fullmatch(r"\[u8; ?(\d+)\]", ty)
+        if m:
+            return list(r.take(int(m.group(1))))
+        m = re.fullmatch(r"Option<(.+)>", ty)
+        if m:
+            tag = r.byte()
+            check(tag in (0, 1), "option tag is 0 or 1")
+            return self.decode(m.group(1), r) if tag else None
+        enum = {"role": "Role", "Role": "Role", "content_type": "ContentType",
+                "exchange": "Exchange"}.get(ty)
+        if enum:
+            variant, arg = self.enums[enum][r.varint()]
+            return {variant: r.varint()} if arg else variant
+        raise ValueError(f"type {ty} is not in the document")
+
+    def encode(self, ty, value):
+        ty = ty.strip()
+        if ty == "u8":
+            return bytes([value])
+        if ty in ("u16", "u32", "u64"):
+            return varint(value)
+        if ty == "bool":
+            return bytes([1 if value else 0])
+        if ty == "String":
+            raw = value.encode("utf-8")
+            return varint(len(raw)) + raw
+        if re.fullmatch(r"\[u8; ?(\d+)\]", ty):
+            return bytes(value)
+        m = re.fullmatch(r"Option<(.+)>", ty)
+        if m:
+            return b"\x00" if value is None else b"\x01" + self.encode(m.group(1), value)
+        enum = {"role": "Role", "Role": "Role", "content_type": "ContentType",
+                "exchange": "Exchange"}[ty]
+        for index, (variant, arg) in self.enums[enum].items():
+            if arg and isinstance(value, dict) and variant in value:
+                return varint(index) + varint(value[variant])
+            if not arg and value == variant:
+                return varint(index)
+        raise ValueError(f"{value} is not a {enum}")
+
+
+def split_top(text):
+    """Splits at commas outside <> and []."""
+    parts, depth, current = [], 0, ""
+    for ch in text:
+        depth += ch in "<[" and 1 or 0
+        depth -= ch in ">]" and 1 or 0
+        if ch == "," and depth == 0:
+            parts.append(current)
+            current = ""
+        else:
+            current += ch
+    parts.append(current)
+    return [p for p in parts if p.strip()]
+
+
+def kinds_table(doc):
+    """kind byte -> (name, [(field, type)], bulk field name or None), from "## Kinds"."""
+    kinds = {}
+    for code, name, fields in re.findall(r"^\| `0x([0-9a-f]{2})` \| (\w+) \| (.+) \|$", doc, re.M):
+        bulk = None
+        if "; raw" in fields:
+            head, _ = fields.split("; raw", 1)
+            fields = head.replace("sub-header", "")
+            bulk = True
+        parts = []
+        for item in split_top(fields.strip(" `")):
+            field, _, ty = item.partition(":")
+            parts.append((field.strip(), ty.strip() or field.strip()))
+        kinds[int(code, 16)] = (name, parts, bulk)
+    check(len(kinds) == 20, f"20 kinds in the table (found {len(kinds)})")
+    return kinds
+
+
+# Which bytes a bulk kind carries raw, and their name in the examples.
+BULK = {"Data": "payload", "FileChunk": "data", "Handshake": "message", "Sealed": "ciphertext"}
+
+
+def decode(kinds, types, data):
+    kind, payload = unframe(data)
+    name, fields, bulk = kinds[kind]
+    r = Reader(payload)
+    out = {}
+    for field, ty in fields:
+        value = types.decode(ty, r)
+        if ty.startswith("Option<[u8") and value is not None:
+            value = bytes(value).hex()
+        out[field] = value
+    if bulk:
+        out[BULK[name]] = r.rest().hex()
+    check(r.at == len(payload), f"{name}: no bytes left over")
+    return name, out
+
+
+def encode(kinds, types, name, values):
+    kind = next(k for k, (n, _, _) in kinds.items() if n == name)
+    _, fields, bulk = kinds[kind]
+    payload = b""
+    for field, ty in fields:
+        value = values[field]
+        if ty.startswith("Option<[u8") and value is not None:
+            value = list(bytes.fromhex(value))
+        payload += types.encode(ty, value)
+    if bulk:
+        payload += bytes.fromhex(values[BULK[name]])
+    return frame(kind, payload)
+
+
+# ---- the checks ----
+
+def section(doc, start, end):
+    i = doc.index(start)
+    return doc[i:doc.index(end, i)]
+
+
+def hex_blocks(text):
+    return ["".join(b.split()) for b in re.findall(r"```text\n([0-9a-f\n]+)```", text)]
+
+
+def check_examples(doc, kinds, types):
+    block = section(doc, "<!-- examples:", "<!-- end of examples -->")
+    lines = [l for l in block.splitlines() if l and not l.startswith(("<", "```"))]
+    check(len(lines) == 40, "20 examples with their fields")
+    for head, body in zip(lines[::2], lines[1::2]):
+        name, hex_text = head.split()
+        data = bytes.fromhex(hex_text)
+        decoded_name, fields = decode(kinds, types, data)
+        check(decoded_name == name, f"{name}: its kind byte")
+        expected = json.loads(body)
+        check(fields == expected, f"{name}: fields {fields} vs {expected}")
+        check(encode(kinds, types, name, fields) == data, f"{name}: encodes back byte for byte")
+    return len(lines) // 2
+
+
+def colon(digest):
+    return ":".join(f"{b:02X}" for b in digest)
+
+
+def check_transcript(doc, kinds, types):
+    transcript = section(doc, "<!-- transcript:", "<!-- end of transcript -->")
+    value = lambda label, text=transcript: re.search(rf"^{re.escape(label)}\s+(\S+)$", text, re.M).group(1)
+    nonces = {side: bytes.fromhex(value(f"{side} pairing nonce")) for side in ("watch", "phone")}
+    rekey = int(value("rekey_interval"))
+    for side in ("watch", "phone"):
+        public = bytes.fromhex(value(f"{side} static public key"))
+        check(colon(hashlib.sha256(public).digest()) == value(f"{side} fingerprint"),
+              f"{side} fingerprint = SHA-256 of its public key")
+    checked = 0
+    for suite_text in re.split(r"^### ", transcript, flags=re.M)[1:]:
+        if not suite_text.startswith(("AES", "ChaCha")):
+            continue
+        title = suite_text.splitlines()[0]
+        blocks = hex_blocks(suite_text)
+        steps = [decode(kinds, types, bytes.fromhex(b)) for b in blocks[:1] + blocks[2:5]]
+        m = re.search(r"offered 0x(\w+), suite (\d+), rekey_interval (\d+)", suite_text)
+        offered, suite, interval = int(m.group(1), 16), int(m.group(2)), int(m.group(3))
+        check(interval == rekey, f"{title}: the rekey interval")
+        for number, (name, fields) in enumerate(steps, 1):
+            check(name == "Handshake" and fields["step"] == number, f"{title}: step {number}")
+            expected = (offered, suite, interval) if number == 1 else (0, 0, 0)
+            check((fields["offered"], fields["suite"], fields["rekey_interval"]) == expected,
+                  f"{title}: step {number} parameters")
+            check(encode(kinds, types, name, fields) == bytes.fromhex(blocks[[0, 2, 3, 4][number - 1]]),
+                  f"{title}: step {number} encodes back")
+        check(len(bytes.fromhex(steps[0][1]["message"])) == 32, f"{title}: step 1 is `e`, 32 bytes")
+        prologue = b"interconnect noise v1" + bytes([offered, suite]) + interval.to_bytes(4, "little")
+        check(prologue.hex() == blocks[1], f"{title}: the prologue")
+        commitment = re.search(r"SHA-256\(phone nonce\) = ([0-9a-f]{64})", suite_text).group(1)
+        check(hashlib.sha256(nonces["phone"]).hexdigest() == commitment, f"{title}: step 2 commits")
+        check(steps[3][1]["message"] == nonces["phone"].hex(), f"{title}: step 4 is the phone nonce")
+        hh = bytes.fromhex(value("handshake hash", suite_text))
+        digest = hashlib.sha256(b"interconnect pairing code v1" + hh + nonces["watch"] + nonces["phone"]).digest()
+        code = int.from_bytes(digest[:4], "big") % 1_000_000
+        check(f"{code:06}" == value("pairing code", suite_text), f"{title}: the pairing code")
+
+        # Sealed frames: one segment each, then one of several segments.
+        for block, first, inner_name in ((blocks[5], 0, 1), (blocks[6], rekey, 2)):
+            name, fields = decode(kinds, types, bytes.fromhex(block))
+            check(name == "Sealed" and fields["nonce"] == first, f"{title}: sealed at nonce {first}")
+            inner = frame(2, varint(inner_name))[:-4]
+            check(inner.hex() in suite_text, f"{title}: the inner ping without its CRC")
+            check(len(bytes.fromhex(fields["ciphertext"])) == len(inner) + 16, f"{title}: one tag")
+            ad = first.to_bytes(8, "little") + (1).to_bytes(4, "little") + (0).to_bytes(4, "little")
+            check(f"associated data `{ad.hex()}`" in suite_text, f"{title}: associated data at {first}")
+            check(encode(kinds, types, name, fields) == bytes.fromhex(block), f"{title}: sealed encodes back")
+        m = re.search(r"at nonce (\d+), a `Data` frame .* for i < (\d+): inner length (\d+), (\d+) segments, "
+                      r"so it starts at nonce (\d+) under k(\d+)\. Outer frame: (\d+) bytes, SHA-256 `(\w+)`", suite_text)
+        asked, payload_len, inner_len, segments, start, epoch, outer_len, outer_sha = (
+            int(g) if g.isdigit() else g for g in m.groups())
+        data = frame(0x13, varint(1) + varint(1) + types.encode("content_type", "Binary")
+                     + types.encode("exchange", "OneWay") + bytes(i % 251 for i in range(payload_len)))
+        check(len(data) - 4 == inner_len, f"{title}: inner length without CRC")
+        check(math.ceil(inner_len / 65519) == segments, f"{title}: segments of 65,519 bytes")
+        epoch_of = lambda n: n // rekey
+        crosses = epoch_of(asked) != epoch_of(asked + segments - 1)
+        check(crosses and start == (epoch_of(asked) + 1) * rekey and epoch_of(start) == epoch,
+              f"{title}: a frame that would cross an epoch starts the next one")
+        ciphertext_len = inner_len + 16 * segments
+        check(outer_len == 6 + len(varint(start)) + ciphertext_len + 4, f"{title}: outer frame length")
+        check(math.ceil(ciphertext_len / 65535) == segments, f"{title}: the receiver's cut into 65,535")
+        rows = re.findall(r"^(\d+)  ([0-9a-f]{32})  ([0-9a-f]{32})$", suite_text, re.M)
+        check(len(rows) == segments, f"{title}: one row per segment")
+        for i, (nonce, ad, _tag) in enumerate(rows):
+            expected = start.to_bytes(8, "little") + segments.to_bytes(4, "little") + i.to_bytes(4, "little")
+            check(int(nonce) == start + i and ad == expected.hex(), f"{title}: segment {i}")
+        check(len(outer_sha) == 64, f"{title}: the outer frame's digest is given")
+        checked += 1
+    check(checked == 2, "both suites' transcripts")
+    return checked
+
+
+def main():
+    path = sys.argv[1] if len(sys.argv) > 1 else "crates/interconnect-proto/WIRE.md"
+    doc = open(path, encoding="utf-8").read()
+    check(crc32c(b"123456789") == 0xE3069283, "the CRC-32C check value")
+    kinds = kinds_table(doc)
+    types = Types(doc)
+    examples = check_examples(doc, kinds, types)
+    suites = check_transcript(doc, kinds, types)
+    if FAILURES:
+        print(f"{len(FAILURES)} check(s) failed")
+        sys.exit(1)
+    print(f"wire.py: {len(kinds)} kinds, {examples} examples and the transcripts of {suites} suites "
+          f"decode and encode back byte for byte; every SHA-256 and layout value agrees")
+
+
+if __name__ == "__main__":
+    main()
