@@ -99,10 +99,13 @@ impl Credits {
     }
 }
 
-/// Turns a packet link into an interconnect link.
+/// Turns a packet link into an interconnect link. Dropping either half of it ends the
+/// whole packet link (both packet halves are dropped, which disconnects a backend that
+/// holds the connection through them): a session that let go of one half must not keep
+/// the radio link up until a liveness deadline.
 pub fn into_link(packets: PacketLink, config: &BleConfig) -> Link {
     let att_mtu = packets.sender.att_mtu();
-    let sender = Arc::new(Mutex::new(packets.sender));
+    let sender: SharedSender = Arc::new(Mutex::new(Some(packets.sender)));
     let credits = Arc::new(Credits {
         available: AtomicU32::new(u32::from(config.credits)),
         failed: AtomicBool::new(false),
@@ -116,17 +119,20 @@ pub fn into_link(packets: PacketLink, config: &BleConfig) -> Link {
         frames_tx,
         config.clone(),
     ));
+    let end = Arc::new(LinkEnd {
+        sender: sender.clone(),
+        credits: credits.clone(),
+        reader: reader.abort_handle(),
+    });
     Link {
         sender: Box::new(BleSender {
             sender,
             credits,
             fragmenter: Fragmenter::new(),
             packet_len: packet_len(att_mtu),
+            _end: end.clone(),
         }),
-        receiver: Box::new(BleReceiver {
-            frames,
-            reader: reader.abort_handle(),
-        }),
+        receiver: Box::new(BleReceiver { frames, _end: end }),
         max_frame_len: link_frame_limit(config.max_frame_len, att_mtu),
     }
 }
@@ -148,7 +154,7 @@ fn link_frame_limit(configured: usize, att_mtu: usize) -> usize {
 /// packets are consumed. Stops at the first error, failing the link.
 async fn read_packets(
     mut receiver: Box<dyn PacketReceiver>,
-    sender: Arc<Mutex<Box<dyn PacketSender>>>,
+    sender: SharedSender,
     credits: Arc<Credits>,
     frames: mpsc::Sender<Result<Bytes, TransportError>>,
     config: BleConfig,
@@ -188,6 +194,8 @@ async fn read_packets(
                         sender
                             .lock()
                             .await
+                            .as_mut()
+                            .ok_or(TransportError::Closed)?
                             .send_packet(Packet::credit(grant))
                             .await?;
                         peer_credits += u32::from(grant);
@@ -209,11 +217,45 @@ fn error(e: PacketError) -> TransportError {
     TransportError::Other(format!("BLE framing: {e}"))
 }
 
+/// The packet sender, shared by the link's sender and its reader (credit grants);
+/// `None` once the link ended.
+type SharedSender = Arc<Mutex<Option<Box<dyn PacketSender>>>>;
+
+/// Held by both halves of a link: when the first half goes, the link ends.
+struct LinkEnd {
+    sender: SharedSender,
+    credits: Arc<Credits>,
+    reader: tokio::task::AbortHandle,
+}
+
+impl LinkEnd {
+    fn end(&self) {
+        self.credits.fail();
+        self.reader.abort();
+        if let Ok(mut slot) = self.sender.try_lock() {
+            drop(slot.take());
+            return;
+        }
+        // A send is under way: drop the packet sender once it is done.
+        let sender = self.sender.clone();
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move { drop(sender.lock().await.take()) });
+        }
+    }
+}
+
 struct BleSender {
-    sender: Arc<Mutex<Box<dyn PacketSender>>>,
+    sender: SharedSender,
     credits: Arc<Credits>,
     fragmenter: Fragmenter,
     packet_len: usize,
+    _end: Arc<LinkEnd>,
+}
+
+impl Drop for BleSender {
+    fn drop(&mut self) {
+        self._end.end();
+    }
 }
 
 #[async_trait]
@@ -221,7 +263,13 @@ impl LinkSender for BleSender {
     async fn send(&mut self, frame: Bytes) -> Result<(), TransportError> {
         for packet in self.fragmenter.fragment(&frame, self.packet_len) {
             self.credits.take().await?;
-            self.sender.lock().await.send_packet(packet).await?;
+            self.sender
+                .lock()
+                .await
+                .as_mut()
+                .ok_or(TransportError::Closed)?
+                .send_packet(packet)
+                .await?;
         }
         Ok(())
     }
@@ -229,12 +277,12 @@ impl LinkSender for BleSender {
 
 struct BleReceiver {
     frames: mpsc::Receiver<Result<Bytes, TransportError>>,
-    reader: tokio::task::AbortHandle,
+    _end: Arc<LinkEnd>,
 }
 
 impl Drop for BleReceiver {
     fn drop(&mut self) {
-        self.reader.abort();
+        self._end.end();
     }
 }
 

@@ -20,18 +20,23 @@ use interconnect_proto::{FrameHeader, HEADER_LEN};
 pub const PACKET_HEADER_LEN: usize = 1;
 /// Smallest ATT MTU (Bluetooth Core 5.x, Vol 3, Part F, 3.2.8).
 pub const MIN_ATT_MTU: usize = 23;
-/// Largest ATT MTU (an attribute value is at most 512 bytes; 517 − 3 + 3 header).
+/// Largest ATT MTU worth negotiating: an attribute value is at most 512 bytes, and a
+/// write or notification puts 3 bytes of ATT header in front of it (515; stacks ask for
+/// 517, the largest a Bluetooth 5 host uses). A larger MTU carries nothing more.
 pub const MAX_ATT_MTU: usize = 517;
 /// ATT opcode and handle in front of every write or notification payload.
 pub const ATT_HEADER_LEN: usize = 3;
+/// Largest attribute value (Core 5.x, Vol 3, Part F, 3.2.9): a GATT server drops a
+/// longer write and a client cuts a longer notification, so no packet is longer.
+pub const MAX_ATTRIBUTE_LEN: usize = 512;
 
 const KIND_MORE: u8 = 0;
 const KIND_END: u8 = 1;
 const KIND_CREDIT: u8 = 2;
 
-/// The largest packet (ATT payload) for an ATT MTU.
+/// The largest packet (ATT payload) for an ATT MTU: `MTU − 3`, at most 512.
 pub fn packet_len(att_mtu: usize) -> usize {
-    att_mtu.clamp(MIN_ATT_MTU, MAX_ATT_MTU) - ATT_HEADER_LEN
+    (att_mtu.max(MIN_ATT_MTU) - ATT_HEADER_LEN).min(MAX_ATTRIBUTE_LEN)
 }
 
 /// A packet, decoded.

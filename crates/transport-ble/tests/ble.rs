@@ -335,3 +335,87 @@ mod tokio_stream_shim {
         std::future::poll_fn(|cx| std::pin::Pin::new(&mut *stream).poll_next(cx)).await
     }
 }
+
+#[test]
+fn a_packet_never_exceeds_an_attribute_value() {
+    // An attribute value is at most 512 bytes (Core 5.x, Vol 3, Part F, 3.2.9): a GATT
+    // server drops a longer write, a client cuts a longer notification. MTU − 3 is
+    // larger from MTU 516 on.
+    assert_eq!(packet_len(23), 20);
+    assert_eq!(packet_len(247), 244);
+    assert_eq!(packet_len(515), 512);
+    assert_eq!(packet_len(517), 512);
+    assert_eq!(packet_len(1020), 512, "a negotiated MTU above 517");
+    assert!((0..4096).all(|mtu| packet_len(mtu) <= 512));
+}
+
+/// A packet half that says when it is dropped (the backend's connection goes with it).
+struct Watched<T>(
+    tokio::sync::mpsc::UnboundedSender<&'static str>,
+    &'static str,
+    T,
+);
+
+impl<T> Drop for Watched<T> {
+    fn drop(&mut self) {
+        let _ = self.0.send(self.1);
+    }
+}
+
+#[async_trait::async_trait]
+impl PacketSender for Watched<()> {
+    async fn send_packet(
+        &mut self,
+        _packet: Bytes,
+    ) -> Result<(), interconnect_core::TransportError> {
+        Ok(())
+    }
+    fn att_mtu(&self) -> usize {
+        247
+    }
+}
+
+#[async_trait::async_trait]
+impl PacketReceiver for Watched<()> {
+    async fn recv_packet(&mut self) -> Result<Option<Bytes>, interconnect_core::TransportError> {
+        std::future::pending().await
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn dropping_either_half_of_a_link_ends_the_whole_packet_link() {
+    for dropped in ["receiver", "sender"] {
+        let (tx, mut gone) = tokio::sync::mpsc::unbounded_channel();
+        let link = into_link(
+            PacketLink {
+                sender: Box::new(Watched(tx.clone(), "packet sender", ())),
+                receiver: Box::new(Watched(tx, "packet receiver", ())),
+            },
+            &BleConfig::default(),
+        );
+        let kept = match dropped {
+            "receiver" => {
+                drop(link.receiver);
+                Box::new(link.sender) as Box<dyn std::any::Any + Send>
+            }
+            _ => {
+                drop(link.sender);
+                Box::new(link.receiver)
+            }
+        };
+        let mut seen = Vec::new();
+        while seen.len() < 2 {
+            let half = tokio::time::timeout(Duration::from_secs(1), gone.recv())
+                .await
+                .unwrap_or_else(|_| panic!("after the {dropped} was dropped, only {seen:?} went"));
+            seen.push(half.unwrap());
+        }
+        seen.sort();
+        assert_eq!(
+            seen,
+            ["packet receiver", "packet sender"],
+            "{dropped} dropped"
+        );
+        drop(kept);
+    }
+}
