@@ -1,7 +1,8 @@
 //! The whole stack (API → driver → session → mock link → session → driver → API) with no
 //! faults, against a tokio mpsc channel pair carrying the same payloads in the same run:
-//! small-message throughput (1,000 pipelined 64-byte messages) and send→ack latency
-//! (one awaited message at a time, against an mpsc ping-pong).
+//! small-message throughput (1,000 pipelined 64-byte messages; acknowledged once the app
+//! took them, the default, and on receipt) and send→ack latency (one awaited message at
+//! a time, against an mpsc ping-pong).
 //!
 //! `cargo bench -p interconnect-benches --bench core`
 
@@ -10,7 +11,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use criterion::{Criterion, Throughput};
 use interconnect_benches::ratios::print_ratios;
-use interconnect_core::{Config, Connection, ConnectionEvent, Hub, Interconnect};
+use interconnect_core::{Acknowledge, Config, Connection, ConnectionEvent, Hub, Interconnect};
 use interconnect_proto::{ContentType, DeviceId};
 use tokio::runtime::Runtime;
 use tokio::sync::mpsc;
@@ -27,11 +28,13 @@ struct Stack {
     received: mpsc::UnboundedReceiver<()>,
 }
 
-fn stack(rt: &Runtime) -> Stack {
+fn stack(rt: &Runtime, acknowledge: Acknowledge) -> Stack {
     rt.block_on(async {
         let network = MockNetwork::new(Faults::default());
         let (dialer, listener) = network.endpoints();
-        let hub = Hub::new(listener, Config::in_memory(DeviceId([2; 16])));
+        let mut phone = Config::in_memory(DeviceId([2; 16]));
+        phone.session.acknowledge = acknowledge;
+        let hub = Hub::new(listener, phone);
         let watch = Interconnect::new(dialer, Config::in_memory(DeviceId([1; 16])));
         let app = hub.register("bench", 1, None).await.expect("register");
         let conn = watch.instance("bench", None);
@@ -60,26 +63,31 @@ fn bench_throughput(c: &mut Criterion, rt: &Runtime) {
     let mut group = c.benchmark_group("core/throughput");
     group.throughput(Throughput::Elements(BATCH));
 
-    let mut s = stack(rt);
-    group.bench_function("interconnect", |b| {
-        b.iter_custom(|iters| {
-            rt.block_on(async {
-                let start = Instant::now();
-                for _ in 0..iters {
-                    let sends: Vec<_> = (0..BATCH)
-                        .map(|_| s.conn.send_bytes(ContentType::Binary, payload.clone()))
-                        .collect();
-                    for send in sends {
-                        send.await.expect("send");
+    for (name, acknowledge) in [
+        ("interconnect", Acknowledge::WhenTaken),
+        ("interconnect-on-receipt", Acknowledge::OnReceipt),
+    ] {
+        let mut s = stack(rt, acknowledge);
+        group.bench_function(name, |b| {
+            b.iter_custom(|iters| {
+                rt.block_on(async {
+                    let start = Instant::now();
+                    for _ in 0..iters {
+                        let sends: Vec<_> = (0..BATCH)
+                            .map(|_| s.conn.send_bytes(ContentType::Binary, payload.clone()))
+                            .collect();
+                        for send in sends {
+                            send.await.expect("send");
+                        }
+                        for _ in 0..BATCH {
+                            s.received.recv().await.expect("received");
+                        }
                     }
-                    for _ in 0..BATCH {
-                        s.received.recv().await.expect("received");
-                    }
-                }
-                start.elapsed()
+                    start.elapsed()
+                })
             })
-        })
-    });
+        });
+    }
 
     group.bench_function("mpsc", |b| {
         b.iter_custom(|iters| {
@@ -115,7 +123,7 @@ fn bench_throughput(c: &mut Criterion, rt: &Runtime) {
 fn bench_latency(c: &mut Criterion, rt: &Runtime) {
     let payload = Bytes::from(vec![7u8; PAYLOAD]);
     let mut group = c.benchmark_group("core/latency");
-    let mut s = stack(rt);
+    let mut s = stack(rt, Acknowledge::WhenTaken);
     group.bench_function("interconnect", |b| {
         b.iter_custom(|iters| {
             rt.block_on(async {
@@ -170,5 +178,9 @@ fn main() {
     bench_latency(&mut criterion, &rt);
     criterion.final_summary();
     let groups = ["core/throughput".to_string(), "core/latency".to_string()];
-    print_ratios(&groups, "mpsc", &["interconnect"]);
+    print_ratios(
+        &groups,
+        "mpsc",
+        &["interconnect", "interconnect-on-receipt"],
+    );
 }

@@ -326,8 +326,12 @@ impl Events {
             _ => {}
         }
         if let ConnectionEvent::Message(message) = &event {
-            if let Some(receipt) = receipt {
-                let _ = self.commands.send(Command::Taken { receipt });
+            // One command for a run of messages taken before the driver looked: it
+            // acknowledges the latest (acknowledgements are cumulative).
+            if let Some(receipt) = receipt
+                && self.unread.last_taken(receipt)
+            {
+                let _ = self.commands.send(Command::Taken { key: self.key });
             }
             if self.unread.taken(message.payload.len()) {
                 let _ = self.commands.send(Command::Drained { key: self.key });
@@ -355,6 +359,8 @@ pub(crate) struct Unread {
     pub(crate) bytes: AtomicUsize,
     pub(crate) held: AtomicBool,
     pub(crate) max: usize,
+    /// The latest message the app took that the driver has not acknowledged yet.
+    pub(crate) taken: std::sync::Mutex<Option<Receipt>>,
 }
 
 /// Bytes of unread messages that hold a channel's acknowledgements back.
@@ -374,6 +380,18 @@ impl Unread {
         let count = self.count.fetch_add(1, Ordering::AcqRel) + 1;
         let bytes = self.bytes.fetch_add(len, Ordering::AcqRel) + len;
         (count >= self.max || bytes >= MAX_UNREAD_BYTES) && !self.held.swap(true, Ordering::AcqRel)
+    }
+
+    /// Notes the latest message taken; `true` when the driver must be told (it was not
+    /// already).
+    fn last_taken(&self, receipt: Receipt) -> bool {
+        let mut slot = self.taken.lock().unwrap_or_else(|e| e.into_inner());
+        slot.replace(receipt).is_none()
+    }
+
+    /// The latest message taken, for the driver to acknowledge.
+    pub(crate) fn take_receipt(&self) -> Option<Receipt> {
+        self.taken.lock().unwrap_or_else(|e| e.into_inner()).take()
     }
 
     /// The app took a message of `len` bytes; `true` when the driver must go on.

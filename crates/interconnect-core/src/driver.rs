@@ -104,9 +104,10 @@ pub(crate) enum Command {
         ticket: u64,
         withdrawn: oneshot::Sender<bool>,
     },
-    /// The app took the message with this receipt from its stream.
+    /// The app took messages from its stream; the latest one's receipt waits in its
+    /// `Unread`.
     Taken {
-        receipt: crate::event::Receipt,
+        key: u64,
     },
     AwaitReply {
         key: u64,
@@ -1228,6 +1229,7 @@ impl Driver {
     }
 
     fn on_channel_event(&mut self, channel: ChannelId, event: ChannelEvent) {
+        let _span = tracing::debug_span!("channel", id = channel.0).entered();
         let key = match self.by_channel.get(&channel) {
             Some(key) => *key,
             None => {
@@ -1451,7 +1453,15 @@ impl Driver {
                 }
                 let _ = withdrawn.send(was_waiting);
             }
-            Command::Taken { receipt } => self.session.taken(receipt),
+            Command::Taken { key } => {
+                if let Some(receipt) = self
+                    .conns
+                    .get(&key)
+                    .and_then(|e| e.slot.unread.take_receipt())
+                {
+                    self.session.taken(receipt);
+                }
+            }
             Command::AwaitReply {
                 key,
                 request,
