@@ -1756,7 +1756,8 @@ impl Session {
         if ch.state == ChannelState::Closed {
             return;
         }
-        if self.config.role == Role::Watch && ch.was_open {
+        let reopens = self.config.role == Role::Watch && ch.was_open;
+        if reopens {
             // The phone app closed, or the phone is shutting down: open again when it
             // is back (at the next link, or after `REOPEN_FIRST`), sends waiting.
             if ch.reopen.is_some() && !ch.is_open() {
@@ -1765,36 +1766,27 @@ impl Session {
             ch.restart();
             ch.state = ChannelState::Idle { last_error: None };
             ch.reopen = Some((now + REOPEN_FIRST, REOPEN_FIRST));
-            self.files_on_channel_closed(close.channel, Code::CONNECTION_LOST);
-            self.events.push_back(Event::Channel(
-                close.channel,
-                ChannelEvent::Close {
-                    code: close.code,
-                    reason: close.reason,
-                    by: ClosedBy::Peer,
-                    reopens: true,
-                },
-            ));
-            return;
-        }
-        ch.state = ChannelState::Closed;
-        let failed = ch.drain_sends();
-        for send in failed {
-            self.events.push_back(Event::SendFailed(
-                close.channel,
-                send,
-                Code::CONNECTION_LOST,
-            ));
+        } else {
+            ch.state = ChannelState::Closed;
+            for send in ch.drain_sends() {
+                self.events.push_back(Event::SendFailed(
+                    close.channel,
+                    send,
+                    Code::CONNECTION_LOST,
+                ));
+            }
         }
         self.files_on_channel_closed(close.channel, Code::CONNECTION_LOST);
-        self.note_closed(close.channel);
+        if !reopens {
+            self.note_closed(close.channel);
+        }
         self.events.push_back(Event::Channel(
             close.channel,
             ChannelEvent::Close {
                 code: close.code,
                 reason: close.reason,
                 by: ClosedBy::Peer,
-                reopens: false,
+                reopens,
             },
         ));
     }
