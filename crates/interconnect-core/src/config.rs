@@ -88,8 +88,11 @@ impl SessionConfig {
 pub enum Acknowledge {
     /// Once the receiving app took the message from its event stream (the default): a
     /// resolved `send` means the peer app has it, and a message the receiver held
-    /// unread when it crashed or shut down is sent again to its next run. A peer app
-    /// that never reads makes sends wait, then time out (204).
+    /// unread when it crashed or shut down is sent again to its next run. A message the
+    /// app took in the instant before a crash, whose acknowledgement had not left yet,
+    /// comes again too (once): exactly once across a crash of the receiver needs the app
+    /// to remember what it handled. A peer app that never reads makes sends wait, then
+    /// time out (204).
     #[default]
     WhenTaken,
     /// As soon as it arrived, in order, at the receiving device, before its app read it:
