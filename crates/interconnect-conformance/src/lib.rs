@@ -469,25 +469,31 @@ pub mod cases {
         assert!(std::fs::read(stored_path).expect("read") == data);
     }
 
-    /// Close from the watch reaches the phone app with code and reason.
-    pub async fn close_from_the_watch<H: Harness>(harness: &H) {
-        let e = ends(harness).await;
-        let (conn, app) = open(&e).await;
-        let mut app_events = app.events().unwrap();
-        conn.close(Code(4321), "watch done").await.expect("closed");
+    /// The next close event's code, reason, closer and whether it reopens.
+    async fn next_close(events: &mut Events) -> (Code, String, ClosedBy, bool) {
         loop {
             if let ConnectionEvent::Close {
                 code,
                 reason,
                 by,
                 reopens,
-            } = next(&mut app_events).await
+            } = next(events).await
             {
-                assert_eq!((code, reason.as_str()), (Code(4321), "watch done"));
-                assert_eq!((by, reopens), (ClosedBy::Peer, false));
-                break;
+                return (code, reason, by, reopens);
             }
         }
+    }
+
+    /// Close from the watch reaches the phone app with code and reason.
+    pub async fn close_from_the_watch<H: Harness>(harness: &H) {
+        let e = ends(harness).await;
+        let (conn, app) = open(&e).await;
+        let mut app_events = app.events().unwrap();
+        conn.close(Code(4321), "watch done").await.expect("closed");
+        assert_eq!(
+            next_close(&mut app_events).await,
+            (Code(4321), "watch done".into(), ClosedBy::Peer, false)
+        );
         assert_eq!(
             app.send(&1).await.map_err(|e| e.code()),
             Err(Code::CONNECTION_LOST)
@@ -501,19 +507,10 @@ pub mod cases {
         let (conn, app) = open(&e).await;
         let mut watch_events = conn.events().unwrap();
         app.close(Code(4322), "phone done").await.expect("closed");
-        loop {
-            if let ConnectionEvent::Close {
-                code,
-                reason,
-                by,
-                reopens,
-            } = next(&mut watch_events).await
-            {
-                assert_eq!((code, reason.as_str()), (Code(4322), "phone done"));
-                assert_eq!((by, reopens), (ClosedBy::Peer, true));
-                break;
-            }
-        }
+        assert_eq!(
+            next_close(&mut watch_events).await,
+            (Code(4322), "phone done".into(), ClosedBy::Peer, true)
+        );
         assert_eq!(
             conn.diagnosis(Some(Duration::from_secs(20))).await.code,
             Code::APP_NOT_CONNECTED

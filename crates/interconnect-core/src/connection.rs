@@ -88,9 +88,11 @@ impl Incoming {
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum ConnectionEvent {
-    /// `onopen`: the channel opened; `is_reconnected` after a resumption.
+    /// `onopen`: the channel opened; `is_reconnected` when it had been open before.
     Open {
-        /// Whether this re-opened the channel after a link drop, nothing lost.
+        /// Whether this re-opened the channel: after a link drop, or on the watch after
+        /// the phone app closed it or the phone restarted. Nothing unacknowledged is
+        /// lost.
         is_reconnected: bool,
     },
     /// `onclose`: the channel closed or its link went down (1006).

@@ -250,10 +250,10 @@ struct WaitingSend {
     done: oneshot::Sender<Result<(), Error>>,
 }
 
-/// An incoming file being written.
 /// An incoming file reports its progress to the app each time this much more is written.
 const PROGRESS_STEP: u64 = 1 << 20;
 
+/// An incoming file being written.
 struct Receiving {
     /// Tells this writer's reports apart (see `IoDone::Written`).
     ticket: u64,
@@ -1304,15 +1304,22 @@ impl Driver {
         };
         // The state an app reads agrees with the events it was given: open from the
         // Open event on, closed from the Close event on (the session may already be
-        // further along; its later events are on their way).
-        let mut state = self.conn_state(Some(channel));
-        match app_event {
-            ConnectionEvent::Open { .. } => state.open = true,
-            ConnectionEvent::Close { .. } => state.open = false,
-            _ => {}
+        // further along; its later events are on their way). Messages leave it alone.
+        let open = match app_event {
+            ConnectionEvent::Open { .. } => Some(true),
+            ConnectionEvent::Close { .. } => Some(false),
+            _ => None,
+        };
+        if let Some(open) = open {
+            let state = ConnState {
+                open,
+                ..self.conn_state(Some(channel))
+            };
+            if let Some(entry) = self.conns.get(&key) {
+                publish(entry, state);
+            }
         }
         if let Some(entry) = self.conns.get(&key) {
-            publish(entry, state);
             let _ = entry.slot.events.send((app_event, receipt));
         }
     }
@@ -1441,17 +1448,18 @@ impl Driver {
                 ticket,
                 withdrawn,
             } => {
-                let mut was_waiting = false;
+                // Withdrawn if it still waited for room, or had no sequence number yet.
+                let mut unsent = false;
                 if let Some(waiting) = self.waiting.get_mut(&key) {
                     let before = waiting.len();
                     waiting.retain(|w| w.ticket != ticket);
-                    was_waiting = waiting.len() < before;
+                    unsent = waiting.len() < before;
                 }
                 if let Some((channel, id)) = self.tickets.remove(&(key, ticket)) {
-                    was_waiting = self.session.cancel_send(channel, id);
+                    unsent = self.session.cancel_send(channel, id);
                     self.sends.remove(&id);
                 }
-                let _ = withdrawn.send(was_waiting);
+                let _ = withdrawn.send(unsent);
             }
             Command::Taken { key } => {
                 if let Some(receipt) = self
@@ -1503,7 +1511,6 @@ impl Driver {
                         // The app's close is for good: later opens get 1002 until it
                         // registers again.
                         self.session.set_app_attached(&entry.package, false);
-                        entry.slot.state.send_modify(|s| s.closed = true);
                     }
                 }
                 let _ = done.send(());

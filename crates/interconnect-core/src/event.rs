@@ -61,10 +61,11 @@ pub enum ClosedBy {
 /// Something that happened on one channel, in the vocabulary of the vendor APIs.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ChannelEvent {
-    /// The channel is open. `is_reconnected` is true when it re-opened after a link drop
-    /// within the same logical session (nothing was lost).
+    /// The channel is open. `is_reconnected` is true when it had been open before: it
+    /// resumed after a link drop, or (watch) reopened after the phone closed it or
+    /// restarted. Nothing unacknowledged is lost either way.
     Open {
-        /// Whether this resumed an earlier open of the same channel.
+        /// Whether the channel had been open before.
         is_reconnected: bool,
     },
     /// The channel closed, or its link went down (1006).

@@ -573,3 +573,49 @@ fn a_gap_on_a_reliable_link_drops_it_and_the_next_link_fills_it() {
         ["first", "second"].map(|t| Bytes::from_static(t.as_bytes()))
     );
 }
+
+#[test]
+fn a_watch_tries_to_reopen_a_channel_the_phone_closed_after_1_s_doubling_to_60_s() {
+    let mut pair = Pair::plaintext();
+    let ch = opened(&mut pair);
+    // The phone app closes for good: every open is refused with 1002.
+    pair.phone.set_app_attached(PKG, false);
+    pair.phone.close(ch, Code::OTHERS, "bye");
+    pair.drive();
+    let start = pair.now;
+    let mut opens = Vec::new();
+    // Step through the watch's deadlines by hand, noting each Open it sends.
+    while pair.now < start + Duration::from_secs(300) {
+        let due = [pair.watch.poll_timeout(), pair.phone.poll_timeout()]
+            .into_iter()
+            .flatten()
+            .min()
+            .expect("a deadline");
+        pair.now = due;
+        pair.watch.handle_timeout(pair.now);
+        pair.phone.handle_timeout(pair.now);
+        while let Some(frame) = pair.watch.poll_transmit(pair.now) {
+            if let Ok(Frame::Open(_)) = Frame::decode(frame.clone(), DEFAULT_MAX_FRAME_LEN) {
+                opens.push((pair.now - start).as_secs());
+            }
+            pair.phone.handle_frame(pair.now, frame);
+        }
+        while let Some(frame) = pair.phone.poll_transmit(pair.now) {
+            pair.watch.handle_frame(pair.now, frame);
+        }
+    }
+    assert_eq!(
+        opens,
+        [1, 3, 7, 15, 31, 63, 123, 183, 243],
+        "backoff with a cap"
+    );
+    // The app heard once that the channel closed and reopens, and once why.
+    pair.collect();
+    let closes = pair
+        .watch_events
+        .iter()
+        .filter(|e| matches!(e, Event::Channel(c, ChannelEvent::Close { .. }) if *c == ch))
+        .count();
+    assert_eq!(closes, 1);
+    assert_eq!(pair.watch.last_error(ch), Some(Code::APP_NOT_CONNECTED));
+}

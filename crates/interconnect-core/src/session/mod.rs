@@ -197,6 +197,7 @@ const MAX_CLOSED_CHANNELS: usize = 16;
 /// A watch tries again to open a channel the phone closed or refused after this long,
 /// doubling up to `REOPEN_MAX` while the phone keeps refusing (a new link tries at once).
 const REOPEN_FIRST: Duration = Duration::from_secs(1);
+/// The longest wait between two attempts to reopen.
 const REOPEN_MAX: Duration = Duration::from_secs(60);
 
 impl Session {
@@ -1589,22 +1590,30 @@ impl Session {
         if ch.state != ChannelState::Opening {
             return;
         }
-        let was_open = ch.was_open;
         ch.state = ChannelState::Idle {
             last_error: Some(reject.code),
         };
-        if was_open {
-            // The phone app went away: try again later, its sends waiting meanwhile.
-            let announced = ch.reopen.is_some();
+        // A channel that had been open waits for the phone app to come back (its sends
+        // wait too); one refused at its first open is over.
+        let reopens = ch.was_open;
+        let announced = ch.reopen.is_some();
+        if reopens {
             ch.restart();
             let delay = ch
                 .reopen
                 .map_or(REOPEN_FIRST, |(_, d)| (d * 2).min(REOPEN_MAX));
             ch.reopen = Some((now + delay, delay));
-            self.files_on_channel_closed(reject.channel, reject.code);
-            if announced {
-                return tracing::debug!(channel = reject.channel.0, code = %reject.code, "reopen refused");
+        } else {
+            for send in ch.drain_sends() {
+                self.events
+                    .push_back(Event::SendFailed(reject.channel, send, reject.code));
             }
+        }
+        self.files_on_channel_closed(reject.channel, reject.code);
+        if announced {
+            return tracing::debug!(channel = reject.channel.0, code = %reject.code, "reopen refused");
+        }
+        if reopens {
             self.events.push_back(Event::Channel(
                 reject.channel,
                 ChannelEvent::Close {
@@ -1614,13 +1623,6 @@ impl Session {
                     reopens: true,
                 },
             ));
-        } else {
-            let failed = ch.drain_sends();
-            for send in failed {
-                self.events
-                    .push_back(Event::SendFailed(reject.channel, send, reject.code));
-            }
-            self.files_on_channel_closed(reject.channel, reject.code);
         }
         self.events.push_back(Event::Channel(
             reject.channel,
