@@ -46,3 +46,6 @@ pub const SERVICE_UUID: u128 = 0x6e1c0001_4e0b_4b7a_9a0b_1f4c3d2e5a60;
 pub const TO_WATCH_UUID: u128 = 0x6e1c0002_4e0b_4b7a_9a0b_1f4c3d2e5a60;
 /// Characteristic the watch notifies on to send packets to the phone.
 pub const TO_PHONE_UUID: u128 = 0x6e1c0003_4e0b_4b7a_9a0b_1f4c3d2e5a60;
+
+#[cfg(feature = "trouble")]
+pub mod trouble;

@@ -1,0 +1,658 @@
+//! trouble-host backend: the watch as GATT server ([`TroublePeripheral`]) and the phone as
+//! GATT client ([`TroubleCentral`]) on [trouble-host], a `no_std` Rust BLE host, driving an
+//! HCI controller over H4 on a TCP socket. The tests run it against virtual controllers
+//! (`tests/fixtures/controllers.py`); on a device the same host drives a real controller.
+//!
+//! Each endpoint runs its host on a thread of its own (the host's futures are not `Send`)
+//! and hands each connection to the packet-link seam once it is usable: the peripheral
+//! when the phone has enabled notifications (frames notified before are lost), the central
+//! once it listens for notifications and has written the CCCD. Dropping either half of the
+//! link disconnects; dropping the endpoint stops its host and closes its HCI socket.
+//!
+//! Sizes chosen against the host's defaults (features of `trouble-host` in this crate's
+//! manifest): the per-connection receive queue is 64 packets, not 8 (a burst of our credit
+//! window, 32 packets, overflowed it and the host dropped writes with `OutOfMemory`); the
+//! GATT client's notification queue is 64, not 1 (it publishes without waiting, so a busy
+//! consumer lost notifications); the packet pool holds 128 buffers of 1024 bytes, enough
+//! for ATT MTU 517.
+//!
+//! [trouble-host]: https://github.com/embassy-rs/trouble
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bt_hci::controller::ExternalController;
+use bt_hci_serial::SerialTransport;
+use bytes::Bytes;
+use embassy_futures::select::{Either, Either3, select, select3};
+use embassy_sync::blocking_mutex::raw::NoopRawMutex;
+use embassy_sync::signal::Signal;
+use embedded_io_adapters::tokio_1::FromTokio;
+use interconnect_core::{Link, Transport, TransportError};
+use tokio::net::TcpStream;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::sync::{mpsc, oneshot};
+use trouble_host::prelude::*;
+
+use crate::link::{BleConfig, PacketLink, PacketReceiver, PacketSender, into_link};
+use crate::packet::MAX_ATTRIBUTE_LEN;
+use crate::{SERVICE_UUID, TO_PHONE_UUID, TO_WATCH_UUID};
+
+/// The HCI controller as the host sees it: H4 over a TCP socket.
+type Hci = ExternalController<
+    SerialTransport<NoopRawMutex, FromTokio<OwnedReadHalf>, FromTokio<OwnedWriteHalf>>,
+    10,
+>;
+
+/// Attributes in the watch's table: GAP (3), GATT (1), ours (1 + 2 + 3).
+const ATTRIBUTES: usize = 16;
+
+/// Settings of one host.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct HostConfig {
+    /// Where the HCI controller listens (H4 over TCP).
+    pub hci: SocketAddr,
+    /// The name the watch advertises.
+    pub name: String,
+    /// Packets are sized as if the ATT MTU were at most this (the host itself offers
+    /// 1020); 517 leaves the negotiated MTU alone.
+    pub max_att_mtu: u16,
+    /// The connection interval the phone asks for.
+    pub connection_interval: Duration,
+    /// The phone's supervision timeout: how long a silent radio link stays up.
+    pub supervision_timeout: Duration,
+}
+
+impl HostConfig {
+    /// A host on the controller at `hci`, advertising as "interconnect", with a 15 ms
+    /// interval and a 2 s supervision timeout.
+    pub fn new(hci: SocketAddr) -> Self {
+        HostConfig {
+            hci,
+            name: "interconnect".into(),
+            max_att_mtu: 517,
+            connection_interval: Duration::from_millis(15),
+            supervision_timeout: Duration::from_secs(2),
+        }
+    }
+}
+
+/// The watch: serves the interconnect GATT profile and advertises the service.
+pub struct TroublePeripheral {
+    host: HostThread,
+    config: BleConfig,
+}
+
+impl TroublePeripheral {
+    /// Connects to the controller and starts advertising.
+    pub async fn start(host: HostConfig, config: BleConfig) -> Result<Self, TransportError> {
+        let host = HostThread::start(Role::Peripheral, host, config.clone()).await?;
+        Ok(TroublePeripheral { host, config })
+    }
+}
+
+#[async_trait]
+impl Transport for TroublePeripheral {
+    async fn next_link(&mut self) -> Result<Link, TransportError> {
+        Ok(into_link(self.host.next().await?, &self.config))
+    }
+
+    fn is_reliable(&self) -> bool {
+        true
+    }
+}
+
+/// The phone: scans for the interconnect service, connects, and subscribes.
+pub struct TroubleCentral {
+    host: HostThread,
+    config: BleConfig,
+}
+
+impl TroubleCentral {
+    /// Connects to the controller; each [`Transport::next_link`] scans and connects.
+    pub async fn start(host: HostConfig, config: BleConfig) -> Result<Self, TransportError> {
+        let host = HostThread::start(Role::Central, host, config.clone()).await?;
+        Ok(TroubleCentral { host, config })
+    }
+}
+
+#[async_trait]
+impl Transport for TroubleCentral {
+    async fn next_link(&mut self) -> Result<Link, TransportError> {
+        Ok(into_link(self.host.next().await?, &self.config))
+    }
+
+    fn is_reliable(&self) -> bool {
+        true
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Role {
+    Peripheral,
+    Central,
+}
+
+type Links = mpsc::Sender<Result<PacketLink, TransportError>>;
+
+/// A host on its own thread; dropping this stops it.
+struct HostThread {
+    links: mpsc::Receiver<Result<PacketLink, TransportError>>,
+    _stop: oneshot::Sender<()>,
+}
+
+impl HostThread {
+    async fn start(role: Role, host: HostConfig, ble: BleConfig) -> Result<Self, TransportError> {
+        let (links_tx, links) = mpsc::channel(1);
+        let (stop, stop_rx) = oneshot::channel::<()>();
+        let (ready_tx, ready) = oneshot::channel();
+        let name = format!("ble-{role:?}").to_lowercase();
+        std::thread::Builder::new()
+            .name(name)
+            .spawn(move || {
+                let runtime = match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(runtime) => runtime,
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(TransportError::Io(e)));
+                        return;
+                    }
+                };
+                runtime.block_on(async move {
+                    let stream = match TcpStream::connect(host.hci).await {
+                        Ok(stream) => stream,
+                        Err(e) => {
+                            let _ = ready_tx.send(Err(TransportError::Io(e)));
+                            return;
+                        }
+                    };
+                    let _ = stream.set_nodelay(true);
+                    let _ = ready_tx.send(Ok(()));
+                    let (reader, writer) = stream.into_split();
+                    let transport: SerialTransport<NoopRawMutex, _, _> =
+                        SerialTransport::new(FromTokio::new(reader), FromTokio::new(writer));
+                    let controller: Hci = ExternalController::new(transport);
+                    let run = async {
+                        match role {
+                            Role::Peripheral => {
+                                peripheral(controller, &host, &ble, &links_tx).await
+                            }
+                            Role::Central => central(controller, &host, &ble, &links_tx).await,
+                        }
+                    };
+                    let outcome = tokio::select! {
+                        outcome = run => outcome,
+                        _ = stop_rx => Ok(()),
+                    };
+                    if let Err(e) = outcome {
+                        tracing::warn!(role = ?role, error = %e, "BLE host stopped");
+                        let _ = links_tx.send(Err(TransportError::Other(e))).await;
+                    }
+                });
+            })
+            .map_err(TransportError::Io)?;
+        ready.await.map_err(|_| TransportError::Closed)??;
+        Ok(HostThread { links, _stop: stop })
+    }
+
+    async fn next(&mut self) -> Result<PacketLink, TransportError> {
+        self.links
+            .recv()
+            .await
+            .unwrap_or(Err(TransportError::Closed))
+    }
+}
+
+/// A random static device address (the two top bits set).
+fn random_address() -> Address {
+    let mut bytes: [u8; 6] = rand::random();
+    bytes[5] |= 0xc0;
+    Address::random(bytes)
+}
+
+fn host_error<E: core::fmt::Debug>(e: E) -> String {
+    format!("trouble-host: {e:?}")
+}
+
+/// The two channel halves a connection's task and the link adapter share.
+fn channels(ble: &BleConfig, att_mtu: u16, max_att_mtu: u16) -> (PacketLink, Ends) {
+    // The peer sends at most `credits` data packets ahead, plus its credit grants.
+    let (incoming_tx, incoming) = mpsc::channel(usize::from(ble.credits) + 16);
+    let (outgoing, outgoing_rx) = mpsc::channel(16);
+    let link = PacketLink {
+        sender: Box::new(Outgoing {
+            packets: outgoing,
+            att_mtu: usize::from(att_mtu.min(max_att_mtu)),
+        }),
+        receiver: Box::new(Incoming { packets: incoming }),
+    };
+    (
+        link,
+        Ends {
+            incoming: incoming_tx,
+            outgoing: outgoing_rx,
+        },
+    )
+}
+
+/// The connection task's ends of a packet link.
+struct Ends {
+    incoming: mpsc::Sender<Bytes>,
+    outgoing: mpsc::Receiver<Bytes>,
+}
+
+struct Outgoing {
+    packets: mpsc::Sender<Bytes>,
+    att_mtu: usize,
+}
+
+#[async_trait]
+impl PacketSender for Outgoing {
+    async fn send_packet(&mut self, packet: Bytes) -> Result<(), TransportError> {
+        self.packets
+            .send(packet)
+            .await
+            .map_err(|_| TransportError::Closed)
+    }
+
+    fn att_mtu(&self) -> usize {
+        self.att_mtu
+    }
+}
+
+struct Incoming {
+    packets: mpsc::Receiver<Bytes>,
+}
+
+#[async_trait]
+impl PacketReceiver for Incoming {
+    async fn recv_packet(&mut self) -> Result<Option<Bytes>, TransportError> {
+        Ok(self.packets.recv().await)
+    }
+}
+
+async fn peripheral(
+    controller: Hci,
+    host: &HostConfig,
+    ble: &BleConfig,
+    links: &Links,
+) -> Result<(), String> {
+    // Declared before the table that borrows them.
+    let mut to_watch_store = [0u8; MAX_ATTRIBUTE_LEN];
+    let mut to_phone_store = [0u8; MAX_ATTRIBUTE_LEN];
+    let mut resources: HostResources<DefaultPacketPool, 1, 2> = HostResources::new();
+    let stack = trouble_host::new(controller, &mut resources)
+        .set_random_address(random_address())
+        .build();
+    let mut runner = stack.runner();
+    let mut peripheral = stack.peripheral();
+
+    let name = host.name.as_bytes();
+    let mut table: AttributeTable<'_, NoopRawMutex, ATTRIBUTES> = AttributeTable::new();
+    let mut gap = table.add_service(Service::new(0x1800u16));
+    let _ = gap.add_characteristic_ro(0x2a00u16, name);
+    gap.build();
+    table.add_service(Service::new(0x1801u16));
+    let mut service = table.add_service(Service::new(Uuid::from(SERVICE_UUID)));
+    let to_watch = service
+        .add_characteristic(
+            Uuid::from(TO_WATCH_UUID),
+            [CharacteristicProp::WriteWithoutResponse],
+            &[][..],
+            &mut to_watch_store,
+        )
+        .build();
+    let to_phone = service
+        .add_characteristic(
+            Uuid::from(TO_PHONE_UUID),
+            [CharacteristicProp::Notify],
+            &[][..],
+            &mut to_phone_store,
+        )
+        .build();
+    service.build();
+    let server = AttributeServer::<NoopRawMutex, DefaultPacketPool, ATTRIBUTES, 1>::new(table);
+
+    let mut adv_data = [0u8; 31];
+    let adv_len = AdStructure::encode_slice(
+        &[
+            AdStructure::Flags(LE_GENERAL_DISCOVERABLE | BR_EDR_NOT_SUPPORTED),
+            AdStructure::CompleteServiceUuids128(&[SERVICE_UUID.to_le_bytes()]),
+        ],
+        &mut adv_data,
+    )
+    .map_err(host_error)?;
+    let mut scan_data = [0u8; 31];
+    let scan_len = AdStructure::encode_slice(
+        &[AdStructure::CompleteLocalName(&name[..name.len().min(29)])],
+        &mut scan_data,
+    )
+    .map_err(host_error)?;
+
+    let app = async {
+        loop {
+            let advertiser = peripheral
+                .advertise(
+                    &AdvertisementParameters {
+                        interval_min: embassy_time::Duration::from_millis(20),
+                        interval_max: embassy_time::Duration::from_millis(30),
+                        ..Default::default()
+                    },
+                    Advertisement::ConnectableScannableUndirected {
+                        adv_data: &adv_data[..adv_len],
+                        scan_data: &scan_data[..scan_len],
+                    },
+                )
+                .await
+                .map_err(host_error)?;
+            let conn = advertiser
+                .accept()
+                .await
+                .map_err(host_error)?
+                .with_attribute_server(&server)
+                .map_err(host_error)?;
+            tracing::debug!(peer = ?conn.raw().peer_address(), "BLE central connected");
+            if !serve(&conn, &to_watch, &to_phone, host, ble, links).await {
+                return Ok(());
+            }
+        }
+    };
+    match select(runner.run(), app).await {
+        Either::First(outcome) => outcome
+            .map_err(host_error)
+            .and_then(|()| Err("the host stopped".into())),
+        Either::Second(outcome) => outcome,
+    }
+}
+
+/// Serves one connection until it ends; `false` when nobody takes links any more.
+async fn serve<P: PacketPool>(
+    conn: &GattConnection<'_, '_, P>,
+    to_watch: &Characteristic<&[u8]>,
+    to_phone: &Characteristic<&[u8]>,
+    host: &HostConfig,
+    ble: &BleConfig,
+    links: &Links,
+) -> bool {
+    let mut unsent = None;
+    let mut incoming = None;
+    let (notify_tx, mut notify_rx) = mpsc::channel::<mpsc::Receiver<Bytes>>(1);
+    let events = async {
+        loop {
+            match conn.next().await {
+                GattConnectionEvent::Disconnected { reason } => {
+                    tracing::debug!(?reason, "BLE central disconnected");
+                    return true;
+                }
+                GattConnectionEvent::Gatt { event } => {
+                    match event {
+                        GattEvent::Write(write) if write.handle() == to_watch.handle => {
+                            let packet = write.with_data(|_, data| Bytes::copy_from_slice(data));
+                            drop(write.accept_unprocessed());
+                            let delivered = match &incoming {
+                                Some(incoming) => {
+                                    mpsc::Sender::send(incoming, packet).await.is_ok()
+                                }
+                                // Before notifications are on the phone has no link yet.
+                                None => true,
+                            };
+                            if !delivered {
+                                conn.raw().disconnect();
+                            }
+                        }
+                        other => {
+                            if let Ok(reply) = other.accept() {
+                                reply.send().await;
+                            }
+                        }
+                    }
+                    if incoming.is_none() && unsent.is_none() && to_phone.should_notify(conn) {
+                        let (link, ends) = channels(ble, conn.raw().att_mtu(), host.max_att_mtu);
+                        incoming = Some(ends.incoming);
+                        let _ = notify_tx.try_send(ends.outgoing);
+                        unsent = Some(link);
+                    }
+                    if let Some(link) = unsent.take()
+                        && links.send(Ok(link)).await.is_err()
+                    {
+                        return false;
+                    }
+                }
+                _ => {}
+            }
+        }
+    };
+    let notify = async {
+        let Some(mut outgoing) = notify_rx.recv().await else {
+            return;
+        };
+        while let Some(packet) = outgoing.recv().await {
+            if let Err(e) = to_phone.notify_raw(conn, &packet, false).await {
+                tracing::debug!(error = ?e, "BLE notification failed");
+                break;
+            }
+        }
+    };
+    match select(events, notify).await {
+        Either::First(open) => open,
+        Either::Second(()) => {
+            // The link was dropped: end the connection, then wait until it is gone.
+            conn.raw().disconnect();
+            let gone = async {
+                while !matches!(conn.next().await, GattConnectionEvent::Disconnected { .. }) {}
+            };
+            let _ = tokio::time::timeout(Duration::from_secs(5), gone).await;
+            !links.is_closed()
+        }
+    }
+}
+
+/// Finds the first advertiser of the interconnect service in advertising reports.
+struct Finder {
+    found: Signal<NoopRawMutex, Address>,
+}
+
+impl Finder {
+    fn report(&self, kind: AddrKind, addr: BdAddr, data: &[u8]) {
+        let ours = AdStructure::decode(data).flatten().any(|ad| match ad {
+            AdStructure::CompleteServiceUuids128(uuids)
+            | AdStructure::IncompleteServiceUuids128(uuids) => {
+                uuids.contains(&SERVICE_UUID.to_le_bytes())
+            }
+            _ => false,
+        });
+        if ours {
+            self.found.signal(Address { kind, addr });
+        }
+    }
+}
+
+impl EventHandler for Finder {
+    fn on_adv_reports(&self, reports: bt_hci::param::LeAdvReportsIter) {
+        for report in reports.flatten() {
+            self.report(report.addr_kind, report.addr, report.data);
+        }
+    }
+
+    fn on_ext_adv_reports(&self, reports: bt_hci::param::LeExtAdvReportsIter) {
+        for report in reports.flatten() {
+            self.report(report.addr_kind, report.addr, report.data);
+        }
+    }
+}
+
+async fn central(
+    controller: Hci,
+    host: &HostConfig,
+    ble: &BleConfig,
+    links: &Links,
+) -> Result<(), String> {
+    let mut resources: HostResources<DefaultPacketPool, 1, 2> = HostResources::new();
+    let stack = trouble_host::new(controller, &mut resources)
+        .set_random_address(random_address())
+        .build();
+    let mut runner = stack.runner();
+    let mut central = stack.central();
+    let finder = Finder {
+        found: Signal::new(),
+    };
+    let app = async {
+        loop {
+            finder.found.reset();
+            let target = {
+                let mut scanner = Scanner::new(&mut central);
+                let _session = scanner
+                    .scan(&ScanConfig {
+                        active: false,
+                        interval: embassy_time::Duration::from_millis(30),
+                        window: embassy_time::Duration::from_millis(30),
+                        ..Default::default()
+                    })
+                    .await
+                    .map_err(host_error)?;
+                finder.found.wait().await
+            };
+            let targets = [target];
+            let interval = embassy_time::Duration::from_micros(
+                host.connection_interval
+                    .as_micros()
+                    .try_into()
+                    .unwrap_or(u64::MAX),
+            );
+            let config = ConnectConfig {
+                connect_params: RequestedConnParams {
+                    min_connection_interval: interval,
+                    max_connection_interval: interval,
+                    supervision_timeout: embassy_time::Duration::from_millis(
+                        host.supervision_timeout
+                            .as_millis()
+                            .try_into()
+                            .unwrap_or(u64::MAX),
+                    ),
+                    ..Default::default()
+                },
+                scan_config: ScanConfig {
+                    filter_accept_list: &targets,
+                    ..Default::default()
+                },
+            };
+            let conn = match tokio::time::timeout(Duration::from_secs(5), central.connect(&config))
+                .await
+            {
+                Ok(Ok(conn)) => conn,
+                Ok(Err(e)) => {
+                    tracing::debug!(error = ?e, "BLE connect failed");
+                    continue;
+                }
+                Err(_) => continue,
+            };
+            tracing::debug!(peer = ?conn.peer_address(), "BLE connected to the watch");
+            match use_connection(&stack, &conn, host, ble, links).await {
+                Ok(true) => {}
+                Ok(false) => return Ok(()),
+                Err(e) => tracing::debug!(error = %e, "BLE connection unusable"),
+            }
+            if conn.is_connected() {
+                conn.disconnect();
+                let gone = async {
+                    while !matches!(conn.next().await, ConnectionEvent::Disconnected { .. }) {}
+                };
+                let _ = tokio::time::timeout(Duration::from_secs(5), gone).await;
+            }
+        }
+    };
+    match select(runner.run_with_handler(&finder), app).await {
+        Either::First(outcome) => outcome
+            .map_err(host_error)
+            .and_then(|()| Err("the host stopped".into())),
+        Either::Second(outcome) => outcome,
+    }
+}
+
+/// Discovers the profile, subscribes and carries packets until the connection or the link
+/// ends; `Ok(false)` when nobody takes links any more.
+async fn use_connection(
+    stack: &Stack<'_, Hci, DefaultPacketPool>,
+    conn: &Connection<'_, DefaultPacketPool>,
+    host: &HostConfig,
+    ble: &BleConfig,
+    links: &Links,
+) -> Result<bool, String> {
+    let client = GattClient::<Hci, DefaultPacketPool, 4>::new(stack, conn)
+        .await
+        .map_err(host_error)?;
+    let work = async {
+        let services = client
+            .services_by_uuid(&Uuid::from(SERVICE_UUID))
+            .await
+            .map_err(host_error)?;
+        let service = services
+            .first()
+            .ok_or("the watch lacks the interconnect service")?
+            .clone();
+        let to_watch: Characteristic<[u8]> = client
+            .characteristic_by_uuid(&service, &Uuid::from(TO_WATCH_UUID))
+            .await
+            .map_err(host_error)?;
+        let to_phone: Characteristic<[u8]> = client
+            .characteristic_by_uuid(&service, &Uuid::from(TO_PHONE_UUID))
+            .await
+            .map_err(host_error)?;
+        let cccd = to_phone
+            .cccd_handle
+            .ok_or("the watch's notify characteristic has no CCCD")?;
+        // Listen before the CCCD write: `subscribe` writes first, so the watch's first
+        // notifications could come before anyone listens.
+        let mut listener = client.listen(&to_phone).map_err(host_error)?;
+        client
+            .write_handle(cccd, &[1, 0])
+            .await
+            .map_err(host_error)?;
+        let (link, mut ends) = channels(ble, conn.att_mtu(), host.max_att_mtu);
+        if links.send(Ok(link)).await.is_err() {
+            return Ok(false);
+        }
+        let receive = async {
+            loop {
+                let notification = listener.next().await;
+                if notification.handle() != to_phone.handle {
+                    continue;
+                }
+                let packet = Bytes::copy_from_slice(notification.as_ref());
+                if ends.incoming.send(packet).await.is_err() {
+                    return;
+                }
+            }
+        };
+        let send = async {
+            while let Some(packet) = ends.outgoing.recv().await {
+                if let Err(e) = client
+                    .write_characteristic_without_response(&to_watch, &packet[..])
+                    .await
+                {
+                    tracing::debug!(error = ?e, "BLE write failed");
+                    return;
+                }
+            }
+        };
+        select(receive, send).await;
+        Ok::<bool, String>(!links.is_closed())
+    };
+    let disconnected = async {
+        loop {
+            if let ConnectionEvent::Disconnected { reason } = conn.next().await {
+                tracing::debug!(?reason, "BLE watch disconnected");
+                return;
+            }
+        }
+    };
+    match select3(client.task(), work, disconnected).await {
+        Either3::First(outcome) => outcome.map(|()| true).map_err(host_error),
+        Either3::Second(outcome) => outcome,
+        Either3::Third(()) => Ok(true),
+    }
+}

@@ -1,0 +1,128 @@
+//! Virtual controllers (`fixtures/controllers.py`, Bumble) for the tests that run a real
+//! host stack: each test starts its own, on free loopback ports.
+
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use interconnect_core::{Link, Transport, TransportError};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::process::{Child, ChildStdin, ChildStdout, Command};
+use tokio::sync::Mutex;
+
+/// The Python that has Bumble: `$BUMBLE_PYTHON`, else the venv `.ci/run` makes.
+pub(crate) fn python() -> PathBuf {
+    if let Some(path) = std::env::var_os("BUMBLE_PYTHON") {
+        return path.into();
+    }
+    let venv =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/bumble-venv/bin/python");
+    assert!(
+        venv.exists(),
+        "no Bumble: run .ci/run, or make a venv with `pip install bumble==0.0.236` and set BUMBLE_PYTHON"
+    );
+    venv
+}
+
+pub(crate) fn fixture(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name)
+}
+
+/// A running `controllers.py`; killed when dropped (and it exits by itself when its
+/// stdin closes, should this process die first).
+pub(crate) struct Controllers {
+    _child: Child,
+    stdin: Mutex<ChildStdin>,
+    stdout: Mutex<BufReader<ChildStdout>>,
+    ports: Vec<u16>,
+}
+
+impl Controllers {
+    pub(crate) async fn start(count: usize) -> Arc<Controllers> {
+        let mut command = Command::new(python());
+        command
+            .arg(fixture("controllers.py"))
+            .arg("--controllers")
+            .arg(count.to_string());
+        if std::env::var_os("CONTROLLERS_VERBOSE").is_some() {
+            command.arg("--verbose");
+        }
+        let mut child = command
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start controllers.py");
+        let stdin = child.stdin.take().expect("stdin");
+        let mut stdout = BufReader::new(child.stdout.take().expect("stdout"));
+        let mut line = String::new();
+        stdout
+            .read_line(&mut line)
+            .await
+            .expect("controllers.py ready");
+        let ready: serde_json::Value = serde_json::from_str(&line)
+            .unwrap_or_else(|e| panic!("controllers.py said {line:?}: {e}"));
+        let ports = ready["hci"]
+            .as_array()
+            .expect("ports")
+            .iter()
+            .map(|p| p.as_u64().expect("port") as u16)
+            .collect();
+        Arc::new(Controllers {
+            _child: child,
+            stdin: Mutex::new(stdin),
+            stdout: Mutex::new(stdout),
+            ports,
+        })
+    }
+
+    /// Where controller `index` listens.
+    pub(crate) fn hci(&self, index: usize) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.ports[index]))
+    }
+
+    /// Cuts the radio for `seconds`.
+    pub(crate) async fn cut(&self, seconds: f64) {
+        let mut stdin = self.stdin.lock().await;
+        stdin
+            .write_all(format!("cut {seconds}\n").as_bytes())
+            .await
+            .expect("command");
+        stdin.flush().await.expect("flush");
+        let mut line = String::new();
+        self.stdout
+            .lock()
+            .await
+            .read_line(&mut line)
+            .await
+            .expect("answer");
+        assert!(line.contains("\"cut\""), "controllers.py said {line:?}");
+    }
+}
+
+/// A transport that keeps its controllers running while it lives.
+pub(crate) struct OnControllers<T> {
+    pub(crate) inner: T,
+    pub(crate) controllers: Arc<Controllers>,
+}
+
+#[async_trait]
+impl<T: Transport> Transport for OnControllers<T> {
+    async fn next_link(&mut self) -> Result<Link, TransportError> {
+        self.inner.next_link().await
+    }
+
+    fn accepts_while_linked(&self) -> bool {
+        self.inner.accepts_while_linked()
+    }
+
+    fn is_reliable(&self) -> bool {
+        self.inner.is_reliable()
+    }
+}
