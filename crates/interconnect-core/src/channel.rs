@@ -268,6 +268,15 @@ impl Channel {
         self.rewind();
     }
 
+    /// Takes every message the peer has not acknowledged, oldest first, to send again
+    /// on another channel.
+    pub(crate) fn take_unacknowledged(&mut self) -> Vec<Outgoing> {
+        let mut messages: Vec<Outgoing> = self.in_flight.drain(..).map(|e| e.message).collect();
+        messages.extend(self.pending.drain(..));
+        self.send_cursor = 0;
+        messages
+    }
+
     /// Takes every queued and in-flight send, e.g. to fail them on close.
     pub(crate) fn drain_sends(&mut self) -> Vec<SendId> {
         let mut ids: Vec<SendId> = self.in_flight.drain(..).map(|e| e.message.id).collect();

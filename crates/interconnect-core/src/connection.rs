@@ -593,6 +593,12 @@ impl Connection {
     /// Sends `value` as JSON (the vendor API's "Object") and resolves when the peer acknowledged
     /// it. Fails with 204 after the send timeout, 1006 if the channel is closed.
     ///
+    /// A phone app's message outlives the watch process: if the watch dies and starts
+    /// again, what its app had not taken, and what is sent until the new watch opens the
+    /// package, goes to the new watch (or fails with 204 at the send timeout, withdrawn).
+    /// A watch that closes the channel (its app's `close`, or a clean shutdown) says
+    /// so: then the unacknowledged messages fail with 1006.
+    ///
     /// The message is queued when this is called, not when the future is first polled, so
     /// messages go out in call order even when their futures are awaited concurrently.
     pub fn send<T: Serialize + ?Sized>(

@@ -1436,6 +1436,10 @@ impl Driver {
                 };
                 let behind = self.waiting.get(&key).is_some_and(|w| !w.is_empty());
                 match self.conns.get(&key).and_then(|e| e.channel) {
+                    // A phone app's send waits for a restarted watch to open its channel.
+                    _ if wait && self.awaits_reopen(key) => {
+                        self.waiting.entry(key).or_default().push_back(send);
+                    }
                     Some(channel) if wait && (behind || !self.session.has_room(channel)) => {
                         // Waits in call order for room in the channel's queue.
                         self.waiting.entry(key).or_default().push_back(send);
@@ -1632,11 +1636,24 @@ impl Driver {
         }
     }
 
+    /// Phone side: whether the app's channel went with a watch restart and the new
+    /// watch has not opened it yet.
+    fn awaits_reopen(&self, key: u64) -> bool {
+        self.session.config().role == Role::Phone
+            && self
+                .conns
+                .get(&key)
+                .is_some_and(|e| self.session.awaits_reopen(&e.package))
+    }
+
     /// Moves waiting sends into their channels' queues while there is room.
     fn admit_waiting(&mut self) {
         let keys: Vec<u64> = self.waiting.keys().copied().collect();
         for key in keys {
             loop {
+                if self.awaits_reopen(key) {
+                    break; // until the restarted watch opens the app's channel
+                }
                 let channel = self.conns.get(&key).and_then(|e| e.channel);
                 let room = channel.is_none_or(|ch| self.session.has_room(ch));
                 let Some(waiting) = self.waiting.get_mut(&key) else {

@@ -206,3 +206,81 @@ async fn a_send_timeout_says_whether_the_message_may_still_arrive() {
     assert_eq!(messages(&mut app_events, 1).await, [3], "2 was withdrawn");
     again.await.unwrap();
 }
+
+/// A watch started from its state directory, with the channel to the app opened.
+async fn watch(network: &MockNetwork, dir: &Path) -> (Interconnect, Connection, Events) {
+    let watch = Interconnect::new(network.endpoints().0, Config::new(dir).unwrap());
+    let conn = watch.instance(PKG, None);
+    let events = conn.events().unwrap();
+    (watch, conn, events)
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_phone_app_carries_on_when_the_watch_dies_and_starts_again() {
+    let (watch_dir, phone_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let network = MockNetwork::new(Faults::default());
+    let (_hub, app, mut app_events) = phone(&network, phone_dir.path()).await;
+    let (watch_end, conn, mut events) = watch(&network, watch_dir.path()).await;
+    assert!(matches!(
+        next(&mut app_events).await,
+        ConnectionEvent::Open { .. }
+    ));
+    let first = app.send(&0u32);
+    assert_eq!(messages(&mut events, 1).await, [0]);
+    first.await.expect("the watch app took it");
+
+    // Two messages reach the watch, which dies before its app reads them.
+    let unread: Vec<_> = (1..=2u32).map(|i| tokio::spawn(app.send(&i))).collect();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(unread.iter().all(|s| !s.is_finished()), "nobody read them");
+    drop(watch_end);
+    network.cut();
+    drop((conn, events));
+    // Sent while the watch is away.
+    let during = tokio::spawn(app.send(&3u32));
+
+    let (_watch, _conn, mut events) = watch(&network, watch_dir.path()).await;
+    // The same app Connection: nothing lost, nothing twice.
+    assert_eq!(messages(&mut events, 3).await, [1, 2, 3]);
+    for send in unread.into_iter().chain([during]) {
+        send.await
+            .unwrap()
+            .expect("acknowledged by the restarted watch's app");
+    }
+    let last = app.send(&4u32);
+    assert_eq!(messages(&mut events, 1).await, [4]);
+    last.await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_watch_that_shuts_down_says_so_and_the_unread_messages_fail_with_1006() {
+    let (watch_dir, phone_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let network = MockNetwork::new(Faults::default());
+    let (_hub, app, mut app_events) = phone(&network, phone_dir.path()).await;
+    let (watch_end, conn, events) = watch(&network, watch_dir.path()).await;
+    assert!(matches!(
+        next(&mut app_events).await,
+        ConnectionEvent::Open { .. }
+    ));
+    let unread = app.send(&1u32);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    watch_end.shutdown().await;
+    drop((conn, events));
+    // The app learns the channel closed, and its unread message did not arrive.
+    loop {
+        if let ConnectionEvent::Close { by, reopens, .. } = next(&mut app_events).await {
+            assert_eq!((by, reopens), (ClosedBy::Peer, false));
+            break;
+        }
+    }
+    assert_eq!(unread.await.unwrap_err().code(), Code::CONNECTION_LOST);
+    // The watch starts again and opens the package: the same app Connection works.
+    let (_watch, _conn, mut events) = watch(&network, watch_dir.path()).await;
+    assert!(matches!(
+        next(&mut app_events).await,
+        ConnectionEvent::Open { .. }
+    ));
+    let after = app.send(&2u32);
+    assert_eq!(messages(&mut events, 1).await, [2]);
+    after.await.unwrap();
+}

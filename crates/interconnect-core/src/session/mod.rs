@@ -124,6 +124,11 @@ pub struct Session {
     /// The peer's resume token from the last completed handshake.
     peer_token: Option<u64>,
     channels: BTreeMap<ChannelId, Channel>,
+    /// Phone side: the packages whose channels a restarted watch forgot, with their
+    /// unacknowledged messages (and the channel each was sent on), sent again on the
+    /// package's next channel. At most `max_queued` per package: they come from one
+    /// channel's queue.
+    orphans: BTreeMap<String, Vec<(ChannelId, Outgoing)>>,
     /// Closed channels, oldest first. A phone keeps the last `MAX_CLOSED_CHANNELS` (to
     /// say a lost close again) and frees the others: a watch that opens and replaces
     /// channels without end cannot grow the table.
@@ -230,6 +235,7 @@ impl Session {
             closed: VecDeque::new(),
             next_channel: 1,
             next_send: 1,
+            orphans: BTreeMap::new(),
             next_query: 1,
             rr_last: None,
             unsent_closes: Vec::new(),
@@ -923,9 +929,21 @@ impl Session {
     /// before reaching the wire; a message already sent stays in the sequence and may
     /// still be delivered.
     pub fn cancel_send(&mut self, channel: ChannelId, id: SendId) -> bool {
-        self.channels
+        if self
+            .channels
             .get_mut(&channel)
             .is_some_and(|ch| ch.cancel(id))
+        {
+            return true;
+        }
+        // Phone side, after the watch restarted: waiting, or moved to the new channel.
+        for orphans in self.orphans.values_mut() {
+            if let Some(at) = orphans.iter().position(|(_, m)| m.id == id) {
+                orphans.remove(at);
+                return true;
+            }
+        }
+        self.channels.values_mut().any(|ch| ch.cancel(id))
     }
 
     /// Closes a channel with a code and reason. Unfinished sends fail with 1006.
@@ -1029,6 +1047,12 @@ impl Session {
         Ok(request)
     }
 
+    /// Phone side: whether the watch restarted and has not opened `package` again
+    /// yet. The app's sends wait for that open rather than fail.
+    pub fn awaits_reopen(&self, package: &str) -> bool {
+        self.orphans.contains_key(package)
+    }
+
     /// Phone side: registers (or updates) an app, attached.
     pub fn register_app(&mut self, package: &str, version: u32, signature: Option<&str>) {
         self.apps.insert(
@@ -1048,6 +1072,13 @@ impl Session {
             app.attached = attached;
         }
         if !attached {
+            for (channel, message) in self.orphans.remove(package).into_iter().flatten() {
+                self.events.push_back(Event::SendFailed(
+                    channel,
+                    message.id,
+                    Code::CONNECTION_LOST,
+                ));
+            }
             let ids: Vec<ChannelId> = self
                 .channels
                 .values()
@@ -1393,13 +1424,9 @@ impl Session {
                 let ids: Vec<ChannelId> = self.channels.keys().copied().collect();
                 for id in ids {
                     if let Some(mut ch) = self.channels.remove(&id) {
-                        for send in ch.drain_sends() {
-                            self.events.push_back(Event::SendFailed(
-                                id,
-                                send,
-                                Code::CONNECTION_LOST,
-                            ));
-                        }
+                        // The app's sends wait for the watch to open the package again.
+                        let orphans = self.orphans.entry(ch.package.clone()).or_default();
+                        orphans.extend(ch.take_unacknowledged().into_iter().map(|m| (id, m)));
                     }
                     // A watch that restarted may offer the same file again: keep
                     // what arrived of it.
@@ -1512,17 +1539,23 @@ impl Session {
                 None => (false, 0),
             }
         } else {
+            // The watch restarted the channel: what it had not acknowledged is sent
+            // again, after what an earlier channel of the package left.
+            let mut again: Vec<Outgoing> = self
+                .orphans
+                .remove(&open.package)
+                .into_iter()
+                .flatten()
+                .map(|(_, m)| m)
+                .collect();
             if let Some(mut old) = self.channels.remove(&open.channel) {
-                for send in old.drain_sends() {
-                    self.events.push_back(Event::SendFailed(
-                        open.channel,
-                        send,
-                        Code::CONNECTION_LOST,
-                    ));
-                }
+                again.extend(old.take_unacknowledged());
                 self.files_on_channel_closed(open.channel, Code::CONNECTION_LOST);
             }
             let mut ch = self.new_channel(open.channel, open.package.clone(), None);
+            for message in again {
+                ch.enqueue(message);
+            }
             ch.state = ChannelState::Open;
             self.channels.insert(open.channel, ch);
             (false, 0)
