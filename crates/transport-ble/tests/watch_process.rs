@@ -6,13 +6,10 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
-use common::Controllers;
+use common::{Controllers, watch_process};
 use interconnect_core::{Config, ConnectionEvent, Hub};
 use serde_json::Value;
 use transport_ble::BleConfig;
@@ -20,56 +17,12 @@ use transport_ble::trouble::{HostConfig, TroubleCentral};
 
 const PKG: &str = "com.example.ble";
 
-/// The example program, which `cargo test` builds beside the tests.
-fn example() -> PathBuf {
-    let exe = std::env::current_exe().expect("test binary");
-    let dir = exe.parent().and_then(Path::parent).expect("target dir");
-    let path = dir.join("examples").join("trouble-watch");
-    assert!(path.exists(), "{} is built by cargo test", path.display());
-    path
-}
-
-/// A child process, killed when dropped (a failing test leaves nothing running).
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// A watch process; its stdout lines go to `lines`.
-fn watch_process(hci: std::net::SocketAddr, home: &Path, lines: mpsc::Sender<Value>) -> Killed {
-    let mut child = Command::new(example())
-        .arg("--hci")
-        .arg(hci.to_string())
-        .arg("--home")
-        .arg(home)
-        .args(["--package", PKG])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("the watch starts");
-    let stdout = child.stdout.take().expect("stdout");
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if let Ok(value) = serde_json::from_str(&line)
-                && lines.send(value).is_err()
-            {
-                return;
-            }
-        }
-    });
-    Killed(child)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_watch_process_killed_and_started_again_loses_no_message() {
     let controllers = Controllers::start(2).await;
     let (watch_home, phone_home) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let (tx, lines) = mpsc::channel::<Value>();
-    let mut watch = watch_process(controllers.hci(0), watch_home.path(), tx.clone());
+    let mut watch = watch_process(controllers.hci(0), watch_home.path(), PKG, &[], tx.clone());
 
     let mut config = Config::new(phone_home.path()).unwrap();
     config.send_timeout = Duration::from_secs(120);
@@ -112,7 +65,7 @@ async fn a_watch_process_killed_and_started_again_loses_no_message() {
             watch.0.wait().expect("reaped");
             drain(&mut printed);
             assert!(printed.len() > 1, "the first watch got messages");
-            watch = watch_process(controllers.hci(0), watch_home.path(), tx.clone());
+            watch = watch_process(controllers.hci(0), watch_home.path(), PKG, &[], tx.clone());
         }
     }
     for (i, send) in sends.into_iter().enumerate() {

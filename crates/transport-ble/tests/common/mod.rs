@@ -4,14 +4,14 @@
 #![allow(dead_code)]
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
-use std::process::Stdio;
-use std::sync::Arc;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Stdio};
+use std::sync::{Arc, mpsc};
 
 use async_trait::async_trait;
 use interconnect_core::{Link, Transport, TransportError};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-use tokio::process::{Child, ChildStdin, ChildStdout, Command};
+use tokio::process::{ChildStdin, ChildStdout, Command};
 use tokio::sync::Mutex;
 
 /// The Python that has Bumble: `$BUMBLE_PYTHON`, else the venv `.ci/run` makes.
@@ -37,7 +37,7 @@ pub(crate) fn fixture(name: &str) -> PathBuf {
 /// A running `controllers.py`; killed when dropped (and it exits by itself when its
 /// stdin closes, should this process die first).
 pub(crate) struct Controllers {
-    _child: Child,
+    _child: tokio::process::Child,
     stdin: Mutex<ChildStdin>,
     stdout: Mutex<BufReader<ChildStdout>>,
     ports: Vec<u16>,
@@ -125,4 +125,59 @@ impl<T: Transport> Transport for OnControllers<T> {
     fn is_reliable(&self) -> bool {
         self.inner.is_reliable()
     }
+}
+
+/// The example program, which `cargo test` builds beside the tests.
+pub(crate) fn example() -> PathBuf {
+    let exe = std::env::current_exe().expect("test binary");
+    let dir = exe.parent().and_then(Path::parent).expect("target dir");
+    let path = dir.join("examples").join("trouble-watch");
+    assert!(path.exists(), "{} is built by cargo test", path.display());
+    path
+}
+
+/// A child process, killed when dropped (a failing test leaves nothing running).
+pub(crate) struct Killed(pub(crate) Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A watch process; its stdout lines go to `lines`.
+pub(crate) fn watch_process(
+    hci: SocketAddr,
+    home: &Path,
+    package: &str,
+    extra: &[&str],
+    lines: mpsc::Sender<serde_json::Value>,
+) -> Killed {
+    let mut child = std::process::Command::new(example())
+        .arg("--hci")
+        .arg(hci.to_string())
+        .arg("--home")
+        .arg(home)
+        .args(["--package", package])
+        .args(extra)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("the watch starts");
+    let stdout = child.stdout.take().expect("stdout");
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if let Ok(value) = serde_json::from_str(&line)
+                && lines.send(value).is_err()
+            {
+                return;
+            }
+        }
+    });
+    Killed(child)
 }
