@@ -45,6 +45,9 @@ type Hci = ExternalController<
     10,
 >;
 
+/// How long a send waits before trying again when the host's packet pool is empty.
+const POOL_WAIT: Duration = Duration::from_millis(1);
+
 /// Attributes in the watch's table: GAP (3), GATT (1), ours (1 + 2 + 3).
 const ATTRIBUTES: usize = 16;
 
@@ -91,6 +94,12 @@ impl TroublePeripheral {
         let host = HostThread::start(Role::Peripheral, host, config.clone()).await?;
         Ok(TroublePeripheral { host, config })
     }
+
+    /// The next connection as a bare packet link, without the framing and credits of
+    /// [`into_link`]: for measuring the stack itself, or another framing.
+    pub async fn next_packet_link(&mut self) -> Result<PacketLink, TransportError> {
+        self.host.next().await
+    }
 }
 
 #[async_trait]
@@ -115,6 +124,12 @@ impl TroubleCentral {
     pub async fn start(host: HostConfig, config: BleConfig) -> Result<Self, TransportError> {
         let host = HostThread::start(Role::Central, host, config.clone()).await?;
         Ok(TroubleCentral { host, config })
+    }
+
+    /// The next connection as a bare packet link (see
+    /// [`TroublePeripheral::next_packet_link`]).
+    pub async fn next_packet_link(&mut self) -> Result<PacketLink, TransportError> {
+        self.host.next().await
     }
 }
 
@@ -162,7 +177,13 @@ impl HostThread {
                         return;
                     }
                 };
-                runtime.block_on(async move {
+                // The host runs as a task, not as the future `block_on` polls: block_on's
+                // waker is built from a vtable that is duplicated across codegen units, so
+                // `Waker::will_wake` calls the same waker different, and embassy-sync's
+                // waker registrations then wake the host on every poll (it spun at 100%
+                // CPU while idle in release builds). A task's waker has one static vtable.
+                let local = tokio::task::LocalSet::new();
+                let host_task = local.spawn_local(async move {
                     let stream = match TcpStream::connect(host.hci).await {
                         Ok(stream) => stream,
                         Err(e) => {
@@ -193,6 +214,7 @@ impl HostThread {
                         let _ = links_tx.send(Err(TransportError::Other(e))).await;
                     }
                 });
+                let _ = runtime.block_on(local.run_until(host_task));
             })
             .map_err(TransportError::Io)?;
         ready.await.map_err(|_| TransportError::Closed)??;
@@ -431,9 +453,17 @@ async fn serve<P: PacketPool>(
             return;
         };
         while let Some(packet) = outgoing.recv().await {
-            if let Err(e) = to_phone.notify_raw(conn, &packet, false).await {
-                tracing::debug!(error = ?e, "BLE notification failed");
-                break;
+            loop {
+                match to_phone.notify_raw(conn, &packet, false).await {
+                    Ok(()) => break,
+                    // The packet pool is empty: the controller has not taken what was
+                    // queued yet. Wait for it rather than drop the packet.
+                    Err(Error::OutOfMemory) => tokio::time::sleep(POOL_WAIT).await,
+                    Err(e) => {
+                        tracing::debug!(error = ?e, "BLE notification failed");
+                        return;
+                    }
+                }
             }
         }
     };
@@ -630,12 +660,21 @@ async fn use_connection(
         };
         let send = async {
             while let Some(packet) = ends.outgoing.recv().await {
-                if let Err(e) = client
-                    .write_characteristic_without_response(&to_watch, &packet[..])
-                    .await
-                {
-                    tracing::debug!(error = ?e, "BLE write failed");
-                    return;
+                loop {
+                    match client
+                        .write_characteristic_without_response(&to_watch, &packet[..])
+                        .await
+                    {
+                        Ok(()) => break,
+                        // As for notifications: wait for the pool rather than drop.
+                        Err(BleHostError::BleHost(Error::OutOfMemory)) => {
+                            tokio::time::sleep(POOL_WAIT).await
+                        }
+                        Err(e) => {
+                            tracing::debug!(error = ?e, "BLE write failed");
+                            return;
+                        }
+                    }
                 }
             }
         };
