@@ -24,10 +24,13 @@
 //!   data packets, and the receiver grants more as it consumes them, so a fast sender
 //!   never overruns a slow receiver (an overrun is a typed error, not lost data).
 //! - [`sim`]: a simulated radio on virtual time and the capacity formula.
+//! - `trouble` (feature): trouble-host, a `no_std` Rust host, over an H4 HCI socket,
+//!   peripheral and central; tested against Bumble virtual controllers.
 //! - `bluez` (feature): BlueZ through `bluer`, peripheral and central.
 //!
-//! The simulated radio and BlueZ run the same packet and flow-control code. The radio path
-//! itself is untested here: the development machines have no Bluetooth controller.
+//! The simulated radio, trouble-host and BlueZ run the same packet and flow-control code.
+//! A real radio is untested here (no Bluetooth controller on the development machines),
+//! and so is BlueZ; trouble-host runs for real, on virtual controllers.
 
 pub mod link;
 pub mod packet;

@@ -9,12 +9,26 @@
 //! once it listens for notifications and has written the CCCD. Dropping either half of the
 //! link disconnects; dropping the endpoint stops its host and closes its HCI socket.
 //!
-//! Sizes chosen against the host's defaults (features of `trouble-host` in this crate's
-//! manifest): the per-connection receive queue is 64 packets, not 8 (a burst of our credit
-//! window, 32 packets, overflowed it and the host dropped writes with `OutOfMemory`); the
-//! GATT client's notification queue is 64, not 1 (it publishes without waiting, so a busy
-//! consumer lost notifications); the packet pool holds 128 buffers of 1024 bytes, enough
-//! for ATT MTU 517.
+//! What trouble-host 0.8 needs, as measured on virtual controllers (each point handled
+//! here or in this crate's manifest):
+//!
+//! - **Queues.** The per-connection receive queue is 64 packets, not 8: a burst of our
+//!   credit window (32 packets) overflowed it and the host dropped writes with
+//!   `OutOfMemory`. The GATT client's notification queue is 64, not 1: it publishes
+//!   without waiting, so a busy consumer lost notifications. The packet pool holds 128
+//!   buffers of 1024 bytes (ATT MTU up to 1020; packets stay at most 512). A send that
+//!   finds the pool empty waits for it rather than failing.
+//! - **Subscribing.** `GattClient::subscribe` writes the CCCD before it listens, so the
+//!   watch's first notifications could arrive with nobody listening: the central listens
+//!   first, then writes the CCCD itself.
+//! - **One server per process.** `#[gatt_server]` keeps its table in a `StaticCell`, and
+//!   a second server in a process panics; the watch builds its attribute table by hand.
+//! - **The waker.** The host runs as a task on its thread's runtime, not as the future
+//!   `block_on` polls: that waker's vtable is duplicated across codegen units, so
+//!   `Waker::will_wake` sees the same waker as different, and embassy-sync's waker
+//!   registrations then wake the host on every poll. Release builds (16 codegen units)
+//!   spun at 100% CPU per host while idle; debug builds and `codegen-units = 1` hid it.
+//! - **Versions.** trouble-host 0.8 needs `bt-hci` 0.10 (0.11 does not fit), and Rust 1.88.
 //!
 //! [trouble-host]: https://github.com/embassy-rs/trouble
 

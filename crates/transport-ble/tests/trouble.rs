@@ -41,3 +41,46 @@ impl Harness for Trouble {
 }
 
 conformance_tests!(Trouble, Trouble);
+
+/// Two trouble-host stacks negotiate ATT MTU 1020 (each offers its packet pool's size),
+/// but an attribute value is at most 512 bytes: the client cuts a longer notification
+/// there. `packet_len` keeps packets at 512 whatever the MTU, so nothing is cut.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn at_a_negotiated_mtu_of_1020_packets_stay_at_512_bytes() {
+    use bytes::Bytes;
+    use transport_ble::packet::packet_len;
+    let controllers = Controllers::start(2).await;
+    let mut host = HostConfig::new(controllers.hci(0));
+    host.max_att_mtu = 1020;
+    let mut watch = TroublePeripheral::start(host, BleConfig::default())
+        .await
+        .unwrap();
+    let mut host = HostConfig::new(controllers.hci(1));
+    host.max_att_mtu = 1020;
+    let mut phone = TroubleCentral::start(host, BleConfig::default())
+        .await
+        .unwrap();
+    let (w, p) = tokio::join!(watch.next_packet_link(), phone.next_packet_link());
+    let (mut w, mut p) = (w.unwrap(), p.unwrap());
+    assert_eq!((w.sender.att_mtu(), p.sender.att_mtu()), (1020, 1020));
+    assert_eq!(packet_len(1020), 512);
+    // A packet of MTU − 3 bytes reaches the phone cut to 512: why packets stay at 512.
+    w.sender
+        .send_packet(Bytes::from(vec![7u8; 1017]))
+        .await
+        .unwrap();
+    let cut = p.receiver.recv_packet().await.unwrap().unwrap();
+    assert_eq!(
+        cut.len(),
+        512,
+        "trouble-host's client cuts notifications at 512"
+    );
+    // Packets of packet_len pass whole, both ways.
+    for i in 0..64u8 {
+        let packet = Bytes::from(vec![i; packet_len(1020)]);
+        w.sender.send_packet(packet.clone()).await.unwrap();
+        assert_eq!(p.receiver.recv_packet().await.unwrap().unwrap(), packet);
+        p.sender.send_packet(packet.clone()).await.unwrap();
+        assert_eq!(w.receiver.recv_packet().await.unwrap().unwrap(), packet);
+    }
+}
