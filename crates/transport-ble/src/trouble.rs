@@ -416,7 +416,9 @@ async fn serve<P: PacketPool>(
 ) -> bool {
     let mut unsent = None;
     let mut incoming = None;
-    let (notify_tx, mut notify_rx) = mpsc::channel::<mpsc::Receiver<Bytes>>(1);
+    // The link's outgoing packets, and a handle that tells when its receiver is gone.
+    let (notify_tx, mut notify_rx) =
+        mpsc::channel::<(mpsc::Receiver<Bytes>, mpsc::Sender<Bytes>)>(1);
     let events = async {
         loop {
             match conn.next().await {
@@ -448,8 +450,8 @@ async fn serve<P: PacketPool>(
                     }
                     if incoming.is_none() && unsent.is_none() && to_phone.should_notify(conn) {
                         let (link, ends) = channels(ble, conn.raw().att_mtu(), host.max_att_mtu);
+                        let _ = notify_tx.try_send((ends.outgoing, ends.incoming.clone()));
                         incoming = Some(ends.incoming);
-                        let _ = notify_tx.try_send(ends.outgoing);
                         unsent = Some(link);
                     }
                     if let Some(link) = unsent.take()
@@ -463,10 +465,18 @@ async fn serve<P: PacketPool>(
         }
     };
     let notify = async {
-        let Some(mut outgoing) = notify_rx.recv().await else {
+        let Some((mut outgoing, incoming)) = notify_rx.recv().await else {
             return;
         };
-        while let Some(packet) = outgoing.recv().await {
+        loop {
+            // Either half of the link dropped ends the connection.
+            let packet = tokio::select! {
+                packet = outgoing.recv() => match packet {
+                    Some(packet) => packet,
+                    None => return,
+                },
+                () = incoming.closed() => return,
+            };
             loop {
                 match to_phone.notify_raw(conn, &packet, false).await {
                     Ok(()) => break,
@@ -656,7 +666,11 @@ async fn use_connection(
             .write_handle(cccd, &[1, 0])
             .await
             .map_err(host_error)?;
-        let (link, mut ends) = channels(ble, conn.att_mtu(), host.max_att_mtu);
+        let (link, ends) = channels(ble, conn.att_mtu(), host.max_att_mtu);
+        let Ends {
+            incoming,
+            mut outgoing,
+        } = ends;
         if links.send(Ok(link)).await.is_err() {
             return Ok(false);
         }
@@ -667,13 +681,13 @@ async fn use_connection(
                     continue;
                 }
                 let packet = Bytes::copy_from_slice(notification.as_ref());
-                if ends.incoming.send(packet).await.is_err() {
+                if incoming.send(packet).await.is_err() {
                     return;
                 }
             }
         };
         let send = async {
-            while let Some(packet) = ends.outgoing.recv().await {
+            while let Some(packet) = outgoing.recv().await {
                 loop {
                     match client
                         .write_characteristic_without_response(&to_watch, &packet[..])
@@ -692,7 +706,8 @@ async fn use_connection(
                 }
             }
         };
-        select(receive, send).await;
+        // Either half of the link dropped ends the connection.
+        select3(receive, send, incoming.closed()).await;
         Ok::<bool, String>(!links.is_closed())
     };
     let disconnected = async {

@@ -84,3 +84,44 @@ async fn at_a_negotiated_mtu_of_1020_packets_stay_at_512_bytes() {
         assert_eq!(w.receiver.recv_packet().await.unwrap().unwrap(), packet);
     }
 }
+
+/// Dropping either half of a packet link, on either side, ends the connection: the
+/// other side's receiver sees the link close (a session that let go of one half must
+/// not keep the radio link up until a liveness deadline).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropping_either_half_of_a_packet_link_ends_the_connection() {
+    for (side, half) in [
+        ("watch", "receiver"),
+        ("watch", "sender"),
+        ("phone", "receiver"),
+        ("phone", "sender"),
+    ] {
+        let controllers = Controllers::start(2).await;
+        let mut watch =
+            TroublePeripheral::start(HostConfig::new(controllers.hci(0)), BleConfig::default())
+                .await
+                .unwrap();
+        let mut phone =
+            TroubleCentral::start(HostConfig::new(controllers.hci(1)), BleConfig::default())
+                .await
+                .unwrap();
+        let (w, p) = tokio::join!(watch.next_packet_link(), phone.next_packet_link());
+        let (w, p) = (w.unwrap(), p.unwrap());
+        let (dropping, mut other) = if side == "watch" { (w, p) } else { (p, w) };
+        // The other half stays alive (a partial move keeps it in `dropping`).
+        if half == "receiver" {
+            drop(dropping.receiver);
+        } else {
+            drop(dropping.sender);
+        }
+        let closed = tokio::time::timeout(
+            std::time::Duration::from_secs(10),
+            other.receiver.recv_packet(),
+        )
+        .await;
+        assert!(
+            matches!(closed, Ok(Ok(None))),
+            "the {side}'s {half} dropped: the peer's link closes ({closed:?})"
+        );
+    }
+}
