@@ -29,7 +29,7 @@ use interconnect_core::{
 };
 use interconnect_proto::DeviceId;
 use transport_ble::packet::packet_len;
-use transport_ble::trouble::{HostConfig, TroubleCentral, TroublePeripheral};
+use transport_ble::trouble::{HostConfig, Trouble};
 use transport_ble::{BleConfig, BleParams, SimNetwork};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -124,9 +124,8 @@ enum Way {
 /// Packets straight through the characteristics.
 async fn raw(mtu: u16, way: Way) -> Result<Figure, BoxError> {
     let controllers = Controllers::start()?;
-    let mut watch =
-        TroublePeripheral::start(controllers.host(0, mtu), BleConfig::default()).await?;
-    let mut phone = TroubleCentral::start(controllers.host(1, mtu), BleConfig::default()).await?;
+    let mut watch = Trouble::peripheral(controllers.host(0, mtu), BleConfig::default()).await?;
+    let mut phone = Trouble::central(controllers.host(1, mtu), BleConfig::default()).await?;
     let (w, p) = tokio::join!(watch.next_packet_link(), phone.next_packet_link());
     let (w, p) = (w?, p?);
     // The unused halves stay alive: dropping either half of a link ends it.
@@ -207,9 +206,8 @@ async fn send_file(
 /// itself in a loop shows here: it spun before its thread ran it as a task).
 async fn idle_cpu(period: Duration) -> Result<f64, BoxError> {
     let controllers = Controllers::start()?;
-    let mut watch =
-        TroublePeripheral::start(controllers.host(0, 517), BleConfig::default()).await?;
-    let mut phone = TroubleCentral::start(controllers.host(1, 517), BleConfig::default()).await?;
+    let mut watch = Trouble::peripheral(controllers.host(0, 517), BleConfig::default()).await?;
+    let mut phone = Trouble::central(controllers.host(1, 517), BleConfig::default()).await?;
     let (w, p) = tokio::join!(watch.next_packet_link(), phone.next_packet_link());
     let links = (w?, p?);
     let cpu = cpu_seconds();
@@ -223,9 +221,8 @@ async fn idle_cpu(period: Duration) -> Result<f64, BoxError> {
 async fn session(mtu: u16, way: Way, path: &Path, dir: &Path) -> Result<Figure, BoxError> {
     let controllers = Controllers::start()?;
     let watch_transport =
-        TroublePeripheral::start(controllers.host(0, mtu), BleConfig::default()).await?;
-    let phone_transport =
-        TroubleCentral::start(controllers.host(1, mtu), BleConfig::default()).await?;
+        Trouble::peripheral(controllers.host(0, mtu), BleConfig::default()).await?;
+    let phone_transport = Trouble::central(controllers.host(1, mtu), BleConfig::default()).await?;
     let hub = Hub::new(phone_transport, config(2, &dir.join("phone")));
     let watch = Interconnect::new(watch_transport, config(1, &dir.join("watch")));
     let app = hub.register(PKG, 1, None).await?;

@@ -16,7 +16,7 @@ use interconnect_core::{
 };
 use serde_json::json;
 use transport_ble::BleConfig;
-use transport_ble::trouble::{HostConfig, TroublePeripheral};
+use transport_ble::trouble::{HostConfig, Trouble};
 
 struct Args {
     hci: SocketAddr,
@@ -64,8 +64,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     if args.plaintext {
         config.session.security = Security::InsecurePlaintext;
     }
-    let transport =
-        TroublePeripheral::start(HostConfig::new(args.hci), BleConfig::default()).await?;
+    let transport = Trouble::peripheral(HostConfig::new(args.hci), BleConfig::default()).await?;
     let watch = Interconnect::new(transport, config);
     let conn = watch.instance(&args.package, None);
     let mut events = conn.events().expect("a new connection has its events");

@@ -1,5 +1,5 @@
-//! trouble-host backend: the watch as GATT server ([`TroublePeripheral`]) and the phone as
-//! GATT client ([`TroubleCentral`]) on [trouble-host], a `no_std` Rust BLE host, driving an
+//! trouble-host backend: the watch as GATT server ([`Trouble::peripheral`]) and the phone
+//! as GATT client ([`Trouble::central`]) on [trouble-host], a `no_std` Rust BLE host, driving an
 //! HCI controller over H4 on a TCP socket. The tests run it against virtual controllers
 //! (`tests/fixtures/controllers.py`); on a device the same host drives a real controller.
 //!
@@ -96,17 +96,26 @@ impl HostConfig {
     }
 }
 
-/// The watch: serves the interconnect GATT profile and advertises the service.
-pub struct TroublePeripheral {
+/// One side of a BLE connection on trouble-host: the watch ([`Trouble::peripheral`])
+/// or the phone ([`Trouble::central`]).
+pub struct Trouble {
     host: HostThread,
     config: BleConfig,
 }
 
-impl TroublePeripheral {
-    /// Connects to the controller and starts advertising.
-    pub async fn start(host: HostConfig, config: BleConfig) -> Result<Self, TransportError> {
+impl Trouble {
+    /// The watch: connects to the controller, serves the interconnect GATT profile and
+    /// advertises the service.
+    pub async fn peripheral(host: HostConfig, config: BleConfig) -> Result<Self, TransportError> {
         let host = HostThread::start(Role::Peripheral, host, config.clone()).await?;
-        Ok(TroublePeripheral { host, config })
+        Ok(Trouble { host, config })
+    }
+
+    /// The phone: connects to the controller; each [`Transport::next_link`] scans for
+    /// the interconnect service, connects and subscribes.
+    pub async fn central(host: HostConfig, config: BleConfig) -> Result<Self, TransportError> {
+        let host = HostThread::start(Role::Central, host, config.clone()).await?;
+        Ok(Trouble { host, config })
     }
 
     /// The next connection as a bare packet link, without the framing and credits of
@@ -117,38 +126,7 @@ impl TroublePeripheral {
 }
 
 #[async_trait]
-impl Transport for TroublePeripheral {
-    async fn next_link(&mut self) -> Result<Link, TransportError> {
-        Ok(into_link(self.host.next().await?, &self.config))
-    }
-
-    fn is_reliable(&self) -> bool {
-        true
-    }
-}
-
-/// The phone: scans for the interconnect service, connects, and subscribes.
-pub struct TroubleCentral {
-    host: HostThread,
-    config: BleConfig,
-}
-
-impl TroubleCentral {
-    /// Connects to the controller; each [`Transport::next_link`] scans and connects.
-    pub async fn start(host: HostConfig, config: BleConfig) -> Result<Self, TransportError> {
-        let host = HostThread::start(Role::Central, host, config.clone()).await?;
-        Ok(TroubleCentral { host, config })
-    }
-
-    /// The next connection as a bare packet link (see
-    /// [`TroublePeripheral::next_packet_link`]).
-    pub async fn next_packet_link(&mut self) -> Result<PacketLink, TransportError> {
-        self.host.next().await
-    }
-}
-
-#[async_trait]
-impl Transport for TroubleCentral {
+impl Transport for Trouble {
     async fn next_link(&mut self) -> Result<Link, TransportError> {
         Ok(into_link(self.host.next().await?, &self.config))
     }

@@ -7,13 +7,11 @@ mod common;
 use std::pin::Pin;
 use std::time::Duration;
 
-use common::Controllers;
+use common::{Controllers, trouble_pair};
 use interconnect_core::{
     Config, ConnectionEvent, DeviceId, Events, FilesConfig, Hub, Interconnect, Progress,
     ProgressStream,
 };
-use transport_ble::BleConfig;
-use transport_ble::trouble::{HostConfig, TroubleCentral, TroublePeripheral};
 
 const PKG: &str = "com.example.radio";
 
@@ -47,14 +45,7 @@ struct Outcome {
 /// it is through; checks the phone stored it identical.
 async fn file_through_a_cut(seconds: f64) -> Outcome {
     let controllers = Controllers::start(2).await;
-    let watch_transport =
-        TroublePeripheral::start(HostConfig::new(controllers.hci(0)), BleConfig::default())
-            .await
-            .expect("watch host");
-    let phone_transport =
-        TroubleCentral::start(HostConfig::new(controllers.hci(1)), BleConfig::default())
-            .await
-            .expect("phone host");
+    let (watch_transport, phone_transport) = trouble_pair(&controllers, 517).await;
     let (send_dir, recv_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let mut phone = Config::in_memory(DeviceId([2; 16]));
     let mut files = FilesConfig::new(recv_dir.path());

@@ -5,28 +5,18 @@
 mod common;
 
 use async_trait::async_trait;
-use common::{Controllers, OnControllers};
+use common::{Controllers, OnControllers, trouble_pair};
 use interconnect_conformance::{Harness, conformance_tests};
 use interconnect_core::Transport;
-use transport_ble::BleConfig;
-use transport_ble::trouble::{HostConfig, TroubleCentral, TroublePeripheral};
-
-struct Trouble;
+struct RealStack;
 
 #[async_trait]
-impl Harness for Trouble {
+impl Harness for RealStack {
     const PAUSED_CLOCK: bool = false;
 
     async fn pair(&self) -> (Box<dyn Transport>, Box<dyn Transport>) {
         let controllers = Controllers::start(2).await;
-        let watch =
-            TroublePeripheral::start(HostConfig::new(controllers.hci(0)), BleConfig::default())
-                .await
-                .expect("watch host");
-        let phone =
-            TroubleCentral::start(HostConfig::new(controllers.hci(1)), BleConfig::default())
-                .await
-                .expect("phone host");
+        let (watch, phone) = trouble_pair(&controllers, 517).await;
         (
             Box::new(OnControllers {
                 inner: watch,
@@ -40,7 +30,7 @@ impl Harness for Trouble {
     }
 }
 
-conformance_tests!(Trouble, Trouble);
+conformance_tests!(RealStack, RealStack);
 
 /// Two trouble-host stacks negotiate ATT MTU 1020 (each offers its packet pool's size),
 /// but an attribute value is at most 512 bytes: the client cuts a longer notification
@@ -50,16 +40,7 @@ async fn at_a_negotiated_mtu_of_1020_packets_stay_at_512_bytes() {
     use bytes::Bytes;
     use transport_ble::packet::packet_len;
     let controllers = Controllers::start(2).await;
-    let mut host = HostConfig::new(controllers.hci(0));
-    host.max_att_mtu = 1020;
-    let mut watch = TroublePeripheral::start(host, BleConfig::default())
-        .await
-        .unwrap();
-    let mut host = HostConfig::new(controllers.hci(1));
-    host.max_att_mtu = 1020;
-    let mut phone = TroubleCentral::start(host, BleConfig::default())
-        .await
-        .unwrap();
+    let (mut watch, mut phone) = trouble_pair(&controllers, 1020).await;
     let (w, p) = tokio::join!(watch.next_packet_link(), phone.next_packet_link());
     let (mut w, mut p) = (w.unwrap(), p.unwrap());
     assert_eq!((w.sender.att_mtu(), p.sender.att_mtu()), (1020, 1020));
@@ -97,14 +78,7 @@ async fn dropping_either_half_of_a_packet_link_ends_the_connection() {
         ("phone", "sender"),
     ] {
         let controllers = Controllers::start(2).await;
-        let mut watch =
-            TroublePeripheral::start(HostConfig::new(controllers.hci(0)), BleConfig::default())
-                .await
-                .unwrap();
-        let mut phone =
-            TroubleCentral::start(HostConfig::new(controllers.hci(1)), BleConfig::default())
-                .await
-                .unwrap();
+        let (mut watch, mut phone) = trouble_pair(&controllers, 517).await;
         let (w, p) = tokio::join!(watch.next_packet_link(), phone.next_packet_link());
         let (w, p) = (w.unwrap(), p.unwrap());
         let (dropping, mut other) = if side == "watch" { (w, p) } else { (p, w) };

@@ -13,7 +13,7 @@ use common::{Controllers, watch_process};
 use interconnect_core::{Config, ConnectionEvent, Hub};
 use serde_json::Value;
 use transport_ble::BleConfig;
-use transport_ble::trouble::{HostConfig, TroubleCentral};
+use transport_ble::trouble::{HostConfig, Trouble};
 
 const PKG: &str = "com.example.ble";
 
@@ -26,7 +26,7 @@ async fn a_watch_process_killed_and_started_again_loses_no_message() {
 
     let mut config = Config::new(phone_home.path()).unwrap();
     config.send_timeout = Duration::from_secs(120);
-    let phone = TroubleCentral::start(HostConfig::new(controllers.hci(1)), BleConfig::default())
+    let phone = Trouble::central(HostConfig::new(controllers.hci(1)), BleConfig::default())
         .await
         .expect("phone host");
     let hub = Hub::new(phone, config);

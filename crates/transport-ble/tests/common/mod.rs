@@ -181,3 +181,28 @@ pub(crate) fn watch_process(
     });
     Killed(child)
 }
+
+/// A trouble-host watch on controller 0 and phone on controller 1, each with `mtu` as
+/// its largest ATT MTU for packets.
+pub(crate) async fn trouble_pair(
+    controllers: &Controllers,
+    mtu: u16,
+) -> (
+    transport_ble::trouble::Trouble,
+    transport_ble::trouble::Trouble,
+) {
+    use transport_ble::BleConfig;
+    use transport_ble::trouble::{HostConfig, Trouble};
+    let host = |index| {
+        let mut host = HostConfig::new(controllers.hci(index));
+        host.max_att_mtu = mtu;
+        host
+    };
+    let watch = Trouble::peripheral(host(0), BleConfig::default())
+        .await
+        .expect("watch host");
+    let phone = Trouble::central(host(1), BleConfig::default())
+        .await
+        .expect("phone host");
+    (watch, phone)
+}
