@@ -52,6 +52,7 @@ mod frame;
 #[cfg(any(test, feature = "arbitrary"))]
 pub mod fuzzing;
 mod limits;
+pub mod packet;
 mod sealed;
 
 pub use code::Code;

@@ -18,7 +18,7 @@
 //! ## Layers
 //! - [`packet`]: the one-byte packet header, [`Fragmenter`] and [`Reassembler`] (bounded
 //!   by the maximum frame, typed errors for lost or reordered pieces, oversize frames and
-//!   stalls).
+//!   stalls). It lives in `interconnect-proto`, `no_std`, for a watch firmware's use.
 //! - [`link`]: the packet-link seam ([`PacketSender`], [`PacketReceiver`]) and
 //!   [`into_link`], which adds credit-based flow control: each side may send `credits`
 //!   data packets, and the receiver grants more as it consumes them, so a fast sender
@@ -33,7 +33,8 @@
 //! and so is BlueZ; trouble-host runs for real, on virtual controllers.
 
 pub mod link;
-pub mod packet;
+/// The packet format (in `interconnect-proto`, which a `no_std` firmware can use).
+pub use interconnect_proto::packet;
 pub mod sim;
 
 #[cfg(feature = "bluez")]

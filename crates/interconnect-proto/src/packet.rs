@@ -1,5 +1,6 @@
-//! The packet format on the two characteristics, and fragmentation and reassembly of
-//! frames into ATT-payload-sized packets.
+//! The BLE packet format: how a frame crosses the two GATT characteristics of
+//! `transport-ble`, fragmented into ATT-payload-sized packets and reassembled. Here, in
+//! the `no_std` crate, so a watch firmware shares it; `transport-ble` re-exports it.
 //!
 //! ```text
 //!  bit  7 6 | 5 4 3 2 1 0
@@ -13,8 +14,11 @@
 //! its own header (its first 6 bytes), so reassembly checks it against the maximum as
 //! soon as those bytes are in, before buffering the rest.
 
+use alloc::vec::Vec;
+
 use bytes::{BufMut, Bytes, BytesMut};
-use interconnect_proto::{FrameHeader, HEADER_LEN};
+
+use crate::{FrameHeader, HEADER_LEN};
 
 /// Bytes of header in every packet.
 pub const PACKET_HEADER_LEN: usize = 1;
@@ -198,9 +202,7 @@ impl Reassembler {
         if self.buf.len() >= HEADER_LEN {
             let header =
                 FrameHeader::parse(&self.buf, self.max_frame_len).map_err(|e| match e {
-                    interconnect_proto::DecodeError::TooLarge { len, max } => {
-                        PacketError::TooLarge { len, max }
-                    }
+                    crate::DecodeError::TooLarge { len, max } => PacketError::TooLarge { len, max },
                     _ => PacketError::Malformed("the packets do not start with a frame header"),
                 })?;
             let frame_len = header.frame_len();
