@@ -746,7 +746,9 @@ impl Connection {
     /// The vendor API's `sendFile`: sends the file at `path`, streamed from disk. The returned
     /// [`FileTransfer`] resolves when the receiver has verified and stored it; it reports
     /// progress and can be cancelled. Queued at call time; several transfers may run at
-    /// once, and messages are never held up behind them.
+    /// once, and messages are never held up behind them. A link drop, and on the watch
+    /// the phone app going away and coming back, only pause it: it resumes from what the
+    /// receiver holds.
     pub fn send_file(&self, path: impl AsRef<std::path::Path>) -> FileTransfer {
         let ticket = self.shared.next_ticket.fetch_add(1, Ordering::Relaxed);
         let (progress_tx, progress) = watch::channel(Progress::default());

@@ -284,3 +284,83 @@ async fn a_watch_that_shuts_down_says_so_and_the_unread_messages_fail_with_1006(
     assert_eq!(messages(&mut events, 1).await, [2]);
     after.await.unwrap();
 }
+
+/// The phone's state directory, with received files under it.
+fn phone_config(dir: &Path) -> Config {
+    let mut config = Config::new(dir).unwrap();
+    let mut files = FilesConfig::new(dir.join("files"));
+    files.reserve_free_bytes = 0;
+    config.files = Some(files);
+    config
+}
+
+async fn next_progress(progress: &mut ProgressStream) -> Option<Progress> {
+    std::future::poll_fn(|cx| {
+        futures_core::Stream::poll_next(std::pin::Pin::new(&mut *progress), cx)
+    })
+    .await
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_watch_file_carries_on_when_the_phone_shuts_down_and_starts_again() {
+    let (watch_dir, phone_dir, send_dir) = (
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+    );
+    let network = MockNetwork::new(Faults::default());
+    let hub = Hub::new(network.endpoints().1, phone_config(phone_dir.path()));
+    let app = hub.register(PKG, 3, None).await.unwrap();
+    let (_watch, conn, _events) = watch(&network, watch_dir.path()).await;
+    assert!(conn.diagnosis(None).await.is_ok());
+    let data: Vec<u8> = (0..(24u32 << 20))
+        .map(|i| (i.wrapping_mul(31) >> 3) as u8)
+        .collect();
+    let path = send_dir.path().join("big.bin");
+    std::fs::write(&path, &data).unwrap();
+    let transfer = conn.send_file(&path);
+    let mut progress = transfer.progress_stream();
+    // A third of the way through, the phone shuts down, then starts again.
+    let at = loop {
+        let p = next_progress(&mut progress).await.expect("progress");
+        if p.total > 0 && p.bytes_done >= p.total / 3 {
+            break p.bytes_done;
+        }
+    };
+    // Every later update: a restart from zero would show the offset falling back.
+    let later = tokio::spawn(async move {
+        let mut seen = Vec::new();
+        while let Some(p) = next_progress(&mut progress).await {
+            seen.push(p.bytes_done);
+            if p.bytes_done >= p.total {
+                break;
+            }
+        }
+        seen
+    });
+    hub.shutdown().await;
+    drop(app);
+    let transfer = tokio::spawn(transfer);
+    assert!(!transfer.is_finished(), "the shutdown came mid-file");
+    let hub = Hub::new(network.endpoints().1, phone_config(phone_dir.path()));
+    let app = hub.register(PKG, 3, None).await.unwrap();
+    let mut app_events = app.events().unwrap();
+    transfer
+        .await
+        .unwrap()
+        .expect("the same transfer completes on the reopened channel");
+    let stored = loop {
+        match next(&mut app_events).await {
+            ConnectionEvent::File { path, .. } => break path,
+            ConnectionEvent::Error { code, message } => panic!("{code}: {message}"),
+            _ => {}
+        }
+    };
+    assert!(std::fs::read(stored).unwrap() == data, "stored identical");
+    // It resumed from what the first phone held, not from zero.
+    let after = later.await.unwrap();
+    assert!(
+        !after.is_empty() && after.iter().all(|b| *b >= at),
+        "resumed from {at}: {after:?}"
+    );
+}

@@ -49,13 +49,17 @@ impl Session {
                 max: MAX_FILE_NAME_LEN,
             });
         }
-        let open = match self.channels.get(&channel).map(|c| &c.state) {
-            None
-            | Some(ChannelState::Closed)
-            | Some(ChannelState::Idle {
-                last_error: Some(_),
-            }) => return Err(CommandError::ChannelClosed),
-            Some(state) => *state == ChannelState::Open,
+        let open = match self.channels.get(&channel) {
+            None => return Err(CommandError::ChannelClosed),
+            Some(ch) => match &ch.state {
+                ChannelState::Closed => return Err(CommandError::ChannelClosed),
+                // Refused: over, unless the channel reopens by itself (watch side, after
+                // the phone app went away); the file then waits for it.
+                ChannelState::Idle {
+                    last_error: Some(_),
+                } if ch.reopen.is_none() => return Err(CommandError::ChannelClosed),
+                state => *state == ChannelState::Open,
+            },
         };
         self.next_transfer = self.next_transfer.wrapping_add(1);
         let parity = u32::from(self.config.role == Role::Watch);
@@ -211,6 +215,16 @@ impl Session {
         }
     }
 
+    /// Watch side: the phone closed or refused a channel that reopens by itself. Its
+    /// outgoing transfers wait to be offered again when it is open (the phone resumes
+    /// them from what it holds, as after a link drop); incoming ones end.
+    pub(super) fn files_on_channel_paused(&mut self, channel: ChannelId, code: Code) {
+        for file in self.outgoing.values_mut().filter(|f| f.channel == channel) {
+            file.requeue();
+        }
+        self.incoming_on_channel_closed(channel, code);
+    }
+
     /// The channel is closed or gone: its transfers end.
     pub(super) fn files_on_channel_closed(&mut self, channel: ChannelId, code: Code) {
         let out: Vec<TransferId> = self
@@ -229,6 +243,10 @@ impl Session {
                 reason: "the channel closed".into(),
             });
         }
+        self.incoming_on_channel_closed(channel, code);
+    }
+
+    fn incoming_on_channel_closed(&mut self, channel: ChannelId, code: Code) {
         let inc: Vec<(ChannelId, TransferId)> = self
             .incoming
             .keys()

@@ -1642,7 +1642,11 @@ impl Session {
                     .push_back(Event::SendFailed(reject.channel, send, reject.code));
             }
         }
-        self.files_on_channel_closed(reject.channel, reject.code);
+        if reopens {
+            self.files_on_channel_paused(reject.channel, reject.code);
+        } else {
+            self.files_on_channel_closed(reject.channel, reject.code);
+        }
         if announced {
             return tracing::debug!(channel = reject.channel.0, code = %reject.code, "reopen refused");
         }
@@ -1811,8 +1815,10 @@ impl Session {
                 ));
             }
         }
-        self.files_on_channel_closed(close.channel, Code::CONNECTION_LOST);
-        if !reopens {
+        if reopens {
+            self.files_on_channel_paused(close.channel, Code::CONNECTION_LOST);
+        } else {
+            self.files_on_channel_closed(close.channel, Code::CONNECTION_LOST);
             self.note_closed(close.channel);
         }
         self.events.push_back(Event::Channel(
