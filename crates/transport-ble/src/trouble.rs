@@ -369,7 +369,13 @@ async fn peripheral(
                 .map_err(host_error)?
                 .with_attribute_server(&server)
                 .map_err(host_error)?;
-            tracing::debug!(peer = ?conn.raw().peer_address(), "BLE central connected");
+            let params = conn.raw().params();
+            tracing::debug!(
+                peer = ?conn.raw().peer_address(),
+                interval_us = params.conn_interval.as_micros(),
+                supervision_timeout_ms = params.supervision_timeout.as_millis(),
+                "BLE central connected"
+            );
             if !serve(&conn, &to_watch, &to_phone, host, ble, links).await {
                 return Ok(());
             }
