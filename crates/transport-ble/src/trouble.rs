@@ -232,24 +232,18 @@ fn host_error<E: core::fmt::Debug>(e: E) -> String {
     format!("trouble-host: {e:?}")
 }
 
-/// The two channel halves a connection's task and the link adapter share.
-fn channels(ble: &BleConfig, att_mtu: u16, max_att_mtu: u16) -> (PacketLink, Ends) {
+/// The two bounded queues between a connection's task and the link adapter: the task's
+/// ends, and the halves that become the packet link.
+fn queues(ble: &BleConfig) -> (Ends, Halves) {
     // The peer sends at most `credits` data packets ahead, plus its credit grants.
     let (incoming_tx, incoming) = mpsc::channel(usize::from(ble.credits) + 16);
     let (outgoing, outgoing_rx) = mpsc::channel(16);
-    let link = PacketLink {
-        sender: Box::new(Outgoing {
-            packets: outgoing,
-            att_mtu: usize::from(att_mtu.min(max_att_mtu)),
-        }),
-        receiver: Box::new(Incoming { packets: incoming }),
-    };
     (
-        link,
         Ends {
             incoming: incoming_tx,
             outgoing: outgoing_rx,
         },
+        Halves { outgoing, incoming },
     )
 }
 
@@ -257,6 +251,53 @@ fn channels(ble: &BleConfig, att_mtu: u16, max_att_mtu: u16) -> (PacketLink, End
 struct Ends {
     incoming: mpsc::Sender<Bytes>,
     outgoing: mpsc::Receiver<Bytes>,
+}
+
+/// The link adapter's ends, until the connection is usable.
+struct Halves {
+    outgoing: mpsc::Sender<Bytes>,
+    incoming: mpsc::Receiver<Bytes>,
+}
+
+impl Halves {
+    fn link(self, att_mtu: u16, host: &HostConfig) -> PacketLink {
+        PacketLink {
+            sender: Box::new(Outgoing {
+                packets: self.outgoing,
+                att_mtu: usize::from(att_mtu.min(host.max_att_mtu)),
+            }),
+            receiver: Box::new(Incoming {
+                packets: self.incoming,
+            }),
+        }
+    }
+}
+
+/// Sends with `send` until it goes through, waiting while the host's packet pool is
+/// empty (the controller has not taken what was queued yet) rather than dropping the
+/// packet. trouble-host offers no way to wait for a free buffer, hence the short sleep.
+async fn until_sent<E: core::fmt::Debug>(
+    mut send: impl AsyncFnMut() -> Result<(), E>,
+    pool_empty: impl Fn(&E) -> bool,
+) -> Result<(), E> {
+    loop {
+        match send().await {
+            Err(e) if pool_empty(&e) => tokio::time::sleep(POOL_WAIT).await,
+            outcome => return outcome,
+        }
+    }
+}
+
+/// Ends a connection and waits (a few seconds at most) until it is gone, so the next
+/// one can start: each host keeps one connection.
+async fn disconnect<P: PacketPool>(conn: &Connection<'_, P>) {
+    if !conn.is_connected() {
+        return;
+    }
+    conn.disconnect();
+    let gone =
+        async { while !matches!(conn.next().await, ConnectionEvent::Disconnected { .. }) {} };
+    let _ = tokio::time::timeout(Duration::from_secs(5), gone).await;
 }
 
 struct Outgoing {
@@ -398,11 +439,14 @@ async fn serve<P: PacketPool>(
     ble: &BleConfig,
     links: &Links,
 ) -> bool {
-    let mut unsent = None;
-    let mut incoming = None;
-    // The link's outgoing packets, and a handle that tells when its receiver is gone.
-    let (notify_tx, mut notify_rx) =
-        mpsc::channel::<(mpsc::Receiver<Bytes>, mpsc::Sender<Bytes>)>(1);
+    let (ends, halves) = queues(ble);
+    let Ends {
+        incoming,
+        mut outgoing,
+    } = ends;
+    // Handed over once the phone has enabled notifications: what the session notified
+    // before that would be lost.
+    let mut halves = Some(halves);
     let events = async {
         loop {
             match conn.next().await {
@@ -415,14 +459,9 @@ async fn serve<P: PacketPool>(
                         GattEvent::Write(write) if write.handle() == to_watch.handle => {
                             let packet = write.with_data(|_, data| Bytes::copy_from_slice(data));
                             drop(write.accept_unprocessed());
-                            let delivered = match &incoming {
-                                Some(incoming) => {
-                                    mpsc::Sender::send(incoming, packet).await.is_ok()
-                                }
-                                // Before notifications are on the phone has no link yet.
-                                None => true,
-                            };
-                            if !delivered {
+                            // Before the hand-over the phone has no link yet: nothing to
+                            // deliver to.
+                            if halves.is_none() && incoming.send(packet).await.is_err() {
                                 conn.raw().disconnect();
                             }
                         }
@@ -432,14 +471,12 @@ async fn serve<P: PacketPool>(
                             }
                         }
                     }
-                    if incoming.is_none() && unsent.is_none() && to_phone.should_notify(conn) {
-                        let (link, ends) = channels(ble, conn.raw().att_mtu(), host.max_att_mtu);
-                        let _ = notify_tx.try_send((ends.outgoing, ends.incoming.clone()));
-                        incoming = Some(ends.incoming);
-                        unsent = Some(link);
-                    }
-                    if let Some(link) = unsent.take()
-                        && links.send(Ok(link)).await.is_err()
+                    if to_phone.should_notify(conn)
+                        && let Some(halves) = halves.take()
+                        && links
+                            .send(Ok(halves.link(conn.raw().att_mtu(), host)))
+                            .await
+                            .is_err()
                     {
                         return false;
                     }
@@ -449,9 +486,6 @@ async fn serve<P: PacketPool>(
         }
     };
     let notify = async {
-        let Some((mut outgoing, incoming)) = notify_rx.recv().await else {
-            return;
-        };
         loop {
             // Either half of the link dropped ends the connection.
             let packet = tokio::select! {
@@ -461,29 +495,22 @@ async fn serve<P: PacketPool>(
                 },
                 () = incoming.closed() => return,
             };
-            loop {
-                match to_phone.notify_raw(conn, &packet, false).await {
-                    Ok(()) => break,
-                    // The packet pool is empty: the controller has not taken what was
-                    // queued yet. Wait for it rather than drop the packet.
-                    Err(Error::OutOfMemory) => tokio::time::sleep(POOL_WAIT).await,
-                    Err(e) => {
-                        tracing::debug!(error = ?e, "BLE notification failed");
-                        return;
-                    }
-                }
+            let sent = until_sent(
+                async || to_phone.notify_raw(conn, &packet, false).await,
+                |e| matches!(e, Error::OutOfMemory),
+            )
+            .await;
+            if let Err(e) = sent {
+                tracing::debug!(error = ?e, "BLE notification failed");
+                return;
             }
         }
     };
     match select(events, notify).await {
         Either::First(open) => open,
         Either::Second(()) => {
-            // The link was dropped: end the connection, then wait until it is gone.
-            conn.raw().disconnect();
-            let gone = async {
-                while !matches!(conn.next().await, GattConnectionEvent::Disconnected { .. }) {}
-            };
-            let _ = tokio::time::timeout(Duration::from_secs(5), gone).await;
+            // The link was dropped: end the connection before advertising again.
+            disconnect(conn.raw()).await;
             !links.is_closed()
         }
     }
@@ -594,13 +621,7 @@ async fn central(
                 Ok(false) => return Ok(()),
                 Err(e) => tracing::debug!(error = %e, "BLE connection unusable"),
             }
-            if conn.is_connected() {
-                conn.disconnect();
-                let gone = async {
-                    while !matches!(conn.next().await, ConnectionEvent::Disconnected { .. }) {}
-                };
-                let _ = tokio::time::timeout(Duration::from_secs(5), gone).await;
-            }
+            disconnect(&conn).await;
         }
     };
     match select(runner.run_with_handler(&finder), app).await {
@@ -650,12 +671,16 @@ async fn use_connection(
             .write_handle(cccd, &[1, 0])
             .await
             .map_err(host_error)?;
-        let (link, ends) = channels(ble, conn.att_mtu(), host.max_att_mtu);
+        let (ends, halves) = queues(ble);
         let Ends {
             incoming,
             mut outgoing,
         } = ends;
-        if links.send(Ok(link)).await.is_err() {
+        if links
+            .send(Ok(halves.link(conn.att_mtu(), host)))
+            .await
+            .is_err()
+        {
             return Ok(false);
         }
         let receive = async {
@@ -672,21 +697,18 @@ async fn use_connection(
         };
         let send = async {
             while let Some(packet) = outgoing.recv().await {
-                loop {
-                    match client
-                        .write_characteristic_without_response(&to_watch, &packet[..])
-                        .await
-                    {
-                        Ok(()) => break,
-                        // As for notifications: wait for the pool rather than drop.
-                        Err(BleHostError::BleHost(Error::OutOfMemory)) => {
-                            tokio::time::sleep(POOL_WAIT).await
-                        }
-                        Err(e) => {
-                            tracing::debug!(error = ?e, "BLE write failed");
-                            return;
-                        }
-                    }
+                let sent = until_sent(
+                    async || {
+                        client
+                            .write_characteristic_without_response(&to_watch, &packet[..])
+                            .await
+                    },
+                    |e| matches!(e, BleHostError::BleHost(Error::OutOfMemory)),
+                )
+                .await;
+                if let Err(e) = sent {
+                    tracing::debug!(error = ?e, "BLE write failed");
+                    return;
                 }
             }
         };
