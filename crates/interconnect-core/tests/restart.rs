@@ -364,3 +364,102 @@ async fn a_watch_file_carries_on_when_the_phone_shuts_down_and_starts_again() {
         "resumed from {at}: {after:?}"
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_watch_file_sent_while_the_phone_app_is_away_waits_for_it() {
+    let (watch_dir, phone_dir, send_dir) = (
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+    );
+    let network = MockNetwork::new(Faults::default());
+    let hub = Hub::new(network.endpoints().1, phone_config(phone_dir.path()));
+    let app = hub.register(PKG, 3, None).await.unwrap();
+    let (_watch, conn, mut events) = watch(&network, watch_dir.path()).await;
+    assert!(conn.diagnosis(None).await.is_ok());
+    app.close(Code(4100), "bye").await.unwrap();
+    drop(app);
+    // The watch's attempts to reopen are refused (1002) while no app is attached.
+    loop {
+        if let ConnectionEvent::Close { reopens, .. } = next(&mut events).await {
+            assert!(reopens);
+            break;
+        }
+    }
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(conn.ready_state(), ReadyState::Closed);
+    let path = send_dir.path().join("later.bin");
+    std::fs::write(&path, b"sent while the app was away").unwrap();
+    let transfer = tokio::spawn(conn.send_file(&path));
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert!(!transfer.is_finished(), "it waits for the app");
+    let app = hub.register(PKG, 3, None).await.unwrap();
+    let mut app_events = app.events().unwrap();
+    transfer
+        .await
+        .unwrap()
+        .expect("stored once the app is back");
+    let stored = loop {
+        if let ConnectionEvent::File { path, .. } = next(&mut app_events).await {
+            break path;
+        }
+    };
+    assert_eq!(
+        std::fs::read(stored).unwrap(),
+        b"sent while the app was away"
+    );
+}
+
+/// A phone app's message that reached a watch whose app never read it; the watch died,
+/// and another watch process came and went without opening the package: the phone holds
+/// the message for the package's next channel.
+async fn a_message_held_for_a_dead_watch() -> (
+    tempfile::TempDir,
+    tempfile::TempDir,
+    Hub,
+    Connection,
+    tokio::task::JoinHandle<Result<(), Error>>,
+) {
+    let (watch_dir, phone_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let network = MockNetwork::new(Faults::default());
+    let (hub, app, mut app_events) = phone(&network, phone_dir.path()).await;
+    let (watch_end, conn, events) = watch(&network, watch_dir.path()).await;
+    assert!(matches!(
+        next(&mut app_events).await,
+        ConnectionEvent::Open { .. }
+    ));
+    let unread = tokio::spawn(app.send(&1u32));
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    drop((watch_end, conn, events));
+    network.cut();
+    let other = Interconnect::new(
+        network.endpoints().0,
+        Config::new(watch_dir.path()).unwrap(),
+    );
+    other.connected().await;
+    other.shutdown().await;
+    network.cut();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(!unread.is_finished(), "held");
+    (watch_dir, phone_dir, hub, app, unread)
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_phone_message_held_for_a_dead_watch_is_withdrawn_at_its_timeout() {
+    let (_w, _p, _hub, _app, unread) = a_message_held_for_a_dead_watch().await;
+    assert_eq!(
+        unread.await.unwrap(),
+        Err(Error::SendTimeout { withdrawn: true }),
+        "withdrawn: it can no longer reach a watch app"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_phone_message_held_for_a_dead_watch_fails_when_its_app_closes() {
+    let (_w, _p, _hub, app, unread) = a_message_held_for_a_dead_watch().await;
+    app.close(Code(4100), "bye").await.unwrap();
+    let failed = tokio::time::timeout(Duration::from_secs(1), unread)
+        .await
+        .expect("at once, not at the send timeout");
+    assert_eq!(failed.unwrap().unwrap_err().code(), Code::CONNECTION_LOST);
+}
