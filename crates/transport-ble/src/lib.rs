@@ -12,8 +12,9 @@
 //! | watch → phone | [`TO_PHONE_UUID`] `6e1c0003-…` | notify |
 //!
 //! Flow control needs no third characteristic: credit grants travel in-band as packets of
-//! their own kind (see [`packet`]). ATT MTUs from 23 to 517 are supported; each packet is
-//! at most MTU − 3 bytes, one of which is our header.
+//! their own kind (see [`packet`]). Any ATT MTU from 23 is supported; each packet is at
+//! most MTU − 3 bytes and never more than 512 (the largest attribute value), one of
+//! which is our header.
 //!
 //! ## Layers
 //! - [`packet`]: the one-byte packet header, [`Fragmenter`] and [`Reassembler`] (bounded

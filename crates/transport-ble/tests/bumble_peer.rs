@@ -61,9 +61,9 @@ async fn bumble_phone_meets_the_trouble_watch(mtu: u16) {
     assert!(output.status.success() && report["ok"] == true, "{report}");
     assert_eq!(report["mtu"], mtu, "the ATT MTU asked for: {report}");
     assert_eq!(report["echoed"], 20, "{report}");
-    // The watch stored the file, identical.
-    let stored = lines
-        .try_iter()
+    // The watch stored the file, identical. (Its app may print the event just after
+    // the phone, answered by the session, has ended: wait for the line.)
+    let stored = std::iter::from_fn(|| lines.recv_timeout(Duration::from_secs(10)).ok())
         .find(|l| l["event"] == "file")
         .expect("the watch printed the stored file");
     let path = stored["path"].as_str().expect("a path");

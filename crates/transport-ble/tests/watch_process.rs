@@ -73,10 +73,22 @@ async fn a_watch_process_killed_and_started_again_loses_no_message() {
             .unwrap()
             .unwrap_or_else(|e| panic!("message {}: {e}", i + 1));
     }
+    // Every send resolved, so each message was printed before its acknowledgement left;
+    // the lines may still be on their way through the pipes.
     drain(&mut printed);
     let mut seen = BTreeMap::<u32, usize>::new();
     for n in &printed {
         *seen.entry(*n).or_default() += 1;
+    }
+    while seen.len() < COUNT as usize {
+        let Ok(line) = lines.recv_timeout(Duration::from_secs(10)) else {
+            break;
+        };
+        if line["event"] == "message" {
+            *seen
+                .entry(line["data"].as_u64().expect("a number") as u32)
+                .or_default() += 1;
+        }
     }
     assert_eq!(seen.len(), COUNT as usize, "nothing lost");
     // A message the killed watch's app took at the instant of the kill, before its

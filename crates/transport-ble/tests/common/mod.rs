@@ -23,7 +23,7 @@ pub(crate) fn python() -> PathBuf {
         PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/bumble-venv/bin/python");
     assert!(
         venv.exists(),
-        "no Bumble: run .ci/run, or make a venv with `pip install bumble==0.0.236` and set BUMBLE_PYTHON"
+        "no Bumble: run .ci/run, or make a venv with `pip install bumble==0.0.236 blake3==1.0.8` and set BUMBLE_PYTHON"
     );
     venv
 }
