@@ -1637,13 +1637,11 @@ impl Driver {
     }
 
     /// Phone side: whether the app's channel went with a watch restart and the new
-    /// watch has not opened it yet.
+    /// watch has not opened it yet (never on the watch).
     fn awaits_reopen(&self, key: u64) -> bool {
-        self.session.config().role == Role::Phone
-            && self
-                .conns
-                .get(&key)
-                .is_some_and(|e| self.session.awaits_reopen(&e.package))
+        self.conns
+            .get(&key)
+            .is_some_and(|e| self.session.awaits_reopen(&e.package))
     }
 
     /// Moves waiting sends into their channels' queues while there is room.
