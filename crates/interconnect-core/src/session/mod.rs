@@ -124,11 +124,15 @@ pub struct Session {
     /// The peer's resume token from the last completed handshake.
     peer_token: Option<u64>,
     channels: BTreeMap<ChannelId, Channel>,
-    /// Phone side: the packages whose channels a restarted watch forgot, with their
-    /// unacknowledged messages (and the channel each was sent on), sent again on the
-    /// package's next channel. At most `max_queued` per package: they come from one
-    /// channel's queue.
-    orphans: BTreeMap<String, Vec<(ChannelId, Outgoing)>>,
+    /// Phone side: the packages whose channels a watch forgot (it restarted, or another
+    /// watch came in its place), by package and by the watch they were for, with their
+    /// unacknowledged messages (and the channel each was sent on). They are sent again
+    /// on that watch's next channel of the package, and fail (1006) when another watch
+    /// opens it first: a message is never handed to a device it was not sent to. At
+    /// most `max_queued` per entry: they come from one channel's queue.
+    orphans: BTreeMap<(String, Owner), Vec<(ChannelId, Outgoing)>>,
+    /// The device of the last completed handshake (see [`Owner`]).
+    peer_owner: Option<Owner>,
     /// Closed channels, oldest first. A phone keeps the last `MAX_CLOSED_CHANNELS` (to
     /// say a lost close again) and frees the others: a watch that opens and replaces
     /// channels without end cannot grow the table.
@@ -185,6 +189,10 @@ pub struct Session {
     peer_trusted: bool,
 }
 
+/// Who a phone holds messages for: the device id and, on secure links, the key of the
+/// watch a channel served. A held message goes only to the device with both the same.
+type Owner = ([u8; 16], Option<Fingerprint>);
+
 /// How long a peer whose pairing was rejected (or not answered) is refused without
 /// asking the user again.
 const PAIRING_HOLDOFF: Duration = Duration::from_secs(60);
@@ -236,6 +244,7 @@ impl Session {
             next_channel: 1,
             next_send: 1,
             orphans: BTreeMap::new(),
+            peer_owner: None,
             next_query: 1,
             rr_last: None,
             unsent_closes: Vec::new(),
@@ -940,6 +949,7 @@ impl Session {
         for orphans in self.orphans.values_mut() {
             if let Some(at) = orphans.iter().position(|(_, m)| m.id == id) {
                 orphans.remove(at);
+                self.orphans.retain(|_, o| !o.is_empty());
                 return true;
             }
         }
@@ -1050,7 +1060,36 @@ impl Session {
     /// Phone side: whether the watch restarted and has not opened `package` again
     /// yet. The app's sends wait for that open rather than fail.
     pub fn awaits_reopen(&self, package: &str) -> bool {
-        self.orphans.contains_key(package)
+        self.orphans_of(package).next().is_some()
+    }
+
+    /// The orphan entries of `package`, whichever device they were for.
+    fn orphans_of(&self, package: &str) -> impl Iterator<Item = &(String, Owner)> {
+        self.orphans
+            .range((package.to_string(), Owner::default())..)
+            .map(|(key, _)| key)
+            .take_while(move |(p, _)| p == package)
+    }
+
+    /// Takes the orphans of `package`: those held for `owner` are returned, in the
+    /// order they were sent; those held for any other device fail with `code`.
+    fn take_orphans(&mut self, package: &str, owner: Option<Owner>, code: Code) -> Vec<Outgoing> {
+        let keys: Vec<(String, Owner)> = self.orphans_of(package).cloned().collect();
+        let mut mine = Vec::new();
+        for key in keys {
+            let Some(orphans) = self.orphans.remove(&key) else {
+                continue;
+            };
+            if Some(key.1) == owner {
+                mine.extend(orphans.into_iter().map(|(_, m)| m));
+            } else {
+                for (channel, message) in orphans {
+                    self.events
+                        .push_back(Event::SendFailed(channel, message.id, code));
+                }
+            }
+        }
+        mine
     }
 
     /// Phone side: registers (or updates) an app, attached.
@@ -1072,13 +1111,7 @@ impl Session {
             app.attached = attached;
         }
         if !attached {
-            for (channel, message) in self.orphans.remove(package).into_iter().flatten() {
-                self.events.push_back(Event::SendFailed(
-                    channel,
-                    message.id,
-                    Code::CONNECTION_LOST,
-                ));
-            }
+            self.take_orphans(package, None, Code::CONNECTION_LOST);
             let ids: Vec<ChannelId> = self
                 .channels
                 .values()
@@ -1372,6 +1405,7 @@ impl Session {
             self.peer_token == Some(hello.resume_token) && self.peer_token_key == peer_key;
         self.peer_token = Some(hello.resume_token);
         self.peer_token_key = peer_key;
+        let previous = self.peer_owner.replace((hello.device_id.0, peer_key));
         let peer = PeerInfo {
             role: hello.role,
             device_id: hello.device_id,
@@ -1387,7 +1421,7 @@ impl Session {
         tracing::debug!(role = ?self.config.role, resumed, "handshake complete");
         self.events.push_back(Event::LinkUp { peer, resumed });
         if !resumed {
-            self.forget_peer_state();
+            self.forget_peer_state(previous.unwrap_or_default());
         }
         for close in self.unsent_closes.drain(..) {
             self.control.push_back(Frame::Close(close));
@@ -1410,8 +1444,9 @@ impl Session {
         }
     }
 
-    /// The peer started a new logical session: what it held of ours is gone.
-    fn forget_peer_state(&mut self) {
+    /// The peer started a new logical session (or another device came in its place):
+    /// what it held of ours is gone. `previous` is the device the channels were for.
+    fn forget_peer_state(&mut self, previous: Owner) {
         match self.config.role {
             Role::Watch => {
                 for ch in self.channels.values_mut() {
@@ -1425,7 +1460,10 @@ impl Session {
                 for id in ids {
                     if let Some(mut ch) = self.channels.remove(&id) {
                         // The app's sends wait for the watch to open the package again.
-                        let orphans = self.orphans.entry(ch.package.clone()).or_default();
+                        let orphans = self
+                            .orphans
+                            .entry((ch.package.clone(), previous))
+                            .or_default();
                         orphans.extend(ch.take_unacknowledged().into_iter().map(|m| (id, m)));
                     }
                     // A watch that restarted may offer the same file again: keep
@@ -1540,14 +1578,10 @@ impl Session {
             }
         } else {
             // The watch restarted the channel: what it had not acknowledged is sent
-            // again, after what an earlier channel of the package left.
-            let mut again: Vec<Outgoing> = self
-                .orphans
-                .remove(&open.package)
-                .into_iter()
-                .flatten()
-                .map(|(_, m)| m)
-                .collect();
+            // again, after what an earlier channel of the package left for this device.
+            // What was held for another device fails: it took the channel.
+            let mut again =
+                self.take_orphans(&open.package, self.peer_owner, Code::CONNECTION_LOST);
             if let Some(mut old) = self.channels.remove(&open.channel) {
                 again.extend(old.take_unacknowledged());
                 self.files_on_channel_closed(open.channel, Code::CONNECTION_LOST);

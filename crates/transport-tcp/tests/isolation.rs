@@ -1,0 +1,80 @@
+//! The walls between devices and between apps, over real TCP sockets: what a phone holds
+//! for one watch never reaches another, a registration cannot take over another app's
+//! channel, and a channel id belongs to one package.
+
+use std::time::Duration;
+
+use interconnect_conformance::proxy::FaultProxy;
+use interconnect_core::{
+    Config, Connection, ConnectionEvent, DeviceIdentity, Error, Hub, Interconnect, NoiseConfig,
+    Security, TrustPolicy,
+};
+use interconnect_proto::DeviceId;
+use transport_tcp::{TcpDialer, TcpListener};
+
+const PKG: &str = "com.example.isolation";
+const WAIT: Duration = Duration::from_secs(20);
+
+/// A device config with this identity, trusting exactly `trusted`.
+fn pinned(id: u8, identity: &DeviceIdentity, trusted: &[&DeviceIdentity]) -> Config {
+    let mut config = Config::in_memory(DeviceId([id; 16]));
+    config.session.security = Security::Noise(NoiseConfig::new(identity.clone()).with_trust(
+        TrustPolicy::Pinned(trusted.iter().map(|i| i.fingerprint()).collect()),
+    ));
+    config.backoff.initial = Duration::from_millis(20);
+    config.backoff.max = Duration::from_millis(200);
+    config
+}
+
+/// The next message among a connection's events, decoded as a string.
+async fn next_text(events: &mut interconnect_core::Events) -> String {
+    loop {
+        match events.next().await.expect("events open") {
+            ConnectionEvent::Message(m) => return m.decode().unwrap(),
+            _ => continue,
+        }
+    }
+}
+
+async fn opened(conn: &Connection) {
+    assert!(conn.diagnosis(Some(WAIT)).await.is_ok(), "channel opens");
+}
+
+#[tokio::test]
+async fn a_message_held_for_a_watch_that_left_never_reaches_another_watch() {
+    let phone = DeviceIdentity::generate();
+    let (a, b) = (DeviceIdentity::generate(), DeviceIdentity::generate());
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr();
+    let hub = Hub::new(listener, pinned(2, &phone, &[&a, &b]));
+    let app = hub.register(PKG, 1, None).await.unwrap();
+
+    // Watch A reaches the phone through a proxy that will vanish; its app never reads.
+    let proxy = FaultProxy::start(addr, None, 1).await.unwrap();
+    let watch_a = Interconnect::new(TcpDialer::new(proxy.addr()), pinned(1, &a, &[&phone]));
+    let conn_a = watch_a.instance(PKG, None);
+    opened(&conn_a).await;
+    let for_a = app.send(&"for A only");
+    // A's link is cut and A cannot come back.
+    drop(proxy);
+    tokio::time::timeout(WAIT, hub.disconnected())
+        .await
+        .unwrap();
+
+    // Watch B opens the same package.
+    let watch_b = Interconnect::new(TcpDialer::new(addr), pinned(3, &b, &[&phone]));
+    let conn_b = watch_b.instance(PKG, None);
+    let mut events_b = conn_b.events().unwrap();
+    opened(&conn_b).await;
+    // The phone app is never told A's message was delivered: B took the channel.
+    let outcome = tokio::time::timeout(WAIT, for_a).await.expect("settled");
+    assert!(
+        matches!(outcome, Err(Error::ConnectionLost)),
+        "A's message must fail with 1006 once B took the channel, got {outcome:?}"
+    );
+    // B gets what was sent to it, and nothing of A's.
+    let for_b = app.send(&"for B");
+    assert_eq!(next_text(&mut events_b).await, "for B");
+    for_b.await.expect("delivered to B");
+    drop(conn_a);
+}
