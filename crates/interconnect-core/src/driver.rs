@@ -1399,6 +1399,18 @@ impl Driver {
                 self.session
                     .register_app(&package, version, signature.as_deref());
                 if let Some(old) = self.by_package.insert(package.clone(), key) {
+                    // The replaced registration hears its channel close (the session
+                    // closed it), then is detached: its events end, its sends fail.
+                    while let Some(event) = self.session.poll_event() {
+                        self.on_event(event);
+                    }
+                    if let Some(entry) = self.conns.get(&old) {
+                        let state = ConnState {
+                            closed: true,
+                            ..ConnState::default()
+                        };
+                        publish(entry, state);
+                    }
                     self.release(old);
                 }
                 self.conns.insert(

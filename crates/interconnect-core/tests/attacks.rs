@@ -436,3 +436,43 @@ fn a_replayed_sealed_frame_is_dropped_by_its_nonce() {
             .any(|e| matches!(e, Event::DropLink { .. }))
     );
 }
+
+#[test]
+fn an_open_for_another_package_on_a_live_channel_id_takes_none_of_its_messages() {
+    let mut pair = Pair::plaintext();
+    pair.phone.register_app("com.other", 1, None);
+    pair.connect();
+    let ch = pair.watch.open_channel(pair.now, PKG, None).unwrap();
+    pair.drive();
+    // Phone app A sends; the watch never acknowledges it (its acknowledgements are lost).
+    send(&mut pair.phone, ch, "for app A");
+    while let Some(f) = pair.phone.poll_transmit(pair.now) {
+        pair.to_watch.push_back(f);
+    }
+    pair.to_watch.clear();
+    // A hostile watch reuses A's channel id to open another package.
+    let open = Frame::Open(Open {
+        channel: ch,
+        package: "com.other".into(),
+        signature: None,
+        resume: false,
+        received_seq: 0,
+    });
+    pair.phone.handle_frame(pair.now, frame_bytes(open));
+    let mut out = Vec::new();
+    while let Some(f) = pair.phone.poll_transmit(pair.now) {
+        out.push(Frame::decode(f, DEFAULT_MAX_FRAME_LEN).unwrap());
+    }
+    assert!(
+        !out.iter()
+            .any(|f| matches!(f, Frame::Data(d) if d.payload.as_ref() == b"for app A")),
+        "app A's message was resent into another package's channel: {out:?}"
+    );
+    assert!(
+        out.iter().any(
+            |f| matches!(f, Frame::Reject(r) if r.channel == ch && r.code == Code::PROTOCOL_ERROR)
+        ),
+        "the open is refused: {out:?}"
+    );
+    assert_eq!(pair.phone.channel_package(ch), Some(PKG));
+}

@@ -9,7 +9,7 @@ use interconnect_core::{
     Config, Connection, ConnectionEvent, DeviceIdentity, Error, Hub, Interconnect, NoiseConfig,
     Security, TrustPolicy,
 };
-use interconnect_proto::DeviceId;
+use interconnect_proto::{Code, DeviceId};
 use transport_tcp::{TcpDialer, TcpListener};
 
 const PKG: &str = "com.example.isolation";
@@ -77,4 +77,66 @@ async fn a_message_held_for_a_watch_that_left_never_reaches_another_watch() {
     assert_eq!(next_text(&mut events_b).await, "for B");
     for_b.await.expect("delivered to B");
     drop(conn_a);
+}
+
+/// The next close among a connection's events: its code.
+async fn next_close(events: &mut interconnect_core::Events) -> Code {
+    loop {
+        match events.next().await.expect("events open") {
+            ConnectionEvent::Close { code, .. } => return code,
+            _ => continue,
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_second_registration_with_another_signature_does_not_inherit_the_watchs_channel() {
+    let phone = DeviceIdentity::generate();
+    let a = DeviceIdentity::generate();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr();
+    let hub = Hub::new(listener, pinned(2, &phone, &[&a]));
+    let genuine = hub.register(PKG, 1, Some("AA:AA")).await.unwrap();
+    let mut genuine_events = genuine.events().unwrap();
+    let mut config = pinned(1, &a, &[&phone]);
+    config.send_timeout = Duration::from_secs(2);
+    let watch = Interconnect::new(TcpDialer::new(addr), config);
+    // The watch app talks only to the app signed AA:AA.
+    let conn = watch.instance(PKG, Some("AA:AA"));
+    let mut events = conn.events().unwrap();
+    opened(&conn).await;
+
+    // Another registration of the package, signed otherwise.
+    let impostor = hub.register(PKG, 2, Some("BB:BB")).await.unwrap();
+    let mut impostor_events = impostor.events().unwrap();
+    // The watch is told at once, with 1007; what it sends now reaches no one.
+    assert_eq!(
+        tokio::time::timeout(WAIT, next_close(&mut events))
+            .await
+            .unwrap(),
+        Code::SIGNATURE_MISMATCH
+    );
+    let secret = conn.send(&"secret").await;
+    assert!(secret.is_err(), "sent to an impostor: {secret:?}");
+    // The replaced registration heard its channel close and is detached.
+    assert_eq!(
+        next_close(&mut genuine_events).await,
+        Code::SIGNATURE_MISMATCH
+    );
+    assert!(genuine_events.next().await.is_none());
+    assert!(genuine.send(&"late").await.is_err());
+
+    // The genuine app registers again: the watch's channel comes back to it.
+    let back = hub.register(PKG, 3, Some("AA:AA")).await.unwrap();
+    let mut back_events = back.events().unwrap();
+    let hello = conn.send(&"hello");
+    assert_eq!(next_text(&mut back_events).await, "hello");
+    hello.await.expect("delivered to the genuine app");
+    // The impostor never saw a message, and its events ended when it was replaced.
+    while let Some(event) = impostor_events.next().await {
+        assert!(
+            !matches!(event, ConnectionEvent::Message(_)),
+            "the impostor got {event:?}"
+        );
+    }
 }

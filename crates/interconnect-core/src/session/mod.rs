@@ -1093,7 +1093,32 @@ impl Session {
     }
 
     /// Phone side: registers (or updates) an app, attached.
+    ///
+    /// A registration that replaces another (the package reinstalled, or another app
+    /// claiming it) closes the package's channels: with 1007 where the watch asked for a
+    /// signature the new registration does not have, else with 1002. The watch opens
+    /// again, and that open is checked against the new registration like any other, so a
+    /// channel never passes from one registration to the next unchecked.
     pub fn register_app(&mut self, package: &str, version: u32, signature: Option<&str>) {
+        if self.apps.contains_key(package) {
+            let open: Vec<(ChannelId, Option<String>)> = self
+                .channels
+                .values()
+                .filter(|c| c.package == package && c.state != ChannelState::Closed)
+                .map(|c| (c.id, c.signature.clone()))
+                .collect();
+            for (id, wanted) in open {
+                match wanted {
+                    Some(wanted) if signature != Some(wanted.as_str()) => self.close(
+                        id,
+                        Code::SIGNATURE_MISMATCH,
+                        "the app registered again with another signature",
+                    ),
+                    _ => self.close(id, Code::APP_NOT_CONNECTED, "the app registered again"),
+                }
+            }
+            self.take_orphans(package, None, Code::CONNECTION_LOST);
+        }
         self.apps.insert(
             package.into(),
             AppEntry {
@@ -1531,6 +1556,18 @@ impl Session {
         }
         let version = app.version;
         if let Some(ch) = self.channels.get(&open.channel)
+            && ch.package != open.package
+            && ch.state != ChannelState::Closed
+        {
+            // A channel id names one package for as long as the channel lives: another
+            // package's open on it would inherit the first app's messages.
+            return self.reject(
+                open.channel,
+                Code::PROTOCOL_ERROR,
+                format!("channel {} belongs to another package", open.channel.0),
+            );
+        }
+        if let Some(ch) = self.channels.get(&open.channel)
             && ch.is_open()
             && ch.package == open.package
         {
@@ -1582,11 +1619,14 @@ impl Session {
             // What was held for another device fails: it took the channel.
             let mut again =
                 self.take_orphans(&open.package, self.peer_owner, Code::CONNECTION_LOST);
-            if let Some(mut old) = self.channels.remove(&open.channel) {
+            if let Some(mut old) = self.channels.remove(&open.channel)
+                && old.package == open.package
+            {
                 again.extend(old.take_unacknowledged());
                 self.files_on_channel_closed(open.channel, Code::CONNECTION_LOST);
             }
-            let mut ch = self.new_channel(open.channel, open.package.clone(), None);
+            // The signature the watch asked for, checked again if the app registers anew.
+            let mut ch = self.new_channel(open.channel, open.package.clone(), open.signature);
             for message in again {
                 ch.enqueue(message);
             }
