@@ -1364,6 +1364,9 @@ impl Driver {
             Command::ConfirmPairing { link, accept } => {
                 if link == self.link_number && self.link.is_some() {
                     self.session.confirm_pairing(now(), accept);
+                } else {
+                    // Its link is gone; the prompt is over all the same.
+                    self.session.prompt_answered(now(), accept);
                 }
             }
             Command::Open {

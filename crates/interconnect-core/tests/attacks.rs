@@ -476,3 +476,46 @@ fn an_open_for_another_package_on_a_live_channel_id_takes_none_of_its_messages()
     );
     assert_eq!(pair.phone.channel_package(ch), Some(PKG));
 }
+
+#[test]
+fn strangers_with_a_fresh_key_each_raise_one_prompt_at_a_time_and_none_after_a_rejection() {
+    let pairing = |key: u8| {
+        Security::Noise(
+            NoiseConfig::new(DeviceIdentity::from_private_key([key; 32]))
+                .with_trust(TrustPolicy::Pairing { known: Vec::new() }),
+        )
+    };
+    let mut pair = Pair::with_security(pairing(10), pairing(2));
+    let stranger = |pair: &mut Pair, key: u8| {
+        pair.cut();
+        pair.watch = Session::new(
+            SessionConfig::new(Role::Watch, DeviceId([key; 16]), key.into())
+                .with_security(pairing(key)),
+        );
+        pair.advance(std::time::Duration::from_millis(400));
+        pair.connect();
+    };
+    pair.connect();
+    assert_eq!(prompts(&pair.phone_events), 1);
+    // The prompt waits; 20 strangers with fresh keys within 10 s raise no other.
+    for key in 11..31 {
+        stranger(&mut pair, key);
+    }
+    assert_eq!(prompts(&pair.phone_events), 1, "one prompt waiting at most");
+    // The user says no (the link it came on is gone): still no prompt for a while.
+    pair.cut();
+    pair.phone.prompt_answered(pair.now, false);
+    for key in 31..51 {
+        stranger(&mut pair, key);
+    }
+    assert_eq!(
+        prompts(&pair.phone_events),
+        1,
+        "none right after a rejection"
+    );
+    // Later a new device may ask again.
+    pair.cut();
+    pair.advance(std::time::Duration::from_secs(31));
+    stranger(&mut pair, 60);
+    assert_eq!(prompts(&pair.phone_events), 2);
+}

@@ -181,6 +181,11 @@ pub struct Session {
     /// Peers whose pairing was rejected or timed out lately: they raise no new prompt
     /// until `PAIRING_HOLDOFF` passed (a refused device cannot nag the user).
     refused_pairings: VecDeque<(Fingerprint, Instant)>,
+    /// Until when the last prompt waits for the user's answer: no other prompt is raised
+    /// meanwhile, whichever key asks (one waiting prompt at most).
+    prompt_until: Option<Instant>,
+    /// After a rejected or unanswered prompt, no prompt for any key until then.
+    prompts_held_until: Option<Instant>,
     /// Only vets a second link (see [`probe`](Self::probe)).
     probing: bool,
     /// A probe's peer Hello, held once its handshake got that far.
@@ -196,6 +201,10 @@ type Owner = ([u8; 16], Option<Fingerprint>);
 /// How long a peer whose pairing was rejected (or not answered) is refused without
 /// asking the user again.
 const PAIRING_HOLDOFF: Duration = Duration::from_secs(60);
+
+/// How long no pairing prompt is raised, for any key, after one was rejected or left
+/// unanswered: a stranger with a fresh key per connection cannot wear the user down.
+const PROMPT_HOLDOFF: Duration = Duration::from_secs(30);
 
 /// Peers remembered for `PAIRING_HOLDOFF`.
 const REFUSED_PAIRINGS: usize = 16;
@@ -233,6 +242,8 @@ impl Session {
             early: None,
             pairing: None,
             refused_pairings: VecDeque::new(),
+            prompt_until: None,
+            prompts_held_until: None,
             probing: false,
             probed: None,
             peer_trusted: false,
@@ -484,6 +495,7 @@ impl Session {
         if self.secure.is_none() {
             return;
         }
+        self.prompt_answered(now, accept);
         if !accept && let Some(peer) = self.pairing.take() {
             self.remember_refused_pairing(peer, now);
         }
@@ -491,6 +503,16 @@ impl Session {
             secure.confirm_pairing(accept);
         }
         self.drain_secure(now);
+    }
+
+    /// The user answered a pairing prompt, perhaps one whose link is gone: another
+    /// prompt may now be raised, after [`PROMPT_HOLDOFF`] if the answer was no.
+    /// ([`confirm_pairing`](Self::confirm_pairing) calls it for the current link.)
+    pub fn prompt_answered(&mut self, now: Instant, accept: bool) {
+        self.prompt_until = None;
+        if !accept {
+            self.prompts_held_until = Some(now + PROMPT_HOLDOFF);
+        }
     }
 
     /// A session that vets a second link from a peer while this one's link is up (a
@@ -620,17 +642,22 @@ impl Session {
                     self.refuse_as_busy();
                 }
                 SecureEvent::PairingRequest { fingerprint, code } => {
-                    let held_off = self
+                    let refused_lately = self
                         .refused_pairings
                         .iter()
                         .any(|(f, at)| *f == fingerprint && now < *at + PAIRING_HOLDOFF);
-                    if held_off {
-                        tracing::info!(peer = %fingerprint, "pairing refused lately: not asking again yet");
+                    let busy = [self.prompt_until, self.prompts_held_until]
+                        .into_iter()
+                        .flatten()
+                        .any(|until| now < until);
+                    if refused_lately || busy {
+                        tracing::info!(peer = %fingerprint, refused_lately, "not asking the user now");
                         self.security_failure(SecurityError::PairingRejected { fingerprint });
                         continue;
                     }
                     self.pairing = Some(fingerprint);
                     let wait = self.secure.as_ref().map(SecureLink::pairing_timeout);
+                    self.prompt_until = wait.map(|wait| now + wait);
                     if let (LinkState::Handshaking { deadline }, Some(wait)) =
                         (&mut self.link, wait)
                     {
@@ -805,7 +832,9 @@ impl Session {
             LinkState::Handshaking { deadline } => {
                 if now >= *deadline {
                     if let Some(peer) = self.pairing.take() {
+                        // Unanswered counts as no.
                         self.remember_refused_pairing(peer, now);
+                        self.prompt_answered(now, false);
                     }
                     self.drop_link(Code::TIMEOUT, "handshake timed out".into());
                 }
