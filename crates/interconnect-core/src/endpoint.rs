@@ -72,10 +72,7 @@ impl Config {
     /// ```
     pub fn new(dir: impl AsRef<std::path::Path>) -> Result<Config, crate::IdentityError> {
         let dir = dir.as_ref();
-        std::fs::create_dir_all(dir).map_err(|source| crate::IdentityError::Io {
-            path: dir.display().to_string(),
-            source,
-        })?;
+        crate::security::create_private_dir(dir)?;
         let identity = crate::DeviceIdentity::load_or_generate(&dir.join("identity"))?;
         let known_peers = KnownPeers::new(dir.join("known_peers"));
         let known = known_peers.load()?;

@@ -142,3 +142,108 @@ fn a_pin_after_a_hand_edited_line_without_newline_keeps_the_file_valid() {
 
 #[cfg(not(unix))]
 fn owner_only(_: &std::path::Path) {}
+
+#[cfg(unix)]
+mod local_attacker {
+    use std::os::unix::fs::{PermissionsExt, symlink};
+    use std::path::Path;
+
+    use interconnect_core::{Config, DeviceIdentity, IdentityError, KnownPeers};
+
+    fn chmod(path: &Path, mode: u32) {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+    }
+
+    fn mode(path: &Path) -> u32 {
+        std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+    }
+
+    #[test]
+    fn the_state_folder_is_created_owner_only_and_a_shared_one_is_refused() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("state/phone");
+        Config::new(&dir).unwrap();
+        assert_eq!(mode(&dir), 0o700);
+        assert_eq!(mode(&root.path().join("state")), 0o700);
+        // A folder others may write: anyone could swap the files in it.
+        chmod(&dir, 0o777);
+        let error = Config::new(&dir).unwrap_err();
+        assert!(
+            matches!(error, IdentityError::Malformed { .. })
+                && error.to_string().contains("writable"),
+            "{error}"
+        );
+        chmod(&dir, 0o755);
+        Config::new(&dir).expect("a folder only its owner writes is fine");
+    }
+
+    #[test]
+    fn a_known_peers_file_others_may_write_is_not_trusted() {
+        let dir = tempfile::tempdir().unwrap();
+        chmod(dir.path(), 0o700);
+        let stranger = DeviceIdentity::generate();
+        let known = dir.path().join("known_peers");
+        std::fs::write(&known, format!("{}\n", stranger.fingerprint())).unwrap();
+        chmod(&known, 0o666);
+        let error = Config::new(dir.path()).unwrap_err();
+        assert!(error.to_string().contains("known_peers"), "{error}");
+        assert!(KnownPeers::new(&known).load().is_err());
+        chmod(&known, 0o644);
+        Config::new(dir.path()).expect("an owner-written file is read");
+    }
+
+    #[test]
+    fn files_of_another_user_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("state");
+        Config::new(&state).unwrap();
+        // Only root can give a file away; elsewhere this part cannot run.
+        if std::os::unix::fs::chown(state.join("identity"), Some(65534), None).is_err() {
+            return;
+        }
+        let error = Config::new(&state).unwrap_err();
+        assert!(error.to_string().contains("another user"), "{error}");
+        std::os::unix::fs::chown(state.join("identity"), Some(0), None).unwrap();
+        std::os::unix::fs::chown(&state, Some(65534), None).unwrap();
+        assert!(Config::new(&state).is_err());
+    }
+
+    #[test]
+    fn a_symlink_planted_where_a_temporary_file_goes_is_never_written_through() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("state");
+        std::fs::create_dir(&state).unwrap();
+        chmod(&state, 0o700);
+        let victim = dir.path().join("victim");
+        std::fs::write(&victim, "precious").unwrap();
+        for name in [
+            "identity.tmp",
+            "known_peers.tmp",
+            ".identity.tmp",
+            ".known_peers.tmp",
+        ] {
+            symlink(&victim, state.join(name)).unwrap();
+        }
+        let config = Config::new(&state).unwrap();
+        let peers = config.known_peers.as_ref().unwrap();
+        peers.pin(DeviceIdentity::generate().fingerprint()).unwrap();
+        DeviceIdentity::generate()
+            .save(&state.join("identity"))
+            .unwrap();
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious");
+        assert_eq!(peers.load().unwrap().len(), 1);
+        // No temporary file is left behind beside the planted links.
+        let planted = [
+            "identity.tmp",
+            "known_peers.tmp",
+            ".identity.tmp",
+            ".known_peers.tmp",
+        ];
+        let left: Vec<String> = std::fs::read_dir(&state)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .filter(|n| n.ends_with(".tmp") && !planted.contains(&n.as_str()))
+            .collect();
+        assert!(left.is_empty(), "{left:?}");
+    }
+}

@@ -121,23 +121,7 @@ impl DeviceIdentity {
             Zeroizing::new(hex::encode(*self.private)).as_str(),
             self.fingerprint()
         ));
-        let tmp = path.with_extension("tmp");
-        let mut options = std::fs::OpenOptions::new();
-        options.write(true).create(true).truncate(true);
-        #[cfg(unix)]
-        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-        let mut file = options.open(&tmp).map_err(io_error)?;
-        #[cfg(unix)]
-        {
-            // `mode` applies only when the file is created; tighten an older one too.
-            use std::os::unix::fs::PermissionsExt;
-            file.set_permissions(std::fs::Permissions::from_mode(0o600))
-                .map_err(io_error)?;
-        }
-        file.write_all(text.as_bytes()).map_err(io_error)?;
-        file.sync_all().map_err(io_error)?;
-        drop(file);
-        std::fs::rename(&tmp, path).map_err(io_error)
+        replace_file(path, text.as_bytes()).map_err(io_error)
     }
 
     /// Reads an identity written by [`save`](Self::save). The key must match the file's
@@ -155,11 +139,9 @@ impl DeviceIdentity {
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
-            let mode = std::fs::metadata(path)
-                .map_err(io_error)?
-                .permissions()
-                .mode();
-            if mode & 0o077 != 0 {
+            let metadata = std::fs::metadata(path).map_err(io_error)?;
+            check_owner(path, &metadata)?;
+            if metadata.permissions().mode() & 0o077 != 0 {
                 return Err(malformed(
                     "readable by group or others: the private key may have leaked (chmod 600 it, or make a new one)",
                 ));
@@ -198,10 +180,7 @@ impl DeviceIdentity {
         match DeviceIdentity::load(path) {
             Err(IdentityError::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => {
                 if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-                    std::fs::create_dir_all(dir).map_err(|source| IdentityError::Io {
-                        path: dir.display().to_string(),
-                        source,
-                    })?;
+                    create_private_dir(dir)?;
                 }
                 let identity = DeviceIdentity::generate();
                 identity.save(path)?;
@@ -307,8 +286,21 @@ impl KnownPeers {
         self.parse(&self.read()?)
     }
 
-    /// The file's text; empty when it does not exist.
+    /// The file's text; empty when it does not exist. On Unix a file that another user
+    /// owns or that others may write is refused: whoever can write it chooses whom this
+    /// device trusts.
     fn read(&self) -> Result<String, IdentityError> {
+        #[cfg(unix)]
+        match std::fs::metadata(&self.path) {
+            Ok(metadata) => check_not_shared(&self.path, &metadata)?,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(source) => {
+                return Err(IdentityError::Io {
+                    path: self.path.display().to_string(),
+                    source,
+                });
+            }
+        }
         match std::fs::read_to_string(&self.path) {
             Ok(text) => Ok(text),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(String::new()),
@@ -341,7 +333,7 @@ impl KnownPeers {
             source,
         };
         if let Some(dir) = self.path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(io_error)?;
+            create_private_dir(dir)?;
         }
         let lock = std::fs::OpenOptions::new()
             .create(true)
@@ -360,11 +352,71 @@ impl KnownPeers {
             text.push('\n');
         }
         text.push_str(&format!("{fingerprint}\n"));
-        let tmp = self.path.with_extension("tmp");
-        let mut file = std::fs::File::create(&tmp).map_err(io_error)?;
-        file.write_all(text.as_bytes()).map_err(io_error)?;
-        file.sync_all().map_err(io_error)?;
-        drop(file);
-        std::fs::rename(&tmp, &self.path).map_err(io_error)
+        replace_file(&self.path, text.as_bytes()).map_err(io_error)
     }
+}
+
+/// Replaces `path` atomically with `contents`, owner-only (0600 on Unix): written to a
+/// new file of a random name beside it, never one that exists (`create_new` does not
+/// follow a symbolic link planted there), synced, then renamed over `path`.
+fn replace_file(path: &Path, contents: &[u8]) -> io::Result<()> {
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
+    let tmp = path.with_file_name(format!(".{name}.{:016x}.tmp", rand::random::<u64>()));
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options.open(&tmp)?;
+    let written = file
+        .write_all(contents)
+        .and_then(|()| file.sync_all())
+        .and_then(|()| std::fs::rename(&tmp, path));
+    if written.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    written
+}
+
+/// Creates `dir` (and its missing parents) owner-only, 0700 on Unix, and refuses one
+/// that exists but another user owns or others may write (see [`check_not_shared`]).
+pub(crate) fn create_private_dir(dir: &Path) -> Result<(), IdentityError> {
+    let io_error = |source| IdentityError::Io {
+        path: dir.display().to_string(),
+        source,
+    };
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder.create(dir).map_err(io_error)?;
+    #[cfg(unix)]
+    check_not_shared(dir, &std::fs::metadata(dir).map_err(io_error)?)?;
+    Ok(())
+}
+
+/// Refuses a file or folder of the device's state that another user owns or that group
+/// or others may write: they could swap the key or choose whom this device trusts.
+#[cfg(unix)]
+fn check_not_shared(path: &Path, metadata: &std::fs::Metadata) -> Result<(), IdentityError> {
+    use std::os::unix::fs::PermissionsExt;
+    check_owner(path, metadata)?;
+    if metadata.permissions().mode() & 0o022 != 0 {
+        return Err(IdentityError::Malformed {
+            path: path.display().to_string(),
+            reason: "writable by group or others: they could choose whom this device trusts (chmod go-w it)",
+        });
+    }
+    Ok(())
+}
+
+#[cfg(unix)]
+fn check_owner(path: &Path, metadata: &std::fs::Metadata) -> Result<(), IdentityError> {
+    use std::os::unix::fs::MetadataExt;
+    if metadata.uid() != rustix::process::geteuid().as_raw() {
+        return Err(IdentityError::Malformed {
+            path: path.display().to_string(),
+            reason: "owned by another user: it is not this device's state to trust",
+        });
+    }
+    Ok(())
 }

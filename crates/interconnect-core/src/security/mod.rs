@@ -73,6 +73,7 @@ mod transport_key;
 use std::time::Duration;
 
 pub use events::{PairingRequest, SecurityEvent};
+pub(crate) use identity::create_private_dir;
 pub use identity::{
     DeviceIdentity, Fingerprint, IdentityError, KnownPeers, PairingCode, ParseFingerprintError,
 };
