@@ -9,6 +9,7 @@
 //! [`Cuttable`], which fails the current link on demand, and the watch then drops it as
 //! it would any failed link.
 
+pub mod flood;
 pub mod proxy;
 
 use std::path::PathBuf;
@@ -157,6 +158,7 @@ impl Transport for Cuttable {
                 cut: rx,
             }),
             max_frame_len: link.max_frame_len,
+            source: link.source,
         })
     }
 

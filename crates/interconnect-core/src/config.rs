@@ -23,6 +23,11 @@ pub struct SessionConfig {
     pub resume_token: u64,
     /// How long a new link may take to complete the handshake.
     pub handshake_timeout: Duration,
+    /// How long, before the link's keys exist, the peer's next handshake frame may take
+    /// (2 s by default; a step takes a round trip and a few key operations). A
+    /// connection that opens and then stalls holds a listener's handshake slot no
+    /// longer than this. Waiting for a user's pairing answer is not bounded by it.
+    pub handshake_step_timeout: Duration,
     /// How often to send a liveness ping while the link is up.
     pub ping_interval: Duration,
     /// A link from which nothing arrived for this long is declared lost; so is one whose
@@ -64,6 +69,7 @@ impl SessionConfig {
             max_frame_len: DEFAULT_MAX_FRAME_LEN,
             resume_token,
             handshake_timeout: Duration::from_secs(10),
+            handshake_step_timeout: Duration::from_secs(2),
             ping_interval: Duration::from_secs(5),
             link_timeout: Duration::from_secs(15),
             retransmit_timeout: Duration::from_secs(2),

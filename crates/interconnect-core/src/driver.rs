@@ -196,6 +196,8 @@ struct ActiveLink {
     receiver: Box<dyn crate::transport::LinkReceiver>,
     /// The frame limit last handed to the receiver.
     limit: usize,
+    /// Where the link comes from, when the transport knows.
+    source: Option<std::net::IpAddr>,
 }
 
 impl ActiveLink {
@@ -211,6 +213,7 @@ impl ActiveLink {
             writer,
             receiver: link.receiver,
             limit: usize::MAX,
+            source: link.source,
         };
         (active, link.max_frame_len)
     }
@@ -273,10 +276,12 @@ impl Receiving {
     }
 }
 
-/// A second link being vetted while the current one is up (see `Session::probe`).
+/// A link being vetted beside the current one (see `Session::probe`).
 struct Probe {
     session: Session,
     link: ActiveLink,
+    /// Frames its peer sent so far: how far its handshake got.
+    frames: u32,
 }
 
 /// Where a version query's answer goes.
@@ -285,9 +290,12 @@ type VersionReplyTo = oneshot::Sender<Result<Option<u32>, Error>>;
 /// Version queries that wait for a link; more fail with 1006.
 const MAX_WAITING_QUERIES: usize = 256;
 
-/// Links vetted at once; a newer one pushes out the oldest, so strangers that connect
-/// and stall cannot keep a reconnecting watch out.
-const MAX_PROBES: usize = 4;
+/// Links vetted at once. When a new one finds them all taken, one is pushed out: from
+/// the source (address) holding the most, the one that got least far, the oldest of
+/// those. So strangers that connect and stall, from however many connections, push out
+/// each other and never a watch's link from an address of its own; and each of them
+/// lasts no longer than `SessionConfig::handshake_step_timeout` per step anyway.
+const MAX_PROBES: usize = 32;
 
 /// How long a shutdown waits for the frames already queued (closes, the last hello) to
 /// reach the link before the driver ends.
@@ -632,12 +640,10 @@ impl Driver {
     }
 
     fn on_new_link(&mut self, link: Link) {
-        if self.session.is_link_up() {
+        if self.link.is_some() {
+            // A link is up or in its handshake: the newcomer is vetted beside it and
+            // never retires it (a stranger that connects cannot push a link out).
             return self.start_probe(link);
-        }
-        // No link is up: the newest link replaces one still in its handshake.
-        if let Some(old) = self.link.take() {
-            old.retire();
         }
         self.link_number += 1;
         self.links_started += 1;
@@ -657,21 +663,25 @@ impl Driver {
         let (mut active, max_frame_len) = ActiveLink::start(link, self.links_started);
         let session = self.session.probe(now(), max_frame_len);
         active.limit_frames(&session);
-        if self.probes.len() == MAX_PROBES {
-            tracing::debug!("too many links being vetted: dropping the oldest");
-            self.probes.remove(0).link.retire();
-        }
         self.probes.push(Probe {
             session,
             link: active,
+            frames: 0,
         });
-        self.service_probe(self.probes.len() - 1);
+        let newest = self.probes.len() - 1;
+        self.service_probe(newest);
+        if self.probes.len() > MAX_PROBES {
+            let victim = evictee(&self.probes);
+            tracing::debug!(source = ?self.probes[victim].link.source, "too many links being vetted: one pushed out");
+            self.probes.remove(victim).link.retire();
+        }
     }
 
     fn on_probe_frame(&mut self, i: usize, frame: Result<Bytes, TransportError>) {
         match frame {
             Ok(frame) => {
                 let probe = &mut self.probes[i];
+                probe.frames = probe.frames.saturating_add(1);
                 probe.session.handle_frame(now(), frame);
                 probe.link.limit_frames(&probe.session);
                 self.service_probe(i);
@@ -704,11 +714,24 @@ impl Driver {
             }
         }
         let ready = self.probes[i].session.probed_peer().is_some() && !dropped;
-        if ready && self.session.is_link_up() && !self.session.is_same_peer(&self.probes[i].session)
-        {
-            tracing::info!("another device connected while one is served: refused (busy)");
-            self.probes[i].session.refuse_as_busy();
-            dropped = true;
+        if ready && self.session.is_link_up() {
+            let probe = &self.probes[i];
+            if !self.session.is_same_peer(&probe.session) {
+                tracing::info!("another device connected while one is served: refused (busy)");
+                self.probes[i].session.refuse_as_busy();
+                dropped = true;
+            } else if !self.session.is_secure()
+                && probe.link.source != self.link.as_ref().and_then(|l| l.source)
+            {
+                // Plaintext proves nothing: a device id is read off the wire. Only a
+                // link from the same source replaces a live one; from elsewhere the
+                // watch is served once its old link is found dead.
+                tracing::info!(
+                    "a plaintext link from another source claims the served device: refused (busy)"
+                );
+                self.probes[i].session.refuse_as_busy();
+                dropped = true;
+            }
         }
         let probe = &mut self.probes[i];
         while let Some(frame) = probe.session.poll_transmit(now()) {
@@ -720,7 +743,7 @@ impl Driver {
         if dropped {
             self.probes.remove(i).link.retire();
         } else if ready {
-            let Probe { session, link } = self.probes.remove(i);
+            let Probe { session, link, .. } = self.probes.remove(i);
             tracing::info!("the peer came back on a new link: it replaces the current one");
             if let Some(old) = self.link.take() {
                 old.retire();
@@ -1819,6 +1842,20 @@ async fn recv_probe(probes: &mut [Probe]) -> (usize, Result<Bytes, TransportErro
         std::task::Poll::Pending
     })
     .await
+}
+
+/// Which probe to push out when too many are vetted: from the source holding the most,
+/// the one that got least far, the oldest of those (see `MAX_PROBES`).
+fn evictee(probes: &[Probe]) -> usize {
+    let crowd = |probe: &Probe| {
+        probes
+            .iter()
+            .filter(|p| p.link.source == probe.link.source)
+            .count()
+    };
+    (0..probes.len())
+        .min_by_key(|&i| (std::cmp::Reverse(crowd(&probes[i])), probes[i].frames, i))
+        .unwrap_or(0)
 }
 
 /// Waits for room in the link's write queue.

@@ -84,12 +84,19 @@ pub struct Link {
     pub receiver: Box<dyn LinkReceiver>,
     /// Largest frame the link carries; the handshake never negotiates more.
     pub max_frame_len: usize,
+    /// Where the link comes from (the peer's IP address on TCP), when the transport
+    /// knows: a listener vets the links still in their handshake per source, so
+    /// strangers at other addresses cannot push a watch's link out, and in plaintext
+    /// mode only a link from the same source may take over a live one. `None` for
+    /// point-to-point links (BLE, the mock).
+    pub source: Option<std::net::IpAddr>,
 }
 
 impl std::fmt::Debug for Link {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Link")
             .field("max_frame_len", &self.max_frame_len)
+            .field("source", &self.source)
             .finish_non_exhaustive()
     }
 }

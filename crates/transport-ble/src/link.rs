@@ -133,6 +133,7 @@ pub fn into_link(packets: PacketLink, config: &BleConfig) -> Link {
             _end: end.clone(),
         }),
         receiver: Box::new(BleReceiver { frames, _end: end }),
+        source: None,
         max_frame_len: link_frame_limit(config.max_frame_len, att_mtu),
     }
 }

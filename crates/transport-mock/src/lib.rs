@@ -195,11 +195,13 @@ impl MockNetwork {
                 sender: Box::new(watch_sender),
                 receiver: Box::new(watch_receiver),
                 max_frame_len: max,
+                source: None,
             },
             Link {
                 sender: Box::new(phone_sender),
                 receiver: Box::new(phone_receiver),
                 max_frame_len: max,
+                source: None,
             },
         ))
     }

@@ -227,6 +227,7 @@ pub fn configure(stream: &TcpStream, config: &TcpConfig) -> std::io::Result<()> 
 
 fn link(stream: TcpStream, config: &TcpConfig) -> Result<Link, TransportError> {
     configure(&stream, config)?;
+    let source = stream.peer_addr().ok().map(|a| a.ip());
     let (read, write) = stream.into_split();
     Ok(Link {
         sender: Box::new(TcpSender {
@@ -236,6 +237,7 @@ fn link(stream: TcpStream, config: &TcpConfig) -> Result<Link, TransportError> {
             frames: FrameReader::new(read, config.max_frame_len),
         }),
         max_frame_len: config.max_frame_len,
+        source,
     })
 }
 

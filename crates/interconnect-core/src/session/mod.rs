@@ -67,7 +67,12 @@ struct AppEntry {
 
 enum LinkState {
     Down,
-    Handshaking { deadline: Instant },
+    /// `deadline` bounds the whole handshake; `step` the wait for the peer's next frame
+    /// until the keys exist (see `SessionConfig::handshake_step_timeout`).
+    Handshaking {
+        deadline: Instant,
+        step: Instant,
+    },
     Up(LinkUp),
 }
 
@@ -437,6 +442,7 @@ impl Session {
         self.control.clear();
         self.link = LinkState::Handshaking {
             deadline: now + self.config.handshake_timeout,
+            step: now + self.config.handshake_step_timeout,
         };
         self.wire_max = link_max_frame_len.clamp(MIN_MAX_FRAME_LEN, MAX_FRAME_LEN);
         let inner_limit = match self.secure {
@@ -570,8 +576,10 @@ impl Session {
             return;
         };
         self.link_down(now);
+        let deadline = now + self.config.handshake_timeout;
         self.link = LinkState::Handshaking {
-            deadline: now + self.config.handshake_timeout,
+            deadline,
+            step: deadline,
         };
         self.secure = probe.secure.take().map(|mut secure| {
             secure.adopt();
@@ -658,10 +666,12 @@ impl Session {
                     self.pairing = Some(fingerprint);
                     let wait = self.secure.as_ref().map(SecureLink::pairing_timeout);
                     self.prompt_until = wait.map(|wait| now + wait);
-                    if let (LinkState::Handshaking { deadline }, Some(wait)) =
+                    if let (LinkState::Handshaking { deadline, step }, Some(wait)) =
                         (&mut self.link, wait)
                     {
+                        // The user takes their time; the peer waits too.
                         *deadline = (*deadline).max(now + wait);
+                        *step = *deadline;
                     }
                     self.events
                         .push_back(Event::PairingRequest { fingerprint, code });
@@ -725,8 +735,23 @@ impl Session {
         tracing::debug!(role = ?self.config.role, "link down");
     }
 
+    /// When the handshake under way is given up: at its overall deadline, or sooner
+    /// while the keys do not exist yet and the peer's next step is late.
+    fn handshake_deadline(&self) -> Option<Instant> {
+        let LinkState::Handshaking { deadline, step } = self.link else {
+            return None;
+        };
+        let keyed = self.secure.as_ref().is_some_and(SecureLink::is_established);
+        Some(if keyed { deadline } else { deadline.min(step) })
+    }
+
     /// One whole frame arrived from the link.
     pub fn handle_frame(&mut self, now: Instant, bytes: Bytes) {
+        if let LinkState::Handshaking { deadline, step } = &mut self.link {
+            *step = (*step)
+                .max(now + self.config.handshake_step_timeout)
+                .min(*deadline);
+        }
         let inner_max = match &self.link {
             LinkState::Down => return,
             LinkState::Handshaking { .. } => self.own_max,
@@ -829,8 +854,8 @@ impl Session {
     pub fn handle_timeout(&mut self, now: Instant) {
         match &mut self.link {
             LinkState::Down => {}
-            LinkState::Handshaking { deadline } => {
-                if now >= *deadline {
+            LinkState::Handshaking { .. } => {
+                if self.handshake_deadline().is_some_and(|d| now >= d) {
                     if let Some(peer) = self.pairing.take() {
                         // Unanswered counts as no.
                         self.remember_refused_pairing(peer, now);
@@ -1248,7 +1273,7 @@ impl Session {
     pub fn poll_timeout(&self) -> Option<Instant> {
         match &self.link {
             LinkState::Down => None,
-            LinkState::Handshaking { deadline } => Some(*deadline),
+            LinkState::Handshaking { .. } => self.handshake_deadline(),
             LinkState::Up(up) => {
                 let rto = self.config.retransmit_timeout;
                 let mut next = (up.last_rx + self.config.link_timeout).min(up.next_ping);
