@@ -140,3 +140,55 @@ async fn a_second_registration_with_another_signature_does_not_inherit_the_watch
         );
     }
 }
+
+#[tokio::test]
+async fn in_plaintext_a_device_id_read_off_the_wire_takes_over_no_live_link_from_elsewhere() {
+    use interconnect_proto::{DEFAULT_MAX_FRAME_LEN, Frame, Hello, Role};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let plaintext = |id: u8| {
+        let mut config = Config::in_memory(DeviceId([id; 16]));
+        config.session.security = Security::InsecurePlaintext;
+        config
+    };
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr();
+    let hub = Hub::new(listener, plaintext(2));
+    let app = hub.register(PKG, 1, None).await.unwrap();
+    let watch = Interconnect::new(TcpDialer::new(addr), plaintext(1));
+    let conn = watch.instance(PKG, None);
+    let mut events = conn.events().unwrap();
+    opened(&conn).await;
+
+    // Someone at another address says it is that watch (its id is in its clear Hello).
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.2:0".parse().unwrap()).unwrap();
+    let mut hijacker = socket.connect(addr).await.unwrap();
+    let hello = Frame::Hello(Hello {
+        role: Role::Watch,
+        device_id: DeviceId([1; 16]),
+        min_version: *interconnect_proto::PROTOCOL_VERSIONS.start(),
+        max_version: *interconnect_proto::PROTOCOL_VERSIONS.end(),
+        max_frame_len: DEFAULT_MAX_FRAME_LEN as u32,
+        capabilities: interconnect_proto::Capabilities::ALL,
+        resume_token: 99,
+    });
+    hijacker
+        .write_all(&hello.to_bytes(DEFAULT_MAX_FRAME_LEN).unwrap())
+        .await
+        .unwrap();
+    let mut reply = Vec::new();
+    tokio::time::timeout(WAIT, hijacker.read_to_end(&mut reply))
+        .await
+        .expect("refused and closed")
+        .unwrap();
+    let frame = Frame::decode(reply.into(), DEFAULT_MAX_FRAME_LEN).unwrap();
+    assert!(
+        matches!(&frame, Frame::Error(e) if e.code == Code::BUSY),
+        "{frame:?}"
+    );
+    // The watch's link was never touched: what the app sends reaches the watch.
+    let sent = app.send(&"still yours");
+    assert_eq!(next_text(&mut events).await, "still yours");
+    sent.await.expect("delivered");
+}
