@@ -519,3 +519,46 @@ fn strangers_with_a_fresh_key_each_raise_one_prompt_at_a_time_and_none_after_a_r
     stranger(&mut pair, 60);
     assert_eq!(prompts(&pair.phone_events), 2);
 }
+
+#[test]
+fn a_sender_past_the_window_stops_the_reading_until_the_disk_caught_up() {
+    let mut pair = Pair::plaintext();
+    pair.connect();
+    let ch = pair.watch.open_channel(pair.now, PKG, None).unwrap();
+    pair.drive();
+    let window = pair.phone.config().file_window;
+    let size = 4 * window;
+    let transfer = TransferId(1);
+    pair.phone.handle_frame(
+        pair.now,
+        frame_bytes(Frame::FileOffer(FileOffer {
+            channel: ch,
+            transfer,
+            name: "big".into(),
+            size,
+            modified: 0,
+        })),
+    );
+    pair.phone.accept_file(ch, transfer, 0);
+    // The hostile sender ignores the acknowledgements; the phone's disk writes nothing.
+    let piece = 60_000u64;
+    let mut offset = 0;
+    while !pair.phone.input_paused() {
+        assert!(
+            offset <= window,
+            "{offset} bytes taken in with nothing written"
+        );
+        let chunk = Frame::FileChunk(FileChunk {
+            channel: ch,
+            transfer,
+            offset,
+            data: Bytes::from(vec![7u8; piece as usize]),
+            digest: None,
+        });
+        pair.phone.handle_frame(pair.now, frame_bytes(chunk));
+        offset += piece;
+    }
+    // What was written lets the reading go on.
+    pair.phone.file_written(ch, transfer, offset);
+    assert!(!pair.phone.input_paused());
+}

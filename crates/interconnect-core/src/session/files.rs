@@ -439,6 +439,14 @@ impl Session {
         self.request_reads();
     }
 
+    /// File bytes received and handed to the owner, not yet reported written.
+    pub(super) fn unwritten(&self) -> u64 {
+        self.incoming
+            .values()
+            .map(|f| f.expected.saturating_sub(f.written))
+            .sum()
+    }
+
     pub(super) fn on_file_chunk(&mut self, chunk: FileChunk) {
         let key = (chunk.channel, chunk.transfer);
         let window = self.config.file_window;

@@ -329,12 +329,14 @@ impl Session {
         self.farewell
     }
 
-    /// Whether the control frames the peer's input caused (pongs, acknowledgements,
-    /// replies) fill their queue: stop reading the link until
-    /// [`poll_transmit`](Self::poll_transmit) drained them, so a peer that sends without
-    /// reading is held back instead of growing this side's memory.
+    /// Whether to stop reading the link for now, so a peer that sends without reading
+    /// or past its window is held back instead of growing this side's memory: the
+    /// control frames its input caused (pongs, acknowledgements, replies) fill their
+    /// queue (until [`poll_transmit`](Self::poll_transmit) drained them), or the file
+    /// bytes received but not yet written reach `SessionConfig::file_window` (until
+    /// [`file_written`](Self::file_written) reports progress).
     pub fn input_paused(&self) -> bool {
-        self.control.len() >= MAX_CONTROL_BACKLOG
+        self.control.len() >= MAX_CONTROL_BACKLOG || self.unwritten() >= self.config.file_window
     }
 
     /// Whether `channel` can queue another message (`max_queued` not reached). An
