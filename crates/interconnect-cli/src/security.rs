@@ -203,6 +203,17 @@ pub(crate) fn monitor(
                         Outcome::Passing(error)
                     });
                 }
+                SecurityEvent::Missed { count } => {
+                    eprintln!(
+                        "{count} security events were dropped: they came faster than they were printed"
+                    );
+                    if json_lines {
+                        println!(
+                            "{}",
+                            json!({ "event": "security_events_missed", "count": count })
+                        );
+                    }
+                }
                 other => eprintln!("security event: {other:?}"),
             }
         }

@@ -400,12 +400,15 @@ pub(crate) struct Driver {
     links_started: u64,
     commands_tx: mpsc::UnboundedSender<Command>,
     security_events: mpsc::Sender<SecurityEvent>,
+    /// Security events dropped and not said yet (shared with the stream, which says
+    /// them when its queue ran empty).
+    security_missed: std::sync::Arc<std::sync::atomic::AtomicU64>,
     known_peers: Option<KnownPeers>,
 }
 
 pub(crate) struct DriverParts {
     pub(crate) commands: mpsc::UnboundedSender<Command>,
-    pub(crate) security_events: mpsc::Receiver<SecurityEvent>,
+    pub(crate) security_events: crate::SecurityEvents,
     pub(crate) status: watch::Receiver<LinkStatus>,
     pub(crate) task: JoinHandle<()>,
 }
@@ -419,7 +422,12 @@ pub(crate) fn spawn<T: Transport>(
     files: Option<FilesConfig>,
     known_peers: Option<KnownPeers>,
 ) -> DriverParts {
-    let (security_tx, security_events) = mpsc::channel(SECURITY_EVENTS);
+    let (security_tx, security_rx) = mpsc::channel(SECURITY_EVENTS);
+    let security_missed = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let security_events = crate::SecurityEvents {
+        rx: security_rx,
+        missed: security_missed.clone(),
+    };
     let (io_tx, io_rx) = mpsc::unbounded_channel();
     let (commands_tx, commands) = mpsc::unbounded_channel();
     let (status_tx, status) = watch::channel(LinkStatus::default());
@@ -458,6 +466,7 @@ pub(crate) fn spawn<T: Transport>(
         links_started: 0,
         commands_tx: commands_tx.clone(),
         security_events: security_tx,
+        security_missed,
         known_peers,
     };
     let span = tracing::info_span!(
@@ -1375,9 +1384,23 @@ impl Driver {
     }
 
     /// Bounded: while the owner does not read the stream, new events are dropped (a
-    /// dropped pairing request rejects the pairing) rather than piling up.
+    /// dropped pairing request rejects the pairing) rather than piling up, and counted:
+    /// once there is room, a [`SecurityEvent::Missed`] says how many.
     fn report(&self, event: SecurityEvent) {
+        use std::sync::atomic::Ordering::AcqRel;
+        // What was dropped is said first, in its place in the stream.
+        let missed = self.security_missed.swap(0, AcqRel);
+        if missed > 0
+            && self
+                .security_events
+                .try_send(SecurityEvent::Missed { count: missed })
+                .is_err()
+        {
+            self.security_missed.fetch_add(missed + 1, AcqRel);
+            return tracing::debug!(?event, "security event dropped: the stream is not read");
+        }
         if let Err(error) = self.security_events.try_send(event) {
+            self.security_missed.fetch_add(1, AcqRel);
             tracing::debug!(event = ?error.into_inner(), "security event dropped: the stream is not read");
         }
     }

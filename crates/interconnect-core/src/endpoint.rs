@@ -130,7 +130,7 @@ fn with_known_peers(security: Security, known: Option<&KnownPeers>) -> Security 
 
 struct Endpoint {
     commands: mpsc::UnboundedSender<Command>,
-    security_events: std::sync::Mutex<Option<mpsc::Receiver<SecurityEvent>>>,
+    security_events: std::sync::Mutex<Option<SecurityEvents>>,
     status: watch::Receiver<LinkStatus>,
     /// Taken by the first `shutdown`; later ones wait on the lock until it finished.
     task: tokio::sync::Mutex<Option<JoinHandle<()>>>,
@@ -198,7 +198,7 @@ impl Endpoint {
             .security_events
             .lock()
             .unwrap_or_else(|e| e.into_inner());
-        slot.take().map(|rx| SecurityEvents { rx })
+        slot.take()
     }
 
     fn status(&self) -> PeerDeviceStatus {
@@ -438,15 +438,37 @@ impl Hub {
 }
 
 /// The security events of an [`Interconnect`] or [`Hub`], as a stream.
+///
+/// Its queue holds 32 events; while it is full, newer events are dropped and counted,
+/// and the stream says how many with a [`SecurityEvent::Missed`] once it is read
+/// again: no event goes missing unsaid.
 #[derive(Debug)]
 pub struct SecurityEvents {
-    rx: mpsc::Receiver<SecurityEvent>,
+    pub(crate) rx: mpsc::Receiver<SecurityEvent>,
+    /// Events the driver dropped and has not said yet (it says them itself when the
+    /// queue has room; the stream does once the queue is empty).
+    pub(crate) missed: std::sync::Arc<AtomicU64>,
 }
 
 impl SecurityEvents {
     /// The next event; `None` once the endpoint stopped.
     pub async fn next(&mut self) -> Option<SecurityEvent> {
-        self.rx.recv().await
+        std::future::poll_fn(|cx| self.poll_event(cx)).await
+    }
+
+    fn poll_event(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<SecurityEvent>> {
+        use std::task::Poll;
+        let polled = self.rx.poll_recv(cx);
+        if matches!(polled, Poll::Ready(Some(_))) {
+            return polled;
+        }
+        match self.missed.swap(0, std::sync::atomic::Ordering::AcqRel) {
+            0 => polled,
+            count => Poll::Ready(Some(SecurityEvent::Missed { count })),
+        }
     }
 }
 
@@ -457,6 +479,6 @@ impl futures_core::Stream for SecurityEvents {
         mut self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Option<SecurityEvent>> {
-        self.rx.poll_recv(cx)
+        self.poll_event(cx)
     }
 }

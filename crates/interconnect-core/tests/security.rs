@@ -688,3 +688,36 @@ async fn a_pin_that_cannot_be_saved_is_reported_not_only_logged() {
     }
     assert!(!file.exists());
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_security_stream_read_late_says_how_many_events_it_dropped() {
+    let network = MockNetwork::new(Faults::default());
+    let (_, listener) = network.endpoints();
+    let hub = Hub::new(listener, config(2, noise(2)));
+    let mut events = hub.security_events().unwrap();
+    let _app = hub.register(PKG, 1, None).await.unwrap();
+    // 100 links authenticate one after another while nobody reads the stream.
+    const LINKS: u64 = 100;
+    for _ in 0..LINKS {
+        let (dialer, _) = network.endpoints();
+        let watch = Interconnect::new(dialer, config(1, noise(1)));
+        watch.connected().await;
+        watch.shutdown().await;
+        hub.disconnected().await;
+    }
+    let (mut authenticated, mut missed) = (0, 0);
+    while authenticated + missed < LINKS {
+        match tokio::time::timeout(Duration::from_secs(5), events.next()).await {
+            Ok(Some(SecurityEvent::Authenticated { .. })) => authenticated += 1,
+            Ok(Some(SecurityEvent::Missed { count })) => missed += count,
+            Ok(Some(_)) => {}
+            Ok(None) | Err(_) => break,
+        }
+    }
+    assert_eq!(
+        authenticated + missed,
+        LINKS,
+        "{authenticated} delivered, {missed} said dropped"
+    );
+    assert!(missed > 0, "the queue is bounded");
+}

@@ -41,6 +41,12 @@ pub enum SecurityEvent {
         /// Why the file could not be written.
         error: crate::IdentityError,
     },
+    /// The stream was not read fast enough: this many events (of any kind) were dropped
+    /// before this one (its queue holds 32). Dropped pairing requests were rejected.
+    Missed {
+        /// Events dropped since the last one delivered.
+        count: u64,
+    },
 }
 
 /// A pairing waiting for the user. Dropping it unanswered rejects the pairing.
