@@ -50,11 +50,15 @@ pub struct FilesConfig {
     /// than this are removed when the next file arrives, so abandoned transfers do not
     /// fill the disk.
     pub partial_max_age: Duration,
+    /// Bytes the partial files of transfers not in progress may take: when a transfer
+    /// starts writing, the oldest of them go until the rest fit. An empty partial is
+    /// never kept (nothing in it to resume).
+    pub max_partial_bytes: u64,
 }
 
 impl FilesConfig {
     /// Receive into `dir`, files up to 4 GiB, 16 at a time, keeping 64 MiB of the disk
-    /// free and partial files for a week.
+    /// free and partial files for a week, 1 GiB of them at most.
     pub fn new(dir: impl Into<PathBuf>) -> Self {
         FilesConfig {
             dir: dir.into(),
@@ -62,6 +66,7 @@ impl FilesConfig {
             reserve_free_bytes: 64 << 20,
             max_incoming: 16,
             partial_max_age: Duration::from_secs(7 * 24 * 3600),
+            max_partial_bytes: 1 << 30,
         }
     }
 }
@@ -336,31 +341,49 @@ pub(crate) fn spawn_reader(
     tx
 }
 
-/// Removes the partial files in `dir` untouched for longer than `max_age`, except `keep`
-/// (blocking). Failures are only logged: this is housekeeping.
-fn remove_stale_partials(dir: &Path, keep: &Path, max_age: Duration) {
+/// Removes the partial files in `dir` that no transfer is writing (their writers hold a
+/// lock), except `keep`: those untouched for longer than `max_age`, then the oldest until
+/// the rest take at most `max_bytes` (blocking). Failures are only logged: this is
+/// housekeeping.
+fn prune_partials(dir: &Path, keep: &Path, max_age: Duration, max_bytes: u64) {
     let Ok(entries) = fs::read_dir(dir) else {
         return;
     };
     let now = SystemTime::now();
-    for entry in entries.flatten() {
-        let path = entry.path();
-        if path == keep || path.extension().is_none_or(|e| e != "part") {
+    let mut kept: Vec<(SystemTime, u64, PathBuf)> = entries
+        .flatten()
+        .map(|entry| entry.path())
+        .filter(|path| path != keep && path.extension().is_some_and(|e| e == "part"))
+        .filter_map(|path| {
+            let meta = fs::metadata(&path).ok()?;
+            Some((meta.modified().ok()?, meta.len(), path))
+        })
+        .collect();
+    kept.sort();
+    let mut total: u64 = kept.iter().map(|(_, len, _)| len).sum();
+    for (modified, len, path) in kept {
+        let stale = now.duration_since(modified).is_ok_and(|age| age > max_age);
+        if !stale && total <= max_bytes {
             continue;
         }
-        let stale = entry
-            .metadata()
-            .and_then(|m| m.modified())
-            .ok()
-            .and_then(|t| now.duration_since(t).ok())
-            .is_some_and(|age| age > max_age);
-        if stale {
-            match fs::remove_file(&path) {
-                Ok(()) => tracing::info!(path = %path.display(), "removed a stale partial file"),
-                Err(e) => tracing::debug!(path = %path.display(), %e, "stale partial file kept"),
-            }
+        if remove_unless_written(&path) {
+            total -= len;
+            tracing::info!(path = %path.display(), stale, "removed a partial file");
         }
     }
+}
+
+/// Removes a partial file unless a transfer writes it (holds its lock).
+fn remove_unless_written(path: &Path) -> bool {
+    let Ok(file) = File::open(path) else {
+        return false;
+    };
+    if file.try_lock().is_err() {
+        return false;
+    }
+    let removed = fs::remove_file(path);
+    drop(file);
+    removed.is_ok()
 }
 
 /// Runs blocking file work off the async threads.
@@ -544,6 +567,7 @@ pub(crate) fn accept(
     let (tx, rx) = mpsc::unbounded_channel();
     let writer = Writer {
         partial_max_age: config.partial_max_age,
+        max_partial_bytes: config.max_partial_bytes,
         ticket: offer.ticket,
         channel: offer.channel,
         transfer: offer.transfer,
@@ -651,6 +675,7 @@ fn is_named(file: &File, path: &Path) -> bool {
 
 struct Writer {
     partial_max_age: Duration,
+    max_partial_bytes: u64,
     ticket: u64,
     channel: ChannelId,
     transfer: TransferId,
@@ -742,7 +767,8 @@ impl Writer {
                     });
                 }
                 Some(WriterCmd::Abort { remove, failure }) => {
-                    if remove {
+                    // An empty partial holds nothing to resume from.
+                    if remove || partial.at == 0 {
                         let part = self.part.clone();
                         let _ = blocking(move || fs::remove_file(part)).await;
                     }
@@ -785,7 +811,12 @@ impl Writer {
             },
         };
         if let Some(dir) = self.part.parent() {
-            remove_stale_partials(dir, &self.part, self.partial_max_age);
+            prune_partials(
+                dir,
+                &self.part,
+                self.partial_max_age,
+                self.max_partial_bytes,
+            );
         }
         file.set_len(self.start)?;
         let mut hasher = blake3::Hasher::new();
