@@ -58,12 +58,47 @@
 //! them as they were. Private keys, split keys and identity file text are wiped when
 //! dropped.
 //!
+//! Walls between devices and between apps, each kept by a test that attacks it:
+//! - **A device's messages are its own.** What a phone holds for a watch whose link went
+//!   (its app had not taken it) is kept by that watch's key and device id and handed only
+//!   to it; when another watch opens the package first, the sender is told 1006, never
+//!   "delivered" (`transport-tcp/tests/isolation.rs`; the `hub_session` fuzzer).
+//! - **A registration cannot inherit a channel.** Registering a package again closes its
+//!   channels (1007 where the watch asked for a signature the new registration lacks)
+//!   and detaches the old handle; every reopen is checked anew. A channel id belongs to
+//!   one package: an `Open` of another package on a live id is refused and moves no data.
+//! - **A flood cannot keep the watch out.** A new connection never retires one further
+//!   along: up to 32 are vetted beside the link, and the one pushed out is from the
+//!   source holding the most, the least far, the oldest; each handshake step may take
+//!   2 s before the keys exist (`transport-tcp/tests/flood.rs`: 100 silent and 100
+//!   stalled connections a second from eight other addresses, the watch served 10 of 10
+//!   times, with and without its stale link). A flood from the watch's own address
+//!   shares its slots: that address is then the attacker's too.
+//! - **Pairing prompts are rate-limited as a whole**: one waits at a time, whatever key
+//!   asks; after a rejected or unanswered one, none for 30 s (and none from that key
+//!   for a minute).
+//! - **Memory is bounded against a sender**: file bytes received but not written stop
+//!   the reading at one file window; control replies at 256 frames.
+//! - **The state folder resists a local attacker**: created 0700; a folder, identity or
+//!   `known_peers` that another user owns or others may write is refused at start;
+//!   files are written through new files of random names (a planted symlink is never
+//!   followed) and renamed into place.
+//! - **Nothing security-relevant goes unsaid**: a security event dropped because the
+//!   stream was not read is counted and reported ([`SecurityEvent::Missed`]).
+//!
 //! Not protected: availability (an attacker can always cut or jam the link); traffic
 //! analysis (frame sizes and timing); a compromised device or stolen identity file; the
 //! first contact under trust on first use (whoever answers first is pinned, as with SSH);
 //! which app on the phone is which (the 1007 app signature is the phone's statement,
-//! trusted because the phone is authenticated). Plaintext mode
-//! ([`Security::InsecurePlaintext`]) protects nothing and exists only for debugging.
+//! trusted because the phone is authenticated).
+//!
+//! Plaintext mode ([`Security::InsecurePlaintext`]) exists only for debugging: anyone on
+//! the path reads and changes everything, and a device id is only a claim. It still
+//! does not turn passive exposure into a silent takeover: a live link is replaced only
+//! by a link that names the same device *from the same source address* (a hijacker
+//! elsewhere gets 4002); a watch whose address changed is served once its old link is
+//! found dead (the link timeout). Someone who can send from the watch's address can take
+//! its link.
 
 mod events;
 mod identity;

@@ -514,7 +514,7 @@ impl Session {
     }
 
     /// The user answered a pairing prompt, perhaps one whose link is gone: another
-    /// prompt may now be raised, after [`PROMPT_HOLDOFF`] if the answer was no.
+    /// prompt may now be raised, 30 s later if the answer was no.
     /// ([`confirm_pairing`](Self::confirm_pairing) calls it for the current link.)
     pub fn prompt_answered(&mut self, now: Instant, accept: bool) {
         self.prompt_until = None;
