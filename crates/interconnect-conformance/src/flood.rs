@@ -217,3 +217,58 @@ pub fn first_step() -> Vec<u8> {
         .map(|frame| frame.to_vec())
         .unwrap_or_default()
 }
+
+/// A watch process frozen while its link is up, as one stopped with SIGSTOP: an
+/// [`Interconnect`](interconnect_core::Interconnect) on a runtime of its own thread,
+/// blocked once connected until this value is dropped (its socket stays open and
+/// nothing is read or written).
+pub struct FrozenWatch {
+    thaw: Option<std::sync::mpsc::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl FrozenWatch {
+    /// Connects a watch with `config` to the phone over `transport` (a dialer), opens
+    /// `package`, waits until its link is up (10 s at most), then freezes it.
+    pub fn start(
+        transport: impl interconnect_core::Transport,
+        config: interconnect_core::Config,
+        package: &str,
+    ) -> std::io::Result<FrozenWatch> {
+        let (up_tx, up_rx) = std::sync::mpsc::channel();
+        let (thaw, thawed) = std::sync::mpsc::channel::<()>();
+        let package = package.to_string();
+        let thread = std::thread::spawn(move || {
+            let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
+                return;
+            };
+            runtime.block_on(async move {
+                let watch = interconnect_core::Interconnect::new(transport, config);
+                let _conn = watch.instance(&package, None);
+                watch.connected().await;
+                let _ = up_tx.send(());
+                // Frozen: this runtime runs nothing until thawed.
+                let _ = thawed.recv();
+            });
+        });
+        up_rx
+            .recv_timeout(Duration::from_secs(10))
+            .map_err(|_| std::io::Error::other("the watch to freeze did not connect"))?;
+        Ok(FrozenWatch {
+            thaw: Some(thaw),
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Drop for FrozenWatch {
+    fn drop(&mut self) {
+        drop(self.thaw.take());
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}

@@ -6,7 +6,7 @@
 
 use std::time::{Duration, Instant};
 
-use interconnect_conformance::flood::{DelayProxy, Flood, stranger_sources};
+use interconnect_conformance::flood::{DelayProxy, Flood, FrozenWatch, stranger_sources};
 use interconnect_core::{
     Config, DeviceIdentity, Hub, Interconnect, NoiseConfig, Security, TrustPolicy,
 };
@@ -14,6 +14,7 @@ use interconnect_proto::DeviceId;
 use transport_tcp::{TcpDialer, TcpListener};
 
 const ATTEMPTS: usize = 10;
+const PKG: &str = "com.example.flood";
 const SERVED_WITHIN: Duration = Duration::from_secs(2);
 
 fn pinned(id: u8, identity: &DeviceIdentity, trusted: &DeviceIdentity) -> Config {
@@ -27,55 +28,13 @@ fn pinned(id: u8, identity: &DeviceIdentity, trusted: &DeviceIdentity) -> Config
     config
 }
 
-/// A watch process frozen while its link is up: its own runtime on its own thread,
-/// blocked until the value is dropped (its socket stays open, nothing is read).
-struct Frozen(
-    Option<std::sync::mpsc::Sender<()>>,
-    Option<std::thread::JoinHandle<()>>,
-);
-
-impl Frozen {
-    fn start(addr: std::net::SocketAddr, config: Config) -> Frozen {
-        let (up_tx, up_rx) = std::sync::mpsc::channel();
-        let (thaw_tx, thaw_rx) = std::sync::mpsc::channel::<()>();
-        let thread = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            runtime.block_on(async move {
-                let watch = Interconnect::new(TcpDialer::new(addr), config);
-                let _conn = watch.instance("com.example.flood", None);
-                watch.connected().await;
-                up_tx.send(()).unwrap();
-                // Frozen: the runtime runs nothing until thawed.
-                let _ = thaw_rx.recv();
-                drop(watch);
-            });
-        });
-        up_rx
-            .recv_timeout(Duration::from_secs(10))
-            .expect("the first watch connected");
-        Frozen(Some(thaw_tx), Some(thread))
-    }
-}
-
-impl Drop for Frozen {
-    fn drop(&mut self) {
-        drop(self.0.take());
-        if let Some(thread) = self.1.take() {
-            let _ = thread.join();
-        }
-    }
-}
-
 /// How long each attempt of the watch took to be served (`None`: not within 10 s).
 async fn attempts(stale: bool) -> Vec<Option<Duration>> {
     let (phone, watch) = (DeviceIdentity::generate(), DeviceIdentity::generate());
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr();
     let hub = Hub::new(listener, pinned(2, &phone, &watch));
-    let _app = hub.register("com.example.flood", 1, None).await.unwrap();
+    let _app = hub.register(PKG, 1, None).await.unwrap();
     let proxy = DelayProxy::start(addr, Duration::from_millis(20))
         .await
         .unwrap();
@@ -103,7 +62,9 @@ async fn attempts(stale: bool) -> Vec<Option<Duration>> {
     }
     let mut times = Vec::new();
     for _ in 0..ATTEMPTS {
-        let frozen = stale.then(|| Frozen::start(addr, pinned(1, &watch, &phone)));
+        let frozen = stale.then(|| {
+            FrozenWatch::start(TcpDialer::new(addr), pinned(1, &watch, &phone), PKG).unwrap()
+        });
         let started = Instant::now();
         let served = Interconnect::new(TcpDialer::new(proxy.addr()), pinned(1, &watch, &phone));
         let outcome = tokio::time::timeout(Duration::from_secs(10), served.connected()).await;
