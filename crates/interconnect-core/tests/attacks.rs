@@ -141,6 +141,22 @@ fn a_link_dropped_for_a_bad_sealed_frame_sends_only_the_sealed_report() {
     assert!(pair.watch.is_dropping());
     let sent = assert_all_sealed(&mut pair.watch, now, b"SECRET");
     assert_eq!(sent.len(), 1, "the error report alone, no queued message");
+    // What the report says is 4000, a broken link, which a peer following WIRE.md does
+    // not take as final (anyone on the path can send such a frame).
+    pair.collect();
+    assert!(pair.watch_events.iter().any(|e| matches!(
+        e,
+        Event::DropLink { code, .. } if *code == Code::PROTOCOL_ERROR
+    )));
+    // Sealed refusals from the authenticated peer: only policy ends the attempts.
+    let sealed = |code| SecurityError::RefusedByPeer {
+        code,
+        message: String::new(),
+        authenticated: true,
+    };
+    assert!(!sealed(Code::PROTOCOL_ERROR).is_lasting());
+    assert!(!sealed(Code::BUSY).is_lasting());
+    assert!(sealed(Code::UNTRUSTED_PEER).is_lasting());
 }
 
 /// A plaintext of `len` bytes that decodes, unsealed, as a `Data` frame on `channel`

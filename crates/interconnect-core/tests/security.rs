@@ -175,7 +175,9 @@ async fn a_flipped_bit_in_a_sealed_frame_drops_the_link_and_loses_or_repeats_not
         e = refusal(&mut s.watch_security) => e,
     };
     assert_eq!(rejected, SecurityError::BadSealedFrame);
-    assert_eq!(rejected.code(), Code::SECURITY);
+    // A broken link, not a decision of the peer: 4000, never final.
+    assert_eq!(rejected.code(), Code::PROTOCOL_ERROR);
+    assert!(!rejected.is_lasting());
 }
 
 #[tokio::test(start_paused = true)]

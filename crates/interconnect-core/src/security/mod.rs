@@ -348,16 +348,17 @@ impl SecurityError {
     /// they are configured, and it came from this side or from the authenticated peer.
     /// Lasting: 4007 (untrusted or changed key) and 4008 (policy: suite, plaintext mode,
     /// link too small), from this side or sealed from the peer. Not lasting:
-    /// 4002 (busy: the peer serves another device, which may leave), a damaged handshake or
-    /// frame, a plaintext frame and any refusal in the clear, which may be an attacker's
-    /// doing or a passing fault; a watch keeps reconnecting with backoff after these.
+    /// 4002 (busy: the peer serves another device, which may leave), a frame or handshake
+    /// message that fails authentication (4000: a broken link, which anyone on the path
+    /// can cause, never a decision of the peer), a plaintext frame and any refusal in the
+    /// clear; a watch keeps reconnecting with backoff after these.
     pub fn is_lasting(&self) -> bool {
         match self {
             SecurityError::RefusedByPeer {
                 authenticated,
                 code,
                 ..
-            } => *authenticated && *code != Code::BUSY,
+            } => *authenticated && matches!(*code, Code::UNTRUSTED_PEER | Code::SECURITY),
             SecurityError::BadSealedFrame
             | SecurityError::Handshake(_)
             | SecurityError::Plaintext(_) => false,
@@ -377,6 +378,7 @@ impl SecurityError {
             | SecurityError::PeerChanged { .. }
             | SecurityError::PairingRejected { .. } => Code::UNTRUSTED_PEER,
             SecurityError::RefusedByPeer { code, .. } => *code,
+            SecurityError::BadSealedFrame | SecurityError::Handshake(_) => Code::PROTOCOL_ERROR,
             _ => Code::SECURITY,
         }
     }

@@ -2003,6 +2003,7 @@ fn refusal(code: Code) -> Frame {
         Code::UNTRUSTED_PEER => "this device is not trusted here",
         Code::SECURITY => "secure link refused",
         Code::BUSY => "another device is connected",
+        Code::PROTOCOL_ERROR => "a frame failed authentication: the link is broken",
         _ => "link refused",
     };
     Frame::Error(ErrorReport {
