@@ -87,6 +87,9 @@ pub(crate) struct Channel {
     /// Watch side, after the phone closed or refused a channel that had been open: when
     /// to try opening it again, and the delay after that.
     pub(crate) reopen: Option<(Instant, std::time::Duration)>,
+    /// Phone side: the `resumed` of the `Accept` that opened the channel, said again to
+    /// a repeated `Open`.
+    pub(crate) resumed: bool,
 }
 
 /// Numbers each life of each channel in this process (see `Channel::life`).
@@ -116,6 +119,7 @@ impl Channel {
             taken: None,
             life: next_life(),
             reopen: None,
+            resumed: false,
         }
     }
 

@@ -48,8 +48,10 @@ pub struct SessionConfig {
     ///
     /// [`Transport::is_reliable`]: crate::Transport::is_reliable
     pub reliable_link: bool,
-    /// Bytes of one file transfer in flight (sent, not yet acknowledged); also bounds
-    /// the sender's read-ahead and the receiver's write queue.
+    /// Bytes of one file transfer in flight (sent, not yet acknowledged), at most
+    /// 16 MiB (the protocol's bound: a receiver cancels a transfer whose chunk starts
+    /// further ahead); also bounds the sender's read-ahead and the receiver's bytes
+    /// received but not yet written.
     pub file_window: u64,
     /// When a received message is acknowledged to its sender (what the sender's `send`
     /// resolving means).
@@ -109,3 +111,7 @@ pub enum Acknowledge {
 /// Largest distance ahead of the last in-order message that a received sequence number
 /// may be before it counts as a protocol violation rather than a gap after a loss.
 pub(crate) const MAX_SEQ_AHEAD: u64 = 1 << 16;
+
+/// How far beyond the next offset it expects a receiver takes a file chunk (a smaller
+/// gap is a loss); a sender's window never exceeds it.
+pub(crate) const MAX_FILE_AHEAD: u64 = 16 << 20;

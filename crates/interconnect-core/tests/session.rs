@@ -620,3 +620,82 @@ fn a_watch_tries_to_reopen_a_channel_the_phone_closed_after_1_s_doubling_to_60_s
     assert_eq!(closes, 1);
     assert_eq!(pair.watch.last_error(ch), Some(Code::APP_NOT_CONNECTED));
 }
+
+#[test]
+fn a_repeated_open_gets_the_accept_the_first_got() {
+    let mut pair = Pair::plaintext();
+    pair.connect();
+    let open = Frame::Open(Open {
+        channel: ChannelId(5),
+        package: PKG.into(),
+        signature: None,
+        resume: false,
+        received_seq: 0,
+    });
+    let mut accepts = Vec::new();
+    for _ in 0..2 {
+        pair.phone.handle_frame(pair.now, frame_bytes(open.clone()));
+        while let Some(frame) = pair.phone.poll_transmit(pair.now) {
+            if let Ok(Frame::Accept(accept)) = Frame::decode(frame, DEFAULT_MAX_FRAME_LEN) {
+                accepts.push(accept);
+            }
+        }
+    }
+    assert_eq!(accepts.len(), 2);
+    assert_eq!(accepts[0], accepts[1]);
+    assert!(!accepts[0].resumed);
+}
+
+#[test]
+fn a_chunk_far_ahead_is_measured_against_the_protocols_bound_not_the_receivers_window() {
+    let mut phone = SessionConfig::new(Role::Phone, DeviceId([2; 16]), 22)
+        .with_security(Security::InsecurePlaintext);
+    // A receiver with a small window of its own: the sender's may be larger.
+    phone.file_window = 1 << 20;
+    let watch = SessionConfig::new(Role::Watch, DeviceId([1; 16]), 11)
+        .with_security(Security::InsecurePlaintext);
+    let mut pair = Pair::with_configs(watch, phone);
+    pair.connect();
+    let ch = pair
+        .watch
+        .open_channel(pair.now, PKG, Some("AA:BB"))
+        .unwrap();
+    pair.drive();
+    let transfer = TransferId(1);
+    pair.phone.handle_frame(
+        pair.now,
+        frame_bytes(Frame::FileOffer(FileOffer {
+            channel: ch,
+            transfer,
+            name: "f".into(),
+            size: 64 << 20,
+            modified: 0,
+        })),
+    );
+    pair.phone.accept_file(ch, transfer, 0);
+    let chunk_at = |offset: u64| {
+        frame_bytes(Frame::FileChunk(FileChunk {
+            channel: ch,
+            transfer,
+            offset,
+            data: Bytes::from_static(b"x"),
+            digest: None,
+        }))
+    };
+    let cancels = |pair: &mut Pair| {
+        let mut codes = Vec::new();
+        while let Some(frame) = pair.phone.poll_transmit(pair.now) {
+            if let Ok(Frame::FileCancel(c)) = Frame::decode(frame, DEFAULT_MAX_FRAME_LEN) {
+                codes.push(c.code);
+            }
+        }
+        codes
+    };
+    // 8 MiB ahead: within 16 MiB, a loss (dropped), whatever this side's window.
+    pair.phone.handle_frame(pair.now, chunk_at(8 << 20));
+    assert!(cancels(&mut pair).is_empty());
+    // More than 16 MiB ahead: the transfer is cancelled with 4000; the link stays.
+    pair.phone.handle_frame(pair.now, chunk_at((16 << 20) + 1));
+    assert_eq!(cancels(&mut pair), vec![Code::PROTOCOL_ERROR]);
+    assert!(pair.phone.is_link_up() && !pair.phone.is_dropping());
+}

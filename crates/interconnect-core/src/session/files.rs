@@ -13,6 +13,7 @@ use interconnect_proto::{
 
 use super::{CommandError, Session};
 use crate::channel::ChannelState;
+use crate::config::MAX_FILE_AHEAD;
 use crate::event::Event;
 use crate::transfer::{ChunkVerdict, InState, IncomingFile, OutState, OutgoingFile};
 
@@ -292,7 +293,7 @@ impl Session {
 
     /// Asks the owner for the reads the windows have room for.
     pub(super) fn request_reads(&mut self) {
-        let window = self.config.file_window;
+        let window = self.send_window();
         let chunk = self.limits().max_chunk_len() as u64;
         for file in self.outgoing.values_mut() {
             while let Some((offset, len)) = file.next_read(window, chunk) {
@@ -331,7 +332,7 @@ impl Session {
                 offset: file.written,
             }));
         }
-        let window = self.config.file_window;
+        let window = self.send_window();
         let channels = &self.channels;
         let ready = |f: &&OutgoingFile| {
             f.has_chunk(window) && channels.get(&f.channel).is_some_and(|c| c.is_open())
@@ -439,6 +440,12 @@ impl Session {
         self.request_reads();
     }
 
+    /// Bytes of one outgoing transfer in flight: the configured window, within the
+    /// protocol's bound.
+    fn send_window(&self) -> u64 {
+        self.config.file_window.min(MAX_FILE_AHEAD)
+    }
+
     /// File bytes received and handed to the owner, not yet reported written.
     pub(super) fn unwritten(&self) -> u64 {
         self.incoming
@@ -449,7 +456,6 @@ impl Session {
 
     pub(super) fn on_file_chunk(&mut self, chunk: FileChunk) {
         let key = (chunk.channel, chunk.transfer);
-        let window = self.config.file_window;
         let Some(file) = self.incoming.get_mut(&key) else {
             if self.is_open(chunk.channel) && !self.owns(chunk.transfer) && self.answer_unknown(key)
             {
@@ -469,7 +475,7 @@ impl Session {
             chunk.offset,
             chunk.data.len() as u64,
             chunk.digest.is_some(),
-            window.saturating_mul(4),
+            MAX_FILE_AHEAD,
         ) {
             ChunkVerdict::Write => self.events.push_back(Event::FileData {
                 channel: chunk.channel,

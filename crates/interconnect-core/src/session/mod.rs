@@ -1628,13 +1628,14 @@ impl Session {
             && ch.package == open.package
         {
             // The open was sent again (our accept was lost, or the open duplicated):
-            // answer again without touching the channel.
+            // answer again without touching the channel, as the first time (the count
+            // received is today's).
             let received_seq = ch.acknowledged();
             self.control.push_back(Frame::Accept(Accept {
                 channel: open.channel,
                 app_version: version,
                 received_seq,
-                resumed: true,
+                resumed: ch.resumed,
             }));
             return;
         }
@@ -1693,6 +1694,7 @@ impl Session {
         if let Some(ch) = self.channels.get_mut(&open.channel) {
             ch.was_open = true;
             ch.app_version = Some(version);
+            ch.resumed = resumable;
         }
         for send in delivered {
             self.events.push_back(Event::Delivered(open.channel, send));
