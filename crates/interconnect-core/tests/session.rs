@@ -699,3 +699,52 @@ fn a_chunk_far_ahead_is_measured_against_the_protocols_bound_not_the_receivers_w
     assert_eq!(cancels(&mut pair), vec![Code::PROTOCOL_ERROR]);
     assert!(pair.phone.is_link_up() && !pair.phone.is_dropping());
 }
+
+#[test]
+fn transfer_ids_keep_their_parity_and_name_one_file() {
+    let offer = |transfer: u32, size: u64| {
+        frame_bytes(Frame::FileOffer(FileOffer {
+            channel: ChannelId(1),
+            transfer: TransferId(transfer),
+            name: "f".into(),
+            size,
+            modified: 0,
+        }))
+    };
+    let opened_pair = || {
+        let mut pair = Pair::plaintext();
+        pair.connect();
+        let ch = pair
+            .watch
+            .open_channel(pair.now, PKG, Some("AA:BB"))
+            .unwrap();
+        pair.drive();
+        assert_eq!(ch, ChannelId(1));
+        pair
+    };
+    // The watch's ids are odd: an even one from the watch is a violation (4000).
+    let mut pair = opened_pair();
+    pair.phone.handle_frame(pair.now, offer(2, 10));
+    assert!(pair.phone.is_dropping());
+    // The same id again for a file of another size: refused, the held one goes on.
+    let mut pair = opened_pair();
+    pair.phone.handle_frame(pair.now, offer(3, 10));
+    pair.phone.accept_file(ChannelId(1), TransferId(3), 0);
+    while pair.phone.poll_transmit(pair.now).is_some() {}
+    pair.phone.handle_frame(pair.now, offer(3, 99));
+    let mut out = Vec::new();
+    while let Some(frame) = pair.phone.poll_transmit(pair.now) {
+        out.push(Frame::decode(frame, DEFAULT_MAX_FRAME_LEN).unwrap());
+    }
+    assert!(
+        matches!(&out[..], [Frame::FileCancel(c)] if c.code == Code::PROTOCOL_ERROR),
+        "{out:?}"
+    );
+    // The same offer again is answered with where the transfer stands.
+    pair.phone.handle_frame(pair.now, offer(3, 10));
+    let answer = pair.phone.poll_transmit(pair.now).unwrap();
+    assert!(matches!(
+        Frame::decode(answer, DEFAULT_MAX_FRAME_LEN),
+        Ok(Frame::FileAccept(FileAccept { offset: 0, .. }))
+    ));
+}

@@ -182,10 +182,15 @@ async fn in_plaintext_a_device_id_read_off_the_wire_takes_over_no_live_link_from
         .await
         .expect("refused and closed")
         .unwrap();
-    let frame = Frame::decode(reply.into(), DEFAULT_MAX_FRAME_LEN).unwrap();
+    // One frame and nothing else: the phone sends no Hello on a link it refuses.
+    let frame = Frame::decode(reply.clone().into(), DEFAULT_MAX_FRAME_LEN).unwrap();
     assert!(
         matches!(&frame, Frame::Error(e) if e.code == Code::BUSY),
         "{frame:?}"
+    );
+    assert_eq!(
+        reply.len(),
+        frame.to_bytes(DEFAULT_MAX_FRAME_LEN).unwrap().len()
     );
     // The watch's link was never touched: what the app sends reaches the watch.
     let sent = app.send(&"still yours");

@@ -374,6 +374,16 @@ impl Session {
             );
         }
         if let Some(file) = self.incoming.get(&key) {
+            if file.size != offer.size {
+                // Another file under an id in use: refused, the held one goes on.
+                self.control.push_back(Frame::FileCancel(FileCancel {
+                    channel: offer.channel,
+                    transfer: offer.transfer,
+                    code: Code::PROTOCOL_ERROR,
+                    reason: "this transfer id names another file".into(),
+                }));
+                return;
+            }
             // A repeated offer: say where we stand.
             let answer = match file.state {
                 InState::Deciding | InState::Verifying => None,
