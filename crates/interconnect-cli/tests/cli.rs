@@ -805,8 +805,24 @@ async fn a_watch_connection_carries_on_when_the_phone_process_is_killed_and_star
             .unwrap()
             .unwrap_or_else(|e| panic!("message {i}: {e}"));
     }
-    // Every send resolved: the app of one phone or the other took each message.
+    // Every send resolved: the app of one phone or the other took each message. The
+    // phone prints a message after taking it (which acknowledges it), so the last lines
+    // may still be on their way: read until every number was printed, or 30 s passed.
     drain(&mut printed);
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let distinct = |printed: &[u32]| {
+        printed
+            .iter()
+            .collect::<std::collections::BTreeSet<_>>()
+            .len()
+    };
+    while distinct(&printed) < COUNT as usize && std::time::Instant::now() < deadline {
+        if let Ok(line) = lines.recv_timeout(Duration::from_millis(100))
+            && line["event"] == "message"
+        {
+            printed.push(line["data"].as_u64().expect("a number") as u32);
+        }
+    }
     let mut seen = std::collections::BTreeMap::<u32, usize>::new();
     for n in &printed {
         *seen.entry(*n).or_default() += 1;

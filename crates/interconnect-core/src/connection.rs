@@ -162,34 +162,116 @@ fn to_json<T: Serialize + ?Sized>(value: &T) -> Result<Bytes, Error> {
         .map_err(|e| Error::Serialization(Cause::new(e.to_string(), e)))
 }
 
-/// A queued message waiting for its acknowledgement.
-struct PendingSend {
+/// A message queued by [`Connection::send`] (or `try_send`, `send_bytes`), waiting for
+/// its outcome: await it for the acknowledgement, or [`cancel`](Self::cancel) it.
+///
+/// The message was queued when `send` was called, and its send timeout
+/// ([`Config::send_timeout`](crate::Config::send_timeout)) runs from then, whenever and
+/// however often this is polled: awaited after the deadline, it resolves at once with
+/// [`Error::SendTimeout`], the message withdrawn if it had not left. Dropping it leaves
+/// the message queued (fire and forget: it is still delivered, or fails unseen).
+#[must_use = "the message is queued; await this for its acknowledgement (dropping it leaves the message queued)"]
+pub struct Sending {
     shared: Arc<Shared>,
     ticket: u64,
-    outcome: Result<oneshot::Receiver<Result<(), Error>>, Error>,
+    deadline: tokio::time::Instant,
+    outcome: Option<Result<oneshot::Receiver<Result<(), Error>>, Error>>,
+    /// Set once the deadline passed: the withdrawal under way.
+    expired: Option<Withdrawal>,
+    sleep: Pin<Box<tokio::time::Sleep>>,
 }
 
-impl PendingSend {
-    async fn wait(self) -> Result<(), Error> {
-        let mut rx = self.outcome?;
-        match tokio::time::timeout(self.shared.send_timeout, &mut rx).await {
-            Ok(Ok(result)) => result,
-            Ok(Err(_)) => Err(Error::Stopped),
-            Err(_) => {
-                let (tx, withdrawn) = oneshot::channel();
-                let _ = self.shared.commands.send(Command::CancelSend {
-                    key: self.shared.key,
-                    ticket: self.ticket,
-                    withdrawn: tx,
-                });
-                let withdrawn = withdrawn.await.map_err(|_| Error::Stopped)?;
-                // The outcome may have come while the cancel was on its way.
-                match rx.try_recv() {
-                    Ok(result) => result,
-                    Err(_) => Err(Error::SendTimeout { withdrawn }),
-                }
-            }
+impl std::fmt::Debug for Sending {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sending")
+            .field("deadline", &self.deadline)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Sending {
+    fn new(
+        shared: Arc<Shared>,
+        ticket: u64,
+        outcome: Result<oneshot::Receiver<Result<(), Error>>, Error>,
+    ) -> Sending {
+        let deadline = tokio::time::Instant::now() + shared.send_timeout;
+        Sending {
+            shared,
+            ticket,
+            deadline,
+            outcome: Some(outcome),
+            expired: None,
+            sleep: Box::pin(tokio::time::sleep_until(deadline)),
         }
+    }
+
+    /// Withdraws the message if it has not left yet, and says whether it was withdrawn.
+    /// `false`: it is on its way and may still be delivered (the peer app may get it),
+    /// or it had already been acknowledged or failed.
+    pub async fn cancel(mut self) -> bool {
+        match self.outcome.take() {
+            Some(Ok(_)) => withdraw(&self.shared, self.ticket).await,
+            _ => false,
+        }
+    }
+}
+
+/// A send past its deadline: the withdrawal, then the outcome.
+type Withdrawal = Pin<Box<dyn Future<Output = Result<(), Error>> + Send>>;
+
+/// Asks the driver to withdraw a queued message; whether it had not left yet.
+async fn withdraw(shared: &Shared, ticket: u64) -> bool {
+    let (tx, withdrawn) = oneshot::channel();
+    let _ = shared.commands.send(Command::CancelSend {
+        key: shared.key,
+        ticket,
+        withdrawn: tx,
+    });
+    withdrawn.await.unwrap_or(false)
+}
+
+impl Future for Sending {
+    type Output = Result<(), Error>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<Self::Output> {
+        let this = &mut *self;
+        if let Some(expired) = &mut this.expired {
+            return expired.as_mut().poll(cx);
+        }
+        let rx = match &mut this.outcome {
+            Some(Ok(rx)) => rx,
+            Some(Err(_)) => {
+                let Some(Err(error)) = this.outcome.take() else {
+                    return Poll::Ready(Err(Error::Stopped));
+                };
+                return Poll::Ready(Err(error));
+            }
+            None => return Poll::Ready(Err(Error::Stopped)),
+        };
+        if let Poll::Ready(result) = Pin::new(&mut *rx).poll(cx) {
+            this.outcome = None;
+            return Poll::Ready(result.unwrap_or(Err(Error::Stopped)));
+        }
+        if this.sleep.as_mut().poll(cx).is_pending() {
+            return Poll::Pending;
+        }
+        // The deadline passed: withdraw the message if it has not left.
+        let Some(Ok(mut rx)) = this.outcome.take() else {
+            return Poll::Ready(Err(Error::Stopped));
+        };
+        let (shared, ticket) = (this.shared.clone(), this.ticket);
+        let mut expired: Withdrawal = Box::pin(async move {
+            let withdrawn = withdraw(&shared, ticket).await;
+            // The outcome may have come while the cancel was on its way.
+            match rx.try_recv() {
+                Ok(result) => result,
+                Err(_) => Err(Error::SendTimeout { withdrawn }),
+            }
+        });
+        let polled = expired.as_mut().poll(cx);
+        this.expired = Some(expired);
+        polled
     }
 }
 
@@ -600,47 +682,43 @@ impl Connection {
     /// so: then the unacknowledged messages fail with 1006.
     ///
     /// The message is queued when this is called, not when the future is first polled, so
-    /// messages go out in call order even when their futures are awaited concurrently.
-    pub fn send<T: Serialize + ?Sized>(
-        &self,
-        value: &T,
-    ) -> impl Future<Output = Result<(), Error>> + Send + 'static + use<T> {
-        let pending =
-            to_json(value).map(|p| self.start_send(ContentType::Json, Exchange::OneWay, p));
-        async move { pending?.wait().await }
+    /// messages go out in call order even when their futures are awaited concurrently;
+    /// the send timeout ([`Config::send_timeout`](crate::Config::send_timeout), 10 s by
+    /// default) runs from the call too. At the timeout a message that has not left is
+    /// withdrawn ([`Error::SendTimeout`] says whether); one already on its way may still
+    /// be delivered. [`Sending::cancel`] withdraws it earlier.
+    ///
+    /// What a sender's death does: the queue lives in this process's memory, so a watch
+    /// (or phone) that dies holding unacknowledged messages loses them; only the other
+    /// side's messages outlive it (see above).
+    pub fn send<T: Serialize + ?Sized>(&self, value: &T) -> Sending {
+        match to_json(value) {
+            Ok(payload) => self.start_send(ContentType::Json, Exchange::OneWay, payload),
+            Err(error) => Sending::new(self.shared.clone(), 0, Err(error)),
+        }
     }
 
     /// Like [`send`](Self::send), but when the channel's queue is full
     /// (`SessionConfig::max_queued` messages beyond those in flight) it resolves at once
     /// with [`Error::QueueFull`] instead of waiting for room.
-    pub fn try_send<T: Serialize + ?Sized>(
-        &self,
-        value: &T,
-    ) -> impl Future<Output = Result<(), Error>> + Send + 'static + use<T> {
-        let pending = to_json(value)
-            .map(|p| self.start_send_with(ContentType::Json, Exchange::OneWay, p, false));
-        async move { pending?.wait().await }
+    pub fn try_send<T: Serialize + ?Sized>(&self, value: &T) -> Sending {
+        match to_json(value) {
+            Ok(payload) => {
+                self.start_send_with(ContentType::Json, Exchange::OneWay, payload, false)
+            }
+            Err(error) => Sending::new(self.shared.clone(), 0, Err(error)),
+        }
     }
 
     /// Sends raw bytes with a content type; resolves on the acknowledgement. Queued at
     /// call time, like [`send`](Self::send); waits for room when the queue is full.
-    pub fn send_bytes(
-        &self,
-        content_type: ContentType,
-        payload: Bytes,
-    ) -> impl Future<Output = Result<(), Error>> + Send + 'static + use<> {
-        let pending = self.start_send(content_type, Exchange::OneWay, payload);
-        async move { pending.wait().await }
+    pub fn send_bytes(&self, content_type: ContentType, payload: Bytes) -> Sending {
+        self.start_send(content_type, Exchange::OneWay, payload)
     }
 
     /// Queues a message now (waiting for room if the queue is full); the returned value
     /// waits for its outcome.
-    fn start_send(
-        &self,
-        content_type: ContentType,
-        exchange: Exchange,
-        payload: Bytes,
-    ) -> PendingSend {
+    fn start_send(&self, content_type: ContentType, exchange: Exchange, payload: Bytes) -> Sending {
         self.start_send_with(content_type, exchange, payload, true)
     }
 
@@ -650,7 +728,7 @@ impl Connection {
         exchange: Exchange,
         payload: Bytes,
         wait: bool,
-    ) -> PendingSend {
+    ) -> Sending {
         let ticket = self.shared.next_ticket.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
         let queued = self.command(Command::Send {
@@ -662,11 +740,7 @@ impl Connection {
             wait,
             done: tx,
         });
-        PendingSend {
-            shared: self.shared.clone(),
-            ticket,
-            outcome: queued.map(|()| rx),
-        }
+        Sending::new(self.shared.clone(), ticket, queued.map(|()| rx))
     }
 
     /// Sends `value` as JSON as a request and waits up to `timeout` for the peer's reply,
@@ -705,7 +779,7 @@ impl Connection {
         async move {
             registered?;
             let exchange = async {
-                sent.wait().await?;
+                sent.await?;
                 rx.await.map_err(|_| Error::Stopped)?
             };
             let outcome = tokio::time::timeout(timeout, exchange).await;
@@ -740,7 +814,7 @@ impl Connection {
                 message: "the message is not a request".into(),
             }),
         };
-        async move { pending?.wait().await }
+        async move { pending?.await }
     }
 
     /// The vendor API's `sendFile`: sends the file at `path`, streamed from disk. The returned

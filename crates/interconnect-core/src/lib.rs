@@ -83,7 +83,7 @@ mod transport;
 pub use config::{Acknowledge, SessionConfig};
 pub use connection::{
     Connection, ConnectionEvent, Diagnosis, Events, FileTransfer, Incoming, Progress,
-    ProgressStream, ReadyState,
+    ProgressStream, ReadyState, Sending,
 };
 pub use driver::{Backoff, PeerDeviceStatus};
 pub use endpoint::{Config, Hub, Interconnect, SecurityEvents};

@@ -481,7 +481,11 @@ async fn corrupted_frames_are_caught_and_never_delivered() {
     });
     let (dialer, listener) = network.endpoints();
     let hub = Hub::new(listener, Config::in_memory(DeviceId([2; 16])));
-    let watch = Interconnect::new(dialer, Config::in_memory(DeviceId([1; 16])));
+    // The link breaks again and again: the sends' deadlines (from the call) are made
+    // long enough for that.
+    let mut watch_config = Config::in_memory(DeviceId([1; 16]));
+    watch_config.send_timeout = Duration::from_secs(600);
+    let watch = Interconnect::new(dialer, watch_config);
     let app = hub.register(PKG, 1, None).await.unwrap();
     let mut app_events = app.events().unwrap();
     let conn = watch.instance(PKG, None);
@@ -668,4 +672,55 @@ fn errors_keep_their_source() {
         .and_then(|e| e.downcast_ref::<serde_json::Error>())
         .expect("the serde error");
     assert!(serde.is_syntax(), "{serde}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_send_timeout_runs_from_the_call_and_a_queued_send_can_be_withdrawn() {
+    let s = setup();
+    let (conn, app) = open(&s).await;
+    let mut events = conn.events().unwrap();
+    // The phone app goes away: the watch's sends wait for it to come back.
+    app.close(Code::OTHERS, "away").await.unwrap();
+    loop {
+        if let ConnectionEvent::Close { .. } = next(&mut events).await {
+            break;
+        }
+    }
+    let timeout = Duration::from_secs(10);
+    let called = tokio::time::Instant::now();
+    let sends = [conn.send(&1), conn.send(&2), conn.send(&3)];
+    for send in sends {
+        // Awaited one after another, each fails at its own call's deadline.
+        assert_eq!(
+            send.await.unwrap_err(),
+            Error::SendTimeout { withdrawn: true }
+        );
+        let waited = called.elapsed();
+        assert!(
+            waited >= timeout && waited < timeout + Duration::from_millis(10),
+            "failed after {waited:?}"
+        );
+    }
+    // A send left unpolled past its deadline fails as soon as it is awaited.
+    let late = conn.send(&4);
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    let awaited = tokio::time::Instant::now();
+    assert_eq!(
+        late.await.unwrap_err(),
+        Error::SendTimeout { withdrawn: true }
+    );
+    assert!(awaited.elapsed() < Duration::from_millis(10));
+    // One still queued can be withdrawn; it never reaches the app that comes back.
+    let withdrawn = conn.send(&"withdrawn");
+    assert!(withdrawn.cancel().await);
+    let app = s.hub.register(PKG, 3, None).await.unwrap();
+    let mut app_events = app.events().unwrap();
+    let after = conn.send(&"after");
+    loop {
+        if let ConnectionEvent::Message(m) = next(&mut app_events).await {
+            assert_eq!(m.decode::<String>().unwrap(), "after");
+            break;
+        }
+    }
+    after.await.unwrap();
 }
