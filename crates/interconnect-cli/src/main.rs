@@ -395,18 +395,25 @@ async fn phone(
         .await?;
     eprintln!("package {package} registered");
     let mut events = app.events().expect("a new connection has its events");
-    // A link that drops is said on stdout too.
+    // A link that drops is said on stdout too, unless the watch said goodbye first (it
+    // closed the channel: its `close` line says it all).
     let mut linked = false;
+    let mut said_goodbye = false;
     loop {
+        // Events first: a watch's close, queued before its link went, is taken before
+        // the link's loss is looked at.
         tokio::select! {
+            biased;
             _ = tokio::signal::ctrl_c() => break,
-            () = hub.connected(), if !linked => linked = true,
-            () = hub.disconnected(), if linked => {
-                linked = false;
-                print_error(Code::CONNECTION_LOST, "the link to the watch dropped");
-            }
             event = events.next() => {
                 let Some(event) = event else { break };
+                match &event {
+                    ConnectionEvent::Close { by: interconnect_core::ClosedBy::Peer, .. } => {
+                        said_goodbye = true;
+                    }
+                    ConnectionEvent::Open { .. } => said_goodbye = false,
+                    _ => {}
+                }
                 println!("{}", event_json(&event));
                 if !handle.is_zero() && matches!(event, ConnectionEvent::Message(_)) {
                     tokio::time::sleep(handle).await;
@@ -415,16 +422,28 @@ async fn phone(
                     let app = app.clone();
                     let message = message.clone();
                     tokio::spawn(async move {
-                        let answer = if message.request_id.is_some() {
-                            app.reply_bytes(&message, message.content_type, message.payload.clone()).await
+                        if message.request_id.is_some() {
+                            let reply = app.reply_bytes(&message, message.content_type, message.payload.clone());
+                            if let Err(error) = reply.await {
+                                eprintln!("echo failed: {error}");
+                                print_error(error.code(), &format!("echo failed: {error}"));
+                            }
                         } else {
-                            app.send_bytes(message.content_type, message.payload.clone()).await
-                        };
-                        if let Err(error) = answer {
-                            eprintln!("echo failed: {error}");
-                            print_error(error.code(), &format!("echo failed: {error}"));
+                            // A one-way message's echo is for whoever listens: a watch
+                            // that sent and left does not take it, which is no failure.
+                            let echo = app.send_bytes(message.content_type, message.payload.clone());
+                            if let Err(error) = echo.await {
+                                tracing::debug!(%error, "one-way echo not taken");
+                            }
                         }
                     });
+                }
+            }
+            () = hub.connected(), if !linked => linked = true,
+            () = hub.disconnected(), if linked => {
+                linked = false;
+                if !std::mem::take(&mut said_goodbye) {
+                    print_error(Code::CONNECTION_LOST, "the link to the watch dropped");
                 }
             }
         }

@@ -843,3 +843,33 @@ async fn a_watch_connection_carries_on_when_the_phone_process_is_killed_and_star
         twice.len()
     );
 }
+
+#[test]
+fn a_watch_that_exits_cleanly_is_a_close_on_the_phone_not_an_error() {
+    let phone = Phone::start();
+    // A one-way send, echoed (--echo) to a watch that leaves once its send is taken.
+    let (ok, out) = phone.watch(&["send", "1"]);
+    assert!(ok, "{out:?}");
+    // The next watch's message marks the end of what the phone says of the first.
+    let (ok, out) = phone.watch(&["send", "2"]);
+    assert!(ok, "{out:?}");
+    let mut lines = Vec::new();
+    loop {
+        let line = phone
+            .lines
+            .recv_timeout(Duration::from_secs(30))
+            .expect("the phone prints the second message");
+        if line["event"] == "message" && line["data"] == 2 {
+            break;
+        }
+        lines.push(line);
+    }
+    assert!(
+        lines.iter().any(|l| l["event"] == "close"),
+        "the clean exit is a close: {lines:?}"
+    );
+    assert!(
+        !lines.iter().any(|l| l["event"] == "error"),
+        "no error for a clean exit or an echo nobody takes: {lines:?}"
+    );
+}

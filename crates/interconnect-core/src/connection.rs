@@ -329,6 +329,23 @@ impl FileTransfer {
 /// value first, then each change; it ends when the transfer does.
 pub struct ProgressStream(tokio_stream::wrappers::WatchStream<Progress>);
 
+impl ProgressStream {
+    /// The next progress value (the latest one first); `None` once the transfer ended.
+    ///
+    /// ```no_run
+    /// # async fn f(conn: interconnect_core::Connection) {
+    /// let transfer = conn.send_file("photo.jpg");
+    /// let mut progress = transfer.progress_stream();
+    /// while let Some(p) = progress.next().await {
+    ///     println!("{} of {} bytes", p.bytes_done, p.total);
+    /// }
+    /// # }
+    /// ```
+    pub async fn next(&mut self) -> Option<Progress> {
+        std::future::poll_fn(|cx| futures_core::Stream::poll_next(Pin::new(&mut self.0), cx)).await
+    }
+}
+
 impl futures_core::Stream for ProgressStream {
     type Item = Progress;
 

@@ -118,6 +118,7 @@ impl From<crate::session::CommandError> for Error {
             E::ChannelClosed => Error::ConnectionLost,
             E::TooLarge { len, max } => Error::TooLarge { len, max },
             E::QueueFull(max) => Error::QueueFull { max },
+            E::Refused(code) => Error::from_code(code),
             other => Error::Other {
                 code: other.code(),
                 message: other.to_string(),

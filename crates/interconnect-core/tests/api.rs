@@ -147,8 +147,9 @@ async fn an_app_that_is_not_installed_gives_1001_and_version_minus_one() {
     ));
     assert_eq!(conn.peer_client_version().await, Ok(None));
     assert_eq!(conn.peer_client_version_code().await, Ok(-1));
+    // A send says what diagnosis says: the app is not installed.
     let error = conn.send(&Steps { steps: 1 }).await.unwrap_err();
-    assert_eq!(error.code(), Code::CONNECTION_LOST);
+    assert_eq!(error.code(), Code::APP_UNINSTALLED);
 }
 
 #[tokio::test(start_paused = true)]

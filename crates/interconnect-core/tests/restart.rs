@@ -294,13 +294,6 @@ fn phone_config(dir: &Path) -> Config {
     config
 }
 
-async fn next_progress(progress: &mut ProgressStream) -> Option<Progress> {
-    std::future::poll_fn(|cx| {
-        futures_core::Stream::poll_next(std::pin::Pin::new(&mut *progress), cx)
-    })
-    .await
-}
-
 #[tokio::test(start_paused = true)]
 async fn a_watch_file_carries_on_when_the_phone_shuts_down_and_starts_again() {
     let (watch_dir, phone_dir, send_dir) = (
@@ -322,7 +315,7 @@ async fn a_watch_file_carries_on_when_the_phone_shuts_down_and_starts_again() {
     let mut progress = transfer.progress_stream();
     // A third of the way through, the phone shuts down, then starts again.
     let at = loop {
-        let p = next_progress(&mut progress).await.expect("progress");
+        let p = progress.next().await.expect("progress");
         if p.total > 0 && p.bytes_done >= p.total / 3 {
             break p.bytes_done;
         }
@@ -330,7 +323,7 @@ async fn a_watch_file_carries_on_when_the_phone_shuts_down_and_starts_again() {
     // Every later update: a restart from zero would show the offset falling back.
     let later = tokio::spawn(async move {
         let mut seen = Vec::new();
-        while let Some(p) = next_progress(&mut progress).await {
+        while let Some(p) = progress.next().await {
             seen.push(p.bytes_done);
             if p.bytes_done >= p.total {
                 break;

@@ -44,6 +44,11 @@ pub enum CommandError {
     /// The command needs the other role (e.g. opening a channel on the phone side).
     #[error("not available on the {0:?} side")]
     WrongRole(Role),
+    /// The phone refused the channel at its first open, with this code (1001 the app
+    /// is not installed, 1002 not attached, 1007 another signature): nothing is sent
+    /// on it until an open succeeds.
+    #[error("the channel was refused with {0}")]
+    Refused(Code),
 }
 
 impl CommandError {
@@ -53,6 +58,7 @@ impl CommandError {
             CommandError::ChannelClosed => Code::CONNECTION_LOST,
             CommandError::TooLarge { .. } => Code::TOO_LARGE,
             CommandError::QueueFull(_) | CommandError::WrongRole(_) => Code::OTHERS,
+            CommandError::Refused(code) => *code,
         }
     }
 }
@@ -968,11 +974,11 @@ impl Session {
         match ch.state {
             ChannelState::Closed => return Err(CommandError::ChannelClosed),
             // A channel the phone closed or refused after it had been open waits to
-            // reopen; one refused at its first open fails at once.
+            // reopen; one refused at its first open fails at once, with the refusal.
             ChannelState::Idle {
-                last_error: Some(_),
+                last_error: Some(code),
             } if ch.reopen.is_none() => {
-                return Err(CommandError::ChannelClosed);
+                return Err(CommandError::Refused(code));
             }
             _ => {}
         }
