@@ -760,7 +760,6 @@ async fn with_progress_bar(transfer: FileTransfer) -> Result<(), Error> {
     let drawer = {
         let bar = bar.clone();
         tokio::spawn(async move {
-            use tokio_stream::StreamExt;
             while let Some(p) = progress.next().await {
                 bar.set_length(p.total);
                 bar.set_position(p.bytes_done);
