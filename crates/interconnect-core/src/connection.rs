@@ -390,6 +390,9 @@ pub(crate) struct ConnState {
     pub(crate) last_error: Option<Code>,
     pub(crate) closed: bool,
     pub(crate) app_version: Option<u32>,
+    /// Watch side: the link's last refusal since it was last up, and whether it is
+    /// lasting (4007, 4008 from the authenticated phone): diagnosis says it.
+    pub(crate) refused: Option<(Code, bool)>,
 }
 
 /// What the driver queues for an app: an event, and for a message the receipt that
@@ -641,10 +644,12 @@ impl Connection {
     }
 
     /// The vendor API's `diagnosis`: 0 when the channel is open, waiting up to `timeout` (10 s
-    /// if `None`) for a connect in progress; 204 if it does not finish in time; otherwise
-    /// the refusal's code (1001, and 1002 or 1007 which [`Diagnosis::status`] reports as
-    /// 1000). A channel that was refused earlier is retried first, so installing the phone
-    /// app and diagnosing again succeeds.
+    /// if `None`) for a connect in progress; otherwise the refusal's code (1001, and 1002
+    /// or 1007 which [`Diagnosis::status`] reports as 1000). On the watch, a phone that
+    /// refuses the link itself says so: 4007 (this watch's key is not trusted there) or
+    /// 4008 at once; 4002 (it serves another watch) if that is still so at the timeout;
+    /// 204 if nothing answered in time. A channel that was refused earlier is retried
+    /// first, so installing the phone app and diagnosing again succeeds.
     pub async fn diagnosis(&self, timeout: Option<Duration>) -> Diagnosis {
         let timeout = timeout.unwrap_or(Duration::from_secs(10));
         let (tx, rx) = oneshot::channel();
@@ -669,6 +674,9 @@ impl Connection {
                         Some(Code::OK)
                     } else if s.closed {
                         Some(Code::CONNECTION_LOST)
+                    } else if let Some((code, true)) = s.refused {
+                        // The phone will not have this watch: waiting cannot help.
+                        Some(code)
                     } else if !s.connecting {
                         Some(s.last_error.unwrap_or(Code::OTHERS))
                     } else {
@@ -684,8 +692,11 @@ impl Connection {
             }
         })
         .await;
+        // Out of time: a refusal seen meanwhile (4002, the phone serves another watch)
+        // says more than 204.
+        let refused = self.shared.state.borrow().refused.map(|(code, _)| code);
         Diagnosis {
-            code: settled.unwrap_or(Code::TIMEOUT),
+            code: settled.unwrap_or(refused.unwrap_or(Code::TIMEOUT)),
         }
     }
 

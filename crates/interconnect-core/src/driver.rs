@@ -400,6 +400,8 @@ pub(crate) struct Driver {
     links_started: u64,
     commands_tx: mpsc::UnboundedSender<Command>,
     security_events: mpsc::Sender<SecurityEvent>,
+    /// Watch side: the link's last refusal since it was last up, and whether lasting.
+    refused: Option<(Code, bool)>,
     /// Security events dropped and not said yet (shared with the stream, which says
     /// them when its queue ran empty).
     security_missed: std::sync::Arc<std::sync::atomic::AtomicU64>,
@@ -467,6 +469,7 @@ pub(crate) fn spawn<T: Transport>(
         commands_tx: commands_tx.clone(),
         security_events: security_tx,
         security_missed,
+        refused: None,
         known_peers,
     };
     let span = tracing::info_span!(
@@ -846,6 +849,7 @@ impl Driver {
         match event {
             Event::LinkUp { .. } => {
                 self.failures = 0;
+                self.refused = None;
                 self.status.send_modify(|s| {
                     s.peer = PeerDeviceStatus::Connected;
                     s.links_up += 1;
@@ -897,10 +901,14 @@ impl Driver {
             Event::Refused(error) => {
                 // A passing refusal (the phone is busy) is expected; the link is tried
                 // again. A lasting one needs the user.
-                if error.is_lasting() {
+                let lasting = error.is_lasting();
+                if lasting {
                     tracing::warn!(%error, "link refused");
                 } else {
                     tracing::info!(%error, "link refused for now; trying again");
+                }
+                if self.session.config().role == Role::Watch {
+                    self.on_link_refused(error.code(), lasting, &error.to_string());
                 }
                 self.report(SecurityEvent::Refused(error));
             }
@@ -1365,6 +1373,23 @@ impl Driver {
         }
     }
 
+    /// Watch side: the phone refused the link. Each connection's state says so (so
+    /// diagnosis does), and, the first time a refusal with this code comes since the
+    /// link was last up, its events say it too.
+    fn on_link_refused(&mut self, code: Code, lasting: bool, message: &str) {
+        let again = self.refused.is_some_and(|(c, _)| c == code);
+        self.refused = Some((code, lasting));
+        if !again {
+            for entry in self.conns.values() {
+                let error = ConnectionEvent::Error {
+                    code,
+                    message: message.to_string(),
+                };
+                let _ = entry.slot.events.send((error, None));
+            }
+        }
+    }
+
     /// What the session says of a connection's channel.
     fn conn_state(&self, channel: Option<ChannelId>) -> ConnState {
         match channel {
@@ -1374,6 +1399,7 @@ impl Driver {
                 last_error: self.session.last_error(ch),
                 closed: self.session.is_closed(ch),
                 app_version: self.session.app_version(ch),
+                refused: self.refused,
             },
             // Phone side before the watch opened a channel: waiting for it.
             None => ConnState {

@@ -197,3 +197,27 @@ async fn in_plaintext_a_device_id_read_off_the_wire_takes_over_no_live_link_from
     assert_eq!(next_text(&mut events).await, "still yours");
     sent.await.expect("delivered");
 }
+
+#[tokio::test]
+async fn with_the_default_trust_a_second_watch_is_told_4007_not_left_to_time_out() {
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr();
+    let hub = Hub::new(listener, Config::new(dirs[0].path()).unwrap());
+    let _app = hub.register(PKG, 1, None).await.unwrap();
+    let first = Interconnect::new(TcpDialer::new(addr), Config::new(dirs[1].path()).unwrap());
+    opened(&first.instance(PKG, None)).await;
+    first.shutdown().await;
+    // Trust on first use pinned the first watch: another is not trusted there.
+    let second = Interconnect::new(TcpDialer::new(addr), Config::new(dirs[2].path()).unwrap());
+    let conn = second.instance(PKG, None);
+    let mut events = conn.events().unwrap();
+    let diagnosis = tokio::time::timeout(WAIT, conn.diagnosis(Some(WAIT)))
+        .await
+        .expect("diagnosis answers before its own timeout");
+    assert_eq!(diagnosis.code, Code::UNTRUSTED_PEER);
+    match events.next().await {
+        Some(ConnectionEvent::Error { code, .. }) => assert_eq!(code, Code::UNTRUSTED_PEER),
+        other => panic!("expected the refusal as an event, got {other:?}"),
+    }
+}
