@@ -83,7 +83,7 @@ fn refusals_carry_the_seed_codes() {
         pair.watch.last_error(wrong_fp),
         Some(Code::SIGNATURE_MISMATCH)
     );
-    // A refused channel passes no message.
+    // A refused channel passes no message, and says why.
     assert_eq!(
         pair.watch.send(
             wrong_fp,
@@ -91,7 +91,7 @@ fn refusals_carry_the_seed_codes() {
             Exchange::OneWay,
             Bytes::from_static(b"{}")
         ),
-        Err(CommandError::ChannelClosed)
+        Err(CommandError::Refused(Code::SIGNATURE_MISMATCH))
     );
     assert!(
         pair.phone_events
