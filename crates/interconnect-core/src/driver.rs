@@ -907,7 +907,17 @@ impl Driver {
                 } else {
                     tracing::info!(%error, "link refused for now; trying again");
                 }
-                if self.session.config().role == Role::Watch {
+                // What the phone decided (not a broken link, nor a refusal in the clear
+                // that anyone could send) is the watch app's business too.
+                let busy = matches!(
+                    error,
+                    crate::SecurityError::RefusedByPeer {
+                        code: Code::BUSY,
+                        authenticated: true,
+                        ..
+                    }
+                );
+                if self.session.config().role == Role::Watch && (lasting || busy) {
                     self.on_link_refused(error.code(), lasting, &error.to_string());
                 }
                 self.report(SecurityEvent::Refused(error));
@@ -1374,12 +1384,12 @@ impl Driver {
     }
 
     /// Watch side: the phone refused the link. Each connection's state says so (so
-    /// diagnosis does), and, the first time a refusal with this code comes since the
-    /// link was last up, its events say it too.
+    /// diagnosis does), and, the first time a lasting refusal with this code comes
+    /// since the link was last up, its events say it too.
     fn on_link_refused(&mut self, code: Code, lasting: bool, message: &str) {
         let again = self.refused.is_some_and(|(c, _)| c == code);
         self.refused = Some((code, lasting));
-        if !again {
+        if lasting && !again {
             for entry in self.conns.values() {
                 let error = ConnectionEvent::Error {
                     code,
