@@ -17,7 +17,14 @@ document itself, then checks every example and every transcript vector in it:
 What it cannot check with the standard library alone: X25519, AES-GCM and
 ChaCha20-Poly1305 (the handshake messages, keys, REKEY and the ciphertexts themselves).
 
-Usage: python3 spec/wire.py [path/to/WIRE.md]; exits non-zero on the first mismatch.
+Given a recorded session (spec/session.txt) as a second argument, it also follows it
+frame by frame against "Sessions, step by step": Hellos first, every Open answered once,
+sequence numbers from 1 (or, after a resumption, from what the peer reported),
+acknowledgements only of what arrived, a refused channel silent, file chunks from the
+accepted offset without a gap across the link drop, the digest the BLAKE3 of the file.
+
+Usage: python3 spec/wire.py [path/to/WIRE.md [path/to/session.txt]]; exits non-zero on
+any mismatch.
 """
 
 import hashlib
@@ -345,6 +352,124 @@ def check_file_example(doc, kinds, types):
     return len(data)
 
 
+def check_session(path, kinds, types):
+    """Follows a recorded session against "Sessions, step by step"; returns (links, frames)."""
+    state = {
+        "links": 0, "frames": 0, "tokens": None, "resumed": False,
+        "hello": set(),          # sides whose Hello came on this link
+        "opens": {},             # channel -> the Open
+        "answered": set(),       # channels the phone answered on this link
+        "refused": set(), "closed": set(),
+        "sent": {},              # (side, channel) -> last seq sent
+        "got": {},               # (side, channel) -> last seq received (by the other side)
+        "acked": {},             # (side, channel) -> last Ack seq sent by side
+        "files": {},             # transfer -> {size, data, accepted, done}
+    }
+    other = {"W": "P", "P": "W"}
+
+    def on_frame(side, name, f):
+        st = state
+        if name == "Hello":
+            check(side not in st["hello"], f"{side}: one Hello per link")
+            check(f["role"] == ("Watch" if side == "W" else "Phone"), f"{side}: Hello's role")
+            check(f["min_version"] <= 1 <= f["max_version"], f"{side}: speaks version 1")
+            st["hello"].add(side)
+            return
+        check(side in st["hello"], f"{side}: {name} only after its Hello")
+        ch = f.get("channel")
+        if name == "Open":
+            check(side == "W", "only the watch opens")
+            st["opens"][ch] = f
+            if f["resume"]:
+                check(st["resumed"], "resume only with the same tokens")
+                check(f["received_seq"] == st["acked"].get(("W", ch), 0),
+                      "Open.received_seq: what the watch acknowledged")
+        elif name in ("Accept", "Reject"):
+            check(side == "P" and ch in st["opens"], f"{name} answers an Open")
+            check(ch not in st["answered"], f"one answer per Open (channel {ch})")
+            st["answered"].add(ch)
+            if name == "Reject":
+                check(f["code"] in (1001, 1002, 1007, 4000), "a Reject's code")
+                st["refused"].add(ch)
+            else:
+                want_resume = st["opens"][ch]["resume"]
+                check(f["resumed"] == want_resume, "Accept.resumed answers Open.resume")
+                if f["resumed"]:
+                    check(f["received_seq"] == st["acked"].get(("P", ch), 0),
+                          "Accept.received_seq: what the phone acknowledged")
+                    # Each side resends from what the other reported.
+                    st["sent"][("W", ch)] = f["received_seq"]
+                    st["sent"][("P", ch)] = st["opens"][ch]["received_seq"]
+                else:
+                    for key in [k for k in st["sent"] if k[1] == ch]:
+                        del st["sent"][key]
+        elif name == "Data":
+            check(ch in st["answered"] and ch not in st["refused"], "Data only on an accepted channel")
+            check((side, ch) not in st["closed"], "no Data after the sender's Close")
+            want = st["sent"].get((side, ch), 0) + 1
+            check(f["seq"] == want, f"{side} Data seq {f['seq']}, expected {want}")
+            st["sent"][(side, ch)] = f["seq"]
+            st["got"][(other[side], ch)] = f["seq"]
+        elif name == "Ack":
+            last = st["got"].get((side, ch), 0)
+            check(f["seq"] <= last, "an Ack names only what arrived")
+            check(f["seq"] >= st["acked"].get((side, ch), 0), "Acks never go back")
+            st["acked"][(side, ch)] = f["seq"]
+        elif name == "Close":
+            st["closed"].add((side, ch))
+        elif name == "FileOffer":
+            t = f["transfer"]
+            check(t % 2 == (1 if side == "W" else 0), "a transfer id carries its sender's parity")
+            entry = st["files"].setdefault(t, {"size": f["size"], "data": b"", "accepted": None, "done": False})
+            check(entry["size"] == f["size"], "an offer again names the same file")
+            entry["accepted"] = None
+        elif name == "FileAccept":
+            entry = st["files"].get(f["transfer"])
+            check(entry is not None, "FileAccept answers an offer")
+            check(f["offset"] <= max(entry["size"] - 1, 0), "accepted at most size - 1")
+            check(f["offset"] <= len(entry["data"]), "accepted at what the receiver holds")
+            entry["data"] = entry["data"][:f["offset"]]
+            entry["accepted"] = f["offset"]
+        elif name == "FileChunk":
+            entry = st["files"].get(f["transfer"])
+            check(entry is not None and entry["accepted"] is not None, "chunks only after FileAccept")
+            check(f["offset"] == len(entry["data"]), "chunks follow the accepted offset without a gap")
+            entry["data"] += bytes.fromhex(f["data"])
+            end = len(entry["data"]) == entry["size"]
+            check((f["digest"] is not None) == end, "the digest rides on the chunk that ends the file")
+            if end:
+                check(f["digest"] == blake3(entry["data"]).hex(), "the digest is the file's BLAKE3")
+        elif name == "FileAck":
+            entry = st["files"].get(f["transfer"])
+            check(entry is not None and f["offset"] <= len(entry["data"]), "a FileAck names bytes that arrived")
+        elif name == "FileComplete":
+            entry = st["files"].get(f["transfer"])
+            check(entry is not None and len(entry["data"]) == entry["size"], "FileComplete after the whole file")
+            entry["done"] = True
+
+    tokens = {}
+    for line in open(path, encoding="utf-8").read().splitlines():
+        if not line or line.startswith("#"):
+            continue
+        if line.startswith("-- link"):
+            state["links"] += 1
+            state["hello"] = set()
+            state["answered"] = set()
+            continue
+        side, hex_text = line.split("> ")
+        name, fields = decode(kinds, types, bytes.fromhex(hex_text))
+        state["frames"] += 1
+        if name == "Hello":
+            previous = tokens.get(side)
+            tokens[side] = fields["resume_token"]
+            if side == "P" and "W" in tokens:
+                state["resumed"] = state["links"] > 1 and previous == fields["resume_token"]
+        on_frame(side, name, fields)
+    check(all(f["done"] for f in state["files"].values()), "every file was stored")
+    check(bool(state["refused"]), "the session shows a refusal")
+    return state["links"], state["frames"]
+
+
 def colon(digest):
     return ":".join(f"{b:02X}" for b in digest)
 
@@ -436,12 +561,19 @@ def main():
     examples = check_examples(doc, kinds, types)
     file_bytes = check_file_example(doc, kinds, types)
     suites = check_transcript(doc, kinds, types)
+    session = sys.argv[2] if len(sys.argv) > 2 else None
+    links = frames = 0
+    if session:
+        links, frames = check_session(session, kinds, types)
     if FAILURES:
         print(f"{len(FAILURES)} check(s) failed")
         sys.exit(1)
     print(f"wire.py: {len(kinds)} kinds, {examples} examples, a {file_bytes}-byte file and the "
           f"transcripts of {suites} suites decode and encode back byte for byte; every SHA-256, "
           f"BLAKE3 and layout value agrees")
+    if session:
+        print(f"wire.py: the recorded session ({links} links, {frames} frames) follows "
+              f"\"Sessions, step by step\"")
 
 
 if __name__ == "__main__":
