@@ -227,19 +227,23 @@ const FILE_END: &str = "<!-- end of the file example -->\n";
 #[test]
 fn wire_file_example_matches_docs() {
     let generated = frames_markdown(FILE_BEGIN, FILE_END, file_example());
+    matches_docs(FILE_BEGIN, FILE_END, &generated, "file example");
+}
+
+/// Checks that WIRE.md holds `generated` between `begin` and `end` (and with
+/// `UPDATE_WIRE_EXAMPLES=1` writes it there first, after an intended format change).
+fn matches_docs(begin: &str, end: &str, generated: &str, what: &str) {
     let doc = std::fs::read_to_string(WIRE_MD).expect("read WIRE.md");
-    let start = doc
-        .find(FILE_BEGIN)
-        .expect("the file example's start marker");
-    let end = doc.find(FILE_END).expect("the file example's end marker") + FILE_END.len();
+    let start = doc.find(begin).expect("the start marker");
+    let stop = doc.find(end).expect("the end marker") + end.len();
     if std::env::var_os("UPDATE_WIRE_EXAMPLES").is_some() {
-        let updated = format!("{}{generated}{}", &doc[..start], &doc[end..]);
+        let updated = format!("{}{generated}{}", &doc[..start], &doc[stop..]);
         std::fs::write(WIRE_MD, updated).expect("write WIRE.md");
     }
     let on_disk = &std::fs::read_to_string(WIRE_MD).expect("read WIRE.md")[start..];
     assert!(
-        on_disk.starts_with(&generated),
-        "WIRE.md's file example is stale: run with UPDATE_WIRE_EXAMPLES=1 if the change is intended"
+        on_disk.starts_with(generated),
+        "WIRE.md's {what} is stale: run with UPDATE_WIRE_EXAMPLES=1 if the change is intended"
     );
 }
 
@@ -253,18 +257,7 @@ const END: &str = "<!-- end of examples -->\n";
 #[test]
 fn wire_examples_match_docs() {
     let generated = examples_markdown();
-    let doc = std::fs::read_to_string(WIRE_MD).expect("read WIRE.md");
-    let start = doc.find(BEGIN).expect("the examples' start marker");
-    let end = doc.find(END).expect("the examples' end marker") + END.len();
-    if std::env::var_os("UPDATE_WIRE_EXAMPLES").is_some() {
-        let updated = format!("{}{generated}{}", &doc[..start], &doc[end..]);
-        std::fs::write(WIRE_MD, updated).expect("write WIRE.md");
-    }
-    let on_disk = &std::fs::read_to_string(WIRE_MD).expect("read WIRE.md")[start..];
-    assert!(
-        on_disk.starts_with(&generated),
-        "WIRE.md's examples are stale: run with UPDATE_WIRE_EXAMPLES=1 if the change is intended"
-    );
+    matches_docs(BEGIN, END, &generated, "examples");
     let lines: Vec<&str> = generated
         .lines()
         .filter(|l| l.contains(' ') && !l.starts_with(' ') && !l.starts_with('<'))

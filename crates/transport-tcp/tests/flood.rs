@@ -7,33 +7,22 @@
 use std::time::{Duration, Instant};
 
 use interconnect_conformance::flood::{DelayProxy, Flood, FrozenWatch, stranger_sources};
-use interconnect_core::{
-    Config, DeviceIdentity, Hub, Interconnect, NoiseConfig, Security, TrustPolicy,
-};
-use interconnect_proto::DeviceId;
+use interconnect_core::{DeviceIdentity, Hub, Interconnect};
 use transport_tcp::{TcpDialer, TcpListener};
+
+mod common;
+use common::pinned;
 
 const ATTEMPTS: usize = 10;
 const PKG: &str = "com.example.flood";
 const SERVED_WITHIN: Duration = Duration::from_secs(2);
-
-fn pinned(id: u8, identity: &DeviceIdentity, trusted: &DeviceIdentity) -> Config {
-    let mut config = Config::in_memory(DeviceId([id; 16]));
-    config.session.security = Security::Noise(
-        NoiseConfig::new(identity.clone())
-            .with_trust(TrustPolicy::Pinned(vec![trusted.fingerprint()])),
-    );
-    config.backoff.initial = Duration::from_millis(20);
-    config.backoff.max = Duration::from_millis(200);
-    config
-}
 
 /// How long each attempt of the watch took to be served (`None`: not within 10 s).
 async fn attempts(stale: bool) -> Vec<Option<Duration>> {
     let (phone, watch) = (DeviceIdentity::generate(), DeviceIdentity::generate());
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr();
-    let hub = Hub::new(listener, pinned(2, &phone, &watch));
+    let hub = Hub::new(listener, pinned(2, &phone, &[&watch]));
     let _app = hub.register(PKG, 1, None).await.unwrap();
     let proxy = DelayProxy::start(addr, Duration::from_millis(20))
         .await
@@ -63,10 +52,10 @@ async fn attempts(stale: bool) -> Vec<Option<Duration>> {
     let mut times = Vec::new();
     for _ in 0..ATTEMPTS {
         let frozen = stale.then(|| {
-            FrozenWatch::start(TcpDialer::new(addr), pinned(1, &watch, &phone), PKG).unwrap()
+            FrozenWatch::start(TcpDialer::new(addr), pinned(1, &watch, &[&phone]), PKG).unwrap()
         });
         let started = Instant::now();
-        let served = Interconnect::new(TcpDialer::new(proxy.addr()), pinned(1, &watch, &phone));
+        let served = Interconnect::new(TcpDialer::new(proxy.addr()), pinned(1, &watch, &[&phone]));
         let outcome = tokio::time::timeout(Duration::from_secs(10), served.connected()).await;
         times.push(outcome.ok().map(|()| started.elapsed()));
         served.shutdown().await;

@@ -6,35 +6,16 @@ use std::time::Duration;
 
 use interconnect_conformance::proxy::FaultProxy;
 use interconnect_core::{
-    Config, Connection, ConnectionEvent, DeviceIdentity, Error, Hub, Interconnect, NoiseConfig,
-    Security, TrustPolicy,
+    Config, Connection, ConnectionEvent, DeviceIdentity, Error, Hub, Interconnect, Security,
 };
 use interconnect_proto::{Code, DeviceId};
 use transport_tcp::{TcpDialer, TcpListener};
 
+mod common;
+use common::{next_text, pinned};
+
 const PKG: &str = "com.example.isolation";
 const WAIT: Duration = Duration::from_secs(20);
-
-/// A device config with this identity, trusting exactly `trusted`.
-fn pinned(id: u8, identity: &DeviceIdentity, trusted: &[&DeviceIdentity]) -> Config {
-    let mut config = Config::in_memory(DeviceId([id; 16]));
-    config.session.security = Security::Noise(NoiseConfig::new(identity.clone()).with_trust(
-        TrustPolicy::Pinned(trusted.iter().map(|i| i.fingerprint()).collect()),
-    ));
-    config.backoff.initial = Duration::from_millis(20);
-    config.backoff.max = Duration::from_millis(200);
-    config
-}
-
-/// The next message among a connection's events, decoded as a string.
-async fn next_text(events: &mut interconnect_core::Events) -> String {
-    loop {
-        match events.next().await.expect("events open") {
-            ConnectionEvent::Message(m) => return m.decode().unwrap(),
-            _ => continue,
-        }
-    }
-}
 
 async fn opened(conn: &Connection) {
     assert!(conn.diagnosis(Some(WAIT)).await.is_ok(), "channel opens");

@@ -5,23 +5,14 @@ use std::time::Duration;
 use bytes::Bytes;
 use interconnect_core::Connection;
 use interconnect_core::{
-    Config, DeviceIdentity, Hub, Interconnect, NoiseConfig, Security, SecurityError, SecurityEvent,
-    TrustPolicy,
+    Config, DeviceIdentity, Hub, Interconnect, Security, SecurityError, SecurityEvent,
 };
 use interconnect_proto::{Code, DEFAULT_MAX_FRAME_LEN, DeviceId, Frame};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use transport_tcp::{TcpDialer, TcpListener};
 
-/// A device config with this identity, trusting exactly `trusted`.
-fn pinned(id: u8, identity: &DeviceIdentity, trusted: &[&DeviceIdentity]) -> Config {
-    let mut config = Config::in_memory(DeviceId([id; 16]));
-    config.session.security = Security::Noise(NoiseConfig::new(identity.clone()).with_trust(
-        TrustPolicy::Pinned(trusted.iter().map(|i| i.fingerprint()).collect()),
-    ));
-    config.backoff.initial = Duration::from_millis(20);
-    config.backoff.max = Duration::from_millis(200);
-    config
-}
+mod common;
+use common::{next_text, pinned};
 
 /// Waits for the next refusal among the endpoint's security events.
 async fn next_refusal(events: &mut interconnect_core::SecurityEvents) -> SecurityError {
@@ -178,19 +169,6 @@ async fn the_watchs_connection_carries_on_after_the_phone_restarts_on_the_same_p
     assert_eq!(next_text(&mut app_events).await, "after restart");
     after.await.unwrap();
     drop(app);
-}
-
-/// The next message's text.
-async fn next_text(events: &mut interconnect_core::Events) -> String {
-    loop {
-        let event = tokio::time::timeout(Duration::from_secs(20), events.next())
-            .await
-            .expect("an event in time")
-            .expect("the stream is open");
-        if let interconnect_core::ConnectionEvent::Message(m) = event {
-            return m.decode().unwrap();
-        }
-    }
 }
 
 /// A frame whose header announces `payload_len` bytes (the reader checks no more).
