@@ -1,0 +1,646 @@
+//! Channels: the watch's commands (open, send, close), the phone's answers to opens, and
+//! the handlers of data, acknowledgements and closes, with the round-robin data scheduler.
+
+use std::ops::Bound;
+use std::time::Instant;
+
+use bytes::Bytes;
+use interconnect_proto::{
+    Accept, Ack, ChannelId, Close, Code, ContentType, Exchange, Frame, Open, Reject, Role,
+};
+
+use super::{
+    CommandError, LinkState, MAX_CLOSED_CHANNELS, MAX_UNACKED, REOPEN_FIRST, REOPEN_MAX, Session,
+    truncate_utf8,
+};
+
+use crate::channel::{Channel, ChannelState, Outgoing, Received};
+use crate::config::{Acknowledge, MAX_SEQ_AHEAD};
+use crate::event::{ChannelEvent, ClosedBy, Event, Message, Receipt, SendId};
+
+impl Session {
+    /// Watch side: a channel to the phone app `package`, optionally requiring its
+    /// signature. Opens now if the link is up, otherwise when it comes up.
+    pub fn open_channel(
+        &mut self,
+        now: Instant,
+        package: &str,
+        signature: Option<&str>,
+    ) -> Result<ChannelId, CommandError> {
+        if self.config.role != Role::Watch {
+            return Err(CommandError::WrongRole(self.config.role));
+        }
+        let id = ChannelId(self.next_channel);
+        self.next_channel = self.next_channel.wrapping_add(1).max(1);
+        let mut channel = self.new_channel(id, package.into(), signature.map(Into::into));
+        if self.is_link_up() {
+            self.control.push_back(start_open(&mut channel, now, false));
+        }
+        self.channels.insert(id, channel);
+        Ok(id)
+    }
+
+    /// Watch side: tries again to open a channel that was refused (e.g. after the app was
+    /// installed). No effect on a channel that is open or opening.
+    pub fn retry_open(&mut self, now: Instant, channel: ChannelId) {
+        let up = self.is_link_up();
+        if let Some(ch) = self.channels.get_mut(&channel)
+            && matches!(ch.state, ChannelState::Idle { .. })
+        {
+            if up {
+                self.control.push_back(start_open(ch, now, false));
+            } else {
+                ch.state = ChannelState::Idle { last_error: None };
+            }
+        }
+    }
+
+    /// Queues a message. Its outcome arrives as [`Event::Delivered`] or
+    /// [`Event::SendFailed`] with the returned id.
+    pub fn send(
+        &mut self,
+        channel: ChannelId,
+        content_type: ContentType,
+        exchange: Exchange,
+        payload: Bytes,
+    ) -> Result<SendId, CommandError> {
+        let max = self.limits().max_message_len();
+        if payload.len() > max {
+            return Err(CommandError::TooLarge {
+                len: payload.len(),
+                max,
+            });
+        }
+        let max_queued = self.config.max_queued;
+        let ch = self
+            .channels
+            .get_mut(&channel)
+            .ok_or(CommandError::ChannelClosed)?;
+        match ch.state {
+            ChannelState::Closed => return Err(CommandError::ChannelClosed),
+            // A channel the phone closed or refused after it had been open waits to
+            // reopen; one refused at its first open fails at once, with the refusal.
+            ChannelState::Idle {
+                last_error: Some(code),
+            } if ch.reopen.is_none() => {
+                return Err(CommandError::Refused(code));
+            }
+            _ => {}
+        }
+        if ch.queued() >= max_queued {
+            return Err(CommandError::QueueFull(max_queued));
+        }
+        let id = SendId(self.next_send);
+        self.next_send += 1;
+        ch.enqueue(Outgoing {
+            id,
+            content_type,
+            exchange,
+            payload,
+        });
+        Ok(id)
+    }
+
+    /// Gives up on a send (e.g. its timeout passed). Returns whether it was withdrawn
+    /// before reaching the wire; a message already sent stays in the sequence and may
+    /// still be delivered.
+    pub fn cancel_send(&mut self, channel: ChannelId, id: SendId) -> bool {
+        if self
+            .channels
+            .get_mut(&channel)
+            .is_some_and(|ch| ch.cancel(id))
+        {
+            return true;
+        }
+        // Phone side, after the watch restarted: waiting, or moved to the new channel.
+        for orphans in self.orphans.values_mut() {
+            if let Some(at) = orphans.iter().position(|(_, m)| m.id == id) {
+                orphans.remove(at);
+                self.orphans.retain(|_, o| !o.is_empty());
+                return true;
+            }
+        }
+        self.channels.values_mut().any(|ch| ch.cancel(id))
+    }
+
+    /// Closes a channel with a code and reason. Unfinished sends fail with 1006.
+    pub fn close(&mut self, channel: ChannelId, code: Code, reason: &str) {
+        let up = self.is_link_up();
+        let Some(ch) = self.channels.get_mut(&channel) else {
+            return;
+        };
+        if ch.state == ChannelState::Closed {
+            return;
+        }
+        let notify_peer = matches!(
+            ch.state,
+            ChannelState::Open | ChannelState::Opening | ChannelState::Suspended
+        );
+        if ch.is_open() && ch.ack_pending && up {
+            // What the app has is acknowledged before the close, so the peer does not
+            // send it again to whoever opens this package next.
+            ch.ack_pending = false;
+            self.control.push_back(Frame::Ack(Ack {
+                channel,
+                seq: ch.acknowledged(),
+            }));
+        }
+        ch.state = ChannelState::Closed;
+        ch.reopen = None;
+        let failed = ch.drain_sends();
+        self.files_on_channel_closed(channel, Code::CONNECTION_LOST);
+        self.note_closed(channel);
+        let mut reason = reason.to_string();
+        truncate_utf8(&mut reason, interconnect_proto::MAX_REASON_LEN);
+        let frame = Close {
+            channel,
+            code,
+            reason: reason.clone(),
+        };
+        if notify_peer {
+            if self.is_link_up() {
+                self.control.push_back(Frame::Close(frame));
+            } else {
+                self.unsent_closes.push(frame);
+            }
+        }
+        for id in failed {
+            self.events
+                .push_back(Event::SendFailed(channel, id, Code::CONNECTION_LOST));
+        }
+        self.events.push_back(Event::Channel(
+            channel,
+            ChannelEvent::Close {
+                code,
+                reason,
+                by: ClosedBy::Local,
+                reopens: false,
+            },
+        ));
+    }
+
+    /// The app has taken the message `receipt` names: with
+    /// [`Acknowledge::WhenTaken`](crate::Acknowledge::WhenTaken) it is acknowledged to
+    /// the peer now (with everything before it).
+    pub fn taken(&mut self, receipt: Receipt) {
+        let Some(ch) = self.channels.get_mut(&receipt.channel) else {
+            return;
+        };
+        if ch.life != receipt.life || receipt.seq > ch.received {
+            return;
+        }
+        if let Some(taken) = &mut ch.taken
+            && receipt.seq > *taken
+        {
+            *taken = receipt.seq;
+            ch.ack_pending = true;
+        }
+    }
+
+    pub(super) fn new_channel(
+        &self,
+        id: ChannelId,
+        package: String,
+        signature: Option<String>,
+    ) -> Channel {
+        let mut channel = Channel::new(id, package, signature);
+        if self.config.acknowledge == Acknowledge::WhenTaken {
+            channel.taken = Some(0);
+        }
+        channel
+    }
+
+    /// Round-robin over open channels with something to send.
+    pub(super) fn next_data(&mut self, now: Instant) -> Option<Frame> {
+        let window = self.config.max_in_flight;
+        let max_message = self.limits().max_message_len();
+        let after = match self.rr_last {
+            Some(last) => (Bound::Excluded(last), Bound::Unbounded),
+            None => (Bound::Unbounded, Bound::Unbounded),
+        };
+        let candidate = self
+            .channels
+            .range(after)
+            .chain(self.channels.iter())
+            .find(|(_, c)| c.is_open() && c.has_data(window))
+            .map(|(id, _)| *id)?;
+        self.rr_last = Some(candidate);
+        let ch = self.channels.get_mut(&candidate)?;
+        match ch.next_data(now, window, |p| p.len() <= max_message) {
+            Ok(data) => data.map(Frame::Data),
+            Err(message) => {
+                self.events
+                    .push_back(Event::SendFailed(candidate, message.id, Code::TOO_LARGE));
+                self.next_data(now)
+            }
+        }
+    }
+
+    pub(super) fn reject(&mut self, channel: ChannelId, code: Code, reason: String) {
+        self.control.push_back(Frame::Reject(Reject {
+            channel,
+            code,
+            reason,
+        }));
+    }
+
+    /// Phone side: a watch app asks for a channel to one of our apps.
+    pub(super) fn on_open(&mut self, now: Instant, open: Open) {
+        if self.config.role != Role::Phone {
+            return self.protocol_error(Code::PROTOCOL_ERROR, "open sent to a watch".into());
+        }
+        let Some(app) = self.apps.get(&open.package) else {
+            return self.reject(
+                open.channel,
+                Code::APP_UNINSTALLED,
+                format!("no app with package {} is installed", open.package),
+            );
+        };
+        if !app.attached {
+            return self.reject(
+                open.channel,
+                Code::APP_NOT_CONNECTED,
+                format!("app {} is not connected", open.package),
+            );
+        }
+        if let Some(wanted) = &open.signature
+            && app.signature.as_deref() != Some(wanted.as_str())
+        {
+            return self.reject(
+                open.channel,
+                Code::SIGNATURE_MISMATCH,
+                format!("app {} has a different signature", open.package),
+            );
+        }
+        let version = app.version;
+        if let Some(ch) = self.channels.get(&open.channel)
+            && ch.package != open.package
+            && ch.state != ChannelState::Closed
+        {
+            // A channel id names one package for as long as the channel lives: another
+            // package's open on it would inherit the first app's messages.
+            return self.reject(
+                open.channel,
+                Code::PROTOCOL_ERROR,
+                format!("channel {} belongs to another package", open.channel.0),
+            );
+        }
+        if let Some(ch) = self.channels.get(&open.channel)
+            && ch.is_open()
+            && ch.package == open.package
+        {
+            // The open was sent again (our accept was lost, or the open duplicated):
+            // answer again without touching the channel, as the first time (the count
+            // received is today's).
+            let received_seq = ch.acknowledged();
+            self.control.push_back(Frame::Accept(Accept {
+                channel: open.channel,
+                app_version: version,
+                received_seq,
+                resumed: ch.resumed,
+            }));
+            return;
+        }
+        // One channel per package: a new one replaces an older one.
+        let stale: Vec<ChannelId> = self
+            .channels
+            .values()
+            .filter(|c| {
+                c.package == open.package && c.id != open.channel && c.state != ChannelState::Closed
+            })
+            .map(|c| c.id)
+            .collect();
+        for id in stale {
+            self.close(id, Code::OTHERS, "replaced by a new channel");
+        }
+        // A channel this side still holds resumes whether or not the open asked for it:
+        // the watch may not know that an earlier open was accepted (the accept was lost
+        // with the link), and it has then received nothing (`received_seq` is 0).
+        let resumable = self.channels.get(&open.channel).is_some_and(|c| {
+            c.state == ChannelState::Suspended
+                && c.package == open.package
+                && open.received_seq <= c.last_sent_seq()
+        });
+        let mut delivered = Vec::new();
+        let (is_reconnected, received) = if resumable {
+            match self.channels.get_mut(&open.channel) {
+                Some(ch) => {
+                    delivered = ch.resume(now, open.received_seq);
+                    ch.state = ChannelState::Open;
+                    // What the app has not taken stays the sender's to resend.
+                    (true, ch.acknowledged())
+                }
+                None => (false, 0),
+            }
+        } else {
+            // The watch restarted the channel: what it had not acknowledged is sent
+            // again, after what an earlier channel of the package left for this device.
+            // What was held for another device fails: it took the channel.
+            let mut again =
+                self.take_orphans(&open.package, self.peer_owner, Code::CONNECTION_LOST);
+            if let Some(mut old) = self.channels.remove(&open.channel)
+                && old.package == open.package
+            {
+                again.extend(old.take_unacknowledged());
+                self.files_on_channel_closed(open.channel, Code::CONNECTION_LOST);
+            }
+            // The signature the watch asked for, checked again if the app registers anew.
+            let mut ch = self.new_channel(open.channel, open.package.clone(), open.signature);
+            for message in again {
+                ch.enqueue(message);
+            }
+            ch.state = ChannelState::Open;
+            self.channels.insert(open.channel, ch);
+            (false, 0)
+        };
+        if let Some(ch) = self.channels.get_mut(&open.channel) {
+            ch.was_open = true;
+            ch.app_version = Some(version);
+            ch.resumed = resumable;
+        }
+        for send in delivered {
+            self.events.push_back(Event::Delivered(open.channel, send));
+        }
+        self.control.push_back(Frame::Accept(Accept {
+            channel: open.channel,
+            app_version: version,
+            received_seq: received,
+            resumed: resumable,
+        }));
+        self.events.push_back(Event::Channel(
+            open.channel,
+            ChannelEvent::Open { is_reconnected },
+        ));
+        self.files_on_channel_open(now, open.channel, !resumable);
+    }
+
+    /// Watch side: the phone accepted our open.
+    pub(super) fn on_accept(&mut self, now: Instant, accept: Accept) {
+        let Some(ch) = self.channels.get_mut(&accept.channel) else {
+            return;
+        };
+        if ch.state != ChannelState::Opening {
+            return;
+        }
+        let delivered = if accept.resumed {
+            if accept.received_seq > ch.last_sent_seq() {
+                return self.protocol_error(
+                    Code::PROTOCOL_ERROR,
+                    "accept acknowledges messages never sent".into(),
+                );
+            }
+            ch.resume(now, accept.received_seq)
+        } else {
+            ch.restart();
+            Vec::new()
+        };
+        // Reopened after a link drop, or after the phone closed it or restarted.
+        let is_reconnected = ch.was_open;
+        ch.reopen = None;
+        ch.state = ChannelState::Open;
+        ch.was_open = true;
+        ch.app_version = Some(accept.app_version);
+        let id = ch.id;
+        for send in delivered {
+            self.events.push_back(Event::Delivered(id, send));
+        }
+        self.events
+            .push_back(Event::Channel(id, ChannelEvent::Open { is_reconnected }));
+        self.files_on_channel_open(now, id, !accept.resumed);
+    }
+
+    /// Watch side: the phone refused our open.
+    pub(super) fn on_reject(&mut self, now: Instant, reject: Reject) {
+        let Some(ch) = self.channels.get_mut(&reject.channel) else {
+            return;
+        };
+        if ch.state != ChannelState::Opening {
+            return;
+        }
+        ch.state = ChannelState::Idle {
+            last_error: Some(reject.code),
+        };
+        // A channel that had been open waits for the phone app to come back (its sends
+        // wait too); one refused at its first open is over.
+        let reopens = ch.was_open;
+        let announced = ch.reopen.is_some();
+        if reopens {
+            ch.restart();
+            let delay = ch
+                .reopen
+                .map_or(REOPEN_FIRST, |(_, d)| (d * 2).min(REOPEN_MAX));
+            ch.reopen = Some((now + delay, delay));
+        } else {
+            for send in ch.drain_sends() {
+                self.events
+                    .push_back(Event::SendFailed(reject.channel, send, reject.code));
+            }
+        }
+        if reopens {
+            self.files_on_channel_paused(reject.channel, reject.code);
+        } else {
+            self.files_on_channel_closed(reject.channel, reject.code);
+        }
+        if announced {
+            return tracing::debug!(channel = reject.channel.0, code = %reject.code, "reopen refused");
+        }
+        if reopens {
+            self.events.push_back(Event::Channel(
+                reject.channel,
+                ChannelEvent::Close {
+                    code: reject.code,
+                    reason: reject.reason.clone(),
+                    by: ClosedBy::Peer,
+                    reopens: true,
+                },
+            ));
+        }
+        self.events.push_back(Event::Channel(
+            reject.channel,
+            ChannelEvent::Error {
+                code: reject.code,
+                message: reject.reason,
+            },
+        ));
+    }
+
+    pub(super) fn on_data(&mut self, data: interconnect_proto::Data) {
+        // One number both ways: a message this side could not send is not taken either,
+        // even when the peer's sub-header left room for it in the frame.
+        if let LinkState::Up(up) = &self.link
+            && data.payload.len() > up.limits.max_message_len()
+        {
+            let max = up.limits.max_message_len();
+            return self.protocol_error(
+                Code::TOO_LARGE,
+                format!(
+                    "message of {} bytes exceeds the maximum of {max}",
+                    data.payload.len()
+                ),
+            );
+        }
+        let Some(ch) = self.channels.get_mut(&data.channel) else {
+            return tracing::debug!(channel = data.channel.0, "data for an unknown channel");
+        };
+        if ch.state == ChannelState::Closed {
+            // Our close was lost: say it again.
+            self.control.push_back(Frame::Close(Close {
+                channel: data.channel,
+                code: Code::OTHERS,
+                reason: "channel is closed".into(),
+            }));
+            return;
+        }
+        if !ch.is_open() {
+            return;
+        }
+        let unacked = ch.received.saturating_sub(ch.acknowledged());
+        if unacked >= MAX_UNACKED && data.seq > ch.received {
+            return self.protocol_error(
+                Code::TOO_LARGE,
+                format!(
+                    "{unacked} messages unacknowledged on channel {}: the peer sends past \
+                     the receive window",
+                    data.channel.0
+                ),
+            );
+        }
+        match ch.on_data(data.seq, MAX_SEQ_AHEAD) {
+            Received::Deliver => self.events.push_back(Event::Channel(
+                data.channel,
+                ChannelEvent::Message(Message {
+                    content_type: data.content_type,
+                    exchange: data.exchange,
+                    payload: data.payload,
+                    receipt: Receipt {
+                        channel: data.channel,
+                        life: ch.life,
+                        seq: data.seq,
+                    },
+                }),
+            )),
+            Received::Gap if self.config.reliable_link => self.drop_link(
+                Code::PROTOCOL_ERROR,
+                "a message is missing on a link that does not lose frames".into(),
+            ),
+            Received::Duplicate | Received::Gap => {}
+            Received::Impossible => {
+                let expected = ch.received + 1;
+                self.protocol_error(
+                    Code::PROTOCOL_ERROR,
+                    format!(
+                        "sequence number {} on channel {} is far beyond the expected {expected}",
+                        data.seq, data.channel.0
+                    ),
+                );
+            }
+        }
+    }
+
+    pub(super) fn on_ack(&mut self, now: Instant, ack: Ack) {
+        let Some(ch) = self.channels.get_mut(&ack.channel) else {
+            return;
+        };
+        if !ch.is_open() {
+            return;
+        }
+        match ch.on_ack(now, ack.seq) {
+            Ok(done) => {
+                for send in done {
+                    self.events.push_back(Event::Delivered(ack.channel, send));
+                }
+            }
+            Err(()) => {
+                let sent = ch.last_sent_seq();
+                self.protocol_error(
+                    Code::PROTOCOL_ERROR,
+                    format!(
+                        "ack of sequence number {} on channel {}, only {sent} were sent",
+                        ack.seq, ack.channel.0
+                    ),
+                );
+            }
+        }
+    }
+
+    /// Remembers a closed channel; on a phone, frees the oldest beyond the ones kept.
+    pub(super) fn note_closed(&mut self, channel: ChannelId) {
+        if self.config.role != Role::Phone {
+            return;
+        }
+        self.closed.retain(|id| *id != channel);
+        self.closed.push_back(channel);
+        while self.closed.len() > MAX_CLOSED_CHANNELS {
+            if let Some(old) = self.closed.pop_front()
+                && self
+                    .channels
+                    .get(&old)
+                    .is_some_and(|c| c.state == ChannelState::Closed)
+            {
+                self.channels.remove(&old);
+            }
+        }
+    }
+
+    pub(super) fn on_close(&mut self, now: Instant, close: Close) {
+        let Some(ch) = self.channels.get_mut(&close.channel) else {
+            return;
+        };
+        if ch.state == ChannelState::Closed {
+            return;
+        }
+        let reopens = self.config.role == Role::Watch && ch.was_open;
+        if reopens {
+            // The phone app closed, or the phone is shutting down: open again when it
+            // is back (at the next link, or after `REOPEN_FIRST`), sends waiting.
+            if ch.reopen.is_some() && !ch.is_open() {
+                return;
+            }
+            ch.restart();
+            ch.state = ChannelState::Idle { last_error: None };
+            ch.reopen = Some((now + REOPEN_FIRST, REOPEN_FIRST));
+        } else {
+            ch.state = ChannelState::Closed;
+            for send in ch.drain_sends() {
+                self.events.push_back(Event::SendFailed(
+                    close.channel,
+                    send,
+                    Code::CONNECTION_LOST,
+                ));
+            }
+        }
+        if reopens {
+            self.files_on_channel_paused(close.channel, Code::CONNECTION_LOST);
+        } else {
+            self.files_on_channel_closed(close.channel, Code::CONNECTION_LOST);
+            self.note_closed(close.channel);
+        }
+        self.events.push_back(Event::Channel(
+            close.channel,
+            ChannelEvent::Close {
+                code: close.code,
+                reason: close.reason,
+                by: ClosedBy::Peer,
+                reopens,
+            },
+        ));
+    }
+}
+
+/// Builds the open frame for a channel and marks it opening, so a lost open or a lost
+/// answer is sent again after the retransmit timeout.
+pub(super) fn start_open(ch: &mut Channel, now: Instant, resume: bool) -> Frame {
+    ch.state = ChannelState::Opening;
+    ch.open_sent = Some((now, resume));
+    open_frame(ch, resume)
+}
+
+fn open_frame(ch: &Channel, resume: bool) -> Frame {
+    Frame::Open(Open {
+        channel: ch.id,
+        package: ch.package.clone(),
+        signature: ch.signature.clone(),
+        resume,
+        received_seq: if resume { ch.acknowledged() } else { 0 },
+    })
+}
