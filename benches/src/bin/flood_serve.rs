@@ -89,18 +89,37 @@ fn spawn_phone() -> Result<(Child, u16), Box<dyn std::error::Error>> {
     Ok((child, line.trim().parse()?))
 }
 
-async fn case(rate: u32, stale: bool, attempts: usize) -> Result<(), Box<dyn std::error::Error>> {
+/// The strangers of one case.
+#[derive(Clone, Copy)]
+enum Strangers {
+    /// That many silent and as many stalled connections a second.
+    Rate(u32),
+    /// That many that each connect again the moment they are dropped, all sending a
+    /// first step and stalling.
+    Reconnecting(usize),
+}
+
+async fn case(
+    strangers: Strangers,
+    stale: bool,
+    attempts: usize,
+) -> Result<(), Box<dyn std::error::Error>> {
     let (mut child, port) = spawn_phone()?;
     let pid = child.id();
     let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
     let proxy = DelayProxy::start(addr, Duration::from_millis(20)).await?;
-    let flood = Flood::start(
-        addr,
-        rate,
-        rate,
-        stranger_sources(),
-        Duration::from_secs(30),
-    );
+    let flood = match strangers {
+        Strangers::Rate(rate) => Flood::start(
+            addr,
+            rate,
+            rate,
+            stranger_sources(),
+            Duration::from_secs(30),
+        ),
+        Strangers::Reconnecting(count) => {
+            Flood::reconnecting(addr, count, true, stranger_sources())
+        }
+    };
     let start_ticks = usage(pid).map_or(0, |u| u.cpu_ticks);
     let started = Instant::now();
     // Two seconds of flood first: every slot is taken and strangers are pushed out.
@@ -143,8 +162,12 @@ async fn case(rate: u32, stale: bool, attempts: usize) -> Result<(), Box<dyn std
         .count();
     served.sort();
     let ms = |d: Option<&Duration>| d.map_or(f64::NAN, |d| d.as_secs_f64() * 1e3);
+    let what = match strangers {
+        Strangers::Rate(rate) => format!("{rate:>3}+{rate:<3}/s"),
+        Strangers::Reconnecting(count) => format!("{count} again"),
+    };
     println!(
-        "{rate:>3}+{rate:<3}/s  {:<14} served {within:>2}/{attempts} within 2 s  median {:>6.1} ms  worst {:>6.1} ms  \
+        "{what:<10}  {:<14} served {within:>2}/{attempts} within 2 s  median {:>6.1} ms  worst {:>6.1} ms  \
          phone: peak RSS {:>5.1} MiB, most fds {most_fds:>3}, CPU {:>4.1}%  ({opened} stranger connections)",
         if stale { "stale link up" } else { "no link up" },
         ms(served.get(served.len() / 2)),
@@ -165,7 +188,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     runtime.block_on(async {
         for rate in RATES {
             for stale in [false, true] {
-                case(rate, stale, attempts).await?;
+                case(Strangers::Rate(rate), stale, attempts).await?;
+            }
+        }
+        println!(
+            "strangers that connect again the moment they are dropped, stalling after step 1:"
+        );
+        for count in [8, 64] {
+            for stale in [false, true] {
+                case(Strangers::Reconnecting(count), stale, attempts).await?;
             }
         }
         Ok(())

@@ -173,6 +173,36 @@ impl Flood {
         Flood { tally, stop }
     }
 
+    /// `count` strangers, round-robin over `sources`, each connecting again the moment
+    /// its connection ends: the ones that send a first handshake step if `send_step`,
+    /// else silent ones.
+    pub fn reconnecting(
+        target: SocketAddr,
+        count: usize,
+        send_step: bool,
+        sources: Vec<IpAddr>,
+    ) -> Flood {
+        let tally = Arc::new(FloodTally::default());
+        let stop = CancellationToken::new();
+        for n in 0..count {
+            let source = sources[n % sources.len()];
+            let (tally, stop) = (tally.clone(), stop.clone());
+            tokio::spawn(async move {
+                loop {
+                    tokio::select! {
+                        () = stop.cancelled() => return,
+                        () = stranger(target, source, send_step, &tally) => {}
+                    }
+                    if tally.failed.load(Ordering::Relaxed) > 0 {
+                        // The listener refused outright (the port closed): pause a little.
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                    }
+                }
+            });
+        }
+        Flood { tally, stop }
+    }
+
     /// What it did so far (shared: it keeps counting).
     pub fn tally(&self) -> Arc<FloodTally> {
         self.tally.clone()

@@ -363,6 +363,11 @@ pub(crate) struct Driver {
     link: Option<ActiveLink>,
     /// New links vetted beside the current one, oldest first.
     probes: Vec<Probe>,
+    /// Which sources may start a handshake now (see `admission`).
+    admission: crate::admission::Admission,
+    /// Links come from a listener (`Transport::accepts_while_linked`): only then is a
+    /// source held to its rate (a dialer's links all come from the one phone).
+    listener: bool,
     link_requests: mpsc::Sender<Duration>,
     new_links: mpsc::Receiver<Link>,
     conns: HashMap<u64, ConnEntry>,
@@ -435,6 +440,7 @@ pub(crate) fn spawn<T: Transport>(
     let (status_tx, status) = watch::channel(LinkStatus::default());
     let (link_requests, requests_rx) = mpsc::channel(1);
     let (links_tx, new_links) = mpsc::channel(1);
+    let listener = transport.accepts_while_linked();
     let supplier = tokio::spawn(supply_links(transport, requests_rx, links_tx));
     let driver = Driver {
         session,
@@ -442,6 +448,8 @@ pub(crate) fn spawn<T: Transport>(
         status: status_tx,
         link: None,
         probes: Vec::new(),
+        admission: Default::default(),
+        listener,
         link_requests,
         new_links,
         conns: HashMap::new(),
@@ -652,6 +660,10 @@ impl Driver {
     }
 
     fn on_new_link(&mut self, link: Link) {
+        if self.listener && !self.admission.admit(link.source, now()) {
+            // Dropped unread: the source starts handshakes faster than any watch does.
+            return tracing::debug!(source = ?link.source, "a source connecting too often: closed at once");
+        }
         if self.link.is_some() {
             // A link is up or in its handshake: the newcomer is vetted beside it and
             // never retires it (a stranger that connects cannot push a link out).

@@ -65,6 +65,7 @@
 //! ## Not done here
 //! The TCP and BLE transports live in their own crates.
 
+mod admission;
 mod channel;
 mod config;
 mod connection;

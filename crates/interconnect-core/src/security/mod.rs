@@ -70,7 +70,9 @@
 //! - **A flood cannot keep the watch out.** A new connection never retires one further
 //!   along: up to 32 are vetted beside the link, and the one pushed out is from the
 //!   source holding the most, the least far, the oldest; each handshake step may take
-//!   2 s before the keys exist (`transport-tcp/tests/flood.rs`: 100 silent and 100
+//!   2 s before the keys exist; a source starts at most 16 handshakes at once and 8 a
+//!   second, beyond which its connections close unread, before any key operation
+//!   (`transport-tcp/tests/flood.rs`: 100 silent and 100
 //!   stalled connections a second from eight other addresses, the watch served 10 of 10
 //!   times, with and without its stale link). A flood from the watch's own address
 //!   shares its slots: that address is then the attacker's too.
