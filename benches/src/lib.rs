@@ -22,6 +22,43 @@ pub mod process {
     }
 }
 
+pub mod raw {
+    //! A hostile watch's tools: frames written and read by hand on a raw socket.
+
+    use bytes::Bytes;
+    use interconnect_proto::{
+        Capabilities, DEFAULT_MAX_FRAME_LEN, DeviceId, Frame, FrameHeader, HEADER_LEN, Hello,
+        MAX_FRAME_LEN, PROTOCOL_VERSIONS, Role,
+    };
+    use tokio::io::{AsyncRead, AsyncReadExt};
+
+    /// A plaintext watch's `Hello` (device id 1, resume token 1), encoded.
+    pub fn watch_hello() -> Vec<u8> {
+        Frame::Hello(Hello {
+            role: Role::Watch,
+            device_id: DeviceId([1; 16]),
+            min_version: *PROTOCOL_VERSIONS.start(),
+            max_version: *PROTOCOL_VERSIONS.end(),
+            max_frame_len: DEFAULT_MAX_FRAME_LEN as u32,
+            capabilities: Capabilities::ALL,
+            resume_token: 1,
+        })
+        .to_bytes(DEFAULT_MAX_FRAME_LEN)
+        .map(|b| b.to_vec())
+        .unwrap_or_default()
+    }
+
+    /// Reads one whole frame (header, payload, CRC) off the stream.
+    pub async fn read_frame(stream: &mut (impl AsyncRead + Unpin)) -> std::io::Result<Bytes> {
+        let mut frame = vec![0u8; HEADER_LEN];
+        stream.read_exact(&mut frame).await?;
+        let header = FrameHeader::parse(&frame, MAX_FRAME_LEN).map_err(std::io::Error::other)?;
+        frame.resize(header.frame_len(), 0);
+        stream.read_exact(&mut frame[HEADER_LEN..]).await?;
+        Ok(Bytes::from(frame))
+    }
+}
+
 pub mod ratios {
     //! Reads criterion's saved estimates and prints ratios against a baseline.
 

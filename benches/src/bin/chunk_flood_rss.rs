@@ -12,10 +12,11 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use interconnect_benches::process::{first_arg, peak_rss_kib};
+use interconnect_benches::raw::{read_frame, watch_hello};
 use interconnect_core::{Config, FilesConfig, Hub, Security};
 use interconnect_proto::{
-    Capabilities, ChannelId, DEFAULT_MAX_FRAME_LEN, DeviceId, FileChunk, FileOffer, Frame,
-    FrameHeader, HEADER_LEN, Hello, MAX_FRAME_LEN, Open, PROTOCOL_VERSIONS, Role, TransferId,
+    ChannelId, DEFAULT_MAX_FRAME_LEN, DeviceId, FileChunk, FileOffer, Frame, MAX_FRAME_LEN, Open,
+    TransferId,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use transport_tcp::TcpListener;
@@ -28,16 +29,6 @@ fn bytes(frame: Frame) -> Vec<u8> {
         .to_bytes(DEFAULT_MAX_FRAME_LEN)
         .map(|b| b.to_vec())
         .unwrap_or_default()
-}
-
-/// Reads one whole frame off the socket.
-async fn read_frame(stream: &mut tokio::net::tcp::OwnedReadHalf) -> std::io::Result<Bytes> {
-    let mut frame = vec![0u8; HEADER_LEN];
-    stream.read_exact(&mut frame).await?;
-    let header = FrameHeader::parse(&frame, MAX_FRAME_LEN).map_err(std::io::Error::other)?;
-    frame.resize(header.frame_len(), 0);
-    stream.read_exact(&mut frame[HEADER_LEN..]).await?;
-    Ok(Bytes::from(frame))
 }
 
 #[tokio::main]
@@ -58,15 +49,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let channel = ChannelId(1);
     let transfer = TransferId(1);
     let size = (mib << 20) + 1;
-    let mut hello = bytes(Frame::Hello(Hello {
-        role: Role::Watch,
-        device_id: DeviceId([1; 16]),
-        min_version: *PROTOCOL_VERSIONS.start(),
-        max_version: *PROTOCOL_VERSIONS.end(),
-        max_frame_len: DEFAULT_MAX_FRAME_LEN as u32,
-        capabilities: Capabilities::ALL,
-        resume_token: 1,
-    }));
+    let mut hello = watch_hello();
     hello.extend(bytes(Frame::Open(Open {
         channel,
         package: PKG.into(),

@@ -7,16 +7,13 @@
 //! `cargo run --release -p interconnect-benches --bin flood_rss [MiB=100]`
 
 use interconnect_benches::process::{first_arg, peak_rss_kib};
+use interconnect_benches::raw::{read_frame, watch_hello};
 use std::time::Duration;
 
-use bytes::Bytes;
 use interconnect_core::sans_io::Session;
 use interconnect_core::{Config, Hub, Security, SessionConfig};
-use interconnect_proto::{
-    Capabilities, DEFAULT_MAX_FRAME_LEN, DeviceId, Frame, FrameHeader, HEADER_LEN, Hello,
-    MAX_FRAME_LEN, PROTOCOL_VERSIONS, Ping, Role,
-};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use interconnect_proto::{DEFAULT_MAX_FRAME_LEN, DeviceId, Frame, Ping, Role};
+use tokio::io::AsyncWriteExt;
 use transport_tcp::TcpListener;
 
 /// Plaintext: a raw socket says hello, then writes pings.
@@ -29,17 +26,7 @@ async fn ping_flood(mib: usize) -> Result<(), Box<dyn std::error::Error>> {
     let hub = Hub::new(listener, config);
     let _app = hub.register("com.example.flood", 1, None).await?;
     let mut raw = tokio::net::TcpStream::connect(addr).await?;
-    let hello = Frame::Hello(Hello {
-        role: Role::Watch,
-        device_id: DeviceId([1; 16]),
-        min_version: *PROTOCOL_VERSIONS.start(),
-        max_version: *PROTOCOL_VERSIONS.end(),
-        max_frame_len: DEFAULT_MAX_FRAME_LEN as u32,
-        capabilities: Capabilities::ALL,
-        resume_token: 1,
-    });
-    raw.write_all(&hello.to_bytes(DEFAULT_MAX_FRAME_LEN)?)
-        .await?;
+    raw.write_all(&watch_hello()).await?;
     tokio::time::timeout(Duration::from_secs(10), hub.connected()).await?;
     let before = peak_rss_kib().unwrap_or(0);
     let batch: Vec<u8> = (0..4096u64)
@@ -71,16 +58,6 @@ fn report(what: &str, written: usize, mib: usize, before: u64, after: u64) {
         after as f64 / 1024.0,
         after as f64 / before.max(1) as f64
     );
-}
-
-/// Reads one whole frame off the socket.
-async fn read_frame(stream: &mut tokio::net::TcpStream) -> std::io::Result<Bytes> {
-    let mut frame = vec![0u8; HEADER_LEN];
-    stream.read_exact(&mut frame).await?;
-    let header = FrameHeader::parse(&frame, MAX_FRAME_LEN).map_err(std::io::Error::other)?;
-    frame.resize(header.frame_len(), 0);
-    stream.read_exact(&mut frame[HEADER_LEN..]).await?;
-    Ok(Bytes::from(frame))
 }
 
 /// Encrypted: a watch session the phone trusts (first use) completes the handshake over
