@@ -178,7 +178,9 @@ pub struct Sending {
     outcome: Option<Result<oneshot::Receiver<Result<(), Error>>, Error>>,
     /// Set once the deadline passed: the withdrawal under way.
     expired: Option<Withdrawal>,
-    sleep: Pin<Box<tokio::time::Sleep>>,
+    /// The deadline's timer, made the first time the outcome is not ready (most sends
+    /// are awaited once the peer acknowledged, and need none).
+    sleep: Option<Pin<Box<tokio::time::Sleep>>>,
 }
 
 impl std::fmt::Debug for Sending {
@@ -202,7 +204,7 @@ impl Sending {
             deadline,
             outcome: Some(outcome),
             expired: None,
-            sleep: Box::pin(tokio::time::sleep_until(deadline)),
+            sleep: None,
         }
     }
 
@@ -253,7 +255,11 @@ impl Future for Sending {
             this.outcome = None;
             return Poll::Ready(result.unwrap_or(Err(Error::Stopped)));
         }
-        if this.sleep.as_mut().poll(cx).is_pending() {
+        let deadline = this.deadline;
+        let sleep = this
+            .sleep
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+        if sleep.as_mut().poll(cx).is_pending() {
             return Poll::Pending;
         }
         // The deadline passed: withdraw the message if it has not left.
