@@ -545,17 +545,7 @@ fn a_sender_past_the_window_stops_the_reading_until_the_disk_caught_up() {
     let window = pair.phone.config().file_window;
     let size = 4 * window;
     let transfer = TransferId(1);
-    pair.phone.handle_frame(
-        pair.now,
-        frame_bytes(Frame::FileOffer(FileOffer {
-            channel: ch,
-            transfer,
-            name: "big".into(),
-            size,
-            modified: 0,
-        })),
-    );
-    pair.phone.accept_file(ch, transfer, 0);
+    phone_accepts(&mut pair, ch, transfer, size);
     // The hostile sender ignores the acknowledgements; the phone's disk writes nothing.
     let piece = 60_000u64;
     let mut offset = 0;
@@ -564,14 +554,9 @@ fn a_sender_past_the_window_stops_the_reading_until_the_disk_caught_up() {
             offset <= window,
             "{offset} bytes taken in with nothing written"
         );
-        let chunk = Frame::FileChunk(FileChunk {
-            channel: ch,
-            transfer,
-            offset,
-            data: Bytes::from(vec![7u8; piece as usize]),
-            digest: None,
-        });
-        pair.phone.handle_frame(pair.now, frame_bytes(chunk));
+        let data = Bytes::from(vec![7u8; piece as usize]);
+        pair.phone
+            .handle_frame(pair.now, chunk_bytes(ch, transfer, offset, data));
         offset += piece;
     }
     // What was written lets the reading go on.

@@ -662,26 +662,8 @@ fn a_chunk_far_ahead_is_measured_against_the_protocols_bound_not_the_receivers_w
         .unwrap();
     pair.drive();
     let transfer = TransferId(1);
-    pair.phone.handle_frame(
-        pair.now,
-        frame_bytes(Frame::FileOffer(FileOffer {
-            channel: ch,
-            transfer,
-            name: "f".into(),
-            size: 64 << 20,
-            modified: 0,
-        })),
-    );
-    pair.phone.accept_file(ch, transfer, 0);
-    let chunk_at = |offset: u64| {
-        frame_bytes(Frame::FileChunk(FileChunk {
-            channel: ch,
-            transfer,
-            offset,
-            data: Bytes::from_static(b"x"),
-            digest: None,
-        }))
-    };
+    phone_accepts(&mut pair, ch, transfer, 64 << 20);
+    let chunk_at = |offset: u64| chunk_bytes(ch, transfer, offset, Bytes::from_static(b"x"));
     let cancels = |pair: &mut Pair| {
         let mut codes = Vec::new();
         while let Some(frame) = pair.phone.poll_transmit(pair.now) {
@@ -702,15 +684,7 @@ fn a_chunk_far_ahead_is_measured_against_the_protocols_bound_not_the_receivers_w
 
 #[test]
 fn transfer_ids_keep_their_parity_and_name_one_file() {
-    let offer = |transfer: u32, size: u64| {
-        frame_bytes(Frame::FileOffer(FileOffer {
-            channel: ChannelId(1),
-            transfer: TransferId(transfer),
-            name: "f".into(),
-            size,
-            modified: 0,
-        }))
-    };
+    let offer = |transfer: u32, size: u64| offer_bytes(ChannelId(1), TransferId(transfer), size);
     let opened_pair = || {
         let mut pair = Pair::plaintext();
         pair.connect();
