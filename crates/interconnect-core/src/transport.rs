@@ -42,10 +42,11 @@ pub trait Transport: Send + 'static {
 
     /// Whether links keep coming while one is up, as on a listener: a watch may
     /// reconnect before this side noticed its old link died. The driver then takes
-    /// every link; a new one runs its handshake beside the current one and replaces it
-    /// once it authenticated the same device (the newest authenticated link wins),
-    /// while another device is refused as busy (4002). A dialer keeps the default,
-    /// `false`: it is asked for a link only when there is none.
+    /// every link (each [`Link::source`] at a bounded rate); a new one runs its
+    /// handshake beside the current one and replaces it once it authenticated the same
+    /// device (the newest authenticated link wins), while another device is refused as
+    /// busy (4002). A dialer keeps the default, `false`: it is asked for a link only
+    /// when there is none.
     fn accepts_while_linked(&self) -> bool {
         false
     }

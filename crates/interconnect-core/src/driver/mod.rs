@@ -17,8 +17,10 @@
 //! however much the peer still sends. While 256 control frames (replies the peer's input
 //! caused) wait to leave, the driver stops reading the link: a peer that sends without
 //! reading is held back, not buffered. A listener's connection that arrives while a link
-//! is up is vetted beside it (`Session::probe`): the same device takes over at once,
-//! another is refused with 4002 once authenticated.
+//! is up or in its handshake is vetted beside it (`Session::probe`, 32 at most, each
+//! source address held to a rate): a trusted device takes over at once, another is
+//! refused with 4002 once authenticated, and a newcomer never retires a link further
+//! along.
 
 use std::collections::HashMap;
 use std::time::Duration;
