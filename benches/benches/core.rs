@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use criterion::{Criterion, Throughput};
+use interconnect::{Acknowledge, Config, Connection, ConnectionEvent, Hub, Interconnect};
 use interconnect_benches::ratios::print_ratios;
-use interconnect_core::{Acknowledge, Config, Connection, ConnectionEvent, Hub, Interconnect};
 use interconnect_proto::{ContentType, DeviceId};
 use tokio::runtime::Runtime;
 use tokio::sync::mpsc;

@@ -7,10 +7,8 @@
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput};
+use interconnect::{Config, Connection, ConnectionEvent, Events, FilesConfig, Hub, Interconnect};
 use interconnect_benches::ratios::print_ratios;
-use interconnect_core::{
-    Config, Connection, ConnectionEvent, Events, FilesConfig, Hub, Interconnect,
-};
 use interconnect_proto::DeviceId;
 use transport_mock::{Faults, MockNetwork};
 

@@ -116,7 +116,7 @@ pub mod tcp {
     use std::path::{Path, PathBuf};
     use std::time::{Duration, Instant};
 
-    use interconnect_core::{Config, ConnectionEvent, FilesConfig, Hub, Interconnect, Security};
+    use interconnect::{Config, ConnectionEvent, FilesConfig, Hub, Interconnect, Security};
     use interconnect_proto::DeviceId;
     use tokio::io::AsyncWriteExt;
     use tokio::net::{TcpListener, TcpStream};
@@ -192,7 +192,7 @@ pub mod tcp {
     pub struct Ends {
         _watch: Interconnect,
         /// The watch's channel.
-        pub conn: interconnect_core::Connection,
+        pub conn: interconnect::Connection,
         /// Files the phone stored (or why it failed).
         stored: mpsc::UnboundedReceiver<Result<PathBuf, String>>,
         _stop: oneshot::Sender<()>,

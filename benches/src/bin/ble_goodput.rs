@@ -7,7 +7,7 @@
 
 use std::time::Duration;
 
-use interconnect_core::{Config, ConnectionEvent, FilesConfig, Hub, Interconnect};
+use interconnect::{Config, ConnectionEvent, FilesConfig, Hub, Interconnect};
 use interconnect_proto::DeviceId;
 use transport_ble::{BleConfig, BleParams, Phy, SimNetwork, goodput_bps};
 

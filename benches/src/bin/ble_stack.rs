@@ -24,9 +24,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use interconnect_core::{
-    Config, Connection, ConnectionEvent, Events, FilesConfig, Hub, Interconnect,
-};
+use interconnect::{Config, Connection, ConnectionEvent, Events, FilesConfig, Hub, Interconnect};
 use interconnect_proto::DeviceId;
 use transport_ble::packet::packet_len;
 use transport_ble::trouble::{HostConfig, Trouble};
@@ -142,7 +140,7 @@ async fn raw(mtu: u16, way: Way) -> Result<Figure, BoxError> {
         for _ in 0..count {
             sender.send_packet(packet.clone()).await?;
         }
-        Ok::<_, interconnect_core::TransportError>(sender)
+        Ok::<_, interconnect::TransportError>(sender)
     });
     let mut got = 0;
     let mut last = start;

@@ -9,8 +9,8 @@
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use interconnect_core::sans_io::Session;
-use interconnect_core::{Security, SessionConfig};
+use interconnect::sans_io::Session;
+use interconnect::{Security, SessionConfig};
 use interconnect_proto::{
     ChannelId, ContentType, DEFAULT_MAX_FRAME_LEN, Data, DeviceId, Exchange, Frame, Open, Ping,
     Role,
@@ -24,13 +24,17 @@ fn frame(frame: Frame) -> Bytes {
 
 /// A phone session whose link to a (plaintext) watch is up.
 fn phone() -> Session {
-    let now = Instant::now();
+    let now = interconnect::sans_io::Instant::ZERO;
     let config = |role, id| {
-        SessionConfig::new(role, DeviceId([id; 16]), u64::from(id))
-            .with_security(Security::InsecurePlaintext)
+        SessionConfig::new(
+            role,
+            DeviceId([id; 16]),
+            u64::from(id),
+            Security::InsecurePlaintext,
+        )
     };
-    let mut watch = Session::new(config(Role::Watch, 1));
-    let mut phone = Session::new(config(Role::Phone, 2));
+    let mut watch = Session::new(config(Role::Watch, 1), [0x61; 32]);
+    let mut phone = Session::new(config(Role::Phone, 2), [0x62; 32]);
     phone.register_app(PKG, 1, None);
     watch.link_up(now, DEFAULT_MAX_FRAME_LEN);
     phone.link_up(now, DEFAULT_MAX_FRAME_LEN);
@@ -46,7 +50,7 @@ fn phone() -> Session {
     phone
 }
 
-fn drain(session: &mut Session, now: Instant) {
+fn drain(session: &mut Session, now: interconnect::sans_io::Instant) {
     while session.poll_transmit(now).is_some() {}
     while session.poll_event().is_some() {}
 }
@@ -63,7 +67,7 @@ fn open(id: u32) -> Bytes {
 
 /// Time for `count` messages on `channel`.
 fn messages(phone: &mut Session, channel: ChannelId, count: u64) -> Duration {
-    let now = Instant::now();
+    let now = interconnect::sans_io::Instant::ZERO;
     let start = Instant::now();
     for seq in 1..=count {
         let data = frame(Frame::Data(Data {
@@ -84,7 +88,7 @@ fn main() {
         .nth(1)
         .and_then(|a| a.parse().ok())
         .unwrap_or(60_000);
-    let now = Instant::now();
+    let now = interconnect::sans_io::Instant::ZERO;
 
     let mut fresh = phone();
     fresh.handle_frame(now, open(1));

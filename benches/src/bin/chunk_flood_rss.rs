@@ -11,9 +11,9 @@
 use std::time::Duration;
 
 use bytes::Bytes;
+use interconnect::{Config, FilesConfig, Hub, Security};
 use interconnect_benches::process::{first_arg, peak_rss_kib};
 use interconnect_benches::raw::{read_frame, watch_hello};
-use interconnect_core::{Config, FilesConfig, Hub, Security};
 use interconnect_proto::{
     ChannelId, DEFAULT_MAX_FRAME_LEN, DeviceId, FileChunk, FileOffer, Frame, MAX_FRAME_LEN, Open,
     TransferId,

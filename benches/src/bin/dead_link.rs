@@ -10,8 +10,8 @@ use interconnect_benches::process::first_arg;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use interconnect::{Config, ConnectionEvent, Hub, Interconnect};
 use interconnect_conformance::proxy::{Fault, FaultProxy};
-use interconnect_core::{Config, ConnectionEvent, Hub, Interconnect};
 use interconnect_proto::DeviceId;
 use transport_tcp::{TcpDialer, TcpListener};
 
@@ -38,7 +38,7 @@ fn config(id: u8, timeout: Duration) -> Config {
 }
 
 fn record(
-    mut events: interconnect_core::Events,
+    mut events: interconnect::Events,
     after: Arc<Mutex<Option<Instant>>>,
 ) -> Arc<Mutex<Seen>> {
     let seen = Arc::new(Mutex::new(Seen::default()));

@@ -8,7 +8,7 @@ use interconnect_benches::process::{first_arg, peak_rss_kib};
 use std::io::Write;
 use std::time::Instant;
 
-use interconnect_core::{Config, ConnectionEvent, FilesConfig, Hub, Interconnect};
+use interconnect::{Config, ConnectionEvent, FilesConfig, Hub, Interconnect};
 use interconnect_proto::DeviceId;
 use transport_mock::{Faults, MockNetwork};
 

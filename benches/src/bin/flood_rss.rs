@@ -10,8 +10,10 @@ use interconnect_benches::process::{first_arg, peak_rss_kib};
 use interconnect_benches::raw::{read_frame, watch_hello};
 use std::time::Duration;
 
-use interconnect_core::sans_io::Session;
-use interconnect_core::{Config, Hub, Security, SessionConfig};
+use interconnect::sans_io::Session;
+use interconnect::{
+    Config, DeviceIdentity, Hub, IdentityFile, NoiseConfig, Security, SessionConfig,
+};
 use interconnect_proto::{DEFAULT_MAX_FRAME_LEN, DeviceId, Frame, Ping, Role};
 use tokio::io::AsyncWriteExt;
 use transport_tcp::TcpListener;
@@ -70,8 +72,16 @@ async fn sealed_flood(mib: usize) -> Result<(), Box<dyn std::error::Error>> {
     let hub = Hub::new(listener, config);
     let _app = hub.register("com.example.flood", 1, None).await?;
     let mut raw = tokio::net::TcpStream::connect(addr).await?;
-    let mut watch = Session::new(SessionConfig::new(Role::Watch, DeviceId([1; 16]), 1));
-    let now = std::time::Instant::now();
+    let mut watch = Session::new(
+        SessionConfig::new(
+            Role::Watch,
+            DeviceId([1; 16]),
+            1,
+            Security::Noise(NoiseConfig::new(DeviceIdentity::generate())),
+        ),
+        [0x63; 32],
+    );
+    let now = interconnect::sans_io::Instant::ZERO;
     watch.link_up(now, DEFAULT_MAX_FRAME_LEN);
     while !watch.is_link_up() {
         while let Some(frame) = watch.poll_transmit(now) {

@@ -13,11 +13,9 @@ use std::io::BufRead;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use interconnect::{Config, DeviceIdentity, Hub, Interconnect, NoiseConfig, Security, TrustPolicy};
 use interconnect_benches::process::first_arg;
 use interconnect_conformance::flood::{DelayProxy, Flood, FrozenWatch, stranger_sources};
-use interconnect_core::{
-    Config, DeviceIdentity, Hub, Interconnect, NoiseConfig, Security, TrustPolicy,
-};
 use interconnect_proto::DeviceId;
 use transport_tcp::{TcpDialer, TcpListener};
 

@@ -12,12 +12,12 @@
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use interconnect::sans_io::{Event, Session};
+use interconnect::{
+    CipherSuite, Config, DeviceIdentity, Hub, Interconnect, NoiseConfig, Security, SessionConfig,
+};
 use interconnect_benches::tcp::{
     BoxError, interconnect_ends, interconnect_file, median, raw_tcp_copy, source_file,
-};
-use interconnect_core::sans_io::{Event, Session};
-use interconnect_core::{
-    CipherSuite, Config, DeviceIdentity, Hub, Interconnect, NoiseConfig, Security, SessionConfig,
 };
 use interconnect_proto::{DEFAULT_MAX_FRAME_LEN, DeviceId, Role};
 use transport_ble::packet::packet_len;
@@ -111,13 +111,17 @@ async fn connect_times(mode: Option<CipherSuite>, count: usize) -> Result<Vec<Du
 
 /// Frames each side sends until both consider the link up, from two sans-IO sessions.
 fn handshake_frames(mode: Option<CipherSuite>) -> Vec<Bytes> {
-    let now = std::time::Instant::now();
+    let now = interconnect::sans_io::Instant::ZERO;
     let config = |role, key: u8| {
-        SessionConfig::new(role, DeviceId([key; 16]), u64::from(key))
-            .with_security(security(mode, key))
+        SessionConfig::new(
+            role,
+            DeviceId([key; 16]),
+            u64::from(key),
+            security(mode, key),
+        )
     };
-    let mut watch = Session::new(config(Role::Watch, 1));
-    let mut phone = Session::new(config(Role::Phone, 2));
+    let mut watch = Session::new(config(Role::Watch, 1), [0x64; 32]);
+    let mut phone = Session::new(config(Role::Phone, 2), [0x65; 32]);
     watch.link_up(now, DEFAULT_MAX_FRAME_LEN);
     phone.link_up(now, DEFAULT_MAX_FRAME_LEN);
     let mut frames = Vec::new();
@@ -202,11 +206,16 @@ fn ble_overhead() -> Result<(), BoxError> {
 /// memory, on one thread: the cost of sealing and opening alone, without sockets or disk.
 fn sans_io_rate(mode: Option<CipherSuite>, mib: usize) -> f64 {
     use interconnect_proto::{ContentType, Exchange};
-    let now = std::time::Instant::now();
+    let now = interconnect::sans_io::Instant::ZERO;
     let session = |role, key| {
         Session::new(
-            SessionConfig::new(role, DeviceId([key; 16]), u64::from(key))
-                .with_security(security(mode, key)),
+            SessionConfig::new(
+                role,
+                DeviceId([key; 16]),
+                u64::from(key),
+                security(mode, key),
+            ),
+            [0x66; 32],
         )
     };
     let (mut watch, mut phone) = (session(Role::Watch, 1), session(Role::Phone, 2));

@@ -10,7 +10,7 @@ use std::collections::VecDeque;
 use std::time::Duration;
 
 use bytes::Bytes;
-use interconnect_core::{Config, ConnectionEvent, Hub, Interconnect};
+use interconnect::{Config, ConnectionEvent, Hub, Interconnect};
 use interconnect_proto::{ContentType, DeviceId};
 use transport_mock::{Faults, MockNetwork};
 

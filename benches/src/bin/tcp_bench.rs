@@ -19,11 +19,11 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
+use interconnect::{DeviceIdentity, IdentityFile, NoiseConfig, Security};
 use interconnect_benches::tcp::{
     BoxError, Ends, interconnect_ends, interconnect_file, median, on_own_thread, raw_tcp_copy,
     source_file,
 };
-use interconnect_core::Security;
 use interconnect_proto::ContentType;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -135,7 +135,11 @@ async fn main() -> Result<(), BoxError> {
     let plain_dir = received.join("plaintext");
     let secure_dir = received.join("encrypted");
     let mut plain = interconnect_ends(&plain_dir, Security::InsecurePlaintext).await?;
-    let mut ends = interconnect_ends(&secure_dir, Security::default()).await?;
+    let mut ends = interconnect_ends(
+        &secure_dir,
+        Security::Noise(NoiseConfig::new(DeviceIdentity::generate())),
+    )
+    .await?;
 
     let (mut raw, mut ws, mut ours_plain, mut ours) = (vec![], vec![], vec![], vec![]);
     for run in 0..RUNS {

@@ -8,6 +8,7 @@
 
 mod security;
 
+use interconnect::IdentityFile;
 use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -15,7 +16,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use interconnect_core::{
+use interconnect::{
     ClosedBy, Config, Connection, ConnectionEvent, DeviceIdentity, Error, FileTransfer,
     FilesConfig, Hub, Interconnect, NoiseConfig, Security,
 };
@@ -408,7 +409,7 @@ async fn phone(
             event = events.next() => {
                 let Some(event) = event else { break };
                 match &event {
-                    ConnectionEvent::Close { by: interconnect_core::ClosedBy::Peer, .. } => {
+                    ConnectionEvent::Close { by: interconnect::ClosedBy::Peer, .. } => {
                         said_goodbye = true;
                     }
                     ConnectionEvent::Open { .. } => said_goodbye = false,
@@ -844,7 +845,7 @@ async fn demo() -> Result<(), Failure> {
     )?;
     let authenticated = loop {
         match security_events.next().await {
-            Some(interconnect_core::SecurityEvent::Authenticated {
+            Some(interconnect::SecurityEvent::Authenticated {
                 fingerprint, suite, ..
             }) => break Some((fingerprint, suite)),
             Some(_) => {}

@@ -5,11 +5,12 @@
 //! directory and trusts the first peer it meets, pinning it in a known-peers file there
 //! (as SSH does). `--trust` pins explicitly; `interconnect pair` compares a 6-digit code.
 
+use interconnect::IdentityFile;
 use std::io::BufRead;
 use std::path::{Path, PathBuf};
 
 use clap::Args;
-use interconnect_core::{
+use interconnect::{
     DeviceIdentity, Fingerprint, KnownPeers, NoiseConfig, Security, SecurityError, SecurityEvent,
     SecurityEvents, TrustPolicy,
 };

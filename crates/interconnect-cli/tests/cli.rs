@@ -753,7 +753,7 @@ fn phone_process(home: &Path, files: &Path, listen: &str, lines: mpsc::Sender<Va
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_watch_connection_carries_on_when_the_phone_process_is_killed_and_started_again() {
-    use interconnect_core::{Config, Interconnect};
+    use interconnect::{Config, Interconnect};
     // A watch app built as the README shows, against a phone process killed with
     // SIGKILL in the middle of a stream of messages and started again on its port. The
     // phone's app spends 20 ms on each message, so it holds some unread when it dies.

@@ -13,8 +13,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use interconnect_core::sans_io::Session;
-use interconnect_core::{DeviceIdentity, NoiseConfig, Security, SessionConfig};
+use interconnect::sans_io::Session;
+use interconnect::{DeviceIdentity, IdentityFile, NoiseConfig, Security, SessionConfig};
 use interconnect_proto::{DEFAULT_MAX_FRAME_LEN, DeviceId, Role};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
@@ -238,9 +238,10 @@ async fn stranger(target: SocketAddr, source: IpAddr, send_step: bool, tally: &F
 pub fn first_step() -> Vec<u8> {
     let security = Security::Noise(NoiseConfig::new(DeviceIdentity::generate()));
     let mut session = Session::new(
-        SessionConfig::new(Role::Watch, DeviceId([0xEE; 16]), 1).with_security(security),
+        SessionConfig::new(Role::Watch, DeviceId([0xEE; 16]), 1, security),
+        [0x51; 32],
     );
-    let now = std::time::Instant::now();
+    let now = interconnect::sans_io::Instant::ZERO;
     session.link_up(now, DEFAULT_MAX_FRAME_LEN);
     session
         .poll_transmit(now)
@@ -249,7 +250,7 @@ pub fn first_step() -> Vec<u8> {
 }
 
 /// A watch process frozen while its link is up, as one stopped with SIGSTOP: an
-/// [`Interconnect`](interconnect_core::Interconnect) on a runtime of its own thread,
+/// [`Interconnect`](interconnect::Interconnect) on a runtime of its own thread,
 /// blocked once connected until this value is dropped (its socket stays open and
 /// nothing is read or written).
 pub struct FrozenWatch {
@@ -261,8 +262,8 @@ impl FrozenWatch {
     /// Connects a watch with `config` to the phone over `transport` (a dialer), opens
     /// `package`, waits until its link is up (10 s at most), then freezes it.
     pub fn start(
-        transport: impl interconnect_core::Transport,
-        config: interconnect_core::Config,
+        transport: impl interconnect::Transport,
+        config: interconnect::Config,
         package: &str,
     ) -> std::io::Result<FrozenWatch> {
         let (up_tx, up_rx) = std::sync::mpsc::channel();
@@ -276,7 +277,7 @@ impl FrozenWatch {
                 return;
             };
             runtime.block_on(async move {
-                let watch = interconnect_core::Interconnect::new(transport, config);
+                let watch = interconnect::Interconnect::new(transport, config);
                 let _conn = watch.instance(&package, None);
                 watch.connected().await;
                 let _ = up_tx.send(());

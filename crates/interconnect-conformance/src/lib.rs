@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use interconnect_core::{
+use interconnect::{
     ClosedBy, Config, Connection, ConnectionEvent, Events, FilesConfig, Hub, Interconnect, Link,
     LinkReceiver, LinkSender, Transport, TransportError,
 };
@@ -254,7 +254,7 @@ pub mod cases {
             .expect("the stream is open")
     }
 
-    async fn next_message(events: &mut Events) -> interconnect_core::Incoming {
+    async fn next_message(events: &mut Events) -> interconnect::Incoming {
         loop {
             if let ConnectionEvent::Message(m) = next(events).await {
                 return m;
@@ -338,7 +338,7 @@ pub mod cases {
         async fn watch_max_message(&self, conn: &Connection) -> usize {
             let huge = Bytes::from(vec![0; interconnect_proto::MAX_MESSAGE_LEN + 1]);
             match conn.send_bytes(ContentType::Binary, huge).await {
-                Err(interconnect_core::Error::TooLarge { max, .. }) => max,
+                Err(interconnect::Error::TooLarge { max, .. }) => max,
                 other => panic!("a message over the format's maximum was not refused: {other:?}"),
             }
         }

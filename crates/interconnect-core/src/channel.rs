@@ -1,8 +1,11 @@
 //! One channel's state: open/close lifecycle and reliable, ordered, exactly-once delivery
 //! (per-direction sequence numbers, cumulative acks, go-back-N resending).
 
-use std::collections::VecDeque;
-use std::time::Instant;
+#[allow(unused_imports)]
+use crate::prelude::*;
+
+use crate::time::Instant;
+use alloc::collections::VecDeque;
 
 use bytes::Bytes;
 use interconnect_proto::{ChannelId, Code, ContentType, Data, Exchange};
@@ -86,7 +89,7 @@ pub(crate) struct Channel {
     pub(crate) life: u64,
     /// Watch side, after the phone closed or refused a channel that had been open: when
     /// to try opening it again, and the delay after that.
-    pub(crate) reopen: Option<(Instant, std::time::Duration)>,
+    pub(crate) reopen: Option<(Instant, core::time::Duration)>,
     /// Phone side: the `resumed` of the `Accept` that opened the channel, said again to
     /// a repeated `Open`.
     pub(crate) resumed: bool,
@@ -94,8 +97,9 @@ pub(crate) struct Channel {
 
 /// Numbers each life of each channel in this process (see `Channel::life`).
 fn next_life() -> u64 {
-    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
-    NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    // usize: a Cortex-M has no 64-bit atomics; 2^32 lives per process is plenty there.
+    static NEXT: core::sync::atomic::AtomicUsize = core::sync::atomic::AtomicUsize::new(1);
+    NEXT.fetch_add(1, core::sync::atomic::Ordering::Relaxed) as u64
 }
 
 impl Channel {
@@ -290,7 +294,7 @@ impl Channel {
     }
 
     /// When unacknowledged messages are due to be resent.
-    pub(crate) fn retransmit_deadline(&self, rto: std::time::Duration) -> Option<Instant> {
+    pub(crate) fn retransmit_deadline(&self, rto: core::time::Duration) -> Option<Instant> {
         if self.in_flight.is_empty() || !self.is_open() {
             return None;
         }

@@ -1,6 +1,6 @@
 //! Configuration of a session: who this device is and the timers and limits it runs with.
 
-use std::time::Duration;
+use core::time::Duration;
 
 use interconnect_proto::{DEFAULT_MAX_FRAME_LEN, DeviceId, Role};
 
@@ -56,15 +56,16 @@ pub struct SessionConfig {
     /// When a received message is acknowledged to its sender (what the sender's `send`
     /// resolving means).
     pub acknowledge: Acknowledge,
-    /// How links are protected: Noise (the default, with a fresh identity and trust on
-    /// first use) or, for debugging only, plaintext on both sides.
+    /// How links are protected: Noise (with trust on first use unless configured
+    /// otherwise) or, for debugging only, plaintext on both sides.
     pub security: Security,
 }
 
 impl SessionConfig {
-    /// A configuration with default timers for the given role and device id, secured by
-    /// Noise with a newly generated identity that trusts the first peer it meets.
-    pub fn new(role: Role, device_id: DeviceId, resume_token: u64) -> Self {
+    /// A configuration with default timers for the given role, device id, resume token
+    /// and security. The core makes no key of its own: a Noise identity comes from the
+    /// caller (the runtime crate's `IdentityFile::generate`, or a key from storage).
+    pub fn new(role: Role, device_id: DeviceId, resume_token: u64, security: Security) -> Self {
         SessionConfig {
             role,
             device_id,
@@ -80,7 +81,7 @@ impl SessionConfig {
             reliable_link: false,
             file_window: 4 * 1024 * 1024,
             acknowledge: Acknowledge::WhenTaken,
-            security: Security::default(),
+            security,
         }
     }
 

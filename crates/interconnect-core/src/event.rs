@@ -1,5 +1,8 @@
 //! What the session reports to its owner (`Session::poll_event`).
 
+#[allow(unused_imports)]
+use crate::prelude::*;
+
 use bytes::Bytes;
 use interconnect_proto::{ChannelId, Code, ContentType, DeviceId, Exchange, Role, TransferId};
 

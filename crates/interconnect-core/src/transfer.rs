@@ -2,8 +2,13 @@
 //! receiver's expected offset. Reading and writing the files is the owner's job; the
 //! session asks for it with events (`FileRead`, `FileData`) and is told the outcome.
 
-use std::collections::VecDeque;
-use std::time::{Duration, Instant};
+#[allow(unused_imports)]
+use crate::prelude::*;
+
+use alloc::collections::VecDeque;
+use core::time::Duration;
+
+use crate::time::Instant;
 
 use bytes::Bytes;
 use interconnect_proto::{ChannelId, TransferId};

@@ -22,7 +22,7 @@ fn phone_channel(pair: &Pair) -> ChannelId {
 }
 
 /// Every frame `session` has to send: each must be sealed, and none may hold `secret`.
-fn assert_all_sealed(session: &mut Session, now: std::time::Instant, secret: &[u8]) -> Vec<Bytes> {
+fn assert_all_sealed(session: &mut Session, now: Instant, secret: &[u8]) -> Vec<Bytes> {
     let mut out = Vec::new();
     while let Some(frame) = session.poll_transmit(now) {
         match Frame::decode(frame.clone(), MAX_FRAME_LEN) {
@@ -505,8 +505,8 @@ fn strangers_with_a_fresh_key_each_raise_one_prompt_at_a_time_and_none_after_a_r
     let stranger = |pair: &mut Pair, key: u8| {
         pair.cut();
         pair.watch = Session::new(
-            SessionConfig::new(Role::Watch, DeviceId([key; 16]), key.into())
-                .with_security(pairing(key)),
+            SessionConfig::new(Role::Watch, DeviceId([key; 16]), key.into(), pairing(key)),
+            [0x56; 32],
         );
         pair.advance(std::time::Duration::from_millis(400));
         pair.connect();

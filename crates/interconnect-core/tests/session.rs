@@ -192,7 +192,12 @@ fn a_silent_peer_is_declared_lost_after_the_link_timeout() {
     // Plaintext, so the test can see the pings among the watch's frames.
     let mut pair = Pair::plaintext();
     opened(&mut pair);
-    let config = SessionConfig::new(Role::Watch, DeviceId([1; 16]), 11);
+    let config = SessionConfig::new(
+        Role::Watch,
+        DeviceId([1; 16]),
+        11,
+        Security::InsecurePlaintext,
+    );
     let silent_since = pair.now;
     // The phone goes silent: nothing it sends arrives any more.
     let mut pings = Vec::new();
@@ -234,7 +239,7 @@ fn a_peer_that_restarted_gets_unacknowledged_messages_again() {
     while pair.watch.poll_transmit(pair.now).is_some() {}
     pair.cut();
     // The phone process restarts: new session, new token.
-    pair.phone = Session::new(phone_config(99, &noise(2)));
+    pair.phone = Session::new(phone_config(99, &noise(2)), [0x57; 32]);
     pair.phone.register_app(PKG, 8, Some("AA:BB"));
     pair.phone_events.clear();
     pair.connect();
@@ -424,14 +429,13 @@ fn the_largest_message_fits_when_the_two_links_differ_in_size() {
     // The watch's link carries 70,000-byte frames, the phone's 1 MiB; both would take
     // 1 MiB. Sealing must not push the watch's largest message past its own link.
     let config = |role, id: u8, key| {
-        let mut c =
-            SessionConfig::new(role, DeviceId([id; 16]), u64::from(id)).with_security(noise(key));
+        let mut c = SessionConfig::new(role, DeviceId([id; 16]), u64::from(id), noise(key));
         c.max_frame_len = 1 << 20;
         c
     };
     let mut pair = Pair::new();
-    pair.watch = Session::new(config(Role::Watch, 1, 1));
-    pair.phone = Session::new(config(Role::Phone, 2, 2));
+    pair.watch = Session::new(config(Role::Watch, 1, 1), [0x58; 32]);
+    pair.phone = Session::new(config(Role::Phone, 2, 2), [0x59; 32]);
     pair.phone.register_app(PKG, 7, Some("AA:BB"));
     pair.watch.link_up(pair.now, 70_000);
     pair.phone.link_up(pair.now, 1 << 20);
@@ -648,12 +652,20 @@ fn a_repeated_open_gets_the_accept_the_first_got() {
 
 #[test]
 fn a_chunk_far_ahead_is_measured_against_the_protocols_bound_not_the_receivers_window() {
-    let mut phone = SessionConfig::new(Role::Phone, DeviceId([2; 16]), 22)
-        .with_security(Security::InsecurePlaintext);
+    let mut phone = SessionConfig::new(
+        Role::Phone,
+        DeviceId([2; 16]),
+        22,
+        Security::InsecurePlaintext,
+    );
     // A receiver with a small window of its own: the sender's may be larger.
     phone.file_window = 1 << 20;
-    let watch = SessionConfig::new(Role::Watch, DeviceId([1; 16]), 11)
-        .with_security(Security::InsecurePlaintext);
+    let watch = SessionConfig::new(
+        Role::Watch,
+        DeviceId([1; 16]),
+        11,
+        Security::InsecurePlaintext,
+    );
     let mut pair = Pair::with_configs(watch, phone);
     pair.connect();
     let ch = pair

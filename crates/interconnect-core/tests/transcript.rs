@@ -6,8 +6,6 @@
 //! it against WIRE.md's "Sessions, step by step". This test makes it and fails if the
 //! file differs; `UPDATE_SESSION_TRANSCRIPT=1` rewrites it after an intended change.
 
-use std::time::Instant;
-
 use bytes::Bytes;
 use interconnect_core::sans_io::*;
 use interconnect_core::*;
@@ -117,18 +115,18 @@ impl Recorder {
 
 fn transcript() -> String {
     let plaintext = |role, id: u8, token| {
-        let mut config = SessionConfig::new(role, DeviceId([id; 16]), token)
-            .with_security(Security::InsecurePlaintext);
+        let mut config =
+            SessionConfig::new(role, DeviceId([id; 16]), token, Security::InsecurePlaintext);
         config.max_frame_len = LINK_MAX;
         // One chunk in flight at a time, so the link can be cut mid-file.
         config.file_window = 900;
         config
     };
-    let mut phone = Session::new(plaintext(Role::Phone, 2, 0x2222));
+    let mut phone = Session::new(plaintext(Role::Phone, 2, 0x2222), [0x5A; 32]);
     phone.register_app(PKG, 7, None);
     let mut r = Recorder {
-        now: Instant::now(),
-        watch: Session::new(plaintext(Role::Watch, 1, 0x1111)),
+        now: Instant::ZERO,
+        watch: Session::new(plaintext(Role::Watch, 1, 0x1111), [0x5B; 32]),
         phone,
         lines: Vec::new(),
         file: (0..3000u32).map(|i| (i % 251) as u8).collect(),

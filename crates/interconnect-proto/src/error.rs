@@ -1,6 +1,6 @@
 //! Typed errors of encoding and decoding.
 
-use crate::frame::Kind;
+use crate::kind::Kind;
 
 /// Why bytes could not be decoded into a frame.
 ///

@@ -51,6 +51,7 @@ mod error;
 mod frame;
 #[cfg(any(test, feature = "arbitrary"))]
 pub mod fuzzing;
+mod kind;
 mod limits;
 pub mod packet;
 mod sealed;
@@ -63,9 +64,10 @@ pub use error::{DecodeError, EncodeError};
 pub use frame::{
     Accept, Ack, Capabilities, ChannelId, Close, ContentType, Data, DeviceId, ErrorReport,
     Exchange, FORMAT_VERSION, FileAccept, FileAck, FileCancel, FileChunk, FileComplete, FileOffer,
-    Frame, FrameHeader, Handshake, Hello, Kind, Open, Ping, Pong, Reject, Role, SEALED_SEGMENT_LEN,
+    Frame, FrameHeader, Handshake, Hello, Open, Ping, Pong, Reject, Role, SEALED_SEGMENT_LEN,
     SEALED_TAG_LEN, Sealed, TransferId, VersionQuery, VersionReply,
 };
+pub use kind::Kind;
 pub use limits::*;
 pub use sealed::{
     SEALED_SEGMENT_PLAINTEXT, encode_sealed, max_unsealed_len, sealed_ciphertext_len,

@@ -8,7 +8,8 @@ use bytes::{BufMut, BytesMut};
 
 use crate::checksum::crc32c;
 use crate::error::EncodeError;
-use crate::frame::{Frame, Kind, SEALED_SEGMENT_LEN, SEALED_TAG_LEN, header_bytes};
+use crate::frame::{Frame, SEALED_SEGMENT_LEN, SEALED_TAG_LEN, header_bytes};
+use crate::kind::Kind;
 use crate::limits::{CRC_LEN, FRAME_OVERHEAD, MAX_FRAME_LEN};
 
 /// Largest plaintext of one sealed segment.

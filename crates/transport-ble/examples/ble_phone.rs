@@ -4,7 +4,7 @@
 //!
 //! `cargo run -p transport-ble --features bluez --example ble-phone`
 
-use interconnect_core::{Config, ConnectionEvent, Hub};
+use interconnect::{Config, ConnectionEvent, Hub};
 use transport_ble::BleConfig;
 use transport_ble::bluez::BluezCentral;
 

@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use interconnect_core::{Config, Interconnect};
+use interconnect::{Config, Interconnect};
 use transport_ble::BleConfig;
 use transport_ble::bluez::BluezPeripheral;
 

@@ -11,9 +11,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use interconnect_core::{
-    Config, ConnectionEvent, ContentType, FilesConfig, Interconnect, Security,
-};
+use interconnect::{Config, ConnectionEvent, ContentType, FilesConfig, Interconnect, Security};
 use serde_json::json;
 use transport_ble::BleConfig;
 use transport_ble::trouble::{HostConfig, Trouble};

@@ -13,7 +13,7 @@ use bluer::gatt::{CharacteristicReader, CharacteristicWriter};
 use bluer::{AdapterEvent, Uuid, adv::Advertisement, adv::AdvertisementHandle};
 use bytes::Bytes;
 use futures_util::StreamExt;
-use interconnect_core::{Link, Transport, TransportError};
+use interconnect::{Link, Transport, TransportError};
 
 use crate::link::{BleConfig, PacketLink, PacketReceiver, PacketSender, into_link};
 use crate::packet::ATT_HEADER_LEN;

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use interconnect_core::{Link, LinkReceiver, LinkSender, TransportError};
+use interconnect::{Link, LinkReceiver, LinkSender, TransportError};
 use tokio::sync::{Mutex, Notify, mpsc};
 
 use crate::packet::{Fragmenter, Packet, PacketError, Reassembler, packet_len};

@@ -34,7 +34,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use interconnect_core::{Link, Transport, TransportError};
+use interconnect::{Link, Transport, TransportError};
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 

@@ -43,7 +43,7 @@ use embassy_futures::select::{Either, Either3, select, select3};
 use embassy_sync::blocking_mutex::raw::NoopRawMutex;
 use embassy_sync::signal::Signal;
 use embedded_io_adapters::tokio_1::FromTokio;
-use interconnect_core::{Link, Transport, TransportError};
+use interconnect::{Link, Transport, TransportError};
 use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::{mpsc, oneshot};

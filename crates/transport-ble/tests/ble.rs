@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use interconnect_core::Transport;
+use interconnect::Transport;
 use interconnect_proto::{ChannelId, ContentType, Data, Exchange, Frame};
 use proptest::prelude::*;
 use transport_ble::packet::{MAX_ATT_MTU, MIN_ATT_MTU, packet_len};
@@ -252,7 +252,7 @@ fn seed_corpus_is_well_formed() {
 /// timeout, the phone reconnects, and the file resumes and arrives identical.
 #[tokio::test(start_paused = true)]
 async fn radio_loss_during_a_file_resumes_after_the_supervision_timeout() {
-    use interconnect_core::{Config, ConnectionEvent, FilesConfig, Hub, Interconnect};
+    use interconnect::{Config, ConnectionEvent, FilesConfig, Hub, Interconnect};
     use interconnect_proto::DeviceId;
 
     let network = SimNetwork::new(BleParams::modern(), BleConfig::default());
@@ -364,10 +364,7 @@ impl<T> Drop for Watched<T> {
 
 #[async_trait::async_trait]
 impl PacketSender for Watched<()> {
-    async fn send_packet(
-        &mut self,
-        _packet: Bytes,
-    ) -> Result<(), interconnect_core::TransportError> {
+    async fn send_packet(&mut self, _packet: Bytes) -> Result<(), interconnect::TransportError> {
         Ok(())
     }
     fn att_mtu(&self) -> usize {
@@ -377,7 +374,7 @@ impl PacketSender for Watched<()> {
 
 #[async_trait::async_trait]
 impl PacketReceiver for Watched<()> {
-    async fn recv_packet(&mut self) -> Result<Option<Bytes>, interconnect_core::TransportError> {
+    async fn recv_packet(&mut self) -> Result<Option<Bytes>, interconnect::TransportError> {
         std::future::pending().await
     }
 }

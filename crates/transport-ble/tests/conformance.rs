@@ -1,8 +1,8 @@
 //! The conformance suite over the simulated radio (2M PHY, DLE, MTU 247), paused clock.
 
 use async_trait::async_trait;
+use interconnect::Transport;
 use interconnect_conformance::{Harness, conformance_tests};
-use interconnect_core::Transport;
 use transport_ble::{BleConfig, BleParams, SimNetwork};
 
 struct SimBle;

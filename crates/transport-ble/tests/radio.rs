@@ -8,7 +8,7 @@ use std::pin::Pin;
 use std::time::Duration;
 
 use common::{Controllers, trouble_pair};
-use interconnect_core::{
+use interconnect::{
     Config, ConnectionEvent, DeviceId, Events, FilesConfig, Hub, Interconnect, Progress,
     ProgressStream,
 };

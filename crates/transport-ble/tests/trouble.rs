@@ -6,8 +6,8 @@ mod common;
 
 use async_trait::async_trait;
 use common::{Controllers, OnControllers, trouble_pair};
+use interconnect::Transport;
 use interconnect_conformance::{Harness, conformance_tests};
-use interconnect_core::Transport;
 struct RealStack;
 
 #[async_trait]

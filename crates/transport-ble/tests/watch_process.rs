@@ -10,7 +10,7 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use common::{Controllers, watch_process};
-use interconnect_core::{Config, ConnectionEvent, Hub};
+use interconnect::{Config, ConnectionEvent, Hub};
 use serde_json::Value;
 use transport_ble::BleConfig;
 use transport_ble::trouble::{HostConfig, Trouble};

@@ -15,7 +15,7 @@
 //!
 //! ```
 //! # tokio::runtime::Builder::new_current_thread().enable_time().start_paused(true).build().unwrap().block_on(async {
-//! use interconnect_core::Transport;
+//! use interconnect::Transport;
 //! use transport_mock::{Faults, MockNetwork};
 //!
 //! let network = MockNetwork::new(Faults::default());
@@ -35,7 +35,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use interconnect_core::{Link, LinkReceiver, LinkSender, Transport, TransportError};
+use interconnect::{Link, LinkReceiver, LinkSender, Transport, TransportError};
 use interconnect_proto::DEFAULT_MAX_FRAME_LEN;
 use rand::{Rng, SeedableRng, rngs::StdRng};
 use tokio::sync::{mpsc, watch};

@@ -1,8 +1,8 @@
 //! The conformance suite over the in-memory link, on the paused clock.
 
 use async_trait::async_trait;
+use interconnect::Transport;
 use interconnect_conformance::{Harness, conformance_tests};
-use interconnect_core::Transport;
 use transport_mock::{Faults, MockNetwork};
 
 struct Mock;

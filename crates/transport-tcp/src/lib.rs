@@ -18,7 +18,7 @@
 //!
 //! ```no_run
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
-//! use interconnect_core::{Config, Hub, Interconnect};
+//! use interconnect::{Config, Hub, Interconnect};
 //! use interconnect_proto::DeviceId;
 //! use transport_tcp::{TcpDialer, TcpListener};
 //!
@@ -34,7 +34,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
-use interconnect_core::{Link, LinkReceiver, LinkSender, Transport, TransportError};
+use interconnect::{Link, LinkReceiver, LinkSender, Transport, TransportError};
 use interconnect_proto::{DEFAULT_MAX_FRAME_LEN, FrameHeader, HEADER_LEN};
 use tokio::io::{AsyncWriteExt, BufWriter};
 use tokio::net::TcpStream;

@@ -1,8 +1,8 @@
 //! The conformance suite over TCP on loopback, in real time.
 
 use async_trait::async_trait;
+use interconnect::Transport;
 use interconnect_conformance::{Harness, conformance_tests};
-use interconnect_core::Transport;
 use transport_tcp::{TcpDialer, TcpListener};
 
 struct Tcp;

@@ -7,10 +7,8 @@
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use interconnect::{Config, Connection, ConnectionEvent, Events, FilesConfig, Hub, Interconnect};
 use interconnect_conformance::proxy::{Fault, FaultProxy, Plan};
-use interconnect_core::{
-    Config, Connection, ConnectionEvent, Events, FilesConfig, Hub, Interconnect,
-};
 use interconnect_proto::{ContentType, DeviceId};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};

@@ -4,10 +4,11 @@
 //! 10 attempts within 2 s, both with no link up and with its stale link up (an earlier
 //! watch process with the same identity, frozen: its runtime blocked, its socket open).
 
+use interconnect::IdentityFile;
 use std::time::{Duration, Instant};
 
+use interconnect::{DeviceIdentity, Hub, Interconnect};
 use interconnect_conformance::flood::{DelayProxy, Flood, FrozenWatch, stranger_sources};
-use interconnect_core::{DeviceIdentity, Hub, Interconnect};
 use transport_tcp::{TcpDialer, TcpListener};
 
 mod common;

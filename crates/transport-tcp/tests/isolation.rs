@@ -2,12 +2,13 @@
 //! for one watch never reaches another, a registration cannot take over another app's
 //! channel, and a channel id belongs to one package.
 
+use interconnect::IdentityFile;
 use std::time::Duration;
 
-use interconnect_conformance::proxy::FaultProxy;
-use interconnect_core::{
+use interconnect::{
     Config, Connection, ConnectionEvent, DeviceIdentity, Error, Hub, Interconnect, Security,
 };
+use interconnect_conformance::proxy::FaultProxy;
 use interconnect_proto::{Code, DeviceId};
 use transport_tcp::{TcpDialer, TcpListener};
 
@@ -61,7 +62,7 @@ async fn a_message_held_for_a_watch_that_left_never_reaches_another_watch() {
 }
 
 /// The next close among a connection's events: its code.
-async fn next_close(events: &mut interconnect_core::Events) -> Code {
+async fn next_close(events: &mut interconnect::Events) -> Code {
     loop {
         match events.next().await.expect("events open") {
             ConnectionEvent::Close { code, .. } => return code,

@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use interconnect_core::{
+use interconnect::{
     Config, ConnectionEvent, DeviceIdentity, FilesConfig, Hub, Interconnect, NoiseConfig, Security,
 };
 use interconnect_proto::{

@@ -1,10 +1,11 @@
 //! TCP-specific behaviour: one watch at a time, socket options, bounded writes.
 
+use interconnect::IdentityFile;
 use std::time::Duration;
 
 use bytes::Bytes;
-use interconnect_core::Connection;
-use interconnect_core::{
+use interconnect::Connection;
+use interconnect::{
     Config, DeviceIdentity, Hub, Interconnect, Security, SecurityError, SecurityEvent,
 };
 use interconnect_proto::{Code, DEFAULT_MAX_FRAME_LEN, DeviceId, Frame};
@@ -15,7 +16,7 @@ mod common;
 use common::{next_text, pinned};
 
 /// Waits for the next refusal among the endpoint's security events.
-async fn next_refusal(events: &mut interconnect_core::SecurityEvents) -> SecurityError {
+async fn next_refusal(events: &mut interconnect::SecurityEvents) -> SecurityError {
     loop {
         match events.next().await.expect("security events open") {
             SecurityEvent::Refused(error) => return error,
@@ -66,7 +67,7 @@ async fn a_stranger_connecting_while_a_watch_is_served_gets_what_a_free_phone_an
     let mut events = app.events().unwrap();
     let sent = conn.send(&"still served");
     loop {
-        if let interconnect_core::ConnectionEvent::Message(m) = events.next().await.unwrap() {
+        if let interconnect::ConnectionEvent::Message(m) = events.next().await.unwrap() {
             assert_eq!(m.decode::<String>().unwrap(), "still served");
             break;
         }
@@ -185,7 +186,7 @@ fn frame_of(payload_len: usize, fill: u8) -> Bytes {
 
 #[tokio::test]
 async fn frames_arrive_whole_however_the_stream_splits_them_and_cancelled_reads_lose_nothing() {
-    use interconnect_core::Transport;
+    use interconnect::Transport;
     use tokio::io::AsyncWriteExt;
     let config = transport_tcp::TcpConfig {
         max_frame_len: 1 << 20,
@@ -306,7 +307,7 @@ async fn links_set_nodelay_keepalive_and_the_user_timeout_on_their_sockets() {
 
 #[tokio::test]
 async fn a_peer_that_stops_reading_holds_the_sender_back_within_bounded_buffers() {
-    use interconnect_core::Transport;
+    use interconnect::Transport;
     // A server that accepts and never reads.
     let server = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = server.local_addr().unwrap();
@@ -427,7 +428,7 @@ async fn a_link_whose_writes_do_not_drain_is_dropped_after_the_link_timeout_thou
     let mut events = app.events().unwrap();
     loop {
         let event = tokio::time::timeout(Duration::from_secs(10), events.next()).await;
-        if let Ok(Some(interconnect_core::ConnectionEvent::Open { .. })) = event {
+        if let Ok(Some(interconnect::ConnectionEvent::Open { .. })) = event {
             break;
         }
         assert!(event.is_ok(), "the channel opens");

@@ -102,19 +102,21 @@
 //! found dead (the link timeout). Someone who can send from the watch's address can take
 //! its link.
 
-mod events;
 mod identity;
 mod noise;
+mod random;
+mod record;
 mod transport_key;
 
-use std::time::Duration;
+use core::time::Duration;
 
-pub use events::{PairingRequest, SecurityEvent};
-pub(crate) use identity::create_private_dir;
-pub use identity::{
-    DeviceIdentity, Fingerprint, IdentityError, KnownPeers, PairingCode, ParseFingerprintError,
-};
+use alloc::string::String;
+use alloc::vec;
+use alloc::vec::Vec;
+
+pub use identity::{DeviceIdentity, Fingerprint, PairingCode, ParseFingerprintError};
 pub(crate) use noise::{SecureEvent, SecureLink};
+pub(crate) use random::{Rng, draw, rng};
 
 #[allow(unused_imports)] // for doc links
 use interconnect_proto::{Code, Handshake, Sealed};
@@ -128,12 +130,6 @@ pub enum Security {
     /// No encryption and no authentication. Both sides must choose it; a secure peer
     /// refuses a plaintext one. For debugging only.
     InsecurePlaintext,
-}
-
-impl Default for Security {
-    fn default() -> Self {
-        Security::Noise(NoiseConfig::new(DeviceIdentity::generate()))
-    }
 }
 
 /// An AEAD cipher for sealed frames.
@@ -183,8 +179,8 @@ impl CipherSuite {
     }
 }
 
-impl std::fmt::Display for CipherSuite {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+impl core::fmt::Display for CipherSuite {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         f.write_str(match self {
             CipherSuite::ChaChaPoly => "ChaCha20-Poly1305",
             CipherSuite::AesGcm => "AES-256-GCM",

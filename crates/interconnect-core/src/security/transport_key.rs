@@ -1,8 +1,8 @@
 //! One direction of a Noise transport: the AEAD key that the handshake's split produced,
 //! used with explicit nonces, in place.
 //!
-//! `snow` runs the handshake; after it, sealing and opening use `ring` directly with the
-//! split keys. `snow`'s transport API takes a plaintext and an output slice, so each
+//! `snow` runs the handshake; after it, sealing and opening use `ring` (the `ring`
+//! feature, on a host) or RustCrypto's AEADs (otherwise) directly with the split keys. `snow`'s transport API takes a plaintext and an output slice, so each
 //! sealed frame cost a zeroed buffer and a copy on each end on top of the encryption;
 //! working in place on the frame buffer removes both, which on a 256 MiB transfer was
 //! about a sixth of the CPU time of the thread that runs the links. The construction is
@@ -11,42 +11,68 @@
 //! as the first 32 bytes of encrypting 32 zero bytes at nonce 2^64 − 1); a test checks
 //! every output against `snow`'s transport, rekeys included.
 
-use ring::aead::{AES_256_GCM, Aad, CHACHA20_POLY1305, LessSafeKey, Nonce, Tag, UnboundKey};
-
 use zeroize::Zeroizing;
 
 use super::CipherSuite;
 
+/// The length of an AEAD tag (both suites).
+pub(crate) const TAG_LEN: usize = 16;
+
 /// The AEAD key of one direction of an established link.
 pub(crate) struct TransportKey {
     suite: CipherSuite,
-    key: LessSafeKey,
+    key: Key,
 }
 
 /// The AEAD refused: a tag did not verify (or, when sealing, the input was too long).
 #[derive(Debug)]
 pub(crate) struct AeadError;
 
+/// ring's keys: the host's fast path.
+#[cfg(feature = "ring")]
+struct Key(ring::aead::LessSafeKey);
+
+/// RustCrypto's keys: pure Rust, for firmware and any build without ring.
+#[cfg(not(feature = "ring"))]
+enum Key {
+    AesGcm(aes_gcm::Aes256Gcm),
+    ChaChaPoly(chacha20poly1305::ChaCha20Poly1305),
+}
+
 impl TransportKey {
     pub(crate) fn new(suite: CipherSuite, key: &[u8; 32]) -> Self {
-        let algorithm = match suite {
-            CipherSuite::AesGcm => &AES_256_GCM,
-            CipherSuite::ChaChaPoly => &CHACHA20_POLY1305,
+        #[cfg(feature = "ring")]
+        let key = {
+            use ring::aead::{AES_256_GCM, CHACHA20_POLY1305, LessSafeKey, UnboundKey};
+            let algorithm = match suite {
+                CipherSuite::AesGcm => &AES_256_GCM,
+                CipherSuite::ChaChaPoly => &CHACHA20_POLY1305,
+            };
+            let key = UnboundKey::new(algorithm, key).expect("32-byte keys suit both algorithms");
+            Key(LessSafeKey::new(key))
         };
-        let key = UnboundKey::new(algorithm, key).expect("32-byte keys suit both algorithms");
-        TransportKey {
-            suite,
-            key: LessSafeKey::new(key),
-        }
+        #[cfg(not(feature = "ring"))]
+        let key = {
+            use aes_gcm::KeyInit;
+            match suite {
+                CipherSuite::AesGcm => Key::AesGcm(aes_gcm::Aes256Gcm::new(key.into())),
+                CipherSuite::ChaChaPoly => {
+                    Key::ChaChaPoly(chacha20poly1305::ChaCha20Poly1305::new(key.into()))
+                }
+            }
+        };
+        TransportKey { suite, key }
     }
 
-    fn nonce(&self, n: u64) -> Nonce {
+    /// Noise's nonce: 32 zero bits, then the counter (big-endian for AES-GCM,
+    /// little-endian for ChaCha20-Poly1305).
+    fn nonce(&self, n: u64) -> [u8; 12] {
         let mut bytes = [0u8; 12];
         bytes[4..].copy_from_slice(&match self.suite {
             CipherSuite::AesGcm => n.to_be_bytes(),
             CipherSuite::ChaChaPoly => n.to_le_bytes(),
         });
-        Nonce::assume_unique_for_key(bytes)
+        bytes
     }
 
     /// Encrypts `in_out` in place under nonce `n`, binding `aad`, and returns the tag.
@@ -55,10 +81,32 @@ impl TransportKey {
         n: u64,
         aad: &[u8],
         in_out: &mut [u8],
-    ) -> Result<Tag, AeadError> {
-        self.key
-            .seal_in_place_separate_tag(self.nonce(n), Aad::from(aad), in_out)
-            .map_err(|_| AeadError)
+    ) -> Result<[u8; TAG_LEN], AeadError> {
+        #[cfg(feature = "ring")]
+        {
+            use ring::aead::{Aad, Nonce};
+            let tag = self
+                .key
+                .0
+                .seal_in_place_separate_tag(
+                    Nonce::assume_unique_for_key(self.nonce(n)),
+                    Aad::from(aad),
+                    in_out,
+                )
+                .map_err(|_| AeadError)?;
+            tag.as_ref().try_into().map_err(|_| AeadError)
+        }
+        #[cfg(not(feature = "ring"))]
+        {
+            use aes_gcm::AeadInPlace;
+            let nonce = self.nonce(n);
+            let tag = match &self.key {
+                Key::AesGcm(key) => key.encrypt_in_place_detached(&nonce.into(), aad, in_out),
+                Key::ChaChaPoly(key) => key.encrypt_in_place_detached(&nonce.into(), aad, in_out),
+            }
+            .map_err(|_| AeadError)?;
+            Ok(tag.into())
+        }
     }
 
     /// Decrypts `in_out` in place under nonce `n`, checking `tag`. On failure `in_out`
@@ -70,15 +118,41 @@ impl TransportKey {
         in_out: &mut [u8],
         tag: &[u8],
     ) -> Result<(), AeadError> {
-        let tag = Tag::try_from(tag).map_err(|_| AeadError)?;
-        self.key
-            .open_in_place_separate_tag(self.nonce(n), Aad::from(aad), tag, in_out, 0..)
-            .map(|_| ())
+        let tag: [u8; TAG_LEN] = tag.try_into().map_err(|_| AeadError)?;
+        #[cfg(feature = "ring")]
+        {
+            use ring::aead::{Aad, Nonce, Tag};
+            self.key
+                .0
+                .open_in_place_separate_tag(
+                    Nonce::assume_unique_for_key(self.nonce(n)),
+                    Aad::from(aad),
+                    Tag::from(tag),
+                    in_out,
+                    0..,
+                )
+                .map(|_| ())
+                .map_err(|_| AeadError)
+        }
+        #[cfg(not(feature = "ring"))]
+        {
+            use aes_gcm::AeadInPlace;
+            let nonce = self.nonce(n);
+            match &self.key {
+                Key::AesGcm(key) => {
+                    key.decrypt_in_place_detached(&nonce.into(), aad, in_out, &tag.into())
+                }
+                Key::ChaChaPoly(key) => {
+                    key.decrypt_in_place_detached(&nonce.into(), aad, in_out, &tag.into())
+                }
+            }
             .map_err(|_| AeadError)
+        }
     }
 
     /// Decrypts the ciphertext and tag at `in_out[from..]` under nonce `n`, writing the
-    /// plaintext at the start of `in_out` in the same pass; returns its length.
+    /// plaintext at the start of `in_out`; returns its length. ring does it in one pass;
+    /// RustCrypto moves the ciphertext first.
     pub(crate) fn open_within(
         &self,
         n: u64,
@@ -86,10 +160,29 @@ impl TransportKey {
         in_out: &mut [u8],
         from: usize,
     ) -> Result<usize, AeadError> {
-        self.key
-            .open_within(self.nonce(n), Aad::from(aad), in_out, from..)
-            .map(|plain| plain.len())
-            .map_err(|_| AeadError)
+        #[cfg(feature = "ring")]
+        {
+            use ring::aead::{Aad, Nonce};
+            self.key
+                .0
+                .open_within(
+                    Nonce::assume_unique_for_key(self.nonce(n)),
+                    Aad::from(aad),
+                    in_out,
+                    from..,
+                )
+                .map(|plain| plain.len())
+                .map_err(|_| AeadError)
+        }
+        #[cfg(not(feature = "ring"))]
+        {
+            let sealed_len = in_out.len().checked_sub(from).ok_or(AeadError)?;
+            let plain_len = sealed_len.checked_sub(TAG_LEN).ok_or(AeadError)?;
+            in_out.copy_within(from.., 0);
+            let (body, rest) = in_out.split_at_mut(plain_len);
+            self.open_in_place(n, aad, body, &rest[..TAG_LEN])?;
+            Ok(plain_len)
+        }
     }
 
     /// Noise `REKEY`: the new key is the first 32 bytes of encrypting 32 zero bytes at the
@@ -113,17 +206,20 @@ impl TransportKey {
 #[cfg(test)]
 mod tests {
     use super::*;
+    #[allow(unused_imports)]
+    use crate::prelude::*;
 
     /// Two `snow` handshake states after a completed XX handshake.
     fn handshake(suite: CipherSuite) -> (snow::HandshakeState, snow::HandshakeState) {
         let params: snow::params::NoiseParams = suite.noise_name().parse().unwrap();
         let key = |b: u8| [b; 32];
-        let mut initiator = snow::Builder::new(params.clone())
+        let resolver = || Box::new(crate::security::random::Resolver::new([9; 32]));
+        let mut initiator = snow::Builder::with_resolver(params.clone(), resolver())
             .local_private_key(&key(1))
             .unwrap()
             .build_initiator()
             .unwrap();
-        let mut responder = snow::Builder::new(params)
+        let mut responder = snow::Builder::with_resolver(params, resolver())
             .local_private_key(&key(2))
             .unwrap()
             .build_responder()
@@ -134,7 +230,7 @@ mod tests {
         while !(from.is_handshake_finished() && to.is_handshake_finished()) {
             let len = from.write_message(&[], &mut buf).unwrap();
             to.read_message(&buf[..len], &mut out).unwrap();
-            std::mem::swap(&mut from, &mut to);
+            core::mem::swap(&mut from, &mut to);
         }
         (initiator, responder)
     }
@@ -159,7 +255,7 @@ mod tests {
                     snow_send.write_message(n, &plain, &mut expected).unwrap();
                     let mut ours = plain.clone();
                     let tag = ours_send.seal_in_place(n, &[], &mut ours).unwrap();
-                    ours.extend_from_slice(tag.as_ref());
+                    ours.extend_from_slice(&tag);
                     assert_eq!(ours, expected, "{suite:?} epoch {epoch} nonce {n}");
 
                     let (body, tag) = expected.split_at_mut(plain.len());

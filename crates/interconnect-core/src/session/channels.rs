@@ -1,8 +1,11 @@
 //! Channels: the watch's commands (open, send, close), the phone's answers to opens, and
 //! the handlers of data, acknowledgements and closes, with the round-robin data scheduler.
 
-use std::ops::Bound;
-use std::time::Instant;
+#[allow(unused_imports)]
+use crate::prelude::*;
+
+use crate::time::Instant;
+use core::ops::Bound;
 
 use bytes::Bytes;
 use interconnect_proto::{

@@ -3,7 +3,10 @@
 //! Transfer ids carry their direction: the watch numbers its transfers with odd ids and
 //! the phone with even ones, so a cancel names its transfer without ambiguity.
 
-use std::time::Instant;
+#[allow(unused_imports)]
+use crate::prelude::*;
+
+use crate::time::Instant;
 
 use bytes::Bytes;
 use interconnect_proto::{

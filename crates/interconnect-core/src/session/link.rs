@@ -2,7 +2,10 @@
 //! steps, sealing and opening), refusals and drops, timers, and the frame scheduler that
 //! feeds `poll_transmit`.
 
-use std::time::Instant;
+#[allow(unused_imports)]
+use crate::prelude::*;
+
+use crate::time::Instant;
 
 use bytes::Bytes;
 use interconnect_proto::{

@@ -8,8 +8,13 @@
 //! watch that went away) and `files` (transfers). This file holds the state, the getters
 //! and the outputs.
 
-use std::collections::{BTreeMap, VecDeque};
-use std::time::{Duration, Instant};
+#[allow(unused_imports)]
+use crate::prelude::*;
+
+use alloc::collections::{BTreeMap, VecDeque};
+use core::time::Duration;
+
+use crate::time::Instant;
 
 use bytes::BytesMut;
 use interconnect_proto::{
@@ -25,7 +30,7 @@ mod takeover;
 use crate::channel::{Channel, ChannelState, Outgoing};
 use crate::config::SessionConfig;
 use crate::event::{Event, PeerInfo};
-use crate::security::{CipherSuite, Fingerprint, PairingCode, SecureLink, Security};
+use crate::security::{self, CipherSuite, Fingerprint, PairingCode, SecureLink, Security};
 use crate::transfer::{IncomingFile, OutgoingFile};
 
 /// Why a command was refused.
@@ -112,14 +117,15 @@ struct LinkUp {
 /// `handle_timeout` when it fires.
 ///
 /// ```
-/// use std::time::Instant;
-/// use interconnect_core::SessionConfig;
-/// use interconnect_core::sans_io::Session;
+/// use interconnect_core::sans_io::{Instant, Session};
+/// use interconnect_core::{DeviceIdentity, NoiseConfig, Security, SessionConfig};
 /// use interconnect_proto::{DeviceId, Role};
 ///
-/// let now = Instant::now();
-/// let mut watch = Session::new(SessionConfig::new(Role::Watch, DeviceId([1; 16]), 1));
-/// let mut phone = Session::new(SessionConfig::new(Role::Phone, DeviceId([2; 16]), 2));
+/// // Keys and seeds come from the caller: a real device draws them from a secure source.
+/// let noise = |key| Security::Noise(NoiseConfig::new(DeviceIdentity::from_private_key([key; 32])));
+/// let now = Instant::ZERO;
+/// let mut watch = Session::new(SessionConfig::new(Role::Watch, DeviceId([1; 16]), 1, noise(1)), [11; 32]);
+/// let mut phone = Session::new(SessionConfig::new(Role::Phone, DeviceId([2; 16]), 2, noise(2)), [12; 32]);
 /// phone.register_app("com.example", 7, None);
 /// watch.link_up(now, 4096);
 /// phone.link_up(now, 4096);
@@ -136,6 +142,8 @@ struct LinkUp {
 /// ```
 pub struct Session {
     config: SessionConfig,
+    /// The session's randomness, from the seed it was made with.
+    rng: security::Rng,
     link: LinkState,
     /// The peer's resume token from the last completed handshake.
     peer_token: Option<u64>,
@@ -239,14 +247,23 @@ const REOPEN_FIRST: Duration = Duration::from_secs(1);
 const REOPEN_MAX: Duration = Duration::from_secs(60);
 
 impl Session {
-    /// A session with no link yet.
-    pub fn new(config: SessionConfig) -> Self {
+    /// A session with no link yet. `seed` is all the randomness the session will use
+    /// (the ephemeral keys and pairing nonces of its handshakes): 32 bytes from a
+    /// cryptographically secure source, different for every session; the runtime draws
+    /// them from the operating system.
+    pub fn new(config: SessionConfig, seed: [u8; 32]) -> Self {
+        let mut rng = security::rng(seed);
         let secure = match &config.security {
-            Security::Noise(noise) => Some(SecureLink::new(noise.clone(), config.role)),
+            Security::Noise(noise) => Some(SecureLink::new(
+                noise.clone(),
+                config.role,
+                security::draw(&mut rng),
+            )),
             Security::InsecurePlaintext => None,
         };
         let own_max = config.max_frame_len;
         Session {
+            rng,
             secure,
             wire_max: own_max,
             own_max,

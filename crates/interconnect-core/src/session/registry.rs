@@ -1,6 +1,9 @@
 //! The phone's app registry (registrations, attach and detach, version queries) and the
 //! messages it holds for a watch that went away, by (package, device).
 
+#[allow(unused_imports)]
+use crate::prelude::*;
+
 use interconnect_proto::{ChannelId, Code, Frame, Role, VersionQuery, VersionReply};
 
 use super::{AppEntry, CommandError, Owner, Session};

@@ -1,13 +1,13 @@
 //! A second link vetted beside the current one (probes and takeovers), and the user's
 //! pairing prompts, rate-limited as a whole.
 
-use std::time::Instant;
+use crate::time::Instant;
 
 use interconnect_proto::{Code, DeviceId};
 
 use super::{LinkState, PROMPT_HOLDOFF, REFUSED_PAIRINGS, Session, refusal};
 
-use crate::security::{Fingerprint, SecureLink};
+use crate::security::{self, Fingerprint, SecureLink};
 
 impl Session {
     /// Secure links: the user compared the pairing codes of an
@@ -46,9 +46,9 @@ impl Session {
     /// authenticated link wins) or [`refuse_as_busy`](Self::refuse_as_busy) (another
     /// device). It pins no one and asks no user: an unknown device is refused as busy,
     /// a device the trust policy refuses gets that refusal.
-    pub fn probe(&self, now: Instant, link_max_frame_len: usize) -> Session {
-        let mut probe = Session::new(self.config.clone());
-        probe.secure = self.secure.as_ref().map(SecureLink::probe);
+    pub fn probe(&mut self, now: Instant, link_max_frame_len: usize) -> Session {
+        let mut probe = Session::new(self.config.clone(), security::draw(&mut self.rng));
+        probe.secure = self.secure.as_mut().map(SecureLink::probe);
         probe.probing = true;
         probe.link_up(now, link_max_frame_len);
         probe

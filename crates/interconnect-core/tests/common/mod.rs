@@ -3,7 +3,7 @@
 #![allow(dead_code, unreachable_pub)]
 
 use std::collections::VecDeque;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use interconnect_core::sans_io::*;
@@ -25,7 +25,7 @@ pub struct Pair {
 
 /// The phone's session config; a restarted phone keeps its device key.
 pub fn phone_config(token: u64, security: &Security) -> SessionConfig {
-    SessionConfig::new(Role::Phone, DeviceId([2; 16]), token).with_security(security.clone())
+    SessionConfig::new(Role::Phone, DeviceId([2; 16]), token, security.clone())
 }
 
 pub fn noise(key: u8) -> Security {
@@ -48,8 +48,12 @@ impl Pair {
     /// Plaintext links that deliver every frame while up (as TCP does): nothing is resent
     /// until a link is replaced.
     pub fn reliable() -> Self {
-        let mut watch = SessionConfig::new(Role::Watch, DeviceId([1; 16]), 11)
-            .with_security(Security::InsecurePlaintext);
+        let mut watch = SessionConfig::new(
+            Role::Watch,
+            DeviceId([1; 16]),
+            11,
+            Security::InsecurePlaintext,
+        );
         let mut phone = phone_config(22, &Security::InsecurePlaintext);
         watch.reliable_link = true;
         phone.reliable_link = true;
@@ -58,19 +62,19 @@ impl Pair {
 
     pub fn with_security(watch: Security, phone: Security) -> Self {
         Pair::with_configs(
-            SessionConfig::new(Role::Watch, DeviceId([1; 16]), 11).with_security(watch),
+            SessionConfig::new(Role::Watch, DeviceId([1; 16]), 11, watch),
             phone_config(22, &phone),
         )
     }
 
     pub fn with_configs(watch: SessionConfig, phone: SessionConfig) -> Self {
-        let watch = Session::new(watch);
-        let mut phone = Session::new(phone);
+        let watch = Session::new(watch, [0x5C; 32]);
+        let mut phone = Session::new(phone, [0x5D; 32]);
         phone.register_app(PKG, 7, Some("AA:BB"));
         Pair {
             watch,
             phone,
-            now: Instant::now(),
+            now: Instant::ZERO,
             to_phone: VecDeque::new(),
             to_watch: VecDeque::new(),
             watch_events: Vec::new(),

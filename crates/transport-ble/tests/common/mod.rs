@@ -9,7 +9,7 @@ use std::process::{Child, Stdio};
 use std::sync::{Arc, mpsc};
 
 use async_trait::async_trait;
-use interconnect_core::{Link, Transport, TransportError};
+use interconnect::{Link, Transport, TransportError};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{ChildStdin, ChildStdout, Command};
 use tokio::sync::Mutex;

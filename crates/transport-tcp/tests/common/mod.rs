@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use interconnect_core::{Config, DeviceIdentity, NoiseConfig, Security, TrustPolicy};
+use interconnect::{Config, DeviceIdentity, NoiseConfig, Security, TrustPolicy};
 use interconnect_proto::DeviceId;
 
 /// A device config with this identity, trusting exactly `trusted`, retrying fast.
@@ -18,13 +18,13 @@ pub fn pinned(id: u8, identity: &DeviceIdentity, trusted: &[&DeviceIdentity]) ->
 }
 
 /// The next message's text, within 20 s.
-pub async fn next_text(events: &mut interconnect_core::Events) -> String {
+pub async fn next_text(events: &mut interconnect::Events) -> String {
     loop {
         let event = tokio::time::timeout(Duration::from_secs(20), events.next())
             .await
             .expect("an event in time")
             .expect("the stream is open");
-        if let interconnect_core::ConnectionEvent::Message(m) = event {
+        if let interconnect::ConnectionEvent::Message(m) = event {
             return m.decode().unwrap();
         }
     }

@@ -1,0 +1,217 @@
+//! The record layer of a secure link: sealing and opening frames with explicit
+//! nonces, epochs and rekeying, once the Noise handshake (`noise`) produced the keys.
+//! Kept apart from the handshake as rustls keeps its record layer.
+
+#[allow(unused_imports)]
+use crate::prelude::*;
+
+use bytes::{Bytes, BytesMut};
+use interconnect_proto::{
+    SEALED_SEGMENT_LEN, SEALED_SEGMENT_PLAINTEXT, SEALED_TAG_LEN, Sealed, encode_sealed,
+    sealed_ciphertext_len, sealed_segments,
+};
+
+use super::transport_key::TransportKey;
+use super::{MIN_REKEY_INTERVAL, SecurityError};
+
+/// Most epochs a received nonce may skip (frames of whole epochs lost); beyond it the
+/// frame is treated as forged instead of rekeying without bound.
+pub(crate) const MAX_EPOCH_SKIP: u64 = 16;
+
+/// Length of a segment's associated data.
+pub(crate) const SEGMENT_AD_LEN: usize = 16;
+
+/// The associated data of segment `index` of a sealed frame of `segments` segments whose
+/// first nonce is `first`: `first` (u64), `segments` (u32), `index` (u32), little-endian.
+/// It binds each segment to its place in its own frame, so no run of segments opens as
+/// a frame of its own and no two frames merge into one.
+pub(crate) fn segment_ad(first: u64, segments: u32, index: u32) -> [u8; SEGMENT_AD_LEN] {
+    let mut ad = [0u8; SEGMENT_AD_LEN];
+    ad[..8].copy_from_slice(&first.to_le_bytes());
+    ad[8..12].copy_from_slice(&segments.to_le_bytes());
+    ad[12..].copy_from_slice(&index.to_le_bytes());
+    ad
+}
+
+/// The key of epoch `to`, from `key` at epoch `from`: `None` when it is `key` itself.
+/// Nothing is committed, so a frame that fails leaves the keys as they were.
+fn key_at(key: &TransportKey, from: u64, to: u64) -> Option<TransportKey> {
+    let mut next: Option<TransportKey> = None;
+    for _ in from..to {
+        next = Some(next.as_ref().unwrap_or(key).rekeyed());
+    }
+    next
+}
+
+/// Sealing and opening with explicit nonces and epoch rekeying.
+pub(crate) struct Cipher {
+    send: TransportKey,
+    recv: TransportKey,
+    interval: u64,
+    send_next: u64,
+    send_epoch: u64,
+    recv_next: u64,
+    recv_epoch: u64,
+    /// A frame failed authentication: open nothing more.
+    broken: bool,
+}
+
+impl Cipher {
+    /// Tests: the send and receive epochs.
+    #[cfg(test)]
+    pub(crate) fn epochs(&self) -> (u64, u64) {
+        (self.send_epoch, self.recv_epoch)
+    }
+
+    pub(crate) fn new(send: TransportKey, recv: TransportKey, interval: u64) -> Self {
+        Cipher {
+            send,
+            recv,
+            interval: interval.max(u64::from(MIN_REKEY_INTERVAL)),
+            send_next: 0,
+            send_epoch: 0,
+            recv_next: 0,
+            recv_epoch: 0,
+            broken: false,
+        }
+    }
+
+    /// Seals the plaintext `head` ‖ `bulk`, segment by segment, each copied once into
+    /// `dst` and encrypted there. The nonce and epoch advance only when it succeeded.
+    pub(crate) fn seal(
+        &mut self,
+        head: &[u8],
+        bulk: &[u8],
+        max_frame_len: usize,
+        dst: &mut BytesMut,
+    ) -> Result<(), SecurityError> {
+        let plain_len = head.len() + bulk.len();
+        let segments = sealed_segments(plain_len) as u64;
+        let count = u32::try_from(segments)
+            .map_err(|_| SecurityError::Handshake("frame too large to seal".into()))?;
+        let mut first = self.send_next;
+        if first / self.interval != (first + segments - 1) / self.interval {
+            first = (first / self.interval + 1) * self.interval;
+        }
+        let Some(next) = first.checked_add(segments).filter(|n| *n < u64::MAX / 2) else {
+            return Err(SecurityError::Handshake("nonces exhausted".into()));
+        };
+        let epoch = first / self.interval;
+        let rekeyed = key_at(&self.send, self.send_epoch, epoch);
+        let key = rekeyed.as_ref().unwrap_or(&self.send);
+        let ct_len = sealed_ciphertext_len(plain_len);
+        let sealed = encode_sealed(max_frame_len, dst, first, ct_len, |buf| {
+            let (mut head, mut bulk) = (head, bulk);
+            for i in 0..count {
+                let start = buf.len();
+                let mut want = SEALED_SEGMENT_PLAINTEXT.min(head.len() + bulk.len());
+                let from_head = want.min(head.len());
+                buf.extend_from_slice(&head[..from_head]);
+                head = &head[from_head..];
+                want -= from_head;
+                buf.extend_from_slice(&bulk[..want]);
+                bulk = &bulk[want..];
+                let ad = segment_ad(first, count, i);
+                let tag = key.seal_in_place(first + u64::from(i), &ad, &mut buf[start..])?;
+                buf.extend_from_slice(tag.as_ref());
+            }
+            Ok::<(), super::transport_key::AeadError>(())
+        });
+        match sealed {
+            Ok(Ok(())) => {
+                if let Some(key) = rekeyed {
+                    self.send = key;
+                    tracing::debug!(epoch, "sending key renewed");
+                }
+                self.send_epoch = epoch;
+                self.send_next = next;
+                Ok(())
+            }
+            Ok(Err(_)) => Err(SecurityError::Handshake("sealing failed".into())),
+            Err(e) => Err(SecurityError::Handshake(format!("sealed frame: {e}"))),
+        }
+    }
+
+    /// Opens a frame that may be anyone's (one that arrived before the keys): one that
+    /// fails authentication is dropped without breaking the link.
+    pub(crate) fn try_open(&mut self, sealed: Sealed) -> Option<Bytes> {
+        if self.broken {
+            return None;
+        }
+        self.open_checked(sealed).ok().flatten()
+    }
+
+    pub(crate) fn open(&mut self, sealed: Sealed) -> Result<Option<Bytes>, SecurityError> {
+        if self.broken {
+            return Err(SecurityError::BadSealedFrame);
+        }
+        let opened = self.open_checked(sealed);
+        self.broken = opened.is_err();
+        opened
+    }
+
+    pub(crate) fn open_checked(&mut self, sealed: Sealed) -> Result<Option<Bytes>, SecurityError> {
+        if sealed.nonce < self.recv_next {
+            return Ok(None);
+        }
+        let ct_len = sealed.ciphertext.len();
+        let segments = ct_len.div_ceil(SEALED_SEGMENT_LEN).max(1) as u64;
+        let count = u32::try_from(segments).map_err(|_| SecurityError::BadSealedFrame)?;
+        let last_len = ct_len - (segments as usize - 1) * SEALED_SEGMENT_LEN;
+        if last_len <= SEALED_TAG_LEN {
+            return Err(SecurityError::BadSealedFrame);
+        }
+        let first = sealed.nonce;
+        let epoch = first / self.interval;
+        let last = first
+            .checked_add(segments - 1)
+            .ok_or(SecurityError::BadSealedFrame)?;
+        if last / self.interval != epoch || epoch > self.recv_epoch + MAX_EPOCH_SKIP {
+            return Err(SecurityError::BadSealedFrame);
+        }
+        let rekeyed = key_at(&self.recv, self.recv_epoch, epoch);
+        let key = rekeyed.as_ref().unwrap_or(&self.recv);
+        let opened = match sealed.ciphertext.try_into_mut() {
+            // The frame's buffer is ours alone: open it where it lies, each segment's
+            // plaintext moved down over the tags before it as it is decrypted.
+            Ok(mut buf) => {
+                let mut at = 0;
+                for i in 0..count {
+                    let from = i as usize * SEALED_SEGMENT_LEN;
+                    let end = (from + SEALED_SEGMENT_LEN).min(buf.len());
+                    let ad = segment_ad(first, count, i);
+                    at += key
+                        .open_within(first + u64::from(i), &ad, &mut buf[at..end], from - at)
+                        .map_err(|_| SecurityError::BadSealedFrame)?;
+                }
+                buf.truncate(at);
+                buf
+            }
+            // Shared (the transport still reads into the same allocation): each
+            // segment's ciphertext is copied once into the output and opened there.
+            Err(ct) => {
+                let mut out =
+                    BytesMut::with_capacity(ct.len() - segments as usize * SEALED_TAG_LEN);
+                for (i, chunk) in (0..count).zip(ct.chunks(SEALED_SEGMENT_LEN)) {
+                    let Some(split) = chunk.len().checked_sub(SEALED_TAG_LEN) else {
+                        return Err(SecurityError::BadSealedFrame);
+                    };
+                    let (body, tag) = chunk.split_at(split);
+                    let start = out.len();
+                    out.extend_from_slice(body);
+                    let ad = segment_ad(first, count, i);
+                    key.open_in_place(first + u64::from(i), &ad, &mut out[start..], tag)
+                        .map_err(|_| SecurityError::BadSealedFrame)?;
+                }
+                out
+            }
+        };
+        if let Some(key) = rekeyed {
+            self.recv = key;
+            tracing::debug!(epoch, "receiving key renewed");
+        }
+        self.recv_epoch = epoch;
+        self.recv_next = last + 1;
+        Ok(Some(opened.freeze()))
+    }
+}

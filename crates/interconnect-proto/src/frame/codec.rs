@@ -1,0 +1,524 @@
+//! Encoding and decoding of frames: the header, the postcard payloads, and the raw
+//! payload tails of the two bulk kinds.
+
+use bytes::{BufMut, Bytes, BytesMut};
+use serde::{Deserialize, Serialize, de::DeserializeOwned};
+
+use super::*;
+use crate::checksum::crc32c;
+use crate::error::{DecodeError, EncodeError};
+use crate::kind::Kind;
+use crate::limits::*;
+
+/// The frame format version written in every header. A decoder rejects any other.
+pub const FORMAT_VERSION: u8 = 1;
+
+impl Kind {
+    /// The kind for a header byte.
+    pub fn from_u8(byte: u8) -> Result<Kind, DecodeError> {
+        Kind::from_byte(byte).ok_or(DecodeError::UnknownKind(byte))
+    }
+}
+
+/// The 6-byte frame header: version, kind, flags (none), payload length (u24 LE).
+pub(crate) fn header_bytes(kind: Kind, payload_len: usize) -> [u8; HEADER_LEN] {
+    let len = (payload_len as u32).to_le_bytes();
+    [FORMAT_VERSION, kind as u8, 0, len[0], len[1], len[2]]
+}
+
+/// The postcard sub-header of a [`Handshake`] frame; the message follows it raw.
+#[derive(Serialize, Deserialize)]
+struct HandshakeHead {
+    step: u8,
+    offered: u8,
+    suite: u8,
+    rekey_interval: u32,
+}
+
+/// The postcard sub-header of a [`Data`] frame; the payload follows it raw.
+#[derive(Serialize, Deserialize)]
+struct DataHead {
+    channel: ChannelId,
+    seq: u64,
+    content_type: ContentType,
+    exchange: Exchange,
+}
+
+/// The postcard sub-header of a [`FileChunk`] frame; the data follows it raw.
+#[derive(Serialize, Deserialize)]
+struct ChunkHead {
+    channel: ChannelId,
+    transfer: TransferId,
+    offset: u64,
+    digest: Option<[u8; 32]>,
+}
+
+/// Header fields of a frame, read before its payload arrives.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FrameHeader {
+    /// What the payload holds.
+    pub kind: Kind,
+    /// Flag bits (none are defined in format version 1).
+    pub flags: u8,
+    /// Payload length in bytes (excluding header and trailer).
+    pub payload_len: usize,
+}
+
+impl FrameHeader {
+    /// Whole-frame length: header, payload and trailer.
+    pub const fn frame_len(&self) -> usize {
+        self.payload_len + FRAME_OVERHEAD
+    }
+
+    /// Parses and checks the fixed header at the start of `bytes` against
+    /// `max_frame_len`. Needs only [`HEADER_LEN`] bytes.
+    pub fn parse(bytes: &[u8], max_frame_len: usize) -> Result<FrameHeader, DecodeError> {
+        let Some(head) = bytes.first_chunk::<HEADER_LEN>() else {
+            return Err(DecodeError::Truncated {
+                needed: HEADER_LEN,
+                available: bytes.len(),
+            });
+        };
+        if head[0] != FORMAT_VERSION {
+            return Err(DecodeError::UnsupportedVersion(head[0]));
+        }
+        let kind = Kind::from_u8(head[1])?;
+        if head[2] != 0 {
+            return Err(DecodeError::UnknownFlags(head[2]));
+        }
+        let payload_len =
+            usize::from(head[3]) | (usize::from(head[4]) << 8) | (usize::from(head[5]) << 16);
+        let header = FrameHeader {
+            kind,
+            flags: 0,
+            payload_len,
+        };
+        if header.frame_len() > max_frame_len {
+            return Err(DecodeError::TooLarge {
+                len: header.frame_len(),
+                max: max_frame_len,
+            });
+        }
+        Ok(header)
+    }
+}
+
+fn check_len(field: &'static str, value: &str, max: usize) -> Result<(), EncodeError> {
+    if value.len() > max {
+        Err(EncodeError::FieldTooLong {
+            field,
+            len: value.len(),
+            max,
+        })
+    } else {
+        Ok(())
+    }
+}
+
+impl Frame {
+    /// The frame's kind byte.
+    pub fn kind(&self) -> Kind {
+        match self {
+            Frame::Hello(_) => Kind::Hello,
+            Frame::Ping(_) => Kind::Ping,
+            Frame::Pong(_) => Kind::Pong,
+            Frame::Error(_) => Kind::Error,
+            Frame::Open(_) => Kind::Open,
+            Frame::Accept(_) => Kind::Accept,
+            Frame::Reject(_) => Kind::Reject,
+            Frame::Data(_) => Kind::Data,
+            Frame::Ack(_) => Kind::Ack,
+            Frame::Close(_) => Kind::Close,
+            Frame::FileOffer(_) => Kind::FileOffer,
+            Frame::FileAccept(_) => Kind::FileAccept,
+            Frame::FileChunk(_) => Kind::FileChunk,
+            Frame::FileAck(_) => Kind::FileAck,
+            Frame::FileComplete(_) => Kind::FileComplete,
+            Frame::FileCancel(_) => Kind::FileCancel,
+            Frame::VersionQuery(_) => Kind::VersionQuery,
+            Frame::VersionReply(_) => Kind::VersionReply,
+            Frame::Handshake(_) => Kind::Handshake,
+            Frame::Sealed(_) => Kind::Sealed,
+        }
+    }
+
+    /// The channel the frame concerns, if it is a channel frame.
+    pub fn channel(&self) -> Option<ChannelId> {
+        match self {
+            Frame::Hello(_)
+            | Frame::Ping(_)
+            | Frame::Pong(_)
+            | Frame::VersionQuery(_)
+            | Frame::VersionReply(_)
+            | Frame::Handshake(_)
+            | Frame::Sealed(_) => None,
+            Frame::Error(m) => m.channel,
+            Frame::Open(m) => Some(m.channel),
+            Frame::Accept(m) => Some(m.channel),
+            Frame::Reject(m) => Some(m.channel),
+            Frame::Data(m) => Some(m.channel),
+            Frame::Ack(m) => Some(m.channel),
+            Frame::Close(m) => Some(m.channel),
+            Frame::FileOffer(m) => Some(m.channel),
+            Frame::FileAccept(m) => Some(m.channel),
+            Frame::FileChunk(m) => Some(m.channel),
+            Frame::FileAck(m) => Some(m.channel),
+            Frame::FileComplete(m) => Some(m.channel),
+            Frame::FileCancel(m) => Some(m.channel),
+        }
+    }
+
+    /// Checks the field limits of the format.
+    fn check_fields(&self) -> Result<(), EncodeError> {
+        match self {
+            Frame::Hello(h) => {
+                if h.min_version > h.max_version {
+                    return Err(EncodeError::InvalidField("version range is empty"));
+                }
+                if (h.max_frame_len as usize) < MIN_MAX_FRAME_LEN {
+                    return Err(EncodeError::InvalidField(
+                        "max_frame_len is below MIN_MAX_FRAME_LEN",
+                    ));
+                }
+                Ok(())
+            }
+            Frame::Error(m) => check_len("message", &m.message, MAX_REASON_LEN),
+            Frame::Open(m) => {
+                check_len("package", &m.package, MAX_PACKAGE_LEN)?;
+                match &m.signature {
+                    Some(f) => check_len("signature", f, MAX_SIGNATURE_LEN),
+                    None => Ok(()),
+                }
+            }
+            Frame::Reject(m) => check_len("reason", &m.reason, MAX_REASON_LEN),
+            Frame::Close(m) => check_len("reason", &m.reason, MAX_REASON_LEN),
+            Frame::FileOffer(m) => check_len("name", &m.name, MAX_FILE_NAME_LEN),
+            Frame::FileCancel(m) => check_len("reason", &m.reason, MAX_REASON_LEN),
+            Frame::VersionQuery(m) => check_len("package", &m.package, MAX_PACKAGE_LEN),
+            _ => Ok(()),
+        }
+    }
+
+    /// Appends the encoded frame to `dst`.
+    ///
+    /// Fails, leaving `dst` as it was, when a field breaks a limit or the frame would be
+    /// longer than `max_frame_len`.
+    pub fn encode(&self, max_frame_len: usize, dst: &mut BytesMut) -> Result<(), EncodeError> {
+        let start = dst.len();
+        self.encode_without_crc(max_frame_len, dst)?;
+        let crc = crc32c(&[&dst[start..]]);
+        dst.put_u32_le(crc);
+        Ok(())
+    }
+
+    /// Appends header and payload, leaving out the CRC trailer (a sealed frame's inner
+    /// frame has none); `max_frame_len` still counts the trailer.
+    pub(crate) fn encode_without_crc(
+        &self,
+        max_frame_len: usize,
+        dst: &mut BytesMut,
+    ) -> Result<(), EncodeError> {
+        let bulk = self.encode_head(max_frame_len, dst)?;
+        dst.put_slice(bulk);
+        Ok(())
+    }
+
+    /// The raw bytes a bulk kind carries after its sub-header (empty for other kinds).
+    fn bulk(&self) -> &[u8] {
+        match self {
+            Frame::Data(d) => &d.payload,
+            Frame::FileChunk(c) => &c.data,
+            Frame::Handshake(h) => &h.message,
+            Frame::Sealed(s) => &s.ciphertext,
+            _ => &[],
+        }
+    }
+
+    /// Appends the frame up to its bulk bytes (header with the full length, then the
+    /// postcard part) and returns the bulk bytes, which belong right after it. This lets
+    /// a sealing caller read the bulk from where it lies instead of copying it first.
+    /// `max_frame_len` counts the whole frame with its CRC trailer.
+    pub(crate) fn encode_head(
+        &self,
+        max_frame_len: usize,
+        dst: &mut BytesMut,
+    ) -> Result<&[u8], EncodeError> {
+        let max_frame_len = max_frame_len.min(MAX_FRAME_LEN);
+        self.check_fields()?;
+        let bulk = self.bulk();
+        if bulk.len() + FRAME_OVERHEAD > max_frame_len {
+            return Err(EncodeError::TooLarge {
+                len: bulk.len() + FRAME_OVERHEAD,
+                max: max_frame_len,
+            });
+        }
+        // A message is at most `Limits::max_message_len` whatever its sub-header takes, so
+        // the limit is one number both ends can compute.
+        let max_message = max_frame_len.saturating_sub(FRAME_OVERHEAD + DATA_HEADER_MAX_LEN);
+        if let Frame::Data(d) = self
+            && d.payload.len() > max_message
+        {
+            return Err(EncodeError::TooLarge {
+                len: d.payload.len() + FRAME_OVERHEAD + DATA_HEADER_MAX_LEN,
+                max: max_frame_len,
+            });
+        }
+        let start = dst.len();
+        dst.reserve(HEADER_LEN + CHUNK_HEADER_MAX_LEN + bulk.len() + CRC_LEN);
+        dst.put_slice(&header_bytes(self.kind(), 0));
+        let written = match self {
+            Frame::Hello(m) => serialize(m, dst),
+            Frame::Ping(m) => serialize(m, dst),
+            Frame::Pong(m) => serialize(m, dst),
+            Frame::Error(m) => serialize(m, dst),
+            Frame::Open(m) => serialize(m, dst),
+            Frame::Accept(m) => serialize(m, dst),
+            Frame::Reject(m) => serialize(m, dst),
+            Frame::Data(m) => serialize(
+                &DataHead {
+                    channel: m.channel,
+                    seq: m.seq,
+                    content_type: m.content_type,
+                    exchange: m.exchange,
+                },
+                dst,
+            ),
+            Frame::Ack(m) => serialize(m, dst),
+            Frame::Close(m) => serialize(m, dst),
+            Frame::FileOffer(m) => serialize(m, dst),
+            Frame::FileAccept(m) => serialize(m, dst),
+            Frame::FileChunk(m) => serialize(
+                &ChunkHead {
+                    channel: m.channel,
+                    transfer: m.transfer,
+                    offset: m.offset,
+                    digest: m.digest,
+                },
+                dst,
+            ),
+            Frame::FileAck(m) => serialize(m, dst),
+            Frame::FileComplete(m) => serialize(m, dst),
+            Frame::FileCancel(m) => serialize(m, dst),
+            Frame::VersionQuery(m) => serialize(m, dst),
+            Frame::VersionReply(m) => serialize(m, dst),
+            Frame::Handshake(m) => serialize(
+                &HandshakeHead {
+                    step: m.step,
+                    offered: m.offered,
+                    suite: m.suite,
+                    rekey_interval: m.rekey_interval,
+                },
+                dst,
+            ),
+            Frame::Sealed(m) => serialize(&m.nonce, dst),
+        };
+        let payload_len = dst.len() - start - HEADER_LEN + bulk.len();
+        let frame_len = payload_len + FRAME_OVERHEAD;
+        if let Err(e) = written {
+            dst.truncate(start);
+            return Err(e);
+        }
+        if frame_len > max_frame_len {
+            dst.truncate(start);
+            return Err(EncodeError::TooLarge {
+                len: frame_len,
+                max: max_frame_len,
+            });
+        }
+        dst[start..start + HEADER_LEN].copy_from_slice(&header_bytes(self.kind(), payload_len));
+        Ok(bulk)
+    }
+
+    /// Encodes the frame into a new buffer.
+    pub fn to_bytes(&self, max_frame_len: usize) -> Result<Bytes, EncodeError> {
+        let mut dst = BytesMut::new();
+        self.encode(max_frame_len, &mut dst)?;
+        Ok(dst.freeze())
+    }
+
+    /// Decodes exactly one whole frame (header, payload, trailer) held in `frame`.
+    ///
+    /// Bulk payloads are returned as slices of `frame`, without copying.
+    pub fn decode(frame: Bytes, max_frame_len: usize) -> Result<Frame, DecodeError> {
+        let header = FrameHeader::parse(&frame, max_frame_len)?;
+        let frame_len = header.frame_len();
+        if frame.len() < frame_len {
+            return Err(DecodeError::Truncated {
+                needed: frame_len,
+                available: frame.len(),
+            });
+        }
+        if frame.len() > frame_len {
+            return Err(DecodeError::Malformed {
+                kind: header.kind,
+                reason: "bytes after the CRC trailer",
+            });
+        }
+        Frame::decode_checked(header, frame)
+    }
+
+    /// Decodes a frame whose header is parsed and whose length is exactly right.
+    pub(crate) fn decode_checked(header: FrameHeader, frame: Bytes) -> Result<Frame, DecodeError> {
+        let crc_at = frame.len() - CRC_LEN;
+        let (body, trailer) = frame.split_at(crc_at);
+        let expected = u32::from_le_bytes([trailer[0], trailer[1], trailer[2], trailer[3]]);
+        let actual = crc32c(&[body]);
+        if expected != actual {
+            return Err(DecodeError::BadCrc { expected, actual });
+        }
+        Frame::decode_payload(header.kind, frame.slice(HEADER_LEN..crc_at))
+    }
+
+    /// Decodes the frame held inside a [`Sealed`] frame once decrypted: header and
+    /// payload, no CRC trailer (the AEAD tag already proves it intact). Frames of kind
+    /// [`Kind::Handshake`] or [`Kind::Sealed`] are refused there. `max_frame_len` counts
+    /// the frame as if sent in the clear (CRC included).
+    pub fn decode_unsealed(body: Bytes, max_frame_len: usize) -> Result<Frame, DecodeError> {
+        let header = FrameHeader::parse(&body, max_frame_len)?;
+        if matches!(header.kind, Kind::Handshake | Kind::Sealed) {
+            return Err(DecodeError::Malformed {
+                kind: header.kind,
+                reason: "a sealed frame may not hold this kind",
+            });
+        }
+        if body.len() != HEADER_LEN + header.payload_len {
+            return Err(DecodeError::Malformed {
+                kind: header.kind,
+                reason: "sealed length differs from the inner header",
+            });
+        }
+        Frame::decode_payload(header.kind, body.slice(HEADER_LEN..))
+    }
+
+    fn decode_payload(kind: Kind, payload: Bytes) -> Result<Frame, DecodeError> {
+        let frame = match kind {
+            Kind::Hello => Frame::Hello(deserialize(kind, &payload)?),
+            Kind::Ping => Frame::Ping(deserialize(kind, &payload)?),
+            Kind::Pong => Frame::Pong(deserialize(kind, &payload)?),
+            Kind::Error => Frame::Error(deserialize(kind, &payload)?),
+            Kind::Open => Frame::Open(deserialize(kind, &payload)?),
+            Kind::Accept => Frame::Accept(deserialize(kind, &payload)?),
+            Kind::Reject => Frame::Reject(deserialize(kind, &payload)?),
+            Kind::Data => {
+                let (head, rest) = deserialize_head::<DataHead>(kind, &payload)?;
+                Frame::Data(Data {
+                    channel: head.channel,
+                    seq: head.seq,
+                    content_type: head.content_type,
+                    exchange: head.exchange,
+                    payload: payload.slice(rest..),
+                })
+            }
+            Kind::Ack => Frame::Ack(deserialize(kind, &payload)?),
+            Kind::Close => Frame::Close(deserialize(kind, &payload)?),
+            Kind::FileOffer => Frame::FileOffer(deserialize(kind, &payload)?),
+            Kind::FileAccept => Frame::FileAccept(deserialize(kind, &payload)?),
+            Kind::FileChunk => {
+                let (head, rest) = deserialize_head::<ChunkHead>(kind, &payload)?;
+                Frame::FileChunk(FileChunk {
+                    channel: head.channel,
+                    transfer: head.transfer,
+                    offset: head.offset,
+                    data: payload.slice(rest..),
+                    digest: head.digest,
+                })
+            }
+            Kind::FileAck => Frame::FileAck(deserialize(kind, &payload)?),
+            Kind::FileComplete => Frame::FileComplete(deserialize(kind, &payload)?),
+            Kind::FileCancel => Frame::FileCancel(deserialize(kind, &payload)?),
+            Kind::VersionQuery => Frame::VersionQuery(deserialize(kind, &payload)?),
+            Kind::VersionReply => Frame::VersionReply(deserialize(kind, &payload)?),
+            Kind::Handshake => {
+                let (head, rest) = deserialize_head::<HandshakeHead>(kind, &payload)?;
+                Frame::Handshake(Handshake {
+                    step: head.step,
+                    offered: head.offered,
+                    suite: head.suite,
+                    rekey_interval: head.rekey_interval,
+                    message: payload.slice(rest..),
+                })
+            }
+            Kind::Sealed => {
+                let (nonce, rest) = deserialize_head::<u64>(kind, &payload)?;
+                Frame::Sealed(Sealed {
+                    nonce,
+                    ciphertext: payload.slice(rest..),
+                })
+            }
+        };
+        frame.check_fields().map_err(|_| DecodeError::Malformed {
+            kind,
+            reason: "a field breaks its limit",
+        })?;
+        Ok(frame)
+    }
+}
+
+/// A postcard output flavor that appends to a `BytesMut`.
+struct AppendTo<'a>(&'a mut BytesMut);
+
+impl postcard::ser_flavors::Flavor for AppendTo<'_> {
+    type Output = ();
+
+    fn try_push(&mut self, data: u8) -> postcard::Result<()> {
+        self.0.put_u8(data);
+        Ok(())
+    }
+
+    fn try_extend(&mut self, data: &[u8]) -> postcard::Result<()> {
+        self.0.put_slice(data);
+        Ok(())
+    }
+
+    fn finalize(self) -> postcard::Result<()> {
+        Ok(())
+    }
+}
+
+fn serialize<T: Serialize>(value: &T, dst: &mut BytesMut) -> Result<(), EncodeError> {
+    postcard::serialize_with_flavor(value, AppendTo(dst)).map_err(|_| EncodeError::Serialize)
+}
+
+fn deserialize<T: DeserializeOwned>(kind: Kind, payload: &[u8]) -> Result<T, DecodeError> {
+    let (value, rest) = deserialize_head::<T>(kind, payload)?;
+    if rest != payload.len() {
+        return Err(DecodeError::Malformed {
+            kind,
+            reason: "bytes after the message",
+        });
+    }
+    Ok(value)
+}
+
+/// Deserialises a `T` from the front of `payload`; returns it and where it ended.
+fn deserialize_head<T: DeserializeOwned>(
+    kind: Kind,
+    payload: &[u8],
+) -> Result<(T, usize), DecodeError> {
+    match postcard::take_from_bytes::<T>(payload) {
+        Ok((value, rest)) => Ok((value, payload.len() - rest.len())),
+        Err(e) => Err(DecodeError::Malformed {
+            kind,
+            reason: postcard_reason(&e),
+        }),
+    }
+}
+
+fn postcard_reason(error: &postcard::Error) -> &'static str {
+    use postcard::Error as E;
+    match error {
+        E::DeserializeUnexpectedEnd => "payload ends inside a field",
+        E::DeserializeBadVarint => "bad varint",
+        E::DeserializeBadBool => "bad bool",
+        E::DeserializeBadUtf8 => "string is not UTF-8",
+        E::DeserializeBadOption => "bad option tag",
+        E::DeserializeBadEnum => "unknown enum variant",
+        _ => "undecodable payload",
+    }
+}
+
+#[cfg(any(test, feature = "arbitrary"))]
+pub(super) fn arbitrary_bytes(u: &mut arbitrary::Unstructured<'_>) -> arbitrary::Result<Bytes> {
+    let bytes: alloc::vec::Vec<u8> = arbitrary::Arbitrary::arbitrary(u)?;
+    Ok(Bytes::from(bytes))
+}

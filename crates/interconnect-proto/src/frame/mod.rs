@@ -1,0 +1,76 @@
+//! Frames: the message each kind carries (`messages`) and their encoding (`codec`).
+//!
+//! One frame carries one message. Control messages are postcard-encoded structs. The two
+//! bulk kinds, [`Data`] and [`FileChunk`], carry a small postcard sub-header followed by
+//! their payload as raw bytes to the end of the frame: encoding copies the payload once
+//! into the output buffer and decoding returns it as a slice of the received buffer,
+//! without a copy. (Serialising the payload as a postcard byte string would add a length
+//! prefix that the frame length already gives, and a copy on decode.)
+
+mod codec;
+mod messages;
+
+pub(crate) use codec::header_bytes;
+pub use codec::{FORMAT_VERSION, FrameHeader};
+pub use messages::*;
+
+/// One decoded frame.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(any(test, feature = "arbitrary"), derive(arbitrary::Arbitrary))]
+#[non_exhaustive]
+#[allow(missing_docs)] // each variant is documented on its message type
+pub enum Frame {
+    Hello(Hello),
+    Ping(Ping),
+    Pong(Pong),
+    Error(ErrorReport),
+    Open(Open),
+    Accept(Accept),
+    Reject(Reject),
+    Data(Data),
+    Ack(Ack),
+    Close(Close),
+    FileOffer(FileOffer),
+    FileAccept(FileAccept),
+    FileChunk(FileChunk),
+    FileAck(FileAck),
+    FileComplete(FileComplete),
+    FileCancel(FileCancel),
+    VersionQuery(VersionQuery),
+    VersionReply(VersionReply),
+    Handshake(Handshake),
+    Sealed(Sealed),
+}
+
+macro_rules! impl_from_message {
+    ($($variant:ident($ty:ty)),* $(,)?) => {
+        $(impl From<$ty> for Frame {
+            fn from(message: $ty) -> Frame {
+                Frame::$variant(message)
+            }
+        })*
+    };
+}
+
+impl_from_message!(
+    Hello(Hello),
+    Ping(Ping),
+    Pong(Pong),
+    Error(ErrorReport),
+    Open(Open),
+    Accept(Accept),
+    Reject(Reject),
+    Data(Data),
+    Ack(Ack),
+    Close(Close),
+    FileOffer(FileOffer),
+    FileAccept(FileAccept),
+    FileChunk(FileChunk),
+    FileAck(FileAck),
+    FileComplete(FileComplete),
+    FileCancel(FileCancel),
+    VersionQuery(VersionQuery),
+    VersionReply(VersionReply),
+    Handshake(Handshake),
+    Sealed(Sealed),
+);

@@ -1,0 +1,101 @@
+//! The commands handles send the driver, and what the driver holds for a handle.
+
+use bytes::Bytes;
+use interconnect_proto::{Code, ContentType, Exchange};
+use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::error::Error;
+use crate::state::{ConnState, Incoming, Progress, Queued, Unread};
+
+pub(crate) enum Command {
+    Open {
+        key: u64,
+        package: String,
+        signature: Option<String>,
+        conn: ConnSlot,
+    },
+    Register {
+        key: u64,
+        package: String,
+        version: u32,
+        signature: Option<String>,
+        conn: ConnSlot,
+    },
+    Retry {
+        key: u64,
+        done: oneshot::Sender<()>,
+    },
+    Send {
+        key: u64,
+        ticket: u64,
+        content_type: ContentType,
+        exchange: Exchange,
+        payload: Bytes,
+        /// Wait for room when the channel's queue is full (else fail with QueueFull).
+        wait: bool,
+        done: oneshot::Sender<Result<(), Error>>,
+    },
+    CancelSend {
+        key: u64,
+        ticket: u64,
+        withdrawn: oneshot::Sender<bool>,
+    },
+    /// The app took messages from its stream; the latest one's receipt waits in its
+    /// `Unread`.
+    Taken {
+        key: u64,
+    },
+    AwaitReply {
+        key: u64,
+        request: u32,
+        reply: oneshot::Sender<Result<Incoming, Error>>,
+    },
+    ForgetReply {
+        key: u64,
+        request: u32,
+    },
+    QueryVersion {
+        package: String,
+        reply: oneshot::Sender<Result<Option<u32>, Error>>,
+    },
+    Close {
+        key: u64,
+        code: Code,
+        reason: String,
+        done: oneshot::Sender<()>,
+    },
+    SendFile {
+        key: u64,
+        ticket: u64,
+        path: std::path::PathBuf,
+        progress: watch::Sender<Progress>,
+        done: oneshot::Sender<Result<(), Error>>,
+    },
+    CancelFile {
+        key: u64,
+        ticket: u64,
+    },
+    CancelIncoming {
+        key: u64,
+        transfer: u32,
+    },
+    Release {
+        key: u64,
+    },
+    /// The app took enough of its unread messages: acknowledge again.
+    Drained {
+        key: u64,
+    },
+    ConfirmPairing {
+        link: u64,
+        accept: bool,
+    },
+    Shutdown,
+}
+
+/// What the driver holds for one connection handle.
+pub(crate) struct ConnSlot {
+    pub(crate) events: mpsc::UnboundedSender<Queued>,
+    pub(crate) unread: std::sync::Arc<Unread>,
+    pub(crate) state: watch::Sender<ConnState>,
+}

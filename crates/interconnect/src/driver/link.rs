@@ -1,0 +1,515 @@
+//! The link pump: link supply with backoff, each link's writer task, the vetting of
+//! new links beside the current one (probes, eviction, takeover), reading and writing
+//! with backpressure, and the loss of a link.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use rand::Rng;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+use super::Driver;
+use crate::sans_io::Event;
+use crate::sans_io::Session;
+use crate::security::SecurityEvent;
+use crate::transport::{Link, LinkSender, Transport, TransportError};
+
+/// How long to wait before asking for a new link after failures.
+#[derive(Clone, Copy, Debug)]
+pub struct Backoff {
+    /// Delay after the first failure.
+    pub initial: Duration,
+    /// Upper bound of the delay.
+    pub max: Duration,
+    /// Fraction of each delay drawn at random (0.0 to 1.0), so many devices that lost
+    /// the same peer do not retry in lockstep.
+    pub jitter: f64,
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Backoff {
+            initial: Duration::from_millis(100),
+            max: Duration::from_secs(30),
+            jitter: 0.5,
+        }
+    }
+}
+
+impl Backoff {
+    /// The delay before attempt `failures + 1`: none after zero failures, then `initial`
+    /// doubling up to `max`, less up to `jitter` of it at random.
+    pub fn delay(&self, failures: u32, rng: &mut impl Rng) -> Duration {
+        if failures == 0 {
+            return Duration::ZERO;
+        }
+        let exp = self
+            .initial
+            .saturating_mul(1u32 << (failures - 1).min(20))
+            .min(self.max);
+        let jitter = self.jitter.clamp(0.0, 1.0);
+        exp.mul_f64(1.0 - jitter * rng.random::<f64>())
+    }
+}
+
+pub(super) struct ActiveLink {
+    /// Frames to the link's writer task.
+    pub(super) frames_out: mpsc::Sender<Bytes>,
+    /// The writer task: on shutdown the driver waits for it to write what is queued.
+    pub(super) writer: tokio::task::JoinHandle<()>,
+    pub(super) receiver: Box<dyn crate::transport::LinkReceiver>,
+    /// The frame limit last handed to the receiver.
+    pub(super) limit: usize,
+    /// Where the link comes from, when the transport knows.
+    pub(super) source: Option<std::net::IpAddr>,
+}
+
+impl ActiveLink {
+    /// Starts the link's writer task, in a span naming the link (`n` counts this
+    /// driver's links).
+    pub(super) fn start(link: Link, n: u64) -> (Self, usize) {
+        use tracing::Instrument;
+        let (frames_out, frames) = mpsc::channel(WRITE_QUEUE);
+        let span = tracing::debug_span!("link", n);
+        let writer = tokio::spawn(write_frames(link.sender, frames).instrument(span));
+        let active = ActiveLink {
+            frames_out,
+            writer,
+            receiver: link.receiver,
+            limit: usize::MAX,
+            source: link.source,
+        };
+        (active, link.max_frame_len)
+    }
+
+    /// Ends the link: the writer gets the linger time to send what is queued (an error
+    /// report), then is stopped, which closes the socket even when a peer that stopped
+    /// reading keeps it full.
+    pub(super) fn retire(self) {
+        let ActiveLink {
+            frames_out, writer, ..
+        } = self;
+        drop(frames_out);
+        tokio::spawn(async move {
+            let mut writer = writer;
+            if tokio::time::timeout(LINGER, &mut writer).await.is_err() {
+                writer.abort();
+            }
+        });
+    }
+
+    /// Tells the receiver the session's current frame limit, when it changed.
+    pub(super) fn limit_frames(&mut self, session: &Session) {
+        let limit = session.max_receive_len();
+        if limit != self.limit {
+            self.limit = limit;
+            self.receiver.limit_frames(limit);
+        }
+    }
+}
+
+/// A link being vetted beside the current one (see `Session::probe`).
+pub(super) struct Probe {
+    pub(super) session: Session,
+    pub(super) link: ActiveLink,
+    /// Frames its peer sent so far: how far its handshake got.
+    pub(super) frames: u32,
+}
+
+/// Links vetted at once. When a new one finds them all taken, one is pushed out: from
+/// the source (address) holding the most, the one that got least far, the oldest of
+/// those. So strangers that connect and stall, from however many connections, push out
+/// each other and never a watch's link from an address of its own; and each of them
+/// lasts no longer than `SessionConfig::handshake_step_timeout` per step anyway.
+pub(super) const MAX_PROBES: usize = 32;
+
+/// How long a shutdown waits for the frames already queued (closes, the last hello) to
+/// reach the link before the driver ends.
+pub(super) const LINGER: Duration = Duration::from_secs(2);
+
+/// Frames queued to a link's writer before the driver holds back.
+pub(super) const WRITE_QUEUE: usize = 64;
+
+/// Writes frames to the link in batches, flushing after each. It runs apart from the
+/// driver so that a transport whose send waits (a full socket, BLE credits) never stops
+/// the driver from reading: two drivers blocked writing to each other would deadlock.
+/// It ends when the driver drops the queue (after writing what is queued) or the link
+/// fails (the driver then sees the queue closed).
+pub(super) async fn write_frames(
+    mut sender: Box<dyn LinkSender>,
+    mut frames: mpsc::Receiver<Bytes>,
+) {
+    while let Some(frame) = frames.recv().await {
+        if sender.send(frame).await.is_err() {
+            return;
+        }
+        while let Ok(frame) = frames.try_recv() {
+            if sender.send(frame).await.is_err() {
+                return;
+            }
+        }
+        if sender.flush().await.is_err() {
+            return;
+        }
+    }
+}
+
+/// What the driver publishes about the link.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct LinkStatus {
+    pub(crate) peer: PeerDeviceStatus,
+    /// Links that came up so far. A link can come up and go again within one turn of
+    /// the driver (a peer that leaves right after the handshake), and a watch channel
+    /// keeps only the last value: the count lets a waiter see such a link anyway.
+    pub(crate) links_up: u64,
+}
+
+/// Whether the link to the peer device is up (the vendor API's `getPeerDeviceStatus`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum PeerDeviceStatus {
+    /// 0: not connected.
+    #[default]
+    Disconnected = 0,
+    /// 1: connected (link up, handshake done).
+    Connected = 1,
+}
+
+impl PeerDeviceStatus {
+    /// The vendor API's value, 0 or 1.
+    pub fn code(self) -> u8 {
+        self as u8
+    }
+}
+
+/// Asks the transport for a link each time the driver requests one, after the requested
+/// delay, retrying failed attempts with the same delay.
+pub(super) async fn supply_links<T: Transport>(
+    mut transport: T,
+    mut requests: mpsc::Receiver<Duration>,
+    links: mpsc::Sender<Link>,
+) {
+    if transport.accepts_while_linked() {
+        // A listener hands over every link; the driver vets them.
+        drop(requests);
+        loop {
+            match transport.next_link().await {
+                Ok(link) => {
+                    if links.send(link).await.is_err() {
+                        return;
+                    }
+                }
+                Err(TransportError::Closed) => return,
+                Err(error) => {
+                    tracing::debug!(%error, "no link");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        }
+    }
+    while let Some(delay) = requests.recv().await {
+        tokio::time::sleep(delay).await;
+        loop {
+            match transport.next_link().await {
+                Ok(link) => {
+                    if links.send(link).await.is_err() {
+                        return;
+                    }
+                    break;
+                }
+                Err(error) => {
+                    tracing::debug!(%error, "no link");
+                    tokio::time::sleep(delay.max(Duration::from_millis(100))).await;
+                }
+            }
+        }
+    }
+}
+
+pub(super) async fn recv_frame(link: &mut Option<ActiveLink>) -> Result<Bytes, TransportError> {
+    match link {
+        Some(link) => match link.receiver.recv().await {
+            Ok(Some(frame)) => Ok(frame),
+            Ok(None) => Err(TransportError::Closed),
+            Err(error) => Err(error),
+        },
+        None => std::future::pending().await,
+    }
+}
+
+/// The next frame (or failure) from any link being vetted, with its index.
+pub(super) async fn recv_probe(probes: &mut [Probe]) -> (usize, Result<Bytes, TransportError>) {
+    let mut receiving: Vec<_> = probes.iter_mut().map(|p| p.link.receiver.recv()).collect();
+    std::future::poll_fn(|cx| {
+        for (i, future) in receiving.iter_mut().enumerate() {
+            if let std::task::Poll::Ready(result) = future.as_mut().poll(cx) {
+                let result = match result {
+                    Ok(Some(frame)) => Ok(frame),
+                    Ok(None) => Err(TransportError::Closed),
+                    Err(error) => Err(error),
+                };
+                return std::task::Poll::Ready((i, result));
+            }
+        }
+        std::task::Poll::Pending
+    })
+    .await
+}
+
+/// Which probe to push out when too many are vetted: from the source holding the most,
+/// the one that got least far, the oldest of those (see `MAX_PROBES`).
+pub(super) fn evictee(probes: &[Probe]) -> usize {
+    let crowd = |probe: &Probe| {
+        probes
+            .iter()
+            .filter(|p| p.link.source == probe.link.source)
+            .count()
+    };
+    (0..probes.len())
+        .min_by_key(|&i| (std::cmp::Reverse(crowd(&probes[i])), probes[i].frames, i))
+        .unwrap_or(0)
+}
+
+/// Waits for room in the link's write queue.
+pub(super) async fn write_room(
+    queue: Option<mpsc::Sender<Bytes>>,
+) -> Result<mpsc::OwnedPermit<Bytes>, mpsc::error::SendError<()>> {
+    match queue {
+        Some(queue) => queue.reserve_owned().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Polls a cancel-safe receive once: the frame if one is ready now, `None` otherwise.
+pub(super) fn poll_once(
+    future: impl std::future::Future<Output = Result<Option<Bytes>, TransportError>>,
+) -> Option<Result<Bytes, TransportError>> {
+    let mut future = std::pin::pin!(future);
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    match future.as_mut().poll(&mut cx) {
+        std::task::Poll::Ready(Ok(Some(frame))) => Some(Ok(frame)),
+        std::task::Poll::Ready(Ok(None)) => Some(Err(TransportError::Closed)),
+        std::task::Poll::Ready(Err(error)) => Some(Err(error)),
+        std::task::Poll::Pending => None,
+    }
+}
+
+impl Driver {
+    /// Handles a received frame and whatever else already waits, so that one batch of
+    /// frames produces one batch of acknowledgements.
+    pub(super) fn on_frames(&mut self, first: Result<Bytes, TransportError>) {
+        let mut next = Some(first);
+        let mut budget = 64;
+        while let Some(item) = next.take() {
+            match item {
+                Ok(frame) => self.session.handle_frame(self.clock.now(), frame),
+                Err(error) => return self.lose_link(&format!("link failed: {error}")),
+            }
+            if let Some(link) = &mut self.link {
+                link.limit_frames(&self.session);
+            }
+            // Act on events now (an offer must be accepted before its first chunk is
+            // handled); frames go out after the batch.
+            while let Some(event) = self.session.poll_event() {
+                self.on_event(event);
+            }
+            budget -= 1;
+            if budget > 0 && !self.session.input_paused() {
+                next = self
+                    .link
+                    .as_mut()
+                    .and_then(|l| poll_once(l.receiver.recv()));
+            }
+        }
+    }
+
+    /// When a write queue that takes nothing makes the link dead.
+    pub(super) fn write_deadline(&self) -> Option<Instant> {
+        self.held_since
+            .map(|since| since + self.session.config().link_timeout)
+    }
+
+    pub(super) fn request_link(&mut self) {
+        let delay = self.backoff.delay(self.failures, &mut self.rng);
+        let _ = self.link_requests.try_send(delay);
+    }
+
+    pub(super) fn on_new_link(&mut self, link: Link) {
+        if self.listener && !self.admission.admit(link.source, Instant::now().into_std()) {
+            // Dropped unread: the source starts handshakes faster than any watch does.
+            return tracing::debug!(source = ?link.source, "a source connecting too often: closed at once");
+        }
+        if self.link.is_some() {
+            // A link is up or in its handshake: the newcomer is vetted beside it and
+            // never retires it (a stranger that connects cannot push a link out).
+            return self.start_probe(link);
+        }
+        self.link_number += 1;
+        self.links_started += 1;
+        let (mut active, max_frame_len) = ActiveLink::start(link, self.links_started);
+        self.session.link_up(self.clock.now(), max_frame_len);
+        self.held_frame = None;
+        self.held_since = None;
+        active.limit_frames(&self.session);
+        self.link = Some(active);
+        // Counted as a failure until the handshake completes.
+        self.failures = self.failures.saturating_add(1);
+    }
+
+    /// A link arrived while one is up: vet it beside the current one.
+    pub(super) fn start_probe(&mut self, link: Link) {
+        self.links_started += 1;
+        let (mut active, max_frame_len) = ActiveLink::start(link, self.links_started);
+        let session = self.session.probe(self.clock.now(), max_frame_len);
+        active.limit_frames(&session);
+        self.probes.push(Probe {
+            session,
+            link: active,
+            frames: 0,
+        });
+        let newest = self.probes.len() - 1;
+        self.service_probe(newest);
+        if self.probes.len() > MAX_PROBES {
+            let victim = evictee(&self.probes);
+            tracing::debug!(source = ?self.probes[victim].link.source, "too many links being vetted: one pushed out");
+            self.probes.remove(victim).link.retire();
+        }
+    }
+
+    pub(super) fn on_probe_frame(&mut self, i: usize, frame: Result<Bytes, TransportError>) {
+        match frame {
+            Ok(frame) => {
+                let probe = &mut self.probes[i];
+                probe.frames = probe.frames.saturating_add(1);
+                probe.session.handle_frame(self.clock.now(), frame);
+                probe.link.limit_frames(&probe.session);
+                self.service_probe(i);
+            }
+            Err(error) => {
+                tracing::debug!(%error, "a link being vetted failed");
+                self.probes.remove(i).link.retire();
+            }
+        }
+    }
+
+    /// Moves a probe's output to its link and acts once its peer is known: the same
+    /// device takes over the session, another is refused as busy.
+    pub(super) fn service_probe(&mut self, i: usize) {
+        let mut dropped = false;
+        while let Some(event) = self.probes[i].session.poll_event() {
+            match event {
+                Event::DropLink { code, reason } => {
+                    tracing::info!(%code, %reason, "a second link refused");
+                    dropped = true;
+                }
+                Event::Refused(error) => {
+                    tracing::warn!(%error, "a second link refused");
+                    self.report(SecurityEvent::Refused(error));
+                }
+                Event::PeerAuthenticated { fingerprint, .. } => {
+                    tracing::debug!(peer = %fingerprint, "a second link authenticated");
+                }
+                _ => {}
+            }
+        }
+        let ready = self.probes[i].session.probed_peer().is_some() && !dropped;
+        if ready && self.session.is_link_up() {
+            let probe = &self.probes[i];
+            if !self.session.is_same_peer(&probe.session) {
+                tracing::info!("another device connected while one is served: refused (busy)");
+                self.probes[i].session.refuse_as_busy();
+                dropped = true;
+            } else if !self.session.is_secure()
+                && probe.link.source != self.link.as_ref().and_then(|l| l.source)
+            {
+                // Plaintext proves nothing: a device id is read off the wire. Only a
+                // link from the same source replaces a live one; from elsewhere the
+                // watch is served once its old link is found dead.
+                tracing::info!(
+                    "a plaintext link from another source claims the served device: refused (busy)"
+                );
+                self.probes[i].session.refuse_as_busy();
+                dropped = true;
+            }
+        }
+        let probe = &mut self.probes[i];
+        while let Some(frame) = probe.session.poll_transmit(self.clock.now()) {
+            if probe.link.frames_out.try_send(frame).is_err() {
+                dropped = true;
+                break;
+            }
+        }
+        if dropped {
+            self.probes.remove(i).link.retire();
+        } else if ready {
+            let Probe { session, link, .. } = self.probes.remove(i);
+            tracing::info!("the peer came back on a new link: it replaces the current one");
+            if let Some(old) = self.link.take() {
+                old.retire();
+            }
+            self.held_frame = None;
+            self.held_since = None;
+            self.link_number += 1;
+            self.session.take_over(self.clock.now(), session);
+            let mut link = link;
+            link.limit_frames(&self.session);
+            self.link = Some(link);
+        }
+    }
+
+    pub(super) fn lose_link(&mut self, why: &str) {
+        self.held_frame = None;
+        self.held_since = None;
+        // Best effort: when the session dropped the link, let the peer read why (the
+        // session then yields its error report and nothing else).
+        if let Some(link) = self.link.as_ref().filter(|_| self.session.is_dropping()) {
+            while let Some(frame) = self.session.poll_transmit(self.clock.now()) {
+                if link.frames_out.try_send(frame).is_err() {
+                    break;
+                }
+            }
+        }
+        if let Some(link) = self.link.take() {
+            link.retire();
+            tracing::info!(reason = why, "link lost");
+            self.session.link_down(self.clock.now());
+            self.request_link();
+        }
+    }
+
+    /// Moves frames from the session to the write queue while it has room; the first
+    /// frame that does not fit is held until it does.
+    pub(super) fn transmit(&mut self) {
+        let Some(link) = self.link.as_ref() else {
+            self.held_frame = None;
+            self.held_since = None;
+            while self.session.poll_transmit(self.clock.now()).is_some() {}
+            return;
+        };
+        let mut closed = false;
+        loop {
+            let frame = match self.held_frame.take() {
+                Some(frame) => frame,
+                None => match self.session.poll_transmit(self.clock.now()) {
+                    Some(frame) => frame,
+                    None => break,
+                },
+            };
+            match link.frames_out.try_send(frame) {
+                Ok(()) => {}
+                Err(mpsc::error::TrySendError::Full(frame)) => {
+                    self.held_frame = Some(frame);
+                    self.held_since.get_or_insert_with(Instant::now);
+                    break;
+                }
+                Err(mpsc::error::TrySendError::Closed(_)) => {
+                    closed = true;
+                    break;
+                }
+            }
+        }
+        if closed {
+            self.lose_link("the link's writer stopped (send failed)");
+        }
+    }
+}

@@ -1,0 +1,696 @@
+//! The tokio driver: one task per device that runs the [`Session`] over a [`Transport`].
+//!
+//! This file holds the loop that dispatches commands and events, and shutdown;
+//! `routing` which handle a channel, send or event belongs to and the
+//! state each reads; `link` the link pump (supply with backoff, writer tasks, probes,
+//! backpressure); `jobs` the file jobs; `command` what handles send the driver.
+//!
+//! In a loop it feeds received frames, commands and timeouts into the session, drains
+//! frames to the link and routes events to the connections. A second task per device asks
+//! the transport for links (with backoff). The driver reads the link itself (receivers
+//! are cancel-safe), which saves a task hop per frame: on a multi-threaded runtime every
+//! hop is a cross-thread wake-up, and small-message latency is mostly hops.
+//!
+//! Dead links: the session drops a link from which nothing arrived for
+//! `SessionConfig::link_timeout` (it pings every `ping_interval` so an idle link still
+//! talks), and the driver drops one whose write queue took nothing for the same time,
+//! however much the peer still sends. While 256 control frames (replies the peer's input
+//! caused) wait to leave, the driver stops reading the link: a peer that sends without
+//! reading is held back, not buffered. A listener's connection that arrives while a link
+//! is up or in its handshake is vetted beside it (`Session::probe`, 32 at most, each
+//! source address held to a rate): a trusted device takes over at once, another is
+//! refused with 4002 once authenticated, and a newcomer never retires a link further
+//! along.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use bytes::Bytes;
+use interconnect_proto::{ChannelId, Code, ContentType, Exchange, Role, TransferId};
+use rand::{SeedableRng, rngs::SmallRng};
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+use crate::clock::Clock;
+use crate::error::Error;
+use crate::files::{FilesConfig, IoDone, WriterCmd};
+use crate::sans_io::Session;
+use crate::sans_io::{Event, SendId};
+use crate::security::{KnownPeers, PairingRequest, SecurityEvent};
+use crate::state::{ConnState, Incoming};
+use crate::transport::{Link, Transport};
+
+mod jobs;
+mod link;
+mod routing;
+
+use routing::{fail_requests, publish};
+
+use crate::command::{Command, ConnSlot};
+use jobs::{OutFile, Receiving};
+pub(crate) use link::LinkStatus;
+use link::{ActiveLink, LINGER, Probe, recv_frame, recv_probe, supply_links, write_room};
+pub use link::{Backoff, PeerDeviceStatus};
+
+struct ConnEntry {
+    slot: ConnSlot,
+    package: String,
+    channel: Option<ChannelId>,
+    requests: HashMap<u32, oneshot::Sender<Result<Incoming, Error>>>,
+}
+
+struct PendingSend {
+    key: u64,
+    ticket: u64,
+    done: oneshot::Sender<Result<(), Error>>,
+}
+
+/// A send waiting for room in its channel's queue.
+struct WaitingSend {
+    ticket: u64,
+    content_type: ContentType,
+    exchange: Exchange,
+    payload: Bytes,
+    done: oneshot::Sender<Result<(), Error>>,
+}
+
+/// Where a version query's answer goes.
+type VersionReplyTo = oneshot::Sender<Result<Option<u32>, Error>>;
+
+/// Version queries that wait for a link; more fail with 1006.
+const MAX_WAITING_QUERIES: usize = 256;
+
+/// Security events queued for the owner before new ones are dropped (a dropped pairing
+/// request is a rejected one).
+const SECURITY_EVENTS: usize = 32;
+
+pub(crate) struct Driver {
+    /// The session's time.
+    clock: Clock,
+    session: Session,
+    commands: mpsc::UnboundedReceiver<Command>,
+    status: watch::Sender<LinkStatus>,
+    link: Option<ActiveLink>,
+    /// New links vetted beside the current one, oldest first.
+    probes: Vec<Probe>,
+    /// Which sources may start a handshake now (see `admission`).
+    admission: crate::admission::Admission,
+    /// Links come from a listener (`Transport::accepts_while_linked`): only then is a
+    /// source held to its rate (a dialer's links all come from the one phone).
+    listener: bool,
+    link_requests: mpsc::Sender<Duration>,
+    new_links: mpsc::Receiver<Link>,
+    conns: HashMap<u64, ConnEntry>,
+    by_channel: HashMap<ChannelId, u64>,
+    by_package: HashMap<String, u64>,
+    sends: HashMap<SendId, PendingSend>,
+    /// Sends waiting for room in their channel's queue, per connection, in call order.
+    waiting: HashMap<u64, std::collections::VecDeque<WaitingSend>>,
+    tickets: HashMap<(u64, u64), (ChannelId, SendId)>,
+    version_queries: HashMap<u32, VersionReplyTo>,
+    /// Version queries asked while the link is down (package, reply), sent when it
+    /// comes up.
+    waiting_queries: Vec<(String, VersionReplyTo)>,
+    backoff: Backoff,
+    failures: u32,
+    rng: SmallRng,
+    files: Option<FilesConfig>,
+    io_tx: mpsc::UnboundedSender<IoDone>,
+    io_rx: mpsc::UnboundedReceiver<IoDone>,
+    /// Outgoing files being opened and hashed, by ticket.
+    preparing: HashMap<u64, OutFile>,
+    outgoing_files: HashMap<TransferId, OutFile>,
+    /// Incoming files being written, by transfer.
+    writers: HashMap<(ChannelId, TransferId), Receiving>,
+    /// The next writer's ticket.
+    next_ticket: u64,
+    /// A frame the session produced that the write queue had no room for.
+    held_frame: Option<Bytes>,
+    /// Since when the write queue has taken nothing: a link whose writes do not drain for
+    /// the link timeout is dead, whatever it still delivers.
+    held_since: Option<Instant>,
+    /// Counts links, so a pairing answer applies only to the link that asked.
+    link_number: u64,
+    /// Counts every link started, probes too (names each link's span).
+    links_started: u64,
+    commands_tx: mpsc::UnboundedSender<Command>,
+    security_events: mpsc::Sender<SecurityEvent>,
+    /// Watch side: the link's last refusal since it was last up, and whether lasting.
+    refused: Option<(Code, bool)>,
+    /// Security events dropped and not said yet (shared with the stream, which says
+    /// them when its queue ran empty).
+    security_missed: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    known_peers: Option<KnownPeers>,
+}
+
+pub(crate) struct DriverParts {
+    pub(crate) commands: mpsc::UnboundedSender<Command>,
+    pub(crate) security_events: crate::SecurityEvents,
+    pub(crate) status: watch::Receiver<LinkStatus>,
+    pub(crate) task: JoinHandle<()>,
+}
+
+/// Spawns the driver and the link supplier for `transport`.
+pub(crate) fn spawn<T: Transport>(
+    session: Session,
+    transport: T,
+    backoff: Backoff,
+    seed: u64,
+    files: Option<FilesConfig>,
+    known_peers: Option<KnownPeers>,
+) -> DriverParts {
+    let (security_tx, security_rx) = mpsc::channel(SECURITY_EVENTS);
+    let security_missed = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let security_events = crate::SecurityEvents {
+        rx: security_rx,
+        missed: security_missed.clone(),
+    };
+    let (io_tx, io_rx) = mpsc::unbounded_channel();
+    let (commands_tx, commands) = mpsc::unbounded_channel();
+    let (status_tx, status) = watch::channel(LinkStatus::default());
+    let (link_requests, requests_rx) = mpsc::channel(1);
+    let (links_tx, new_links) = mpsc::channel(1);
+    let listener = transport.accepts_while_linked();
+    let supplier = tokio::spawn(supply_links(transport, requests_rx, links_tx));
+    let driver = Driver {
+        clock: Clock::start(),
+        session,
+        commands,
+        status: status_tx,
+        link: None,
+        probes: Vec::new(),
+        admission: Default::default(),
+        listener,
+        link_requests,
+        new_links,
+        conns: HashMap::new(),
+        by_channel: HashMap::new(),
+        by_package: HashMap::new(),
+        sends: HashMap::new(),
+        waiting: HashMap::new(),
+        tickets: HashMap::new(),
+        version_queries: HashMap::new(),
+        waiting_queries: Vec::new(),
+        backoff,
+        failures: 0,
+        rng: SmallRng::seed_from_u64(seed),
+        files,
+        io_tx,
+        io_rx,
+        preparing: HashMap::new(),
+        outgoing_files: HashMap::new(),
+        writers: HashMap::new(),
+        next_ticket: 0,
+        held_frame: None,
+        held_since: None,
+        link_number: 0,
+        links_started: 0,
+        commands_tx: commands_tx.clone(),
+        security_events: security_tx,
+        security_missed,
+        refused: None,
+        known_peers,
+    };
+    let span = tracing::info_span!(
+        "interconnect",
+        role = ?driver.session.config().role,
+        device = %driver.session.config().device_id,
+    );
+    let task = tokio::spawn(tracing::Instrument::instrument(
+        async move {
+            driver.run().await;
+            // Awaited, so the transport (a listening socket) is gone when shutdown returns.
+            supplier.abort();
+            let _ = supplier.await;
+        },
+        span,
+    ));
+    DriverParts {
+        commands: commands_tx,
+        security_events,
+        status,
+        task,
+    }
+}
+
+impl Driver {
+    async fn run(mut self) {
+        self.request_link();
+        // One timer, re-armed only when the session's deadline moves: registering a new
+        // timer on every pass costs more than the rest of a small message's handling.
+        let timer = tokio::time::sleep_until(Instant::now());
+        tokio::pin!(timer);
+        let mut armed: Option<Instant> = None;
+        loop {
+            let deadline = self
+                .probes
+                .iter()
+                .filter_map(|p| p.session.poll_timeout())
+                .chain(self.session.poll_timeout())
+                .filter_map(|d| self.clock.to_tokio(d))
+                .chain(self.write_deadline())
+                .min();
+            if let Some(deadline) = deadline
+                && armed != Some(deadline)
+            {
+                timer.as_mut().reset(deadline);
+                armed = Some(deadline);
+            }
+            // A frame waits for room in the write queue: wait for room too.
+            let held_for = match (&self.held_frame, &self.link) {
+                (Some(_), Some(link)) => Some(link.frames_out.clone()),
+                _ => None,
+            };
+            tokio::select! {
+                command = self.commands.recv() => match command {
+                    Some(Command::Shutdown) | None => {
+                        self.close_all().await;
+                        break;
+                    }
+                    Some(command) => self.on_command(command),
+                },
+                Some(link) = self.new_links.recv() => self.on_new_link(link),
+                Some(done) = self.io_rx.recv() => self.on_io(done),
+                // Backpressure: while the replies the peer's frames caused cannot leave,
+                // its frames stay in the socket.
+                frame = recv_frame(&mut self.link), if !self.session.input_paused() => {
+                    self.on_frames(frame);
+                }
+                (i, frame) = recv_probe(&mut self.probes), if !self.probes.is_empty() => {
+                    self.on_probe_frame(i, frame);
+                }
+                room = write_room(held_for.clone()), if held_for.is_some() => {
+                    self.held_since = None;
+                    match (room, self.held_frame.take()) {
+                        (Ok(permit), Some(frame)) => { permit.send(frame); }
+                        _ => self.lose_link("the link's writer stopped (send failed)"),
+                    }
+                }
+                () = &mut timer, if deadline.is_some() => {
+                    armed = None;
+                    if self.write_deadline().is_some_and(|d| d <= Instant::now()) {
+                        self.lose_link("writes made no progress for the link timeout");
+                    }
+                    self.session.handle_timeout(self.clock.now());
+                    for i in (0..self.probes.len()).rev() {
+                        self.probes[i].session.handle_timeout(self.clock.now());
+                        self.service_probe(i);
+                    }
+                }
+            }
+            self.flush().await;
+        }
+        self.stop();
+    }
+
+    /// Drains the session: frames to the link, then events to the connections.
+    async fn flush(&mut self) {
+        loop {
+            if !self.waiting.is_empty() {
+                self.admit_waiting();
+            }
+            self.transmit();
+            let mut any = false;
+            while let Some(event) = self.session.poll_event() {
+                any = true;
+                self.on_event(event);
+            }
+            if !any {
+                break;
+            }
+        }
+        self.publish_states();
+    }
+
+    fn on_event(&mut self, event: Event) {
+        match event {
+            Event::LinkUp { .. } => {
+                self.failures = 0;
+                self.refused = None;
+                self.status.send_modify(|s| {
+                    s.peer = PeerDeviceStatus::Connected;
+                    s.links_up += 1;
+                });
+                for (package, reply) in std::mem::take(&mut self.waiting_queries) {
+                    if !reply.is_closed() {
+                        self.query_version(&package, reply);
+                    }
+                }
+            }
+            Event::LinkDown => {
+                self.status
+                    .send_modify(|s| s.peer = PeerDeviceStatus::Disconnected);
+            }
+            Event::PeerAuthenticated {
+                fingerprint,
+                suite,
+                code,
+            } => {
+                tracing::info!(peer = %fingerprint, %suite, "peer device authenticated");
+                self.report(SecurityEvent::Authenticated {
+                    fingerprint,
+                    suite,
+                    code,
+                });
+            }
+            Event::PairingRequest { fingerprint, code } => {
+                let request = PairingRequest::new(
+                    fingerprint,
+                    code,
+                    self.link_number,
+                    self.commands_tx.clone(),
+                );
+                // Unheard (no one listens, or the queue is full): the request is dropped,
+                // which rejects it.
+                self.report(SecurityEvent::PairingRequest(request));
+            }
+            Event::PeerPinned { fingerprint } => {
+                if let Some(known) = &self.known_peers
+                    && let Err(error) = known.pin(fingerprint)
+                {
+                    tracing::error!(%error, peer = %fingerprint, "the pinned peer could not be saved");
+                    self.report(SecurityEvent::PinNotSaved { fingerprint, error });
+                    return;
+                }
+                tracing::info!(peer = %fingerprint, "peer device pinned");
+                self.report(SecurityEvent::Pinned { fingerprint });
+            }
+            Event::Refused(error) => {
+                // A passing refusal (the phone is busy) is expected; the link is tried
+                // again. A lasting one needs the user.
+                let lasting = error.is_lasting();
+                if lasting {
+                    tracing::warn!(%error, "link refused");
+                } else {
+                    tracing::info!(%error, "link refused for now; trying again");
+                }
+                // What the phone decided (not a broken link, nor a refusal in the clear
+                // that anyone could send) is the watch app's business too.
+                let busy = matches!(
+                    error,
+                    crate::SecurityError::RefusedByPeer {
+                        code: Code::BUSY,
+                        authenticated: true,
+                        ..
+                    }
+                );
+                if self.session.config().role == Role::Watch && (lasting || busy) {
+                    self.on_link_refused(error.code(), lasting, &error.to_string());
+                }
+                self.report(SecurityEvent::Refused(error));
+            }
+            Event::DropLink { code, reason } => {
+                self.lose_link(&format!("{code}: {reason}"));
+            }
+            Event::Channel(channel, event) => self.on_channel_event(channel, event),
+            Event::Delivered(_, id) => self.finish_send(id, Ok(())),
+            Event::SendFailed(_, id, code) => self.finish_send(id, Err(Error::from_code(code))),
+            Event::VersionReply { request, version } => {
+                if let Some(reply) = self.version_queries.remove(&request) {
+                    let _ = reply.send(Ok(version));
+                }
+            }
+            event @ (Event::FileRead { .. }
+            | Event::FileProgress { .. }
+            | Event::FileSent { .. }
+            | Event::FileFailed { .. }
+            | Event::FileOffered { .. }
+            | Event::FileData { .. }
+            | Event::FileAbandoned { .. }) => self.on_file_event(event),
+        }
+    }
+
+    /// Bounded: while the owner does not read the stream, new events are dropped (a
+    /// dropped pairing request rejects the pairing) rather than piling up, and counted:
+    /// once there is room, a [`SecurityEvent::Missed`] says how many.
+    fn report(&self, event: SecurityEvent) {
+        use std::sync::atomic::Ordering::AcqRel;
+        // What was dropped is said first, in its place in the stream.
+        let missed = self.security_missed.swap(0, AcqRel);
+        if missed > 0
+            && self
+                .security_events
+                .try_send(SecurityEvent::Missed { count: missed })
+                .is_err()
+        {
+            self.security_missed.fetch_add(missed + 1, AcqRel);
+            return tracing::debug!(?event, "security event dropped: the stream is not read");
+        }
+        if let Err(error) = self.security_events.try_send(event) {
+            self.security_missed.fetch_add(1, AcqRel);
+            tracing::debug!(event = ?error.into_inner(), "security event dropped: the stream is not read");
+        }
+    }
+
+    fn on_command(&mut self, command: Command) {
+        match command {
+            Command::ConfirmPairing { link, accept } => {
+                if link == self.link_number && self.link.is_some() {
+                    self.session.confirm_pairing(self.clock.now(), accept);
+                } else {
+                    // Its link is gone; the prompt is over all the same.
+                    self.session.prompt_answered(self.clock.now(), accept);
+                }
+            }
+            Command::Open {
+                key,
+                package,
+                signature,
+                conn,
+            } => {
+                let channel = self
+                    .session
+                    .open_channel(self.clock.now(), &package, signature.as_deref())
+                    .ok();
+                if let Some(ch) = channel {
+                    self.by_channel.insert(ch, key);
+                }
+                self.conns.insert(
+                    key,
+                    ConnEntry {
+                        slot: conn,
+                        package,
+                        channel,
+                        requests: HashMap::new(),
+                    },
+                );
+            }
+            Command::Register {
+                key,
+                package,
+                version,
+                signature,
+                conn,
+            } => {
+                self.session
+                    .register_app(&package, version, signature.as_deref());
+                if let Some(old) = self.by_package.insert(package.clone(), key) {
+                    // The replaced registration hears its channel close (the session
+                    // closed it), then is detached: its events end, its sends fail.
+                    while let Some(event) = self.session.poll_event() {
+                        self.on_event(event);
+                    }
+                    if let Some(entry) = self.conns.get(&old) {
+                        let state = ConnState {
+                            closed: true,
+                            ..ConnState::default()
+                        };
+                        publish(entry, state);
+                    }
+                    self.release(old);
+                }
+                self.conns.insert(
+                    key,
+                    ConnEntry {
+                        slot: conn,
+                        package,
+                        channel: None,
+                        requests: HashMap::new(),
+                    },
+                );
+            }
+            Command::Retry { key, done } => {
+                if let Some(ch) = self.conns.get(&key).and_then(|e| e.channel) {
+                    self.session.retry_open(self.clock.now(), ch);
+                }
+                self.publish_states();
+                let _ = done.send(());
+            }
+            Command::Send {
+                key,
+                ticket,
+                content_type,
+                exchange,
+                payload,
+                wait,
+                done,
+            } => {
+                let send = WaitingSend {
+                    ticket,
+                    content_type,
+                    exchange,
+                    payload,
+                    done,
+                };
+                let behind = self.waiting.get(&key).is_some_and(|w| !w.is_empty());
+                match self.conns.get(&key).and_then(|e| e.channel) {
+                    // A phone app's send waits for a restarted watch to open its channel.
+                    _ if wait && self.awaits_reopen(key) => {
+                        self.waiting.entry(key).or_default().push_back(send);
+                    }
+                    Some(channel) if wait && (behind || !self.session.has_room(channel)) => {
+                        // Waits in call order for room in the channel's queue.
+                        self.waiting.entry(key).or_default().push_back(send);
+                    }
+                    _ => self.start_send(key, send),
+                }
+            }
+            Command::CancelSend {
+                key,
+                ticket,
+                withdrawn,
+            } => {
+                // Withdrawn if it still waited for room, or had no sequence number yet.
+                let mut unsent = false;
+                if let Some(waiting) = self.waiting.get_mut(&key) {
+                    let before = waiting.len();
+                    waiting.retain(|w| w.ticket != ticket);
+                    unsent = waiting.len() < before;
+                }
+                if let Some((channel, id)) = self.tickets.remove(&(key, ticket)) {
+                    unsent = self.session.cancel_send(channel, id);
+                    self.sends.remove(&id);
+                }
+                let _ = withdrawn.send(unsent);
+            }
+            Command::Taken { key } => {
+                if let Some(receipt) = self
+                    .conns
+                    .get(&key)
+                    .and_then(|e| e.slot.unread.take_receipt())
+                {
+                    self.session.taken(receipt);
+                }
+            }
+            Command::AwaitReply {
+                key,
+                request,
+                reply,
+            } => {
+                if let Some(entry) = self.conns.get_mut(&key) {
+                    entry.requests.insert(request, reply);
+                }
+            }
+            Command::ForgetReply { key, request } => {
+                if let Some(entry) = self.conns.get_mut(&key) {
+                    entry.requests.remove(&request);
+                }
+            }
+            Command::QueryVersion { package, reply } => {
+                if self.session.config().role == Role::Watch && !self.session.is_link_up() {
+                    // Asked before the link is up: sent once it is (the caller's timeout
+                    // bounds the wait).
+                    if self.waiting_queries.len() < MAX_WAITING_QUERIES {
+                        self.waiting_queries.push((package, reply));
+                    } else {
+                        let _ = reply.send(Err(Error::ConnectionLost));
+                    }
+                    return;
+                }
+                self.query_version(&package, reply);
+            }
+            Command::Close {
+                key,
+                code,
+                reason,
+                done,
+            } => {
+                if let Some(entry) = self.conns.get(&key) {
+                    if let Some(ch) = entry.channel {
+                        self.session.close(ch, code, &reason);
+                    }
+                    if self.session.config().role == Role::Phone {
+                        // The app's close is for good: later opens get 1002 until it
+                        // registers again.
+                        self.session.set_app_attached(&entry.package, false);
+                    }
+                }
+                let _ = done.send(());
+            }
+            command @ (Command::SendFile { .. }
+            | Command::CancelFile { .. }
+            | Command::CancelIncoming { .. }) => self.on_file_command(command),
+            Command::Release { key } => self.release(key),
+            Command::Drained { key } => {
+                if let Some(channel) = self.conns.get(&key).and_then(|e| e.channel) {
+                    tracing::debug!(channel = channel.0, "the app reads again: acks resume");
+                    self.session.hold_acks(channel, false);
+                }
+            }
+            Command::Shutdown => {}
+        }
+    }
+
+    /// Closes every channel (the peer gets a close, not a lost link) and pushes the
+    /// frames out before the driver stops.
+    async fn close_all(&mut self) {
+        for probe in self.probes.drain(..) {
+            probe.link.retire();
+        }
+        // Keep partial files: a later offer of the same file resumes from them.
+        for (_, receiving) in self.writers.drain() {
+            let _ = receiving.commands.send(WriterCmd::Abort {
+                remove: false,
+                failure: None,
+            });
+        }
+        let channels: Vec<ChannelId> = self.conns.values().filter_map(|e| e.channel).collect();
+        for channel in channels {
+            self.session.close(channel, Code::OTHERS, "shutting down");
+        }
+        self.flush().await;
+        // The writer runs apart from the driver: without this wait, frames queued just
+        // now (these closes, say) could be lost when the program ends right after
+        // `shutdown` and its runtime drops the writer task.
+        if let Some(link) = self.link.take() {
+            let held = self.held_frame.take();
+            let drained = async move {
+                if let Some(frame) = held {
+                    let _ = link.frames_out.send(frame).await;
+                }
+                drop(link.frames_out);
+                let _ = link.writer.await;
+            };
+            if tokio::time::timeout(LINGER, drained).await.is_err() {
+                tracing::debug!("shutdown: the link did not take the last frames in time");
+            }
+        }
+    }
+
+    /// Fails everything still waiting, so no caller hangs after shutdown.
+    fn stop(&mut self) {
+        for (_, pending) in self.sends.drain() {
+            let _ = pending.done.send(Err(Error::Stopped));
+        }
+        let outs = self.preparing.drain().map(|(_, o)| o);
+        for out in outs.chain(self.outgoing_files.drain().map(|(_, o)| o)) {
+            let _ = out.done.send(Err(Error::Stopped));
+        }
+        for (_, receiving) in self.writers.drain() {
+            // Keep partial files: a later offer of the same file resumes from them.
+            let _ = receiving.commands.send(WriterCmd::Abort {
+                remove: false,
+                failure: None,
+            });
+        }
+        for (_, reply) in self.version_queries.drain() {
+            let _ = reply.send(Err(Error::Stopped));
+        }
+        for entry in self.conns.values_mut() {
+            fail_requests(entry, Error::Stopped);
+        }
+        self.status
+            .send_modify(|s| s.peer = PeerDeviceStatus::Disconnected);
+    }
+}

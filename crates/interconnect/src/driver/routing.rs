@@ -1,0 +1,289 @@
+//! Routing: which handle a channel, a send or an event belongs to; the state each
+//! handle reads; sends waiting for room or for a restarted watch; releasing a handle.
+
+use interconnect_proto::{ChannelId, Code, Exchange, Role};
+
+use super::{ConnEntry, Driver, PendingSend, VersionReplyTo, WaitingSend};
+use crate::error::Error;
+use crate::sans_io::{ChannelEvent, SendId};
+use crate::state::{ConnState, ConnectionEvent, Incoming};
+
+impl Driver {
+    /// Sends an app event to the connection that owns `channel`.
+    pub(super) fn emit(&self, channel: ChannelId, event: ConnectionEvent) {
+        if let Some(entry) = self
+            .by_channel
+            .get(&channel)
+            .and_then(|k| self.conns.get(k))
+        {
+            let _ = entry.slot.events.send((event, None));
+        }
+    }
+
+    pub(super) fn finish_send(&mut self, id: SendId, result: Result<(), Error>) {
+        if let Some(pending) = self.sends.remove(&id) {
+            self.tickets.remove(&(pending.key, pending.ticket));
+            let _ = pending.done.send(result);
+        }
+    }
+
+    pub(super) fn on_channel_event(&mut self, channel: ChannelId, event: ChannelEvent) {
+        let _span = tracing::debug_span!("channel", id = channel.0).entered();
+        let key = match self.by_channel.get(&channel) {
+            Some(key) => *key,
+            None => {
+                // Phone side: a new channel for a registered app.
+                let Some(package) = self.session.channel_package(channel) else {
+                    return;
+                };
+                let Some(key) = self.by_package.get(package).copied() else {
+                    return;
+                };
+                if let Some(entry) = self.conns.get_mut(&key)
+                    && let Some(old) = entry.channel.replace(channel)
+                {
+                    self.by_channel.remove(&old);
+                }
+                self.by_channel.insert(channel, key);
+                key
+            }
+        };
+        let Some(entry) = self.conns.get_mut(&key) else {
+            return;
+        };
+        if entry.channel != Some(channel) {
+            return; // an older channel of this app
+        }
+        let mut receipt = None;
+        let app_event = match event {
+            ChannelEvent::Open { is_reconnected } => ConnectionEvent::Open { is_reconnected },
+            ChannelEvent::Close {
+                code,
+                reason,
+                by,
+                reopens,
+            } => {
+                if self.session.is_closed(channel) {
+                    fail_requests(entry, Error::ConnectionLost);
+                }
+                ConnectionEvent::Close {
+                    code,
+                    reason,
+                    by,
+                    reopens,
+                }
+            }
+            ChannelEvent::Error { code, message } => ConnectionEvent::Error { code, message },
+            ChannelEvent::Message(message) => {
+                let incoming = Incoming {
+                    content_type: message.content_type,
+                    payload: message.payload,
+                    request_id: match message.exchange {
+                        Exchange::Request(id) => Some(id),
+                        _ => None,
+                    },
+                };
+                if let Exchange::Reply(id) = message.exchange {
+                    // A reply goes to its request's caller, which takes it at once.
+                    self.session.taken(message.receipt);
+                    if let Some(waiter) = entry.requests.remove(&id) {
+                        let _ = waiter.send(Ok(incoming));
+                    }
+                    return;
+                }
+                if self.session.config().acknowledge == crate::Acknowledge::WhenTaken {
+                    receipt = Some(message.receipt);
+                }
+                if entry.slot.unread.queued(incoming.payload.len()) {
+                    tracing::debug!(channel = channel.0, "the app is not reading: acks held");
+                    self.session.hold_acks(channel, true);
+                }
+                ConnectionEvent::Message(incoming)
+            }
+        };
+        // The state an app reads agrees with the events it was given: open from the
+        // Open event on, closed from the Close event on (the session may already be
+        // further along; its later events are on their way). Messages leave it alone.
+        let open = match app_event {
+            ConnectionEvent::Open { .. } => Some(true),
+            ConnectionEvent::Close { .. } => Some(false),
+            _ => None,
+        };
+        if let Some(open) = open {
+            let state = ConnState {
+                open,
+                ..self.conn_state(Some(channel))
+            };
+            if let Some(entry) = self.conns.get(&key) {
+                publish(entry, state);
+            }
+        }
+        if let Some(entry) = self.conns.get(&key) {
+            let _ = entry.slot.events.send((app_event, receipt));
+        }
+    }
+
+    pub(super) fn publish_states(&mut self) {
+        for entry in self.conns.values() {
+            let mut state = self.conn_state(entry.channel);
+            // Only the Open and Close events move `open` (see `on_channel_event`).
+            state.open = entry.slot.state.borrow().open;
+            publish(entry, state);
+        }
+    }
+
+    /// Watch side: the phone refused the link. Each connection's state says so (so
+    /// diagnosis does), and, the first time a lasting refusal with this code comes
+    /// since the link was last up, its events say it too.
+    pub(super) fn on_link_refused(&mut self, code: Code, lasting: bool, message: &str) {
+        let again = self.refused.is_some_and(|(c, _)| c == code);
+        self.refused = Some((code, lasting));
+        if lasting && !again {
+            for entry in self.conns.values() {
+                let error = ConnectionEvent::Error {
+                    code,
+                    message: message.to_string(),
+                };
+                let _ = entry.slot.events.send((error, None));
+            }
+        }
+    }
+
+    /// What the session says of a connection's channel.
+    pub(super) fn conn_state(&self, channel: Option<ChannelId>) -> ConnState {
+        match channel {
+            Some(ch) => ConnState {
+                open: self.session.is_open(ch),
+                connecting: self.session.is_connecting(ch),
+                last_error: self.session.last_error(ch),
+                closed: self.session.is_closed(ch),
+                app_version: self.session.app_version(ch),
+                refused: self.refused,
+            },
+            // Phone side before the watch opened a channel: waiting for it.
+            None => ConnState {
+                connecting: true,
+                ..ConnState::default()
+            },
+        }
+    }
+
+    /// Sends a version query; its reply goes to `reply`.
+    pub(super) fn query_version(&mut self, package: &str, reply: VersionReplyTo) {
+        match self.session.query_version(package) {
+            Ok(request) => {
+                self.version_queries.insert(request, reply);
+            }
+            Err(error) => {
+                let _ = reply.send(Err(error.into()));
+            }
+        }
+    }
+
+    /// Hands a send to the session, or fails it.
+    pub(super) fn start_send(&mut self, key: u64, send: WaitingSend) {
+        let Some(channel) = self.conns.get(&key).and_then(|e| e.channel) else {
+            let _ = send.done.send(Err(Error::ConnectionLost));
+            return;
+        };
+        match self
+            .session
+            .send(channel, send.content_type, send.exchange, send.payload)
+        {
+            Ok(id) => {
+                let ticket = send.ticket;
+                self.sends.insert(
+                    id,
+                    PendingSend {
+                        key,
+                        ticket,
+                        done: send.done,
+                    },
+                );
+                self.tickets.insert((key, ticket), (channel, id));
+            }
+            Err(error) => {
+                let _ = send.done.send(Err(error.into()));
+            }
+        }
+    }
+
+    /// Phone side: whether the app's channel went with a watch restart and the new
+    /// watch has not opened it yet (never on the watch).
+    pub(super) fn awaits_reopen(&self, key: u64) -> bool {
+        self.conns
+            .get(&key)
+            .is_some_and(|e| self.session.awaits_reopen(&e.package))
+    }
+
+    /// Moves waiting sends into their channels' queues while there is room.
+    pub(super) fn admit_waiting(&mut self) {
+        let keys: Vec<u64> = self.waiting.keys().copied().collect();
+        for key in keys {
+            loop {
+                if self.awaits_reopen(key) {
+                    break; // until the restarted watch opens the app's channel
+                }
+                let channel = self.conns.get(&key).and_then(|e| e.channel);
+                let room = channel.is_none_or(|ch| self.session.has_room(ch));
+                let Some(waiting) = self.waiting.get_mut(&key) else {
+                    break;
+                };
+                if !room {
+                    break;
+                }
+                let Some(send) = waiting.pop_front() else {
+                    self.waiting.remove(&key);
+                    break;
+                };
+                if send.done.is_closed() {
+                    continue; // its caller gave up (timed out)
+                }
+                self.start_send(key, send);
+            }
+        }
+    }
+
+    /// The last handle of a connection is gone: close its channel (watch) or detach the
+    /// app (phone).
+    pub(super) fn release(&mut self, key: u64) {
+        for send in self.waiting.remove(&key).into_iter().flatten() {
+            let _ = send.done.send(Err(Error::ConnectionLost));
+        }
+        let Some(entry) = self.conns.remove(&key) else {
+            return;
+        };
+        match self.session.config().role {
+            Role::Watch => {
+                if let Some(ch) = entry.channel {
+                    self.session.close(ch, Code::OTHERS, "connection released");
+                    self.by_channel.remove(&ch);
+                }
+            }
+            Role::Phone => {
+                if self.by_package.get(&entry.package) == Some(&key) {
+                    self.by_package.remove(&entry.package);
+                    self.session.set_app_attached(&entry.package, false);
+                }
+                if let Some(ch) = entry.channel {
+                    self.by_channel.remove(&ch);
+                }
+            }
+        }
+    }
+}
+
+pub(super) fn fail_requests(entry: &mut ConnEntry, error: Error) {
+    for (_, waiter) in entry.requests.drain() {
+        let _ = waiter.send(Err(error.clone()));
+    }
+}
+
+/// Publishes a connection's state, waking its watchers only on a change.
+pub(super) fn publish(entry: &ConnEntry, state: ConnState) {
+    entry.slot.state.send_if_modified(|current| {
+        let changed = *current != state;
+        *current = state;
+        changed
+    });
+}

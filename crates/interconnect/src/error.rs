@@ -1,0 +1,179 @@
+//! The error type of the async API.
+
+use interconnect_proto::Code;
+
+/// Why an API call failed. [`Error::code`] gives the stable numeric code of the vendor APIs.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// No answer in time (204): a reply, a version query, the peer.
+    #[error("timed out waiting for {0}")]
+    Timeout(&'static str),
+    /// A message was not acknowledged within the send timeout (204). `withdrawn`: it
+    /// never reached the wire and never will, so sending it again cannot duplicate it.
+    /// Otherwise it was sent and may still arrive (once).
+    #[error("{}", if *withdrawn {
+        "no acknowledgement in time: the message was withdrawn unsent (safe to send again)"
+    } else {
+        "no acknowledgement in time: the message was sent and may still arrive"
+    })]
+    SendTimeout {
+        /// Whether the message was taken back before it reached the wire.
+        withdrawn: bool,
+    },
+    /// The channel or link is down or closed (1006).
+    #[error("connection lost")]
+    ConnectionLost,
+    /// The peer refused the channel or the operation: 1001, 1002, 1007, ...
+    #[error("refused with {code}: {reason}")]
+    Refused {
+        /// The code.
+        code: Code,
+        /// The peer's reason.
+        reason: String,
+    },
+    /// The message is larger than the link carries (4001).
+    #[error("message of {len} bytes exceeds the maximum of {max}")]
+    TooLarge {
+        /// Message size.
+        len: usize,
+        /// The maximum.
+        max: usize,
+    },
+    /// The value could not be serialised or a received message not deserialised (1000).
+    /// The serde error is its cause's [`source`](std::error::Error::source).
+    #[error("serialisation: {0}")]
+    Serialization(#[source] Cause),
+    /// A file transfer failed or was cancelled: 4001 (too large), 4003 (cancelled), 4004
+    /// (verification failed), 4005 (storage), 1006 (channel closed), ...
+    #[error("file transfer failed with {code}: {reason}")]
+    Transfer {
+        /// The code.
+        code: Code,
+        /// Detail, from whichever side ended the transfer.
+        reason: String,
+    },
+    /// `try_send` found the channel's queue full (`SessionConfig::max_queued` messages):
+    /// nothing was queued. `send` waits for room instead (1000).
+    #[error("the send queue is full ({max} messages wait)")]
+    QueueFull {
+        /// The queue's bound.
+        max: usize,
+    },
+    /// A local file could not be read. The `std::io::Error` is its cause's
+    /// [`source`](std::error::Error::source).
+    #[error("cannot read the file: {0}")]
+    Io(#[source] Cause),
+    /// The background driver has stopped (the `Interconnect` or `Hub` was shut down).
+    #[error("the interconnect driver has stopped")]
+    Stopped,
+    /// Any other failure, with its code.
+    #[error("error {code}: {message}")]
+    Other {
+        /// The code.
+        code: Code,
+        /// Detail.
+        message: String,
+    },
+}
+
+impl Error {
+    /// The stable numeric code: 204, 1000, 1001, 1002, 1006, 1007 or one of ours.
+    pub fn code(&self) -> Code {
+        match self {
+            Error::Timeout(_) | Error::SendTimeout { .. } => Code::TIMEOUT,
+            Error::ConnectionLost | Error::Stopped => Code::CONNECTION_LOST,
+            Error::Refused { code, .. }
+            | Error::Other { code, .. }
+            | Error::Transfer { code, .. } => *code,
+            Error::Io(_) => Code::STORAGE,
+            Error::TooLarge { .. } => Code::TOO_LARGE,
+            Error::Serialization(_) | Error::QueueFull { .. } => Code::OTHERS,
+        }
+    }
+
+    /// An error for a failure the session reported by code.
+    pub(crate) fn from_code(code: Code) -> Error {
+        match code {
+            Code::TIMEOUT => Error::Timeout("the peer"),
+            Code::CONNECTION_LOST => Error::ConnectionLost,
+            Code::APP_UNINSTALLED | Code::APP_NOT_CONNECTED | Code::SIGNATURE_MISMATCH => {
+                Error::Refused {
+                    code,
+                    reason: code.name().unwrap_or_default().into(),
+                }
+            }
+            code => Error::Other {
+                code,
+                message: code.name().unwrap_or("error").into(),
+            },
+        }
+    }
+}
+
+impl From<crate::sans_io::CommandError> for Error {
+    fn from(error: crate::sans_io::CommandError) -> Error {
+        use crate::sans_io::CommandError as E;
+        match error {
+            E::ChannelClosed => Error::ConnectionLost,
+            E::TooLarge { len, max } => Error::TooLarge { len, max },
+            E::QueueFull(max) => Error::QueueFull { max },
+            E::Refused(code) => Error::from_code(code),
+            other => Error::Other {
+                code: other.code(),
+                message: other.to_string(),
+            },
+        }
+    }
+}
+
+/// What an [`Error`] wraps: a message, and the error it came from (a serde or I/O error)
+/// as its [`source`](std::error::Error::source). Compared by message.
+#[derive(Clone, Debug)]
+pub struct Cause {
+    message: String,
+    source: Option<std::sync::Arc<dyn std::error::Error + Send + Sync>>,
+}
+
+impl Cause {
+    /// A cause that came from `source`, said as `message`.
+    pub(crate) fn new(
+        message: impl Into<String>,
+        source: impl std::error::Error + Send + Sync + 'static,
+    ) -> Cause {
+        Cause {
+            message: message.into(),
+            source: Some(std::sync::Arc::new(source)),
+        }
+    }
+
+    /// A cause with no error under it.
+    pub(crate) fn message(message: impl Into<String>) -> Cause {
+        Cause {
+            message: message.into(),
+            source: None,
+        }
+    }
+}
+
+impl std::fmt::Display for Cause {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for Cause {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.source
+            .as_deref()
+            .map(|e| e as &(dyn std::error::Error + 'static))
+    }
+}
+
+impl PartialEq for Cause {
+    fn eq(&self, other: &Cause) -> bool {
+        self.message == other.message
+    }
+}
+
+impl Eq for Cause {}

@@ -1,0 +1,239 @@
+//! What a connection reports (its events, ready state, diagnosis, progress), and the
+//! state its handles share with the driver. Both the handles (`connection`) and the
+//! driver use these; neither is used here, so no module cycle runs through them.
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+use bytes::Bytes;
+use interconnect_proto::{Code, ContentType};
+use serde::de::DeserializeOwned;
+
+use crate::ClosedBy;
+use crate::error::{Cause, Error};
+use crate::sans_io::Receipt;
+
+/// The vendor API's `getReadyState` values.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReadyState {
+    /// 1: the channel to the peer app is open.
+    Open = 1,
+    /// 2: it is not (connecting, refused, link down or closed).
+    Closed = 2,
+}
+
+impl ReadyState {
+    /// The vendor API's value, 1 or 2.
+    pub fn code(self) -> u8 {
+        self as u8
+    }
+}
+
+/// The outcome of [`Connection::diagnosis`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Diagnosis {
+    /// The precise code: 0 when the channel is open, otherwise why not.
+    pub code: Code,
+}
+
+impl Diagnosis {
+    /// Whether the channel is open.
+    pub fn is_ok(&self) -> bool {
+        self.code == Code::OK
+    }
+
+    /// The vendor API's status: 0 (ok), 204 (timeout), 1001 (app not installed) or 1000 (any
+    /// other reason, e.g. 1002 or 1007, which [`Diagnosis::code`] keeps).
+    pub fn status(&self) -> u16 {
+        match self.code {
+            Code::OK | Code::TIMEOUT | Code::APP_UNINSTALLED => self.code.as_u16(),
+            _ => Code::OTHERS.as_u16(),
+        }
+    }
+}
+
+/// A received message.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Incoming {
+    /// How the payload is encoded.
+    pub content_type: ContentType,
+    /// The bytes.
+    pub payload: Bytes,
+    /// Set when the sender awaits a reply ([`Connection::reply`]).
+    pub request_id: Option<u32>,
+}
+
+impl Incoming {
+    /// Decodes the payload into `T` according to its content type (JSON or postcard).
+    pub fn decode<T: DeserializeOwned>(&self) -> Result<T, Error> {
+        match self.content_type {
+            ContentType::Json => serde_json::from_slice(&self.payload).map_err(|e| {
+                Error::Serialization(Cause::new(format!("invalid JSON message: {e}"), e))
+            }),
+            ContentType::Postcard => postcard::from_bytes(&self.payload).map_err(|e| {
+                Error::Serialization(Cause::new(format!("invalid postcard message: {e}"), e))
+            }),
+            ContentType::Binary => Err(Error::Serialization(Cause::message(
+                "a binary message has no structure to decode; use `payload`",
+            ))),
+        }
+    }
+}
+
+/// What happens on a connection, in the vocabulary of the vendor API's callbacks.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ConnectionEvent {
+    /// `onopen`: the channel opened; `is_reconnected` when it had been open before.
+    Open {
+        /// Whether this re-opened the channel: after a link drop, or on the watch after
+        /// the phone app closed it or the phone restarted. Nothing unacknowledged is
+        /// lost.
+        is_reconnected: bool,
+    },
+    /// `onclose`: the channel closed or its link went down (1006).
+    Close {
+        /// Why.
+        code: Code,
+        /// Detail.
+        reason: String,
+        /// Who ended it: this side, the peer, or the link.
+        by: ClosedBy,
+        /// Whether it opens again by itself (an `Open` with `is_reconnected` follows):
+        /// after a link drop, and on the watch after the phone app closed, the phone
+        /// shut down or restarted. Only this side's [`Connection::close`] (or the end of
+        /// this endpoint) ends a connection for good.
+        reopens: bool,
+    },
+    /// `onmessage`: a message, in order, exactly once.
+    Message(Incoming),
+    /// A file is arriving (its offer was accepted, resuming at `offset` if part of it
+    /// was already here). [`Connection::cancel_incoming`] refuses it.
+    FileIncoming {
+        /// Identifies the transfer.
+        transfer: u32,
+        /// The sanitised name it will be stored under (or a numbered variant).
+        name: String,
+        /// Size in bytes.
+        size: u64,
+        /// Bytes already held from an interrupted attempt.
+        offset: u64,
+    },
+    /// Progress of an incoming file: one event per MiB written to disk, until its
+    /// `File` (or `Error`) event. An incoming transfer has no deadline of its own: it
+    /// waits, partial file kept, for as long as its sender may resume it.
+    FileProgress {
+        /// The transfer, as its `FileIncoming` named it.
+        transfer: u32,
+        /// Bytes written so far (including any held from an interrupted attempt).
+        bytes_done: u64,
+        /// The file's size.
+        total: u64,
+    },
+    /// `onmessage` with a file (the vendor API's `isFileType`): verified and stored. Fires once
+    /// per file, only after size and digest checked out and the file has its final name.
+    File {
+        /// The transfer, as its `FileIncoming` named it.
+        transfer: u32,
+        /// Where it is stored.
+        path: std::path::PathBuf,
+        /// Its file name.
+        name: String,
+        /// Size in bytes.
+        size: u64,
+    },
+    /// `onerror`: e.g. the open was refused (1001, 1002, 1007), or an incoming file
+    /// failed (its partial file is removed).
+    Error {
+        /// What.
+        code: Code,
+        /// Detail.
+        message: String,
+    },
+}
+
+/// Progress of a file transfer.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Progress {
+    /// Bytes the receiver acknowledged.
+    pub bytes_done: u64,
+    /// Size of the file (0 until it has been opened).
+    pub total: u64,
+    /// Average rate since the transfer started, in bytes per second.
+    pub rate: f64,
+}
+
+/// The state the driver publishes for one connection.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct ConnState {
+    pub(crate) open: bool,
+    /// An open attempt is under way (or waits for the link).
+    pub(crate) connecting: bool,
+    pub(crate) last_error: Option<Code>,
+    pub(crate) closed: bool,
+    pub(crate) app_version: Option<u32>,
+    /// Watch side: the link's last refusal since it was last up, and whether it is
+    /// lasting (4007, 4008 from the authenticated phone): diagnosis says it.
+    pub(crate) refused: Option<(Code, bool)>,
+}
+
+/// What the driver queues for an app: an event, and for a message the receipt that
+/// acknowledges it once taken.
+pub(crate) type Queued = (ConnectionEvent, Option<Receipt>);
+
+/// Messages the driver queued for the app that the app has not taken yet. Past
+/// `max_unread` messages or `MAX_UNREAD_BYTES` bytes the driver stops acknowledging the
+/// channel's messages (`held`), so the peer's sends wait; once the app took half of
+/// them, [`Events::next`] tells the driver to go on.
+#[derive(Debug, Default)]
+pub(crate) struct Unread {
+    pub(crate) count: AtomicUsize,
+    pub(crate) bytes: AtomicUsize,
+    pub(crate) held: AtomicBool,
+    pub(crate) max: usize,
+    /// The latest message the app took that the driver has not acknowledged yet.
+    pub(crate) taken: std::sync::Mutex<Option<Receipt>>,
+}
+
+/// Bytes of unread messages that hold a channel's acknowledgements back.
+pub(crate) const MAX_UNREAD_BYTES: usize = 8 << 20;
+
+impl Unread {
+    pub(crate) fn new(max: usize) -> Self {
+        Unread {
+            max: max.max(1),
+            ..Unread::default()
+        }
+    }
+
+    /// The driver queued a message of `len` bytes; `true` when the channel must now be
+    /// held (it was not before).
+    pub(crate) fn queued(&self, len: usize) -> bool {
+        let count = self.count.fetch_add(1, Ordering::AcqRel) + 1;
+        let bytes = self.bytes.fetch_add(len, Ordering::AcqRel) + len;
+        (count >= self.max || bytes >= MAX_UNREAD_BYTES) && !self.held.swap(true, Ordering::AcqRel)
+    }
+
+    /// Notes the latest message taken; `true` when the driver must be told (it was not
+    /// already).
+    pub(crate) fn last_taken(&self, receipt: Receipt) -> bool {
+        let mut slot = self.taken.lock().unwrap_or_else(|e| e.into_inner());
+        slot.replace(receipt).is_none()
+    }
+
+    /// The latest message taken, for the driver to acknowledge.
+    pub(crate) fn take_receipt(&self) -> Option<Receipt> {
+        self.taken.lock().unwrap_or_else(|e| e.into_inner()).take()
+    }
+
+    /// The app took a message of `len` bytes; `true` when the driver must go on.
+    pub(crate) fn taken(&self, len: usize) -> bool {
+        let count = self.count.fetch_sub(1, Ordering::AcqRel).saturating_sub(1);
+        let bytes = self
+            .bytes
+            .fetch_sub(len, Ordering::AcqRel)
+            .saturating_sub(len);
+        count <= self.max / 2
+            && bytes <= MAX_UNREAD_BYTES / 2
+            && self.held.swap(false, Ordering::AcqRel)
+    }
+}
