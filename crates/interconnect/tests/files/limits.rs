@@ -1,0 +1,163 @@
+//! Limits, a full disk, cancels from either side, and messages beside files.
+
+use super::*;
+
+#[tokio::test(start_paused = true)]
+async fn a_file_over_the_receivers_limit_is_refused_with_4001() {
+    let mut s = setup_with(mock_faults(), |c| {
+        if let Some(files) = &mut c.files {
+            files.max_file_size = 1000;
+        }
+    })
+    .await;
+    let path = write_file(s.send_dir.path(), "big.bin", &content(1001, 1));
+    let error = s.conn.send_file(&path).await.unwrap_err();
+    assert_eq!(error.code(), Code::TOO_LARGE);
+    assert!(matches!(
+        next_file_event(&mut s.app_events).await,
+        ConnectionEvent::Error {
+            code: Code::TOO_LARGE,
+            ..
+        }
+    ));
+    assert!(stored_files(s.recv_dir.path()).is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_full_disk_refuses_the_file_with_4005_on_both_sides() {
+    let mut s = setup_with(mock_faults(), |c| {
+        if let Some(files) = &mut c.files {
+            files.reserve_free_bytes = u64::MAX / 2;
+        }
+    })
+    .await;
+    let path = write_file(s.send_dir.path(), "a.bin", &content(10, 1));
+    let error = s.conn.send_file(&path).await.unwrap_err();
+    assert_eq!(error.code(), Code::STORAGE);
+    let ConnectionEvent::Error { code, message } = next_file_event(&mut s.app_events).await else {
+        panic!("expected an error");
+    };
+    assert_eq!(code, Code::STORAGE);
+    assert!(message.contains("free space"), "{message}");
+    assert!(partial_files(s.recv_dir.path()).is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_missing_local_file_is_a_clear_error() {
+    let s = setup().await;
+    let error = s
+        .conn
+        .send_file(s.send_dir.path().join("nope"))
+        .await
+        .unwrap_err();
+    assert!(matches!(error, Error::Io(_)), "{error:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_sender_can_cancel() {
+    let mut s = setup().await;
+    let path = write_file(s.send_dir.path(), "cancel.bin", &content(8 << 20, 3));
+    let transfer = s.conn.send_file(&path);
+    {
+        let mut progress = transfer.progress_stream();
+        while let Some(p) = progress.next().await {
+            if p.bytes_done > 0 {
+                break;
+            }
+        }
+    }
+    transfer.cancel();
+    assert_eq!(transfer.await.unwrap_err().code(), Code::CANCELLED);
+    let ConnectionEvent::Error { code, .. } = next_file_event(&mut s.app_events).await else {
+        panic!("expected an error");
+    };
+    assert_eq!(code, Code::CANCELLED);
+    // The error is reported once the partial file is gone.
+    assert!(partial_files(s.recv_dir.path()).is_empty());
+    assert!(stored_files(s.recv_dir.path()).is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_receiver_can_cancel() {
+    let mut s = setup().await;
+    let path = write_file(s.send_dir.path(), "refused.bin", &content(8 << 20, 4));
+    let transfer = s.conn.send_file(&path);
+    loop {
+        if let ConnectionEvent::FileIncoming { transfer, name, .. } =
+            next_event(&mut s.app_events).await
+        {
+            assert_eq!(name, "refused.bin");
+            s.app.cancel_incoming(transfer).unwrap();
+            break;
+        }
+    }
+    assert_eq!(transfer.await.unwrap_err().code(), Code::CANCELLED);
+    assert!(stored_files(s.recv_dir.path()).is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn messages_are_not_held_up_by_files_and_transfers_run_together() {
+    let mut s = setup().await;
+    let a = write_file(s.send_dir.path(), "a.bin", &content(2 << 20, 1));
+    let b = write_file(s.send_dir.path(), "b.bin", &content(2 << 20, 2));
+    let first = s.conn.send_file(&a);
+    let second = s.conn.send_file(&b);
+    // Let both transfers get going, then send a message.
+    {
+        let mut progress = first.progress_stream();
+        while let Some(p) = progress.next().await {
+            if p.bytes_done > 0 {
+                break;
+            }
+        }
+    }
+    let urgent = s.conn.send(&"urgent");
+    let mut got = Vec::new();
+    while got.is_empty() {
+        match next_event(&mut s.app_events).await {
+            ConnectionEvent::Message(m) => got.push(m.decode::<String>().unwrap()),
+            ConnectionEvent::File { name, .. } => got.push(name),
+            _ => {}
+        }
+    }
+    urgent.await.unwrap();
+    assert!(
+        first.progress().bytes_done < first.progress().total,
+        "the message overtook the file"
+    );
+    // Both transfers make progress before either finishes: they run together, not one
+    // after the other.
+    {
+        let (mut a, mut b) = (first.progress_stream(), second.progress_stream());
+        loop {
+            let (pa, pb) = (first.progress(), second.progress());
+            if pa.bytes_done > 0 && pb.bytes_done > 0 {
+                assert!(
+                    pa.bytes_done < pa.total && pb.bytes_done < pb.total,
+                    "one transfer finished before the other started: {pa:?} {pb:?}"
+                );
+                break;
+            }
+            assert!(
+                pa.total == 0 || pa.bytes_done < pa.total,
+                "the first finished before the second moved: {pb:?}"
+            );
+            tokio::select! {
+                _ = a.next() => {}
+                _ = b.next() => {}
+            }
+        }
+    }
+    first.await.unwrap();
+    second.await.unwrap();
+    while got.len() < 3 {
+        match next_event(&mut s.app_events).await {
+            ConnectionEvent::Message(m) => got.push(m.decode::<String>().unwrap()),
+            ConnectionEvent::File { name, .. } => got.push(name),
+            _ => {}
+        }
+    }
+    assert_eq!(got[0], "urgent");
+    got.sort();
+    assert_eq!(got, vec!["a.bin", "b.bin", "urgent"]);
+}

@@ -1,0 +1,175 @@
+//! A restart of either end resumes the transfer from the receiver's partial file.
+
+use super::*;
+
+/// Sends a file, kills the receiving hub half-way and starts a new one on the same folder;
+/// `damage` may alter the partial file in between. Returns how the transfer ended, the
+/// offset the new receiver resumed at, the file (if stored) and the receive folder.
+async fn restart_receiver_mid_file(
+    damage: impl FnOnce(&Path),
+) -> (
+    Result<(), Error>,
+    Option<u64>,
+    Result<Vec<u8>, Code>,
+    Vec<u8>,
+    tempfile::TempDir,
+) {
+    let send_dir = tempfile::tempdir().unwrap();
+    let recv_dir = tempfile::tempdir().unwrap();
+    let network = MockNetwork::new(mock_faults());
+    let (dialer, listener) = network.endpoints();
+    let hub_config = config(2, Some(recv_dir.path()));
+    let hub_security = hub_config.session.security.clone();
+    let hub = Hub::new(listener, hub_config);
+    let watch = Interconnect::new(dialer, config(1, Some(send_dir.path())));
+    let app = hub.register(PKG, 1, None).await.unwrap();
+    let conn = watch.instance(PKG, None);
+    assert!(conn.diagnosis(None).await.is_ok());
+
+    let len = 2 << 20;
+    let data = content(len, 7);
+    let path = write_file(send_dir.path(), "resume.bin", &data);
+    let transfer = conn.send_file(&path);
+    let mut progress = transfer.progress_stream();
+    {
+        while let Some(p) = progress.next().await {
+            if p.bytes_done >= len as u64 / 2 {
+                break;
+            }
+        }
+    }
+    // The phone process dies mid-transfer: the link goes first, so no goodbye reaches
+    // the watch...
+    network.set_reachable(false);
+    network.cut();
+    hub.shutdown().await;
+    drop(app);
+    network.set_reachable(true);
+    let partials = partial_files(recv_dir.path());
+    assert_eq!(partials.len(), 1, "the partial file survives");
+    damage(&partials[0]);
+
+    // ...and a new one starts on the same folder, with the same device key (the watch
+    // pinned it on first use).
+    let (_, listener) = network.endpoints();
+    let mut restarted = config(3, Some(recv_dir.path()));
+    restarted.session.security = hub_security;
+    let hub = Hub::new(listener, restarted);
+    let app = hub.register(PKG, 1, None).await.unwrap();
+    let mut events = app.events().unwrap();
+    let sent = transfer.await;
+    let mut resumed_at = None;
+    let stored = loop {
+        match next_event(&mut events).await {
+            ConnectionEvent::FileIncoming { offset, .. } => resumed_at = Some(offset),
+            ConnectionEvent::File { path, .. } => break Ok(std::fs::read(path).unwrap()),
+            ConnectionEvent::Error { code, .. } => break Err(code),
+            _ => {}
+        }
+    };
+    (sent, resumed_at, stored, data, recv_dir)
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_restarted_receiver_resumes_from_its_partial_file() {
+    let (sent, resumed_at, stored, data, recv_dir) = restart_receiver_mid_file(|_| {}).await;
+    sent.unwrap();
+    assert!(stored.unwrap() == data, "stored identical");
+    let resumed_at = resumed_at.expect("the new receiver announced the file");
+    assert!(
+        resumed_at >= data.len() as u64 / 2,
+        "resumed at {resumed_at}, not from zero"
+    );
+    assert!(partial_files(recv_dir.path()).is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_damaged_partial_file_fails_the_digest_and_nothing_is_stored() {
+    let (sent, resumed_at, stored, _, recv_dir) = restart_receiver_mid_file(|partial| {
+        let mut bytes = std::fs::read(partial).unwrap();
+        bytes[10] ^= 0xff;
+        std::fs::write(partial, bytes).unwrap();
+    })
+    .await;
+    assert!(resumed_at.is_some_and(|at| at > 0), "it did resume");
+    assert_eq!(stored, Err(Code::INTEGRITY));
+    let error = sent.unwrap_err();
+    assert!(
+        matches!(
+            error,
+            Error::Transfer {
+                code: Code::INTEGRITY,
+                ..
+            }
+        ),
+        "{error:?}"
+    );
+    assert!(partial_files(recv_dir.path()).is_empty(), "partial removed");
+    assert!(stored_files(recv_dir.path()).is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_restarted_sender_resumes_the_same_file_from_the_receivers_partial() {
+    let send_dir = tempfile::tempdir().unwrap();
+    let recv_dir = tempfile::tempdir().unwrap();
+    let network = MockNetwork::new(mock_faults());
+    let (dialer, listener) = network.endpoints();
+    let hub = Hub::new(listener, config(2, Some(recv_dir.path())));
+    let app = hub.register(PKG, 1, None).await.unwrap();
+    let mut events = app.events().unwrap();
+    let watch_config = config(1, Some(send_dir.path()));
+    let watch_security = watch_config.session.security.clone();
+    let watch = Interconnect::new(dialer, watch_config);
+    let conn = watch.instance(PKG, None);
+    assert!(conn.diagnosis(None).await.is_ok());
+
+    let len = 2 << 20;
+    let data = content(len, 8);
+    let path = write_file(send_dir.path(), "again.bin", &data);
+    let transfer = conn.send_file(&path);
+    let mut progress = transfer.progress_stream();
+    {
+        while let Some(p) = progress.next().await {
+            if p.bytes_done >= len as u64 / 2 {
+                break;
+            }
+        }
+    }
+    // The watch process dies mid-transfer...
+    network.set_reachable(false);
+    network.cut();
+    drop((transfer, conn));
+    watch.shutdown().await;
+    network.set_reachable(true);
+
+    // ...and a new one, with the same device key, sends the same file again: a new
+    // transfer, which the phone resumes from what it holds.
+    let (dialer, _) = network.endpoints();
+    let mut restarted = config(1, Some(send_dir.path()));
+    restarted.session.security = watch_security;
+    // A new process: its session (resume token) is new, only its device key is kept.
+    restarted.seed = Some(77);
+    let watch = Interconnect::new(dialer, restarted);
+    let conn = watch.instance(PKG, None);
+    assert!(conn.diagnosis(None).await.is_ok());
+    conn.send_file(&path).await.unwrap();
+    let mut resumed_at = None;
+    loop {
+        match next_event(&mut events).await {
+            ConnectionEvent::FileIncoming { offset, .. } => resumed_at = Some(offset),
+            ConnectionEvent::File { path, .. } => {
+                assert!(std::fs::read(path).unwrap() == data, "stored identical");
+                break;
+            }
+            ConnectionEvent::Error { code, message } => panic!("{code}: {message}"),
+            _ => {}
+        }
+    }
+    let resumed_at = resumed_at.expect("the phone announced the file");
+    assert!(
+        resumed_at >= len as u64 / 2,
+        "resumed at {resumed_at}, not from zero"
+    );
+    assert!(partial_files(recv_dir.path()).is_empty());
+    assert_eq!(stored_files(recv_dir.path()), ["again.bin"]);
+}
