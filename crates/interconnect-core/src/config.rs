@@ -42,11 +42,9 @@ pub struct SessionConfig {
     pub max_in_flight: usize,
     /// Messages a channel queues beyond those in flight before `send` is refused.
     pub max_queued: usize,
-    /// Links deliver every frame in order while up ([`Transport::is_reliable`]): no
-    /// retransmission timers, and a gap drops the link. The endpoint sets it from its
-    /// transport.
-    ///
-    /// [`Transport::is_reliable`]: crate::Transport::is_reliable
+    /// Links deliver every frame in order while up (the runtime's
+    /// `Transport::is_reliable`): no retransmission timers, and a gap drops the link.
+    /// The endpoint sets it from its transport.
     pub reliable_link: bool,
     /// Bytes of one file transfer in flight (sent, not yet acknowledged), at most
     /// 16 MiB (the protocol's bound: a receiver cancels a transfer whose chunk starts

@@ -125,7 +125,7 @@ pub enum Event {
         code: PairingCode,
     },
     /// A peer was pinned (trust on first use, or a confirmed pairing): persist it (e.g.
-    /// [`KnownPeers::pin`](crate::KnownPeers::pin)) to keep trusting it after a restart.
+    /// the runtime's `KnownPeers::pin`) to keep trusting it after a restart.
     PeerPinned {
         /// The fingerprint to remember.
         fingerprint: Fingerprint,

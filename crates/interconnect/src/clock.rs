@@ -22,18 +22,18 @@ impl Clock {
     }
 
     /// The time now, for the session.
-    pub(crate) fn now(&self) -> CoreInstant {
+    pub(crate) fn now(self) -> CoreInstant {
         self.to_core(Instant::now())
     }
 
     /// A tokio instant as the session counts it.
-    pub(crate) fn to_core(&self, at: Instant) -> CoreInstant {
+    pub(crate) fn to_core(self, at: Instant) -> CoreInstant {
         let micros = at.saturating_duration_since(self.origin).as_micros();
         CoreInstant::from_micros(u64::try_from(micros).unwrap_or(u64::MAX))
     }
 
     /// A session's deadline as a tokio instant (`None` beyond what tokio can hold).
-    pub(crate) fn to_tokio(&self, at: CoreInstant) -> Option<Instant> {
+    pub(crate) fn to_tokio(self, at: CoreInstant) -> Option<Instant> {
         self.origin.checked_add(at.since_origin())
     }
 }

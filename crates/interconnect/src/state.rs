@@ -28,7 +28,7 @@ impl ReadyState {
     }
 }
 
-/// The outcome of [`Connection::diagnosis`].
+/// The outcome of [`Connection::diagnosis`](crate::Connection::diagnosis).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Diagnosis {
     /// The precise code: 0 when the channel is open, otherwise why not.
@@ -58,7 +58,7 @@ pub struct Incoming {
     pub content_type: ContentType,
     /// The bytes.
     pub payload: Bytes,
-    /// Set when the sender awaits a reply ([`Connection::reply`]).
+    /// Set when the sender awaits a reply ([`Connection::reply`](crate::Connection::reply)).
     pub request_id: Option<u32>,
 }
 
@@ -100,14 +100,14 @@ pub enum ConnectionEvent {
         by: ClosedBy,
         /// Whether it opens again by itself (an `Open` with `is_reconnected` follows):
         /// after a link drop, and on the watch after the phone app closed, the phone
-        /// shut down or restarted. Only this side's [`Connection::close`] (or the end of
+        /// shut down or restarted. Only this side's [`Connection::close`](crate::Connection::close) (or the end of
         /// this endpoint) ends a connection for good.
         reopens: bool,
     },
     /// `onmessage`: a message, in order, exactly once.
     Message(Incoming),
     /// A file is arriving (its offer was accepted, resuming at `offset` if part of it
-    /// was already here). [`Connection::cancel_incoming`] refuses it.
+    /// was already here). [`Connection::cancel_incoming`](crate::Connection::cancel_incoming) refuses it.
     FileIncoming {
         /// Identifies the transfer.
         transfer: u32,

@@ -86,7 +86,7 @@
 //!   files are written through new files of random names (a planted symlink is never
 //!   followed) and renamed into place.
 //! - **Nothing security-relevant goes unsaid**: a security event dropped because the
-//!   stream was not read is counted and reported ([`SecurityEvent::Missed`]).
+//!   stream was not read is counted and reported (the runtime's `SecurityEvent::Missed`).
 //!
 //! Not protected: availability (an attacker can always cut or jam the link); traffic
 //! analysis (frame sizes and timing); a compromised device or stolen identity file; the
@@ -198,7 +198,7 @@ pub enum TrustPolicy {
     /// accepted and pinned ([`Event::PeerPinned`](crate::sans_io::Event::PeerPinned)); from then
     /// on only pinned peers are.
     FirstUse {
-        /// Fingerprints pinned earlier (e.g. from [`KnownPeers`]).
+        /// Fingerprints pinned earlier (e.g. from the runtime's `KnownPeers` file).
         known: Vec<Fingerprint>,
     },
     /// Numeric comparison: a peer not in `known` waits until the user compares the

@@ -338,8 +338,7 @@ impl Session {
 
     /// The largest frame `handle_frame` takes now, outer frames included: before a
     /// secure link has keys, only what the handshake needs, so a stranger cannot make
-    /// this side take more (see
-    /// [`LinkReceiver::limit_frames`](crate::LinkReceiver::limit_frames)).
+    /// this side take more (see the runtime's `LinkReceiver::limit_frames`).
     pub fn max_receive_len(&self) -> usize {
         match (&self.secure, &self.link) {
             (Some(secure), _) if !secure.is_established() => PRE_KEY_MAX_FRAME_LEN,
