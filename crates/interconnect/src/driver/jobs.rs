@@ -25,6 +25,21 @@ pub(super) struct OutFile {
 /// An incoming file reports its progress to the app each time this much more is written.
 pub(super) const PROGRESS_STEP: u64 = 1 << 20;
 
+/// An offer admitted (within the count and size limits), before its partial file is
+/// claimed.
+pub(super) struct Admitted {
+    offer: Offer,
+    /// The partial of this transfer's earlier writer, offered again after a link drop.
+    resumes: Option<std::path::PathBuf>,
+}
+
+/// An offer whose partial file is being claimed.
+pub(super) struct Claiming {
+    offer: Offer,
+    /// Cleared when the offer is dropped meanwhile: the claim is then let go.
+    wanted: bool,
+}
+
 /// An incoming file being written.
 pub(super) struct Receiving {
     /// Tells this writer's reports apart (see `IoDone::Written`).
@@ -61,7 +76,7 @@ impl Driver {
         size: u64,
         modified: u64,
     ) {
-        let Some(config) = &self.files else {
+        if self.files.is_none() {
             return self.session.reject_file(
                 channel,
                 transfer,
@@ -84,19 +99,73 @@ impl Driver {
             size,
             modified,
         };
-        // Offered again after a link drop: the earlier writer's partial, once it let go.
+        // Offered again after a link drop: the earlier writer's partial, once it let go;
+        // an earlier offer of it not yet claimed is replaced.
+        self.forget_offer(channel, transfer);
         let resumes = self
             .writers
             .remove(&(channel, transfer))
             .map(|receiving| receiving.part);
+        let others = self.writers.len() + self.offers.len() + self.claiming.iter().count();
+        let admitted = match &self.files {
+            Some(config) => files::admit(config, size, others, resumes.is_some()),
+            None => return,
+        };
+        if let Err(refusal) = admitted {
+            return self.refuse_offer(channel, transfer, refusal);
+        }
+        self.offers.push_back(Admitted { offer, resumes });
+        self.claim_next();
+    }
+
+    /// Starts claiming the next admitted offer's partial file on a blocking thread,
+    /// unless a claim is under way: claims run one at a time, so each sees every partial
+    /// the ones before it took.
+    fn claim_next(&mut self) {
+        if self.claiming.is_some() {
+            return;
+        }
+        let (Some(config), Some(next)) = (&self.files, self.offers.pop_front()) else {
+            return;
+        };
+        let config = config.clone();
         let others = files::InProgress {
             count: self.writers.len(),
             bytes: self.writers.values().map(Receiving::left).sum(),
         };
-        let writers = &self.writers;
-        let live = |path: &std::path::Path| writers.values().any(|r| r.part == path);
-        match files::accept(config, offer, resumes, &live, others, self.io_tx.clone()) {
-            Ok(incoming) => {
+        let live: Vec<_> = self.writers.values().map(|r| r.part.clone()).collect();
+        let offer = next.offer.clone();
+        let io = self.io_tx.clone();
+        tokio::task::spawn_blocking(move || {
+            let result = files::claim_partial(&config, &offer, next.resumes, &live, others);
+            if let Err(tokio::sync::mpsc::error::SendError(IoDone::Claimed {
+                result: Ok(claim),
+                ..
+            })) = io.send(IoDone::Claimed {
+                ticket: offer.ticket,
+                result,
+            }) {
+                files::release(claim);
+            }
+        });
+        self.claiming = Some(Claiming {
+            offer: next.offer,
+            wanted: true,
+        });
+    }
+
+    /// A claim ended: the offer is accepted from where its partial file stands and its
+    /// writer started, or refused.
+    fn on_claimed(&mut self, ticket: u64, result: Result<files::Claim, files::Refusal>) {
+        let Some(claiming) = self.claiming.take_if(|c| c.offer.ticket == ticket) else {
+            return;
+        };
+        let (channel, transfer) = (claiming.offer.channel, claiming.offer.transfer);
+        match (result, &self.files) {
+            (Ok(claim), Some(config)) if claiming.wanted => {
+                let size = claiming.offer.size;
+                let incoming =
+                    files::start_writer(config, claiming.offer, claim, self.io_tx.clone());
                 self.session.accept_file(channel, transfer, incoming.offset);
                 self.writers.insert(
                     (channel, transfer),
@@ -118,22 +187,59 @@ impl Driver {
                     },
                 );
             }
-            Err(refusal) => {
-                self.session
-                    .reject_file(channel, transfer, refusal.code, &refusal.reason);
-                self.emit(
-                    channel,
-                    ConnectionEvent::Error {
-                        code: refusal.code,
-                        message: refusal.reason,
-                    },
-                );
+            (Ok(claim), _) => {
+                tokio::task::spawn_blocking(move || files::release(claim));
             }
+            (Err(refusal), _) if claiming.wanted => self.refuse_offer(channel, transfer, refusal),
+            (Err(_), _) => {}
+        }
+        self.claim_next();
+    }
+
+    fn refuse_offer(&mut self, channel: ChannelId, transfer: TransferId, refusal: files::Refusal) {
+        self.session
+            .reject_file(channel, transfer, refusal.code, &refusal.reason);
+        self.emit(
+            channel,
+            ConnectionEvent::Error {
+                code: refusal.code,
+                message: refusal.reason,
+            },
+        );
+    }
+
+    /// Drops an offer not yet accepted (the sender gave it up, or offered it again); a
+    /// claim under way for it is let go when it ends. Whether there was one.
+    pub(super) fn forget_offer(&mut self, channel: ChannelId, transfer: TransferId) -> bool {
+        let is = |o: &Offer| o.channel == channel && o.transfer == transfer;
+        let queued = self.offers.len();
+        self.offers.retain(|a| !is(&a.offer));
+        let mut found = self.offers.len() != queued;
+        if let Some(claiming) = &mut self.claiming
+            && claiming.wanted
+            && is(&claiming.offer)
+        {
+            claiming.wanted = false;
+            found = true;
+        }
+        found
+    }
+
+    /// Drops every offer not yet accepted (the driver stops).
+    pub(super) fn forget_offers(&mut self) {
+        self.offers.clear();
+        if let Some(claiming) = &mut self.claiming {
+            claiming.wanted = false;
         }
     }
 
     pub(super) fn on_io(&mut self, done: IoDone) {
         match done {
+            IoDone::Claimed { ticket, result } => self.on_claimed(ticket, result),
+            IoDone::Pinned {
+                fingerprint,
+                result,
+            } => self.on_pinned(fingerprint, result),
             IoDone::Prepared { ticket, result } => {
                 let Some(mut out) = self.preparing.remove(&ticket) else {
                     return;
@@ -344,6 +450,7 @@ impl Driver {
                         remove: true,
                         failure: Some((code, reason)),
                     };
+                    self.forget_offer(channel, transfer);
                     let unsent = match self.writers.get(&(channel, transfer)) {
                         Some(receiving) => receiving.commands.send(abort).err().map(|e| e.0),
                         None => Some(abort),
@@ -379,6 +486,7 @@ impl Driver {
                 }
             }
             Event::FileAbandoned { channel, transfer } => {
+                self.forget_offer(channel, transfer);
                 if let Some(receiving) = self.writers.remove(&(channel, transfer)) {
                     let _ = receiving.commands.send(WriterCmd::Abort {
                         remove: false,
@@ -452,6 +560,7 @@ impl Driver {
                     Code::CANCELLED,
                     "cancelled by the receiver",
                 );
+                self.forget_offer(channel, transfer);
                 if let Some(receiving) = self.writers.remove(&(channel, transfer)) {
                     let _ = receiving.commands.send(WriterCmd::Abort {
                         remove: true,

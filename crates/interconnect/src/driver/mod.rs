@@ -48,7 +48,7 @@ mod routing;
 use routing::{fail_requests, publish};
 
 use crate::command::{Command, ConnSlot};
-use jobs::{OutFile, Receiving};
+use jobs::{Admitted, Claiming, OutFile, Receiving};
 pub(crate) use link::LinkStatus;
 use link::{ActiveLink, LINGER, Probe, recv_frame, recv_probe, supply_links, write_room};
 pub use link::{Backoff, PeerDeviceStatus};
@@ -123,6 +123,10 @@ pub(crate) struct Driver {
     outgoing_files: HashMap<TransferId, OutFile>,
     /// Incoming files being written, by transfer.
     writers: HashMap<(ChannelId, TransferId), Receiving>,
+    /// Admitted offers waiting for their partial file to be claimed, in arrival order.
+    offers: std::collections::VecDeque<Admitted>,
+    /// The offer whose partial file is being claimed, off the task, one at a time.
+    claiming: Option<Claiming>,
     /// The next writer's ticket.
     next_ticket: u64,
     /// A frame the session produced that the write queue had no room for.
@@ -201,6 +205,8 @@ pub(crate) fn spawn<T: Transport>(
         preparing: HashMap::new(),
         outgoing_files: HashMap::new(),
         writers: HashMap::new(),
+        offers: std::collections::VecDeque::new(),
+        claiming: None,
         next_ticket: 0,
         held_frame: None,
         held_since: None,
@@ -365,17 +371,20 @@ impl Driver {
                 // which rejects it.
                 self.report(SecurityEvent::PairingRequest(request));
             }
-            Event::PeerPinned { fingerprint } => {
-                if let Some(known) = &self.known_peers
-                    && let Err(error) = known.pin(fingerprint)
-                {
-                    tracing::error!(%error, peer = %fingerprint, "the pinned peer could not be saved");
-                    self.report(SecurityEvent::PinNotSaved { fingerprint, error });
-                    return;
+            Event::PeerPinned { fingerprint } => match &self.known_peers {
+                // Saved off the task; reported once it is on the disk.
+                Some(known) => {
+                    let (known, io) = (known.clone(), self.io_tx.clone());
+                    tokio::task::spawn_blocking(move || {
+                        let result = known.pin(fingerprint);
+                        let _ = io.send(IoDone::Pinned {
+                            fingerprint,
+                            result,
+                        });
+                    });
                 }
-                tracing::info!(peer = %fingerprint, "peer device pinned");
-                self.report(SecurityEvent::Pinned { fingerprint });
-            }
+                None => self.on_pinned(fingerprint, Ok(())),
+            },
             Event::Refused(error) => {
                 // A passing refusal (the phone is busy) is expected; the link is tried
                 // again. A lasting one needs the user.
@@ -418,6 +427,20 @@ impl Driver {
             | Event::FileOffered { .. }
             | Event::FileData { .. }
             | Event::FileAbandoned { .. }) => self.on_file_event(event),
+        }
+    }
+
+    /// A pinned peer is saved (or could not be): the security stream says which.
+    fn on_pinned(&self, fingerprint: crate::Fingerprint, result: Result<(), crate::IdentityError>) {
+        match result {
+            Ok(()) => {
+                tracing::info!(peer = %fingerprint, "peer device pinned");
+                self.report(SecurityEvent::Pinned { fingerprint });
+            }
+            Err(error) => {
+                tracing::error!(%error, peer = %fingerprint, "the pinned peer could not be saved");
+                self.report(SecurityEvent::PinNotSaved { fingerprint, error });
+            }
         }
     }
 
@@ -639,6 +662,7 @@ impl Driver {
             probe.link.retire();
         }
         // Keep partial files: a later offer of the same file resumes from them.
+        self.forget_offers();
         for (_, receiving) in self.writers.drain() {
             let _ = receiving.commands.send(WriterCmd::Abort {
                 remove: false,
@@ -677,6 +701,7 @@ impl Driver {
         for out in outs.chain(self.outgoing_files.drain().map(|(_, o)| o)) {
             let _ = out.done.send(Err(Error::Stopped));
         }
+        self.forget_offers();
         for (_, receiving) in self.writers.drain() {
             // Keep partial files: a later offer of the same file resumes from them.
             let _ = receiving.commands.send(WriterCmd::Abort {

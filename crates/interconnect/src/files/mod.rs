@@ -80,7 +80,7 @@ impl FilesConfig {
     }
 }
 
-/// What the file tasks report to the driver.
+/// What the blocking jobs report to the driver: file I/O, and saving a pinned peer.
 #[derive(Debug)]
 pub(crate) enum IoDone {
     /// An outgoing file was opened and hashed.
@@ -93,6 +93,16 @@ pub(crate) enum IoDone {
         transfer: TransferId,
         offset: u64,
         result: io::Result<(Bytes, Option<[u8; 32]>)>,
+    },
+    /// A peer pinned by the session is saved in the known-peers file, or could not be.
+    Pinned {
+        fingerprint: crate::Fingerprint,
+        result: Result<(), crate::IdentityError>,
+    },
+    /// An incoming offer's partial file is claimed, or the offer refused.
+    Claimed {
+        ticket: u64,
+        result: Result<Claim, Refusal>,
     },
     /// Incoming bytes are written up to `end`. Every writer report names its writer's
     /// `ticket`: transfer ids restart with each session, so a report from the writer of

@@ -83,7 +83,7 @@ pub(crate) struct Incoming {
     pub(crate) name: String,
     pub(crate) writer: mpsc::UnboundedSender<WriterCmd>,
     /// The partial file this transfer owns; a resumed offer of the same transfer passes
-    /// it back to [`accept`].
+    /// it back to [`claim_partial`].
     pub(crate) part: PathBuf,
 }
 
@@ -96,12 +96,14 @@ pub(crate) struct InProgress {
 }
 
 /// Why an offer is refused.
+#[derive(Debug)]
 pub(crate) struct Refusal {
     pub(crate) code: Code,
     pub(crate) reason: String,
 }
 
 /// The incoming offer, as the writer needs it.
+#[derive(Clone, Debug)]
 pub(crate) struct Offer {
     /// Tells this transfer's writer apart from any other (see `IoDone::Written`).
     pub(crate) ticket: u64,
@@ -113,41 +115,62 @@ pub(crate) struct Offer {
     pub(crate) modified: u64,
 }
 
-/// Checks an offer against the limits and the disk, finds a partial file to resume, and
-/// starts the writer (on a blocking thread) that reports through `done`.
-///
-/// `resumes` is the partial of this same transfer's earlier writer (the peer offered it
-/// again after a link drop): the new writer waits for the old one to let go of it.
-/// `live` tells the partials that transfers in progress own from those whose writers
-/// are only finishing (abandoned by a sender that restarted): a new offer waits for
-/// the latter and resumes from them, but gets a partial of its own beside the former.
-pub(crate) fn accept(
+/// The partial file an accepted offer writes, found on the disk by [`claim_partial`].
+#[derive(Debug)]
+pub(crate) struct Claim {
+    pub(crate) part: PathBuf,
+    /// The partial, locked; `None` when the writer of an earlier link holds it still
+    /// (the new writer locks it once that one let go).
+    claimed: Option<File>,
+    /// Bytes already there, where the transfer resumes.
+    pub(crate) held: u64,
+}
+
+/// The checks of an offer that need no disk: the count of incoming files and the size
+/// limit. A resumed transfer replaces its own earlier writer, so it is never over the
+/// count.
+pub(crate) fn admit(
     config: &FilesConfig,
-    offer: Offer,
-    resumes: Option<PathBuf>,
-    live: &dyn Fn(&Path) -> bool,
-    others: InProgress,
-    done: mpsc::UnboundedSender<IoDone>,
-) -> Result<Incoming, Refusal> {
-    // A resumed transfer replaces its own earlier writer, so it is never over the limit.
-    if resumes.is_none() && others.count >= config.max_incoming {
+    size: u64,
+    others: usize,
+    resumes: bool,
+) -> Result<(), Refusal> {
+    if !resumes && others >= config.max_incoming {
         return Err(Refusal {
             code: Code::BUSY,
             reason: format!(
-                "{} incoming files are being received; offer it again when one ended",
-                others.count
+                "{others} incoming files are being received; offer it again when one ended"
             ),
         });
     }
-    if offer.size > config.max_file_size {
+    if size > config.max_file_size {
         return Err(Refusal {
             code: Code::TOO_LARGE,
             reason: format!(
-                "file of {} bytes exceeds the receiver's limit of {}",
-                offer.size, config.max_file_size
+                "file of {size} bytes exceeds the receiver's limit of {}",
+                config.max_file_size
             ),
         });
     }
+    Ok(())
+}
+
+/// Finds (and locks) the partial file an admitted offer writes and checks the free
+/// space for the rest of it (blocking: run it off the async threads).
+///
+/// `resumes` is the partial of this same transfer's earlier writer (the peer offered it
+/// again after a link drop): the new writer waits for the old one to let go of it.
+/// `live` lists the partials that transfers in progress own, to tell them from those
+/// whose writers are only finishing (abandoned by a sender that restarted): a new offer
+/// waits for the latter and resumes from them, but gets a partial of its own beside the
+/// former. Claims must not run concurrently, so that `live` stays true.
+pub(crate) fn claim_partial(
+    config: &FilesConfig,
+    offer: &Offer,
+    resumes: Option<PathBuf>,
+    live: &[PathBuf],
+    others: InProgress,
+) -> Result<Claim, Refusal> {
     let storage = |e: io::Error| Refusal {
         code: Code::STORAGE,
         reason: format!("cannot prepare the files folder: {e}"),
@@ -157,7 +180,10 @@ pub(crate) fn accept(
     let key = partial_key(&offer.package, &offer.name, offer.size, offer.modified);
     let (part, claimed) = match resumes {
         Some(part) => (part, None),
-        None => claim(&partial_dir, &key, offer.ticket, live).map_err(storage)?,
+        None => claim(&partial_dir, &key, offer.ticket, &|p| {
+            live.iter().any(|l| l == p)
+        })
+        .map_err(storage)?,
     };
     // At most one byte short of the end: the last chunk brings the digest.
     let held = match &claimed {
@@ -166,14 +192,14 @@ pub(crate) fn accept(
     }
     .map(|len| len.min(offer.size.saturating_sub(1)))
     .unwrap_or(0);
+    let claim = Claim {
+        part,
+        claimed,
+        held,
+    };
     let available = fs4::available_space(&config.dir).map_err(storage)?;
     if let Err(needed) = check_space(available, offer.size - held, others.bytes, config) {
-        // An empty partial (made by the claim) holds nothing worth keeping.
-        if let Some(file) = &claimed
-            && file.metadata().is_ok_and(|m| m.len() == 0)
-        {
-            let _ = fs::remove_file(&part);
-        }
+        release(claim);
         return Err(Refusal {
             code: Code::STORAGE,
             reason: format!(
@@ -183,6 +209,27 @@ pub(crate) fn accept(
             ),
         });
     }
+    Ok(claim)
+}
+
+/// Lets go of a claim no writer will use (blocking). An empty partial (made by the
+/// claim) holds nothing worth keeping.
+pub(crate) fn release(claim: Claim) {
+    if let Some(file) = &claim.claimed
+        && file.metadata().is_ok_and(|m| m.len() == 0)
+    {
+        let _ = fs::remove_file(&claim.part);
+    }
+}
+
+/// Starts the writer of an accepted offer (its file work runs on blocking threads); it
+/// reports through `done`.
+pub(crate) fn start_writer(
+    config: &FilesConfig,
+    offer: Offer,
+    claim: Claim,
+    done: mpsc::UnboundedSender<IoDone>,
+) -> Incoming {
     let name = sanitize_file_name(&offer.name);
     let (tx, rx) = mpsc::unbounded_channel();
     let writer = Writer {
@@ -191,20 +238,20 @@ pub(crate) fn accept(
         ticket: offer.ticket,
         channel: offer.channel,
         transfer: offer.transfer,
-        part: part.clone(),
-        claimed: std::sync::Mutex::new(claimed),
+        part: claim.part.clone(),
+        claimed: std::sync::Mutex::new(claim.claimed),
         dir: config.dir.clone(),
         name: name.clone(),
         size: offer.size,
-        start: held,
+        start: claim.held,
     };
     tokio::spawn(writer.run(rx, done));
-    Ok(Incoming {
-        offset: held,
+    Incoming {
+        offset: claim.held,
         name,
         writer: tx,
-        part,
-    })
+        part: claim.part,
+    }
 }
 
 /// Whether `file` more bytes fit beside the `others` bytes the transfers in progress will
@@ -305,7 +352,7 @@ pub(super) struct Writer {
     channel: ChannelId,
     transfer: TransferId,
     part: PathBuf,
-    /// The partial, locked by `accept`; `None` when resuming, until the writer of the
+    /// The partial, locked by `claim_partial`; `None` when resuming, until the writer of the
     /// transfer's earlier link let go of it.
     claimed: std::sync::Mutex<Option<File>>,
     dir: PathBuf,
