@@ -25,9 +25,31 @@ pub enum TransportError {
         /// The link's maximum.
         max: usize,
     },
-    /// Anything else, described.
-    #[error("{0}")]
-    Other(String),
+    /// The byte stream broke the framing: a header that does not parse.
+    #[error("bad frame on the stream: {0}")]
+    Framing(#[from] interconnect_proto::DecodeError),
+    /// The stream ended inside a frame.
+    #[error("the stream ended inside a frame")]
+    Truncated,
+    /// A packet of a packet link (BLE) broke the packet format or its flow control.
+    #[error("bad packet: {0}")]
+    Packet(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// The link was lost underneath, with no close (a BLE supervision timeout).
+    #[error("link lost: {0}")]
+    Lost(String),
+    /// The peer lacks what this transport needs of it (a service without its
+    /// characteristics).
+    #[error("the peer is not compatible: {0}")]
+    Incompatible(String),
+    /// The platform's stack failed (the BLE host, BlueZ).
+    #[error("{stack}: {source}")]
+    Stack {
+        /// Which stack.
+        stack: &'static str,
+        /// Its error.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
 }
 
 /// Something that produces links to the peer: a dialer (watch over TCP), a listener

@@ -20,7 +20,10 @@ use crate::packet::ATT_HEADER_LEN;
 use crate::{SERVICE_UUID, TO_PHONE_UUID, TO_WATCH_UUID};
 
 fn bluez_error(e: bluer::Error) -> TransportError {
-    TransportError::Other(format!("BlueZ: {e}"))
+    TransportError::Stack {
+        stack: "BlueZ",
+        source: Box::new(e),
+    }
 }
 
 /// The watch: registers the interconnect GATT service, advertises it, and accepts the
@@ -172,7 +175,7 @@ impl BluezCentral {
         }
         match (to_phone, to_watch) {
             (Some(reader), Some(writer)) => Ok(Some(packet_link(reader, writer))),
-            _ => Err(TransportError::Other(
+            _ => Err(TransportError::Incompatible(
                 "the watch's service lacks its characteristics".into(),
             )),
         }

@@ -215,7 +215,7 @@ async fn read_packets(
 }
 
 fn error(e: PacketError) -> TransportError {
-    TransportError::Other(format!("BLE framing: {e}"))
+    TransportError::Packet(Box::new(e))
 }
 
 /// The packet sender, shared by the link's sender and its reader (credit grants);

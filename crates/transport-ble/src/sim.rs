@@ -326,8 +326,8 @@ impl PacketReceiver for SimReceiver {
         }
         // The radio went silent: the controller notices after the supervision timeout.
         tokio::time::sleep(self.supervision).await;
-        Err(TransportError::Other(
-            "supervision timeout: the link is lost".into(),
+        Err(TransportError::Lost(
+            "supervision timeout: the radio went silent".into(),
         ))
     }
 }

@@ -203,7 +203,12 @@ impl HostThread {
                     };
                     if let Err(e) = outcome {
                         tracing::warn!(role = ?role, error = %e, "BLE host stopped");
-                        let _ = links_tx.send(Err(TransportError::Other(e))).await;
+                        let _ = links_tx
+                            .send(Err(TransportError::Stack {
+                                stack: "BLE host",
+                                source: e.into(),
+                            }))
+                            .await;
                     }
                 });
                 let _ = runtime.block_on(local.run_until(host_task));

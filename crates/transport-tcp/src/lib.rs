@@ -134,7 +134,10 @@ impl Transport for TcpDialer {
         let stream = tokio::time::timeout(self.config.connect_timeout, connect)
             .await
             .map_err(|_| {
-                TransportError::Other(format!("connecting to {} timed out", self.target))
+                TransportError::Io(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!("connecting to {} timed out", self.target),
+                ))
             })??;
         tracing::debug!(peer = %self.target, "connected");
         link(stream, &self.config)
@@ -184,11 +187,7 @@ impl TcpListener {
 impl Transport for TcpListener {
     async fn next_link(&mut self) -> Result<Link, TransportError> {
         loop {
-            let (stream, peer) = self
-                .listener
-                .accept()
-                .await
-                .map_err(|e| TransportError::Other(format!("accept failed: {e}")))?;
+            let (stream, peer) = self.listener.accept().await.map_err(TransportError::Io)?;
             tracing::debug!(%peer, "accepted");
             match link(stream, &self.config) {
                 Ok(link) => return Ok(link),
@@ -318,15 +317,12 @@ impl FrameReader {
                 }
                 let want = *len - frame.len();
                 if self.read.read_buf(&mut frame.limit(want)).await? == 0 {
-                    return Err(TransportError::Other(
-                        "the stream ended inside a frame".into(),
-                    ));
+                    return Err(TransportError::Truncated);
                 }
                 continue;
             }
             if self.buf.len() >= HEADER_LEN {
-                let header = FrameHeader::parse(&self.buf, self.max_frame_len)
-                    .map_err(|e| TransportError::Other(format!("bad frame on the stream: {e}")))?;
+                let header = FrameHeader::parse(&self.buf, self.max_frame_len)?;
                 let len = header.frame_len();
                 if self.buf.len() >= len {
                     return Ok(Some(self.buf.split_to(len).freeze()));
@@ -346,9 +342,7 @@ impl FrameReader {
                 return if self.buf.is_empty() {
                     Ok(None)
                 } else {
-                    Err(TransportError::Other(
-                        "the stream ended inside a frame".into(),
-                    ))
+                    Err(TransportError::Truncated)
                 };
             }
         }

@@ -520,3 +520,27 @@ async fn a_hub_that_shut_down_has_released_its_port() {
         watch.shutdown().await;
     }
 }
+
+#[tokio::test]
+async fn a_broken_stream_gives_a_typed_error_saying_how_it_broke() {
+    use interconnect::{Transport, TransportError};
+    let mut listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr();
+    let frame = frame_of(100, 7);
+    // A frame cut short by the end of the stream.
+    let (stream, link) = tokio::join!(tokio::net::TcpStream::connect(addr), listener.next_link());
+    let (mut stream, mut link) = (stream.unwrap(), link.unwrap());
+    stream.write_all(&frame[..frame.len() - 1]).await.unwrap();
+    drop(stream);
+    let error = link.receiver.recv().await.unwrap_err();
+    assert!(matches!(error, TransportError::Truncated), "{error:?}");
+    // A header of an unknown format version.
+    let (stream, link) = tokio::join!(tokio::net::TcpStream::connect(addr), listener.next_link());
+    let (mut stream, mut link) = (stream.unwrap(), link.unwrap());
+    let mut bad = frame.to_vec();
+    bad[0] = 0xEE;
+    stream.write_all(&bad).await.unwrap();
+    let error = link.receiver.recv().await.unwrap_err();
+    assert!(matches!(error, TransportError::Framing(_)), "{error:?}");
+    assert!(error.to_string().starts_with("bad frame on the stream"), "{error}");
+}
