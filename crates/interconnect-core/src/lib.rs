@@ -19,6 +19,18 @@
 //! the `ring` feature seals records with `ring` on a host, otherwise RustCrypto's
 //! pure-Rust AEADs do it, byte for byte the same.
 //!
+//! ## Words
+//! - **handshake**: the Noise XX exchange of a secure link (three `Handshake` frames);
+//! - **Hello**: the exchange of device ids, versions, limits and resume tokens that
+//!   follows it (sealed), or comes first on a plaintext link;
+//! - **link setup**: both, from a link coming up to the session using it
+//!   (`SessionConfig::handshake_timeout` bounds the whole setup);
+//! - **transfer**: a file on its way, as the session sees it (offer, chunks, verdict);
+//!   the runtime's *files* are what is read from and written to the disk;
+//! - **security event**: what the app hears of trust (the runtime's `SecurityEvent`,
+//!   made from the session's events); a *Noise event* is what the handshake tells the
+//!   session, inside this crate.
+//!
 //! ## Design notes
 //! - **Reliability lives in the channel, not the link.** Links may drop, reorder or lose
 //!   frames. Each channel numbers its messages per direction, the receiver acknowledges
@@ -26,7 +38,7 @@
 //!   unacknowledged message (go-back-N) after a link comes back or when acks stop making
 //!   progress for `retransmit_timeout`. Out-of-order frames are dropped rather than
 //!   buffered: links are ordered in practice, and it keeps the receiver's memory bounded.
-//! - **Resumption by token.** Each side's handshake carries a resume token drawn when the
+//! - **Resumption by token.** Each side's Hello carries a resume token drawn when the
 //!   process starts. The same token on a new link means the peer kept its state: channels
 //!   resume (`is_reconnected = true`) and the sender skips what the peer already holds
 //!   (`received_seq` in open/accept). A new token means the peer restarted: unacknowledged

@@ -542,5 +542,8 @@ async fn a_broken_stream_gives_a_typed_error_saying_how_it_broke() {
     stream.write_all(&bad).await.unwrap();
     let error = link.receiver.recv().await.unwrap_err();
     assert!(matches!(error, TransportError::Framing(_)), "{error:?}");
-    assert!(error.to_string().starts_with("bad frame on the stream"), "{error}");
+    assert!(
+        error.to_string().starts_with("bad frame on the stream"),
+        "{error}"
+    );
 }

@@ -115,7 +115,7 @@ use alloc::vec;
 use alloc::vec::Vec;
 
 pub use identity::{DeviceIdentity, Fingerprint, PairingCode, ParseFingerprintError};
-pub(crate) use noise::{SecureEvent, SecureLink};
+pub(crate) use noise::{NoiseEvent, SecureLink};
 pub(crate) use random::{Rng, draw, rng};
 
 #[allow(unused_imports)] // for doc links

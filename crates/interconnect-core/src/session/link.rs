@@ -18,7 +18,7 @@ use super::{LinkState, LinkUp, PAIRING_HOLDOFF, Session, refusal, sanitize};
 
 use crate::channel::ChannelState;
 use crate::event::{ChannelEvent, ClosedBy, Event, PeerInfo};
-use crate::security::{SecureEvent, SecureLink, SecurityError};
+use crate::security::{NoiseEvent, SecureLink, SecurityError};
 
 impl Session {
     /// A new link is up: starts the handshake. `link_max_frame_len` is the link's limit.
@@ -27,7 +27,7 @@ impl Session {
             self.link_down(now);
         }
         self.control.clear();
-        self.link = LinkState::Handshaking {
+        self.link = LinkState::SettingUp {
             deadline: now + self.config.handshake_timeout,
             step: now + self.config.handshake_step_timeout,
         };
@@ -78,7 +78,7 @@ impl Session {
                 }
             }
         }
-        tracing::debug!(role = ?self.config.role, "link up, handshake started");
+        tracing::debug!(role = ?self.config.role, "link up, setup started");
     }
 
     pub(super) fn send_hello(&mut self) {
@@ -101,7 +101,7 @@ impl Session {
                 return;
             };
             match event {
-                SecureEvent::Trusted => {
+                NoiseEvent::Trusted => {
                     self.pairing = None;
                     if let Some(secure) = &self.secure
                         && let (Some(fingerprint), Some(suite)) = (secure.peer(), secure.suite())
@@ -120,11 +120,11 @@ impl Session {
                         self.on_hello(now, hello);
                     }
                 }
-                SecureEvent::PairingRequest { .. } if self.probing => {
+                NoiseEvent::PairingRequest { .. } if self.probing => {
                     // A device not known here while another is served.
                     self.refuse_as_busy();
                 }
-                SecureEvent::PairingRequest { fingerprint, code } => {
+                NoiseEvent::PairingRequest { fingerprint, code } => {
                     let refused_lately = self
                         .refused_pairings
                         .iter()
@@ -141,7 +141,7 @@ impl Session {
                     self.pairing = Some(fingerprint);
                     let wait = self.secure.as_ref().map(SecureLink::pairing_timeout);
                     self.prompt_until = wait.map(|wait| now + wait);
-                    if let (LinkState::Handshaking { deadline, step }, Some(wait)) =
+                    if let (LinkState::SettingUp { deadline, step }, Some(wait)) =
                         (&mut self.link, wait)
                     {
                         // The user takes their time; the peer waits too.
@@ -151,10 +151,10 @@ impl Session {
                     self.events
                         .push_back(Event::PairingRequest { fingerprint, code });
                 }
-                SecureEvent::Pinned(fingerprint) => {
+                NoiseEvent::Pinned(fingerprint) => {
                     self.events.push_back(Event::PeerPinned { fingerprint });
                 }
-                SecureEvent::Failed(error) => self.security_failure(error),
+                NoiseEvent::Failed(error) => self.security_failure(error),
             }
         }
     }
@@ -212,8 +212,8 @@ impl Session {
 
     /// When the handshake under way is given up: at its overall deadline, or sooner
     /// while the keys do not exist yet and the peer's next step is late.
-    pub(super) fn handshake_deadline(&self) -> Option<Instant> {
-        let LinkState::Handshaking { deadline, step } = self.link else {
+    pub(super) fn setup_deadline(&self) -> Option<Instant> {
+        let LinkState::SettingUp { deadline, step } = self.link else {
             return None;
         };
         let keyed = self.secure.as_ref().is_some_and(SecureLink::is_established);
@@ -222,14 +222,14 @@ impl Session {
 
     /// One whole frame arrived from the link.
     pub fn handle_frame(&mut self, now: Instant, bytes: Bytes) {
-        if let LinkState::Handshaking { deadline, step } = &mut self.link {
+        if let LinkState::SettingUp { deadline, step } = &mut self.link {
             *step = (*step)
                 .max(now + self.config.handshake_step_timeout)
                 .min(*deadline);
         }
         let inner_max = match &self.link {
             LinkState::Down => return,
-            LinkState::Handshaking { .. } => self.own_max,
+            LinkState::SettingUp { .. } => self.own_max,
             LinkState::Up(up) => up.limits.max_frame_len,
         };
         let frame = match Frame::decode(bytes, self.max_receive_len()) {
@@ -329,14 +329,14 @@ impl Session {
     pub fn handle_timeout(&mut self, now: Instant) {
         match &mut self.link {
             LinkState::Down => {}
-            LinkState::Handshaking { .. } => {
-                if self.handshake_deadline().is_some_and(|d| now >= d) {
+            LinkState::SettingUp { .. } => {
+                if self.setup_deadline().is_some_and(|d| now >= d) {
                     if let Some(peer) = self.pairing.take() {
                         // Unanswered counts as no.
                         self.remember_refused_pairing(peer, now);
                         self.prompt_answered(now, false);
                     }
-                    self.drop_link(Code::TIMEOUT, "handshake timed out".into());
+                    self.drop_link(Code::TIMEOUT, "link setup timed out".into());
                 }
             }
             LinkState::Up(up) => {
@@ -558,7 +558,7 @@ impl Session {
             self.pending_hello = Some(hello);
             return;
         }
-        if !matches!(self.link, LinkState::Handshaking { .. }) {
+        if !matches!(self.link, LinkState::SettingUp { .. }) {
             if self.peer_token == Some(hello.resume_token) {
                 return; // a duplicate of the hello that completed this handshake
             }
@@ -600,7 +600,7 @@ impl Session {
             last_rx: now,
             next_ping: now + self.config.ping_interval,
         });
-        tracing::debug!(role = ?self.config.role, resumed, "handshake complete");
+        tracing::debug!(role = ?self.config.role, resumed, "link set up");
         self.events.push_back(Event::LinkUp { peer, resumed });
         if !resumed {
             self.forget_peer_state(previous.unwrap_or_default());

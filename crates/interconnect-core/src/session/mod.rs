@@ -22,10 +22,10 @@ use interconnect_proto::{
 };
 
 mod channels;
-mod files;
 mod link;
 mod registry;
 mod takeover;
+mod transfers;
 
 use crate::channel::{Channel, ChannelState, Outgoing};
 use crate::config::SessionConfig;
@@ -83,9 +83,10 @@ struct AppEntry {
 
 enum LinkState {
     Down,
-    /// `deadline` bounds the whole handshake; `step` the wait for the peer's next frame
+    /// Link setup (the handshake, then the Hello exchange). `deadline` bounds the whole
+    /// setup; `step` the wait for the peer's next frame
     /// until the keys exist (see `SessionConfig::handshake_step_timeout`).
-    Handshaking {
+    SettingUp {
         deadline: Instant,
         step: Instant,
     },
@@ -316,7 +317,7 @@ impl Session {
 
     /// Whether a link exists but its handshake is still running.
     pub fn is_handshaking(&self) -> bool {
-        matches!(self.link, LinkState::Handshaking { .. })
+        matches!(self.link, LinkState::SettingUp { .. })
     }
 
     /// The peer, while the link is up.
@@ -331,7 +332,7 @@ impl Session {
     pub fn limits(&self) -> Limits {
         match &self.link {
             LinkState::Up(up) => up.limits,
-            LinkState::Handshaking { .. } => Limits::new(self.own_max),
+            LinkState::SettingUp { .. } => Limits::new(self.own_max),
             LinkState::Down => Limits::new(self.config.max_frame_len),
         }
     }
@@ -343,7 +344,7 @@ impl Session {
         match (&self.secure, &self.link) {
             (Some(secure), _) if !secure.is_established() => PRE_KEY_MAX_FRAME_LEN,
             (Some(_), _) | (None, LinkState::Down) => self.wire_max,
-            (None, LinkState::Handshaking { .. }) => self.own_max,
+            (None, LinkState::SettingUp { .. }) => self.own_max,
             (None, LinkState::Up(up)) => up.limits.max_frame_len,
         }
     }
@@ -468,7 +469,7 @@ impl Session {
     pub fn poll_timeout(&self) -> Option<Instant> {
         match &self.link {
             LinkState::Down => None,
-            LinkState::Handshaking { .. } => self.handshake_deadline(),
+            LinkState::SettingUp { .. } => self.setup_deadline(),
             LinkState::Up(up) => {
                 let rto = self.config.retransmit_timeout;
                 let mut next = (up.last_rx + self.config.link_timeout).min(up.next_ping);

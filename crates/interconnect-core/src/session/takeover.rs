@@ -93,7 +93,7 @@ impl Session {
         };
         self.link_down(now);
         let deadline = now + self.config.handshake_timeout;
-        self.link = LinkState::Handshaking {
+        self.link = LinkState::SettingUp {
             deadline,
             step: deadline,
         };

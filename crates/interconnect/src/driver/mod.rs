@@ -3,7 +3,7 @@
 //! This file holds the loop that dispatches commands and events, and shutdown;
 //! `routing` which handle a channel, send or event belongs to and the
 //! state each reads; `link` the link pump (supply with backoff, writer tasks, probes,
-//! backpressure); `jobs` the file jobs; `command` what handles send the driver.
+//! backpressure); `transfers` the file transfers (offers, readers, writers); `command` what handles send the driver.
 //!
 //! In a loop it feeds received frames, commands and timeouts into the session, drains
 //! frames to the link and routes events to the connections. A second task per device asks
@@ -41,17 +41,17 @@ use crate::security::{KnownPeers, PairingRequest, SecurityEvent};
 use crate::state::{ConnState, Incoming};
 use crate::transport::{Link, Transport};
 
-mod jobs;
 mod link;
 mod routing;
+mod transfers;
 
 use routing::{fail_requests, publish};
 
 use crate::command::{Command, ConnSlot};
-use jobs::{Admitted, Claiming, OutFile, Receiving};
 pub(crate) use link::LinkStatus;
 use link::{ActiveLink, LINGER, Probe, recv_frame, recv_probe, supply_links, write_room};
 pub use link::{Backoff, PeerDeviceStatus};
+use transfers::{Admitted, Claiming, OutFile, Receiving};
 
 struct ConnEntry {
     slot: ConnSlot,

@@ -32,7 +32,7 @@ const HANDSHAKE_BUF: usize = 256;
 
 /// What the session must act on.
 #[derive(Debug)]
-pub(crate) enum SecureEvent {
+pub(crate) enum NoiseEvent {
     /// The peer passed the trust policy: send the sealed Hello.
     Trusted,
     /// Numeric comparison: show the code and call `confirm_pairing`.
@@ -101,7 +101,7 @@ pub(crate) struct SecureLink {
     phase: Phase,
     /// Handshake frames to send in the clear.
     pub(crate) out: VecDeque<Frame>,
-    pub(crate) events: VecDeque<SecureEvent>,
+    pub(crate) events: VecDeque<NoiseEvent>,
     /// Draws the seeds of ephemeral keys and the pairing nonces.
     rng: Rng,
     /// Tests: fixed ephemeral key and pairing nonce, for a reproducible transcript.
@@ -422,7 +422,7 @@ impl SecureLink {
         est.code = Some(code);
         if est.trust == Trust::AwaitCode {
             est.trust = Trust::AwaitUser;
-            self.events.push_back(SecureEvent::PairingRequest {
+            self.events.push_back(NoiseEvent::PairingRequest {
                 fingerprint: est.peer,
                 code,
             });
@@ -472,12 +472,12 @@ impl SecureLink {
         });
         fill(&mut est);
         match verdict {
-            Err(error) => self.events.push_back(SecureEvent::Failed(error)),
-            Ok(Trust::Trusted) => self.events.push_back(SecureEvent::Trusted),
+            Err(error) => self.events.push_back(NoiseEvent::Failed(error)),
+            Ok(Trust::Trusted) => self.events.push_back(NoiseEvent::Trusted),
             Ok(Trust::AwaitUser | Trust::AwaitCode) => {
                 if let Some(code) = est.code {
                     est.trust = Trust::AwaitUser;
-                    self.events.push_back(SecureEvent::PairingRequest {
+                    self.events.push_back(NoiseEvent::PairingRequest {
                         fingerprint: peer,
                         code,
                     });
@@ -508,7 +508,7 @@ impl SecureLink {
                 }),
                 None => {
                     self.pins.push(peer);
-                    self.events.push_back(SecureEvent::Pinned(peer));
+                    self.events.push_back(NoiseEvent::Pinned(peer));
                     Ok(Trust::Trusted)
                 }
             },
@@ -530,11 +530,11 @@ impl SecureLink {
             if !self.pins.contains(&peer) {
                 self.pins.push(peer);
             }
-            self.events.push_back(SecureEvent::Pinned(peer));
-            self.events.push_back(SecureEvent::Trusted);
+            self.events.push_back(NoiseEvent::Pinned(peer));
+            self.events.push_back(NoiseEvent::Trusted);
         } else {
             self.events
-                .push_back(SecureEvent::Failed(SecurityError::PairingRejected {
+                .push_back(NoiseEvent::Failed(SecurityError::PairingRejected {
                     fingerprint: peer,
                 }));
         }
@@ -546,7 +546,7 @@ impl SecureLink {
         if !matches!(self.phase, Phase::Established(_)) {
             self.phase = Phase::Failed;
         }
-        self.events.push_back(SecureEvent::Failed(error));
+        self.events.push_back(NoiseEvent::Failed(error));
     }
 
     /// Seals an inner frame (header and payload, no CRC) into `dst`; the plaintext is

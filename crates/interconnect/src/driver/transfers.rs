@@ -1,4 +1,4 @@
-//! File jobs: outgoing files read by a reader task, incoming ones written by a writer
+//! File transfers: outgoing files read by a reader task, incoming ones written by a writer
 //! task, their offers, progress and outcomes.
 
 use interconnect_proto::{ChannelId, Code, TransferId};
