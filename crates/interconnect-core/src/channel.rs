@@ -13,7 +13,7 @@ use interconnect_proto::{ChannelId, Code, ContentType, Data, Exchange};
 use crate::event::SendId;
 
 /// Where a channel stands.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum ChannelState {
     /// Not open and not trying: before the first link, or after a refusal.
     Idle { last_error: Option<Code> },
@@ -62,7 +62,7 @@ pub(crate) struct Channel {
     pub(crate) package: String,
     /// Signature the watch requires of the phone app.
     pub(crate) signature: Option<String>,
-    pub(crate) state: ChannelState,
+    state: ChannelState,
     /// The phone app's version, once accepted.
     pub(crate) app_version: Option<u32>,
     /// Whether the channel has been open before (for `is_reconnected`).
@@ -74,16 +74,16 @@ pub(crate) struct Channel {
     next_seq: u64,
     /// Highest sequence number received in order.
     pub(crate) received: u64,
-    pub(crate) ack_pending: bool,
+    ack_pending: bool,
     /// While the app does not take its messages: the highest sequence number this side
     /// acknowledges, so the sender's window fills and its sends wait.
-    pub(crate) ack_limit: Option<u64>,
+    ack_limit: Option<u64>,
     /// Last time the peer's acks made progress (or the first send after quiet).
     last_progress: Option<Instant>,
     /// When the pending open was last sent, and whether it asked to resume.
     pub(crate) open_sent: Option<(Instant, bool)>,
     /// With acknowledgements on take: the highest sequence number the app has taken.
-    pub(crate) taken: Option<u64>,
+    taken: Option<u64>,
     /// Which numbering of this channel's messages is current: a receipt of an earlier
     /// one (before a restart) is ignored.
     pub(crate) life: u64,
@@ -127,8 +127,100 @@ impl Channel {
         }
     }
 
+    /// Acknowledges a message only once the app took it (see [`Channel::on_taken`]).
+    pub(crate) fn acknowledge_when_taken(mut self) -> Self {
+        self.taken = Some(0);
+        self
+    }
+
+    pub(crate) fn state(&self) -> ChannelState {
+        self.state
+    }
+
     pub(crate) fn is_open(&self) -> bool {
         self.state == ChannelState::Open
+    }
+
+    // ---- lifecycle ----
+
+    /// An open was sent at `now` (asking to resume or not): answered, or sent again
+    /// after the retransmit timeout.
+    pub(crate) fn on_open_sent(&mut self, now: Instant, resume: bool) {
+        self.state = ChannelState::Opening;
+        self.open_sent = Some((now, resume));
+    }
+
+    /// Open, on either side: messages flow, and a later open is a reconnection.
+    pub(crate) fn on_opened(&mut self) {
+        self.state = ChannelState::Open;
+        self.was_open = true;
+        self.reopen = None;
+    }
+
+    /// Not open and not trying, with the refusal's code if there was one.
+    pub(crate) fn go_idle(&mut self, last_error: Option<Code>) {
+        self.state = ChannelState::Idle { last_error };
+    }
+
+    /// The link dropped: an open channel is suspended (resumes on the next link), one
+    /// opening goes idle. Whether it was open.
+    pub(crate) fn on_link_down(&mut self) -> bool {
+        self.rewind();
+        match self.state {
+            ChannelState::Open => {
+                self.state = ChannelState::Suspended;
+                true
+            }
+            ChannelState::Opening => {
+                self.state = ChannelState::Idle { last_error: None };
+                false
+            }
+            _ => false,
+        }
+    }
+
+    /// Closed for good: nothing reopens it.
+    pub(crate) fn close(&mut self) {
+        self.state = ChannelState::Closed;
+        self.reopen = None;
+    }
+
+    // ---- acknowledgements ----
+
+    /// The acknowledgement due, if any (the number acknowledged), now sent.
+    pub(crate) fn take_ack(&mut self) -> Option<u64> {
+        core::mem::take(&mut self.ack_pending).then(|| self.acknowledged())
+    }
+
+    pub(crate) fn has_ack(&self) -> bool {
+        self.ack_pending
+    }
+
+    /// The app took the message `seq` (with acknowledgements on take): acknowledged
+    /// with everything before it. Numbers not yet received are ignored.
+    pub(crate) fn on_taken(&mut self, seq: u64) {
+        if seq > self.received {
+            return;
+        }
+        if let Some(taken) = &mut self.taken
+            && seq > *taken
+        {
+            *taken = seq;
+            self.ack_pending = true;
+        }
+    }
+
+    /// Holds acknowledgements at what is received now (the app stopped taking), or
+    /// lets them go.
+    pub(crate) fn hold_acks(&mut self, hold: bool) {
+        match (hold, self.ack_limit) {
+            (true, None) => self.ack_limit = Some(self.received),
+            (false, Some(_)) => {
+                self.ack_limit = None;
+                self.ack_pending = true;
+            }
+            _ => {}
+        }
     }
 
     /// Messages queued or in flight.
@@ -305,5 +397,131 @@ impl Channel {
     pub(crate) fn on_retransmit_timeout(&mut self, now: Instant) {
         self.send_cursor = 0;
         self.last_progress = Some(now);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn channel() -> Channel {
+        Channel::new(ChannelId(1), "pkg".into(), None)
+    }
+
+    fn message(id: u64) -> Outgoing {
+        Outgoing {
+            id: SendId(id),
+            content_type: ContentType::Binary,
+            exchange: Exchange::OneWay,
+            payload: Bytes::from_static(b"m"),
+        }
+    }
+
+    /// The sequence numbers `next_data` gives until the window (or the queue) stops it.
+    fn sent(ch: &mut Channel, window: usize) -> Vec<u64> {
+        let mut seqs = Vec::new();
+        while let Ok(Some(data)) = ch.next_data(Instant::ZERO, window, |_| true) {
+            seqs.push(data.seq);
+        }
+        seqs
+    }
+
+    #[test]
+    fn opens_suspends_on_a_link_drop_and_closes_for_good() {
+        let mut ch = channel();
+        assert_eq!(ch.state(), ChannelState::Idle { last_error: None });
+        ch.on_open_sent(Instant::from_secs(1), false);
+        assert_eq!(ch.state(), ChannelState::Opening);
+        assert_eq!(ch.open_sent, Some((Instant::from_secs(1), false)));
+        // An open in flight when the link drops is not a channel that was open.
+        assert!(!ch.on_link_down());
+        assert_eq!(ch.state(), ChannelState::Idle { last_error: None });
+        ch.on_open_sent(Instant::from_secs(2), false);
+        ch.reopen = Some((Instant::from_secs(9), core::time::Duration::from_secs(1)));
+        ch.on_opened();
+        assert!(ch.is_open() && ch.was_open && ch.reopen.is_none());
+        assert!(ch.on_link_down());
+        assert_eq!(ch.state(), ChannelState::Suspended);
+        ch.go_idle(Some(Code::BUSY));
+        assert_eq!(
+            ch.state(),
+            ChannelState::Idle {
+                last_error: Some(Code::BUSY)
+            }
+        );
+        ch.reopen = Some((Instant::from_secs(9), core::time::Duration::from_secs(1)));
+        ch.close();
+        assert_eq!(ch.state(), ChannelState::Closed);
+        assert!(ch.reopen.is_none());
+    }
+
+    #[test]
+    fn numbers_in_order_within_the_window_and_an_ack_completes_a_prefix() {
+        let mut ch = channel();
+        for id in 1..=5 {
+            ch.enqueue(message(id));
+        }
+        assert_eq!(sent(&mut ch, 3), [1, 2, 3], "the window holds three");
+        assert_eq!(ch.on_ack(Instant::ZERO, 2), Ok(vec![SendId(1), SendId(2)]));
+        assert_eq!(sent(&mut ch, 3), [4, 5]);
+        assert_eq!(ch.on_ack(Instant::ZERO, 6), Err(()), "never sent");
+        assert_eq!(ch.queued(), 3);
+        // A sequenced message cannot be withdrawn; a queued one can.
+        assert!(!ch.cancel(SendId(3)));
+        ch.enqueue(message(6));
+        assert!(ch.cancel(SendId(6)));
+    }
+
+    #[test]
+    fn a_link_drop_sends_the_unacknowledged_again_and_a_restart_renumbers_them() {
+        let mut ch = channel();
+        for id in 1..=3 {
+            ch.enqueue(message(id));
+        }
+        ch.on_opened();
+        assert_eq!(sent(&mut ch, 8), [1, 2, 3]);
+        ch.on_ack(Instant::ZERO, 1).unwrap();
+        ch.on_link_down();
+        assert_eq!(sent(&mut ch, 8), [2, 3], "resent under the same numbers");
+        // The peer resumes holding 2: only 3 is sent again.
+        assert_eq!(ch.resume(Instant::ZERO, 2), [SendId(2)]);
+        assert_eq!(sent(&mut ch, 8), [3]);
+        let life = ch.life;
+        ch.restart();
+        assert_ne!(ch.life, life, "receipts of the old numbering are ignored");
+        assert_eq!(sent(&mut ch, 8), [1], "message 3, numbered afresh");
+        assert_eq!(ch.take_unacknowledged().len(), 1);
+    }
+
+    #[test]
+    fn received_numbers_are_delivered_once_in_order_and_far_ones_are_refused() {
+        let mut ch = channel();
+        assert_eq!(ch.on_data(1, 8), Received::Deliver);
+        assert_eq!(ch.on_data(1, 8), Received::Duplicate);
+        assert_eq!(ch.on_data(3, 8), Received::Gap);
+        assert_eq!(ch.on_data(2, 8), Received::Deliver);
+        assert_eq!(ch.on_data(11, 8), Received::Impossible);
+        assert_eq!(ch.take_ack(), Some(2));
+        assert_eq!(ch.take_ack(), None, "one ack, then none until more arrives");
+    }
+
+    #[test]
+    fn acknowledged_when_taken_and_held_while_the_app_does_not_take() {
+        let mut ch = channel().acknowledge_when_taken();
+        ch.on_data(1, 8);
+        ch.on_data(2, 8);
+        assert_eq!(ch.acknowledged(), 0, "received, not taken");
+        ch.on_taken(1);
+        assert_eq!(ch.take_ack(), Some(1));
+        ch.on_taken(5);
+        assert_eq!(ch.acknowledged(), 1, "a number not received is ignored");
+        let mut ch = channel();
+        ch.on_data(1, 8);
+        ch.hold_acks(true);
+        ch.on_data(2, 8);
+        assert_eq!(ch.acknowledged(), 1, "held at what had arrived");
+        ch.take_ack();
+        ch.hold_acks(false);
+        assert_eq!(ch.take_ack(), Some(2), "let go: everything, at once");
     }
 }

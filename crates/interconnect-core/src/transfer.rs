@@ -36,7 +36,7 @@ pub(crate) struct OutgoingFile {
     /// BLAKE3 of the whole file, known once the owner has read (and hashed) its end; it
     /// rides on the chunk that ends the file.
     digest: Option<[u8; 32]>,
-    pub(crate) state: OutState,
+    state: OutState,
     /// Every byte before this offset is acknowledged by the receiver.
     pub(crate) acked: u64,
     /// Next offset to put on the wire.
@@ -58,6 +58,16 @@ pub(crate) struct OutgoingFile {
 }
 
 impl OutgoingFile {
+    pub(crate) fn state(&self) -> OutState {
+        self.state
+    }
+
+    /// The offer went out (again): its answer is awaited from `now`.
+    pub(crate) fn offered(&mut self, now: Instant) {
+        self.state = OutState::Offered;
+        self.last_progress = Some(now);
+    }
+
     pub(crate) fn new(
         channel: ChannelId,
         id: TransferId,
@@ -255,13 +265,13 @@ pub(crate) struct IncomingFile {
     pub(crate) channel: ChannelId,
     pub(crate) id: TransferId,
     pub(crate) size: u64,
-    pub(crate) state: InState,
+    state: InState,
     /// Next offset expected on the wire.
-    pub(crate) expected: u64,
+    expected: u64,
     /// Bytes written by the owner (acknowledged to the sender).
-    pub(crate) written: u64,
+    written: u64,
     /// An acknowledgement of `written` is due.
-    pub(crate) ack_pending: bool,
+    ack_pending: bool,
 }
 
 /// What an arriving chunk means.
@@ -276,6 +286,92 @@ pub(crate) enum ChunkVerdict {
 }
 
 impl IncomingFile {
+    /// An offer of `size` bytes, waiting for the owner's decision.
+    pub(crate) fn new(channel: ChannelId, id: TransferId, size: u64) -> Self {
+        IncomingFile {
+            channel,
+            id,
+            size,
+            state: InState::Deciding,
+            expected: 0,
+            written: 0,
+            ack_pending: false,
+        }
+    }
+
+    pub(crate) fn state(&self) -> InState {
+        self.state
+    }
+
+    /// Next offset expected on the wire.
+    pub(crate) fn expected(&self) -> u64 {
+        self.expected
+    }
+
+    /// Bytes the chunks in flight may still bring beyond what is written.
+    pub(crate) fn unwritten(&self) -> u64 {
+        self.expected.saturating_sub(self.written)
+    }
+
+    /// The owner accepted the offer, holding `offset` bytes already: where the sender
+    /// starts (at most one byte short of the end, so the digest always arrives), or
+    /// `None` if the offer was not waiting for a decision.
+    pub(crate) fn accept(&mut self, offset: u64) -> Option<u64> {
+        if self.state != InState::Deciding {
+            return None;
+        }
+        let offset = offset.min(self.size.saturating_sub(1));
+        self.state = if offset == self.size {
+            InState::Verifying
+        } else {
+            InState::Receiving
+        };
+        self.expected = offset;
+        self.written = offset;
+        Some(offset)
+    }
+
+    /// The owner wrote up to `end`: acknowledged, and verified next if that is all of
+    /// it. An `end` that goes back or past what arrived is ignored.
+    pub(crate) fn on_written(&mut self, end: u64) {
+        if end > self.written && end <= self.expected {
+            self.written = end;
+            self.ack_pending = true;
+            if end == self.size {
+                self.state = InState::Verifying;
+            }
+        }
+    }
+
+    /// The owner stored the file.
+    pub(crate) fn on_stored(&mut self) {
+        self.state = InState::Complete;
+    }
+
+    /// The link dropped: chunks in flight are gone, so the next offer is answered with
+    /// what is written; no acknowledgement is due on the next link before that.
+    pub(crate) fn on_link_down(&mut self) {
+        self.ack_pending = false;
+        if self.state == InState::Receiving {
+            self.expected = self.expected.max(self.written);
+        }
+    }
+
+    /// A chunk was ignored (a repeat, or after a gap): the written offset is
+    /// acknowledged again while receiving, so the sender goes back to it.
+    pub(crate) fn ack_again(&mut self) {
+        self.ack_pending = self.state == InState::Receiving;
+    }
+
+    /// The acknowledgement due, if any: the offset written.
+    pub(crate) fn take_ack(&mut self) -> Option<u64> {
+        core::mem::take(&mut self.ack_pending).then_some(self.written)
+    }
+
+    pub(crate) fn has_ack(&self) -> bool {
+        self.ack_pending
+    }
+
     pub(crate) fn on_chunk(
         &mut self,
         offset: u64,
@@ -301,5 +397,112 @@ impl IncomingFile {
         }
         self.expected += len;
         ChunkVerdict::Write
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn incoming(size: u64) -> IncomingFile {
+        IncomingFile::new(ChannelId(1), TransferId(2), size)
+    }
+
+    #[test]
+    fn an_incoming_file_resumes_short_of_its_end_and_is_verified_once_written() {
+        let mut file = incoming(100);
+        assert_eq!(file.state(), InState::Deciding);
+        assert_eq!(
+            file.on_chunk(0, 10, false, 1000),
+            ChunkVerdict::Ignore,
+            "not accepted"
+        );
+        // Everything held already: resumed one byte short, so the digest still comes.
+        assert_eq!(file.accept(100), Some(99));
+        assert_eq!(file.accept(0), None, "decided once");
+        assert_eq!(file.state(), InState::Receiving);
+        assert_eq!(file.on_chunk(99, 1, true, 1000), ChunkVerdict::Write);
+        file.on_written(100);
+        assert_eq!(file.state(), InState::Verifying);
+        assert_eq!(file.take_ack(), Some(100));
+        file.on_stored();
+        assert_eq!(file.state(), InState::Complete);
+    }
+
+    #[test]
+    fn incoming_chunks_in_order_are_written_and_lies_are_violations() {
+        let mut file = incoming(30);
+        file.accept(0);
+        assert_eq!(file.on_chunk(0, 10, false, 100), ChunkVerdict::Write);
+        assert_eq!(
+            file.on_chunk(0, 10, false, 100),
+            ChunkVerdict::Ignore,
+            "a repeat"
+        );
+        assert_eq!(
+            file.on_chunk(20, 10, true, 100),
+            ChunkVerdict::Ignore,
+            "after a gap"
+        );
+        assert!(matches!(
+            file.on_chunk(10, 30, false, 100),
+            ChunkVerdict::Violation(_)
+        ));
+        assert!(matches!(
+            file.on_chunk(10, 20, false, 100),
+            ChunkVerdict::Violation(_)
+        ));
+        assert!(matches!(
+            file.on_chunk(10, 10, true, 100),
+            ChunkVerdict::Violation(_)
+        ));
+        // Written back or beyond what arrived: ignored.
+        file.on_written(15);
+        assert_eq!(file.take_ack(), None);
+        file.on_written(10);
+        assert_eq!(file.take_ack(), Some(10));
+        assert_eq!(file.unwritten(), 0);
+    }
+
+    #[test]
+    fn a_link_drop_takes_the_incoming_file_back_to_what_is_written() {
+        let mut file = incoming(30);
+        file.accept(0);
+        file.on_chunk(0, 10, false, 100);
+        file.on_chunk(10, 10, false, 100);
+        file.on_written(10);
+        file.on_link_down();
+        assert_eq!(file.take_ack(), None, "no ack carried to the next link");
+        assert_eq!(
+            file.expected(),
+            20,
+            "the arrived bytes are still being written"
+        );
+        file.ack_again();
+        assert_eq!(file.take_ack(), Some(10));
+    }
+
+    #[test]
+    fn an_outgoing_file_sends_within_its_window_and_refuses_acks_of_unsent_bytes() {
+        let mut file = OutgoingFile::new(ChannelId(1), TransferId(1), "f".into(), 30, 0);
+        assert_eq!(file.state(), OutState::Queued);
+        file.offered(Instant::from_secs(1));
+        assert_eq!(file.state(), OutState::Offered);
+        file.on_accept(Instant::from_secs(2), 0);
+        assert_eq!(file.next_read(20, 10), Some((0, 10)));
+        assert_eq!(file.next_read(20, 10), Some((10, 10)));
+        assert_eq!(
+            file.next_read(20, 10),
+            None,
+            "read ahead only as far as the window"
+        );
+        file.on_read(0, Bytes::from(vec![1; 10]), None);
+        file.on_read(10, Bytes::from(vec![2; 10]), None);
+        assert_eq!(file.next_chunk(20).map(|c| c.0), Some(0));
+        assert_eq!(file.next_chunk(20).map(|c| c.0), Some(10));
+        assert!(!file.has_chunk(20));
+        assert!(!file.on_ack(Instant::from_secs(3), 25), "bytes never sent");
+        assert!(file.on_ack(Instant::from_secs(3), 20));
+        assert_eq!(file.acked, 20);
     }
 }

@@ -48,12 +48,12 @@ impl Session {
     pub fn retry_open(&mut self, now: Instant, channel: ChannelId) {
         let up = self.is_link_up();
         if let Some(ch) = self.channels.get_mut(&channel)
-            && matches!(ch.state, ChannelState::Idle { .. })
+            && matches!(ch.state(), ChannelState::Idle { .. })
         {
             if up {
                 self.control.push_back(start_open(ch, now, false));
             } else {
-                ch.state = ChannelState::Idle { last_error: None };
+                ch.go_idle(None);
             }
         }
     }
@@ -79,7 +79,7 @@ impl Session {
             .channels
             .get_mut(&channel)
             .ok_or(CommandError::ChannelClosed)?;
-        match ch.state {
+        match ch.state() {
             ChannelState::Closed => return Err(CommandError::ChannelClosed),
             // A channel the phone closed or refused after it had been open waits to
             // reopen; one refused at its first open fails at once, with the refusal.
@@ -132,24 +132,22 @@ impl Session {
         let Some(ch) = self.channels.get_mut(&channel) else {
             return;
         };
-        if ch.state == ChannelState::Closed {
+        if ch.state() == ChannelState::Closed {
             return;
         }
         let notify_peer = matches!(
-            ch.state,
+            ch.state(),
             ChannelState::Open | ChannelState::Opening | ChannelState::Suspended
         );
-        if ch.is_open() && ch.ack_pending && up {
-            // What the app has is acknowledged before the close, so the peer does not
-            // send it again to whoever opens this package next.
-            ch.ack_pending = false;
-            self.control.push_back(Frame::Ack(Ack {
-                channel,
-                seq: ch.acknowledged(),
-            }));
+        // What the app has is acknowledged before the close, so the peer does not send it
+        // again to whoever opens this package next.
+        if ch.is_open()
+            && up
+            && let Some(seq) = ch.take_ack()
+        {
+            self.control.push_back(Frame::Ack(Ack { channel, seq }));
         }
-        ch.state = ChannelState::Closed;
-        ch.reopen = None;
+        ch.close();
         let failed = ch.drain_sends();
         self.files_on_channel_closed(channel, Code::CONNECTION_LOST);
         self.note_closed(channel);
@@ -189,14 +187,8 @@ impl Session {
         let Some(ch) = self.channels.get_mut(&receipt.channel) else {
             return;
         };
-        if ch.life != receipt.life || receipt.seq > ch.received {
-            return;
-        }
-        if let Some(taken) = &mut ch.taken
-            && receipt.seq > *taken
-        {
-            *taken = receipt.seq;
-            ch.ack_pending = true;
+        if ch.life == receipt.life {
+            ch.on_taken(receipt.seq);
         }
     }
 
@@ -206,11 +198,12 @@ impl Session {
         package: String,
         signature: Option<String>,
     ) -> Channel {
-        let mut channel = Channel::new(id, package, signature);
+        let channel = Channel::new(id, package, signature);
         if self.config.acknowledge == Acknowledge::WhenTaken {
-            channel.taken = Some(0);
+            channel.acknowledge_when_taken()
+        } else {
+            channel
         }
-        channel
     }
 
     /// Round-robin over open channels with something to send.
@@ -278,7 +271,7 @@ impl Session {
         let version = app.version;
         if let Some(ch) = self.channels.get(&open.channel)
             && ch.package != open.package
-            && ch.state != ChannelState::Closed
+            && ch.state() != ChannelState::Closed
         {
             // A channel id names one package for as long as the channel lives: another
             // package's open on it would inherit the first app's messages.
@@ -309,7 +302,9 @@ impl Session {
             .channels
             .values()
             .filter(|c| {
-                c.package == open.package && c.id != open.channel && c.state != ChannelState::Closed
+                c.package == open.package
+                    && c.id != open.channel
+                    && c.state() != ChannelState::Closed
             })
             .map(|c| c.id)
             .collect();
@@ -320,7 +315,7 @@ impl Session {
         // the watch may not know that an earlier open was accepted (the accept was lost
         // with the link), and it has then received nothing (`received_seq` is 0).
         let resumable = self.channels.get(&open.channel).is_some_and(|c| {
-            c.state == ChannelState::Suspended
+            c.state() == ChannelState::Suspended
                 && c.package == open.package
                 && open.received_seq <= c.last_sent_seq()
         });
@@ -329,7 +324,7 @@ impl Session {
             match self.channels.get_mut(&open.channel) {
                 Some(ch) => {
                     delivered = ch.resume(now, open.received_seq);
-                    ch.state = ChannelState::Open;
+                    ch.on_opened();
                     // What the app has not taken stays the sender's to resend.
                     (true, ch.acknowledged())
                 }
@@ -352,7 +347,7 @@ impl Session {
             for message in again {
                 ch.enqueue(message);
             }
-            ch.state = ChannelState::Open;
+            ch.on_opened();
             self.channels.insert(open.channel, ch);
             (false, 0)
         };
@@ -382,7 +377,7 @@ impl Session {
         let Some(ch) = self.channels.get_mut(&accept.channel) else {
             return;
         };
-        if ch.state != ChannelState::Opening {
+        if ch.state() != ChannelState::Opening {
             return;
         }
         let delivered = if accept.resumed {
@@ -399,9 +394,7 @@ impl Session {
         };
         // Reopened after a link drop, or after the phone closed it or restarted.
         let is_reconnected = ch.was_open;
-        ch.reopen = None;
-        ch.state = ChannelState::Open;
-        ch.was_open = true;
+        ch.on_opened();
         ch.app_version = Some(accept.app_version);
         let id = ch.id;
         for send in delivered {
@@ -417,12 +410,10 @@ impl Session {
         let Some(ch) = self.channels.get_mut(&reject.channel) else {
             return;
         };
-        if ch.state != ChannelState::Opening {
+        if ch.state() != ChannelState::Opening {
             return;
         }
-        ch.state = ChannelState::Idle {
-            last_error: Some(reject.code),
-        };
+        ch.go_idle(Some(reject.code));
         // A channel that had been open waits for the phone app to come back (its sends
         // wait too); one refused at its first open is over.
         let reopens = ch.was_open;
@@ -485,7 +476,7 @@ impl Session {
         let Some(ch) = self.channels.get_mut(&data.channel) else {
             return tracing::debug!(channel = data.channel.0, "data for an unknown channel");
         };
-        if ch.state == ChannelState::Closed {
+        if ch.state() == ChannelState::Closed {
             // Our close was lost: say it again.
             self.control.push_back(Frame::Close(Close {
                 channel: data.channel,
@@ -578,7 +569,7 @@ impl Session {
                 && self
                     .channels
                     .get(&old)
-                    .is_some_and(|c| c.state == ChannelState::Closed)
+                    .is_some_and(|c| c.state() == ChannelState::Closed)
             {
                 self.channels.remove(&old);
             }
@@ -589,7 +580,7 @@ impl Session {
         let Some(ch) = self.channels.get_mut(&close.channel) else {
             return;
         };
-        if ch.state == ChannelState::Closed {
+        if ch.state() == ChannelState::Closed {
             return;
         }
         let reopens = self.config.role == Role::Watch && ch.was_open;
@@ -600,10 +591,10 @@ impl Session {
                 return;
             }
             ch.restart();
-            ch.state = ChannelState::Idle { last_error: None };
+            ch.go_idle(None);
             ch.reopen = Some((now + REOPEN_FIRST, REOPEN_FIRST));
         } else {
-            ch.state = ChannelState::Closed;
+            ch.close();
             for send in ch.drain_sends() {
                 self.events.push_back(Event::SendFailed(
                     close.channel,
@@ -633,8 +624,7 @@ impl Session {
 /// Builds the open frame for a channel and marks it opening, so a lost open or a lost
 /// answer is sent again after the retransmit timeout.
 pub(super) fn start_open(ch: &mut Channel, now: Instant, resume: bool) -> Frame {
-    ch.state = ChannelState::Opening;
-    ch.open_sent = Some((now, resume));
+    ch.on_open_sent(now, resume);
     open_frame(ch, resume)
 }
 

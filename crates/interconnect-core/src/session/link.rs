@@ -183,24 +183,16 @@ impl Session {
         self.control.clear();
         self.farewell = false;
         for channel in self.channels.values_mut() {
-            channel.rewind();
-            match channel.state {
-                ChannelState::Open => {
-                    channel.state = ChannelState::Suspended;
-                    self.events.push_back(Event::Channel(
-                        channel.id,
-                        ChannelEvent::Close {
-                            code: Code::CONNECTION_LOST,
-                            reason: "link lost".into(),
-                            by: ClosedBy::Link,
-                            reopens: true,
-                        },
-                    ));
-                }
-                ChannelState::Opening => {
-                    channel.state = ChannelState::Idle { last_error: None };
-                }
-                _ => {}
+            if channel.on_link_down() {
+                self.events.push_back(Event::Channel(
+                    channel.id,
+                    ChannelEvent::Close {
+                        code: Code::CONNECTION_LOST,
+                        reason: "link lost".into(),
+                        by: ClosedBy::Link,
+                        reopens: true,
+                    },
+                ));
             }
         }
         self.files_on_link_down();
@@ -356,14 +348,14 @@ impl Session {
                         tracing::trace!(channel = channel.id.0, "retransmit timeout");
                         channel.on_retransmit_timeout(now);
                     }
-                    if channel.state == ChannelState::Opening
+                    if channel.state() == ChannelState::Opening
                         && let Some((sent, resume)) = channel.open_sent
                         && now >= sent + rto
                     {
                         tracing::trace!(channel = channel.id.0, "open not answered, sent again");
                         self.control.push_back(start_open(channel, now, resume));
                     }
-                    if matches!(channel.state, ChannelState::Idle { .. })
+                    if matches!(channel.state(), ChannelState::Idle { .. })
                         && let Some((at, delay)) = channel.reopen
                         && now >= at
                     {
@@ -449,14 +441,14 @@ impl Session {
         if !self.is_link_up() {
             return None;
         }
-        if let Some(ch) = self.channels.values_mut().find(|c| c.ack_pending) {
-            ch.ack_pending = false;
-            if ch.is_open() {
-                return Some(Frame::Ack(Ack {
-                    channel: ch.id,
-                    seq: ch.acknowledged(),
-                }));
-            }
+        if let Some(ch) = self.channels.values_mut().find(|c| c.has_ack())
+            && let Some(seq) = ch.take_ack()
+            && ch.is_open()
+        {
+            return Some(Frame::Ack(Ack {
+                channel: ch.id,
+                seq,
+            }));
         }
         if let Some(frame) = self.next_data(now) {
             return Some(frame);
@@ -610,7 +602,7 @@ impl Session {
         }
         if self.config.role == Role::Watch {
             for ch in self.channels.values_mut() {
-                match ch.state {
+                match ch.state() {
                     ChannelState::Suspended => {
                         self.control.push_back(start_open(ch, now, resumed));
                     }

@@ -381,14 +381,7 @@ impl Session {
         let Some(ch) = self.channels.get_mut(&channel) else {
             return;
         };
-        match (hold, ch.ack_limit) {
-            (true, None) => ch.ack_limit = Some(ch.received),
-            (false, Some(_)) => {
-                ch.ack_limit = None;
-                ch.ack_pending = true;
-            }
-            _ => {}
-        }
+        ch.hold_acks(hold);
     }
 
     /// Channels this session holds, open or closed. A phone has at most one open channel
@@ -426,7 +419,7 @@ impl Session {
     /// Whether an open of the channel is under way (sent, or waiting for the link).
     pub fn is_connecting(&self, channel: ChannelId) -> bool {
         matches!(
-            self.channels.get(&channel).map(|c| &c.state),
+            self.channels.get(&channel).map(|c| c.state()),
             Some(
                 ChannelState::Opening
                     | ChannelState::Suspended
@@ -437,8 +430,8 @@ impl Session {
 
     /// The code of the last refusal of the channel, if it is idle after one.
     pub fn last_error(&self, channel: ChannelId) -> Option<Code> {
-        match self.channels.get(&channel).map(|c| &c.state) {
-            Some(ChannelState::Idle { last_error }) => *last_error,
+        match self.channels.get(&channel).map(|c| c.state()) {
+            Some(ChannelState::Idle { last_error }) => last_error,
             _ => None,
         }
     }
@@ -447,7 +440,7 @@ impl Session {
     pub fn is_closed(&self, channel: ChannelId) -> bool {
         self.channels
             .get(&channel)
-            .is_none_or(|c| c.state == ChannelState::Closed)
+            .is_none_or(|c| c.state() == ChannelState::Closed)
     }
 
     /// The peer app's version on an accepted channel (watch side).
@@ -478,12 +471,12 @@ impl Session {
                     if resend && let Some(t) = channel.retransmit_deadline(rto) {
                         next = next.min(t);
                     }
-                    if channel.state == ChannelState::Opening
+                    if channel.state() == ChannelState::Opening
                         && let Some((sent, _)) = channel.open_sent
                     {
                         next = next.min(sent + rto);
                     }
-                    if matches!(channel.state, ChannelState::Idle { .. })
+                    if matches!(channel.state(), ChannelState::Idle { .. })
                         && let Some((at, _)) = channel.reopen
                     {
                         next = next.min(at);

@@ -83,7 +83,7 @@ impl Session {
             let open: Vec<(ChannelId, Option<String>)> = self
                 .channels
                 .values()
-                .filter(|c| c.package == package && c.state != ChannelState::Closed)
+                .filter(|c| c.package == package && c.state() != ChannelState::Closed)
                 .map(|c| (c.id, c.signature.clone()))
                 .collect();
             for (id, wanted) in open {
@@ -119,7 +119,7 @@ impl Session {
             let ids: Vec<ChannelId> = self
                 .channels
                 .values()
-                .filter(|c| c.package == package && c.state != ChannelState::Closed)
+                .filter(|c| c.package == package && c.state() != ChannelState::Closed)
                 .map(|c| c.id)
                 .collect();
             for id in ids {
@@ -140,7 +140,7 @@ impl Session {
         match self.config.role {
             Role::Watch => {
                 for ch in self.channels.values_mut() {
-                    if ch.state != ChannelState::Closed {
+                    if ch.state() != ChannelState::Closed {
                         ch.restart();
                     }
                 }

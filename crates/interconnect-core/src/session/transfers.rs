@@ -55,7 +55,7 @@ impl Session {
         }
         let open = match self.channels.get(&channel) {
             None => return Err(CommandError::ChannelClosed),
-            Some(ch) => match &ch.state {
+            Some(ch) => match &ch.state() {
                 ChannelState::Closed => return Err(CommandError::ChannelClosed),
                 // Refused: over, unless the channel reopens by itself (watch side, after
                 // the phone app went away); the file then waits for it.
@@ -71,8 +71,7 @@ impl Session {
         let mut file = OutgoingFile::new(channel, id, name.into(), size, modified);
         if open && self.is_link_up() {
             self.control.push_back(offer_frame(&file));
-            file.state = OutState::Offered;
-            file.last_progress = Some(now);
+            file.offered(now);
         }
         self.outgoing.insert(id, file);
         Ok(id)
@@ -100,17 +99,9 @@ impl Session {
         let Some(file) = self.incoming.get_mut(&(channel, transfer)) else {
             return;
         };
-        if file.state != InState::Deciding {
+        let Some(offset) = file.accept(offset) else {
             return;
-        }
-        let offset = offset.min(file.size.saturating_sub(1));
-        file.state = if offset == file.size {
-            InState::Verifying
-        } else {
-            InState::Receiving
         };
-        file.expected = offset;
-        file.written = offset;
         self.control.push_back(Frame::FileAccept(FileAccept {
             channel,
             transfer,
@@ -122,22 +113,15 @@ impl Session {
     /// owner verifies it and calls [`file_stored`](Self::file_stored) or
     /// [`cancel_file`](Self::cancel_file).
     pub fn file_written(&mut self, channel: ChannelId, transfer: TransferId, end: u64) {
-        if let Some(file) = self.incoming.get_mut(&(channel, transfer))
-            && end > file.written
-            && end <= file.expected
-        {
-            file.written = end;
-            file.ack_pending = true;
-            if end == file.size {
-                file.state = InState::Verifying;
-            }
+        if let Some(file) = self.incoming.get_mut(&(channel, transfer)) {
+            file.on_written(end);
         }
     }
 
     /// The owner verified and stored the incoming file: the sender is told.
     pub fn file_stored(&mut self, channel: ChannelId, transfer: TransferId) {
         if let Some(file) = self.incoming.get_mut(&(channel, transfer)) {
-            file.state = InState::Complete;
+            file.on_stored();
             self.control
                 .push_back(Frame::FileComplete(FileComplete { channel, transfer }));
         }
@@ -193,13 +177,12 @@ impl Session {
         let up = self.is_link_up();
         for file in self.outgoing.values_mut() {
             if file.channel == channel && up {
-                if fresh || file.state == OutState::Queued {
+                if fresh || file.state() == OutState::Queued {
                     file.requeue();
                 }
-                if file.state == OutState::Queued {
+                if file.state() == OutState::Queued {
                     self.control.push_back(offer_frame(file));
-                    file.state = OutState::Offered;
-                    file.last_progress = Some(now);
+                    file.offered(now);
                 }
             }
         }
@@ -211,11 +194,7 @@ impl Session {
             file.requeue();
         }
         for file in self.incoming.values_mut() {
-            file.ack_pending = false;
-            if file.state == InState::Receiving {
-                // Chunks in flight are gone; the next offer is answered with this.
-                file.expected = file.expected.max(file.written);
-            }
+            file.on_link_down();
         }
     }
 
@@ -259,7 +238,7 @@ impl Session {
             .collect();
         for key in inc {
             if let Some(file) = self.incoming.remove(&key)
-                && file.state != InState::Complete
+                && file.state() != InState::Complete
             {
                 self.events.push_back(Event::FileFailed {
                     channel,
@@ -284,7 +263,7 @@ impl Session {
             .collect();
         for key in keys {
             if let Some(file) = self.incoming.remove(&key)
-                && file.state != InState::Complete
+                && file.state() != InState::Complete
             {
                 self.events.push_back(Event::FileAbandoned {
                     channel,
@@ -327,12 +306,13 @@ impl Session {
     /// The next file frame: a due acknowledgement, else a chunk, round-robin over
     /// transfers. Called only when no message is waiting, so files never delay messages.
     pub(super) fn next_file_frame(&mut self, now: Instant) -> Option<Frame> {
-        if let Some(file) = self.incoming.values_mut().find(|f| f.ack_pending) {
-            file.ack_pending = false;
+        if let Some(file) = self.incoming.values_mut().find(|f| f.has_ack())
+            && let Some(offset) = file.take_ack()
+        {
             return Some(Frame::FileAck(FileAck {
                 channel: file.channel,
                 transfer: file.id,
-                offset: file.written,
+                offset,
             }));
         }
         let window = self.send_window();
@@ -388,12 +368,12 @@ impl Session {
                 return;
             }
             // A repeated offer: say where we stand.
-            let answer = match file.state {
+            let answer = match file.state() {
                 InState::Deciding | InState::Verifying => None,
                 InState::Receiving => Some(Frame::FileAccept(FileAccept {
                     channel: offer.channel,
                     transfer: offer.transfer,
-                    offset: file.expected,
+                    offset: file.expected(),
                 })),
                 InState::Complete => Some(Frame::FileComplete(FileComplete {
                     channel: offer.channel,
@@ -407,15 +387,7 @@ impl Session {
         }
         self.incoming.insert(
             key,
-            IncomingFile {
-                channel: offer.channel,
-                id: offer.transfer,
-                size: offer.size,
-                state: InState::Deciding,
-                expected: 0,
-                written: 0,
-                ack_pending: false,
-            },
+            IncomingFile::new(offer.channel, offer.transfer, offer.size),
         );
         self.events.push_back(Event::FileOffered {
             channel: offer.channel,
@@ -430,7 +402,7 @@ impl Session {
         let Some(file) = self.outgoing.get_mut(&accept.transfer) else {
             return;
         };
-        if file.channel != accept.channel || file.state != OutState::Offered {
+        if file.channel != accept.channel || file.state() != OutState::Offered {
             return;
         }
         if accept.offset > file.size {
@@ -461,10 +433,7 @@ impl Session {
 
     /// File bytes received and handed to the owner, not yet reported written.
     pub(super) fn unwritten(&self) -> u64 {
-        self.incoming
-            .values()
-            .map(|f| f.expected.saturating_sub(f.written))
-            .sum()
+        self.incoming.values().map(IncomingFile::unwritten).sum()
     }
 
     pub(super) fn on_file_chunk(&mut self, chunk: FileChunk) {
@@ -483,7 +452,7 @@ impl Session {
             }
             return;
         };
-        let gap = file.state == InState::Receiving && chunk.offset > file.expected;
+        let gap = file.state() == InState::Receiving && chunk.offset > file.expected();
         match file.on_chunk(
             chunk.offset,
             chunk.data.len() as u64,
@@ -504,13 +473,13 @@ impl Session {
                 );
             }
             ChunkVerdict::Ignore => {
-                if file.state == InState::Complete {
+                if file.state() == InState::Complete {
                     self.control.push_back(Frame::FileComplete(FileComplete {
                         channel: chunk.channel,
                         transfer: chunk.transfer,
                     }));
                 } else {
-                    file.ack_pending = file.state == InState::Receiving;
+                    file.ack_again();
                 }
             }
             ChunkVerdict::Violation(reason) => {
@@ -529,7 +498,7 @@ impl Session {
         let Some(file) = self.outgoing.get_mut(&ack.transfer) else {
             return;
         };
-        if file.channel != ack.channel || file.state != OutState::Sending {
+        if file.channel != ack.channel || file.state() != OutState::Sending {
             return;
         }
         if !file.on_ack(now, ack.offset) {
@@ -551,7 +520,7 @@ impl Session {
 
     pub(super) fn on_file_complete(&mut self, complete: FileComplete) {
         let done = self.outgoing.get(&complete.transfer).is_some_and(|f| {
-            f.channel == complete.channel && f.acked == f.size && f.state == OutState::Sending
+            f.channel == complete.channel && f.acked == f.size && f.state() == OutState::Sending
         });
         if done {
             self.outgoing.remove(&complete.transfer);
@@ -561,7 +530,7 @@ impl Session {
             });
         } else if let Some(file) = self.outgoing.get(&complete.transfer)
             && file.channel == complete.channel
-            && file.state == OutState::Offered
+            && file.state() == OutState::Offered
         {
             // Answer to a repeated offer of a file the receiver already stored.
             self.outgoing.remove(&complete.transfer);
@@ -582,7 +551,7 @@ impl Session {
         } else {
             self.incoming
                 .remove(&(cancel.channel, cancel.transfer))
-                .is_some_and(|f| f.state != InState::Complete)
+                .is_some_and(|f| f.state() != InState::Complete)
         };
         if known {
             self.events.push_back(Event::FileFailed {
