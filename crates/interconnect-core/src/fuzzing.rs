@@ -156,12 +156,13 @@ pub fn plaintext_session(data: &[u8]) {
         session
     };
     let mut watch = plaintext(Role::Watch, 1);
-    let mut phone = plaintext(Role::Phone, 2);
+    let phone = plaintext(Role::Phone, 2);
     let Ok(channel) = watch.open_channel(now, "com.example.fuzz", None) else {
         return;
     };
-    shuttle(&mut watch, &mut phone, now);
-    let mut victim = if mode & 1 == 0 { phone } else { watch };
+    let mut pair = crate::pair::Pair::from_sessions(watch, phone);
+    pair.drive();
+    let mut victim = if mode & 1 == 0 { pair.phone } else { pair.watch };
     if mode & 4 != 0 && victim.is_open(channel) {
         let _ = victim.send_file(now, channel, "fuzz.bin", 100_000, 0);
     }
@@ -192,18 +193,6 @@ pub fn plaintext_session(data: &[u8]) {
         }
         now += Duration::from_millis(250);
         victim.handle_timeout(now);
-    }
-}
-
-fn shuttle(a: &mut Session, b: &mut Session, now: Instant) {
-    for _ in 0..16 {
-        while let Some(frame) = a.poll_transmit(now) {
-            b.handle_frame(now, frame);
-        }
-        while let Some(frame) = b.poll_transmit(now) {
-            a.handle_frame(now, frame);
-        }
-        while a.poll_event().is_some() || b.poll_event().is_some() {}
     }
 }
 

@@ -74,6 +74,8 @@ mod config;
 mod event;
 #[cfg(any(fuzzing, test))]
 pub mod fuzzing;
+#[cfg(any(feature = "test-util", test))]
+pub mod pair;
 pub mod security;
 mod session;
 pub mod time;

@@ -62,6 +62,12 @@ impl OutgoingFile {
         self.state
     }
 
+    /// Whether every byte, the digest with the last, went out at least once: only then
+    /// can the receiver have verified the file.
+    pub(crate) fn all_sent(&self) -> bool {
+        self.sent_high >= self.size
+    }
+
     /// The offer went out (again): its answer is awaited from `now`.
     pub(crate) fn offered(&mut self, now: Instant) {
         self.state = OutState::Offered;

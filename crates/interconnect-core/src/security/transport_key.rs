@@ -35,7 +35,8 @@ struct Key(ring::aead::LessSafeKey);
 /// RustCrypto's keys: pure Rust, for firmware and any build without ring.
 #[cfg(not(feature = "ring"))]
 enum Key {
-    AesGcm(aes_gcm::Aes256Gcm),
+    /// Boxed: its expanded key schedule is a kilobyte, thirty times ChaCha's key.
+    AesGcm(alloc::boxed::Box<aes_gcm::Aes256Gcm>),
     ChaChaPoly(chacha20poly1305::ChaCha20Poly1305),
 }
 
@@ -55,7 +56,9 @@ impl TransportKey {
         let key = {
             use aes_gcm::KeyInit;
             match suite {
-                CipherSuite::AesGcm => Key::AesGcm(aes_gcm::Aes256Gcm::new(key.into())),
+                CipherSuite::AesGcm => {
+                    Key::AesGcm(alloc::boxed::Box::new(aes_gcm::Aes256Gcm::new(key.into())))
+                }
                 CipherSuite::ChaChaPoly => {
                     Key::ChaChaPoly(chacha20poly1305::ChaCha20Poly1305::new(key.into()))
                 }

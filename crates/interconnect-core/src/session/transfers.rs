@@ -519,8 +519,10 @@ impl Session {
     }
 
     pub(super) fn on_file_complete(&mut self, complete: FileComplete) {
+        // The last acknowledgements may have been lost: a verdict after the last byte
+        // went out stands for them (the receiver verified the digest it carried).
         let done = self.outgoing.get(&complete.transfer).is_some_and(|f| {
-            f.channel == complete.channel && f.acked == f.size && f.state() == OutState::Sending
+            f.channel == complete.channel && f.all_sent() && f.state() == OutState::Sending
         });
         if done {
             self.outgoing.remove(&complete.transfer);
