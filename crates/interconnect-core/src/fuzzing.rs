@@ -162,7 +162,11 @@ pub fn plaintext_session(data: &[u8]) {
     };
     let mut pair = crate::pair::Pair::from_sessions(watch, phone);
     pair.drive();
-    let mut victim = if mode & 1 == 0 { pair.phone } else { pair.watch };
+    let mut victim = if mode & 1 == 0 {
+        pair.phone
+    } else {
+        pair.watch
+    };
     if mode & 4 != 0 && victim.is_open(channel) {
         let _ = victim.send_file(now, channel, "fuzz.bin", 100_000, 0);
     }
