@@ -74,7 +74,12 @@ pub(crate) struct Channel {
     next_seq: u64,
     /// Highest sequence number received in order.
     pub(crate) received: u64,
+    /// An acknowledgement is due even if it repeats the last one: the peer sent again
+    /// what it had (so it missed an acknowledgement), or sent past a gap.
     ack_pending: bool,
+    /// The number the last acknowledgement sent carried: one is due when
+    /// [`acknowledged`](Self::acknowledged) passes it, never to say it again.
+    ack_sent: u64,
     /// While the app does not take its messages: the highest sequence number this side
     /// acknowledges, so the sender's window fills and its sends wait.
     ack_limit: Option<u64>,
@@ -117,6 +122,7 @@ impl Channel {
             next_seq: 1,
             received: 0,
             ack_pending: false,
+            ack_sent: 0,
             ack_limit: None,
             last_progress: None,
             open_sent: None,
@@ -189,11 +195,17 @@ impl Channel {
 
     /// The acknowledgement due, if any (the number acknowledged), now sent.
     pub(crate) fn take_ack(&mut self) -> Option<u64> {
-        core::mem::take(&mut self.ack_pending).then(|| self.acknowledged())
+        if !self.has_ack() {
+            return None;
+        }
+        self.ack_pending = false;
+        self.ack_sent = self.acknowledged();
+        Some(self.ack_sent)
     }
 
+    /// Whether an acknowledgement is due: the number moved, or the peer needs it again.
     pub(crate) fn has_ack(&self) -> bool {
-        self.ack_pending
+        self.ack_pending || self.acknowledged() > self.ack_sent
     }
 
     /// The app took the message `seq` (with acknowledgements on take): acknowledged
@@ -206,7 +218,6 @@ impl Channel {
             && seq > *taken
         {
             *taken = seq;
-            self.ack_pending = true;
         }
     }
 
@@ -215,10 +226,7 @@ impl Channel {
     pub(crate) fn hold_acks(&mut self, hold: bool) {
         match (hold, self.ack_limit) {
             (true, None) => self.ack_limit = Some(self.received),
-            (false, Some(_)) => {
-                self.ack_limit = None;
-                self.ack_pending = true;
-            }
+            (false, Some(_)) => self.ack_limit = None,
             _ => {}
         }
     }
@@ -320,8 +328,8 @@ impl Channel {
 
     /// Classifies an arriving data sequence number and advances the receive state.
     pub(crate) fn on_data(&mut self, seq: u64, max_ahead: u64) -> Received {
-        self.ack_pending = true;
         if seq <= self.received {
+            self.ack_pending = true;
             Received::Duplicate
         } else if seq == self.received + 1 {
             self.received = seq;
@@ -329,6 +337,7 @@ impl Channel {
         } else if seq - self.received > max_ahead {
             Received::Impossible
         } else {
+            self.ack_pending = true;
             Received::Gap
         }
     }
@@ -362,6 +371,7 @@ impl Channel {
         }
         self.next_seq = 1;
         self.received = 0;
+        self.ack_sent = 0;
         self.taken = self.taken.map(|_| 0);
         self.ack_limit = self.ack_limit.map(|_| 0);
         self.life = next_life();
@@ -503,6 +513,23 @@ mod tests {
         assert_eq!(ch.on_data(11, 8), Received::Impossible);
         assert_eq!(ch.take_ack(), Some(2));
         assert_eq!(ch.take_ack(), None, "one ack, then none until more arrives");
+    }
+
+    #[test]
+    fn no_acknowledgement_repeats_the_last_unless_the_peer_resent() {
+        let mut ch = channel().acknowledge_when_taken();
+        ch.on_data(1, 8);
+        assert_eq!(ch.take_ack(), None, "nothing taken: nothing new to acknowledge");
+        ch.on_taken(1);
+        assert_eq!(ch.take_ack(), Some(1));
+        ch.on_data(2, 8);
+        assert_eq!(ch.take_ack(), None, "2 arrived, 1 is still the number");
+        assert!(!ch.has_ack());
+        // A repeat says the peer missed our acknowledgement: it is said again.
+        ch.on_data(1, 8);
+        assert_eq!(ch.take_ack(), Some(1));
+        ch.on_data(4, 8);
+        assert_eq!(ch.take_ack(), Some(1), "after a gap too");
     }
 
     #[test]

@@ -398,17 +398,15 @@ impl Pair {
     /// still in the air land at a later [`advance`](Self::advance)).
     pub fn drive(&mut self) {
         for _ in 0..100_000 {
-            while let Some(f) = self.watch.poll_transmit(self.now) {
-                self.transmit(Way::ToPhone, f);
-            }
-            while let Some(f) = self.phone.poll_transmit(self.now) {
-                self.transmit(Way::ToWatch, f);
-            }
-            self.land();
+            // Events first: what the apps and file owners do with them (a message
+            // taken, a file accepted) may make frames due.
             let seen = (self.watch_events.len(), self.phone_events.len());
             self.collect();
-            let dropped =
-                |events: &[Event]| events.iter().any(|e| matches!(e, Event::DropLink { .. }));
+            let dropped = |events: &[Event]| {
+                events
+                    .iter()
+                    .any(|e| matches!(e, Event::DropLink { .. }))
+            };
             if self.relink
                 && (dropped(&self.watch_events[seen.0..]) || dropped(&self.phone_events[seen.1..]))
             {
@@ -425,7 +423,17 @@ impl Pair {
                 self.phone.link_up(self.now, self.faults.mtu);
                 continue;
             }
-            if self.to_phone.is_empty() && self.to_watch.is_empty() {
+            let mut sent = false;
+            while let Some(f) = self.watch.poll_transmit(self.now) {
+                self.transmit(Way::ToPhone, f);
+                sent = true;
+            }
+            while let Some(f) = self.phone.poll_transmit(self.now) {
+                self.transmit(Way::ToWatch, f);
+                sent = true;
+            }
+            self.land();
+            if !sent && self.to_phone.is_empty() && self.to_watch.is_empty() {
                 return;
             }
             while let Some(f) = self.to_phone.pop_front() {
