@@ -27,6 +27,14 @@ pub(crate) enum ChannelState {
     Closed,
 }
 
+/// How much a channel keeps in flight (sent, not yet acknowledged): at most this many
+/// messages and, past the first, this many payload bytes.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Window {
+    pub(crate) messages: usize,
+    pub(crate) bytes: usize,
+}
+
 /// A message waiting for a sequence number.
 #[derive(Debug)]
 pub(crate) struct Outgoing {
@@ -69,6 +77,8 @@ pub(crate) struct Channel {
     pub(crate) was_open: bool,
     pending: VecDeque<Outgoing>,
     in_flight: VecDeque<InFlight>,
+    /// Payload bytes in `in_flight`.
+    in_flight_bytes: usize,
     /// Index into `in_flight` of the next message to (re)transmit.
     send_cursor: usize,
     next_seq: u64,
@@ -118,6 +128,7 @@ impl Channel {
             was_open: false,
             pending: VecDeque::new(),
             in_flight: VecDeque::new(),
+            in_flight_bytes: 0,
             send_cursor: 0,
             next_seq: 1,
             received: 0,
@@ -258,11 +269,11 @@ impl Channel {
     pub(crate) fn next_data(
         &mut self,
         now: Instant,
-        max_in_flight: usize,
+        window: Window,
         fits: impl Fn(&Bytes) -> bool,
     ) -> Result<Option<Data>, Outgoing> {
         if self.send_cursor >= self.in_flight.len() {
-            if self.in_flight.len() >= max_in_flight {
+            if !self.window_open(window) {
                 return Ok(None);
             }
             let Some(message) = self.pending.pop_front() else {
@@ -273,6 +284,7 @@ impl Channel {
             }
             let seq = self.next_seq;
             self.next_seq += 1;
+            self.in_flight_bytes += message.payload.len();
             self.in_flight.push_back(InFlight { seq, message });
         }
         let entry = &self.in_flight[self.send_cursor];
@@ -290,9 +302,16 @@ impl Channel {
     }
 
     /// Whether a data frame could be produced now (used for round-robin scheduling).
-    pub(crate) fn has_data(&self, max_in_flight: usize) -> bool {
+    pub(crate) fn has_data(&self, window: Window) -> bool {
         self.send_cursor < self.in_flight.len()
-            || (self.in_flight.len() < max_in_flight && !self.pending.is_empty())
+            || (self.window_open(window) && !self.pending.is_empty())
+    }
+
+    /// Whether the window has room for one more message (always for the first, however
+    /// large).
+    fn window_open(&self, window: Window) -> bool {
+        self.in_flight.is_empty()
+            || (self.in_flight.len() < window.messages && self.in_flight_bytes < window.bytes)
     }
 
     /// Highest sequence number ever assigned.
@@ -312,6 +331,7 @@ impl Channel {
                 break;
             }
             if let Some(entry) = self.in_flight.pop_front() {
+                self.in_flight_bytes -= entry.message.payload.len();
                 done.push(entry.message.id);
             }
             self.send_cursor = self.send_cursor.saturating_sub(1);
@@ -366,6 +386,7 @@ impl Channel {
     /// The peer has no state for this channel: start both directions afresh, sending
     /// unacknowledged messages again under new sequence numbers.
     pub(crate) fn restart(&mut self) {
+        self.in_flight_bytes = 0;
         while let Some(entry) = self.in_flight.pop_back() {
             self.pending.push_front(entry.message);
         }
@@ -381,6 +402,7 @@ impl Channel {
     /// Takes every message the peer has not acknowledged, oldest first, to send again
     /// on another channel.
     pub(crate) fn take_unacknowledged(&mut self) -> Vec<Outgoing> {
+        self.in_flight_bytes = 0;
         let mut messages: Vec<Outgoing> = self.in_flight.drain(..).map(|e| e.message).collect();
         messages.extend(self.pending.drain(..));
         self.send_cursor = 0;
@@ -389,6 +411,7 @@ impl Channel {
 
     /// Takes every queued and in-flight send, e.g. to fail them on close.
     pub(crate) fn drain_sends(&mut self) -> Vec<SendId> {
+        self.in_flight_bytes = 0;
         let mut ids: Vec<SendId> = self.in_flight.drain(..).map(|e| e.message.id).collect();
         ids.extend(self.pending.drain(..).map(|m| m.id));
         self.send_cursor = 0;
@@ -430,7 +453,14 @@ mod tests {
     /// The sequence numbers `next_data` gives until the window (or the queue) stops it.
     fn sent(ch: &mut Channel, window: usize) -> Vec<u64> {
         let mut seqs = Vec::new();
-        while let Ok(Some(data)) = ch.next_data(Instant::ZERO, window, |_| true) {
+        while let Ok(Some(data)) = ch.next_data(
+            Instant::ZERO,
+            Window {
+                messages: window,
+                bytes: usize::MAX,
+            },
+            |_| true,
+        ) {
             seqs.push(data.seq);
         }
         seqs
@@ -483,6 +513,43 @@ mod tests {
     }
 
     #[test]
+    fn the_window_holds_messages_and_bytes_and_always_lets_one_through() {
+        let big = |id| Outgoing {
+            payload: Bytes::from(vec![0; 600]),
+            ..message(id)
+        };
+        let window = Window {
+            messages: 8,
+            bytes: 1000,
+        };
+        let mut ch = channel();
+        for id in 1..=4 {
+            ch.enqueue(big(id));
+        }
+        let mut seqs = Vec::new();
+        while let Ok(Some(data)) = ch.next_data(Instant::ZERO, window, |_| true) {
+            seqs.push(data.seq);
+        }
+        assert_eq!(
+            seqs,
+            [1, 2],
+            "1,200 bytes in flight: past 1,000, nothing more"
+        );
+        assert!(!ch.has_data(window));
+        ch.on_ack(Instant::ZERO, 2).unwrap();
+        assert!(ch.has_data(window), "the window emptied");
+        let tiny = Window {
+            messages: 8,
+            bytes: 10,
+        };
+        assert!(
+            matches!(ch.next_data(Instant::ZERO, tiny, |_| true), Ok(Some(_))),
+            "the first message goes whatever its size"
+        );
+        assert!(!ch.has_data(tiny));
+    }
+
+    #[test]
     fn a_link_drop_sends_the_unacknowledged_again_and_a_restart_renumbers_them() {
         let mut ch = channel();
         for id in 1..=3 {
@@ -519,7 +586,11 @@ mod tests {
     fn no_acknowledgement_repeats_the_last_unless_the_peer_resent() {
         let mut ch = channel().acknowledge_when_taken();
         ch.on_data(1, 8);
-        assert_eq!(ch.take_ack(), None, "nothing taken: nothing new to acknowledge");
+        assert_eq!(
+            ch.take_ack(),
+            None,
+            "nothing taken: nothing new to acknowledge"
+        );
         ch.on_taken(1);
         assert_eq!(ch.take_ack(), Some(1));
         ch.on_data(2, 8);

@@ -38,8 +38,14 @@ pub struct SessionConfig {
     /// Unacknowledged messages are sent again when no acknowledgement progress was made
     /// for this long (covers links that lose frames without dropping).
     pub retransmit_timeout: Duration,
-    /// Messages a channel keeps in flight (sent, not yet acknowledged).
+    /// Messages a channel keeps in flight (sent, not yet acknowledged); 256 by default,
+    /// the runtime's unread messages per connection, so a pipelined stream is held by
+    /// the receiving app and not by the window.
     pub max_in_flight: usize,
+    /// Payload bytes a channel keeps in flight beyond its first message; 1 MiB by
+    /// default, so large messages do not multiply the window's memory (the sender keeps
+    /// every message in flight for resending).
+    pub max_in_flight_bytes: usize,
     /// Messages a channel queues beyond those in flight before `send` is refused.
     pub max_queued: usize,
     /// Links deliver every frame in order while up (the runtime's
@@ -74,7 +80,8 @@ impl SessionConfig {
             ping_interval: Duration::from_secs(5),
             link_timeout: Duration::from_secs(15),
             retransmit_timeout: Duration::from_secs(2),
-            max_in_flight: 64,
+            max_in_flight: 256,
+            max_in_flight_bytes: 1 << 20,
             max_queued: 4096,
             reliable_link: false,
             file_window: 4 * 1024 * 1024,

@@ -402,11 +402,8 @@ impl Pair {
             // taken, a file accepted) may make frames due.
             let seen = (self.watch_events.len(), self.phone_events.len());
             self.collect();
-            let dropped = |events: &[Event]| {
-                events
-                    .iter()
-                    .any(|e| matches!(e, Event::DropLink { .. }))
-            };
+            let dropped =
+                |events: &[Event]| events.iter().any(|e| matches!(e, Event::DropLink { .. }));
             if self.relink
                 && (dropped(&self.watch_events[seen.0..]) || dropped(&self.phone_events[seen.1..]))
             {

@@ -356,6 +356,9 @@ async fn plaintext_phone_and_raw_watch(
     config.session.security = Security::InsecurePlaintext;
     config.session.ping_interval = Duration::from_millis(300);
     config.session.link_timeout = link_timeout;
+    // Large messages fill the sockets from the window alone (64 of them in flight).
+    config.session.max_in_flight = 64;
+    config.session.max_in_flight_bytes = 64 << 20;
     let hub = Hub::new(listener, config);
     let app = hub.register("com.example", 1, None).await.unwrap();
     let mut raw = tokio::net::TcpStream::connect(addr).await.unwrap();

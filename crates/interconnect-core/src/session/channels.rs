@@ -208,7 +208,10 @@ impl Session {
 
     /// Round-robin over open channels with something to send.
     pub(super) fn next_data(&mut self, now: Instant) -> Option<Frame> {
-        let window = self.config.max_in_flight;
+        let window = crate::channel::Window {
+            messages: self.config.max_in_flight,
+            bytes: self.config.max_in_flight_bytes,
+        };
         let max_message = self.limits().max_message_len();
         let after = match self.rr_last {
             Some(last) => (Bound::Excluded(last), Bound::Unbounded),

@@ -22,7 +22,7 @@
 //! refused with 4002 once authenticated, and a newcomer never retires a link further
 //! along.
 
-use std::collections::HashMap;
+use foldhash::HashMap;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -188,13 +188,13 @@ pub(crate) fn spawn<T: Transport>(
         listener,
         link_requests,
         new_links,
-        conns: HashMap::new(),
-        by_channel: HashMap::new(),
-        by_package: HashMap::new(),
-        sends: HashMap::new(),
-        waiting: HashMap::new(),
-        tickets: HashMap::new(),
-        version_queries: HashMap::new(),
+        conns: HashMap::default(),
+        by_channel: HashMap::default(),
+        by_package: HashMap::default(),
+        sends: HashMap::default(),
+        waiting: HashMap::default(),
+        tickets: HashMap::default(),
+        version_queries: HashMap::default(),
         waiting_queries: Vec::new(),
         backoff,
         failures: 0,
@@ -202,9 +202,9 @@ pub(crate) fn spawn<T: Transport>(
         files,
         io_tx,
         io_rx,
-        preparing: HashMap::new(),
-        outgoing_files: HashMap::new(),
-        writers: HashMap::new(),
+        preparing: HashMap::default(),
+        outgoing_files: HashMap::default(),
+        writers: HashMap::default(),
         offers: std::collections::VecDeque::new(),
         claiming: None,
         next_ticket: 0,
@@ -240,6 +240,10 @@ pub(crate) fn spawn<T: Transport>(
     }
 }
 
+/// Commands taken in one pass of the loop before the session is drained: enough to
+/// batch a burst of sends, few enough that frames from the link are not kept waiting.
+const COMMAND_BATCH: usize = 64;
+
 impl Driver {
     async fn run(mut self) {
         self.request_link();
@@ -274,7 +278,14 @@ impl Driver {
                         self.close_all().await;
                         break;
                     }
-                    Some(command) => self.on_command(command),
+                    Some(command) => {
+                        self.on_command(command);
+                        // A burst (pipelined sends) is taken in one pass, with one flush.
+                        if self.take_commands() {
+                            self.close_all().await;
+                            break;
+                        }
+                    }
                 },
                 Some(link) = self.new_links.recv() => self.on_new_link(link),
                 Some(done) = self.io_rx.recv() => self.on_io(done),
@@ -308,6 +319,20 @@ impl Driver {
             self.flush().await;
         }
         self.stop();
+    }
+
+    /// Takes the commands already queued, up to [`COMMAND_BATCH`]; `true` when one of
+    /// them is the shutdown (or every handle is gone).
+    fn take_commands(&mut self) -> bool {
+        use tokio::sync::mpsc::error::TryRecvError;
+        for _ in 0..COMMAND_BATCH {
+            match self.commands.try_recv() {
+                Ok(Command::Shutdown) | Err(TryRecvError::Disconnected) => return true,
+                Ok(command) => self.on_command(command),
+                Err(TryRecvError::Empty) => break,
+            }
+        }
+        false
     }
 
     /// Drains the session: frames to the link, then events to the connections.
@@ -495,7 +520,7 @@ impl Driver {
                         slot: conn,
                         package,
                         channel,
-                        requests: HashMap::new(),
+                        requests: HashMap::default(),
                     },
                 );
             }
@@ -529,7 +554,7 @@ impl Driver {
                         slot: conn,
                         package,
                         channel: None,
-                        requests: HashMap::new(),
+                        requests: HashMap::default(),
                     },
                 );
             }
