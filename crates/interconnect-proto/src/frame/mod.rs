@@ -14,36 +14,18 @@ pub(crate) use codec::header_bytes;
 pub use codec::{FORMAT_VERSION, FrameHeader};
 pub use messages::*;
 
-/// One decoded frame.
-#[derive(Clone, Debug, PartialEq, Eq)]
-#[cfg_attr(any(test, feature = "arbitrary"), derive(arbitrary::Arbitrary))]
-#[non_exhaustive]
-#[allow(missing_docs)] // each variant is documented on its message type
-pub enum Frame {
-    Hello(Hello),
-    Ping(Ping),
-    Pong(Pong),
-    Error(ErrorReport),
-    Open(Open),
-    Accept(Accept),
-    Reject(Reject),
-    Data(Data),
-    Ack(Ack),
-    Close(Close),
-    FileOffer(FileOffer),
-    FileAccept(FileAccept),
-    FileChunk(FileChunk),
-    FileAck(FileAck),
-    FileComplete(FileComplete),
-    FileCancel(FileCancel),
-    VersionQuery(VersionQuery),
-    VersionReply(VersionReply),
-    Handshake(Handshake),
-    Sealed(Sealed),
-}
-
-macro_rules! impl_from_message {
+/// Declares [`Frame`] with one variant per message type, and `From` for each: one list.
+macro_rules! frames {
     ($($variant:ident($ty:ty)),* $(,)?) => {
+        /// One decoded frame.
+        #[derive(Clone, Debug, PartialEq, Eq)]
+        #[cfg_attr(any(test, feature = "arbitrary"), derive(arbitrary::Arbitrary))]
+        #[non_exhaustive]
+        #[allow(missing_docs)] // each variant is documented on its message type
+        pub enum Frame {
+            $($variant($ty)),*
+        }
+
         $(impl From<$ty> for Frame {
             fn from(message: $ty) -> Frame {
                 Frame::$variant(message)
@@ -52,7 +34,7 @@ macro_rules! impl_from_message {
     };
 }
 
-impl_from_message!(
+frames!(
     Hello(Hello),
     Ping(Ping),
     Pong(Pong),
