@@ -10,7 +10,7 @@ use tokio::task::JoinHandle;
 use crate::SessionConfig;
 use crate::command::{Command, ConnSlot};
 use crate::connection::Connection;
-use crate::driver::{self, Backoff, LinkStatus, PeerDeviceStatus};
+use crate::driver::{self, Backoff, LinkLimits, LinkStatus, PeerDeviceStatus};
 use crate::sans_io::Session;
 use crate::security::{KnownPeers, Security, SecurityEvents, TrustPolicy};
 use crate::state::ConnState;
@@ -216,6 +216,10 @@ impl Endpoint {
         self.status.borrow().peer
     }
 
+    fn limits(&self) -> Option<LinkLimits> {
+        self.status.borrow().limits
+    }
+
     async fn wait_connected(&self) {
         let mut status = self.status.clone();
         // A link that comes up after this call counts, even if it is gone again by the
@@ -298,6 +302,12 @@ impl Interconnect {
     /// The vendor API's `getPeerDeviceStatus`: whether the phone is connected.
     pub fn peer_device_status(&self) -> PeerDeviceStatus {
         self.endpoint.status()
+    }
+
+    /// What the link to the phone carries (the largest message, frame and file chunk),
+    /// while one is up: the limits a sender would otherwise find only by failing.
+    pub fn limits(&self) -> Option<LinkLimits> {
+        self.endpoint.limits()
     }
 
     /// Waits until the phone is connected (a link that comes up after the call counts,
@@ -401,6 +411,12 @@ impl Hub {
     /// Whether a watch is connected.
     pub fn peer_device_status(&self) -> PeerDeviceStatus {
         self.endpoint.status()
+    }
+
+    /// What the link to the watch carries (the largest message, frame and file chunk),
+    /// while one is up.
+    pub fn limits(&self) -> Option<LinkLimits> {
+        self.endpoint.limits()
     }
 
     /// Waits until the watch is connected (a link that comes up after the call counts,

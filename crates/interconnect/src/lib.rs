@@ -83,7 +83,7 @@ mod state;
 mod transport;
 
 pub use connection::{Connection, Events, FileTransfer, ProgressStream, Sending};
-pub use driver::{Backoff, PeerDeviceStatus};
+pub use driver::{Backoff, LinkLimits, PeerDeviceStatus};
 pub use endpoint::{Config, Hub, Interconnect};
 pub use error::{Cause, Error};
 pub use files::{FilesConfig, sanitize_file_name};

@@ -550,3 +550,51 @@ async fn a_broken_stream_gives_a_typed_error_saying_how_it_broke() {
         "{error}"
     );
 }
+
+#[tokio::test]
+async fn the_limits_a_link_reports_are_exactly_what_send_takes() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr();
+    let hub = Hub::new(listener, Config::in_memory(DeviceId([2; 16])));
+    let app = hub.register("com.example", 1, None).await.unwrap();
+    let watch = Interconnect::new(TcpDialer::new(addr), Config::in_memory(DeviceId([1; 16])));
+    assert_eq!(watch.limits(), None, "no link yet");
+    let conn = watch.instance("com.example", None);
+    assert!(conn.diagnosis(None).await.is_ok());
+    let limits = watch.limits().expect("a link is up");
+    assert_eq!(hub.limits(), Some(limits), "the same both ways");
+    // Encrypted (the default): less than the unsealed constant says.
+    assert!(limits.max_message_len < interconnect_proto::Limits::default().max_message_len());
+    let max = limits.max_message_len;
+    let too_large = conn
+        .send_bytes(
+            interconnect_proto::ContentType::Binary,
+            Bytes::from(vec![1; max + 1]),
+        )
+        .await;
+    assert!(
+        matches!(too_large, Err(interconnect::Error::TooLarge { len, max: m }) if len == max + 1 && m == max),
+        "{too_large:?}"
+    );
+    let mut events = app.events().unwrap();
+    // Acknowledged once the app took it: taken before the send is awaited.
+    let largest = conn.send_bytes(
+        interconnect_proto::ContentType::Binary,
+        Bytes::from(vec![2; max]),
+    );
+    loop {
+        if let Some(interconnect::ConnectionEvent::Message(m)) = events.next().await {
+            assert_eq!(m.payload.len(), max);
+            break;
+        }
+    }
+    largest.await.expect("the largest message goes");
+    drop(watch);
+    tokio::time::timeout(Duration::from_secs(30), async {
+        while hub.limits().is_some() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("no limits once the link is gone");
+}

@@ -163,6 +163,34 @@ pub(crate) struct LinkStatus {
     /// the driver (a peer that leaves right after the handshake), and a watch channel
     /// keeps only the last value: the count lets a waiter see such a link anyway.
     pub(crate) links_up: u64,
+    /// The limits of the link that is up.
+    pub(crate) limits: Option<LinkLimits>,
+}
+
+/// What the link that is up carries: the same both ways, as both sides agreed in the
+/// Hello (the smaller of their frame limits, within the link's own, less what sealing
+/// takes on an encrypted link).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct LinkLimits {
+    /// The largest message `send` takes now, and the largest the peer can send this
+    /// side. A larger one fails with [`Error::TooLarge`](crate::Error::TooLarge) naming
+    /// this number.
+    pub max_message_len: usize,
+    /// The largest frame either side sends, before sealing.
+    pub max_frame_len: usize,
+    /// The bytes of a file one frame carries.
+    pub max_chunk_len: usize,
+}
+
+impl LinkLimits {
+    pub(crate) fn new(limits: interconnect_proto::Limits) -> Self {
+        LinkLimits {
+            max_message_len: limits.max_message_len(),
+            max_frame_len: limits.max_frame_len,
+            max_chunk_len: limits.max_chunk_len(),
+        }
+    }
 }
 
 /// Whether the link to the peer device is up (the vendor API's `getPeerDeviceStatus`).

@@ -48,6 +48,7 @@ mod transfers;
 use routing::{fail_requests, publish};
 
 use crate::command::{Command, ConnSlot};
+pub use link::LinkLimits;
 pub(crate) use link::LinkStatus;
 use link::{ActiveLink, LINGER, Probe, recv_frame, recv_probe, supply_links, write_room};
 pub use link::{Backoff, PeerDeviceStatus};
@@ -359,9 +360,11 @@ impl Driver {
             Event::LinkUp { .. } => {
                 self.failures = 0;
                 self.refused = None;
+                let limits = LinkLimits::new(self.session.limits());
                 self.status.send_modify(|s| {
                     s.peer = PeerDeviceStatus::Connected;
                     s.links_up += 1;
+                    s.limits = Some(limits);
                 });
                 for (package, reply) in std::mem::take(&mut self.waiting_queries) {
                     if !reply.is_closed() {
@@ -370,8 +373,10 @@ impl Driver {
                 }
             }
             Event::LinkDown => {
-                self.status
-                    .send_modify(|s| s.peer = PeerDeviceStatus::Disconnected);
+                self.status.send_modify(|s| {
+                    s.peer = PeerDeviceStatus::Disconnected;
+                    s.limits = None;
+                });
             }
             Event::PeerAuthenticated {
                 fingerprint,
