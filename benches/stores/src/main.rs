@@ -169,7 +169,11 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 fn main() -> Result<(), Error> {
     let mut args = std::env::args().skip(1);
     let single: u64 = args.next().map(|a| a.parse()).transpose()?.unwrap_or(1_000);
-    let batched: u64 = args.next().map(|a| a.parse()).transpose()?.unwrap_or(100_000);
+    let batched: u64 = args
+        .next()
+        .map(|a| a.parse())
+        .transpose()?
+        .unwrap_or(100_000);
     const GROUP: u64 = 100;
     let value = [7u8; 64];
     println!(
