@@ -16,6 +16,15 @@ fn bad_wire(pair: Pair, seed: u64) -> Pair {
     pair
 }
 
+/// Connects (the link may take relinks to come up) and has the watch open a channel.
+fn open(pair: &mut Pair) -> interconnect_proto::ChannelId {
+    pair.connect();
+    pair.advance(Duration::from_secs(30));
+    pair.watch
+        .open_channel(pair.now, PKG, Some("AA:BB"))
+        .unwrap()
+}
+
 fn numbered(n: u32) -> Bytes {
     Bytes::copy_from_slice(&n.to_le_bytes())
 }
@@ -24,13 +33,8 @@ fn numbered(n: u32) -> Bytes {
 fn messages_arrive_once_and_in_order_both_ways_through_a_bad_wire() {
     for seed in 0..12 {
         let mut pair = bad_wire(Pair::new(), seed);
-        pair.connect();
-        pair.advance(Duration::from_secs(30));
+        let ch = open(&mut pair);
         assert!(pair.watch.is_link_up(), "seed {seed}: no link after 30 s");
-        let ch = pair
-            .watch
-            .open_channel(pair.now, PKG, Some("AA:BB"))
-            .unwrap();
         pair.advance(Duration::from_secs(30));
         assert!(
             pair.watch.is_open(ch),
@@ -65,12 +69,7 @@ fn messages_arrive_once_and_in_order_both_ways_through_a_bad_wire() {
 fn a_file_arrives_whole_through_a_bad_wire_and_the_sender_hears_so() {
     for seed in 0..6 {
         let mut pair = bad_wire(Pair::plaintext(), seed);
-        pair.connect();
-        pair.advance(Duration::from_secs(30));
-        let ch = pair
-            .watch
-            .open_channel(pair.now, PKG, Some("AA:BB"))
-            .unwrap();
+        let ch = open(&mut pair);
         pair.advance(Duration::from_secs(30));
         let data: Bytes = (0..100_000u32).map(|i| (i * 7 % 251) as u8).collect();
         let transfer = pair.watch_sends_file(ch, "f.bin", data.clone()).unwrap();
@@ -93,12 +92,7 @@ fn a_file_arrives_whole_through_a_bad_wire_and_the_sender_hears_so() {
 fn the_same_seed_is_the_same_run() {
     let run = |seed| {
         let mut pair = bad_wire(Pair::new(), seed);
-        pair.connect();
-        pair.advance(Duration::from_secs(30));
-        let ch = pair
-            .watch
-            .open_channel(pair.now, PKG, Some("AA:BB"))
-            .unwrap();
+        let ch = open(&mut pair);
         for i in 0..20 {
             pair.watch
                 .send(ch, ContentType::Binary, Exchange::OneWay, numbered(i))
