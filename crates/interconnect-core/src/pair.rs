@@ -451,6 +451,8 @@ impl Pair {
     /// Advances virtual time by `by`, stopping at every deadline of either session and
     /// every frame landing on the way.
     pub fn advance(&mut self, by: Duration) {
+        // What commands queued since the last step goes out first.
+        self.drive();
         let end = self.now + by;
         loop {
             let next = [

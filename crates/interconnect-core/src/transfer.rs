@@ -169,13 +169,23 @@ impl OutgoingFile {
     }
 
     /// The next chunk to transmit, if it is buffered and the window allows: its offset,
-    /// its bytes, and the file's digest if it ends the file.
-    pub(crate) fn next_chunk(&mut self, window: u64) -> Option<(u64, Bytes, Option<[u8; 32]>)> {
+    /// its bytes, and the file's digest if it ends the file. A chunk read for a link of
+    /// larger frames than `max_len` allows is cut to fit (in place, without a copy).
+    pub(crate) fn next_chunk(
+        &mut self,
+        window: u64,
+        max_len: usize,
+    ) -> Option<(u64, Bytes, Option<[u8; 32]>)> {
         if self.state != OutState::Sending || self.next - self.acked >= window {
             return None;
         }
         let mut at = self.buf_start;
-        for chunk in &self.buf {
+        for i in 0..self.buf.len() {
+            if at == self.next && self.buf[i].len() > max_len.max(1) {
+                let rest = self.buf[i].split_off(max_len.max(1));
+                self.buf.insert(i + 1, rest);
+            }
+            let chunk = &self.buf[i];
             if at == self.next {
                 self.next += chunk.len() as u64;
                 self.sent_high = self.sent_high.max(self.next);
@@ -504,11 +514,27 @@ mod tests {
         );
         file.on_read(0, Bytes::from(vec![1; 10]), None);
         file.on_read(10, Bytes::from(vec![2; 10]), None);
-        assert_eq!(file.next_chunk(20).map(|c| c.0), Some(0));
-        assert_eq!(file.next_chunk(20).map(|c| c.0), Some(10));
+        assert_eq!(file.next_chunk(20, 1000).map(|c| c.0), Some(0));
+        assert_eq!(file.next_chunk(20, 1000).map(|c| c.0), Some(10));
         assert!(!file.has_chunk(20));
         assert!(!file.on_ack(Instant::from_secs(3), 25), "bytes never sent");
         assert!(file.on_ack(Instant::from_secs(3), 20));
         assert_eq!(file.acked, 20);
+    }
+
+    #[test]
+    fn a_chunk_read_for_larger_frames_is_cut_to_fit_the_link() {
+        let mut file = OutgoingFile::new(ChannelId(1), TransferId(1), "f".into(), 10, 0);
+        file.offered(Instant::ZERO);
+        file.on_accept(Instant::ZERO, 0);
+        assert_eq!(file.next_read(100, 10), Some((0, 10)));
+        file.on_read(0, Bytes::from_static(b"0123456789"), Some([9; 32]));
+        let (at, bytes, digest) = file.next_chunk(100, 4).unwrap();
+        assert_eq!((at, &bytes[..], digest), (0, &b"0123"[..], None));
+        let (at, bytes, _) = file.next_chunk(100, 4).unwrap();
+        assert_eq!((at, &bytes[..]), (4, &b"4567"[..]));
+        let (at, bytes, digest) = file.next_chunk(100, 4).unwrap();
+        assert_eq!((at, &bytes[..], digest), (8, &b"89"[..], Some([9; 32])));
+        assert!(file.all_sent());
     }
 }

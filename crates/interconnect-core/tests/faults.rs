@@ -48,7 +48,7 @@ fn messages_arrive_once_and_in_order_both_ways_through_a_bad_wire() {
             pair.phone
                 .send(ch, ContentType::Binary, Exchange::OneWay, numbered(i))
                 .unwrap();
-            pair.advance(Duration::from_millis(5));
+            pair.advance(Duration::from_millis(25));
         }
         pair.advance(Duration::from_secs(120));
         let expected: Vec<Bytes> = (0..N).map(numbered).collect();
@@ -107,4 +107,23 @@ fn the_same_seed_is_the_same_run() {
         )
     };
     assert_eq!(run(3), run(3));
+}
+
+#[test]
+fn chunks_read_ahead_for_a_larger_link_are_cut_to_fit_a_smaller_one() {
+    let mut pair = Pair::plaintext();
+    pair.faults.latency = Duration::from_millis(10);
+    let ch = open(&mut pair);
+    pair.advance(Duration::from_secs(1));
+    // 256 KiB chunks on this link, read ahead; the link drops mid-file.
+    let data: Bytes = (0..3_000_000u32).map(|i| (i % 253) as u8).collect();
+    pair.watch_sends_file(ch, "f.bin", data.clone()).unwrap();
+    // Chunks in the air, none acknowledged yet: the read-ahead is kept for the next link.
+    pair.advance(Duration::from_millis(25));
+    pair.cut();
+    // The next link carries frames of 16 KiB at most.
+    pair.faults.mtu = 16 << 10;
+    pair.connect();
+    pair.advance(Duration::from_secs(60));
+    assert_eq!(pair.phone_files.stored, [(ch, data)]);
 }

@@ -316,6 +316,7 @@ impl Session {
             }));
         }
         let window = self.send_window();
+        let max_chunk = self.limits().max_chunk_len();
         let channels = &self.channels;
         let ready = |f: &&OutgoingFile| {
             f.has_chunk(window) && channels.get(&f.channel).is_some_and(|c| c.is_open())
@@ -330,7 +331,7 @@ impl Session {
             .map(|f| f.id)?;
         self.rr_file = Some(candidate);
         let file = self.outgoing.get_mut(&candidate)?;
-        let (offset, data, digest) = file.next_chunk(window)?;
+        let (offset, data, digest) = file.next_chunk(window, max_chunk)?;
         if file.last_progress.is_none() {
             file.last_progress = Some(now);
         }
