@@ -127,3 +127,50 @@ fn chunks_read_ahead_for_a_larger_link_are_cut_to_fit_a_smaller_one() {
     pair.advance(Duration::from_secs(60));
     assert_eq!(pair.phone_files.stored, [(ch, data)]);
 }
+
+#[test]
+fn messages_and_files_both_ways_survive_a_bad_wire_and_link_cuts() {
+    for seed in 0..12 {
+        let mut pair = bad_wire(Pair::new(), seed);
+        let ch = open(&mut pair);
+        pair.advance(Duration::from_secs(30));
+        assert!(
+            pair.watch.is_open(ch),
+            "seed {seed}: the channel did not open"
+        );
+        let file: Bytes = (0..200_000u32).map(|i| (i % 241) as u8).collect();
+        pair.watch_sends_file(ch, "w.bin", file.clone()).unwrap();
+        const N: u32 = 100;
+        for i in 0..N {
+            pair.watch
+                .send(ch, ContentType::Binary, Exchange::OneWay, numbered(i))
+                .unwrap();
+            pair.phone
+                .send(ch, ContentType::Binary, Exchange::OneWay, numbered(i))
+                .unwrap();
+            pair.advance(Duration::from_millis(20));
+            // A cut now and then, mid-stream and mid-file.
+            if i % 30 == 29 {
+                pair.cut();
+                pair.connect();
+            }
+        }
+        pair.advance(Duration::from_secs(300));
+        let expected: Vec<Bytes> = (0..N).map(numbered).collect();
+        assert_eq!(
+            pair.phone_messages(ch),
+            expected,
+            "seed {seed}: to the phone"
+        );
+        assert_eq!(
+            pair.watch_messages(ch),
+            expected,
+            "seed {seed}: to the watch"
+        );
+        assert_eq!(
+            pair.phone_files.stored,
+            [(ch, file)],
+            "seed {seed}: the file"
+        );
+    }
+}
