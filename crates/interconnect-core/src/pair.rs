@@ -380,6 +380,20 @@ impl Pair {
         }
     }
 
+    /// Puts every frame both sessions have to send on the wire; whether there was one.
+    fn transmit_all(&mut self) -> bool {
+        let mut sent = false;
+        while let Some(f) = self.watch.poll_transmit(self.now) {
+            self.transmit(Way::ToPhone, f);
+            sent = true;
+        }
+        while let Some(f) = self.phone.poll_transmit(self.now) {
+            self.transmit(Way::ToWatch, f);
+            sent = true;
+        }
+        sent
+    }
+
     /// Moves the frames that have landed into the receive queues.
     fn land(&mut self) {
         while let Some((lands, _, _)) = self.in_air.front() {
@@ -408,27 +422,14 @@ impl Pair {
                 && (dropped(&self.watch_events[seen.0..]) || dropped(&self.phone_events[seen.1..]))
             {
                 // The dropping side's last frame (its reason) goes out first.
-                while let Some(f) = self.watch.poll_transmit(self.now) {
-                    self.transmit(Way::ToPhone, f);
-                }
-                while let Some(f) = self.phone.poll_transmit(self.now) {
-                    self.transmit(Way::ToWatch, f);
-                }
+                self.transmit_all();
                 self.cut();
                 self.relinks += 1;
                 self.watch.link_up(self.now, self.faults.mtu);
                 self.phone.link_up(self.now, self.faults.mtu);
                 continue;
             }
-            let mut sent = false;
-            while let Some(f) = self.watch.poll_transmit(self.now) {
-                self.transmit(Way::ToPhone, f);
-                sent = true;
-            }
-            while let Some(f) = self.phone.poll_transmit(self.now) {
-                self.transmit(Way::ToWatch, f);
-                sent = true;
-            }
+            let sent = self.transmit_all();
             self.land();
             if !sent && self.to_phone.is_empty() && self.to_watch.is_empty() {
                 return;
@@ -498,11 +499,6 @@ impl Pair {
     /// The messages the phone's app received on `ch`, in order.
     pub fn phone_messages(&self, ch: ChannelId) -> Vec<Bytes> {
         messages(&self.phone_events, ch)
-    }
-
-    /// The watch sends `text` on `ch`.
-    pub fn watch_send(&mut self, ch: ChannelId, text: &str) -> SendId {
-        send(&mut self.watch, ch, text)
     }
 }
 

@@ -25,6 +25,30 @@ fn open(pair: &mut Pair) -> interconnect_proto::ChannelId {
         .unwrap()
 }
 
+/// Each side sends message `i` (its number, little-endian) on `ch`.
+fn send_both(pair: &mut Pair, ch: interconnect_proto::ChannelId, i: u32) {
+    for session in [&mut pair.watch, &mut pair.phone] {
+        session
+            .send(ch, ContentType::Binary, Exchange::OneWay, numbered(i))
+            .unwrap();
+    }
+}
+
+/// Each app received messages `0..n` once, in order.
+fn assert_all_once_in_order(pair: &Pair, ch: interconnect_proto::ChannelId, n: u32, seed: u64) {
+    let expected: Vec<Bytes> = (0..n).map(numbered).collect();
+    assert_eq!(
+        pair.phone_messages(ch),
+        expected,
+        "seed {seed}: to the phone"
+    );
+    assert_eq!(
+        pair.watch_messages(ch),
+        expected,
+        "seed {seed}: to the watch"
+    );
+}
+
 fn numbered(n: u32) -> Bytes {
     Bytes::copy_from_slice(&n.to_le_bytes())
 }
@@ -42,26 +66,11 @@ fn messages_arrive_once_and_in_order_both_ways_through_a_bad_wire() {
         );
         const N: u32 = 150;
         for i in 0..N {
-            pair.watch
-                .send(ch, ContentType::Binary, Exchange::OneWay, numbered(i))
-                .unwrap();
-            pair.phone
-                .send(ch, ContentType::Binary, Exchange::OneWay, numbered(i))
-                .unwrap();
+            send_both(&mut pair, ch, i);
             pair.advance(Duration::from_millis(25));
         }
         pair.advance(Duration::from_secs(120));
-        let expected: Vec<Bytes> = (0..N).map(numbered).collect();
-        assert_eq!(
-            pair.phone_messages(ch),
-            expected,
-            "seed {seed}: to the phone"
-        );
-        assert_eq!(
-            pair.watch_messages(ch),
-            expected,
-            "seed {seed}: to the watch"
-        );
+        assert_all_once_in_order(&pair, ch, N, seed);
     }
 }
 
@@ -142,12 +151,7 @@ fn messages_and_files_both_ways_survive_a_bad_wire_and_link_cuts() {
         pair.watch_sends_file(ch, "w.bin", file.clone()).unwrap();
         const N: u32 = 100;
         for i in 0..N {
-            pair.watch
-                .send(ch, ContentType::Binary, Exchange::OneWay, numbered(i))
-                .unwrap();
-            pair.phone
-                .send(ch, ContentType::Binary, Exchange::OneWay, numbered(i))
-                .unwrap();
+            send_both(&mut pair, ch, i);
             pair.advance(Duration::from_millis(20));
             // A cut now and then, mid-stream and mid-file.
             if i % 30 == 29 {
@@ -156,17 +160,7 @@ fn messages_and_files_both_ways_survive_a_bad_wire_and_link_cuts() {
             }
         }
         pair.advance(Duration::from_secs(300));
-        let expected: Vec<Bytes> = (0..N).map(numbered).collect();
-        assert_eq!(
-            pair.phone_messages(ch),
-            expected,
-            "seed {seed}: to the phone"
-        );
-        assert_eq!(
-            pair.watch_messages(ch),
-            expected,
-            "seed {seed}: to the watch"
-        );
+        assert_all_once_in_order(&pair, ch, N, seed);
         assert_eq!(
             pair.phone_files.stored,
             [(ch, file)],

@@ -209,20 +209,15 @@ impl Driver {
     }
 
     /// Drops an offer not yet accepted (the sender gave it up, or offered it again); a
-    /// claim under way for it is let go when it ends. Whether there was one.
-    pub(super) fn forget_offer(&mut self, channel: ChannelId, transfer: TransferId) -> bool {
+    /// claim under way for it is let go when it ends.
+    pub(super) fn forget_offer(&mut self, channel: ChannelId, transfer: TransferId) {
         let is = |o: &Offer| o.channel == channel && o.transfer == transfer;
-        let queued = self.offers.len();
         self.offers.retain(|a| !is(&a.offer));
-        let mut found = self.offers.len() != queued;
         if let Some(claiming) = &mut self.claiming
-            && claiming.wanted
             && is(&claiming.offer)
         {
             claiming.wanted = false;
-            found = true;
         }
-        found
     }
 
     /// Drops every offer not yet accepted (the driver stops).
