@@ -20,6 +20,18 @@ pub mod process {
             .transpose()
             .map(|a| a.unwrap_or(default))
     }
+
+    /// A temporary directory for the files a bench moves: in memory (`/dev/shm`) where the
+    /// machine has it, so a bench that stores a GiB does not depend on the disk's free
+    /// space, and the system's temporary directory elsewhere. Pages of a memory file
+    /// system are not mapped into the process, so they do not count in its resident memory.
+    pub fn scratch_dir() -> std::io::Result<tempfile::TempDir> {
+        let shm = std::path::Path::new("/dev/shm");
+        match shm.is_dir() {
+            true => tempfile::tempdir_in(shm).or_else(|_| tempfile::tempdir()),
+            false => tempfile::tempdir(),
+        }
+    }
 }
 
 pub mod raw {

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use interconnect::{Config, FilesConfig, Hub, Security};
-use interconnect_benches::process::{first_arg, peak_rss_kib};
+use interconnect_benches::process::{first_arg, peak_rss_kib, scratch_dir};
 use interconnect_benches::raw::{read_frame, watch_hello};
 use interconnect_proto::{
     ChannelId, DEFAULT_MAX_FRAME_LEN, DeviceId, FileChunk, FileOffer, Frame, MAX_FRAME_LEN, Open,
@@ -34,7 +34,7 @@ fn bytes(frame: Frame) -> Vec<u8> {
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mib: u64 = first_arg(2000)?;
-    let dir = tempfile::tempdir()?;
+    let dir = scratch_dir()?;
     let listener = TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr();
     let mut config = Config::in_memory(DeviceId([2; 16]));

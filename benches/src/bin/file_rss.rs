@@ -4,7 +4,7 @@
 //!
 //! `cargo run --release -p interconnect-benches --bin file_rss [MiB]`
 
-use interconnect_benches::process::{first_arg, peak_rss_kib};
+use interconnect_benches::process::{first_arg, peak_rss_kib, scratch_dir};
 use std::io::Write;
 use std::time::Instant;
 
@@ -15,8 +15,8 @@ use transport_mock::{Faults, MockNetwork};
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mib: u64 = first_arg(1024)?;
-    let send_dir = tempfile::tempdir()?;
-    let recv_dir = tempfile::tempdir()?;
+    let send_dir = scratch_dir()?;
+    let recv_dir = scratch_dir()?;
     let path = send_dir.path().join("large.bin");
     {
         let mut file = std::io::BufWriter::new(std::fs::File::create(&path)?);
@@ -61,7 +61,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let elapsed = start.elapsed();
     let peak = peak_rss_kib().unwrap_or(0);
     println!(
-        "received {} MiB in {:.2} s ({:.0} MiB/s, hashing and disk included)",
+        "received {} MiB in {:.2} s ({:.0} MiB/s, hashing and storing included)",
         stored.1 >> 20,
         elapsed.as_secs_f64(),
         (stored.1 >> 20) as f64 / elapsed.as_secs_f64()

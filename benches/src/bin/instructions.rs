@@ -19,6 +19,7 @@ use interconnect::{
     Config, Connection, ConnectionEvent, DeviceIdentity, FilesConfig, Hub, Interconnect,
     NoiseConfig, Security,
 };
+use interconnect_benches::process::scratch_dir;
 use interconnect_benches::tcp::BoxError;
 use interconnect_proto::{ContentType, DeviceId};
 use transport_mock::{Faults, MockNetwork};
@@ -52,7 +53,7 @@ async fn link(plaintext: bool) -> Result<Ends, BoxError> {
             )))
         }
     };
-    let dirs = vec![tempfile::tempdir()?, tempfile::tempdir()?];
+    let dirs = vec![scratch_dir()?, scratch_dir()?];
     let network = MockNetwork::new(Faults::default());
     let (dialer, listener) = network.endpoints();
     let hub = Hub::new(listener, config(2, &security(2), &dirs[1]));
