@@ -542,6 +542,27 @@ def check_transcript(doc, kinds, types):
             expected = start.to_bytes(8, "little") + segments.to_bytes(4, "little") + i.to_bytes(4, "little")
             check(int(nonce) == start + i and ad == expected.hex(), f"{title}: segment {i}")
         check(len(outer_sha) == 64, f"{title}: the outer frame's digest is given")
+        # A batch: two inner frames in one sealed frame, cut apart by their headers.
+        m = re.search(r"A batch, [^:]*: at nonce (\d+), inner `Ping \{ nonce: 3 \}` `(\w+)` and "
+                      r"`Pong \{ nonce: 3 \}` `(\w+)` back to back, one segment, associated data "
+                      r"`(\w+)`:\n\n```text\n([0-9a-f\n]+)```", suite_text)
+        check(m is not None, f"{title}: a batch is shown")
+        nonce, ping, pong, ad, block = m.groups()
+        nonce, plain = int(nonce), bytes.fromhex(ping + pong)
+        check(nonce == start + segments, f"{title}: the batch takes the next nonce")
+        inner = []
+        while plain:
+            end = 6 + int.from_bytes(plain[3:6], "little")
+            inner.append(plain[:end])
+            plain = plain[end:]
+        check(inner == [frame(2, varint(3))[:-4], frame(3, varint(3))[:-4]],
+              f"{title}: the batch is a Ping and a Pong, each cut by its header")
+        name, fields = decode(kinds, types, bytes.fromhex("".join(block.split())))
+        check(name == "Sealed" and fields["nonce"] == nonce, f"{title}: the batch is sealed at {nonce}")
+        check(len(bytes.fromhex(fields["ciphertext"])) == len(ping + pong) // 2 + 16,
+              f"{title}: one tag for the whole batch")
+        expected = nonce.to_bytes(8, "little") + (1).to_bytes(4, "little") + (0).to_bytes(4, "little")
+        check(ad == expected.hex(), f"{title}: the batch's associated data")
         checked += 1
     check(checked == 2, "both suites' transcripts")
     return checked

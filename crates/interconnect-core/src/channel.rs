@@ -232,14 +232,16 @@ impl Channel {
         }
     }
 
-    /// Holds acknowledgements at what is received now (the app stopped taking), or
-    /// lets them go.
-    pub(crate) fn hold_acks(&mut self, hold: bool) {
-        match (hold, self.ack_limit) {
-            (true, None) => self.ack_limit = Some(self.received),
-            (false, Some(_)) => self.ack_limit = None,
-            _ => {}
-        }
+    /// Holds acknowledgements at message `seq` (the one that filled the app's bound:
+    /// frames opened with it in one batch may be received already), unless held lower.
+    pub(crate) fn hold_acks(&mut self, seq: u64) {
+        let at = seq.min(self.received);
+        self.ack_limit = Some(self.ack_limit.map_or(at, |held| held.min(at)));
+    }
+
+    /// Lets held acknowledgements go.
+    pub(crate) fn release_acks(&mut self) {
+        self.ack_limit = None;
     }
 
     /// Messages queued or in flight.
@@ -615,11 +617,19 @@ mod tests {
         assert_eq!(ch.acknowledged(), 1, "a number not received is ignored");
         let mut ch = channel();
         ch.on_data(1, 8);
-        ch.hold_acks(true);
         ch.on_data(2, 8);
-        assert_eq!(ch.acknowledged(), 1, "held at what had arrived");
+        ch.on_data(3, 8);
+        ch.hold_acks(1);
+        ch.on_data(4, 8);
+        assert_eq!(
+            ch.acknowledged(),
+            1,
+            "held at the message that filled the bound"
+        );
+        ch.hold_acks(3);
+        assert_eq!(ch.acknowledged(), 1, "a later hold does not raise it");
         ch.take_ack();
-        ch.hold_acks(false);
-        assert_eq!(ch.take_ack(), Some(2), "let go: everything, at once");
+        ch.release_acks();
+        assert_eq!(ch.take_ack(), Some(4), "let go: everything, at once");
     }
 }

@@ -1,18 +1,37 @@
 //! The checks the cargo-fuzz targets run, shared with the unit test that replays the
 //! checked-in corpus on stable, so CI guards every input the fuzzer ever kept.
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 
 use crate::{DEFAULT_MAX_FRAME_LEN, EncodeError, Frame, FrameDecoder};
 
 /// Feeds `data` to the incremental decoder in pieces whose sizes come from the data
-/// itself; every frame it yields must re-encode and decode to itself.
+/// itself; every frame it yields must re-encode and decode to itself. The same bytes go
+/// through [`Frame::decode_batch`] as a sealed batch's plaintext.
 pub fn frame_decode(data: &[u8]) {
     let Some((&step, stream)) = data.split_first() else {
         return;
     };
     let step = usize::from(step.max(1));
     let max = 64 * 1024;
+    // The same bytes as a sealed batch's plaintext: each inner frame re-encodes and
+    // decodes to itself, and every frame taken consumed a header at least.
+    let mut taken = 0;
+    for frame in Frame::decode_batch(Bytes::copy_from_slice(stream), max) {
+        let Ok(frame) = frame else { break };
+        taken += 1;
+        assert!(
+            taken * crate::HEADER_LEN <= stream.len(),
+            "a frame from nothing"
+        );
+        let mut again = BytesMut::new();
+        frame
+            .encode_unsealed(max, &mut again)
+            .expect("a decoded inner frame re-encodes");
+        let mut one = Frame::decode_batch(again.freeze(), max);
+        assert_eq!(one.next().map(|f| f.expect("decodes")), Some(frame));
+        assert!(one.next().is_none());
+    }
     let mut decoder = FrameDecoder::new(max);
     let mut buf = BytesMut::new();
     for piece in stream.chunks(step) {

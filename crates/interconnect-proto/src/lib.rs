@@ -62,7 +62,7 @@ pub use codec::{CodecError, FrameCodec};
 pub use decoder::FrameDecoder;
 pub use error::{DecodeError, EncodeError};
 pub use frame::{
-    Accept, Ack, Capabilities, ChannelId, Close, ContentType, Data, DeviceId, ErrorReport,
+    Accept, Ack, Batch, Capabilities, ChannelId, Close, ContentType, Data, DeviceId, ErrorReport,
     Exchange, FORMAT_VERSION, FileAccept, FileAck, FileCancel, FileChunk, FileComplete, FileOffer,
     Frame, FrameHeader, Handshake, Hello, Open, Ping, Pong, Reject, Role, SEALED_SEGMENT_LEN,
     SEALED_TAG_LEN, Sealed, TransferId, VersionQuery, VersionReply,

@@ -9,9 +9,15 @@ use crate::time::Instant;
 
 use bytes::Bytes;
 use interconnect_proto::{
-    Ack, Capabilities, Code, DecodeError, ErrorReport, Frame, Hello, Limits, MAX_FRAME_LEN,
-    MIN_MAX_FRAME_LEN, PROTOCOL_VERSIONS, Ping, Pong, Role, Sealed, max_unsealed_len,
+    Ack, CRC_LEN, Capabilities, Code, DecodeError, ErrorReport, Frame, Hello, Limits,
+    MAX_FRAME_LEN, MIN_MAX_FRAME_LEN, PROTOCOL_VERSIONS, Ping, Pong, Role, Sealed,
+    max_unsealed_len,
 };
+
+/// Most plaintext bytes sealed in one batch: small frames queued together share one AEAD
+/// call up to this size. Larger batches save little more and hold the first frame back
+/// while the rest is encrypted.
+const BATCH_LEN: usize = 16 * 1024;
 
 use super::channels::start_open;
 use super::{LinkState, LinkUp, PAIRING_HOLDOFF, Session, refusal, sanitize};
@@ -228,26 +234,44 @@ impl Session {
             Ok(frame) => frame,
             Err(error) => return self.on_decode_error(error),
         };
-        let frame = match (&self.secure, frame) {
+        let body = match (&self.secure, frame) {
             (None, Frame::Handshake(_)) => {
                 return self.security_failure(SecurityError::PeerWantsEncryption);
             }
-            (None, frame) => frame,
-            (Some(_), frame) => match self.unseal(now, frame, inner_max) {
-                Some(frame) => frame,
+            (None, frame) => {
+                self.heard(now);
+                return self.on_frame(now, frame);
+            }
+            (Some(_), frame) => match self.unseal(now, frame) {
+                Some(body) => body,
                 None => return,
             },
         };
+        self.heard(now);
+        // One sealed frame may hold several (a batch): each is handled as if it had come
+        // alone, until one fails or ends the link.
+        for frame in Frame::decode_batch(body, inner_max) {
+            match frame {
+                Ok(frame) => self.on_frame(now, frame),
+                Err(error) => return self.on_decode_error(error),
+            }
+            if matches!(self.link, LinkState::Down) || self.farewell {
+                return;
+            }
+        }
+    }
+
+    /// Something authentic arrived: the link is alive.
+    fn heard(&mut self, now: Instant) {
         if let LinkState::Up(up) = &mut self.link {
             up.last_rx = now;
         }
-        self.on_frame(now, frame);
     }
 
     /// Secure links: runs handshake frames, opens sealed ones, refuses the rest. Returns
-    /// the inner frame to handle, if any. Once keys exist a frame in the clear changes
-    /// nothing: it is dropped (anyone on the wire can send one).
-    pub(super) fn unseal(&mut self, now: Instant, frame: Frame, inner_max: usize) -> Option<Frame> {
+    /// the plaintext of the frames to handle, if any. Once keys exist a frame in the clear
+    /// changes nothing: it is dropped (anyone on the wire can send one).
+    pub(super) fn unseal(&mut self, now: Instant, frame: Frame) -> Option<Bytes> {
         let secure = self.secure.as_mut()?;
         match frame {
             Frame::Handshake(step) => {
@@ -255,16 +279,9 @@ impl Session {
                 self.drain_secure(now);
                 // A sealed frame that overtook this step (a Hello) opens now, or never.
                 let early = self.early.take()?;
-                let body = self.secure.as_mut()?.open_early(early)?;
-                match Frame::decode_unsealed(body, inner_max) {
-                    Ok(frame) => Some(frame),
-                    Err(error) => {
-                        self.on_decode_error(error);
-                        None
-                    }
-                }
+                self.secure.as_mut()?.open_early(early)
             }
-            Frame::Sealed(sealed) if secure.is_established() => self.open(sealed, inner_max),
+            Frame::Sealed(sealed) if secure.is_established() => self.open(sealed),
             Frame::Sealed(sealed) => {
                 // Overtook the last handshake step (links may reorder): kept (one, at
                 // most 512 bytes) and opened once the keys exist.
@@ -296,16 +313,10 @@ impl Session {
         }
     }
 
-    pub(super) fn open(&mut self, sealed: Sealed, inner_max: usize) -> Option<Frame> {
+    pub(super) fn open(&mut self, sealed: Sealed) -> Option<Bytes> {
         let secure = self.secure.as_mut()?;
         match secure.open(sealed) {
-            Ok(Some(body)) => match Frame::decode_unsealed(body, inner_max) {
-                Ok(frame) => Some(frame),
-                Err(error) => {
-                    self.on_decode_error(error);
-                    None
-                }
-            },
+            Ok(Some(body)) => Some(body),
             Ok(None) => {
                 tracing::debug!("replayed or late sealed frame dropped");
                 None
@@ -389,11 +400,9 @@ impl Session {
             let frame = match &self.secure {
                 None => frame,
                 Some(secure) if secure.is_established() => {
-                    match self.seal(&frame, max) {
+                    match self.seal(frame, max, now) {
                         Ok(()) => return Some(self.scratch.split().freeze()),
-                        Err(error) => {
-                            tracing::warn!(%error, kind = ?frame.kind(), "frame not sealed");
-                        }
+                        Err(error) => tracing::warn!(%error, "frame not sealed"),
                     }
                     continue;
                 }
@@ -412,16 +421,44 @@ impl Session {
         }
     }
 
-    /// Seals `frame` into `scratch`; the error says why it was not (for the log).
-    pub(super) fn seal(&mut self, frame: &Frame, max: usize) -> Result<(), String> {
+    /// Seals `first` into `scratch`, with the frames queued behind it when the peer opens
+    /// batches and they fit in [`BATCH_LEN`]; the error says why it was not (for the log).
+    /// A frame that would not fit goes back to the head of the queue. A frame too large to
+    /// share a batch is sealed alone, its bulk bytes read in place rather than copied.
+    pub(super) fn seal(&mut self, first: Frame, max: usize, now: Instant) -> Result<(), String> {
         self.plain.clear();
-        let bulk = frame
+        let kind = first.kind();
+        let bulk = first
             .encode_unsealed_head(max, &mut self.plain)
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| format!("{kind:?}: {e}"))?;
+        let room = match &self.link {
+            LinkState::Up(up) if up.batch => up.limits.max_frame_len.saturating_sub(CRC_LEN),
+            _ => 0,
+        }
+        .min(BATCH_LEN);
+        if self.plain.len() + bulk.len() < room {
+            self.plain.extend_from_slice(bulk);
+            while let Some(next) = self.next_frame(now) {
+                let mark = self.plain.len();
+                match next.encode_unsealed(max, &mut self.plain) {
+                    Ok(()) if self.plain.len() <= room => {}
+                    Ok(()) => {
+                        self.plain.truncate(mark);
+                        self.control.push_front(next);
+                        break;
+                    }
+                    Err(error) => tracing::warn!(%error, kind = ?next.kind(), "frame not sent"),
+                }
+            }
+            let secure = self.secure.as_mut().ok_or("no secure layer")?;
+            return secure
+                .seal(&self.plain, &[], self.wire_max, &mut self.scratch)
+                .map_err(|e| e.to_string());
+        }
         let secure = self.secure.as_mut().ok_or("no secure layer")?;
         secure
             .seal(&self.plain, bulk, self.wire_max, &mut self.scratch)
-            .map_err(|e| e.to_string())
+            .map_err(|e| format!("{kind:?}: {e}"))
     }
 
     pub(super) fn next_frame(&mut self, now: Instant) -> Option<Frame> {
@@ -589,6 +626,7 @@ impl Session {
         self.link = LinkState::Up(LinkUp {
             peer: peer.clone(),
             limits,
+            batch: hello.capabilities.contains(Capabilities::BATCH),
             last_rx: now,
             next_ping: now + self.config.ping_interval,
         });

@@ -27,9 +27,12 @@ mod registry;
 mod takeover;
 mod transfers;
 
+#[cfg(test)]
+mod tests;
+
 use crate::channel::{Channel, ChannelState, Outgoing};
 use crate::config::SessionConfig;
-use crate::event::{Event, PeerInfo};
+use crate::event::{Event, PeerInfo, Receipt};
 use crate::security::{self, CipherSuite, Fingerprint, PairingCode, SecureLink, Security};
 use crate::transfer::{IncomingFile, OutgoingFile};
 
@@ -96,6 +99,9 @@ enum LinkState {
 struct LinkUp {
     peer: PeerInfo,
     limits: Limits,
+    /// The peer opens sealed frames that hold several inner frames (its Hello set
+    /// `Capabilities::BATCH`).
+    batch: bool,
     last_rx: Instant,
     next_ping: Instant,
 }
@@ -373,15 +379,22 @@ impl Session {
             .is_none_or(|ch| ch.queued() < self.config.max_queued)
     }
 
-    /// Stops (`hold`) or resumes acknowledging the messages of `channel`: while the app
-    /// does not take what was delivered, the sender's window fills and its sends wait.
-    /// A peer that sends on regardless gets 4001 once `MAX_UNACKED` messages are
-    /// unacknowledged.
-    pub fn hold_acks(&mut self, channel: ChannelId, hold: bool) {
-        let Some(ch) = self.channels.get_mut(&channel) else {
-            return;
-        };
-        ch.hold_acks(hold);
+    /// Stops acknowledging the messages of the receipt's channel past the receipt's
+    /// message (the one that filled the app's bound): while the app does not take what
+    /// was delivered, the sender's window fills and its sends wait. A peer that sends on
+    /// regardless gets 4001 once `MAX_UNACKED` messages are unacknowledged.
+    pub fn hold_acks(&mut self, receipt: Receipt) {
+        match self.channels.get_mut(&receipt.channel) {
+            Some(ch) if ch.life == receipt.life => ch.hold_acks(receipt.seq),
+            _ => {}
+        }
+    }
+
+    /// Acknowledges the messages of `channel` again (the app reads again).
+    pub fn release_acks(&mut self, channel: ChannelId) {
+        if let Some(ch) = self.channels.get_mut(&channel) {
+            ch.release_acks();
+        }
     }
 
     /// Channels this session holds, open or closed. A phone has at most one open channel

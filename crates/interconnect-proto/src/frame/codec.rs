@@ -390,6 +390,20 @@ impl Frame {
         Frame::decode_payload(header.kind, body.slice(HEADER_LEN..))
     }
 
+    /// The frames of a sealed frame's plaintext, in order: one, or several back to back
+    /// when the sender batched them (the peer announced [`Capabilities::BATCH`]). Each is
+    /// checked as [`decode_unsealed`](Self::decode_unsealed) checks one; the first that
+    /// fails ends the run with its error.
+    ///
+    /// [`Capabilities::BATCH`]: crate::Capabilities::BATCH
+    pub fn decode_batch(body: Bytes, max_frame_len: usize) -> Batch {
+        Batch {
+            rest: body,
+            max_frame_len,
+            failed: false,
+        }
+    }
+
     fn decode_payload(kind: Kind, payload: Bytes) -> Result<Frame, DecodeError> {
         let frame = match kind {
             Kind::Hello => Frame::Hello(deserialize(kind, &payload)?),
@@ -521,4 +535,40 @@ fn postcard_reason(error: &postcard::Error) -> &'static str {
 pub(super) fn arbitrary_bytes(u: &mut arbitrary::Unstructured<'_>) -> arbitrary::Result<Bytes> {
     let bytes: alloc::vec::Vec<u8> = arbitrary::Arbitrary::arbitrary(u)?;
     Ok(Bytes::from(bytes))
+}
+
+/// The inner frames of one sealed frame's plaintext ([`Frame::decode_batch`]).
+#[derive(Debug)]
+pub struct Batch {
+    rest: Bytes,
+    max_frame_len: usize,
+    failed: bool,
+}
+
+impl Iterator for Batch {
+    type Item = Result<Frame, DecodeError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.failed || self.rest.is_empty() {
+            return None;
+        }
+        let header = match FrameHeader::parse(&self.rest, self.max_frame_len) {
+            Ok(header) => header,
+            Err(error) => {
+                self.failed = true;
+                return Some(Err(error));
+            }
+        };
+        let len = HEADER_LEN + header.payload_len;
+        if self.rest.len() < len {
+            self.failed = true;
+            return Some(Err(DecodeError::Malformed {
+                kind: header.kind,
+                reason: "sealed length differs from the inner header",
+            }));
+        }
+        let frame = Frame::decode_unsealed(self.rest.split_to(len), self.max_frame_len);
+        self.failed = frame.is_err();
+        Some(frame)
+    }
 }

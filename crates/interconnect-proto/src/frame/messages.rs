@@ -57,8 +57,11 @@ impl Capabilities {
     pub const FILES: Capabilities = Capabilities(1 << 0);
     /// Request/reply exchanges on data messages.
     pub const REQUESTS: Capabilities = Capabilities(1 << 1);
+    /// This side opens sealed frames that hold several inner frames, so its peer may
+    /// seal a run of small frames at once (one AEAD call instead of one per frame).
+    pub const BATCH: Capabilities = Capabilities(1 << 2);
     /// Everything this version implements.
-    pub const ALL: Capabilities = Capabilities(Self::FILES.0 | Self::REQUESTS.0);
+    pub const ALL: Capabilities = Capabilities(Self::FILES.0 | Self::REQUESTS.0 | Self::BATCH.0);
 
     /// Whether every bit of `other` is set.
     pub const fn contains(self, other: Capabilities) -> bool {

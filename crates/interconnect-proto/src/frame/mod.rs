@@ -11,7 +11,7 @@ mod codec;
 mod messages;
 
 pub(crate) use codec::header_bytes;
-pub use codec::{FORMAT_VERSION, FrameHeader};
+pub use codec::{Batch, FORMAT_VERSION, FrameHeader};
 pub use messages::*;
 
 /// Declares [`Frame`] with one variant per message type, and `From` for each: one list.

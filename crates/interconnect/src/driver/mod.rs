@@ -678,7 +678,7 @@ impl Driver {
             Command::Drained { key } => {
                 if let Some(channel) = self.conns.get(&key).and_then(|e| e.channel) {
                     tracing::debug!(channel = channel.0, "the app reads again: acks resume");
-                    self.session.hold_acks(channel, false);
+                    self.session.release_acks(channel);
                 }
             }
             Command::Shutdown => {}

@@ -96,7 +96,7 @@ impl Driver {
                 }
                 if entry.slot.unread.queued(incoming.payload.len()) {
                     tracing::debug!(channel = channel.0, "the app is not reading: acks held");
-                    self.session.hold_acks(channel, true);
+                    self.session.hold_acks(message.receipt);
                 }
                 ConnectionEvent::Message(incoming)
             }

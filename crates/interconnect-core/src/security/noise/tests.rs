@@ -534,6 +534,41 @@ fn transcript() -> String {
             );
         }
         assert_eq!(&opened(&mut phone, sealed)[..], &plain[..]);
+        // A batch: two inner frames back to back in one sealed frame.
+        let batch = [
+            Frame::Ping(interconnect_proto::Ping { nonce: 3 }),
+            Frame::Pong(interconnect_proto::Pong { nonce: 3 }),
+        ];
+        let inner: Vec<Vec<u8>> = batch
+            .iter()
+            .map(|f| {
+                let mut b = BytesMut::new();
+                f.encode_unsealed(DEFAULT_MAX_FRAME_LEN, &mut b).unwrap();
+                b.to_vec()
+            })
+            .collect();
+        let plain = inner.concat();
+        let mut sealed = BytesMut::new();
+        watch
+            .seal(&plain, &[], DEFAULT_MAX_FRAME_LEN, &mut sealed)
+            .unwrap();
+        let nonce = parts.nonce + count as u64;
+        let _ = writeln!(
+            out,
+            "\nA batch, for a peer whose `Hello` set `BATCH`: at nonce {nonce}, inner \
+             `Ping {{ nonce: 3 }}` `{}` and `Pong {{ nonce: 3 }}` `{}` back to back, one \
+             segment, associated data `{}`:\n",
+            hex(&inner[0]),
+            hex(&inner[1]),
+            hex(&segment_ad(nonce, 1, 0))
+        );
+        let _ = writeln!(out, "{}", hex_block(&sealed));
+        let body = opened(&mut phone, sealed.freeze());
+        assert_eq!(&body[..], &plain[..]);
+        let frames: Vec<Frame> = Frame::decode_batch(body, DEFAULT_MAX_FRAME_LEN)
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(frames, batch);
     }
     fenced(&out)
 }
