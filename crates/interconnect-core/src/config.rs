@@ -38,7 +38,7 @@ pub struct SessionConfig {
     /// Unacknowledged messages are sent again when no acknowledgement progress was made
     /// for this long (covers links that lose frames without dropping).
     pub retransmit_timeout: Duration,
-    /// Messages a channel keeps in flight (sent, not yet acknowledged); 256 by default,
+    /// Messages a channel keeps in flight (sent, not yet acknowledged); 1,024 by default,
     /// the runtime's unread messages per connection, so a pipelined stream is held by
     /// the receiving app and not by the window.
     pub max_in_flight: usize,
@@ -80,7 +80,7 @@ impl SessionConfig {
             ping_interval: Duration::from_secs(5),
             link_timeout: Duration::from_secs(15),
             retransmit_timeout: Duration::from_secs(2),
-            max_in_flight: 256,
+            max_in_flight: 1024,
             max_in_flight_bytes: 1 << 20,
             max_queued: 4096,
             reliable_link: false,

@@ -22,7 +22,7 @@ use crate::transport::Transport;
 /// it trusts in a directory, so a restart of either end is a reconnection, not a
 /// stranger. [`Config::in_memory`] is for tests and demos in one process.
 ///
-/// Defaults: send timeout 10 s, 256 unread messages per connection, backoff 100 ms
+/// Defaults: send timeout 10 s, 1,024 unread messages per connection, backoff 100 ms
 /// doubling to 30 s, no incoming files, and the session's defaults ([`SessionConfig`]:
 /// Noise, acknowledgement once the app took a message, pings every 5 s, link timeout
 /// 15 s). Set a field to change one.
@@ -34,7 +34,7 @@ pub struct Config {
     /// Messages a connection holds for its app (received, not yet taken from
     /// [`Connection::events`]) before this side stops acknowledging that channel's
     /// messages, so the peer's sends wait instead of this side's memory growing (8 MiB
-    /// of unread messages do the same). 256 by default.
+    /// of unread messages do the same). 1,024 by default.
     ///
     /// [`Connection::events`]: crate::Connection::events
     pub max_unread: usize,
@@ -94,7 +94,7 @@ impl Config {
     pub fn in_memory(device_id: DeviceId) -> Self {
         Config {
             send_timeout: Duration::from_secs(10),
-            max_unread: 256,
+            max_unread: 1024,
             backoff: Backoff::default(),
             seed: None,
             files: None,
