@@ -14,17 +14,17 @@ use interconnect_proto::{
     max_unsealed_len,
 };
 
-/// Most plaintext bytes sealed in one batch: small frames queued together share one AEAD
-/// call up to this size. Larger batches save little more and hold the first frame back
-/// while the rest is encrypted.
-const BATCH_LEN: usize = 16 * 1024;
-
 use super::channels::start_open;
 use super::{LinkState, LinkUp, PAIRING_HOLDOFF, Session, refusal, sanitize};
 
 use crate::channel::ChannelState;
 use crate::event::{ChannelEvent, ClosedBy, Event, PeerInfo};
 use crate::security::{NoiseEvent, SecureLink, SecurityError};
+
+/// Most plaintext bytes sealed in one batch: small frames queued together share one AEAD
+/// call up to this size. Larger batches save little more and hold the first frame back
+/// while the rest is encrypted.
+const BATCH_LEN: usize = 16 * 1024;
 
 impl Session {
     /// A new link is up: starts the handshake. `link_max_frame_len` is the link's limit.
@@ -423,12 +423,13 @@ impl Session {
 
     /// Seals `first` into `scratch`, with the frames queued behind it when the peer opens
     /// batches and they fit in [`BATCH_LEN`]; the error says why it was not (for the log).
-    /// A frame that would not fit goes back to the head of the queue. A frame too large to
-    /// share a batch is sealed alone, its bulk bytes read in place rather than copied.
+    /// A frame that would not fit goes back to the head of the queue, its bulk bytes never
+    /// copied. A frame too large to share a batch is sealed alone, its bulk bytes read in
+    /// place rather than copied.
     pub(super) fn seal(&mut self, first: Frame, max: usize, now: Instant) -> Result<(), String> {
         self.plain.clear();
         let kind = first.kind();
-        let bulk = first
+        let mut bulk = first
             .encode_unsealed_head(max, &mut self.plain)
             .map_err(|e| format!("{kind:?}: {e}"))?;
         let room = match &self.link {
@@ -438,11 +439,14 @@ impl Session {
         .min(BATCH_LEN);
         if self.plain.len() + bulk.len() < room {
             self.plain.extend_from_slice(bulk);
+            bulk = &[];
             while let Some(next) = self.next_frame(now) {
                 let mark = self.plain.len();
-                match next.encode_unsealed(max, &mut self.plain) {
-                    Ok(()) if self.plain.len() <= room => {}
-                    Ok(()) => {
+                match next.encode_unsealed_head(max, &mut self.plain) {
+                    Ok(tail) if self.plain.len() + tail.len() <= room => {
+                        self.plain.extend_from_slice(tail);
+                    }
+                    Ok(_) => {
                         self.plain.truncate(mark);
                         self.control.push_front(next);
                         break;
@@ -450,10 +454,6 @@ impl Session {
                     Err(error) => tracing::warn!(%error, kind = ?next.kind(), "frame not sent"),
                 }
             }
-            let secure = self.secure.as_mut().ok_or("no secure layer")?;
-            return secure
-                .seal(&self.plain, &[], self.wire_max, &mut self.scratch)
-                .map_err(|e| e.to_string());
         }
         let secure = self.secure.as_mut().ok_or("no secure layer")?;
         secure

@@ -185,6 +185,8 @@ pub struct Session {
     next_transfer: u32,
     /// Last outgoing transfer served by the round-robin chunk scheduler.
     rr_file: Option<TransferId>,
+    /// Frames sent before any other: replies and reports, and the frame that did not fit
+    /// in the last sealed batch (it keeps its place at the head).
     control: VecDeque<Frame>,
     events: VecDeque<Event>,
     scratch: BytesMut,
