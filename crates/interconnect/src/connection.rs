@@ -13,7 +13,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::sync::{mpsc, oneshot, watch};
 
-use crate::command::Command;
+use crate::command::{Command, ConnSlot};
 use crate::error::{Cause, Error};
 use crate::state::{
     ConnState, ConnectionEvent, Diagnosis, Incoming, Progress, Queued, ReadyState, Unread,
@@ -333,16 +333,27 @@ impl std::fmt::Debug for Connection {
 }
 
 impl Connection {
+    /// A new handle for `package` whose commands go to a driver, and what that driver
+    /// holds for it.
     pub(crate) fn new(
         key: u64,
-        package: String,
+        package: &str,
         commands: mpsc::UnboundedSender<Command>,
-        state: watch::Receiver<ConnState>,
-        events: mpsc::UnboundedReceiver<Queued>,
-        unread: Arc<Unread>,
+        max_unread: usize,
         send_timeout: Duration,
-    ) -> Self {
-        Connection {
+    ) -> (ConnSlot, Connection) {
+        let (events_tx, events) = mpsc::unbounded_channel();
+        let unread = Arc::new(Unread::new(max_unread));
+        let (state_tx, state) = watch::channel(ConnState {
+            connecting: true,
+            ..ConnState::default()
+        });
+        let slot = ConnSlot {
+            events: events_tx,
+            unread: unread.clone(),
+            state: state_tx,
+        };
+        let conn = Connection {
             shared: Arc::new(Shared {
                 key,
                 unread,
@@ -353,9 +364,10 @@ impl Connection {
                 next_ticket: AtomicU64::new(1),
                 next_request: AtomicU32::new(1),
                 send_timeout,
-                package,
+                package: package.into(),
             }),
-        }
+        };
+        (slot, conn)
     }
 
     fn command(&self, command: Command) -> Result<(), Error> {

@@ -10,10 +10,10 @@ use tokio::task::JoinHandle;
 use crate::SessionConfig;
 use crate::command::{Command, ConnSlot};
 use crate::connection::Connection;
+use crate::driver::reception::{self, Request, Template};
 use crate::driver::{self, Backoff, LinkLimits, LinkStatus, PeerDeviceStatus};
 use crate::sans_io::Session;
-use crate::security::{KnownPeers, Security, SecurityEvents, TrustPolicy};
-use crate::state::ConnState;
+use crate::security::{KnownPeers, Reporter, Security, SecurityEvents, TrustPolicy};
 use crate::transport::Transport;
 
 /// Settings of an [`Interconnect`] or a [`Hub`].
@@ -48,6 +48,15 @@ pub struct Config {
     /// Where peers pinned by trust on first use or pairing are saved; `None` keeps them
     /// for this process only.
     pub known_peers: Option<KnownPeers>,
+    /// Watches a [`Hub`] serves at once (a watch's own setting is ignored). 1, the
+    /// default, serves one at a time: another that connects meanwhile is refused as
+    /// busy (4002), and apps register with [`Hub::register`]. Above 1, each watch gets its
+    /// own link and session (one slow watch holds up no other), apps register with
+    /// [`Hub::register_watches`] and get one connection per watch, and a watch past the
+    /// bound is refused as busy. Trust is per watch: see [`Hub::register_watches`].
+    /// Received files then go to a folder per watch inside `files.dir`, named by the
+    /// watch's device id in hex. 0 is taken as 1.
+    pub max_watches: usize,
     /// The session: this device's id and security, timers and limits. Its `role` is set
     /// by [`Hub`] (phone) or [`Interconnect`] (watch), `reliable_link` by the transport
     /// ([`Transport::is_reliable`](crate::Transport::is_reliable)), and a
@@ -99,6 +108,7 @@ impl Config {
             seed: None,
             files: None,
             known_peers: None,
+            max_watches: 1,
             session: SessionConfig::new(
                 Role::Watch,
                 device_id,
@@ -141,6 +151,8 @@ fn with_known_peers(security: Security, known: Option<&KnownPeers>) -> Security 
 
 struct Endpoint {
     commands: mpsc::UnboundedSender<Command>,
+    /// A hub of several watches: what apps ask of its reception.
+    requests: Option<mpsc::UnboundedSender<Request>>,
     security_events: std::sync::Mutex<Option<SecurityEvents>>,
     status: watch::Receiver<LinkStatus>,
     /// Taken by the first `shutdown`; later ones wait on the lock until it finished.
@@ -160,19 +172,43 @@ impl Endpoint {
         session.role = role;
         session.reliable_link = transport.is_reliable();
         session.security = with_known_peers(session.security, config.known_peers.as_ref());
-        let parts = driver::spawn(
-            Session::new(session, rand::random()),
-            transport,
-            config.backoff,
-            seed,
-            config.files,
-            config.known_peers,
-        );
+        let (reporter, security_events) = Reporter::new();
+        let (commands, requests, status, task) = if role == Role::Phone && config.max_watches > 1 {
+            let template = Template {
+                session,
+                backoff: config.backoff,
+                seed,
+                files: config.files,
+                known_peers: config.known_peers,
+                max_unread: config.max_unread,
+                send_timeout: config.send_timeout,
+                max_watches: config.max_watches,
+            };
+            let parts = reception::spawn(template, transport, reporter);
+            (
+                parts.commands,
+                Some(parts.requests),
+                parts.status,
+                parts.task,
+            )
+        } else {
+            let setup = driver::Setup {
+                session: Session::new(session, rand::random()),
+                backoff: config.backoff,
+                seed,
+                files: config.files,
+                known_peers: config.known_peers,
+                reporter,
+            };
+            let parts = driver::spawn(setup, transport);
+            (parts.commands, None, parts.status, parts.task)
+        };
         Endpoint {
-            commands: parts.commands,
-            security_events: std::sync::Mutex::new(Some(parts.security_events)),
-            status: parts.status,
-            task: tokio::sync::Mutex::new(Some(parts.task)),
+            commands,
+            requests,
+            security_events: std::sync::Mutex::new(Some(security_events)),
+            status,
+            task: tokio::sync::Mutex::new(Some(task)),
             next_key: AtomicU64::new(1),
             send_timeout: config.send_timeout,
             max_unread: config.max_unread,
@@ -181,26 +217,13 @@ impl Endpoint {
 
     fn new_connection(&self, package: &str) -> (u64, ConnSlot, Connection) {
         let key = self.next_key.fetch_add(1, Ordering::Relaxed);
-        let (events_tx, events_rx) = mpsc::unbounded_channel();
-        let unread = std::sync::Arc::new(crate::state::Unread::new(self.max_unread));
-        let (state_tx, state_rx) = watch::channel(ConnState {
-            connecting: true,
-            ..ConnState::default()
-        });
-        let conn = Connection::new(
+        let (slot, conn) = Connection::new(
             key,
-            package.into(),
+            package,
             self.commands.clone(),
-            state_rx,
-            events_rx,
-            unread.clone(),
+            self.max_unread,
             self.send_timeout,
         );
-        let slot = ConnSlot {
-            events: events_tx,
-            unread,
-            state: state_tx,
-        };
         (key, slot, conn)
     }
 
@@ -408,13 +431,13 @@ impl Hub {
         self.endpoint.security_events()
     }
 
-    /// Whether a watch is connected.
+    /// Whether a watch is connected (on a hub of several, whether any is).
     pub fn peer_device_status(&self) -> PeerDeviceStatus {
         self.endpoint.status()
     }
 
     /// What the link to the watch carries (the largest message, frame and file chunk),
-    /// while one is up.
+    /// while one is up (on a hub of several watches, the link that came up last).
     pub fn limits(&self) -> Option<LinkLimits> {
         self.endpoint.limits()
     }
@@ -439,6 +462,9 @@ impl Hub {
         version: u32,
         signature: Option<&str>,
     ) -> Result<Connection, crate::Error> {
+        if self.endpoint.requests.is_some() {
+            return Err(crate::Error::SeveralWatches);
+        }
         let (key, conn_slot, conn) = self.endpoint.new_connection(package);
         self.endpoint
             .commands
@@ -451,6 +477,94 @@ impl Hub {
             })
             .map_err(|_| crate::Error::Stopped)?;
         Ok(conn)
+    }
+
+    /// On a hub of several watches ([`Config::max_watches`] above 1): registers an app
+    /// (or replaces its registration) with every watch, those served now and those to
+    /// come. The app gets one [`Watch`](crate::Watch) per watch from the stream, each
+    /// with its own [`Connection`] (dropping one detaches the app from that watch: it
+    /// gets 1002). On a hub of one watch, fails with
+    /// [`Error::OneWatch`](crate::Error::OneWatch).
+    ///
+    /// Trust is per watch. [`TrustPolicy::Pinned`]: the listed watches only.
+    /// [`TrustPolicy::Pairing`]: each new watch asks the user (a
+    /// [`SecurityEvent::PairingRequest`](crate::SecurityEvent::PairingRequest) apiece).
+    /// [`TrustPolicy::FirstUse`] (the default): while no watch is pinned, the first to
+    /// connect is (as on a hub of one, and two that connect at that same moment both
+    /// are); after that a new watch is pinned only while the hub admits new ones
+    /// ([`admit_new_watches`](Self::admit_new_watches)), and refused (4007) otherwise.
+    ///
+    /// ```
+    /// # tokio::runtime::Builder::new_current_thread().enable_time().start_paused(true).build().unwrap().block_on(async {
+    /// use interconnect::{Config, ConnectionEvent, Hub, Interconnect};
+    /// use interconnect_proto::DeviceId;
+    /// use std::time::Duration;
+    ///
+    /// let nets = transport_mock::MockNetwork::several(Default::default(), 2);
+    /// let (one, phone_link) = nets[0].endpoints();
+    /// let (two, _) = nets[1].endpoints();
+    /// let mut config = Config::in_memory(DeviceId([9; 16]));
+    /// config.max_watches = 8;
+    /// let hub = Hub::new(phone_link, config);
+    /// hub.admit_new_watches(Duration::from_secs(60)).unwrap();
+    /// let mut watches = hub.register_watches("com.example.fit", 3, None).await.unwrap();
+    ///
+    /// let first = Interconnect::new(one, Config::in_memory(DeviceId([1; 16])));
+    /// let second = Interconnect::new(two, Config::in_memory(DeviceId([2; 16])));
+    /// // Queued now; each resolves once the phone app took it.
+    /// let sent = [&first, &second].map(|watch| watch.instance("com.example.fit", None));
+    /// let sending: Vec<_> = sent.iter().zip(0u32..).map(|(c, i)| c.send(&i)).collect();
+    /// let mut heard = Vec::new();
+    /// for _ in 0..2 {
+    ///     let watch = watches.next().await.unwrap();
+    ///     let mut events = watch.connection.events().unwrap();
+    ///     assert!(matches!(events.next().await, Some(ConnectionEvent::Open { .. })));
+    ///     let Some(ConnectionEvent::Message(m)) = events.next().await else { panic!() };
+    ///     heard.push((watch.device.id.0[0], m.decode::<u32>().unwrap()));
+    /// }
+    /// heard.sort();
+    /// assert_eq!(heard, [(1, 0), (2, 1)]);
+    /// for sending in sending {
+    ///     sending.await.unwrap();
+    /// }
+    /// # });
+    /// ```
+    pub async fn register_watches(
+        &self,
+        package: &str,
+        version: u32,
+        signature: Option<&str>,
+    ) -> Result<crate::Watches, crate::Error> {
+        let requests = self
+            .endpoint
+            .requests
+            .as_ref()
+            .ok_or(crate::Error::OneWatch)?;
+        let (watches, rx) = mpsc::unbounded_channel();
+        requests
+            .send(Request::Register {
+                package: package.into(),
+                version,
+                signature: signature.map(Into::into),
+                watches,
+            })
+            .map_err(|_| crate::Error::Stopped)?;
+        Ok(crate::Watches { rx })
+    }
+
+    /// On a hub of several watches under trust on first use: pins every new watch that
+    /// connects within `window` (the user's "add a watch" moment). Fails with
+    /// [`Error::OneWatch`](crate::Error::OneWatch) on a hub of one.
+    pub fn admit_new_watches(&self, window: Duration) -> Result<(), crate::Error> {
+        let requests = self
+            .endpoint
+            .requests
+            .as_ref()
+            .ok_or(crate::Error::OneWatch)?;
+        let until = tokio::time::Instant::now() + window;
+        requests
+            .send(Request::Admit { until })
+            .map_err(|_| crate::Error::Stopped)
     }
 
     /// Stops the driver: closes the channels (a watch reopens them by itself when a

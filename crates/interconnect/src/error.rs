@@ -67,6 +67,17 @@ pub enum Error {
     /// The background driver has stopped (the `Interconnect` or `Hub` was shut down).
     #[error("the interconnect driver has stopped")]
     Stopped,
+    /// [`Hub::register`](crate::Hub::register) on a hub that serves several watches
+    /// ([`Config::max_watches`](crate::Config::max_watches) above 1), where an app
+    /// registers with [`Hub::register_watches`](crate::Hub::register_watches).
+    #[error("this hub serves several watches: register with Hub::register_watches")]
+    SeveralWatches,
+    /// [`Hub::register_watches`](crate::Hub::register_watches) (or
+    /// [`admit_new_watches`](crate::Hub::admit_new_watches)) on a hub of one watch
+    /// ([`Config::max_watches`](crate::Config::max_watches) is 1), where an app registers
+    /// with [`Hub::register`](crate::Hub::register).
+    #[error("this hub serves one watch: register with Hub::register")]
+    OneWatch,
     /// Any other failure, with its code.
     #[error("error {code}: {message}")]
     Other {
@@ -88,7 +99,10 @@ impl Error {
             | Error::Transfer { code, .. } => *code,
             Error::Io(_) => Code::STORAGE,
             Error::TooLarge { .. } => Code::TOO_LARGE,
-            Error::Serialization(_) | Error::QueueFull { .. } => Code::OTHERS,
+            Error::Serialization(_)
+            | Error::QueueFull { .. }
+            | Error::SeveralWatches
+            | Error::OneWatch => Code::OTHERS,
         }
     }
 

@@ -9,8 +9,9 @@
 //! ```text
 //!   app ── Connection / AppChannel (async API, events as a Stream)
 //!              │ commands            ▲ events
-//!   driver ── one tokio task per device: feeds frames and timeouts in, drains frames out
-//!              │ Session (sans-IO)   │
+//!   driver ── one tokio task per peer device: feeds frames and timeouts in, drains frames
+//!              │ Session (sans-IO)   │  out (a hub of several watches: one per watch, and
+//!              │                     │  a reception that vets new links and hands them over)
 //!   link  ── Transport → Link: whole frames (mock, TCP, BLE)
 //! ```
 //!
@@ -81,6 +82,7 @@ mod files;
 pub mod security;
 mod state;
 mod transport;
+mod watches;
 
 pub use connection::{Connection, Events, FileTransfer, ProgressStream, Sending};
 pub use driver::{Backoff, LinkLimits, PeerDeviceStatus};
@@ -96,6 +98,7 @@ pub use security::{
 };
 pub use state::{ConnectionEvent, Diagnosis, Incoming, Progress, ReadyState};
 pub use transport::{Link, LinkReceiver, LinkSender, Transport, TransportError};
+pub use watches::{Device, Watch, Watches};
 
 /// The README's quick start runs as a doctest.
 #[cfg(doctest)]

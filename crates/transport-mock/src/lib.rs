@@ -135,6 +135,28 @@ impl MockNetwork {
         }
     }
 
+    /// Networks of several watches to one phone: each its own link with its own faults
+    /// and cuts, and one queue of incoming links, so the listener of any of them (the
+    /// phone) accepts the links of all.
+    ///
+    /// ```
+    /// let nets = transport_mock::MockNetwork::several(Default::default(), 3);
+    /// let (_first_watch, phone) = nets[0].endpoints();
+    /// let (_second_watch, _) = nets[1].endpoints();
+    /// # let _ = phone;
+    /// ```
+    pub fn several(faults: Faults, watches: usize) -> Vec<MockNetwork> {
+        let first = MockNetwork::new(faults.clone());
+        let mut nets = vec![first.clone()];
+        for _ in 1..watches {
+            let mut net = MockNetwork::new(faults.clone());
+            net.accept_tx = first.accept_tx.clone();
+            net.accept_rx = first.accept_rx.clone();
+            nets.push(net);
+        }
+        nets
+    }
+
     /// The dialer (watch) and listener (phone) transports.
     pub fn endpoints(&self) -> (MockDialer, MockListener) {
         (

@@ -126,7 +126,7 @@ impl Session {
                         self.on_hello(now, hello);
                     }
                 }
-                NoiseEvent::PairingRequest { .. } if self.probing => {
+                NoiseEvent::PairingRequest { .. } if self.probing && !self.admits => {
                     // A device not known here while another is served.
                     self.refuse_as_busy();
                 }

@@ -221,6 +221,9 @@ pub struct Session {
     prompts_held_until: Option<Instant>,
     /// Only vets a second link (see [`probe`](Self::probe)).
     probing: bool,
+    /// A probe that may admit a new device (see [`vet`](Self::vet)): it asks the user
+    /// to pair instead of refusing an unknown one as busy.
+    admits: bool,
     /// A probe's peer Hello, held once its handshake got that far.
     probed: Option<Hello>,
     /// Whether this side trusts the peer of the current link (always, in plaintext).
@@ -287,6 +290,7 @@ impl Session {
             prompt_until: None,
             prompts_held_until: None,
             probing: false,
+            admits: false,
             probed: None,
             peer_trusted: false,
             config,

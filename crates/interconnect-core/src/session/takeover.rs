@@ -7,7 +7,7 @@ use interconnect_proto::{Code, DeviceId};
 
 use super::{LinkState, PROMPT_HOLDOFF, REFUSED_PAIRINGS, Session, refusal};
 
-use crate::security::{self, Fingerprint, SecureLink};
+use crate::security::{self, Fingerprint};
 
 impl Session {
     /// Secure links: the user compared the pairing codes of an
@@ -48,10 +48,41 @@ impl Session {
     /// a device the trust policy refuses gets that refusal.
     pub fn probe(&mut self, now: Instant, link_max_frame_len: usize) -> Session {
         let mut probe = Session::new(self.config.clone(), security::draw(&mut self.rng));
-        probe.secure = self.secure.as_mut().map(SecureLink::probe);
+        probe.secure = self.secure.as_mut().map(|s| s.probe(false));
         probe.probing = true;
         probe.link_up(now, link_max_frame_len);
         probe
+    }
+
+    /// A session that vets a new link for a phone serving several watches: as
+    /// [`probe`](Self::probe), but its peer may be a device this side serves on no link
+    /// yet. Trust on first use pins an unknown device only when `admit_new` (otherwise
+    /// it is refused, 4007); pairing asks the user
+    /// ([`Event::PairingRequest`](crate::sans_io::Event::PairingRequest), answered with
+    /// [`confirm_pairing`](Self::confirm_pairing) on this probe). Once
+    /// [`probed_peer`](Self::probed_peer) is known, a session that serves that device
+    /// [`take_over`](Self::take_over)s the link.
+    pub fn vet(&mut self, now: Instant, link_max_frame_len: usize, admit_new: bool) -> Session {
+        let mut probe = Session::new(self.config.clone(), security::draw(&mut self.rng));
+        probe.secure = self.secure.as_mut().map(|s| s.probe(admit_new));
+        probe.probing = true;
+        probe.admits = true;
+        probe.link_up(now, link_max_frame_len);
+        probe
+    }
+
+    /// The keys this session trusts: its policy's and those pinned since (none in
+    /// plaintext).
+    pub fn trusted(&self) -> &[Fingerprint] {
+        self.secure.as_ref().map_or(&[], |s| s.pins())
+    }
+
+    /// Trusts the device with `fingerprint` from now on, on this session's links and its
+    /// probes': a device pinned on another session's link.
+    pub fn trust(&mut self, fingerprint: Fingerprint) {
+        if let Some(secure) = &mut self.secure {
+            secure.trust(fingerprint);
+        }
     }
 
     /// A probe's peer once its handshake completed: its device id and, on secure
@@ -97,6 +128,7 @@ impl Session {
             deadline,
             step: deadline,
         };
+        self.admits = false;
         self.secure = probe.secure.take().map(|mut secure| {
             secure.adopt();
             secure

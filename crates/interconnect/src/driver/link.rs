@@ -53,7 +53,7 @@ impl Backoff {
     }
 }
 
-pub(super) struct ActiveLink {
+pub(crate) struct ActiveLink {
     /// Frames to the link's writer task.
     pub(super) frames_out: mpsc::Sender<Bytes>,
     /// The writer task: on shutdown the driver waits for it to write what is queued.
@@ -109,12 +109,27 @@ impl ActiveLink {
     }
 }
 
+/// A link for a driver: raw from its transport, or vetted by a hub's reception.
+pub(crate) enum Arrival {
+    Link(Link),
+    Vetted(Box<Vetted>),
+}
+
+/// A link whose peer a hub's reception authenticated (see `Session::vet`), for the
+/// driver of that watch, which takes it over.
+pub(crate) struct Vetted {
+    pub(super) session: Session,
+    pub(super) link: ActiveLink,
+}
+
 /// A link being vetted beside the current one (see `Session::probe`).
 pub(super) struct Probe {
     pub(super) session: Session,
     pub(super) link: ActiveLink,
     /// Frames its peer sent so far: how far its handshake got.
     pub(super) frames: u32,
+    /// Which link it is (counts the links started), for a pairing answer.
+    pub(super) number: u64,
 }
 
 /// Links vetted at once. When a new one finds them all taken, one is pushed out: from
@@ -163,8 +178,11 @@ pub(crate) struct LinkStatus {
     /// the driver (a peer that leaves right after the handshake), and a watch channel
     /// keeps only the last value: the count lets a waiter see such a link anyway.
     pub(crate) links_up: u64,
-    /// The limits of the link that is up.
+    /// The limits of the link that is up (on a hub of several watches, of the link that
+    /// came up last).
     pub(crate) limits: Option<LinkLimits>,
+    /// Watches connected (a hub of several counts them; otherwise unused).
+    pub(crate) connected: u32,
 }
 
 /// What the link that is up carries: the same both ways, as both sides agreed in the
@@ -215,7 +233,7 @@ impl PeerDeviceStatus {
 pub(super) async fn supply_links<T: Transport>(
     mut transport: T,
     mut requests: mpsc::Receiver<Duration>,
-    links: mpsc::Sender<Link>,
+    links: mpsc::Sender<Arrival>,
 ) {
     if transport.accepts_while_linked() {
         // A listener hands over every link; the driver vets them.
@@ -223,7 +241,7 @@ pub(super) async fn supply_links<T: Transport>(
         loop {
             match transport.next_link().await {
                 Ok(link) => {
-                    if links.send(link).await.is_err() {
+                    if links.send(Arrival::Link(link)).await.is_err() {
                         return;
                     }
                 }
@@ -240,7 +258,7 @@ pub(super) async fn supply_links<T: Transport>(
         loop {
             match transport.next_link().await {
                 Ok(link) => {
-                    if links.send(link).await.is_err() {
+                    if links.send(Arrival::Link(link)).await.is_err() {
                         return;
                     }
                     break;
@@ -362,7 +380,26 @@ impl Driver {
         let _ = self.link_requests.try_send(delay);
     }
 
-    pub(super) fn on_new_link(&mut self, link: Link) {
+    pub(super) fn on_arrival(&mut self, arrival: Arrival) -> bool {
+        match arrival {
+            Arrival::Link(link) => self.on_new_link(link),
+            Arrival::Vetted(vetted) => {
+                let Vetted { session, link } = *vetted;
+                // The reception registered this watch's apps before it handed the link
+                // over: those commands are queued already and must be handled first.
+                while !self.commands.is_empty() {
+                    if self.take_commands() {
+                        link.retire();
+                        return true;
+                    }
+                }
+                self.adopt(session, link);
+            }
+        }
+        false
+    }
+
+    fn on_new_link(&mut self, link: Link) {
         if self.listener && !self.admission.admit(link.source, Instant::now().into_std()) {
             // Dropped unread: the source starts handshakes faster than any watch does.
             return tracing::debug!(source = ?link.source, "a source connecting too often: closed at once");
@@ -394,6 +431,7 @@ impl Driver {
             session,
             link: active,
             frames: 0,
+            number: self.links_started,
         });
         let newest = self.probes.len() - 1;
         self.service_probe(newest);
@@ -472,17 +510,21 @@ impl Driver {
         } else if ready {
             let Probe { session, link, .. } = self.probes.remove(i);
             tracing::info!("the peer came back on a new link: it replaces the current one");
-            if let Some(old) = self.link.take() {
-                old.retire();
-            }
-            self.held_frame = None;
-            self.held_since = None;
-            self.link_number += 1;
-            self.session.take_over(self.clock.now(), session);
-            let mut link = link;
-            link.limit_frames(&self.session);
-            self.link = Some(link);
+            self.adopt(session, link);
         }
+    }
+
+    /// Moves the session to an authenticated link (the newest wins).
+    fn adopt(&mut self, probe: Session, mut link: ActiveLink) {
+        if let Some(old) = self.link.take() {
+            old.retire();
+        }
+        self.held_frame = None;
+        self.held_since = None;
+        self.link_number += 1;
+        self.session.take_over(self.clock.now(), probe);
+        link.limit_frames(&self.session);
+        self.link = Some(link);
     }
 
     pub(super) fn lose_link(&mut self, why: &str) {

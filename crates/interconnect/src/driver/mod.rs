@@ -1,9 +1,12 @@
-//! The tokio driver: one task per device that runs the [`Session`] over a [`Transport`].
+//! The tokio driver: one task per device that runs the [`Session`] over a [`Transport`]
+//! (a hub of several watches runs one per watch, fed by its `reception`).
 //!
-//! This file holds the loop that dispatches commands and events, and shutdown;
-//! `routing` which handle a channel, send or event belongs to and the
-//! state each reads; `link` the link pump (supply with backoff, writer tasks, probes,
-//! backpressure); `transfers` the file transfers (offers, readers, writers); `command` what handles send the driver.
+//! This file holds the loop that dispatches commands and events, and shutdown; `start`
+//! how a driver starts; `routing` which handle a channel, send or event belongs to and
+//! the state each reads; `link` the link pump (supply with backoff, writer tasks, probes,
+//! backpressure); `transfers` the file transfers (offers, readers, writers);
+//! `reception` the front of a hub of several watches; `command` what handles send the
+//! driver.
 //!
 //! In a loop it feeds received frames, commands and timeouts into the session, drains
 //! frames to the link and routes events to the connections. A second task per device asks
@@ -27,9 +30,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use interconnect_proto::{ChannelId, Code, ContentType, Exchange, Role, TransferId};
-use rand::{SeedableRng, rngs::SmallRng};
+use rand::rngs::SmallRng;
 use tokio::sync::{mpsc, oneshot, watch};
-use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use crate::clock::Clock;
@@ -37,20 +39,22 @@ use crate::error::Error;
 use crate::files::{FilesConfig, IoDone, WriterCmd};
 use crate::sans_io::Session;
 use crate::sans_io::{Event, SendId};
-use crate::security::{KnownPeers, PairingRequest, SecurityEvent};
+use crate::security::{KnownPeers, PairingRequest, Reporter, SecurityEvent};
 use crate::state::{ConnState, Incoming};
-use crate::transport::{Link, Transport};
 
 mod link;
+pub(crate) mod reception;
 mod routing;
+mod start;
 mod transfers;
 
 use routing::{fail_requests, publish};
+pub(crate) use start::{Setup, spawn};
 
 use crate::command::{Command, ConnSlot};
 pub use link::LinkLimits;
 pub(crate) use link::LinkStatus;
-use link::{ActiveLink, LINGER, Probe, recv_frame, recv_probe, supply_links, write_room};
+use link::{ActiveLink, Arrival, LINGER, Probe, recv_frame, recv_probe, write_room};
 pub use link::{Backoff, PeerDeviceStatus};
 use transfers::{Admitted, Claiming, OutFile, Receiving};
 
@@ -82,10 +86,6 @@ type VersionReplyTo = oneshot::Sender<Result<Option<u32>, Error>>;
 /// Version queries that wait for a link; more fail with 1006.
 const MAX_WAITING_QUERIES: usize = 256;
 
-/// Security events queued for the owner before new ones are dropped (a dropped pairing
-/// request is a rejected one).
-const SECURITY_EVENTS: usize = 32;
-
 pub(crate) struct Driver {
     /// The session's time.
     clock: Clock,
@@ -101,7 +101,7 @@ pub(crate) struct Driver {
     /// source held to its rate (a dialer's links all come from the one phone).
     listener: bool,
     link_requests: mpsc::Sender<Duration>,
-    new_links: mpsc::Receiver<Link>,
+    new_links: mpsc::Receiver<Arrival>,
     conns: HashMap<u64, ConnEntry>,
     by_channel: HashMap<ChannelId, u64>,
     by_package: HashMap<String, u64>,
@@ -140,105 +140,13 @@ pub(crate) struct Driver {
     /// Counts every link started, probes too (names each link's span).
     links_started: u64,
     commands_tx: mpsc::UnboundedSender<Command>,
-    security_events: mpsc::Sender<SecurityEvent>,
+    reporter: Reporter,
     /// Watch side: the link's last refusal since it was last up, and whether lasting.
     refused: Option<(Code, bool)>,
-    /// Security events dropped and not said yet (shared with the stream, which says
-    /// them when its queue ran empty).
-    security_missed: std::sync::Arc<std::sync::atomic::AtomicU64>,
     known_peers: Option<KnownPeers>,
-}
-
-pub(crate) struct DriverParts {
-    pub(crate) commands: mpsc::UnboundedSender<Command>,
-    pub(crate) security_events: crate::SecurityEvents,
-    pub(crate) status: watch::Receiver<LinkStatus>,
-    pub(crate) task: JoinHandle<()>,
-}
-
-/// Spawns the driver and the link supplier for `transport`.
-pub(crate) fn spawn<T: Transport>(
-    session: Session,
-    transport: T,
-    backoff: Backoff,
-    seed: u64,
-    files: Option<FilesConfig>,
-    known_peers: Option<KnownPeers>,
-) -> DriverParts {
-    let (security_tx, security_rx) = mpsc::channel(SECURITY_EVENTS);
-    let security_missed = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
-    let security_events = crate::SecurityEvents {
-        rx: security_rx,
-        missed: security_missed.clone(),
-    };
-    let (io_tx, io_rx) = mpsc::unbounded_channel();
-    let (commands_tx, commands) = mpsc::unbounded_channel();
-    let (status_tx, status) = watch::channel(LinkStatus::default());
-    let (link_requests, requests_rx) = mpsc::channel(1);
-    let (links_tx, new_links) = mpsc::channel(1);
-    let listener = transport.accepts_while_linked();
-    let supplier = tokio::spawn(supply_links(transport, requests_rx, links_tx));
-    let driver = Driver {
-        clock: Clock::start(),
-        session,
-        commands,
-        status: status_tx,
-        link: None,
-        probes: Vec::new(),
-        admission: Default::default(),
-        listener,
-        link_requests,
-        new_links,
-        conns: HashMap::default(),
-        by_channel: HashMap::default(),
-        by_package: HashMap::default(),
-        sends: HashMap::default(),
-        waiting: HashMap::default(),
-        tickets: HashMap::default(),
-        version_queries: HashMap::default(),
-        waiting_queries: Vec::new(),
-        backoff,
-        failures: 0,
-        rng: SmallRng::seed_from_u64(seed),
-        files,
-        io_tx,
-        io_rx,
-        preparing: HashMap::default(),
-        outgoing_files: HashMap::default(),
-        writers: HashMap::default(),
-        offers: std::collections::VecDeque::new(),
-        claiming: None,
-        next_ticket: 0,
-        held_frame: None,
-        held_since: None,
-        link_number: 0,
-        links_started: 0,
-        commands_tx: commands_tx.clone(),
-        security_events: security_tx,
-        security_missed,
-        refused: None,
-        known_peers,
-    };
-    let span = tracing::info_span!(
-        "interconnect",
-        role = ?driver.session.config().role,
-        device = %driver.session.config().device_id,
-    );
-    let task = tokio::spawn(tracing::Instrument::instrument(
-        async move {
-            driver.run().await;
-            // Awaited, so the transport (a listening socket) is gone when shutdown returns.
-            supplier.abort();
-            let _ = supplier.await;
-        },
-        span,
-    ));
-    DriverParts {
-        commands: commands_tx,
-        security_events,
-        status,
-        task,
-    }
+    /// A watch's driver on a hub of several: the hub's status, which counts the watches
+    /// connected, and whether this one is counted.
+    hub_status: Option<(watch::Sender<LinkStatus>, bool)>,
 }
 
 /// Commands taken in one pass of the loop before the session is drained: enough to
@@ -288,7 +196,10 @@ impl Driver {
                         }
                     }
                 },
-                Some(link) = self.new_links.recv() => self.on_new_link(link),
+                Some(arrival) = self.new_links.recv() => if self.on_arrival(arrival) {
+                    self.close_all().await;
+                    break;
+                },
                 Some(done) = self.io_rx.recv() => self.on_io(done),
                 // Backpressure: while the replies the peer's frames caused cannot leave,
                 // its frames stay in the socket.
@@ -361,11 +272,19 @@ impl Driver {
                 self.failures = 0;
                 self.refused = None;
                 let limits = LinkLimits::new(self.session.limits());
-                self.status.send_modify(|s| {
+                let up = |s: &mut LinkStatus| {
                     s.peer = PeerDeviceStatus::Connected;
                     s.links_up += 1;
                     s.limits = Some(limits);
-                });
+                };
+                self.status.send_modify(up);
+                if let Some((hub, counted)) = &mut self.hub_status {
+                    hub.send_modify(|s| {
+                        up(s);
+                        s.connected += u32::from(!*counted);
+                    });
+                    *counted = true;
+                }
                 for (package, reply) in std::mem::take(&mut self.waiting_queries) {
                     if !reply.is_closed() {
                         self.query_version(&package, reply);
@@ -377,6 +296,7 @@ impl Driver {
                     s.peer = PeerDeviceStatus::Disconnected;
                     s.limits = None;
                 });
+                self.uncount();
             }
             Event::PeerAuthenticated {
                 fingerprint,
@@ -474,26 +394,8 @@ impl Driver {
         }
     }
 
-    /// Bounded: while the owner does not read the stream, new events are dropped (a
-    /// dropped pairing request rejects the pairing) rather than piling up, and counted:
-    /// once there is room, a [`SecurityEvent::Missed`] says how many.
     fn report(&self, event: SecurityEvent) {
-        use std::sync::atomic::Ordering::AcqRel;
-        // What was dropped is said first, in its place in the stream.
-        let missed = self.security_missed.swap(0, AcqRel);
-        if missed > 0
-            && self
-                .security_events
-                .try_send(SecurityEvent::Missed { count: missed })
-                .is_err()
-        {
-            self.security_missed.fetch_add(missed + 1, AcqRel);
-            return tracing::debug!(?event, "security event dropped: the stream is not read");
-        }
-        if let Err(error) = self.security_events.try_send(event) {
-            self.security_missed.fetch_add(1, AcqRel);
-            tracing::debug!(event = ?error.into_inner(), "security event dropped: the stream is not read");
-        }
+        self.reporter.report(event);
     }
 
     fn on_command(&mut self, command: Command) {
@@ -747,5 +649,21 @@ impl Driver {
         }
         self.status
             .send_modify(|s| s.peer = PeerDeviceStatus::Disconnected);
+        self.uncount();
+    }
+
+    /// A watch of a hub of several is no longer connected: the hub counts one fewer.
+    fn uncount(&mut self) {
+        if let Some((hub, counted)) = &mut self.hub_status
+            && std::mem::take(counted)
+        {
+            hub.send_modify(|s| {
+                s.connected = s.connected.saturating_sub(1);
+                if s.connected == 0 {
+                    s.peer = PeerDeviceStatus::Disconnected;
+                    s.limits = None;
+                }
+            });
+        }
     }
 }

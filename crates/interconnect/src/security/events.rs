@@ -124,6 +124,52 @@ pub struct SecurityEvents {
     pub(crate) missed: std::sync::Arc<AtomicU64>,
 }
 
+/// Security events queued for the owner before new ones are dropped (a dropped pairing
+/// request is a rejected one).
+const SECURITY_EVENTS: usize = 32;
+
+/// The sending end of an endpoint's [`SecurityEvents`], shared by its drivers.
+#[derive(Clone, Debug)]
+pub(crate) struct Reporter {
+    tx: mpsc::Sender<SecurityEvent>,
+    missed: std::sync::Arc<AtomicU64>,
+}
+
+impl Reporter {
+    /// A reporter and the stream it feeds.
+    pub(crate) fn new() -> (Reporter, SecurityEvents) {
+        let (tx, rx) = mpsc::channel(SECURITY_EVENTS);
+        let missed = std::sync::Arc::new(AtomicU64::new(0));
+        let events = SecurityEvents {
+            rx,
+            missed: missed.clone(),
+        };
+        (Reporter { tx, missed }, events)
+    }
+
+    /// Bounded: while the owner does not read the stream, new events are dropped (a
+    /// dropped pairing request rejects the pairing) rather than piling up, and counted:
+    /// once there is room, a [`SecurityEvent::Missed`] says how many.
+    pub(crate) fn report(&self, event: SecurityEvent) {
+        use std::sync::atomic::Ordering::AcqRel;
+        // What was dropped is said first, in its place in the stream.
+        let missed = self.missed.swap(0, AcqRel);
+        if missed > 0
+            && self
+                .tx
+                .try_send(SecurityEvent::Missed { count: missed })
+                .is_err()
+        {
+            self.missed.fetch_add(missed + 1, AcqRel);
+            return tracing::debug!(?event, "security event dropped: the stream is not read");
+        }
+        if let Err(error) = self.tx.try_send(event) {
+            self.missed.fetch_add(1, AcqRel);
+            tracing::debug!(event = ?error.into_inner(), "security event dropped: the stream is not read");
+        }
+    }
+}
+
 impl SecurityEvents {
     /// The next event; `None` once the endpoint stopped.
     pub async fn next(&mut self) -> Option<SecurityEvent> {

@@ -5,6 +5,7 @@
 mod events;
 mod identity;
 
+pub(crate) use events::Reporter;
 pub use events::{PairingRequest, SecurityEvent, SecurityEvents};
 pub(crate) use identity::create_private_dir;
 pub use identity::{IdentityError, IdentityFile, KnownPeers};

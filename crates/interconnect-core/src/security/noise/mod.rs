@@ -98,6 +98,9 @@ pub(crate) struct SecureLink {
     /// Vets a second link while the first is up: pins no one new (an unknown peer is
     /// left to the session, which refuses it as busy).
     probing: bool,
+    /// A probe of a hub that serves several watches, while it admits new ones: trust on
+    /// first use pins an unknown peer (a new watch) instead of refusing it.
+    admit_new: bool,
     phase: Phase,
     /// Handshake frames to send in the clear.
     pub(crate) out: VecDeque<Frame>,
@@ -116,6 +119,7 @@ impl SecureLink {
             rng: rng(seed),
             pins: config.trust.known().to_vec(),
             probing: false,
+            admit_new: false,
             config,
             role,
             phase: Phase::Idle,
@@ -126,14 +130,16 @@ impl SecureLink {
         }
     }
 
-    /// A fresh state for vetting a second link: the same keys and pins, pinning no one.
-    pub(crate) fn probe(&mut self) -> SecureLink {
+    /// A fresh state for vetting a second link: the same keys and pins, pinning no one
+    /// unless `admit_new` (a hub of several watches that admits new ones now).
+    pub(crate) fn probe(&mut self, admit_new: bool) -> SecureLink {
         SecureLink {
             rng: rng(draw(&mut self.rng)),
             config: self.config.clone(),
             role: self.role,
             pins: self.pins.clone(),
             probing: true,
+            admit_new,
             phase: Phase::Idle,
             out: VecDeque::new(),
             events: VecDeque::new(),
@@ -145,6 +151,19 @@ impl SecureLink {
     /// The probe's state now serves the session's link.
     pub(crate) fn adopt(&mut self) {
         self.probing = false;
+        self.admit_new = false;
+    }
+
+    /// The pinned fingerprints.
+    pub(crate) fn pins(&self) -> &[Fingerprint] {
+        &self.pins
+    }
+
+    /// Trusts `peer` from now on: a device pinned on another link.
+    pub(crate) fn trust(&mut self, peer: Fingerprint) {
+        if !self.pins.contains(&peer) {
+            self.pins.push(peer);
+        }
     }
 
     /// A fixed ephemeral key for Noise in tests; `None`: snow draws one from the
@@ -497,6 +516,12 @@ impl SecureLink {
         }
         match &self.config.trust {
             TrustPolicy::Pinned(_) => Err(SecurityError::UntrustedPeer { fingerprint: peer }),
+            // A hub of several watches that admits new ones: first use, per device.
+            TrustPolicy::FirstUse { .. } if self.probing && self.admit_new => {
+                self.pins.push(peer);
+                self.events.push_back(NoiseEvent::Pinned(peer));
+                Ok(Trust::Trusted)
+            }
             // A probe pins no one: its peer would be a second device.
             TrustPolicy::FirstUse { .. } if self.probing && self.pins.is_empty() => {
                 Ok(Trust::AwaitCode)
