@@ -53,6 +53,14 @@ pub(crate) enum Command {
         /// the watch's sends waiting (and what a phone that dies holds unread).
         #[arg(long = "handle-ms", default_value_t = 0)]
         handle_ms: u64,
+        /// Watches served at once. Above 1, each watch gets its own connection, and
+        /// every event line says which watch (`"watch"`: its device id).
+        #[arg(long = "max-watches", default_value_t = 1)]
+        max_watches: usize,
+        /// Seconds from the start during which a new watch is trusted on first use and
+        /// pinned (with --max-watches above 1; the first watch is, while none is pinned).
+        #[arg(long = "admit-secs", default_value_t = 0)]
+        admit_secs: u64,
         #[command(flatten)]
         security: SecurityArgs,
     },

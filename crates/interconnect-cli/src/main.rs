@@ -60,6 +60,8 @@ fn main() -> ExitCode {
                 reserve_free_mib,
                 echo,
                 handle_ms,
+                max_watches,
+                admit_secs,
                 security,
             } => {
                 let app = PhoneApp {
@@ -67,6 +69,8 @@ fn main() -> ExitCode {
                     version: app_version,
                     signature,
                     handle: Duration::from_millis(handle_ms),
+                    max_watches,
+                    admit: Duration::from_secs(admit_secs),
                 };
                 let mut files = FilesConfig::new(files_dir);
                 files.reserve_free_bytes = reserve_free_mib.saturating_mul(1 << 20);

@@ -132,11 +132,12 @@ impl SecurityArgs {
 /// Prints security events on stderr (and, with `json`, as event lines on stdout);
 /// answers pairing requests (with `confirm`: `Some(true)` accepts, `None` asks on the
 /// terminal). Refusals that will not go away by retrying, and completed pairings, are
-/// passed on.
+/// passed on. A phone (`phone`) that refuses a second watch says how to serve it too.
 pub(crate) fn monitor(
     mut events: SecurityEvents,
     json_lines: bool,
     confirm: Option<bool>,
+    phone: bool,
 ) -> mpsc::UnboundedReceiver<Outcome> {
     let (tx, rx) = mpsc::unbounded_channel();
     tokio::spawn(async move {
@@ -188,6 +189,12 @@ pub(crate) fn monitor(
                 }
                 SecurityEvent::Refused(error) => {
                     eprintln!("link refused: {error}");
+                    if phone && matches!(error, SecurityError::PeerChanged { .. }) {
+                        eprintln!(
+                            "to serve more watches than the pinned one: --max-watches N \
+                             --admit-secs S (new watches are pinned during the first S seconds)"
+                        );
+                    }
                     if json_lines {
                         println!(
                             "{}",

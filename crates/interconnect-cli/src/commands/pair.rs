@@ -55,7 +55,7 @@ pub(crate) async fn pair(
         }
         (None, None) => return Err(failure(Code::OTHERS, "pass --listen or --connect")),
     };
-    let mut outcomes = outcomes.map(|e| security::monitor(e, false, confirm));
+    let mut outcomes = outcomes.map(|e| security::monitor(e, false, confirm, false));
     let deadline = tokio::time::Instant::now() + timeout;
     let verdict = async {
         let outcomes = outcomes

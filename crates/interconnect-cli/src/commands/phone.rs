@@ -16,6 +16,10 @@ pub(crate) struct PhoneApp {
     pub(crate) signature: Option<String>,
     /// Time spent on each message.
     pub(crate) handle: Duration,
+    /// Watches served at once.
+    pub(crate) max_watches: usize,
+    /// How long new watches are pinned by first use.
+    pub(crate) admit: Duration,
 }
 
 pub(crate) async fn phone(
@@ -33,17 +37,22 @@ pub(crate) async fn phone(
     config.files = Some(files);
     config.session.security = setup.security;
     config.known_peers = setup.known_peers;
+    config.max_watches = app.max_watches;
     print_listening(listener.local_addr());
     let hub = Hub::new(listener, config);
     if let Some(events) = hub.security_events() {
         // Refusals are printed; the phone keeps serving.
-        drop(security::monitor(events, true, Some(false)));
+        drop(security::monitor(events, true, Some(false), true));
+    }
+    if app.max_watches > 1 {
+        return serve_watches(hub, app, echo).await;
     }
     let PhoneApp {
         package,
         version,
         signature,
         handle,
+        ..
     } = app;
     let app = hub
         .register(&package, version, signature.as_deref())
@@ -74,24 +83,7 @@ pub(crate) async fn phone(
                     tokio::time::sleep(handle).await;
                 }
                 if echo && let ConnectionEvent::Message(message) = &event {
-                    let app = app.clone();
-                    let message = message.clone();
-                    tokio::spawn(async move {
-                        if message.request_id.is_some() {
-                            let reply = app.reply_bytes(&message, message.content_type, message.payload.clone());
-                            if let Err(error) = reply.await {
-                                eprintln!("echo failed: {error}");
-                                print_error(error.code(), &format!("echo failed: {error}"));
-                            }
-                        } else {
-                            // A one-way message's echo is for whoever listens: a watch
-                            // that sent and left does not take it, which is no failure.
-                            let echo = app.send_bytes(message.content_type, message.payload.clone());
-                            if let Err(error) = echo.await {
-                                tracing::debug!(%error, "one-way echo not taken");
-                            }
-                        }
-                    });
+                    echo_back(&app, message);
                 }
             }
             () = hub.connected(), if !linked => linked = true,
@@ -105,4 +97,72 @@ pub(crate) async fn phone(
     }
     hub.shutdown().await;
     Ok(())
+}
+
+/// A hub of several watches: each watch's events are printed with its device id.
+async fn serve_watches(hub: Hub, app: PhoneApp, echo: bool) -> Result<(), Failure> {
+    if !app.admit.is_zero() {
+        hub.admit_new_watches(app.admit)?;
+    }
+    let mut watches = hub
+        .register_watches(&app.package, app.version, app.signature.as_deref())
+        .await?;
+    eprintln!(
+        "package {} registered, serving up to {} watches",
+        app.package, app.max_watches
+    );
+    loop {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => break,
+            watch = watches.next() => {
+                let Some(watch) = watch else { break };
+                let id = watch.device.id.to_string();
+                let key = watch.device.fingerprint.map(|f| f.to_string());
+                println!("{}", serde_json::json!({ "event": "watch", "watch": id, "fingerprint": key }));
+                tokio::spawn(serve_watch(watch, id, echo, app.handle));
+            }
+        }
+    }
+    hub.shutdown().await;
+    Ok(())
+}
+
+/// Prints one watch's events, each with `"watch"`, answering as the single-watch phone.
+async fn serve_watch(watch: interconnect::Watch, id: String, echo: bool, handle: Duration) {
+    let Some(mut events) = watch.connection.events() else {
+        return;
+    };
+    while let Some(event) = events.next().await {
+        let mut line = event_json(&event);
+        line["watch"] = id.clone().into();
+        println!("{line}");
+        if !handle.is_zero() && matches!(event, ConnectionEvent::Message(_)) {
+            tokio::time::sleep(handle).await;
+        }
+        if echo && let ConnectionEvent::Message(message) = &event {
+            echo_back(&watch.connection, message);
+        }
+    }
+}
+
+/// Answers a request with its own data, and echoes a one-way message the same way.
+fn echo_back(app: &interconnect::Connection, message: &interconnect::Incoming) {
+    let app = app.clone();
+    let message = message.clone();
+    tokio::spawn(async move {
+        if message.request_id.is_some() {
+            let reply = app.reply_bytes(&message, message.content_type, message.payload.clone());
+            if let Err(error) = reply.await {
+                eprintln!("echo failed: {error}");
+                print_error(error.code(), &format!("echo failed: {error}"));
+            }
+        } else {
+            // A one-way message's echo is for whoever listens: a watch that sent and
+            // left does not take it, which is no failure.
+            let echo = app.send_bytes(message.content_type, message.payload.clone());
+            if let Err(error) = echo.await {
+                tracing::debug!(%error, "one-way echo not taken");
+            }
+        }
+    });
 }

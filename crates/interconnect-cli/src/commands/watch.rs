@@ -44,7 +44,7 @@ pub(crate) async fn watch(
     );
     let mut outcomes = watch
         .security_events()
-        .map(|events| security::monitor(events, false, Some(false)));
+        .map(|events| security::monitor(events, false, Some(false), false));
     let conn = watch.instance(&target.package, target.signature.as_deref());
     // A lasting refusal (an untrusted or changed peer key) ends the command at once
     // instead of retrying until the timeout.

@@ -162,3 +162,4 @@ impl Phone {
 mod links;
 mod security;
 mod sessions;
+mod watches;
