@@ -94,10 +94,7 @@ async fn connect(
     let mut ends = Vec::new();
     for i in 0..watches {
         let id = DeviceId((i as u128 + 1).to_be_bytes());
-        let watch = Interconnect::new(
-            transport_tcp::TcpDialer::new(addr),
-            Config::in_memory(id),
-        );
+        let watch = Interconnect::new(transport_tcp::TcpDialer::new(addr), Config::in_memory(id));
         let conn = watch.instance(PKG, None);
         ends.push((watch, conn));
     }
@@ -184,7 +181,8 @@ async fn round_trips(stalled_neighbour: bool) -> Result<Vec<f64>, BoxError> {
     let mut times = Vec::with_capacity(ROUND_TRIPS);
     for _ in 0..ROUND_TRIPS {
         let start = Instant::now();
-        conn.send_bytes(ContentType::Binary, payload.clone()).await?;
+        conn.send_bytes(ContentType::Binary, payload.clone())
+            .await?;
         times.push(start.elapsed().as_secs_f64() * 1e6);
     }
     Ok(times)
@@ -249,7 +247,11 @@ async fn main() -> Result<(), BoxError> {
         return hub_child(max + 1).await;
     }
     let arg = |i: usize, default: usize| -> Result<usize, BoxError> {
-        Ok(args.get(i).map(|a| a.parse()).transpose()?.unwrap_or(default))
+        Ok(args
+            .get(i)
+            .map(|a| a.parse())
+            .transpose()?
+            .unwrap_or(default))
     };
     let (watches, n, runs) = (arg(0, 16)?, arg(1, 20_000)?, arg(2, 3)?);
     let (mut ratios, mut alone, mut all) = (vec![], vec![], vec![]);

@@ -5,12 +5,16 @@
 //! size and one byte more, request/reply, a file, a link cut in the middle of a file with
 //! resumption, close from either side, diagnosis, the version query, and 1001/1002/1007.
 //!
+//! A transport that serves several watches on one hub also implements
+//! [`several::Fleet`] and expands [`several_watches_tests!`].
+//!
 //! Cutting a link works the same on every transport: the watch's transport is wrapped in
 //! [`Cuttable`], which fails the current link on demand, and the watch then drops it as
 //! it would any failed link.
 
 pub mod flood;
 pub mod proxy;
+pub mod several;
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -247,14 +251,14 @@ pub mod cases {
         }
     }
 
-    async fn next(events: &mut Events) -> ConnectionEvent {
+    pub(crate) async fn next(events: &mut Events) -> ConnectionEvent {
         tokio::time::timeout(Duration::from_secs(60), events.next())
             .await
             .expect("an event within a minute")
             .expect("the stream is open")
     }
 
-    async fn next_message(events: &mut Events) -> interconnect::Incoming {
+    pub(crate) async fn next_message(events: &mut Events) -> interconnect::Incoming {
         loop {
             if let ConnectionEvent::Message(m) = next(events).await {
                 return m;
@@ -368,11 +372,11 @@ pub mod cases {
         responder.await.expect("responder");
     }
 
-    fn file_content(len: usize) -> Vec<u8> {
+    pub(crate) fn file_content(len: usize) -> Vec<u8> {
         (0..len).map(|i| (i.wrapping_mul(31) >> 3) as u8).collect()
     }
 
-    async fn stored(events: &mut Events) -> (PathBuf, u64) {
+    pub(crate) async fn stored(events: &mut Events) -> (PathBuf, u64) {
         loop {
             match next(events).await {
                 ConnectionEvent::File { path, size, .. } => return (path, size),

@@ -18,3 +18,18 @@ impl Harness for Mock {
 }
 
 conformance_tests!(Mock, Mock);
+
+#[async_trait]
+impl interconnect_conformance::several::Fleet for Mock {
+    async fn fleet(&self, watches: usize) -> (Vec<Box<dyn Transport>>, Box<dyn Transport>) {
+        let nets = MockNetwork::several(Faults::default(), watches);
+        let listener = nets[0].endpoints().1;
+        let dialers = nets
+            .iter()
+            .map(|net| Box::new(net.endpoints().0) as Box<dyn Transport>)
+            .collect();
+        (dialers, Box::new(listener))
+    }
+}
+
+interconnect_conformance::several_watches_tests!(Mock, Mock);

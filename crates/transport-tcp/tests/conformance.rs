@@ -19,3 +19,16 @@ impl Harness for Tcp {
 }
 
 conformance_tests!(Tcp, Tcp);
+
+#[async_trait]
+impl interconnect_conformance::several::Fleet for Tcp {
+    async fn fleet(&self, watches: usize) -> (Vec<Box<dyn Transport>>, Box<dyn Transport>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let dialers = (0..watches)
+            .map(|_| Box::new(TcpDialer::new(listener.local_addr())) as Box<dyn Transport>)
+            .collect();
+        (dialers, Box::new(listener))
+    }
+}
+
+interconnect_conformance::several_watches_tests!(Tcp, Tcp);
