@@ -63,6 +63,11 @@ pub struct SessionConfig {
     /// How links are protected: Noise (with trust on first use unless configured
     /// otherwise) or, for debugging only, plaintext on both sides.
     pub security: Security,
+    /// Whether this side takes incoming files. Announced in the Hello
+    /// (`Capabilities::FILES`): a peer then offers this side no file, and its
+    /// `send_file` fails at once instead of after an offer's refusal. `true` by default;
+    /// the runtime sets it from whether it has a folder for received files.
+    pub receives_files: bool,
 }
 
 impl SessionConfig {
@@ -87,6 +92,7 @@ impl SessionConfig {
             file_window: 4 * 1024 * 1024,
             acknowledge: Acknowledge::WhenTaken,
             security,
+            receives_files: true,
         }
     }
 

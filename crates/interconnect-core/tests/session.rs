@@ -767,3 +767,34 @@ fn small_frames_queued_together_share_one_sealed_frame_and_arrive_in_order() {
     let want: Vec<Bytes> = texts.iter().map(|t| Bytes::from(t.clone())).collect();
     assert_eq!(got, want);
 }
+
+#[test]
+fn a_peer_that_takes_no_files_is_never_offered_one() {
+    let watch = SessionConfig::new(Role::Watch, DeviceId([1; 16]), 11, noise(1));
+    let mut phone = phone_config(22, &noise(2));
+    phone.receives_files = false;
+    let mut pair = Pair::with_configs(watch, phone);
+    let ch = opened(&mut pair);
+    // Refused here, at once: the phone's Hello left FILES out.
+    assert_eq!(
+        pair.watch.send_file(pair.now, ch, "a.bin", 10, 0),
+        Err(CommandError::NoFiles)
+    );
+    // A file queued while no link is up fails once the peer is known, unoffered.
+    pair.cut();
+    let queued = pair.watch.send_file(pair.now, ch, "b.bin", 10, 0).unwrap();
+    pair.connect();
+    pair.advance(Duration::from_secs(1));
+    assert!(pair.watch.is_open(ch));
+    assert!(pair.watch_events.iter().any(|e| matches!(
+        e,
+        Event::FileFailed { transfer, code: Code::OTHERS, outgoing: true, .. } if *transfer == queued
+    )));
+    assert!(
+        !pair
+            .phone_events
+            .iter()
+            .any(|e| matches!(e, Event::FileOffered { .. })),
+        "no offer reached the phone"
+    );
+}

@@ -171,6 +171,8 @@ impl Endpoint {
         }
         session.role = role;
         session.reliable_link = transport.is_reliable();
+        // Told to the peer, so it offers no file to a side that would refuse it.
+        session.receives_files = config.files.is_some();
         session.security = with_known_peers(session.security, config.known_peers.as_ref());
         let (reporter, security_events) = Reporter::new();
         let (commands, requests, status, task) = if role == Role::Phone && config.max_watches > 1 {

@@ -133,6 +133,10 @@ impl From<crate::sans_io::CommandError> for Error {
             E::TooLarge { len, max } => Error::TooLarge { len, max },
             E::QueueFull(max) => Error::QueueFull { max },
             E::Refused(code) => Error::from_code(code),
+            E::NoFiles => Error::Transfer {
+                code: Code::OTHERS,
+                reason: E::NoFiles.to_string(),
+            },
             other => Error::Other {
                 code: other.code(),
                 message: other.to_string(),

@@ -95,7 +95,10 @@ impl Session {
             role: self.config.role,
             device_id: self.config.device_id,
             max_frame_len: self.own_max as u32,
-            capabilities: Capabilities::ALL,
+            capabilities: match self.config.receives_files {
+                true => Capabilities::ALL,
+                false => Capabilities(Capabilities::ALL.0 & !Capabilities::FILES.0),
+            },
             resume_token: self.config.resume_token,
         }));
     }
@@ -627,6 +630,7 @@ impl Session {
             peer: peer.clone(),
             limits,
             batch: hello.capabilities.contains(Capabilities::BATCH),
+            files: hello.capabilities.contains(Capabilities::FILES),
             last_rx: now,
             next_ping: now + self.config.ping_interval,
         });

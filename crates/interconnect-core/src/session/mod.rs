@@ -62,6 +62,9 @@ pub enum CommandError {
     /// on it until an open succeeds.
     #[error("the channel was refused with {0}")]
     Refused(Code),
+    /// The peer takes no incoming files (its Hello left `Capabilities::FILES` out).
+    #[error("the peer device does not accept files")]
+    NoFiles,
 }
 
 impl CommandError {
@@ -70,7 +73,9 @@ impl CommandError {
         match self {
             CommandError::ChannelClosed => Code::CONNECTION_LOST,
             CommandError::TooLarge { .. } => Code::TOO_LARGE,
-            CommandError::QueueFull(_) | CommandError::WrongRole(_) => Code::OTHERS,
+            CommandError::QueueFull(_) | CommandError::WrongRole(_) | CommandError::NoFiles => {
+                Code::OTHERS
+            }
             CommandError::Refused(code) => *code,
         }
     }
@@ -102,6 +107,8 @@ struct LinkUp {
     /// The peer opens sealed frames that hold several inner frames (its Hello set
     /// `Capabilities::BATCH`).
     batch: bool,
+    /// The peer takes incoming files (its Hello set `Capabilities::FILES`).
+    files: bool,
     last_rx: Instant,
     next_ping: Instant,
 }

@@ -65,6 +65,9 @@ impl Session {
                 state => *state == ChannelState::Open,
             },
         };
+        if !self.peer_takes_files() {
+            return Err(CommandError::NoFiles);
+        }
         self.next_transfer = self.next_transfer.wrapping_add(1);
         let parity = u32::from(self.config.role == Role::Watch);
         let id = TransferId(self.next_transfer.wrapping_mul(2).wrapping_add(parity));
@@ -175,6 +178,26 @@ impl Session {
             self.abandon_incoming(channel);
         }
         let up = self.is_link_up();
+        if up && !self.peer_takes_files() {
+            // Queued while the link was down, for a peer that turns out to take none.
+            let refused: Vec<TransferId> = self
+                .outgoing
+                .values()
+                .filter(|f| f.channel == channel)
+                .map(|f| f.id)
+                .collect();
+            for transfer in refused {
+                self.outgoing.remove(&transfer);
+                self.events.push_back(Event::FileFailed {
+                    channel,
+                    transfer,
+                    outgoing: true,
+                    code: Code::OTHERS,
+                    reason: CommandError::NoFiles.to_string(),
+                });
+            }
+            return;
+        }
         for file in self.outgoing.values_mut() {
             if file.channel == channel && up {
                 if fresh || file.state() == OutState::Queued {
@@ -185,6 +208,15 @@ impl Session {
                     file.offered(now);
                 }
             }
+        }
+    }
+
+    /// Whether the peer of the link that is up takes files (`true` while no link is up:
+    /// the next peer decides).
+    fn peer_takes_files(&self) -> bool {
+        match &self.link {
+            super::LinkState::Up(up) => up.files,
+            _ => true,
         }
     }
 

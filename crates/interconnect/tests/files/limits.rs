@@ -161,3 +161,34 @@ async fn messages_are_not_held_up_by_files_and_transfers_run_together() {
     got.sort();
     assert_eq!(got, vec!["a.bin", "b.bin", "urgent"]);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_peer_that_takes_no_files_is_never_offered_one() {
+    // 50 ms each way: a refusal by the peer would take a round trip.
+    let faults = Faults {
+        latency: Duration::from_millis(50),
+        ..mock_faults()
+    };
+    let mut s = setup_with(faults, |c| c.files = None).await;
+    let path = write_file(s.send_dir.path(), "a.bin", &content(10, 1));
+    let started = tokio::time::Instant::now();
+    let error = s.conn.send_file(&path).await.unwrap_err();
+    assert_eq!(started.elapsed(), Duration::ZERO, "refused here, at once");
+    assert_eq!(
+        error,
+        Error::Transfer {
+            code: Code::OTHERS,
+            reason: "the peer device does not accept files".into()
+        }
+    );
+    // Messages go on as before.
+    let sent = s.conn.send(&1u32);
+    loop {
+        match next_event(&mut s.app_events).await {
+            ConnectionEvent::Message(m) => break assert_eq!(m.decode::<u32>().unwrap(), 1),
+            ConnectionEvent::Open { .. } => continue,
+            other => panic!("no file event reaches the app: {other:?}"),
+        }
+    }
+    sent.await.unwrap();
+}
