@@ -58,6 +58,11 @@ pub(crate) fn event_json(event: &ConnectionEvent) -> Value {
                 .unwrap_or_else(|_| Value::String(hex::encode(&message.payload)));
             json!({ "event": "message", "data": data })
         }
+        ConnectionEvent::FileOffered {
+            transfer,
+            name,
+            size,
+        } => json!({ "event": "file_offered", "transfer": transfer, "name": name, "size": size }),
         ConnectionEvent::FileIncoming {
             name, size, offset, ..
         } => {

@@ -79,6 +79,12 @@ pub(crate) enum Command {
         key: u64,
         transfer: u32,
     },
+    /// The app's answer to a `FileOffered`.
+    DecideFile {
+        key: u64,
+        transfer: u32,
+        decision: FileDecision,
+    },
     Release {
         key: u64,
     },
@@ -91,6 +97,14 @@ pub(crate) enum Command {
         accept: bool,
     },
     Shutdown,
+}
+
+/// What an app decided about an offered file.
+pub(crate) enum FileDecision {
+    /// Store it in the files folder, or at this path (which must not exist).
+    Accept(Option<std::path::PathBuf>),
+    /// Refuse it: its sender's `send_file` fails with this code and reason.
+    Reject { code: Code, reason: String },
 }
 
 /// What the driver holds for one connection handle.

@@ -1,6 +1,7 @@
 //! The app-facing channel handle: [`Connection`], its events and its state.
 
 use std::future::Future;
+use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
@@ -13,7 +14,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::sync::{mpsc, oneshot, watch};
 
-use crate::command::{Command, ConnSlot};
+use crate::command::{Command, ConnSlot, FileDecision};
 use crate::error::{Cause, Error};
 use crate::state::{
     ConnState, ConnectionEvent, Diagnosis, Incoming, Progress, Queued, ReadyState, Unread,
@@ -670,6 +671,33 @@ impl Connection {
         self.command(Command::CancelIncoming {
             key: self.shared.key,
             transfer,
+        })
+    }
+
+    /// Accepts a file announced by [`ConnectionEvent::FileOffered`]: stored in the files
+    /// folder (`path` `None`), or at `path`, which must not exist yet (a file there is
+    /// never replaced: the transfer then fails with 4005 on both sides). An offer no
+    /// longer waiting (answered, timed out, withdrawn) is left as it is.
+    pub fn accept_file(&self, transfer: u32, path: Option<PathBuf>) -> Result<(), Error> {
+        self.command(Command::DecideFile {
+            key: self.shared.key,
+            transfer,
+            decision: FileDecision::Accept(path),
+        })
+    }
+
+    /// Refuses a file announced by [`ConnectionEvent::FileOffered`] before any of its
+    /// bytes travel: the sender's `send_file` fails with
+    /// [`Error::Transfer`] carrying this code and reason (4003, cancelled, is the usual
+    /// code; the seed codes and ours all pass).
+    pub fn reject_file(&self, transfer: u32, code: Code, reason: &str) -> Result<(), Error> {
+        self.command(Command::DecideFile {
+            key: self.shared.key,
+            transfer,
+            decision: FileDecision::Reject {
+                code,
+                reason: reason.into(),
+            },
         })
     }
 

@@ -106,6 +106,20 @@ pub enum ConnectionEvent {
     },
     /// `onmessage`: a message, in order, exactly once.
     Message(Incoming),
+    /// A file is offered, and the app decides (only when
+    /// [`FilesConfig::ask`](crate::FilesConfig::ask) is set): accept it with
+    /// [`Connection::accept_file`](crate::Connection::accept_file), refuse it with
+    /// [`Connection::reject_file`](crate::Connection::reject_file). Unanswered, it is
+    /// accepted once that time passed. A `FileIncoming` follows an acceptance.
+    FileOffered {
+        /// Identifies the transfer.
+        transfer: u32,
+        /// The name the sender gave it, as sent (the folder stores it under a sanitised
+        /// one).
+        name: String,
+        /// Size in bytes.
+        size: u64,
+    },
     /// A file is arriving (its offer was accepted, resuming at `offset` if part of it
     /// was already here). [`Connection::cancel_incoming`](crate::Connection::cancel_incoming) refuses it.
     FileIncoming {

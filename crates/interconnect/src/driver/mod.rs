@@ -42,6 +42,7 @@ use crate::sans_io::{Event, SendId};
 use crate::security::{KnownPeers, PairingRequest, Reporter, SecurityEvent};
 use crate::state::{ConnState, Incoming};
 
+mod asking;
 mod link;
 pub(crate) mod reception;
 mod routing;
@@ -124,6 +125,8 @@ pub(crate) struct Driver {
     outgoing_files: HashMap<TransferId, OutFile>,
     /// Incoming files being written, by transfer.
     writers: HashMap<(ChannelId, TransferId), Receiving>,
+    /// Offers waiting for the app's answer (`FilesConfig::ask`).
+    asking: Vec<asking::Asking>,
     /// Admitted offers waiting for their partial file to be claimed, in arrival order.
     offers: std::collections::VecDeque<Admitted>,
     /// The offer whose partial file is being claimed, off the task, one at a time.
@@ -169,6 +172,7 @@ impl Driver {
                 .chain(self.session.poll_timeout())
                 .filter_map(|d| self.clock.to_tokio(d))
                 .chain(self.write_deadline())
+                .chain(self.asking_deadline())
                 .min();
             if let Some(deadline) = deadline
                 && armed != Some(deadline)
@@ -221,6 +225,7 @@ impl Driver {
                     if self.write_deadline().is_some_and(|d| d <= Instant::now()) {
                         self.lose_link("writes made no progress for the link timeout");
                     }
+                    self.on_asking_timeout();
                     self.session.handle_timeout(self.clock.now());
                     for i in (0..self.probes.len()).rev() {
                         self.probes[i].session.handle_timeout(self.clock.now());
@@ -575,7 +580,8 @@ impl Driver {
             }
             command @ (Command::SendFile { .. }
             | Command::CancelFile { .. }
-            | Command::CancelIncoming { .. }) => self.on_file_command(command),
+            | Command::CancelIncoming { .. }
+            | Command::DecideFile { .. }) => self.on_file_command(command),
             Command::Release { key } => self.release(key),
             Command::Drained { key } => {
                 if let Some(channel) = self.conns.get(&key).and_then(|e| e.channel) {

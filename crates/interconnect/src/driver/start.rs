@@ -122,6 +122,7 @@ impl Driver {
             outgoing_files: HashMap::default(),
             writers: HashMap::default(),
             offers: std::collections::VecDeque::new(),
+            asking: Vec::new(),
             claiming: None,
             next_ticket: 0,
             held_frame: None,

@@ -28,9 +28,9 @@ pub(super) const PROGRESS_STEP: u64 = 1 << 20;
 /// An offer admitted (within the count and size limits), before its partial file is
 /// claimed.
 pub(super) struct Admitted {
-    offer: Offer,
+    pub(super) offer: Offer,
     /// The partial of this transfer's earlier writer, offered again after a link drop.
-    resumes: Option<std::path::PathBuf>,
+    pub(super) resumes: Option<std::path::PathBuf>,
 }
 
 /// An offer whose partial file is being claimed.
@@ -98,6 +98,7 @@ impl Driver {
             name,
             size,
             modified,
+            target: None,
         };
         // Offered again after a link drop: the earlier writer's partial, once it let go;
         // an earlier offer of it not yet claimed is replaced.
@@ -106,7 +107,10 @@ impl Driver {
             .writers
             .remove(&(channel, transfer))
             .map(|receiving| receiving.part);
-        let others = self.writers.len() + self.offers.len() + self.claiming.iter().count();
+        let others = self.writers.len()
+            + self.offers.len()
+            + self.asking.len()
+            + self.claiming.iter().count();
         let admitted = match &self.files {
             Some(config) => files::admit(config, size, others, resumes.is_some()),
             None => return,
@@ -114,14 +118,21 @@ impl Driver {
         if let Err(refusal) = admitted {
             return self.refuse_offer(channel, transfer, refusal);
         }
-        self.offers.push_back(Admitted { offer, resumes });
-        self.claim_next();
+        let admitted = Admitted { offer, resumes };
+        // A resumed transfer was accepted before: it is not asked about again.
+        match self.files.as_ref().and_then(|f| f.ask) {
+            Some(wait) if admitted.resumes.is_none() => self.ask(admitted, wait),
+            _ => {
+                self.offers.push_back(admitted);
+                self.claim_next();
+            }
+        }
     }
 
     /// Starts claiming the next admitted offer's partial file on a blocking thread,
     /// unless a claim is under way: claims run one at a time, so each sees every partial
     /// the ones before it took.
-    fn claim_next(&mut self) {
+    pub(super) fn claim_next(&mut self) {
         if self.claiming.is_some() {
             return;
         }
@@ -213,6 +224,7 @@ impl Driver {
     pub(super) fn forget_offer(&mut self, channel: ChannelId, transfer: TransferId) {
         let is = |o: &Offer| o.channel == channel && o.transfer == transfer;
         self.offers.retain(|a| !is(&a.offer));
+        self.forget_asking(channel, transfer);
         if let Some(claiming) = &mut self.claiming
             && is(&claiming.offer)
         {
@@ -223,6 +235,7 @@ impl Driver {
     /// Drops every offer not yet accepted (the driver stops).
     pub(super) fn forget_offers(&mut self) {
         self.offers.clear();
+        self.asking.clear();
         if let Some(claiming) = &mut self.claiming {
             claiming.wanted = false;
         }
@@ -544,6 +557,11 @@ impl Driver {
                     }
                 }
             }
+            Command::DecideFile {
+                key,
+                transfer,
+                decision,
+            } => self.on_decision(key, transfer, decision),
             Command::CancelIncoming { key, transfer } => {
                 let Some(channel) = self.conns.get(&key).and_then(|e| e.channel) else {
                     return;

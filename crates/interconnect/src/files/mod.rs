@@ -63,6 +63,14 @@ pub struct FilesConfig {
     /// starts writing, the oldest of them go until the rest fit. An empty partial is
     /// never kept (nothing in it to resume).
     pub max_partial_bytes: u64,
+    /// Ask the receiving app about each incoming file first: an offer within the limits
+    /// above arrives as [`ConnectionEvent::FileOffered`](crate::ConnectionEvent::FileOffered),
+    /// and the app accepts it ([`Connection::accept_file`](crate::Connection::accept_file),
+    /// into the folder or a path it chooses) or refuses it with a code and reason its
+    /// sender's `send_file` returns ([`Connection::reject_file`](crate::Connection::reject_file)).
+    /// An offer the app does not answer within this time is accepted into the folder.
+    /// `None` (the default) accepts every offer within the limits at once.
+    pub ask: Option<Duration>,
 }
 
 impl FilesConfig {
@@ -76,6 +84,7 @@ impl FilesConfig {
             max_incoming: 16,
             partial_max_age: Duration::from_secs(7 * 24 * 3600),
             max_partial_bytes: 1 << 30,
+            ask: None,
         }
     }
 }

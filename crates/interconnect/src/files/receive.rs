@@ -113,6 +113,8 @@ pub(crate) struct Offer {
     pub(crate) name: String,
     pub(crate) size: u64,
     pub(crate) modified: u64,
+    /// Where the app chose to store it (`None`: the files folder, under a free name).
+    pub(crate) target: Option<PathBuf>,
 }
 
 /// The partial file an accepted offer writes, found on the disk by [`claim_partial`].
@@ -244,6 +246,7 @@ pub(crate) fn start_writer(
         name: name.clone(),
         size: offer.size,
         start: claim.held,
+        target: offer.target,
     };
     tokio::spawn(writer.run(rx, done));
     Incoming {
@@ -359,6 +362,8 @@ pub(super) struct Writer {
     name: String,
     size: u64,
     start: u64,
+    /// Where the app chose to store the file (`None`: `dir`, under a free name).
+    target: Option<PathBuf>,
 }
 
 /// The partial file being written, the hash of what it holds, and the digest the sender
@@ -533,8 +538,30 @@ impl Writer {
         stored
     }
 
-    /// Links the verified partial file under the first free name, then removes it.
+    /// Links the verified partial file under the first free name (or at the path the
+    /// app chose, which must not exist), then removes it.
     fn store(&self) -> io::Result<(PathBuf, String)> {
+        if let Some(target) = &self.target {
+            let name = target
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            match fs::hard_link(&self.part, target) {
+                Ok(()) => {}
+                // Another file system: copied into a new file (never over one).
+                Err(e) if e.kind() == io::ErrorKind::CrossesDevices => {
+                    let mut to = OpenOptions::new()
+                        .write(true)
+                        .create_new(true)
+                        .open(target)?;
+                    io::copy(&mut File::open(&self.part)?, &mut to)?;
+                    to.sync_all()?;
+                }
+                Err(e) => return Err(e),
+            }
+            fs::remove_file(&self.part)?;
+            return Ok((target.clone(), name));
+        }
         for name in candidate_names(&self.name).take(10_000) {
             let path = self.dir.join(&name);
             match fs::hard_link(&self.part, &path) {

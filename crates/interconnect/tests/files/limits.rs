@@ -192,3 +192,101 @@ async fn a_peer_that_takes_no_files_is_never_offered_one() {
     }
     sent.await.unwrap();
 }
+
+/// A receiving app that is asked about each file first.
+async fn asking(wait: Duration) -> Setup {
+    setup_with(mock_faults(), |c| {
+        if let Some(files) = &mut c.files {
+            files.ask = Some(wait);
+        }
+    })
+    .await
+}
+
+/// The next `FileOffered`: its transfer, name and size.
+async fn offered(events: &mut Events) -> (u32, String, u64) {
+    loop {
+        match next_event(events).await {
+            ConnectionEvent::FileOffered {
+                transfer,
+                name,
+                size,
+            } => return (transfer, name, size),
+            ConnectionEvent::FileIncoming { .. } => panic!("asked before it arrives"),
+            _ => {}
+        }
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_receiving_app_refuses_a_file_with_a_code_and_reason_its_sender_gets() {
+    let mut s = asking(Duration::from_secs(30)).await;
+    let path = write_file(s.send_dir.path(), "holiday.mov", &content(200_000, 4));
+    let transfer = s.conn.send_file(&path);
+    let (id, name, size) = offered(&mut s.app_events).await;
+    assert_eq!((name.as_str(), size), ("holiday.mov", 200_000));
+    s.app
+        .reject_file(id, Code::CANCELLED, "no room for videos")
+        .unwrap();
+    assert_eq!(
+        transfer.await.unwrap_err(),
+        Error::Transfer {
+            code: Code::CANCELLED,
+            reason: "no room for videos".into()
+        }
+    );
+    assert!(stored_files(s.recv_dir.path()).is_empty());
+    assert!(
+        partial_files(s.recv_dir.path()).is_empty(),
+        "no byte was written"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_receiving_app_accepts_a_file_into_a_path_it_chooses_never_over_a_file() {
+    let mut s = asking(Duration::from_secs(30)).await;
+    let data = content(300_000, 5);
+    let chosen = s.recv_dir.path().join("chosen.bin");
+    let path = write_file(s.send_dir.path(), "a.bin", &data);
+    let transfer = s.conn.send_file(&path);
+    let (id, _, _) = offered(&mut s.app_events).await;
+    s.app.accept_file(id, Some(chosen.clone())).unwrap();
+    transfer.await.unwrap();
+    let ConnectionEvent::File { path: stored, .. } = next_file_event(&mut s.app_events).await
+    else {
+        panic!("expected the file");
+    };
+    assert_eq!(stored, chosen);
+    assert!(std::fs::read(&chosen).unwrap() == data);
+
+    // The same path again: the file there stays as it is; the transfer fails with 4005.
+    let other = write_file(s.send_dir.path(), "b.bin", &content(1000, 6));
+    let transfer = s.conn.send_file(&other);
+    let (id, _, _) = offered(&mut s.app_events).await;
+    s.app.accept_file(id, Some(chosen.clone())).unwrap();
+    assert_eq!(transfer.await.unwrap_err().code(), Code::STORAGE);
+    assert!(
+        std::fs::read(&chosen).unwrap() == data,
+        "never written again"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_offer_the_app_does_not_answer_is_accepted_once_its_time_ran_out() {
+    let mut s = asking(Duration::from_secs(30)).await;
+    let data = content(50_000, 7);
+    let path = write_file(s.send_dir.path(), "quiet.bin", &data);
+    let started = tokio::time::Instant::now();
+    let transfer = s.conn.send_file(&path);
+    offered(&mut s.app_events).await;
+    transfer.await.unwrap();
+    assert!(
+        started.elapsed() >= Duration::from_secs(30),
+        "it waited for the app"
+    );
+    let ConnectionEvent::File { path: stored, .. } = next_file_event(&mut s.app_events).await
+    else {
+        panic!("expected the file");
+    };
+    assert!(std::fs::read(stored).unwrap() == data);
+}
