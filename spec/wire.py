@@ -262,12 +262,12 @@ def kinds_table(doc):
             field, _, ty = item.partition(":")
             parts.append((field.strip(), ty.strip() or field.strip()))
         kinds[int(code, 16)] = (name, parts, bulk)
-    check(len(kinds) == 20, f"20 kinds in the table (found {len(kinds)})")
+    check(len(kinds) == 21, f"21 kinds in the table (found {len(kinds)})")
     return kinds
 
 
 # Which bytes a bulk kind carries raw, and their name in the examples.
-BULK = {"Data": "payload", "FileChunk": "data", "Handshake": "message", "Sealed": "ciphertext"}
+BULK = {"Data": "payload", "FileChunk": "data", "FileOfferMeta": "meta", "Handshake": "message", "Sealed": "ciphertext"}
 
 
 def decode(kinds, types, data):
@@ -314,7 +314,7 @@ def hex_blocks(text):
 def check_examples(doc, kinds, types):
     block = section(doc, "<!-- examples:", "<!-- end of examples -->")
     lines = [l for l in block.splitlines() if l and not l.startswith(("<", "```"))]
-    check(len(lines) == 40, "20 examples with their fields")
+    check(len(lines) == 42, "21 examples with their fields")
     for head, body in zip(lines[::2], lines[1::2]):
         name, hex_text = head.split()
         data = bytes.fromhex(hex_text)

@@ -136,6 +136,9 @@ pub(crate) enum WatchCommand {
     SendFile {
         /// The file.
         path: PathBuf,
+        /// The app's metadata about the file, as JSON: the phone gets it with the offer.
+        #[arg(long)]
+        meta: Option<String>,
     },
     /// Prints every event as a JSON line until the channel closes or Ctrl-C.
     Listen,

@@ -62,12 +62,21 @@ pub(crate) fn event_json(event: &ConnectionEvent) -> Value {
             transfer,
             name,
             size,
-        } => json!({ "event": "file_offered", "transfer": transfer, "name": name, "size": size }),
+            meta,
+        } => json!({
+            "event": "file_offered", "transfer": transfer, "name": name, "size": size,
+            "meta": meta_json(meta),
+        }),
         ConnectionEvent::FileIncoming {
-            name, size, offset, ..
-        } => {
-            json!({ "event": "file_incoming", "name": name, "size": size, "offset": offset })
-        }
+            name,
+            size,
+            offset,
+            meta,
+            ..
+        } => json!({
+            "event": "file_incoming", "name": name, "size": size, "offset": offset,
+            "meta": meta_json(meta),
+        }),
         ConnectionEvent::File {
             path, name, size, ..
         } => json!({
@@ -89,6 +98,15 @@ pub(crate) fn event_json(event: &ConnectionEvent) -> Value {
         }
         other => json!({ "event": format!("{other:?}") }),
     }
+}
+
+/// A file's metadata as JSON: `null` when there is none, a string of hex when it is not
+/// JSON.
+fn meta_json(meta: &[u8]) -> Value {
+    if meta.is_empty() {
+        return Value::Null;
+    }
+    interconnect::decode_meta(meta).unwrap_or_else(|_| Value::String(hex::encode(meta)))
 }
 
 pub(crate) fn sha256_of(path: &Path) -> std::io::Result<String> {

@@ -193,6 +193,8 @@ pub enum Event {
         /// The sender's modification time (nanoseconds since the Unix epoch, 0 if
         /// unknown): with name and size, the key of a partial copy to resume.
         modified: u64,
+        /// The sending app's metadata about the file (empty: none).
+        meta: Bytes,
     },
     /// Receiver: write these bytes (they follow the last ones), then call
     /// `Session::file_written`.

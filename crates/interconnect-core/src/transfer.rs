@@ -33,6 +33,8 @@ pub(crate) struct OutgoingFile {
     pub(crate) size: u64,
     /// The source's modification time, as offered (see `FileOffer::modified`).
     pub(crate) modified: u64,
+    /// The sending app's metadata, offered with every offer of it (empty: none).
+    pub(crate) meta: Bytes,
     /// BLAKE3 of the whole file, known once the owner has read (and hashed) its end; it
     /// rides on the chunk that ends the file.
     digest: Option<[u8; 32]>,
@@ -80,6 +82,7 @@ impl OutgoingFile {
         name: String,
         size: u64,
         modified: u64,
+        meta: Bytes,
     ) -> Self {
         OutgoingFile {
             channel,
@@ -87,6 +90,7 @@ impl OutgoingFile {
             name,
             size,
             modified,
+            meta,
             digest: None,
             state: OutState::Queued,
             acked: 0,
@@ -500,7 +504,8 @@ mod tests {
 
     #[test]
     fn an_outgoing_file_sends_within_its_window_and_refuses_acks_of_unsent_bytes() {
-        let mut file = OutgoingFile::new(ChannelId(1), TransferId(1), "f".into(), 30, 0);
+        let mut file =
+            OutgoingFile::new(ChannelId(1), TransferId(1), "f".into(), 30, 0, Bytes::new());
         assert_eq!(file.state(), OutState::Queued);
         file.offered(Instant::from_secs(1));
         assert_eq!(file.state(), OutState::Offered);
@@ -524,7 +529,8 @@ mod tests {
 
     #[test]
     fn a_chunk_read_for_larger_frames_is_cut_to_fit_the_link() {
-        let mut file = OutgoingFile::new(ChannelId(1), TransferId(1), "f".into(), 10, 0);
+        let mut file =
+            OutgoingFile::new(ChannelId(1), TransferId(1), "f".into(), 10, 0, Bytes::new());
         file.offered(Instant::ZERO);
         file.on_accept(Instant::ZERO, 0);
         assert_eq!(file.next_read(100, 10), Some((0, 10)));

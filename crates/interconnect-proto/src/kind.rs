@@ -52,6 +52,8 @@ kinds! {
     FileComplete = 0x24,
     /// Either side ends a transfer with a code (also a refused offer).
     FileCancel = 0x25,
+    /// File transfer offer with the sending app's metadata.
+    FileOfferMeta = 0x26,
     /// Asks which version of an app the peer has registered.
     VersionQuery = 0x30,
     /// Answer to a version query.

@@ -89,6 +89,16 @@ fn examples() -> Vec<Frame> {
             code: Code::CANCELLED,
             reason: "user".into(),
         }),
+        Frame::FileOfferMeta(FileOfferMeta {
+            offer: FileOffer {
+                channel,
+                transfer,
+                name: "run.gpx".into(),
+                size: 3,
+                modified: 0,
+            },
+            meta: Bytes::from_static(br#"{"km":5}"#),
+        }),
         Frame::VersionQuery(VersionQuery {
             request: 5,
             package: "com.example.app".into(),
@@ -149,6 +159,14 @@ fn fields(frame: &Frame) -> serde_json::Value {
             "offset": m.offset,
             "digest": m.digest.map(hex::encode),
             "data": hex::encode(&m.data),
+        })),
+        Frame::FileOfferMeta(m) => Ok(json!({
+            "channel": m.offer.channel.0,
+            "transfer": m.offer.transfer.0,
+            "name": m.offer.name,
+            "size": m.offer.size,
+            "modified": m.offer.modified,
+            "meta": hex::encode(&m.meta),
         })),
         Frame::Handshake(m) => Ok(json!({
             "step": m.step,

@@ -68,6 +68,8 @@ pub(crate) enum Command {
         key: u64,
         ticket: u64,
         path: std::path::PathBuf,
+        /// The app's metadata about the file (empty: none).
+        meta: Bytes,
         progress: watch::Sender<Progress>,
         done: oneshot::Sender<Result<(), Error>>,
     },

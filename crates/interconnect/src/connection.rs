@@ -647,15 +647,36 @@ impl Connection {
     /// the phone app going away and coming back, only pause it: it resumes from what the
     /// receiver holds.
     pub fn send_file(&self, path: impl AsRef<std::path::Path>) -> FileTransfer {
+        self.start_file(path.as_ref(), Ok(Bytes::new()))
+    }
+
+    /// [`send_file`](Self::send_file) with the app's metadata about the file (a value
+    /// serialised as JSON, at most 4,096 bytes): the receiving app gets it with the offer
+    /// ([`ConnectionEvent::FileOffered`] or [`ConnectionEvent::FileIncoming`]'s `meta`,
+    /// read with [`decode_meta`](crate::decode_meta)) and may decide on it. A peer that
+    /// does not read metadata (an earlier release) is not offered the file: the transfer
+    /// fails with 1000 rather than arrive without it.
+    pub fn send_file_with_meta<T: Serialize + ?Sized>(
+        &self,
+        path: impl AsRef<std::path::Path>,
+        meta: &T,
+    ) -> FileTransfer {
+        self.start_file(path.as_ref(), to_json(meta))
+    }
+
+    fn start_file(&self, path: &std::path::Path, meta: Result<Bytes, Error>) -> FileTransfer {
         let ticket = self.shared.next_ticket.fetch_add(1, Ordering::Relaxed);
         let (progress_tx, progress) = watch::channel(Progress::default());
         let (tx, done) = oneshot::channel();
-        let queued = self.command(Command::SendFile {
-            key: self.shared.key,
-            ticket,
-            path: path.as_ref().to_path_buf(),
-            progress: progress_tx,
-            done: tx,
+        let queued = meta.and_then(|meta| {
+            self.command(Command::SendFile {
+                key: self.shared.key,
+                ticket,
+                path: path.to_path_buf(),
+                meta,
+                progress: progress_tx,
+                done: tx,
+            })
         });
         FileTransfer {
             shared: self.shared.clone(),

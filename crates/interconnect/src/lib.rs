@@ -96,7 +96,7 @@ pub use security::{
     MIN_REKEY_INTERVAL, NoiseConfig, PairingCode, PairingRequest, ParseFingerprintError, Security,
     SecurityError, SecurityEvent, SecurityEvents, TrustPolicy,
 };
-pub use state::{ConnectionEvent, Diagnosis, Incoming, Progress, ReadyState};
+pub use state::{ConnectionEvent, Diagnosis, Incoming, Progress, ReadyState, decode_meta};
 pub use transport::{Link, LinkReceiver, LinkSender, Transport, TransportError};
 pub use watches::{Device, Watch, Watches};
 

@@ -119,6 +119,10 @@ pub enum ConnectionEvent {
         name: String,
         /// Size in bytes.
         size: u64,
+        /// The sending app's metadata about the file
+        /// ([`Connection::send_file_with_meta`](crate::Connection::send_file_with_meta);
+        /// empty: none). Decode it with [`decode_meta`](crate::decode_meta).
+        meta: Bytes,
     },
     /// A file is arriving (its offer was accepted, resuming at `offset` if part of it
     /// was already here). [`Connection::cancel_incoming`](crate::Connection::cancel_incoming) refuses it.
@@ -131,6 +135,8 @@ pub enum ConnectionEvent {
         size: u64,
         /// Bytes already held from an interrupted attempt.
         offset: u64,
+        /// The sending app's metadata about the file (empty: none), as in `FileOffered`.
+        meta: Bytes,
     },
     /// Progress of an incoming file: one event per MiB written to disk, until its
     /// `File` (or `Error`) event. An incoming transfer has no deadline of its own: it
@@ -163,6 +169,14 @@ pub enum ConnectionEvent {
         /// Detail.
         message: String,
     },
+}
+
+/// Reads the metadata a sending app attached to a file
+/// ([`Connection::send_file_with_meta`](crate::Connection::send_file_with_meta)), from a
+/// `FileOffered` or `FileIncoming` event's `meta`: JSON, as messages sent with `send` are.
+pub fn decode_meta<T: DeserializeOwned>(meta: &[u8]) -> Result<T, Error> {
+    serde_json::from_slice(meta)
+        .map_err(|e| Error::Serialization(Cause::new(format!("invalid file metadata: {e}"), e)))
 }
 
 /// Progress of a file transfer.

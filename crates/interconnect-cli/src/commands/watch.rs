@@ -174,15 +174,22 @@ pub(crate) async fn run_watch_command(
             let reply: Value = conn.request(&value, timeout).await?;
             Ok(json!({ "reply": reply }))
         }
-        WatchCommand::SendFile { path } => {
+        WatchCommand::SendFile { path, meta } => {
             if !path.is_file() {
                 return Err(failure(
                     Code::STORAGE,
                     format!("{} is not a readable file", path.display()),
                 ));
             }
+            let meta: Option<Value> = meta
+                .map(|text| serde_json::from_str(&text))
+                .transpose()
+                .map_err(|e| failure(Code::OTHERS, format!("--meta is not valid JSON: {e}")))?;
             ensure_open(conn, timeout).await?;
-            let transfer = conn.send_file(&path);
+            let transfer = match &meta {
+                Some(meta) => conn.send_file_with_meta(&path, meta),
+                None => conn.send_file(&path),
+            };
             tokio::time::timeout(timeout, with_progress_bar(transfer))
                 .await
                 .map_err(|_| failure(Code::TIMEOUT, "the file was not stored in time"))??;

@@ -97,7 +97,9 @@ impl Session {
             max_frame_len: self.own_max as u32,
             capabilities: match self.config.receives_files {
                 true => Capabilities::ALL,
-                false => Capabilities(Capabilities::ALL.0 & !Capabilities::FILES.0),
+                false => Capabilities(
+                    Capabilities::ALL.0 & !(Capabilities::FILES.0 | Capabilities::FILE_META.0),
+                ),
             },
             resume_token: self.config.resume_token,
         }));
@@ -567,7 +569,8 @@ impl Session {
                 request: reply.request,
                 version: reply.version,
             }),
-            Frame::FileOffer(offer) => self.on_file_offer(offer),
+            Frame::FileOffer(offer) => self.on_file_offer(offer, Bytes::new()),
+            Frame::FileOfferMeta(m) => self.on_file_offer(m.offer, m.meta),
             Frame::FileAccept(accept) => self.on_file_accept(now, accept),
             Frame::FileChunk(chunk) => self.on_file_chunk(chunk),
             Frame::FileAck(ack) => self.on_file_ack(now, ack),
@@ -630,7 +633,7 @@ impl Session {
             peer: peer.clone(),
             limits,
             batch: hello.capabilities.contains(Capabilities::BATCH),
-            files: hello.capabilities.contains(Capabilities::FILES),
+            capabilities: hello.capabilities,
             last_rx: now,
             next_ping: now + self.config.ping_interval,
         });

@@ -18,7 +18,8 @@ use crate::time::Instant;
 
 use bytes::BytesMut;
 use interconnect_proto::{
-    ChannelId, Close, Code, ErrorReport, Frame, Hello, Limits, Role, Sealed, TransferId,
+    Capabilities, ChannelId, Close, Code, ErrorReport, Frame, Hello, Limits, Role, Sealed,
+    TransferId,
 };
 
 mod channels;
@@ -65,6 +66,10 @@ pub enum CommandError {
     /// The peer takes no incoming files (its Hello left `Capabilities::FILES` out).
     #[error("the peer device does not accept files")]
     NoFiles,
+    /// The peer reads no file metadata (its Hello left `Capabilities::FILE_META` out): a
+    /// file with metadata is not offered to it.
+    #[error("the peer device does not read file metadata")]
+    NoFileMeta,
 }
 
 impl CommandError {
@@ -73,9 +78,10 @@ impl CommandError {
         match self {
             CommandError::ChannelClosed => Code::CONNECTION_LOST,
             CommandError::TooLarge { .. } => Code::TOO_LARGE,
-            CommandError::QueueFull(_) | CommandError::WrongRole(_) | CommandError::NoFiles => {
-                Code::OTHERS
-            }
+            CommandError::QueueFull(_)
+            | CommandError::WrongRole(_)
+            | CommandError::NoFiles
+            | CommandError::NoFileMeta => Code::OTHERS,
             CommandError::Refused(code) => *code,
         }
     }
@@ -107,8 +113,8 @@ struct LinkUp {
     /// The peer opens sealed frames that hold several inner frames (its Hello set
     /// `Capabilities::BATCH`).
     batch: bool,
-    /// The peer takes incoming files (its Hello set `Capabilities::FILES`).
-    files: bool,
+    /// What the peer's Hello announced (files, metadata: see `peer_has`).
+    capabilities: Capabilities,
     last_rx: Instant,
     next_ping: Instant,
 }

@@ -141,3 +141,25 @@ fn a_peer_that_did_not_announce_batch_gets_one_frame_per_sealed_frame() {
     pair.collect();
     assert_eq!(messages(&pair.phone_events, ch).len(), 3);
 }
+
+#[test]
+fn a_peer_that_does_not_read_file_metadata_is_offered_no_file_with_it() {
+    let (mut pair, ch) = opened();
+    // As if the phone's Hello had left `FILE_META` out (earlier releases, the Bumble
+    // phone of the BLE tests).
+    match &mut pair.watch.link {
+        super::LinkState::Up(up) => up.capabilities = interconnect_proto::Capabilities(3),
+        _ => panic!("the link is up"),
+    }
+    let now = pair.now;
+    let meta = Bytes::from_static(br#"{"km":5}"#);
+    assert_eq!(
+        pair.watch
+            .send_file_with_meta(now, ch, "run.gpx", 3, 0, meta),
+        Err(super::CommandError::NoFileMeta)
+    );
+    // Without metadata the file is offered as ever.
+    assert!(pair.watch.send_file(now, ch, "run.gpx", 3, 0).is_ok());
+    let offers = core::iter::from_fn(|| pair.watch.poll_transmit(now)).count();
+    assert_eq!(offers, 1);
+}

@@ -10,8 +10,8 @@ use crate::time::Instant;
 
 use bytes::Bytes;
 use interconnect_proto::{
-    ChannelId, Code, FileAccept, FileAck, FileCancel, FileChunk, FileComplete, FileOffer, Frame,
-    MAX_FILE_NAME_LEN, Role, TransferId,
+    Capabilities, ChannelId, Code, FileAccept, FileAck, FileCancel, FileChunk, FileComplete,
+    FileOffer, FileOfferMeta, Frame, MAX_FILE_META_LEN, MAX_FILE_NAME_LEN, Role, TransferId,
 };
 
 use super::{CommandError, Session};
@@ -47,6 +47,32 @@ impl Session {
         size: u64,
         modified: u64,
     ) -> Result<TransferId, CommandError> {
+        self.send_file_with_meta(now, channel, name, size, modified, Bytes::new())
+    }
+
+    /// [`send_file`](Self::send_file) with the sending app's metadata about the file (at
+    /// most [`MAX_FILE_META_LEN`] bytes), offered with it (`FileOfferMeta`) for the
+    /// receiving app to decide on. A peer that does not read metadata
+    /// (`Capabilities::FILE_META`) is offered nothing: the send fails with
+    /// [`CommandError::NoFileMeta`], at once or once that peer is known.
+    pub fn send_file_with_meta(
+        &mut self,
+        now: Instant,
+        channel: ChannelId,
+        name: &str,
+        size: u64,
+        modified: u64,
+        meta: Bytes,
+    ) -> Result<TransferId, CommandError> {
+        if meta.len() > MAX_FILE_META_LEN {
+            return Err(CommandError::TooLarge {
+                len: meta.len(),
+                max: MAX_FILE_META_LEN,
+            });
+        }
+        if !meta.is_empty() && !self.peer_has(Capabilities::FILE_META) {
+            return Err(CommandError::NoFileMeta);
+        }
         if name.len() > MAX_FILE_NAME_LEN {
             return Err(CommandError::TooLarge {
                 len: name.len(),
@@ -65,13 +91,13 @@ impl Session {
                 state => *state == ChannelState::Open,
             },
         };
-        if !self.peer_takes_files() {
+        if !self.peer_has(Capabilities::FILES) {
             return Err(CommandError::NoFiles);
         }
         self.next_transfer = self.next_transfer.wrapping_add(1);
         let parity = u32::from(self.config.role == Role::Watch);
         let id = TransferId(self.next_transfer.wrapping_mul(2).wrapping_add(parity));
-        let mut file = OutgoingFile::new(channel, id, name.into(), size, modified);
+        let mut file = OutgoingFile::new(channel, id, name.into(), size, modified, meta);
         if open && self.is_link_up() {
             self.control.push_back(offer_frame(&file));
             file.offered(now);
@@ -178,25 +204,33 @@ impl Session {
             self.abandon_incoming(channel);
         }
         let up = self.is_link_up();
-        if up && !self.peer_takes_files() {
-            // Queued while the link was down, for a peer that turns out to take none.
-            let refused: Vec<TransferId> = self
+        if up {
+            // Queued while the link was down, for a peer that turns out to take no file,
+            // or no metadata.
+            let (files, meta) = (
+                self.peer_has(Capabilities::FILES),
+                self.peer_has(Capabilities::FILE_META),
+            );
+            let refused: Vec<(TransferId, CommandError)> = self
                 .outgoing
                 .values()
                 .filter(|f| f.channel == channel)
-                .map(|f| f.id)
+                .filter_map(|f| match (files, meta || f.meta.is_empty()) {
+                    (false, _) => Some((f.id, CommandError::NoFiles)),
+                    (true, false) => Some((f.id, CommandError::NoFileMeta)),
+                    (true, true) => None,
+                })
                 .collect();
-            for transfer in refused {
+            for (transfer, why) in refused {
                 self.outgoing.remove(&transfer);
                 self.events.push_back(Event::FileFailed {
                     channel,
                     transfer,
                     outgoing: true,
-                    code: Code::OTHERS,
-                    reason: CommandError::NoFiles.to_string(),
+                    code: why.code(),
+                    reason: why.to_string(),
                 });
             }
-            return;
         }
         for file in self.outgoing.values_mut() {
             if file.channel == channel && up {
@@ -211,11 +245,11 @@ impl Session {
         }
     }
 
-    /// Whether the peer of the link that is up takes files (`true` while no link is up:
-    /// the next peer decides).
-    fn peer_takes_files(&self) -> bool {
+    /// Whether the peer of the link that is up announced `capability` (`true` while no
+    /// link is up: the next peer decides).
+    fn peer_has(&self, capability: Capabilities) -> bool {
         match &self.link {
-            super::LinkState::Up(up) => up.files,
+            super::LinkState::Up(up) => up.capabilities.contains(capability),
             _ => true,
         }
     }
@@ -378,7 +412,7 @@ impl Session {
 
     // ---- frames ----
 
-    pub(super) fn on_file_offer(&mut self, offer: FileOffer) {
+    pub(super) fn on_file_offer(&mut self, offer: FileOffer, meta: Bytes) {
         if !self.is_open(offer.channel) {
             return;
         }
@@ -428,6 +462,7 @@ impl Session {
             name: offer.name,
             size: offer.size,
             modified: offer.modified,
+            meta,
         });
     }
 
@@ -645,11 +680,18 @@ impl Session {
 }
 
 fn offer_frame(file: &OutgoingFile) -> Frame {
-    Frame::FileOffer(FileOffer {
+    let offer = FileOffer {
         channel: file.channel,
         transfer: file.id,
         name: file.name.clone(),
         size: file.size,
         modified: file.modified,
-    })
+    };
+    match file.meta.is_empty() {
+        true => Frame::FileOffer(offer),
+        false => Frame::FileOfferMeta(FileOfferMeta {
+            offer,
+            meta: file.meta.clone(),
+        }),
+    }
 }

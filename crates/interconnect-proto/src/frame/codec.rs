@@ -135,6 +135,7 @@ impl Frame {
             Frame::FileAck(_) => Kind::FileAck,
             Frame::FileComplete(_) => Kind::FileComplete,
             Frame::FileCancel(_) => Kind::FileCancel,
+            Frame::FileOfferMeta(_) => Kind::FileOfferMeta,
             Frame::VersionQuery(_) => Kind::VersionQuery,
             Frame::VersionReply(_) => Kind::VersionReply,
             Frame::Handshake(_) => Kind::Handshake,
@@ -165,6 +166,7 @@ impl Frame {
             Frame::FileAck(m) => Some(m.channel),
             Frame::FileComplete(m) => Some(m.channel),
             Frame::FileCancel(m) => Some(m.channel),
+            Frame::FileOfferMeta(m) => Some(m.offer.channel),
         }
     }
 
@@ -194,6 +196,17 @@ impl Frame {
             Frame::Close(m) => check_len("reason", &m.reason, MAX_REASON_LEN),
             Frame::FileOffer(m) => check_len("name", &m.name, MAX_FILE_NAME_LEN),
             Frame::FileCancel(m) => check_len("reason", &m.reason, MAX_REASON_LEN),
+            Frame::FileOfferMeta(m) => {
+                check_len("name", &m.offer.name, MAX_FILE_NAME_LEN)?;
+                if m.meta.len() > MAX_FILE_META_LEN {
+                    return Err(EncodeError::FieldTooLong {
+                        field: "meta",
+                        len: m.meta.len(),
+                        max: MAX_FILE_META_LEN,
+                    });
+                }
+                Ok(())
+            }
             Frame::VersionQuery(m) => check_len("package", &m.package, MAX_PACKAGE_LEN),
             _ => Ok(()),
         }
@@ -228,6 +241,7 @@ impl Frame {
         match self {
             Frame::Data(d) => &d.payload,
             Frame::FileChunk(c) => &c.data,
+            Frame::FileOfferMeta(m) => &m.meta,
             Frame::Handshake(h) => &h.message,
             Frame::Sealed(s) => &s.ciphertext,
             _ => &[],
@@ -299,6 +313,7 @@ impl Frame {
             Frame::FileAck(m) => serialize(m, dst),
             Frame::FileComplete(m) => serialize(m, dst),
             Frame::FileCancel(m) => serialize(m, dst),
+            Frame::FileOfferMeta(m) => serialize(&m.offer, dst),
             Frame::VersionQuery(m) => serialize(m, dst),
             Frame::VersionReply(m) => serialize(m, dst),
             Frame::Handshake(m) => serialize(
@@ -440,6 +455,13 @@ impl Frame {
             Kind::FileAck => Frame::FileAck(deserialize(kind, &payload)?),
             Kind::FileComplete => Frame::FileComplete(deserialize(kind, &payload)?),
             Kind::FileCancel => Frame::FileCancel(deserialize(kind, &payload)?),
+            Kind::FileOfferMeta => {
+                let (offer, rest) = deserialize_head::<FileOffer>(kind, &payload)?;
+                Frame::FileOfferMeta(FileOfferMeta {
+                    offer,
+                    meta: payload.slice(rest..),
+                })
+            }
             Kind::VersionQuery => Frame::VersionQuery(deserialize(kind, &payload)?),
             Kind::VersionReply => Frame::VersionReply(deserialize(kind, &payload)?),
             Kind::Handshake => {

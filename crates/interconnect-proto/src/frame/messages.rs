@@ -60,8 +60,11 @@ impl Capabilities {
     /// This side opens sealed frames that hold several inner frames, so its peer may
     /// seal a run of small frames at once (one AEAD call instead of one per frame).
     pub const BATCH: Capabilities = Capabilities(1 << 2);
+    /// This side reads the metadata of a file offer ([`FileOfferMeta`]).
+    pub const FILE_META: Capabilities = Capabilities(1 << 3);
     /// Everything this version implements.
-    pub const ALL: Capabilities = Capabilities(Self::FILES.0 | Self::REQUESTS.0 | Self::BATCH.0);
+    pub const ALL: Capabilities =
+        Capabilities(Self::FILES.0 | Self::REQUESTS.0 | Self::BATCH.0 | Self::FILE_META.0);
 
     /// Whether every bit of `other` is set.
     pub const fn contains(self, other: Capabilities) -> bool {
@@ -247,6 +250,21 @@ pub struct FileOffer {
     /// if unknown). With the name and size it lets the receiver find a partial copy to
     /// resume; the digest on the last chunk proves the content.
     pub modified: u64,
+}
+
+/// Offers a file with the sending app's metadata about it (sent instead of a
+/// [`FileOffer`] when there is metadata, to a peer that announced
+/// [`Capabilities::FILE_META`]): the offer's fields, then the metadata raw to the end of
+/// the frame.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(any(test, feature = "arbitrary"), derive(arbitrary::Arbitrary))]
+pub struct FileOfferMeta {
+    /// The offer.
+    pub offer: FileOffer,
+    /// The app's metadata, at most [`MAX_FILE_META_LEN`](crate::MAX_FILE_META_LEN)
+    /// bytes; what it means is the apps' business.
+    #[cfg_attr(any(test, feature = "arbitrary"), arbitrary(with = arbitrary_bytes))]
+    pub meta: Bytes,
 }
 
 /// Accepts a [`FileOffer`].

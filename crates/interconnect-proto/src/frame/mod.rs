@@ -51,6 +51,7 @@ frames!(
     FileAck(FileAck),
     FileComplete(FileComplete),
     FileCancel(FileCancel),
+    FileOfferMeta(FileOfferMeta),
     VersionQuery(VersionQuery),
     VersionReply(VersionReply),
     Handshake(Handshake),

@@ -27,6 +27,7 @@ impl Driver {
             transfer: transfer.0,
             name: offer.name.clone(),
             size: offer.size,
+            meta: offer.meta.clone(),
         };
         self.asking.push(Asking {
             admitted,

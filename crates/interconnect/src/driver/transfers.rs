@@ -20,6 +20,8 @@ pub(super) struct OutFile {
     pub(super) progress: watch::Sender<Progress>,
     pub(super) done: oneshot::Sender<Result<(), Error>>,
     pub(super) started: Instant,
+    /// The app's metadata about the file, offered with it.
+    pub(super) meta: bytes::Bytes,
 }
 
 /// An incoming file reports its progress to the app each time this much more is written.
@@ -68,13 +70,12 @@ pub(super) fn cancelled() -> Error {
 }
 
 impl Driver {
+    /// An offer: `(name, size, modified, meta)` as the sender gave them.
     pub(super) fn on_file_offered(
         &mut self,
         channel: ChannelId,
         transfer: TransferId,
-        name: String,
-        size: u64,
-        modified: u64,
+        (name, size, modified, meta): (String, u64, u64, bytes::Bytes),
     ) {
         if self.files.is_none() {
             return self.session.reject_file(
@@ -98,6 +99,7 @@ impl Driver {
             name,
             size,
             modified,
+            meta,
             target: None,
         };
         // Offered again after a link drop: the earlier writer's partial, once it let go;
@@ -175,6 +177,7 @@ impl Driver {
         match (result, &self.files) {
             (Ok(claim), Some(config)) if claiming.wanted => {
                 let size = claiming.offer.size;
+                let meta = claiming.offer.meta.clone();
                 let incoming =
                     files::start_writer(config, claiming.offer, claim, self.io_tx.clone());
                 self.session.accept_file(channel, transfer, incoming.offset);
@@ -195,6 +198,7 @@ impl Driver {
                         name: incoming.name,
                         size,
                         offset: incoming.offset,
+                        meta,
                     },
                 );
             }
@@ -265,12 +269,13 @@ impl Driver {
                     let _ = out.done.send(Err(Error::ConnectionLost));
                     return;
                 };
-                match self.session.send_file(
+                match self.session.send_file_with_meta(
                     self.clock.now(),
                     channel,
                     &prepared.name,
                     prepared.size,
                     prepared.modified,
+                    std::mem::take(&mut out.meta),
                 ) {
                     Ok(transfer) => {
                         out.progress.send_modify(|p| p.total = prepared.size);
@@ -479,7 +484,11 @@ impl Driver {
                 name,
                 size,
                 modified,
-            } => self.on_file_offered(channel, transfer, name, size, modified),
+                meta,
+            } => {
+                let offer = (name, size, modified, meta);
+                self.on_file_offered(channel, transfer, offer);
+            }
             Event::FileData {
                 channel,
                 transfer,
@@ -513,6 +522,7 @@ impl Driver {
                 key,
                 ticket,
                 path,
+                meta,
                 progress,
                 done,
             } => {
@@ -525,6 +535,7 @@ impl Driver {
                         progress,
                         done,
                         started: Instant::now(),
+                        meta,
                     },
                 );
                 let io = self.io_tx.clone();

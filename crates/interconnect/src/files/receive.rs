@@ -113,6 +113,8 @@ pub(crate) struct Offer {
     pub(crate) name: String,
     pub(crate) size: u64,
     pub(crate) modified: u64,
+    /// The sending app's metadata about the file (empty: none).
+    pub(crate) meta: bytes::Bytes,
     /// Where the app chose to store it (`None`: the files folder, under a free name).
     pub(crate) target: Option<PathBuf>,
 }

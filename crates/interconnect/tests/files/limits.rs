@@ -205,13 +205,20 @@ async fn asking(wait: Duration) -> Setup {
 
 /// The next `FileOffered`: its transfer, name and size.
 async fn offered(events: &mut Events) -> (u32, String, u64) {
+    let (transfer, name, size, _) = offered_with_meta(events).await;
+    (transfer, name, size)
+}
+
+/// The next `FileOffered`, with its metadata.
+async fn offered_with_meta(events: &mut Events) -> (u32, String, u64, bytes::Bytes) {
     loop {
         match next_event(events).await {
             ConnectionEvent::FileOffered {
                 transfer,
                 name,
                 size,
-            } => return (transfer, name, size),
+                meta,
+            } => return (transfer, name, size, meta),
             ConnectionEvent::FileIncoming { .. } => panic!("asked before it arrives"),
             _ => {}
         }
@@ -289,4 +296,43 @@ async fn an_offer_the_app_does_not_answer_is_accepted_once_its_time_ran_out() {
         panic!("expected the file");
     };
     assert!(std::fs::read(stored).unwrap() == data);
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_receiving_app_decides_on_the_metadata_the_sender_attached() {
+    let mut s = asking(Duration::from_secs(30)).await;
+    let run = write_file(s.send_dir.path(), "run.gpx", &content(20_000, 8));
+    let video = write_file(s.send_dir.path(), "clip.mov", &content(30_000, 9));
+    let keep = s
+        .conn
+        .send_file_with_meta(&run, &serde_json::json!({"kind": "workout", "km": 5}));
+    let drop_it = s
+        .conn
+        .send_file_with_meta(&video, &serde_json::json!({"kind": "video"}));
+    for _ in 0..2 {
+        let (id, name, _, meta) = offered_with_meta(&mut s.app_events).await;
+        let meta: serde_json::Value = decode_meta(&meta).unwrap();
+        if meta["kind"] == "workout" {
+            assert_eq!((name.as_str(), meta["km"].as_u64()), ("run.gpx", Some(5)));
+            s.app.accept_file(id, None).unwrap();
+        } else {
+            s.app.reject_file(id, Code::CANCELLED, "no videos").unwrap();
+        }
+    }
+    keep.await.unwrap();
+    assert_eq!(drop_it.await.unwrap_err().code(), Code::CANCELLED);
+    // The metadata rides with the file's arrival too.
+    loop {
+        if let ConnectionEvent::FileIncoming { meta, .. } = next_event(&mut s.app_events).await {
+            let meta: serde_json::Value = decode_meta(&meta).unwrap();
+            break assert_eq!(meta["km"], 5);
+        }
+    }
+    // Metadata past 4,096 bytes is refused before anything is offered.
+    let big = serde_json::json!({"notes": "x".repeat(5000)});
+    let error = s.conn.send_file_with_meta(&run, &big).await.unwrap_err();
+    assert!(
+        matches!(error, Error::TooLarge { max: 4096, .. }),
+        "{error:?}"
+    );
 }
