@@ -67,8 +67,8 @@ pub trait Transport: Send + 'static {
     /// every link (each [`Link::source`] at a bounded rate); a new one runs its
     /// handshake beside the current one and replaces it once it authenticated the same
     /// device (the newest authenticated link wins), while another device is refused as
-    /// busy (4002). A dialer keeps the default, `false`: it is asked for a link only
-    /// when there is none.
+    /// busy (4002), or served beside it on a hub of several watches. A dialer keeps the
+    /// default, `false`: it is asked for a link only when there is none.
     fn accepts_while_linked(&self) -> bool {
         false
     }

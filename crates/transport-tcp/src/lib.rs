@@ -8,12 +8,14 @@
 //! latency) and TCP keepalive; writes go through a bounded buffer and wait when the
 //! socket is full.
 //!
-//! A listener hands every connection to the hub, which serves **one watch at a time**:
-//! a connection that arrives while a link is up runs its handshake beside it and, once
-//! it authenticated the same watch, replaces the old link at once (a watch that
-//! reconnected before the phone noticed its old link died); another watch is refused
-//! with [`Code::BUSY`](interconnect_proto::Code::BUSY) (4002) after it authenticated,
-//! so a stranger can neither push the served watch off nor learn who it is.
+//! A listener hands every connection to the hub, which by default serves **one watch at
+//! a time**: a connection that arrives while a link is up runs its handshake beside it
+//! and, once it authenticated the same watch, replaces the old link at once (a watch
+//! that reconnected before the phone noticed its old link died); another watch is
+//! refused with [`Code::BUSY`](interconnect_proto::Code::BUSY) (4002) after it
+//! authenticated, so a stranger can neither push the served watch off nor learn who it
+//! is. A hub of several watches (`Config::max_watches`) serves each authenticated watch
+//! on its own link from the same listener.
 //! Reconnection and backoff are the core driver's job, not the transport's.
 //!
 //! ```no_run
