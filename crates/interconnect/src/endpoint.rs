@@ -55,7 +55,11 @@ pub struct Config {
     /// [`Hub::register_watches`] and get one connection per watch, and a watch past the
     /// bound is refused as busy. Trust is per watch: see [`Hub::register_watches`].
     /// Received files then go to a folder per watch inside `files.dir`, named by the
-    /// watch's device id in hex. 0 is taken as 1.
+    /// watch's device id in hex. 0 is taken as 1, and so is any value on a transport that
+    /// makes one link at a time ([`Transport::accepts_while_linked`] is `false`: a
+    /// dialer, a BLE central of one peripheral).
+    ///
+    /// [`Transport::accepts_while_linked`]: crate::Transport::accepts_while_linked
     pub max_watches: usize,
     /// The session: this device's id and security, timers and limits. Its `role` is set
     /// by [`Hub`] (phone) or [`Interconnect`] (watch), `reliable_link` by the transport
@@ -175,7 +179,14 @@ impl Endpoint {
         session.receives_files = config.files.is_some();
         session.security = with_known_peers(session.security, config.known_peers.as_ref());
         let (reporter, security_events) = Reporter::new();
-        let (commands, requests, status, task) = if role == Role::Phone && config.max_watches > 1 {
+        let several = role == Role::Phone && config.max_watches > 1;
+        if several && !transport.accepts_while_linked() {
+            tracing::warn!(
+                "max_watches is above 1, but this transport makes one link at a time: one watch is served"
+            );
+        }
+        let several = several && transport.accepts_while_linked();
+        let (commands, requests, status, task) = if several {
             let template = Template {
                 session,
                 backoff: config.backoff,

@@ -323,3 +323,15 @@ async fn each_kind_of_hub_says_which_registration_it_takes() {
         Error::OneWatch
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_transport_of_one_link_at_a_time_serves_one_watch_whatever_max_watches_says() {
+    // A dialer makes one link at a time: the hub serves as a hub of one, and says so.
+    let (dialer, _) = MockNetwork::new(Faults::default()).endpoints();
+    let hub = Hub::new(dialer, hub_config(4, None));
+    assert_eq!(
+        hub.register_watches(PKG, 1, None).await.unwrap_err(),
+        Error::OneWatch
+    );
+    assert!(hub.register(PKG, 1, None).await.is_ok());
+}

@@ -43,7 +43,7 @@ pub mod bluez;
 
 pub use link::{BleConfig, PacketLink, PacketReceiver, PacketSender, into_link};
 pub use packet::{Fragmenter, Packet, PacketError, Reassembler};
-pub use sim::{BleParams, Phy, SimCentral, SimNetwork, SimPeripheral, goodput_bps};
+pub use sim::{BleParams, Phy, SimCentral, SimCentrals, SimNetwork, SimPeripheral, goodput_bps};
 
 /// The interconnect GATT service.
 pub const SERVICE_UUID: u128 = 0x6e1c0001_4e0b_4b7a_9a0b_1f4c3d2e5a60;

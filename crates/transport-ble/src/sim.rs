@@ -186,6 +186,33 @@ impl SimNetwork {
         self.lock().reachable = reachable;
     }
 
+    /// Several watches (peripherals), each on a simulated connection of its own, and one
+    /// phone (central) that keeps a connection to each: the networks (take each watch's
+    /// transport with [`endpoints`](Self::endpoints)`.0`, cut or silence one with
+    /// [`cut`](Self::cut) and [`set_reachable`](Self::set_reachable)) and the central.
+    ///
+    /// ```
+    /// use transport_ble::{BleConfig, BleParams, SimNetwork};
+    ///
+    /// let (nets, central) = SimNetwork::several(BleParams::modern(), BleConfig::default(), 2);
+    /// let (first_watch, _) = nets[0].endpoints();
+    /// # let _ = (first_watch, central);
+    /// ```
+    pub fn several(
+        params: BleParams,
+        config: BleConfig,
+        watches: usize,
+    ) -> (Vec<SimNetwork>, SimCentrals) {
+        let nets: Vec<SimNetwork> = (0..watches)
+            .map(|_| SimNetwork::new(params, config.clone()))
+            .collect();
+        let central = SimCentrals {
+            live: nets.iter().map(|_| std::sync::Weak::new()).collect(),
+            nets: nets.clone(),
+        };
+        (nets, central)
+    }
+
     /// Connections made so far.
     pub fn links_made(&self) -> u64 {
         self.lock().links_made
@@ -195,7 +222,8 @@ impl SimNetwork {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn connect(&self) -> Result<(PacketLink, PacketLink), TransportError> {
+    /// A new connection; the central's end holds `alive` until both its halves are gone.
+    fn connect(&self, alive: Arc<()>) -> Result<(PacketLink, PacketLink), TransportError> {
         let mut state = self.lock();
         if !state.reachable {
             return Err(TransportError::Refused("no peripheral in range".into()));
@@ -208,8 +236,10 @@ impl SimNetwork {
         state.current_cut = Some(cut_tx);
         let params = state.params;
         drop(state);
-        let (central_tx, peripheral_rx) = pipe(params, cut_rx.clone());
-        let (peripheral_tx, central_rx) = pipe(params, cut_rx);
+        let (mut central_tx, peripheral_rx) = pipe(params, cut_rx.clone());
+        let (peripheral_tx, mut central_rx) = pipe(params, cut_rx);
+        central_tx.alive = Some(alive.clone());
+        central_rx.alive = Some(alive);
         Ok((
             PacketLink {
                 sender: Box::new(peripheral_tx),
@@ -269,11 +299,13 @@ fn pipe(params: BleParams, cut: watch::Receiver<bool>) -> (SimSender, SimReceive
             tx: in_tx,
             cut: cut.clone(),
             att_mtu: params.att_mtu,
+            alive: None,
         },
         SimReceiver {
             rx: out_rx,
             cut,
             supervision: params.supervision_timeout,
+            alive: None,
         },
     )
 }
@@ -282,6 +314,8 @@ struct SimSender {
     tx: mpsc::Sender<Bytes>,
     cut: watch::Receiver<bool>,
     att_mtu: usize,
+    /// Held by a central's end: it tells the central the connection is still in use.
+    alive: Option<Arc<()>>,
 }
 
 #[async_trait]
@@ -312,6 +346,8 @@ struct SimReceiver {
     rx: mpsc::Receiver<Bytes>,
     cut: watch::Receiver<bool>,
     supervision: Duration,
+    /// As `SimSender::alive`.
+    alive: Option<Arc<()>>,
 }
 
 #[async_trait]
@@ -360,13 +396,58 @@ pub struct SimCentral {
 #[async_trait]
 impl Transport for SimCentral {
     async fn next_link(&mut self) -> Result<Link, TransportError> {
-        let (peripheral, central) = self.net.connect()?;
+        let (peripheral, central) = self.net.connect(Arc::new(()))?;
         self.net
             .accept_tx
             .send(peripheral)
             .await
             .map_err(|_| TransportError::Closed)?;
         Ok(into_link(central, &self.net.config))
+    }
+
+    fn is_reliable(&self) -> bool {
+        true
+    }
+}
+
+/// The phone's side of [`SimNetwork::several`]: a central that keeps a connection to every
+/// watch in range, connecting again to one whose connection ended. Links keep coming while
+/// others are up ([`Transport::accepts_while_linked`]), as a hub of several watches needs.
+pub struct SimCentrals {
+    nets: Vec<SimNetwork>,
+    /// Each watch's current connection, while its link is in use.
+    live: Vec<std::sync::Weak<()>>,
+}
+
+/// How often the central looks again for a watch to connect to, when every one is
+/// connected or out of range.
+const RESCAN: Duration = Duration::from_millis(100);
+
+#[async_trait]
+impl Transport for SimCentrals {
+    async fn next_link(&mut self) -> Result<Link, TransportError> {
+        loop {
+            for (i, net) in self.nets.iter().enumerate() {
+                if self.live[i].strong_count() > 0 {
+                    continue;
+                }
+                let alive = Arc::new(());
+                let Ok((peripheral, central)) = net.connect(alive.clone()) else {
+                    continue; // out of range
+                };
+                net.accept_tx
+                    .send(peripheral)
+                    .await
+                    .map_err(|_| TransportError::Closed)?;
+                self.live[i] = Arc::downgrade(&alive);
+                return Ok(into_link(central, &net.config));
+            }
+            tokio::time::sleep(RESCAN).await;
+        }
+    }
+
+    fn accepts_while_linked(&self) -> bool {
+        true
     }
 
     fn is_reliable(&self) -> bool {

@@ -20,3 +20,18 @@ impl Harness for SimBle {
 }
 
 conformance_tests!(SimBle, SimBle);
+
+#[async_trait]
+impl interconnect_conformance::several::Fleet for SimBle {
+    async fn fleet(&self, watches: usize) -> (Vec<Box<dyn Transport>>, Box<dyn Transport>) {
+        let (nets, central) =
+            SimNetwork::several(BleParams::modern(), BleConfig::default(), watches);
+        let peripherals = nets
+            .iter()
+            .map(|net| Box::new(net.endpoints().0) as Box<dyn Transport>)
+            .collect();
+        (peripherals, Box::new(central))
+    }
+}
+
+interconnect_conformance::several_watches_tests!(SimBle, SimBle);
