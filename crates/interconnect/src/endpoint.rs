@@ -562,7 +562,7 @@ impl Hub {
                 watches,
             })
             .map_err(|_| crate::Error::Stopped)?;
-        Ok(crate::Watches { rx })
+        Ok(crate::Watches::new(rx))
     }
 
     /// On a hub of several watches under trust on first use: pins every new watch that

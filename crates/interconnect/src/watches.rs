@@ -54,12 +54,52 @@ pub struct Watch {
 #[derive(Debug)]
 pub struct Watches {
     pub(crate) rx: mpsc::UnboundedReceiver<Watch>,
+    /// The watches handed out so far, while the app holds their connection.
+    pub(crate) handed: Vec<(Device, std::sync::Weak<crate::connection::Shared>)>,
 }
 
 impl Watches {
+    pub(crate) fn new(rx: mpsc::UnboundedReceiver<Watch>) -> Watches {
+        Watches {
+            rx,
+            handed: Vec::new(),
+        }
+    }
+
     /// The next watch; `None` once the hub stopped or the app registered again.
     pub async fn next(&mut self) -> Option<Watch> {
-        self.rx.recv().await
+        std::future::poll_fn(|cx| self.poll_watch(cx)).await
+    }
+
+    fn poll_watch(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<Option<Watch>> {
+        let polled = self.rx.poll_recv(cx);
+        if let std::task::Poll::Ready(Some(watch)) = &polled {
+            self.handed.retain(|(_, conn)| conn.strong_count() > 0);
+            self.handed.push((
+                watch.device,
+                std::sync::Arc::downgrade(&watch.connection.shared),
+            ));
+        }
+        polled
+    }
+
+    /// Sends `value` to every watch taken from this stream whose connection the app
+    /// still holds and whose channel is open now, as [`Connection::send`] does for one:
+    /// each watch's outcome is its own (a watch that is away does not hold up the rest).
+    /// Watches not yet taken from the stream are not among them.
+    ///
+    /// [`Connection::send`]: crate::Connection::send
+    pub fn send_to_all<T: serde::Serialize + ?Sized>(
+        &self,
+        value: &T,
+    ) -> Vec<(Device, crate::connection::Sending)> {
+        self.handed
+            .iter()
+            .filter_map(|(device, conn)| Some((*device, conn.upgrade()?)))
+            .map(|(device, shared)| (device, Connection { shared }))
+            .filter(|(_, conn)| conn.ready_state() == crate::ReadyState::Open)
+            .map(|(device, conn)| (device, conn.send(value)))
+            .collect()
     }
 }
 
@@ -70,6 +110,6 @@ impl futures_core::Stream for Watches {
         mut self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Option<Watch>> {
-        self.rx.poll_recv(cx)
+        self.poll_watch(cx)
     }
 }

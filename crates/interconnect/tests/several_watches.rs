@@ -335,3 +335,47 @@ async fn a_transport_of_one_link_at_a_time_serves_one_watch_whatever_max_watches
     );
     assert!(hub.register(PKG, 1, None).await.is_ok());
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_message_to_every_watch_reaches_each_open_one_once() {
+    let (_nets, hub, watches) = fleet(3, hub_config(4, None));
+    hub.admit_new_watches(Duration::from_secs(600)).unwrap();
+    let mut registered = hub.register_watches(PKG, 1, None).await.unwrap();
+    let conns: Vec<Connection> = watches.iter().map(|w| w.instance(PKG, None)).collect();
+    for conn in &conns {
+        assert!(conn.diagnosis(None).await.is_ok());
+    }
+    let mut served = Vec::new();
+    for _ in 0..3 {
+        let watch = next_watch(&mut registered).await;
+        let mut events = watch.connection.events().unwrap();
+        // Each channel is open once the app took its Open.
+        assert!(matches!(
+            events.next().await,
+            Some(ConnectionEvent::Open { .. })
+        ));
+        served.push((watch, events));
+    }
+    // The app lets go of watch 3: it is no longer among "every watch".
+    served.retain(|(w, _)| w.device.id != DeviceId([3; 16]));
+    let sent = registered.send_to_all(&"to all");
+    let mut reached: Vec<u8> = sent.iter().map(|(device, _)| device.id.0[0]).collect();
+    reached.sort();
+    assert_eq!(reached, [1, 2]);
+    for (i, conn) in conns.iter().enumerate().take(2) {
+        let mut events = conn.events().unwrap();
+        loop {
+            match tokio::time::timeout(Duration::from_secs(60), events.next()).await {
+                Ok(Some(ConnectionEvent::Message(m))) => {
+                    assert_eq!(m.decode::<String>().unwrap(), "to all", "watch {}", i + 1);
+                    break;
+                }
+                Ok(Some(_)) => {}
+                other => panic!("watch {}: {other:?}", i + 1),
+            }
+        }
+    }
+    for (_, sending) in sent {
+        sending.await.unwrap();
+    }
+}
