@@ -2,13 +2,15 @@
 //! the same run (defaults: encrypted, acknowledged once the app took a message):
 //! - total pipelined 64-byte messages per second, `W` watches sending `N` each at once,
 //!   against one watch sending `N`;
+//! - total file throughput, `W` watches sending a file of `M` MiB each at once, against
+//!   one watch sending `W × M` MiB (defaults: encrypted, files stored on the phone);
 //! - a watch's round trip (a send awaited until the phone app took it), p50 and p99,
 //!   while another watch's link is stalled (a proxy that forwards nothing more, the
 //!   phone app sending to it), against the same watch with no other;
 //! - the hub's resident memory per connected watch: the hub runs in a child process,
 //!   its `VmRSS` read before and after `W` watches connected and opened a channel.
 //!
-//! `cargo run --release -p interconnect-benches --bin watches_bench [W] [N] [runs]`
+//! `cargo run --release -p interconnect-benches --bin watches_bench [W] [N] [runs] [M]`
 
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -124,6 +126,65 @@ async fn throughput(watches: usize, n: usize) -> Result<f64, BoxError> {
     }
     let end = done.await?;
     Ok((watches * n) as f64 / (end.max(Instant::now()) - start).as_secs_f64())
+}
+
+/// Bytes per second of files: `watches` watches each sending `mib` MiB at once, until the
+/// phone stored every one.
+async fn file_throughput(watches: usize, mib: usize) -> Result<f64, BoxError> {
+    let scratch = interconnect_benches::process::scratch_dir()?;
+    let (addr_tx, addr_rx) = oneshot::channel();
+    let (done_tx, done) = oneshot::channel();
+    let received = scratch.path().join("received");
+    let _phone = on_own_thread(move || async move {
+        let listener = transport_tcp::TcpListener::bind("127.0.0.1:0").await?;
+        let _ = addr_tx.send(listener.local_addr());
+        let mut config = Config::in_memory(DeviceId([200; 16]));
+        config.max_watches = watches.max(2);
+        config.files = Some(interconnect::FilesConfig::new(received));
+        let hub = Hub::new(listener, config);
+        hub.admit_new_watches(Duration::from_secs(3600))?;
+        let mut registered = hub.register_watches(PKG, 1, None).await?;
+        let (stored_tx, mut stored) = tokio::sync::mpsc::unbounded_channel::<()>();
+        let counting = async {
+            for _ in 0..watches {
+                stored.recv().await;
+            }
+            let _ = done_tx.send(Instant::now());
+        };
+        let accepting = async {
+            while let Some(watch) = registered.next().await {
+                let stored = stored_tx.clone();
+                tokio::spawn(async move {
+                    let mut events = watch.connection.events().expect("new");
+                    while let Some(event) = events.next().await {
+                        if let ConnectionEvent::File { .. } = event {
+                            let _ = stored.send(());
+                        }
+                    }
+                });
+            }
+        };
+        tokio::select! {
+            () = counting => {}
+            () = accepting => {}
+        }
+        drop(hub);
+        Ok::<_, BoxError>(())
+    });
+    let addr = addr_rx.await?;
+    let source = scratch.path().join("source.bin");
+    interconnect_benches::tcp::source_file(&source, mib).await?;
+    let ends = connect(addr, watches).await?;
+    let start = Instant::now();
+    let sends: Vec<_> = ends
+        .iter()
+        .map(|(_, conn)| conn.send_file(&source))
+        .collect();
+    for send in sends {
+        send.await?;
+    }
+    let end = done.await?;
+    Ok((watches * mib) as f64 * (1 << 20) as f64 / (end.max(Instant::now()) - start).as_secs_f64())
 }
 
 /// Round trips of one watch (microseconds), alone or beside a watch whose link stalls
@@ -253,8 +314,9 @@ async fn main() -> Result<(), BoxError> {
             .transpose()?
             .unwrap_or(default))
     };
-    let (watches, n, runs) = (arg(0, 16)?, arg(1, 20_000)?, arg(2, 3)?);
+    let (watches, n, runs, mib) = (arg(0, 16)?, arg(1, 20_000)?, arg(2, 3)?, arg(3, 4)?);
     let (mut ratios, mut alone, mut all) = (vec![], vec![], vec![]);
+    let (mut file_ratios, mut file_alone, mut file_all) = (vec![], vec![], vec![]);
     let (mut p50, mut p99) = (vec![], vec![]);
     for _ in 0..runs {
         let one = throughput(1, n).await?;
@@ -262,6 +324,11 @@ async fn main() -> Result<(), BoxError> {
         alone.push(one);
         all.push(many);
         ratios.push(many / one);
+        let one = file_throughput(1, watches * mib).await?;
+        let many = file_throughput(watches, mib).await?;
+        file_alone.push(one);
+        file_all.push(many);
+        file_ratios.push(many / one);
         let quiet = round_trips(false).await?;
         let beside = round_trips(true).await?;
         p50.push(percentile(beside.clone(), 0.5) / percentile(quiet.clone(), 0.5));
@@ -276,6 +343,16 @@ async fn main() -> Result<(), BoxError> {
         "  {n} each from {watches} watches at once (total):  {:>8.0} k/s  {:.2}x one watch",
         median(all) / 1e3,
         median(ratios)
+    );
+    println!(
+        "  a {} MiB file, 1 watch:                     {:>8.0} MiB/s",
+        watches * mib,
+        median(file_alone) / (1 << 20) as f64
+    );
+    println!(
+        "  a {mib} MiB file from each of {watches} watches at once:  {:>8.0} MiB/s  {:.2}x one watch",
+        median(file_all) / (1 << 20) as f64,
+        median(file_ratios)
     );
     println!(
         "  a watch's round trip beside a stalled watch:  p50 {:.2}x, p99 {:.2}x the same watch alone",
