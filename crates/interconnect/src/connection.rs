@@ -17,7 +17,8 @@ use tokio::sync::{mpsc, oneshot, watch};
 use crate::command::{Command, ConnSlot, FileDecision};
 use crate::error::{Cause, Error};
 use crate::state::{
-    ConnState, ConnectionEvent, Diagnosis, Incoming, Progress, Queued, ReadyState, Unread,
+    ConnState, ConnectionEvent, Diagnosis, Incoming, LinkLimits, LinkView, Progress, Queued,
+    ReadyState, Unread,
 };
 
 fn to_json<T: Serialize + ?Sized>(value: &T) -> Result<Bytes, Error> {
@@ -305,6 +306,8 @@ pub(crate) struct Shared {
     pub(crate) next_request: AtomicU32,
     pub(crate) send_timeout: Duration,
     pub(crate) package: String,
+    /// The link of the driver this handle belongs to (on a hub of several, its watch's).
+    pub(crate) link: LinkView,
 }
 
 impl Drop for Shared {
@@ -340,6 +343,7 @@ impl Connection {
         key: u64,
         package: &str,
         commands: mpsc::UnboundedSender<Command>,
+        link: LinkView,
         max_unread: usize,
         send_timeout: Duration,
     ) -> (ConnSlot, Connection) {
@@ -366,6 +370,7 @@ impl Connection {
                 next_request: AtomicU32::new(1),
                 send_timeout,
                 package: package.into(),
+                link,
             }),
         };
         (slot, conn)
@@ -381,6 +386,14 @@ impl Connection {
     /// The package this connection talks to (watch) or registered (phone).
     pub fn package(&self) -> &str {
         &self.shared.package
+    }
+
+    /// What the link to this connection's peer device carries, while one is up: the
+    /// largest message and frame, the file chunk, on BLE the radio's ATT MTU (and PHY and
+    /// connection interval when the stack says), and the bytes per second it moved over
+    /// the last seconds. On a hub of several watches, the link of this connection's watch.
+    pub fn limits(&self) -> Option<LinkLimits> {
+        self.shared.link.limits()
     }
 
     /// The vendor API's `getReadyState`: [`ReadyState::Open`] (1) or [`ReadyState::Closed`] (2).

@@ -11,9 +11,10 @@ use crate::SessionConfig;
 use crate::command::{Command, ConnSlot};
 use crate::connection::Connection;
 use crate::driver::reception::{self, Request, Template};
-use crate::driver::{self, Backoff, LinkLimits, LinkStatus, PeerDeviceStatus};
+use crate::driver::{self, Backoff};
 use crate::sans_io::Session;
 use crate::security::{KnownPeers, Reporter, Security, SecurityEvents, TrustPolicy};
+use crate::state::{LinkLimits, LinkStatus, LinkView, PeerDeviceStatus};
 use crate::transport::Transport;
 
 /// Settings of an [`Interconnect`] or a [`Hub`].
@@ -159,6 +160,9 @@ struct Endpoint {
     requests: Option<mpsc::UnboundedSender<Request>>,
     security_events: std::sync::Mutex<Option<SecurityEvents>>,
     status: watch::Receiver<LinkStatus>,
+    /// What a handle reads of the link (on a hub of several: the hub's status, and no
+    /// rate: each watch's connection has its own).
+    link: LinkView,
     /// Taken by the first `shutdown`; later ones wait on the lock until it finished.
     task: tokio::sync::Mutex<Option<JoinHandle<()>>>,
     next_key: AtomicU64,
@@ -186,7 +190,7 @@ impl Endpoint {
             );
         }
         let several = several && transport.accepts_while_linked();
-        let (commands, requests, status, task) = if several {
+        let (commands, requests, status, meter, task) = if several {
             let template = Template {
                 session,
                 backoff: config.backoff,
@@ -198,12 +202,10 @@ impl Endpoint {
                 max_watches: config.max_watches,
             };
             let parts = reception::spawn(template, transport, reporter);
-            (
-                parts.commands,
-                Some(parts.requests),
-                parts.status,
-                parts.task,
-            )
+            // Each watch's connection reads its own link; the hub's has no rate.
+            let meter = std::sync::Arc::new(crate::state::Meter::default());
+            let requests = Some(parts.requests);
+            (parts.commands, requests, parts.status, meter, parts.task)
         } else {
             let setup = driver::Setup {
                 session: Session::new(session, rand::random()),
@@ -214,12 +216,16 @@ impl Endpoint {
                 reporter,
             };
             let parts = driver::spawn(setup, transport);
-            (parts.commands, None, parts.status, parts.task)
+            (parts.commands, None, parts.status, parts.meter, parts.task)
         };
         Endpoint {
             commands,
             requests,
             security_events: std::sync::Mutex::new(Some(security_events)),
+            link: LinkView {
+                status: status.clone(),
+                meter,
+            },
             status,
             task: tokio::sync::Mutex::new(Some(task)),
             next_key: AtomicU64::new(1),
@@ -234,6 +240,7 @@ impl Endpoint {
             key,
             package,
             self.commands.clone(),
+            self.link.clone(),
             self.max_unread,
             self.send_timeout,
         );
@@ -253,7 +260,7 @@ impl Endpoint {
     }
 
     fn limits(&self) -> Option<LinkLimits> {
-        self.status.borrow().limits
+        self.link.limits()
     }
 
     async fn wait_connected(&self) {

@@ -85,7 +85,7 @@ mod transport;
 mod watches;
 
 pub use connection::{Connection, Events, FileTransfer, ProgressStream, Sending};
-pub use driver::{Backoff, LinkLimits, PeerDeviceStatus};
+pub use driver::Backoff;
 pub use endpoint::{Config, Hub, Interconnect};
 pub use error::{Cause, Error};
 pub use files::{FilesConfig, sanitize_file_name};
@@ -96,8 +96,11 @@ pub use security::{
     MIN_REKEY_INTERVAL, NoiseConfig, PairingCode, PairingRequest, ParseFingerprintError, Security,
     SecurityError, SecurityEvent, SecurityEvents, TrustPolicy,
 };
-pub use state::{ConnectionEvent, Diagnosis, Incoming, Progress, ReadyState, decode_meta};
-pub use transport::{Link, LinkReceiver, LinkSender, Transport, TransportError};
+pub use state::{
+    ConnectionEvent, Diagnosis, Incoming, LinkLimits, PeerDeviceStatus, Progress, ReadyState,
+    Throughput, decode_meta,
+};
+pub use transport::{Link, LinkReceiver, LinkSender, Phy, Radio, Transport, TransportError};
 pub use watches::{Device, Watch, Watches};
 
 /// The README's quick start runs as a doctest.

@@ -265,3 +265,119 @@ impl Unread {
             && self.held.swap(false, Ordering::AcqRel)
     }
 }
+
+/// What the driver publishes about the link.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct LinkStatus {
+    pub(crate) peer: PeerDeviceStatus,
+    /// Links that came up so far. A link can come up and go again within one turn of
+    /// the driver (a peer that leaves right after the handshake), and a watch channel
+    /// keeps only the last value: the count lets a waiter see such a link anyway.
+    pub(crate) links_up: u64,
+    /// The limits of the link that is up (on a hub of several watches, of the link that
+    /// came up last).
+    pub(crate) limits: Option<LinkLimits>,
+    /// Watches connected (a hub of several counts them; otherwise unused).
+    pub(crate) connected: u32,
+}
+
+/// What the link that is up carries: the same both ways, as both sides agreed in the
+/// Hello (the smaller of their frame limits, within the link's own, less what sealing
+/// takes on an encrypted link).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct LinkLimits {
+    /// The largest message `send` takes now, and the largest the peer can send this
+    /// side. A larger one fails with [`Error::TooLarge`](crate::Error::TooLarge) naming
+    /// this number.
+    pub max_message_len: usize,
+    /// The largest frame either side sends, before sealing.
+    pub max_frame_len: usize,
+    /// The bytes of a file one frame carries.
+    pub max_chunk_len: usize,
+    /// On a radio link (BLE): its ATT MTU, and its PHY and connection interval when the
+    /// stack says.
+    pub radio: Option<crate::Radio>,
+    /// What the link moved over the last seconds, when it has been up that long.
+    pub throughput: Option<Throughput>,
+}
+
+impl LinkLimits {
+    pub(crate) fn new(limits: interconnect_proto::Limits, radio: Option<crate::Radio>) -> Self {
+        LinkLimits {
+            max_message_len: limits.max_message_len(),
+            max_frame_len: limits.max_frame_len,
+            max_chunk_len: limits.max_chunk_len(),
+            radio,
+            throughput: None,
+        }
+    }
+}
+
+/// Bytes per second a link moved over the last seconds (frames as they go on the wire,
+/// sealing and framing included), each way.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Throughput {
+    /// To the peer.
+    pub sent: u64,
+    /// From the peer.
+    pub received: u64,
+}
+
+/// Whether the link to the peer device is up (the vendor API's `getPeerDeviceStatus`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum PeerDeviceStatus {
+    /// 0: not connected.
+    #[default]
+    Disconnected = 0,
+    /// 1: connected (link up, handshake done).
+    Connected = 1,
+}
+
+impl PeerDeviceStatus {
+    /// The vendor API's value, 0 or 1.
+    pub fn code(self) -> u8 {
+        self as u8
+    }
+}
+
+/// The span a link's rate is measured over (see the driver's `meter`).
+pub(crate) const METER_WINDOW: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// What a handle reads of its driver's link: the status the driver publishes, and the
+/// rate of the last seconds.
+#[derive(Clone, Debug)]
+pub(crate) struct LinkView {
+    pub(crate) status: tokio::sync::watch::Receiver<LinkStatus>,
+    pub(crate) meter: std::sync::Arc<Meter>,
+}
+
+impl LinkView {
+    /// The link's limits, with its rate of the last seconds, while it is up.
+    pub(crate) fn limits(&self) -> Option<LinkLimits> {
+        let mut limits = self.status.borrow().limits?;
+        limits.throughput = self.meter.throughput();
+        Some(limits)
+    }
+}
+
+/// The published rate, shared with the handles.
+#[derive(Debug, Default)]
+pub(crate) struct Meter {
+    rate: std::sync::Mutex<Option<(tokio::time::Instant, Throughput)>>,
+}
+
+impl Meter {
+    /// The rate of the last seconds; `None` before the link carried traffic for half a
+    /// second, or when the last sample is older than the window.
+    pub(crate) fn throughput(&self) -> Option<Throughput> {
+        let rate = *self.rate.lock().unwrap_or_else(|e| e.into_inner());
+        rate.filter(|(at, _)| at.elapsed() <= METER_WINDOW)
+            .map(|(_, rate)| rate)
+    }
+
+    pub(crate) fn publish(&self, rate: Option<(tokio::time::Instant, Throughput)>) {
+        *self.rate.lock().unwrap_or_else(|e| e.into_inner()) = rate;
+    }
+}

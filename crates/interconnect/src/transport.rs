@@ -135,6 +135,40 @@ pub trait LinkSender: Send + 'static {
     }
 }
 
+/// What a radio link (BLE) runs with, as its transport knows it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Radio {
+    /// The negotiated ATT MTU.
+    pub att_mtu: usize,
+    /// The physical layer, when the stack says.
+    pub phy: Option<Phy>,
+    /// The connection interval in force, when the stack says.
+    pub connection_interval: Option<std::time::Duration>,
+}
+
+impl Radio {
+    /// A radio link of this ATT MTU, its PHY and interval unknown.
+    pub fn new(att_mtu: usize) -> Radio {
+        Radio {
+            att_mtu,
+            phy: None,
+            connection_interval: None,
+        }
+    }
+}
+
+/// A BLE physical layer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Phy {
+    /// 1 Mbit/s.
+    M1,
+    /// 2 Mbit/s (Bluetooth 5).
+    M2,
+    /// Coded, S=8 (long range, 125 kbit/s).
+    Coded,
+}
+
 /// The receiving half of a link.
 ///
 /// `recv` must be **cancel-safe**: the driver awaits it in a `select!` and drops the
@@ -152,5 +186,11 @@ pub trait LinkReceiver: Send + 'static {
     /// default ignores it (the session still refuses such a frame once read).
     fn limit_frames(&mut self, max_frame_len: usize) {
         let _ = max_frame_len;
+    }
+
+    /// What the radio underneath runs with, on a radio link (BLE); `None` (the
+    /// default) elsewhere. Shown in [`LinkLimits::radio`](crate::LinkLimits::radio).
+    fn radio(&self) -> Option<Radio> {
+        None
     }
 }

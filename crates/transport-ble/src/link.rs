@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use interconnect::{Link, LinkReceiver, LinkSender, TransportError};
+use interconnect::{Link, LinkReceiver, LinkSender, Radio, TransportError};
 use tokio::sync::{Mutex, Notify, mpsc};
 
 use crate::packet::{Fragmenter, Packet, PacketError, Reassembler, packet_len};
@@ -20,6 +20,10 @@ pub trait PacketSender: Send + 'static {
     async fn send_packet(&mut self, packet: Bytes) -> Result<(), TransportError>;
     /// The negotiated ATT MTU.
     fn att_mtu(&self) -> usize;
+    /// What the radio runs with, as far as the stack says (by default the ATT MTU only).
+    fn radio(&self) -> Radio {
+        Radio::new(self.att_mtu())
+    }
 }
 
 /// Receives whole ATT payloads.
@@ -105,6 +109,7 @@ impl Credits {
 /// the radio link up until a liveness deadline.
 pub fn into_link(packets: PacketLink, config: &BleConfig) -> Link {
     let att_mtu = packets.sender.att_mtu();
+    let radio = packets.sender.radio();
     let sender: SharedSender = Arc::new(Mutex::new(Some(packets.sender)));
     let credits = Arc::new(Credits {
         available: AtomicU32::new(u32::from(config.credits)),
@@ -132,7 +137,11 @@ pub fn into_link(packets: PacketLink, config: &BleConfig) -> Link {
             packet_len: packet_len(att_mtu),
             _end: end.clone(),
         }),
-        receiver: Box::new(BleReceiver { frames, _end: end }),
+        receiver: Box::new(BleReceiver {
+            frames,
+            radio,
+            _end: end,
+        }),
         source: None,
         max_frame_len: link_frame_limit(config.max_frame_len, att_mtu),
     }
@@ -278,6 +287,7 @@ impl LinkSender for BleSender {
 
 struct BleReceiver {
     frames: mpsc::Receiver<Result<Bytes, TransportError>>,
+    radio: Radio,
     _end: Arc<LinkEnd>,
 }
 
@@ -295,5 +305,9 @@ impl LinkReceiver for BleReceiver {
             Some(Err(e)) => Err(e),
             None => Err(TransportError::Closed),
         }
+    }
+
+    fn radio(&self) -> Option<Radio> {
+        Some(self.radio)
     }
 }

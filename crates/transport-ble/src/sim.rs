@@ -41,16 +41,8 @@ use tokio::time::Instant;
 use crate::link::{BleConfig, PacketLink, PacketReceiver, PacketSender, into_link};
 use crate::packet::{ATT_HEADER_LEN, PACKET_HEADER_LEN, packet_len};
 
-/// The radio's physical layer.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Phy {
-    /// 1 Mbit/s.
-    M1,
-    /// 2 Mbit/s (Bluetooth 5).
-    M2,
-    /// Coded, S=8 (long range, 125 kbit/s).
-    Coded,
-}
+/// The radio's physical layer (the one `interconnect::LinkLimits` reports).
+pub use interconnect::Phy;
 
 /// Parameters of a BLE connection.
 #[derive(Clone, Copy, Debug)]
@@ -298,7 +290,7 @@ fn pipe(params: BleParams, cut: watch::Receiver<bool>) -> (SimSender, SimReceive
         SimSender {
             tx: in_tx,
             cut: cut.clone(),
-            att_mtu: params.att_mtu,
+            params,
             alive: None,
         },
         SimReceiver {
@@ -313,7 +305,7 @@ fn pipe(params: BleParams, cut: watch::Receiver<bool>) -> (SimSender, SimReceive
 struct SimSender {
     tx: mpsc::Sender<Bytes>,
     cut: watch::Receiver<bool>,
-    att_mtu: usize,
+    params: BleParams,
     /// Held by a central's end: it tells the central the connection is still in use.
     alive: Option<Arc<()>>,
 }
@@ -324,7 +316,7 @@ impl PacketSender for SimSender {
         if *self.cut.borrow() {
             return Err(TransportError::Closed);
         }
-        let max = packet_len(self.att_mtu);
+        let max = packet_len(self.params.att_mtu);
         if packet.len() > max {
             return Err(TransportError::TooLarge {
                 len: packet.len(),
@@ -338,7 +330,14 @@ impl PacketSender for SimSender {
     }
 
     fn att_mtu(&self) -> usize {
-        self.att_mtu
+        self.params.att_mtu
+    }
+
+    fn radio(&self) -> interconnect::Radio {
+        let mut radio = interconnect::Radio::new(self.params.att_mtu);
+        radio.phy = Some(self.params.phy);
+        radio.connection_interval = Some(self.params.conn_interval);
+        radio
     }
 }
 

@@ -416,3 +416,56 @@ async fn dropping_either_half_of_a_link_ends_the_whole_packet_link() {
         drop(kept);
     }
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_connection_tells_its_radio_and_what_it_moved_over_the_last_seconds() {
+    use interconnect::{Config, FilesConfig, Hub, Interconnect, Phy};
+    use interconnect_proto::DeviceId;
+
+    let params = BleParams::modern();
+    let network = SimNetwork::new(params, BleConfig::default());
+    let (peripheral, central) = network.endpoints();
+    let temp = tempfile::tempdir().unwrap();
+    let mut phone = Config::in_memory(DeviceId([2; 16]));
+    let mut files = FilesConfig::new(temp.path().join("received"));
+    files.reserve_free_bytes = 0;
+    phone.files = Some(files);
+    let hub = Hub::new(central, phone);
+    let watch = Interconnect::new(peripheral, Config::in_memory(DeviceId([1; 16])));
+    let app = hub.register("ble", 1, None).await.unwrap();
+    let _events = app.events().unwrap();
+    let conn = watch.instance("ble", None);
+    assert!(conn.diagnosis(None).await.is_ok());
+
+    let limits = conn.limits().expect("the link is up");
+    let radio = limits.radio.expect("a radio link");
+    assert_eq!(radio.att_mtu, params.att_mtu);
+    assert_eq!(radio.phy, Some(Phy::M2));
+    assert_eq!(radio.connection_interval, Some(params.conn_interval));
+    assert_eq!(
+        limits.max_message_len,
+        watch.limits().unwrap().max_message_len
+    );
+
+    // A file of 2 seconds or so on air: the rate is that of the radio, within reason.
+    let path = temp.path().join("watch.log");
+    std::fs::write(&path, vec![7u8; 400_000]).unwrap();
+    let transfer = conn.send_file(&path);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let rate = conn.limits().unwrap().throughput.expect("a rate by now");
+    let capacity = goodput_bps(&params) / 8.0;
+    assert!(
+        rate.sent as f64 > 0.5 * capacity && (rate.sent as f64) < 1.2 * capacity,
+        "sent {} B/s on a radio of {capacity:.0} B/s",
+        rate.sent
+    );
+    assert!(
+        rate.received < rate.sent / 4,
+        "acknowledgements only: {rate:?}"
+    );
+    transfer.await.unwrap();
+    // Idle for longer than the window: no rate is claimed.
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    assert_eq!(conn.limits().unwrap().throughput, None);
+    drop(hub);
+}

@@ -63,6 +63,8 @@ pub(crate) struct ActiveLink {
     pub(super) limit: usize,
     /// Where the link comes from, when the transport knows.
     pub(super) source: Option<std::net::IpAddr>,
+    /// Bytes the link took so far (counted by the writer as the transport takes them).
+    pub(super) written: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl ActiveLink {
@@ -72,13 +74,17 @@ impl ActiveLink {
         use tracing::Instrument;
         let (frames_out, frames) = mpsc::channel(WRITE_QUEUE);
         let span = tracing::debug_span!("link", n);
-        let writer = tokio::spawn(write_frames(link.sender, frames).instrument(span));
+        let written = std::sync::Arc::default();
+        let writer = tokio::spawn(
+            write_frames(link.sender, frames, std::sync::Arc::clone(&written)).instrument(span),
+        );
         let active = ActiveLink {
             frames_out,
             writer,
             receiver: link.receiver,
             limit: usize::MAX,
             source: link.source,
+            written,
         };
         (active, link.max_frame_len)
     }
@@ -154,77 +160,25 @@ pub(super) const WRITE_QUEUE: usize = 64;
 pub(super) async fn write_frames(
     mut sender: Box<dyn LinkSender>,
     mut frames: mpsc::Receiver<Bytes>,
+    written: std::sync::Arc<std::sync::atomic::AtomicU64>,
 ) {
+    use std::sync::atomic::Ordering::Relaxed;
     while let Some(frame) = frames.recv().await {
+        let len = frame.len() as u64;
         if sender.send(frame).await.is_err() {
             return;
         }
+        written.fetch_add(len, Relaxed);
         while let Ok(frame) = frames.try_recv() {
+            let len = frame.len() as u64;
             if sender.send(frame).await.is_err() {
                 return;
             }
+            written.fetch_add(len, Relaxed);
         }
         if sender.flush().await.is_err() {
             return;
         }
-    }
-}
-
-/// What the driver publishes about the link.
-#[derive(Clone, Copy, Debug, Default)]
-pub(crate) struct LinkStatus {
-    pub(crate) peer: PeerDeviceStatus,
-    /// Links that came up so far. A link can come up and go again within one turn of
-    /// the driver (a peer that leaves right after the handshake), and a watch channel
-    /// keeps only the last value: the count lets a waiter see such a link anyway.
-    pub(crate) links_up: u64,
-    /// The limits of the link that is up (on a hub of several watches, of the link that
-    /// came up last).
-    pub(crate) limits: Option<LinkLimits>,
-    /// Watches connected (a hub of several counts them; otherwise unused).
-    pub(crate) connected: u32,
-}
-
-/// What the link that is up carries: the same both ways, as both sides agreed in the
-/// Hello (the smaller of their frame limits, within the link's own, less what sealing
-/// takes on an encrypted link).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct LinkLimits {
-    /// The largest message `send` takes now, and the largest the peer can send this
-    /// side. A larger one fails with [`Error::TooLarge`](crate::Error::TooLarge) naming
-    /// this number.
-    pub max_message_len: usize,
-    /// The largest frame either side sends, before sealing.
-    pub max_frame_len: usize,
-    /// The bytes of a file one frame carries.
-    pub max_chunk_len: usize,
-}
-
-impl LinkLimits {
-    pub(crate) fn new(limits: interconnect_proto::Limits) -> Self {
-        LinkLimits {
-            max_message_len: limits.max_message_len(),
-            max_frame_len: limits.max_frame_len,
-            max_chunk_len: limits.max_chunk_len(),
-        }
-    }
-}
-
-/// Whether the link to the peer device is up (the vendor API's `getPeerDeviceStatus`).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum PeerDeviceStatus {
-    /// 0: not connected.
-    #[default]
-    Disconnected = 0,
-    /// 1: connected (link up, handshake done).
-    Connected = 1,
-}
-
-impl PeerDeviceStatus {
-    /// The vendor API's value, 0 or 1.
-    pub fn code(self) -> u8 {
-        self as u8
     }
 }
 
@@ -348,7 +302,10 @@ impl Driver {
         let mut budget = 64;
         while let Some(item) = next.take() {
             match item {
-                Ok(frame) => self.session.handle_frame(self.clock.now(), frame),
+                Ok(frame) => {
+                    self.sampler.received(frame.len());
+                    self.session.handle_frame(self.clock.now(), frame);
+                }
                 Err(error) => return self.lose_link(&format!("link failed: {error}")),
             }
             if let Some(link) = &mut self.link {

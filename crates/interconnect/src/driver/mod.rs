@@ -26,6 +26,7 @@
 //! along.
 
 use foldhash::HashMap;
+use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -44,6 +45,7 @@ use crate::state::{ConnState, Incoming};
 
 mod asking;
 mod link;
+mod meter;
 pub(crate) mod reception;
 mod routing;
 mod start;
@@ -53,10 +55,11 @@ use routing::{fail_requests, publish};
 pub(crate) use start::{Setup, spawn};
 
 use crate::command::{Command, ConnSlot};
-pub use link::LinkLimits;
-pub(crate) use link::LinkStatus;
+pub(crate) use crate::state::LinkStatus;
+pub(crate) use crate::state::Meter;
+use crate::state::{LinkLimits, PeerDeviceStatus};
+pub use link::Backoff;
 use link::{ActiveLink, Arrival, LINGER, Probe, recv_frame, recv_probe, write_room};
-pub use link::{Backoff, PeerDeviceStatus};
 use transfers::{Admitted, Claiming, OutFile, Receiving};
 
 struct ConnEntry {
@@ -147,6 +150,9 @@ pub(crate) struct Driver {
     /// Watch side: the link's last refusal since it was last up, and whether lasting.
     refused: Option<(Code, bool)>,
     known_peers: Option<KnownPeers>,
+    /// What the link moved: counted here, its rate shared with the handles.
+    sampler: meter::Sampler,
+    meter: std::sync::Arc<Meter>,
     /// A watch's driver on a hub of several: the hub's status, which counts the watches
     /// connected, and whether this one is counted.
     hub_status: Option<(watch::Sender<LinkStatus>, bool)>,
@@ -234,6 +240,9 @@ impl Driver {
                 }
             }
             self.flush().await;
+            let written = self.link.as_ref().map(|l| &l.written);
+            self.sampler
+                .tick(&self.meter, written.map_or(0, |w| w.load(Relaxed)));
         }
         self.stop();
     }
@@ -274,9 +283,11 @@ impl Driver {
     fn on_event(&mut self, event: Event) {
         match event {
             Event::LinkUp { .. } => {
+                self.sampler.restart(&self.meter);
                 self.failures = 0;
                 self.refused = None;
-                let limits = LinkLimits::new(self.session.limits());
+                let radio = self.link.as_ref().and_then(|l| l.receiver.radio());
+                let limits = LinkLimits::new(self.session.limits(), radio);
                 let up = |s: &mut LinkStatus| {
                     s.peer = PeerDeviceStatus::Connected;
                     s.links_up += 1;

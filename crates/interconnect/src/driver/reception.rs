@@ -17,7 +17,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use super::link::{
-    ActiveLink, Arrival, LinkStatus, MAX_PROBES, Probe, Vetted, evictee, recv_probe, supply_links,
+    ActiveLink, Arrival, MAX_PROBES, Probe, Vetted, evictee, recv_probe, supply_links,
 };
 use super::start::{Setup, spawn_device};
 use crate::clock::Clock;
@@ -26,6 +26,7 @@ use crate::connection::Connection;
 use crate::files::FilesConfig;
 use crate::sans_io::{Event, Session};
 use crate::security::{KnownPeers, PairingRequest, Reporter, SecurityEvent};
+use crate::state::LinkStatus;
 use crate::transport::Transport;
 use crate::watches::{Device, Watch};
 use crate::{Backoff, SessionConfig};
@@ -74,6 +75,7 @@ struct Served {
     commands: mpsc::UnboundedSender<Command>,
     links: mpsc::Sender<Arrival>,
     status: watch::Receiver<LinkStatus>,
+    meter: std::sync::Arc<crate::state::Meter>,
     task: JoinHandle<()>,
     /// Where its last link came from (plaintext: only that source may replace a live
     /// link, as on a single-watch hub).
@@ -425,6 +427,7 @@ impl Reception {
             commands: parts.commands,
             links,
             status: parts.status,
+            meter: parts.meter,
             task: parts.task,
             source: None,
         }
@@ -479,10 +482,15 @@ impl Key {
 /// Registers an app with one watch's driver and gives the app its connection.
 fn register(next_key: &mut u64, template: &Template, served: &Served, app: &Registration) {
     *next_key += 1;
+    let link = crate::state::LinkView {
+        status: served.status.clone(),
+        meter: served.meter.clone(),
+    };
     let (slot, connection) = Connection::new(
         *next_key,
         &app.package,
         served.commands.clone(),
+        link,
         template.max_unread,
         template.send_timeout,
     );

@@ -6,13 +6,14 @@ use rand::{SeedableRng, rngs::SmallRng};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
-use super::link::{Arrival, LinkStatus, supply_links};
+use super::link::{Arrival, supply_links};
 use super::{Backoff, Driver};
 use crate::clock::Clock;
 use crate::command::Command;
 use crate::files::FilesConfig;
 use crate::sans_io::Session;
 use crate::security::{KnownPeers, Reporter};
+use crate::state::LinkStatus;
 use crate::transport::Transport;
 
 /// What a driver starts from, whatever supplies its links.
@@ -28,6 +29,8 @@ pub(crate) struct Setup {
 pub(crate) struct DriverParts {
     pub(crate) commands: mpsc::UnboundedSender<Command>,
     pub(crate) status: watch::Receiver<LinkStatus>,
+    /// What the link moved over the last seconds.
+    pub(crate) meter: std::sync::Arc<super::Meter>,
     pub(crate) task: JoinHandle<()>,
 }
 
@@ -60,6 +63,7 @@ pub(crate) fn spawn_device(
 fn start(driver: Driver, supplier: Option<JoinHandle<()>>) -> DriverParts {
     let commands = driver.commands_tx.clone();
     let status = driver.status.subscribe();
+    let meter = driver.meter.clone();
     let span = tracing::info_span!(
         "interconnect",
         role = ?driver.session.config().role,
@@ -79,6 +83,7 @@ fn start(driver: Driver, supplier: Option<JoinHandle<()>>) -> DriverParts {
     DriverParts {
         commands,
         status,
+        meter,
         task,
     }
 }
@@ -134,6 +139,8 @@ impl Driver {
             refused: None,
             known_peers: setup.known_peers,
             hub_status: None,
+            sampler: Default::default(),
+            meter: Default::default(),
         }
     }
 }
