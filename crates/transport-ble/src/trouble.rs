@@ -101,6 +101,8 @@ impl HostConfig {
 pub struct Trouble {
     host: HostThread,
     config: BleConfig,
+    /// A central of several peripherals: links keep coming while others are up.
+    several: bool,
 }
 
 impl Trouble {
@@ -108,14 +110,40 @@ impl Trouble {
     /// advertises the service.
     pub async fn peripheral(host: HostConfig, config: BleConfig) -> Result<Self, TransportError> {
         let host = HostThread::start(Role::Peripheral, host, config.clone()).await?;
-        Ok(Trouble { host, config })
+        Ok(Trouble {
+            host,
+            config,
+            several: false,
+        })
     }
 
     /// The phone: connects to the controller; each [`Transport::next_link`] scans for
     /// the interconnect service, connects and subscribes.
     pub async fn central(host: HostConfig, config: BleConfig) -> Result<Self, TransportError> {
-        let host = HostThread::start(Role::Central, host, config.clone()).await?;
-        Ok(Trouble { host, config })
+        let host = HostThread::start(Role::Central(1), host, config.clone()).await?;
+        Ok(Trouble {
+            host,
+            config,
+            several: false,
+        })
+    }
+
+    /// The phone of a hub of several watches: keeps a connection to up to `watches`
+    /// watches (at most [`MAX_CONNECTIONS`]) at once, scanning for the next while the
+    /// others carry traffic, and connects again to one whose connection ended. Links keep
+    /// coming while others are up ([`Transport::accepts_while_linked`]).
+    pub async fn central_of_several(
+        host: HostConfig,
+        config: BleConfig,
+        watches: usize,
+    ) -> Result<Self, TransportError> {
+        let watches = watches.clamp(1, MAX_CONNECTIONS);
+        let host = HostThread::start(Role::Central(watches), host, config.clone()).await?;
+        Ok(Trouble {
+            host,
+            config,
+            several: true,
+        })
     }
 
     /// The next connection as a bare packet link, without the framing and credits of
@@ -131,6 +159,10 @@ impl Transport for Trouble {
         Ok(into_link(self.host.next().await?, &self.config))
     }
 
+    fn accepts_while_linked(&self) -> bool {
+        self.several
+    }
+
     fn is_reliable(&self) -> bool {
         true
     }
@@ -139,8 +171,12 @@ impl Transport for Trouble {
 #[derive(Clone, Copy, Debug)]
 enum Role {
     Peripheral,
-    Central,
+    /// A central of this many peripherals at once.
+    Central(usize),
 }
+
+/// Connections a central keeps at once, at most (the host's tables are sized for them).
+pub const MAX_CONNECTIONS: usize = 4;
 
 type Links = mpsc::Sender<Result<PacketLink, TransportError>>;
 
@@ -194,7 +230,9 @@ impl HostThread {
                             Role::Peripheral => {
                                 peripheral(controller, &host, &ble, &links_tx).await
                             }
-                            Role::Central => central(controller, &host, &ble, &links_tx).await,
+                            Role::Central(max) => {
+                                central(controller, &host, &ble, &links_tx, max).await
+                            }
                         }
                     };
                     let outcome = tokio::select! {
@@ -560,8 +598,11 @@ async fn central(
     host: &HostConfig,
     ble: &BleConfig,
     links: &Links,
+    max: usize,
 ) -> Result<(), String> {
-    let mut resources: HostResources<DefaultPacketPool, 1, 2> = HostResources::new();
+    use futures_util::StreamExt;
+    let mut resources: HostResources<DefaultPacketPool, MAX_CONNECTIONS, { 2 * MAX_CONNECTIONS }> =
+        HostResources::new();
     let stack = trouble_host::new(controller, &mut resources)
         .set_random_address(random_address())
         .build();
@@ -570,10 +611,31 @@ async fn central(
     let finder = Finder {
         found: Signal::new(),
     };
+    let stack = &stack;
     let app = async {
+        // The connections in use, each running until it or its link ends.
+        let mut running = futures_util::stream::FuturesUnordered::new();
+        let mut connected: Vec<Address> = Vec::new();
+        // What ended while something else was awaited; handled before the next step.
+        let mut ended: Vec<(Address, Result<bool, String>)> = Vec::new();
         loop {
-            finder.found.reset();
+            for (peer, outcome) in ended.drain(..) {
+                connected.retain(|a| *a != peer);
+                match outcome {
+                    Ok(true) => {}
+                    Ok(false) => return Ok(()),
+                    Err(e) => tracing::debug!(error = %e, "BLE connection unusable"),
+                }
+            }
+            if connected.len() >= max {
+                if let Some(done) = running.next().await {
+                    ended.push(done);
+                }
+                continue;
+            }
+            // Scan for a watch not connected yet, while the others carry traffic.
             let target = {
+                finder.found.reset();
                 let mut scanner = Scanner::new(&mut central);
                 let _session = scanner
                     .scan(&ScanConfig {
@@ -584,7 +646,26 @@ async fn central(
                     })
                     .await
                     .map_err(host_error)?;
-                finder.found.wait().await
+                loop {
+                    let found = finder.found.wait();
+                    let next_end = async {
+                        match running.is_empty() {
+                            true => std::future::pending().await,
+                            false => running.next().await,
+                        }
+                    };
+                    match select(found, next_end).await {
+                        Either::First(peer) if !connected.contains(&peer) => break Some(peer),
+                        Either::First(_) => finder.found.reset(),
+                        Either::Second(done) => {
+                            ended.extend(done);
+                            break None;
+                        }
+                    }
+                }
+            };
+            let Some(target) = target else {
+                continue;
             };
             let targets = [target];
             let interval = embassy_time::Duration::from_micros(
@@ -610,9 +691,22 @@ async fn central(
                     ..Default::default()
                 },
             };
-            let conn = match tokio::time::timeout(Duration::from_secs(5), central.connect(&config))
-                .await
-            {
+            // The others keep running while this one connects.
+            let connecting = tokio::time::timeout(Duration::from_secs(5), central.connect(&config));
+            let mut connecting = std::pin::pin!(connecting);
+            let attempt = loop {
+                let next_end = async {
+                    match running.is_empty() {
+                        true => std::future::pending().await,
+                        false => running.next().await,
+                    }
+                };
+                match select(connecting.as_mut(), next_end).await {
+                    Either::First(attempt) => break attempt,
+                    Either::Second(done) => ended.extend(done),
+                }
+            };
+            let conn = match attempt {
                 Ok(Ok(conn)) => conn,
                 Ok(Err(e)) => {
                     tracing::debug!(error = ?e, "BLE connect failed");
@@ -620,13 +714,13 @@ async fn central(
                 }
                 Err(_) => continue,
             };
-            tracing::debug!(peer = ?conn.peer_address(), "BLE connected to the watch");
-            match use_connection(&stack, &conn, host, ble, links).await {
-                Ok(true) => {}
-                Ok(false) => return Ok(()),
-                Err(e) => tracing::debug!(error = %e, "BLE connection unusable"),
-            }
-            disconnect(&conn).await;
+            tracing::debug!(peer = ?conn.peer_address(), "BLE connected to a watch");
+            connected.push(target);
+            running.push(async move {
+                let outcome = use_connection(stack, &conn, host, ble, links).await;
+                disconnect(&conn).await;
+                (target, outcome)
+            });
         }
     };
     match select(runner.run_with_handler(&finder), app).await {

@@ -32,6 +32,44 @@ impl Harness for RealStack {
 
 conformance_tests!(RealStack, RealStack);
 
+/// Several watches: each its own controller, the phone one more, all on one radio; the
+/// phone's central keeps a connection to each.
+#[async_trait]
+impl interconnect_conformance::several::Fleet for RealStack {
+    async fn fleet(&self, watches: usize) -> (Vec<Box<dyn Transport>>, Box<dyn Transport>) {
+        use transport_ble::BleConfig;
+        use transport_ble::trouble::{HostConfig, Trouble};
+        let controllers = Controllers::start(watches + 1).await;
+        let mut peripherals: Vec<Box<dyn Transport>> = Vec::new();
+        for i in 0..watches {
+            let watch =
+                Trouble::peripheral(HostConfig::new(controllers.hci(i)), BleConfig::default())
+                    .await
+                    .expect("watch host");
+            peripherals.push(Box::new(OnControllers {
+                inner: watch,
+                controllers: controllers.clone(),
+            }));
+        }
+        let phone = Trouble::central_of_several(
+            HostConfig::new(controllers.hci(watches)),
+            BleConfig::default(),
+            watches,
+        )
+        .await
+        .expect("phone host");
+        (
+            peripherals,
+            Box::new(OnControllers {
+                inner: phone,
+                controllers,
+            }),
+        )
+    }
+}
+
+interconnect_conformance::several_watches_tests!(RealStack, RealStack);
+
 /// Two trouble-host stacks negotiate ATT MTU 1020 (each offers its packet pool's size),
 /// but an attribute value is at most 512 bytes: the client cuts a longer notification
 /// there. `packet_len` keeps packets at 512 whatever the MTU, so nothing is cut.
