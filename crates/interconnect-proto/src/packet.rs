@@ -9,7 +9,8 @@
 //!
 //! One header byte per packet (the limit is two): `kind` 0 = data, the frame continues;
 //! 1 = data, last piece of the frame; 2 = credit grant (body: one byte, the number of
-//! packets granted); 3 is reserved. `sequence` counts data packets modulo 64 per
+//! packets granted; each side may send 32 data packets before the first, and a receiver
+//! may grant at any time, the moment the link is up too); 3 is reserved. `sequence` counts data packets modulo 64 per
 //! direction, so a lost or reordered packet is detected at once. A frame's length is in
 //! its own header (its first 6 bytes), so reassembly checks it against the maximum as
 //! soon as those bytes are in, before buffering the rest.

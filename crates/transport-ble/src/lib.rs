@@ -22,8 +22,10 @@
 //!   stalls). It lives in `interconnect-proto`, `no_std`, for a watch firmware's use.
 //! - [`link`]: the packet-link seam ([`PacketSender`], [`PacketReceiver`]) and
 //!   [`into_link`], which adds credit-based flow control: each side may send `credits`
-//!   data packets, and the receiver grants more as it consumes them, so a fast sender
-//!   never overruns a slow receiver (an overrun is a typed error, not lost data).
+//!   (32) data packets at the start, and the receiver grants more as it consumes them, so
+//!   a fast sender never overruns a slow receiver (an overrun is a typed error, not lost
+//!   data). A receiver with a larger window ([`BleConfig::window`]) grants the rest at
+//!   once; a grant goes back each time a quarter of the window was consumed.
 //! - [`sim`]: a simulated radio on virtual time and the capacity formula.
 //! - `trouble` (feature): trouble-host, a `no_std` Rust host, over an H4 HCI socket,
 //!   peripheral and central; tested against Bumble virtual controllers.

@@ -46,9 +46,16 @@ pub struct PacketLink {
 pub struct BleConfig {
     /// Largest frame carried (the session negotiates at most this).
     pub max_frame_len: usize,
-    /// Data packets each side may send before the peer grants more. Both sides must use
-    /// the same value: it is the receive buffer each grants the other at the start.
+    /// Data packets each side may send before the peer grants more: the receive buffer
+    /// each side assumes of the other at the start. Both sides must use the same value
+    /// (32, as every release has).
     pub credits: u8,
+    /// This side's receive window in data packets (at least `credits`): the rest is
+    /// granted to the peer as soon as the link is up, and grants go back each time a
+    /// quarter of it was consumed, so a sender rarely waits for one. A peer of an earlier
+    /// release, which never grants more than `credits`, is sent no more than that. 48 by
+    /// default: trouble-host queues 64 packets per connection, credit grants among them.
+    pub window: u8,
     /// A frame whose pieces stop arriving for this long fails the link.
     pub stall_timeout: Duration,
 }
@@ -58,6 +65,7 @@ impl Default for BleConfig {
         BleConfig {
             max_frame_len: 64 * 1024,
             credits: 32,
+            window: 48,
             stall_timeout: Duration::from_secs(10),
         }
     }
@@ -170,10 +178,22 @@ async fn read_packets(
     config: BleConfig,
 ) {
     let mut reassembler = Reassembler::new(config.max_frame_len);
-    let window = u32::from(config.credits);
-    let mut peer_credits = window;
+    let window = u32::from(config.window.max(config.credits));
+    let mut peer_credits = u32::from(config.credits);
     let mut consumed: u32 = 0;
     let outcome: Result<(), TransportError> = async {
+        // The window beyond the base the peer assumes, granted at once.
+        let extra = window - peer_credits;
+        if extra > 0 {
+            sender
+                .lock()
+                .await
+                .as_mut()
+                .ok_or(TransportError::Closed)?
+                .send_packet(Packet::credit(extra as u8))
+                .await?;
+            peer_credits += extra;
+        }
         loop {
             let next = if reassembler.in_progress() {
                 tokio::time::timeout(config.stall_timeout, receiver.recv_packet())
@@ -199,7 +219,7 @@ async fn read_packets(
                             .map_err(|_| TransportError::Closed)?;
                     }
                     consumed += 1;
-                    if consumed >= window / 2 {
+                    if consumed >= window / 4 {
                         let grant = consumed.min(255) as u8;
                         sender
                             .lock()

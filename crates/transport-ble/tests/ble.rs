@@ -176,13 +176,16 @@ async fn throughput_of_the_simulated_radio_is_close_to_capacity() {
             phone.sender.send(frame(len)).await.unwrap();
             left -= len;
         }
+        // Kept until the receiver has it all: dropping a half ends the whole link, and
+        // the receiver still grants credits back while it reads what is queued.
+        phone.sender
     });
     let mut got = 0;
     while got < total {
         let overhead = frame(0).len();
         got += watch.receiver.recv().await.unwrap().unwrap().len() - overhead;
     }
-    sender.await.unwrap();
+    let _sender = sender.await.unwrap();
     let rate = 8.0 * total as f64 / start.elapsed().as_secs_f64();
     let capacity = goodput_bps(&params);
     assert!(
