@@ -68,6 +68,9 @@ pub struct SessionConfig {
     /// `send_file` fails at once instead of after an offer's refusal. `true` by default;
     /// the runtime sets it from whether it has a folder for received files.
     pub receives_files: bool,
+    /// This device's name, for its peer to show ("Alice's watch"; at most 64 bytes),
+    /// sent once per link to a peer that reads names. `None` by default.
+    pub name: Option<crate::prelude::String>,
 }
 
 impl SessionConfig {
@@ -93,6 +96,7 @@ impl SessionConfig {
             acknowledge: Acknowledge::WhenTaken,
             security,
             receives_files: true,
+            name: None,
         }
     }
 

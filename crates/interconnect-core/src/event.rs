@@ -105,6 +105,8 @@ pub enum Event {
         /// Whether the peer kept its session state (channels resume).
         resumed: bool,
     },
+    /// The peer device said its name (after its `LinkUp`, on each link, when it has one).
+    PeerName(String),
     /// Secure links: the peer device's key passed the trust policy. Sent before its
     /// `LinkUp`.
     PeerAuthenticated {

@@ -28,6 +28,8 @@ kinds! {
     Pong = 0x03,
     /// An error report, for the session or one channel.
     Error = 0x04,
+    /// The sender's device name.
+    Name = 0x05,
     /// Channel open request (watch → phone).
     Open = 0x10,
     /// Channel accepted.

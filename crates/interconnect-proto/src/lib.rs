@@ -64,7 +64,7 @@ pub use error::{DecodeError, EncodeError};
 pub use frame::{
     Accept, Ack, Batch, Capabilities, ChannelId, Close, ContentType, Data, DeviceId, ErrorReport,
     Exchange, FORMAT_VERSION, FileAccept, FileAck, FileCancel, FileChunk, FileComplete, FileOffer,
-    FileOfferMeta, Frame, FrameHeader, Handshake, Hello, Open, Ping, Pong, Reject, Role,
+    FileOfferMeta, Frame, FrameHeader, Handshake, Hello, Name, Open, Ping, Pong, Reject, Role,
     SEALED_SEGMENT_LEN, SEALED_TAG_LEN, Sealed, TransferId, VersionQuery, VersionReply,
 };
 pub use kind::Kind;

@@ -28,6 +28,8 @@ pub const MAX_FILE_NAME_LEN: usize = 255;
 /// Most bytes of app metadata a file offer carries (`FileOfferMeta`): a small description
 /// the receiving app decides on, not a second channel for data.
 pub const MAX_FILE_META_LEN: usize = 4096;
+/// Longest device name, in bytes of UTF-8 (`Name`).
+pub const MAX_DEVICE_NAME_LEN: usize = 64;
 /// Longest package name, in bytes.
 pub const MAX_PACKAGE_LEN: usize = 255;
 /// Longest app signature, in bytes (a colon-separated SHA-256 needs 95).

@@ -26,6 +26,9 @@ fn examples() -> Vec<Frame> {
             code: Code::PROTOCOL_ERROR,
             message: "bad frame".into(),
         }),
+        Frame::Name(Name {
+            name: "Alice's watch".into(),
+        }),
         Frame::Open(Open {
             channel,
             package: "com.example.app".into(),
@@ -134,6 +137,7 @@ fn fields(frame: &Frame) -> serde_json::Value {
         Frame::Ping(m) => to_value(m),
         Frame::Pong(m) => to_value(m),
         Frame::Error(m) => to_value(m),
+        Frame::Name(m) => to_value(m),
         Frame::Open(m) => to_value(m),
         Frame::Accept(m) => to_value(m),
         Frame::Reject(m) => to_value(m),

@@ -396,6 +396,13 @@ impl Connection {
         self.shared.link.limits()
     }
 
+    /// The name the peer device said (`SessionConfig::name`: a watch's "Alice's watch"),
+    /// once its link is up and if it has one. On a hub of several watches, this
+    /// connection's watch.
+    pub fn peer_name(&self) -> Option<String> {
+        self.shared.link.peer_name()
+    }
+
     /// The vendor API's `getReadyState`: [`ReadyState::Open`] (1) or [`ReadyState::Closed`] (2).
     /// It follows the channel, and agrees with the [`events`](Self::events) the app took:
     /// closed from the moment the app took a `Close` until it took the next `Open`.

@@ -267,7 +267,7 @@ impl Unread {
 }
 
 /// What the driver publishes about the link.
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub(crate) struct LinkStatus {
     pub(crate) peer: PeerDeviceStatus,
     /// Links that came up so far. A link can come up and go again within one turn of
@@ -279,6 +279,8 @@ pub(crate) struct LinkStatus {
     pub(crate) limits: Option<LinkLimits>,
     /// Watches connected (a hub of several counts them; otherwise unused).
     pub(crate) connected: u32,
+    /// The name the peer device said on its last link, if it said one.
+    pub(crate) peer_name: Option<std::sync::Arc<str>>,
 }
 
 /// What the link that is up carries: the same both ways, as both sides agreed in the
@@ -354,6 +356,11 @@ pub(crate) struct LinkView {
 }
 
 impl LinkView {
+    /// The name the peer device said (on a hub of several, this connection's watch).
+    pub(crate) fn peer_name(&self) -> Option<String> {
+        self.status.borrow().peer_name.as_deref().map(Into::into)
+    }
+
     /// The link's limits, with its rate of the last seconds, while it is up.
     pub(crate) fn limits(&self) -> Option<LinkLimits> {
         let mut limits = self.status.borrow().limits?;

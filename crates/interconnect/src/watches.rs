@@ -11,7 +11,9 @@ use tokio::sync::mpsc;
 use crate::connection::Connection;
 use crate::security::Fingerprint;
 
-/// A watch a hub serves: who it is, as its handshake proved.
+/// A watch a hub serves: who it is, as its handshake proved. The name it gives itself
+/// (`SessionConfig::name`) comes once its link is up:
+/// [`Connection::peer_name`](crate::Connection::peer_name) on its connection.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub struct Device {

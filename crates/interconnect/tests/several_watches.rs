@@ -379,3 +379,32 @@ async fn a_message_to_every_watch_reaches_each_open_one_once() {
         sending.await.unwrap();
     }
 }
+
+#[tokio::test(start_paused = true)]
+async fn each_watch_is_known_by_the_name_it_gives() {
+    let nets = MockNetwork::several(Faults::default(), 2);
+    let hub = Hub::new(nets[0].endpoints().1, hub_config(4, None));
+    hub.admit_new_watches(Duration::from_secs(600)).unwrap();
+    let mut registered = hub.register_watches(PKG, 1, None).await.unwrap();
+    // A name past 64 bytes is cut there, at a character boundary.
+    let names = ["Alice's watch".to_string(), format!("{}é", "x".repeat(63))];
+    let mut watches = Vec::new();
+    for (i, name) in names.iter().enumerate() {
+        let mut config = config(i as u8 + 1, None);
+        config.session.name = Some(name.clone());
+        let watch = Interconnect::new(nets[i].endpoints().0, config);
+        let conn = watch.instance(PKG, None);
+        assert!(conn.diagnosis(None).await.is_ok());
+        watches.push((watch, conn));
+    }
+    for _ in 0..2 {
+        let watch = next_watch(&mut registered).await;
+        let expected = match watch.device.id.0[0] {
+            1 => "Alice's watch".to_string(),
+            _ => "x".repeat(63),
+        };
+        assert_eq!(watch.connection.peer_name(), Some(expected));
+    }
+    // The watch knows the phone by no name: it gave none.
+    assert_eq!(watches[0].1.peer_name(), None);
+}

@@ -10,8 +10,8 @@ use crate::time::Instant;
 use bytes::Bytes;
 use interconnect_proto::{
     Ack, CRC_LEN, Capabilities, Code, DecodeError, ErrorReport, Frame, Hello, Limits,
-    MAX_FRAME_LEN, MIN_MAX_FRAME_LEN, PROTOCOL_VERSIONS, Ping, Pong, Role, Sealed,
-    max_unsealed_len,
+    MAX_DEVICE_NAME_LEN, MAX_FRAME_LEN, MIN_MAX_FRAME_LEN, Name, PROTOCOL_VERSIONS, Ping, Pong,
+    Role, Sealed, max_unsealed_len,
 };
 
 use super::channels::start_open;
@@ -577,6 +577,11 @@ impl Session {
             Frame::FileComplete(complete) => self.on_file_complete(complete),
             Frame::FileCancel(cancel) => self.on_file_cancel(cancel),
             Frame::Hello(_) => {}
+            Frame::Name(name) => {
+                if self.is_link_up() {
+                    self.events.push_back(Event::PeerName(name.name));
+                }
+            }
             other => tracing::debug!(kind = ?other.kind(), "ignored frame"),
         }
     }
@@ -642,6 +647,13 @@ impl Session {
         if !resumed {
             self.forget_peer_state(previous.unwrap_or_default());
         }
+        if let Some(name) = &self.config.name
+            && hello.capabilities.contains(Capabilities::NAME)
+        {
+            let mut name = name.clone();
+            truncate_utf8(&mut name, MAX_DEVICE_NAME_LEN);
+            self.control.push_back(Frame::Name(Name { name }));
+        }
         for close in self.unsent_closes.drain(..) {
             self.control.push_back(Frame::Close(close));
         }
@@ -679,5 +691,16 @@ impl Session {
                 tracing::debug!(code = %report.code, message = %report.message, "peer reported an error")
             }
         }
+    }
+}
+
+/// Cuts `text` to at most `max` bytes, at a character boundary.
+fn truncate_utf8(text: &mut String, max: usize) {
+    if text.len() > max {
+        let cut = (0..=max)
+            .rev()
+            .find(|&i| text.is_char_boundary(i))
+            .unwrap_or(0);
+        text.truncate(cut);
     }
 }

@@ -123,6 +123,7 @@ impl Frame {
             Frame::Ping(_) => Kind::Ping,
             Frame::Pong(_) => Kind::Pong,
             Frame::Error(_) => Kind::Error,
+            Frame::Name(_) => Kind::Name,
             Frame::Open(_) => Kind::Open,
             Frame::Accept(_) => Kind::Accept,
             Frame::Reject(_) => Kind::Reject,
@@ -149,6 +150,7 @@ impl Frame {
             Frame::Hello(_)
             | Frame::Ping(_)
             | Frame::Pong(_)
+            | Frame::Name(_)
             | Frame::VersionQuery(_)
             | Frame::VersionReply(_)
             | Frame::Handshake(_)
@@ -185,6 +187,7 @@ impl Frame {
                 Ok(())
             }
             Frame::Error(m) => check_len("message", &m.message, MAX_REASON_LEN),
+            Frame::Name(m) => check_len("name", &m.name, MAX_DEVICE_NAME_LEN),
             Frame::Open(m) => {
                 check_len("package", &m.package, MAX_PACKAGE_LEN)?;
                 match &m.signature {
@@ -285,6 +288,7 @@ impl Frame {
             Frame::Ping(m) => serialize(m, dst),
             Frame::Pong(m) => serialize(m, dst),
             Frame::Error(m) => serialize(m, dst),
+            Frame::Name(m) => serialize(m, dst),
             Frame::Open(m) => serialize(m, dst),
             Frame::Accept(m) => serialize(m, dst),
             Frame::Reject(m) => serialize(m, dst),
@@ -425,6 +429,7 @@ impl Frame {
             Kind::Ping => Frame::Ping(deserialize(kind, &payload)?),
             Kind::Pong => Frame::Pong(deserialize(kind, &payload)?),
             Kind::Error => Frame::Error(deserialize(kind, &payload)?),
+            Kind::Name => Frame::Name(deserialize(kind, &payload)?),
             Kind::Open => Frame::Open(deserialize(kind, &payload)?),
             Kind::Accept => Frame::Accept(deserialize(kind, &payload)?),
             Kind::Reject => Frame::Reject(deserialize(kind, &payload)?),

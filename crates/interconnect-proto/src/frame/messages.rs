@@ -62,9 +62,12 @@ impl Capabilities {
     pub const BATCH: Capabilities = Capabilities(1 << 2);
     /// This side reads the metadata of a file offer ([`FileOfferMeta`]).
     pub const FILE_META: Capabilities = Capabilities(1 << 3);
+    /// This side reads its peer's device name ([`Name`]).
+    pub const NAME: Capabilities = Capabilities(1 << 4);
     /// Everything this version implements.
-    pub const ALL: Capabilities =
-        Capabilities(Self::FILES.0 | Self::REQUESTS.0 | Self::BATCH.0 | Self::FILE_META.0);
+    pub const ALL: Capabilities = Capabilities(
+        Self::FILES.0 | Self::REQUESTS.0 | Self::BATCH.0 | Self::FILE_META.0 | Self::NAME.0,
+    );
 
     /// Whether every bit of `other` is set.
     pub const fn contains(self, other: Capabilities) -> bool {
@@ -120,6 +123,15 @@ pub struct Hello {
     /// Identifies the sender's logical session. The same token on a new link means the
     /// sender kept its state, so channels resume; a new token means it started afresh.
     pub resume_token: u64,
+}
+
+/// The sender's device name, for its peer to show (a watch's "Alice's watch"): sent once
+/// per link after the Hellos, only to a peer that announced [`Capabilities::NAME`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(any(test, feature = "arbitrary"), derive(arbitrary::Arbitrary))]
+pub struct Name {
+    /// The name, at most [`MAX_DEVICE_NAME_LEN`](crate::MAX_DEVICE_NAME_LEN) bytes.
+    pub name: String,
 }
 
 /// Liveness probe; the peer answers with a [`Pong`] carrying the same nonce.

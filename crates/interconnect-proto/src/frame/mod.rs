@@ -39,6 +39,7 @@ frames!(
     Ping(Ping),
     Pong(Pong),
     Error(ErrorReport),
+    Name(Name),
     Open(Open),
     Accept(Accept),
     Reject(Reject),

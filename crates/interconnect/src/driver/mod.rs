@@ -314,6 +314,11 @@ impl Driver {
                 });
                 self.uncount();
             }
+            Event::PeerName(name) => {
+                tracing::info!(%name, "the peer device says its name");
+                self.status
+                    .send_modify(|s| s.peer_name = Some(name.as_str().into()));
+            }
             Event::PeerAuthenticated {
                 fingerprint,
                 suite,
