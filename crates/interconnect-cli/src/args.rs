@@ -78,6 +78,10 @@ pub(crate) enum Command {
         /// How long to wait for the connection and the command, in milliseconds.
         #[arg(long = "timeout-ms", default_value_t = 10_000, global = true)]
         timeout_ms: u64,
+        /// The name this watch gives itself (at most 64 bytes): a phone serving several
+        /// watches prints it beside the watch's events.
+        #[arg(long)]
+        name: Option<String>,
         #[command(flatten)]
         security: SecurityArgs,
         #[command(subcommand)]

@@ -81,6 +81,7 @@ fn main() -> ExitCode {
                 package,
                 signature,
                 timeout_ms,
+                name,
                 security,
                 command,
             } => {
@@ -89,6 +90,7 @@ fn main() -> ExitCode {
                     connect,
                     package,
                     signature,
+                    name,
                 };
                 watch(target, timeout, &security, command).await
             }

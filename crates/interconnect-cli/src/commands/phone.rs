@@ -135,6 +135,9 @@ async fn serve_watch(watch: interconnect::Watch, id: String, echo: bool, handle:
     while let Some(event) = events.next().await {
         let mut line = event_json(&event);
         line["watch"] = id.clone().into();
+        if let Some(name) = watch.connection.peer_name() {
+            line["name"] = name.into();
+        }
         println!("{line}");
         if !handle.is_zero() && matches!(event, ConnectionEvent::Message(_)) {
             tokio::time::sleep(handle).await;

@@ -18,6 +18,8 @@ pub(crate) struct WatchTarget {
     pub(crate) connect: String,
     pub(crate) package: String,
     pub(crate) signature: Option<String>,
+    /// The name this watch gives itself.
+    pub(crate) name: Option<String>,
 }
 
 /// A config with this security and quick redials (only a dialing watch uses them).
@@ -38,6 +40,7 @@ pub(crate) async fn watch(
     let setup = security.setup(Role::Watch, false)?;
     let mut config = endpoint_config(setup.security);
     config.known_peers = setup.known_peers;
+    config.session.name = target.name.clone();
     let watch = Interconnect::new(
         TcpDialer::to_host(target.connect, TcpConfig::default()),
         config,

@@ -32,7 +32,7 @@ fn a_default_phone_tells_a_second_watch_4007_and_a_phone_of_several_serves_both(
     // Another phone (another key): the watches meet it as new ones.
     let second_home = tempfile::tempdir().expect("temp dir");
     let phone = Phone::start_with(&["--max-watches", "4", "--admit-secs", "60"]);
-    let (ok, out) = phone.watch(&["send", r#"{"from": "first"}"#]);
+    let (ok, out) = phone.watch(&["--name", "Alice's watch", "send", r#"{"from": "first"}"#]);
     assert!(ok, "{out:?}");
     let (ok, out) = other_watch(
         &phone,
@@ -43,6 +43,7 @@ fn a_default_phone_tells_a_second_watch_4007_and_a_phone_of_several_serves_both(
     let first = phone.expect_event("message");
     let second = phone.expect_event("message");
     assert_eq!(first["data"]["from"], "first");
+    assert_eq!(first["name"], "Alice's watch", "the name it gave: {first}");
     assert_eq!(second["data"]["from"], "second");
     let (a, b) = (first["watch"].as_str(), second["watch"].as_str());
     assert!(a.is_some() && b.is_some() && a != b, "{first} {second}");
