@@ -1,6 +1,9 @@
 //! Threat tests: the mock link acts as the attacker (it reads, changes, drops, records,
 //! replays and forges frames) between a watch and a phone, on tokio's paused clock.
 
+mod common;
+use common::refusal;
+
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -65,19 +68,6 @@ async fn open(s: &Setup) -> (Connection, Connection) {
     let conn = s.watch.instance(PKG, None);
     assert!(conn.diagnosis(None).await.is_ok());
     (conn, app)
-}
-
-/// The next refusal among a side's security events.
-async fn refusal(events: &mut SecurityEvents) -> SecurityError {
-    loop {
-        let event = tokio::time::timeout(Duration::from_secs(60), events.next())
-            .await
-            .expect("a security event within a minute")
-            .expect("the endpoint runs");
-        if let SecurityEvent::Refused(error) = event {
-            return error;
-        }
-    }
 }
 
 /// Messages the app receives until `count` arrived, then any that follow within a

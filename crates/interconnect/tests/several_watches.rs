@@ -3,6 +3,9 @@
 //! a stalled watch that holds up no other. The same over real TCP sockets is in
 //! transport-tcp's tests.
 
+mod common;
+use common::refusal;
+
 use std::time::Duration;
 
 use interconnect::*;
@@ -60,18 +63,6 @@ async fn message(events: &mut Events) -> u32 {
             Ok(Some(ConnectionEvent::Message(m))) => return m.decode().unwrap(),
             Ok(Some(_)) => {}
             other => panic!("no message: {other:?}"),
-        }
-    }
-}
-
-async fn refusal(events: &mut SecurityEvents) -> SecurityError {
-    loop {
-        let event = tokio::time::timeout(Duration::from_secs(60), events.next())
-            .await
-            .expect("a security event within a minute")
-            .expect("the endpoint runs");
-        if let SecurityEvent::Refused(error) = event {
-            return error;
         }
     }
 }

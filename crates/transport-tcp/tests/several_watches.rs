@@ -130,6 +130,16 @@ async fn sixteen_watches_send_messages_and_files_at_once_each_exactly_once_on_it
     hub.shutdown().await;
 }
 
+/// The next message on `events`, a number.
+async fn next_number(events: &mut interconnect::Events) -> u32 {
+    loop {
+        let event = tokio::time::timeout(WAIT, events.next()).await.unwrap();
+        if let ConnectionEvent::Message(m) = event.expect("the stream is open") {
+            return m.decode().unwrap();
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_watch_whose_link_stalls_holds_up_no_other() {
     let dirs = tempfile::tempdir().unwrap();
@@ -164,34 +174,10 @@ async fn a_watch_whose_link_stalls_holds_up_no_other() {
     let mut fast_events = fast_conn.events().unwrap();
     for n in 0..1000u32 {
         let sent = fast_conn.send(&n);
-        loop {
-            match tokio::time::timeout(WAIT, events.next())
-                .await
-                .unwrap()
-                .unwrap()
-            {
-                ConnectionEvent::Message(m) => {
-                    assert_eq!(m.decode::<u32>().unwrap(), n);
-                    break;
-                }
-                _ => continue,
-            }
-        }
+        assert_eq!(next_number(&mut events).await, n);
         sent.await.unwrap();
         let reply = by_id[&2].connection.send(&n);
-        loop {
-            match tokio::time::timeout(WAIT, fast_events.next())
-                .await
-                .unwrap()
-                .unwrap()
-            {
-                ConnectionEvent::Message(m) => {
-                    assert_eq!(m.decode::<u32>().unwrap(), n);
-                    break;
-                }
-                _ => continue,
-            }
-        }
+        assert_eq!(next_number(&mut fast_events).await, n);
         reply.await.unwrap();
     }
     drop(to_stalled);

@@ -138,6 +138,19 @@ pub(super) struct Probe {
     pub(super) number: u64,
 }
 
+impl Probe {
+    /// Moves the probe session's frames to its link; `false` when the link took no more
+    /// (its writer is gone or a stranger stopped reading): the probe is then dropped.
+    pub(super) fn transmit(&mut self, now: crate::time::Instant) -> bool {
+        while let Some(frame) = self.session.poll_transmit(now) {
+            if self.link.frames_out.try_send(frame).is_err() {
+                return false;
+            }
+        }
+        true
+    }
+}
+
 /// Links vetted at once. When a new one finds them all taken, one is pushed out: from
 /// the source (address) holding the most, the one that got least far, the oldest of
 /// those. So strangers that connect and stall, from however many connections, push out
@@ -455,14 +468,9 @@ impl Driver {
                 dropped = true;
             }
         }
-        let probe = &mut self.probes[i];
-        while let Some(frame) = probe.session.poll_transmit(self.clock.now()) {
-            if probe.link.frames_out.try_send(frame).is_err() {
-                dropped = true;
-                break;
-            }
-        }
-        if dropped {
+        // Sent even when it is dropped: a refusal must reach the peer first.
+        let taken = self.probes[i].transmit(self.clock.now());
+        if dropped || !taken {
             self.probes.remove(i).link.retire();
         } else if ready {
             let Probe { session, link, .. } = self.probes.remove(i);

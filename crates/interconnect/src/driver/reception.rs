@@ -323,14 +323,9 @@ impl Reception {
                 dropped = true;
             }
         }
-        let probe = &mut self.probes[i];
-        while let Some(frame) = probe.session.poll_transmit(self.clock.now()) {
-            if probe.link.frames_out.try_send(frame).is_err() {
-                dropped = true;
-                break;
-            }
-        }
-        if dropped {
+        // Sent even when it is dropped: a refusal must reach the peer first.
+        let taken = self.probes[i].transmit(self.clock.now());
+        if dropped || !taken {
             return self.probes.remove(i).link.retire();
         }
         if let Some((id, fingerprint)) = peer
