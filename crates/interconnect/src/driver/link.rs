@@ -139,6 +139,13 @@ pub(super) struct Probe {
 }
 
 impl Probe {
+    /// Hands the probe session a frame its peer sent.
+    pub(super) fn take(&mut self, now: crate::time::Instant, frame: Bytes) {
+        self.frames = self.frames.saturating_add(1);
+        self.session.handle_frame(now, frame);
+        self.link.limit_frames(&self.session);
+    }
+
     /// Moves the probe session's frames to its link; `false` when the link took no more
     /// (its writer is gone or a stranger stopped reading): the probe is then dropped.
     pub(super) fn transmit(&mut self, now: crate::time::Instant) -> bool {
@@ -156,7 +163,7 @@ impl Probe {
 /// those. So strangers that connect and stall, from however many connections, push out
 /// each other and never a watch's link from an address of its own; and each of them
 /// lasts no longer than `SessionConfig::handshake_step_timeout` per step anyway.
-pub(super) const MAX_PROBES: usize = 32;
+const MAX_PROBES: usize = 32;
 
 /// How long a shutdown waits for the frames already queued (closes, the last hello) to
 /// reach the link before the driver ends.
@@ -269,9 +276,18 @@ pub(super) async fn recv_probe(probes: &mut [Probe]) -> (usize, Result<Bytes, Tr
     .await
 }
 
+/// Pushes one probe out when more than [`MAX_PROBES`] are vetted.
+pub(super) fn crowd_out(probes: &mut Vec<Probe>) {
+    if probes.len() > MAX_PROBES {
+        let victim = evictee(probes);
+        tracing::debug!(source = ?probes[victim].link.source, "too many links being vetted: one pushed out");
+        probes.remove(victim).link.retire();
+    }
+}
+
 /// Which probe to push out when too many are vetted: from the source holding the most,
 /// the one that got least far, the oldest of those (see `MAX_PROBES`).
-pub(super) fn evictee(probes: &[Probe]) -> usize {
+fn evictee(probes: &[Probe]) -> usize {
     let crowd = |probe: &Probe| {
         probes
             .iter()
@@ -405,20 +421,13 @@ impl Driver {
         });
         let newest = self.probes.len() - 1;
         self.service_probe(newest);
-        if self.probes.len() > MAX_PROBES {
-            let victim = evictee(&self.probes);
-            tracing::debug!(source = ?self.probes[victim].link.source, "too many links being vetted: one pushed out");
-            self.probes.remove(victim).link.retire();
-        }
+        crowd_out(&mut self.probes);
     }
 
     pub(super) fn on_probe_frame(&mut self, i: usize, frame: Result<Bytes, TransportError>) {
         match frame {
             Ok(frame) => {
-                let probe = &mut self.probes[i];
-                probe.frames = probe.frames.saturating_add(1);
-                probe.session.handle_frame(self.clock.now(), frame);
-                probe.link.limit_frames(&probe.session);
+                self.probes[i].take(self.clock.now(), frame);
                 self.service_probe(i);
             }
             Err(error) => {

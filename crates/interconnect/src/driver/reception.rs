@@ -16,9 +16,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use super::link::{
-    ActiveLink, Arrival, MAX_PROBES, Probe, Vetted, evictee, recv_probe, supply_links,
-};
+use super::link::{ActiveLink, Arrival, Probe, Vetted, crowd_out, recv_probe, supply_links};
 use super::start::{Setup, spawn_device};
 use crate::clock::Clock;
 use crate::command::Command;
@@ -246,20 +244,13 @@ impl Reception {
             number: self.links_started,
         });
         self.service(self.probes.len() - 1);
-        if self.probes.len() > MAX_PROBES {
-            let victim = evictee(&self.probes);
-            tracing::debug!("too many links being vetted: one pushed out");
-            self.probes.remove(victim).link.retire();
-        }
+        crowd_out(&mut self.probes);
     }
 
     fn on_probe_frame(&mut self, i: usize, frame: Result<Bytes, crate::TransportError>) {
         match frame {
             Ok(frame) => {
-                let probe = &mut self.probes[i];
-                probe.frames = probe.frames.saturating_add(1);
-                probe.session.handle_frame(self.clock.now(), frame);
-                probe.link.limit_frames(&probe.session);
+                self.probes[i].take(self.clock.now(), frame);
                 self.service(i);
             }
             Err(error) => {
