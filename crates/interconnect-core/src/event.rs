@@ -12,6 +12,12 @@ use crate::security::{CipherSuite, Fingerprint, PairingCode, SecurityError};
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct SendId(pub u64);
 
+impl SendId {
+    /// The first id [`Session::send`](crate::sans_io::Session::send) gives; the ids
+    /// below it are for [`Session::send_as`](crate::sans_io::Session::send_as).
+    pub const SESSION: SendId = SendId(1 << 63);
+}
+
 /// The peer device, as it introduced itself in the handshake.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PeerInfo {

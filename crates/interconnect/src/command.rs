@@ -1,10 +1,11 @@
 //! The commands handles send the driver, and what the driver holds for a handle.
 
 use bytes::Bytes;
-use interconnect_proto::{Code, ContentType, Exchange};
+use interconnect_proto::Code;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::error::Error;
+use crate::sends::Sends;
 use crate::state::{ConnState, Incoming, Progress, Queued, Unread};
 
 pub(crate) enum Command {
@@ -25,19 +26,14 @@ pub(crate) enum Command {
         key: u64,
         done: oneshot::Sender<()>,
     },
-    Send {
+    /// The connection queued sends in its `Sends` since the driver last took them.
+    Sends {
         key: u64,
-        ticket: u64,
-        content_type: ContentType,
-        exchange: Exchange,
-        payload: Bytes,
-        /// Wait for room when the channel's queue is full (else fail with QueueFull).
-        wait: bool,
-        done: oneshot::Sender<Result<(), Error>>,
     },
     CancelSend {
         key: u64,
-        ticket: u64,
+        /// The send's slot in the connection's `Sends`.
+        slot: u32,
         withdrawn: oneshot::Sender<bool>,
     },
     /// The app took messages from its stream; the latest one's receipt waits in its
@@ -114,4 +110,12 @@ pub(crate) struct ConnSlot {
     pub(crate) events: mpsc::UnboundedSender<Queued>,
     pub(crate) unread: std::sync::Arc<Unread>,
     pub(crate) state: watch::Sender<ConnState>,
+    pub(crate) sends: std::sync::Arc<Sends>,
+}
+
+impl Drop for ConnSlot {
+    fn drop(&mut self) {
+        // The driver lets go of the connection: nothing queued may wait for it.
+        self.sends.stop();
+    }
 }

@@ -16,6 +16,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::command::{Command, ConnSlot, FileDecision};
 use crate::error::{Cause, Error};
+use crate::sends::{Queue, Sends};
 use crate::state::{
     ConnState, ConnectionEvent, Diagnosis, Incoming, LinkLimits, LinkView, Progress, Queued,
     ReadyState, Unread,
@@ -38,9 +39,10 @@ fn to_json<T: Serialize + ?Sized>(value: &T) -> Result<Bytes, Error> {
 #[must_use = "the message is queued; await this for its acknowledgement (dropping it leaves the message queued)"]
 pub struct Sending {
     shared: Arc<Shared>,
-    ticket: u64,
     deadline: tokio::time::Instant,
-    outcome: Option<Result<oneshot::Receiver<Result<(), Error>>, Error>>,
+    /// Where the outcome comes (in the connection's [`Sends`](crate::sends::Sends)), or
+    /// the error that kept the message from being queued.
+    outcome: Option<Result<u32, Error>>,
     /// Set once the deadline passed: the withdrawal under way.
     expired: Option<Withdrawal>,
     /// The deadline's timer, made the first time the outcome is not ready (most sends
@@ -57,15 +59,10 @@ impl std::fmt::Debug for Sending {
 }
 
 impl Sending {
-    fn new(
-        shared: Arc<Shared>,
-        ticket: u64,
-        outcome: Result<oneshot::Receiver<Result<(), Error>>, Error>,
-    ) -> Sending {
+    fn new(shared: Arc<Shared>, outcome: Result<u32, Error>) -> Sending {
         let deadline = tokio::time::Instant::now() + shared.send_timeout;
         Sending {
             shared,
-            ticket,
             deadline,
             outcome: Some(outcome),
             expired: None,
@@ -76,10 +73,18 @@ impl Sending {
     /// Withdraws the message if it has not left yet, and says whether it was withdrawn.
     /// `false`: it is on its way and may still be delivered (the peer app may get it),
     /// or it had already been acknowledged or failed.
-    pub async fn cancel(mut self) -> bool {
-        match self.outcome.take() {
-            Some(Ok(_)) => withdraw(&self.shared, self.ticket).await,
+    pub async fn cancel(self) -> bool {
+        match self.outcome {
+            Some(Ok(slot)) => withdraw(&self.shared, slot).await,
             _ => false,
+        }
+    }
+}
+
+impl Drop for Sending {
+    fn drop(&mut self) {
+        if let Some(Ok(slot)) = self.outcome.take() {
+            self.shared.sends.abandon(slot);
         }
     }
 }
@@ -88,11 +93,11 @@ impl Sending {
 type Withdrawal = Pin<Box<dyn Future<Output = Result<(), Error>> + Send>>;
 
 /// Asks the driver to withdraw a queued message; whether it had not left yet.
-async fn withdraw(shared: &Shared, ticket: u64) -> bool {
+async fn withdraw(shared: &Shared, slot: u32) -> bool {
     let (tx, withdrawn) = oneshot::channel();
     let _ = shared.commands.send(Command::CancelSend {
         key: shared.key,
-        ticket,
+        slot,
         withdrawn: tx,
     });
     withdrawn.await.unwrap_or(false)
@@ -106,8 +111,8 @@ impl Future for Sending {
         if let Some(expired) = &mut this.expired {
             return expired.as_mut().poll(cx);
         }
-        let rx = match &mut this.outcome {
-            Some(Ok(rx)) => rx,
+        let slot = match this.outcome {
+            Some(Ok(slot)) => slot,
             Some(Err(_)) => {
                 let Some(Err(error)) = this.outcome.take() else {
                     return Poll::Ready(Err(Error::Stopped));
@@ -116,9 +121,9 @@ impl Future for Sending {
             }
             None => return Poll::Ready(Err(Error::Stopped)),
         };
-        if let Poll::Ready(result) = Pin::new(&mut *rx).poll(cx) {
+        if let Poll::Ready(result) = this.shared.sends.poll(slot, cx) {
             this.outcome = None;
-            return Poll::Ready(result.unwrap_or(Err(Error::Stopped)));
+            return Poll::Ready(result);
         }
         let deadline = this.deadline;
         let sleep = this
@@ -127,19 +132,21 @@ impl Future for Sending {
         if sleep.as_mut().poll(cx).is_pending() {
             return Poll::Pending;
         }
-        // The deadline passed: withdraw the message if it has not left.
-        let Some(Ok(mut rx)) = this.outcome.take() else {
-            return Poll::Ready(Err(Error::Stopped));
-        };
-        let (shared, ticket) = (this.shared.clone(), this.ticket);
+        // The deadline passed: withdraw the message if it has not left. The slot stays
+        // this future's until the withdrawal settled.
+        let shared = this.shared.clone();
         let mut expired: Withdrawal = Box::pin(async move {
-            let withdrawn = withdraw(&shared, ticket).await;
+            let withdrawn = withdraw(&shared, slot).await;
             // The outcome may have come while the cancel was on its way.
-            match rx.try_recv() {
-                Ok(result) => result,
-                Err(_) => Err(Error::SendTimeout { withdrawn }),
+            match shared.sends.try_take(slot) {
+                Some(result) => result,
+                None => {
+                    shared.sends.abandon(slot);
+                    Err(Error::SendTimeout { withdrawn })
+                }
             }
         });
+        this.outcome = None;
         let polled = expired.as_mut().poll(cx);
         this.expired = Some(expired);
         polled
@@ -303,6 +310,7 @@ pub(crate) struct Shared {
     pub(crate) state: watch::Receiver<ConnState>,
     pub(crate) events: std::sync::Mutex<Option<mpsc::UnboundedReceiver<Queued>>>,
     pub(crate) next_ticket: AtomicU64,
+    pub(crate) sends: Arc<Sends>,
     pub(crate) next_request: AtomicU32,
     pub(crate) send_timeout: Duration,
     pub(crate) package: String,
@@ -312,7 +320,13 @@ pub(crate) struct Shared {
 
 impl Drop for Shared {
     fn drop(&mut self) {
-        let _ = self.commands.send(Command::Release { key: self.key });
+        if self
+            .commands
+            .send(Command::Release { key: self.key })
+            .is_err()
+        {
+            self.sends.stop(); // nothing queued may wait for a driver that is gone
+        }
     }
 }
 
@@ -349,6 +363,7 @@ impl Connection {
     ) -> (ConnSlot, Connection) {
         let (events_tx, events) = mpsc::unbounded_channel();
         let unread = Arc::new(Unread::new(max_unread));
+        let sends = Arc::new(Sends::default());
         let (state_tx, state) = watch::channel(ConnState {
             connecting: true,
             ..ConnState::default()
@@ -357,6 +372,7 @@ impl Connection {
             events: events_tx,
             unread: unread.clone(),
             state: state_tx,
+            sends: sends.clone(),
         };
         let conn = Connection {
             shared: Arc::new(Shared {
@@ -367,6 +383,7 @@ impl Connection {
                 state,
                 events: std::sync::Mutex::new(Some(events)),
                 next_ticket: AtomicU64::new(1),
+                sends,
                 next_request: AtomicU32::new(1),
                 send_timeout,
                 package: package.into(),
@@ -537,7 +554,7 @@ impl Connection {
     pub fn send<T: Serialize + ?Sized>(&self, value: &T) -> Sending {
         match to_json(value) {
             Ok(payload) => self.start_send(ContentType::Json, Exchange::OneWay, payload),
-            Err(error) => Sending::new(self.shared.clone(), 0, Err(error)),
+            Err(error) => Sending::new(self.shared.clone(), Err(error)),
         }
     }
 
@@ -549,7 +566,7 @@ impl Connection {
             Ok(payload) => {
                 self.start_send_with(ContentType::Json, Exchange::OneWay, payload, false)
             }
-            Err(error) => Sending::new(self.shared.clone(), 0, Err(error)),
+            Err(error) => Sending::new(self.shared.clone(), Err(error)),
         }
     }
 
@@ -572,18 +589,16 @@ impl Connection {
         payload: Bytes,
         wait: bool,
     ) -> Sending {
-        let ticket = self.shared.next_ticket.fetch_add(1, Ordering::Relaxed);
-        let (tx, rx) = oneshot::channel();
-        let queued = self.command(Command::Send {
-            key: self.shared.key,
-            ticket,
-            content_type,
-            exchange,
-            payload,
-            wait,
-            done: tx,
-        });
-        Sending::new(self.shared.clone(), ticket, queued.map(|()| rx))
+        let shared = &self.shared;
+        let (slot, queue) = shared.sends.queue(content_type, exchange, payload, wait);
+        if let Queue::Tell = queue {
+            // The first since the driver last took them: one command for the batch. A
+            // driver that is gone fails what is queued (`Sends::stop`).
+            if self.command(Command::Sends { key: shared.key }).is_err() {
+                shared.sends.stop();
+            }
+        }
+        Sending::new(shared.clone(), Ok(slot))
     }
 
     /// Sends `value` as JSON as a request and waits up to `timeout` for the peer's reply,

@@ -80,6 +80,7 @@ mod endpoint;
 mod error;
 mod files;
 pub mod security;
+mod sends;
 mod state;
 mod transport;
 mod watches;

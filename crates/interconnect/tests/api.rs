@@ -730,3 +730,42 @@ async fn the_send_timeout_runs_from_the_call_and_a_queued_send_can_be_withdrawn(
     }
     after.await.unwrap();
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_dropped_send_is_still_delivered_and_a_send_after_shutdown_fails_at_once() {
+    let s = setup();
+    let (conn, app) = open(&s).await;
+    let mut app_events = app.events().unwrap();
+    let reader = tokio::spawn(async move {
+        let mut got = Vec::new();
+        while got.len() < 2_101 {
+            if let ConnectionEvent::Message(m) = next(&mut app_events).await {
+                got.push(m.decode::<u32>().unwrap());
+            }
+        }
+        got
+    });
+    // Fire and forget: the future is dropped, the message still goes, in call order.
+    for i in 0..100u32 {
+        drop(conn.send(&i));
+    }
+    conn.send(&100u32).await.unwrap();
+    // Slots of dropped sends are freed by their outcomes: a long run of dropped sends
+    // and awaited ones keeps working.
+    for i in 101..2_101u32 {
+        if i % 10 == 0 {
+            conn.send(&i).await.unwrap();
+        } else {
+            drop(conn.send(&i));
+        }
+    }
+    assert_eq!(reader.await.unwrap(), (0..2_101).collect::<Vec<u32>>());
+    s.watch.shutdown().await;
+    let called = tokio::time::Instant::now();
+    assert_eq!(conn.send(&"late").await.unwrap_err(), Error::Stopped);
+    assert_eq!(
+        called.elapsed(),
+        Duration::ZERO,
+        "failed at once, no timeout"
+    );
+}

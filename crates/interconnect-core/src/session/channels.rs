@@ -67,6 +67,24 @@ impl Session {
         exchange: Exchange,
         payload: Bytes,
     ) -> Result<SendId, CommandError> {
+        let id = SendId(self.next_send);
+        self.send_as(id, channel, content_type, exchange, payload)?;
+        self.next_send += 1;
+        Ok(id)
+    }
+
+    /// Like [`send`](Self::send), with an id the caller chose, so it can find the
+    /// send's owner from the id alone (a runtime: the connection and the outcome's
+    /// slot) and needs no table of its own. Ids below [`SendId::SESSION`] are the
+    /// caller's; it keeps them unique among its sends not yet resolved.
+    pub fn send_as(
+        &mut self,
+        id: SendId,
+        channel: ChannelId,
+        content_type: ContentType,
+        exchange: Exchange,
+        payload: Bytes,
+    ) -> Result<(), CommandError> {
         let max = self.limits().max_message_len();
         if payload.len() > max {
             return Err(CommandError::TooLarge {
@@ -93,15 +111,13 @@ impl Session {
         if ch.queued() >= max_queued {
             return Err(CommandError::QueueFull(max_queued));
         }
-        let id = SendId(self.next_send);
-        self.next_send += 1;
         ch.enqueue(Outgoing {
             id,
             content_type,
             exchange,
             payload,
         });
-        Ok(id)
+        Ok(())
     }
 
     /// Gives up on a send (e.g. its timeout passed). Returns whether it was withdrawn

@@ -33,7 +33,7 @@ mod tests;
 
 use crate::channel::{Channel, ChannelState, Outgoing};
 use crate::config::SessionConfig;
-use crate::event::{Event, PeerInfo, Receipt};
+use crate::event::{Event, PeerInfo, Receipt, SendId};
 use crate::security::{self, CipherSuite, Fingerprint, PairingCode, SecureLink, Security};
 use crate::transfer::{IncomingFile, OutgoingFile};
 
@@ -312,7 +312,7 @@ impl Session {
             channels: BTreeMap::new(),
             closed: VecDeque::new(),
             next_channel: 1,
-            next_send: 1,
+            next_send: SendId::SESSION.0,
             orphans: BTreeMap::new(),
             peer_owner: None,
             next_query: 1,

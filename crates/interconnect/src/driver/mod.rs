@@ -30,7 +30,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
 use bytes::Bytes;
-use interconnect_proto::{ChannelId, Code, ContentType, Exchange, Role, TransferId};
+use interconnect_proto::{ChannelId, Code, Role, TransferId};
 use rand::rngs::SmallRng;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
@@ -38,8 +38,8 @@ use tokio::time::Instant;
 use crate::clock::Clock;
 use crate::error::Error;
 use crate::files::{FilesConfig, IoDone, WriterCmd};
+use crate::sans_io::Event;
 use crate::sans_io::Session;
-use crate::sans_io::{Event, SendId};
 use crate::security::{KnownPeers, PairingRequest, Reporter, SecurityEvent};
 use crate::state::{ConnState, Incoming};
 
@@ -55,6 +55,7 @@ use routing::{fail_requests, publish};
 pub(crate) use start::{Setup, spawn};
 
 use crate::command::{Command, ConnSlot};
+use crate::sends::Queued;
 pub(crate) use crate::state::LinkStatus;
 pub(crate) use crate::state::Meter;
 use crate::state::{LinkLimits, PeerDeviceStatus};
@@ -69,20 +70,8 @@ struct ConnEntry {
     requests: HashMap<u32, oneshot::Sender<Result<Incoming, Error>>>,
 }
 
-struct PendingSend {
-    key: u64,
-    ticket: u64,
-    done: oneshot::Sender<Result<(), Error>>,
-}
-
 /// A send waiting for room in its channel's queue.
-struct WaitingSend {
-    ticket: u64,
-    content_type: ContentType,
-    exchange: Exchange,
-    payload: Bytes,
-    done: oneshot::Sender<Result<(), Error>>,
-}
+type WaitingSend = Queued;
 
 /// Where a version query's answer goes.
 type VersionReplyTo = oneshot::Sender<Result<Option<u32>, Error>>;
@@ -109,10 +98,10 @@ pub(crate) struct Driver {
     conns: HashMap<u64, ConnEntry>,
     by_channel: HashMap<ChannelId, u64>,
     by_package: HashMap<String, u64>,
-    sends: HashMap<SendId, PendingSend>,
     /// Sends waiting for room in their channel's queue, per connection, in call order.
     waiting: HashMap<u64, std::collections::VecDeque<WaitingSend>>,
-    tickets: HashMap<(u64, u64), (ChannelId, SendId)>,
+    /// The sends a connection queued, taken in one lock (kept for its allocation).
+    batch: std::collections::VecDeque<Queued>,
     version_queries: HashMap<u32, VersionReplyTo>,
     /// Version queries asked while the link is down (package, reply), sent when it
     /// comes up.
@@ -493,51 +482,22 @@ impl Driver {
                 self.publish_states();
                 let _ = done.send(());
             }
-            Command::Send {
-                key,
-                ticket,
-                content_type,
-                exchange,
-                payload,
-                wait,
-                done,
-            } => {
-                let send = WaitingSend {
-                    ticket,
-                    content_type,
-                    exchange,
-                    payload,
-                    done,
-                };
-                let behind = self.waiting.get(&key).is_some_and(|w| !w.is_empty());
-                match self.conns.get(&key).and_then(|e| e.channel) {
-                    // A phone app's send waits for a restarted watch to open its channel.
-                    _ if wait && self.awaits_reopen(key) => {
-                        self.waiting.entry(key).or_default().push_back(send);
-                    }
-                    Some(channel) if wait && (behind || !self.session.has_room(channel)) => {
-                        // Waits in call order for room in the channel's queue.
-                        self.waiting.entry(key).or_default().push_back(send);
-                    }
-                    _ => self.start_send(key, send),
+            Command::Sends { key } => {
+                let mut batch = std::mem::take(&mut self.batch);
+                if let Some(entry) = self.conns.get(&key) {
+                    entry.slot.sends.take_queued(&mut batch);
                 }
+                for send in batch.drain(..) {
+                    self.on_send(key, send);
+                }
+                self.batch = batch;
             }
             Command::CancelSend {
                 key,
-                ticket,
+                slot,
                 withdrawn,
             } => {
-                // Withdrawn if it still waited for room, or had no sequence number yet.
-                let mut unsent = false;
-                if let Some(waiting) = self.waiting.get_mut(&key) {
-                    let before = waiting.len();
-                    waiting.retain(|w| w.ticket != ticket);
-                    unsent = waiting.len() < before;
-                }
-                if let Some((channel, id)) = self.tickets.remove(&(key, ticket)) {
-                    unsent = self.session.cancel_send(channel, id);
-                    self.sends.remove(&id);
-                }
+                let unsent = self.cancel_send(key, slot);
                 let _ = withdrawn.send(unsent);
             }
             Command::Taken { key } => {
@@ -609,6 +569,23 @@ impl Driver {
         }
     }
 
+    /// A send the connection queued: to the session, or to wait its turn.
+    fn on_send(&mut self, key: u64, send: Queued) {
+        let wait = send.wait;
+        let behind = self.waiting.get(&key).is_some_and(|w| !w.is_empty());
+        match self.conns.get(&key).and_then(|e| e.channel) {
+            // A phone app's send waits for a restarted watch to open its channel.
+            _ if wait && self.awaits_reopen(key) => {
+                self.waiting.entry(key).or_default().push_back(send);
+            }
+            Some(channel) if wait && (behind || !self.session.has_room(channel)) => {
+                // Waits in call order for room in the channel's queue.
+                self.waiting.entry(key).or_default().push_back(send);
+            }
+            _ => self.start_send(key, send),
+        }
+    }
+
     /// Closes every channel (the peer gets a close, not a lost link) and pushes the
     /// frames out before the driver stops.
     async fn close_all(&mut self) {
@@ -648,8 +625,8 @@ impl Driver {
 
     /// Fails everything still waiting, so no caller hangs after shutdown.
     fn stop(&mut self) {
-        for (_, pending) in self.sends.drain() {
-            let _ = pending.done.send(Err(Error::Stopped));
+        for entry in self.conns.values() {
+            entry.slot.sends.stop();
         }
         let outs = self.preparing.drain().map(|(_, o)| o);
         for out in outs.chain(self.outgoing_files.drain().map(|(_, o)| o)) {

@@ -3,9 +3,10 @@
 
 use interconnect_proto::{ChannelId, Code, Exchange, Role};
 
-use super::{ConnEntry, Driver, PendingSend, VersionReplyTo, WaitingSend};
+use super::{ConnEntry, Driver, VersionReplyTo, WaitingSend};
 use crate::error::Error;
 use crate::sans_io::{ChannelEvent, SendId};
+use crate::sends;
 use crate::state::{ConnState, ConnectionEvent, Incoming};
 
 impl Driver {
@@ -20,11 +21,35 @@ impl Driver {
         }
     }
 
+    /// A send's outcome, to the slot its id names.
     pub(super) fn finish_send(&mut self, id: SendId, result: Result<(), Error>) {
-        if let Some(pending) = self.sends.remove(&id) {
-            self.tickets.remove(&(pending.key, pending.ticket));
-            let _ = pending.done.send(result);
+        let (key, slot) = sends::split(id);
+        if let Some(entry) = self.conns.get(&key) {
+            entry.slot.sends.complete(slot, result);
         }
+    }
+
+    /// Withdraws a send that has not left yet; whether it was withdrawn (it still
+    /// waited for room, or had no sequence number yet). A withdrawn send's future, if
+    /// it still waits, hears so.
+    pub(super) fn cancel_send(&mut self, key: u64, slot: u32) -> bool {
+        let Some(entry) = self.conns.get(&key) else {
+            return false;
+        };
+        let mut unsent = false;
+        if let Some(waiting) = self.waiting.get_mut(&key) {
+            let before = waiting.len();
+            waiting.retain(|w| w.slot != slot);
+            unsent = waiting.len() < before;
+        }
+        if !unsent && let Some(channel) = entry.channel {
+            unsent = self.session.cancel_send(channel, sends::send_id(key, slot));
+        }
+        if unsent {
+            let withdrawn = Err(Error::SendTimeout { withdrawn: true });
+            entry.slot.sends.complete(slot, withdrawn);
+        }
+        unsent
     }
 
     pub(super) fn on_channel_event(&mut self, channel: ChannelId, event: ChannelEvent) {
@@ -182,29 +207,24 @@ impl Driver {
 
     /// Hands a send to the session, or fails it.
     pub(super) fn start_send(&mut self, key: u64, send: WaitingSend) {
-        let Some(channel) = self.conns.get(&key).and_then(|e| e.channel) else {
-            let _ = send.done.send(Err(Error::ConnectionLost));
+        let Some(entry) = self.conns.get(&key) else {
             return;
         };
-        match self
-            .session
-            .send(channel, send.content_type, send.exchange, send.payload)
-        {
-            Ok(id) => {
-                let ticket = send.ticket;
-                self.sends.insert(
-                    id,
-                    PendingSend {
-                        key,
-                        ticket,
-                        done: send.done,
-                    },
-                );
-                self.tickets.insert((key, ticket), (channel, id));
-            }
-            Err(error) => {
-                let _ = send.done.send(Err(error.into()));
-            }
+        let result = match entry.channel {
+            None => Err(Error::ConnectionLost),
+            Some(channel) => self
+                .session
+                .send_as(
+                    sends::send_id(key, send.slot),
+                    channel,
+                    send.content_type,
+                    send.exchange,
+                    send.payload,
+                )
+                .map_err(Error::from),
+        };
+        if let Err(error) = result {
+            entry.slot.sends.complete(send.slot, Err(error));
         }
     }
 
@@ -220,26 +240,29 @@ impl Driver {
     pub(super) fn admit_waiting(&mut self) {
         let keys: Vec<u64> = self.waiting.keys().copied().collect();
         for key in keys {
-            loop {
-                if self.awaits_reopen(key) {
-                    break; // until the restarted watch opens the app's channel
-                }
-                let channel = self.conns.get(&key).and_then(|e| e.channel);
-                let room = channel.is_none_or(|ch| self.session.has_room(ch));
-                let Some(waiting) = self.waiting.get_mut(&key) else {
-                    break;
-                };
-                if !room {
-                    break;
-                }
+            if self.awaits_reopen(key) {
+                continue; // until the restarted watch opens the app's channel
+            }
+            let Some(entry) = self.conns.get(&key) else {
+                self.waiting.remove(&key);
+                continue;
+            };
+            let (channel, sends) = (entry.channel, entry.slot.sends.clone());
+            let Some(mut waiting) = self.waiting.remove(&key) else {
+                continue;
+            };
+            // Without a channel every send fails at once (`start_send`).
+            while channel.is_none_or(|ch| self.session.has_room(ch)) {
                 let Some(send) = waiting.pop_front() else {
-                    self.waiting.remove(&key);
                     break;
                 };
-                if send.done.is_closed() {
+                if sends.abandoned(send.slot) {
                     continue; // its caller gave up (timed out)
                 }
                 self.start_send(key, send);
+            }
+            if !waiting.is_empty() {
+                self.waiting.insert(key, waiting);
             }
         }
     }
@@ -247,12 +270,15 @@ impl Driver {
     /// The last handle of a connection is gone: close its channel (watch) or detach the
     /// app (phone).
     pub(super) fn release(&mut self, key: u64) {
-        for send in self.waiting.remove(&key).into_iter().flatten() {
-            let _ = send.done.send(Err(Error::ConnectionLost));
-        }
         let Some(entry) = self.conns.remove(&key) else {
             return;
         };
+        for send in self.waiting.remove(&key).into_iter().flatten() {
+            entry
+                .slot
+                .sends
+                .complete(send.slot, Err(Error::ConnectionLost));
+        }
         match self.session.config().role {
             Role::Watch => {
                 if let Some(ch) = entry.channel {
