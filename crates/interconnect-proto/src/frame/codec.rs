@@ -4,6 +4,7 @@
 use bytes::{BufMut, Bytes, BytesMut};
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
+use super::head;
 use super::*;
 use crate::checksum::crc32c;
 use crate::error::{DecodeError, EncodeError};
@@ -33,15 +34,6 @@ struct HandshakeHead {
     offered: u8,
     suite: u8,
     rekey_interval: u32,
-}
-
-/// The postcard sub-header of a [`Data`] frame; the payload follows it raw.
-#[derive(Serialize, Deserialize)]
-struct DataHead {
-    channel: ChannelId,
-    seq: u64,
-    content_type: ContentType,
-    exchange: Exchange,
 }
 
 /// The postcard sub-header of a [`FileChunk`] frame; the data follows it raw.
@@ -292,16 +284,14 @@ impl Frame {
             Frame::Open(m) => serialize(m, dst),
             Frame::Accept(m) => serialize(m, dst),
             Frame::Reject(m) => serialize(m, dst),
-            Frame::Data(m) => serialize(
-                &DataHead {
-                    channel: m.channel,
-                    seq: m.seq,
-                    content_type: m.content_type,
-                    exchange: m.exchange,
-                },
-                dst,
-            ),
-            Frame::Ack(m) => serialize(m, dst),
+            Frame::Data(m) => {
+                head::put_data(m, dst);
+                Ok(())
+            }
+            Frame::Ack(m) => {
+                head::put_ack(m, dst);
+                Ok(())
+            }
             Frame::Close(m) => serialize(m, dst),
             Frame::FileOffer(m) => serialize(m, dst),
             Frame::FileAccept(m) => serialize(m, dst),
@@ -434,7 +424,8 @@ impl Frame {
             Kind::Accept => Frame::Accept(deserialize(kind, &payload)?),
             Kind::Reject => Frame::Reject(deserialize(kind, &payload)?),
             Kind::Data => {
-                let (head, rest) = deserialize_head::<DataHead>(kind, &payload)?;
+                let malformed = |reason| DecodeError::Malformed { kind, reason };
+                let (head, rest) = head::take_data(&payload).map_err(malformed)?;
                 Frame::Data(Data {
                     channel: head.channel,
                     seq: head.seq,
@@ -443,7 +434,10 @@ impl Frame {
                     payload: payload.slice(rest..),
                 })
             }
-            Kind::Ack => Frame::Ack(deserialize(kind, &payload)?),
+            Kind::Ack => Frame::Ack(
+                head::take_ack(&payload)
+                    .map_err(|reason| DecodeError::Malformed { kind, reason })?,
+            ),
             Kind::Close => Frame::Close(deserialize(kind, &payload)?),
             Kind::FileOffer => Frame::FileOffer(deserialize(kind, &payload)?),
             Kind::FileAccept => Frame::FileAccept(deserialize(kind, &payload)?),

@@ -8,6 +8,7 @@
 //! prefix that the frame length already gives, and a copy on decode.)
 
 mod codec;
+mod head;
 mod messages;
 
 pub(crate) use codec::header_bytes;
