@@ -2,11 +2,11 @@
 
 use bytes::Bytes;
 use interconnect_proto::Code;
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{oneshot, watch};
 
 use crate::error::Error;
 use crate::sends::Sends;
-use crate::state::{ConnState, Incoming, Progress, Queued, Unread};
+use crate::state::{ConnState, Incoming, Progress, Unread};
 
 pub(crate) enum Command {
     Open {
@@ -107,7 +107,7 @@ pub(crate) enum FileDecision {
 
 /// What the driver holds for one connection handle.
 pub(crate) struct ConnSlot {
-    pub(crate) events: mpsc::UnboundedSender<Queued>,
+    pub(crate) events: crate::inbox::Sender,
     pub(crate) unread: std::sync::Arc<Unread>,
     pub(crate) state: watch::Sender<ConnState>,
     pub(crate) sends: std::sync::Arc<Sends>,

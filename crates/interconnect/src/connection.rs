@@ -16,6 +16,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::command::{Command, ConnSlot, FileDecision};
 use crate::error::{Cause, Error};
+use crate::inbox;
 use crate::sends::{Queue, Sends};
 use crate::state::{
     ConnState, ConnectionEvent, Diagnosis, Incoming, LinkLimits, LinkView, Progress, Queued,
@@ -251,7 +252,7 @@ impl std::fmt::Debug for FileTransfer {
 /// The stream of a connection's events. Ends when the driver stops.
 #[derive(Debug)]
 pub struct Events {
-    rx: mpsc::UnboundedReceiver<Queued>,
+    rx: inbox::Receiver,
     // Not the connection's `Shared`: holding events must not keep the channel.
     unread: Arc<Unread>,
     /// Whether the last Open or Close the app took was a Close (`ready_state`).
@@ -308,7 +309,7 @@ pub(crate) struct Shared {
     pub(crate) closed_seen: Arc<AtomicBool>,
     pub(crate) commands: mpsc::UnboundedSender<Command>,
     pub(crate) state: watch::Receiver<ConnState>,
-    pub(crate) events: std::sync::Mutex<Option<mpsc::UnboundedReceiver<Queued>>>,
+    pub(crate) events: std::sync::Mutex<Option<inbox::Receiver>>,
     pub(crate) next_ticket: AtomicU64,
     pub(crate) sends: Arc<Sends>,
     pub(crate) next_request: AtomicU32,
@@ -361,7 +362,7 @@ impl Connection {
         max_unread: usize,
         send_timeout: Duration,
     ) -> (ConnSlot, Connection) {
-        let (events_tx, events) = mpsc::unbounded_channel();
+        let (events_tx, events) = inbox::inbox();
         let unread = Arc::new(Unread::new(max_unread));
         let sends = Arc::new(Sends::default());
         let (state_tx, state) = watch::channel(ConnState {

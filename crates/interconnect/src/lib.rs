@@ -79,6 +79,7 @@ mod driver;
 mod endpoint;
 mod error;
 mod files;
+mod inbox;
 pub mod security;
 mod sends;
 mod state;

@@ -17,7 +17,7 @@ impl Driver {
             .get(&channel)
             .and_then(|k| self.conns.get(k))
         {
-            let _ = entry.slot.events.send((event, None));
+            entry.slot.events.send((event, None));
         }
     }
 
@@ -144,7 +144,7 @@ impl Driver {
             }
         }
         if let Some(entry) = self.conns.get(&key) {
-            let _ = entry.slot.events.send((app_event, receipt));
+            entry.slot.events.send((app_event, receipt));
         }
     }
 
@@ -169,7 +169,7 @@ impl Driver {
                     code,
                     message: message.to_string(),
                 };
-                let _ = entry.slot.events.send((error, None));
+                entry.slot.events.send((error, None));
             }
         }
     }

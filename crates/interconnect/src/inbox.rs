@@ -1,0 +1,176 @@
+//! A connection's events on their way from the driver to the app's [`Events`] stream.
+//!
+//! One queue behind a lock: the driver appends an event and wakes the reader only when
+//! it waits; the reader takes the whole queue at once into a buffer of its own, so a run
+//! of messages costs it one lock, not one per message. The queue is held to the
+//! connection's unread bound by the driver (it holds back acknowledgements, so the peer
+//! stops sending), and emptied for good once the reader is gone.
+//!
+//! [`Events`]: crate::Events
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll, Waker};
+
+use crate::state::Queued;
+
+#[derive(Default)]
+struct Shared {
+    queue: VecDeque<Queued>,
+    /// The reader, when it waits for an event.
+    waker: Option<Waker>,
+    /// The driver let go: once the queue is empty, the stream ends.
+    closed: bool,
+    /// The reader is gone: events are dropped.
+    gone: bool,
+}
+
+fn lock(shared: &Mutex<Shared>) -> MutexGuard<'_, Shared> {
+    // A panic while holding the lock leaves nothing half-written that matters here.
+    shared.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A new inbox: the driver's end and the app's end.
+pub(crate) fn inbox() -> (Sender, Receiver) {
+    let shared = Arc::new(Mutex::new(Shared::default()));
+    let receiver = Receiver {
+        shared: shared.clone(),
+        taken: VecDeque::new(),
+    };
+    (Sender { shared }, receiver)
+}
+
+/// The driver's end; dropping it ends the stream once the reader took what is queued.
+pub(crate) struct Sender {
+    shared: Arc<Mutex<Shared>>,
+}
+
+impl Sender {
+    /// Queues an event, waking the reader if it waits. Dropped once the reader is gone.
+    pub(crate) fn send(&self, event: Queued) {
+        let waker = {
+            let mut shared = lock(&self.shared);
+            if shared.gone {
+                return;
+            }
+            shared.queue.push_back(event);
+            shared.waker.take()
+        };
+        if let Some(waker) = waker {
+            waker.wake();
+        }
+    }
+}
+
+impl Drop for Sender {
+    fn drop(&mut self) {
+        let waker = {
+            let mut shared = lock(&self.shared);
+            shared.closed = true;
+            shared.waker.take()
+        };
+        if let Some(waker) = waker {
+            waker.wake();
+        }
+    }
+}
+
+/// The app's end.
+pub(crate) struct Receiver {
+    shared: Arc<Mutex<Shared>>,
+    /// Events taken from the queue in one lock, not yet handed out.
+    taken: VecDeque<Queued>,
+}
+
+impl std::fmt::Debug for Receiver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Receiver").finish_non_exhaustive()
+    }
+}
+
+impl Receiver {
+    /// The next event; `None` once the driver let go and every event was taken.
+    pub(crate) fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<Queued>> {
+        if let Some(event) = self.taken.pop_front() {
+            return Poll::Ready(Some(event));
+        }
+        let mut shared = lock(&self.shared);
+        if !shared.queue.is_empty() {
+            // Trade buffers: no copy, and each side keeps an allocation.
+            std::mem::swap(&mut shared.queue, &mut self.taken);
+            drop(shared);
+            return Poll::Ready(self.taken.pop_front());
+        }
+        if shared.closed {
+            return Poll::Ready(None);
+        }
+        match &shared.waker {
+            Some(waker) if waker.will_wake(cx.waker()) => {}
+            _ => shared.waker = Some(cx.waker().clone()),
+        }
+        Poll::Pending
+    }
+
+    /// The next event; `None` once the driver let go and every event was taken.
+    pub(crate) async fn recv(&mut self) -> Option<Queued> {
+        std::future::poll_fn(|cx| self.poll_recv(cx)).await
+    }
+}
+
+impl Drop for Receiver {
+    fn drop(&mut self) {
+        let mut shared = lock(&self.shared);
+        shared.gone = true;
+        shared.queue.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::ConnectionEvent;
+
+    fn event(n: u32) -> Queued {
+        let code = interconnect_proto::Code(n as u16);
+        let message = String::new();
+        (ConnectionEvent::Error { code, message }, None)
+    }
+
+    fn code(event: Option<Queued>) -> Option<u32> {
+        match event {
+            Some((ConnectionEvent::Error { code, .. }, _)) => Some(u32::from(code.0)),
+            _ => None,
+        }
+    }
+
+    #[tokio::test]
+    async fn events_arrive_in_order_and_the_stream_ends_after_the_last() {
+        let (tx, mut rx) = inbox();
+        tx.send(event(1));
+        tx.send(event(2));
+        assert_eq!(code(rx.recv().await), Some(1));
+        tx.send(event(3));
+        drop(tx);
+        assert_eq!(code(rx.recv().await), Some(2));
+        assert_eq!(code(rx.recv().await), Some(3));
+        assert!(rx.recv().await.is_none());
+    }
+
+    #[tokio::test]
+    async fn a_waiting_reader_is_woken() {
+        let (tx, mut rx) = inbox();
+        let reader = tokio::spawn(async move { code(rx.recv().await) });
+        tokio::task::yield_now().await;
+        tx.send(event(7));
+        assert_eq!(reader.await.unwrap(), Some(7));
+    }
+
+    #[test]
+    fn once_the_reader_is_gone_nothing_is_kept() {
+        let (tx, rx) = inbox();
+        tx.send(event(1));
+        drop(rx);
+        tx.send(event(2));
+        assert!(lock(&tx.shared).queue.is_empty());
+    }
+}
