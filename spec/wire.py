@@ -12,7 +12,9 @@ document itself, then checks every example and every transcript vector in it:
   associated data, segment counts, epochs, nonces and frame lengths.
 
 - the file example's chunks cover its offer and its digest is their BLAKE3, computed
-  by a BLAKE3 written here from its specification (checked against published vectors).
+  by a BLAKE3 written here from its specification (checked against published vectors);
+- each state update of the state example is a `Data` of exchange `State` whose payload,
+  read with the layout the document gives, is the update printed under it.
 
 What it cannot check with the standard library alone: X25519, AES-GCM and
 ChaCha20-Poly1305 (the handshake messages, keys, REKEY and the ciphertexts themselves).
@@ -352,6 +354,34 @@ def check_file_example(doc, kinds, types):
     return len(data)
 
 
+def check_state_example(doc, kinds, types):
+    """The state example: Data frames whose exchange is State, their payload read with
+    the layout the document gives for a state update; returns how many."""
+    layout = re.search(r"the payload is\s+`([^`]+)`, then the value's bytes raw", doc)
+    check(layout is not None, "the document gives the layout of a state update")
+    fields_of = [(f.strip(), t.strip()) for f, _, t in
+                 (item.partition(":") for item in split_top(layout.group(1)))]
+    block = section(doc, "<!-- state example:", "<!-- end of the state example -->")
+    lines = [l.strip() for l in block.splitlines() if l and not l.startswith(("<", "```"))]
+    check(len(lines) >= 3 and len(lines) % 3 == 0, "state example: frame, fields, update")
+    origins = set()
+    for head, body, update in zip(lines[::3], lines[1::3], lines[2::3]):
+        name, fields = decode(kinds, types, bytes.fromhex(head.split()[1]))
+        check(name == "Data" and fields["exchange"] == "State", "a state update is a Data of exchange State")
+        check(fields == json.loads(body), "state example: the fields printed under it")
+        r = Reader(bytes.fromhex(fields["payload"]))
+        got = {field: types.decode(ty, r) for field, ty in fields_of}
+        got["value"] = r.rest().hex()
+        check(not got["removed"] or got["value"] == "", "a removal carries no value")
+        check(len(got["key"].encode()) <= 128, "a key holds at most 128 bytes")
+        check(got == json.loads(update.split(" ", 1)[1]), f"state example: the update {got}")
+        origins.add(got["origin"])
+    first = json.loads(lines[2].split(" ", 1)[1])
+    check(first["key"] == "" and first["removed"], "the example opens with the origin alone")
+    check(len(origins) == 1, "one sender, one origin")
+    return len(lines) // 3
+
+
 def check_session(path, kinds, types):
     """Follows a recorded session against "Sessions, step by step"; returns (links, frames)."""
     state = {
@@ -581,6 +611,7 @@ def main():
     types = Types(doc)
     examples = check_examples(doc, kinds, types)
     file_bytes = check_file_example(doc, kinds, types)
+    state_updates = check_state_example(doc, kinds, types)
     suites = check_transcript(doc, kinds, types)
     session = sys.argv[2] if len(sys.argv) > 2 else None
     links = frames = 0
@@ -589,8 +620,8 @@ def main():
     if FAILURES:
         print(f"{len(FAILURES)} check(s) failed")
         sys.exit(1)
-    print(f"wire.py: {len(kinds)} kinds, {examples} examples, a {file_bytes}-byte file and the "
-          f"transcripts of {suites} suites decode and encode back byte for byte; every SHA-256, "
+    print(f"wire.py: {len(kinds)} kinds, {examples} examples, a {file_bytes}-byte file, "
+          f"{state_updates} state updates and the transcripts of {suites} suites decode and encode back byte for byte; every SHA-256, "
           f"BLAKE3 and layout value agrees")
     if session:
         print(f"wire.py: the recorded session ({links} links, {frames} frames) follows "

@@ -89,6 +89,13 @@ pub(crate) fn event_json(event: &ConnectionEvent) -> Value {
         ConnectionEvent::Error { code, message } => {
             json!({ "event": "error", "code": code.as_u16(), "message": message })
         }
+        ConnectionEvent::State { key, value } => {
+            let value = value.as_ref().map(|v| {
+                v.decode::<Value>()
+                    .unwrap_or_else(|_| Value::String(hex::encode(&v.payload)))
+            });
+            json!({ "event": "state", "key": key, "value": value })
+        }
         ConnectionEvent::FileProgress {
             transfer,
             bytes_done,

@@ -64,6 +64,7 @@ macro_rules! conformance_tests {
             close_from_the_phone,
             diagnosis_and_version,
             refusals_1001_1002_1007,
+            state_both_ways_across_a_link_cut,
         );
     };
     (@cases $harness:ty, $make:expr, $($case:ident),* $(,)?) => {
@@ -559,5 +560,52 @@ pub mod cases {
             );
             assert!(conn.send(&"nothing passes").await.is_err());
         }
+    }
+
+    /// The next state event's key and value (JSON, as text), skipping other events.
+    async fn next_state(events: &mut Events) -> (String, Option<serde_json::Value>) {
+        loop {
+            if let ConnectionEvent::State { key, value } = next(events).await {
+                return (key, value.map(|v| v.decode().expect("JSON")));
+            }
+        }
+    }
+
+    /// State both ways: each side mirrors the other's; values set while the link is cut
+    /// arrive once it is back, the newest last, and a removal arrives as no value.
+    pub async fn state_both_ways_across_a_link_cut<H: Harness>(harness: &H) {
+        use serde_json::json;
+        let e = ends(harness).await;
+        let (conn, app) = open(&e).await;
+        let mut watch_events = conn.events().unwrap();
+        let mut app_events = app.events().unwrap();
+        conn.set_state("heart-rate", &70).unwrap();
+        app.set_state("units", &"metric").unwrap();
+        let units = ("units".to_string(), Some(json!("metric")));
+        assert_eq!(next_state(&mut watch_events).await, units);
+        let rate = ("heart-rate".to_string(), Some(json!(70)));
+        assert_eq!(next_state(&mut app_events).await, rate);
+        e.cutter.cut();
+        for hr in 71..=90 {
+            conn.set_state("heart-rate", &hr).unwrap();
+        }
+        app.remove_state("units").unwrap();
+        // What was on its way when the link went may come first; never an older value
+        // after a newer one, and the newest at the end.
+        let mut last = 70;
+        while last < 90 {
+            let (key, value) = next_state(&mut app_events).await;
+            assert_eq!(key, "heart-rate");
+            let hr = value.and_then(|v| v.as_u64()).expect("a value");
+            assert!(hr > last, "{hr} after {last}");
+            last = hr;
+        }
+        assert_eq!(
+            next_state(&mut watch_events).await,
+            ("units".to_string(), None)
+        );
+        let held = app.peer_state("heart-rate").map(|v| v.decode::<u32>());
+        assert_eq!(held, Some(Ok(90)));
+        assert!(conn.peer_states().is_empty());
     }
 }

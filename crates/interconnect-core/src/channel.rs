@@ -272,8 +272,8 @@ impl Channel {
         &mut self,
         now: Instant,
         window: Window,
-        fits: impl Fn(&Bytes) -> bool,
-    ) -> Result<Option<Data>, Outgoing> {
+        refuse: impl Fn(&Outgoing) -> Option<Code>,
+    ) -> Result<Option<Data>, (Outgoing, Code)> {
         if self.send_cursor >= self.in_flight.len() {
             if !self.window_open(window) {
                 return Ok(None);
@@ -281,8 +281,8 @@ impl Channel {
             let Some(message) = self.pending.pop_front() else {
                 return Ok(None);
             };
-            if !fits(&message.payload) {
-                return Err(message);
+            if let Some(code) = refuse(&message) {
+                return Err((message, code));
             }
             let seq = self.next_seq;
             self.next_seq += 1;
@@ -461,7 +461,7 @@ mod tests {
                 messages: window,
                 bytes: usize::MAX,
             },
-            |_| true,
+            |_| None,
         ) {
             seqs.push(data.seq);
         }
@@ -529,7 +529,7 @@ mod tests {
             ch.enqueue(big(id));
         }
         let mut seqs = Vec::new();
-        while let Ok(Some(data)) = ch.next_data(Instant::ZERO, window, |_| true) {
+        while let Ok(Some(data)) = ch.next_data(Instant::ZERO, window, |_| None) {
             seqs.push(data.seq);
         }
         assert_eq!(
@@ -545,7 +545,7 @@ mod tests {
             bytes: 10,
         };
         assert!(
-            matches!(ch.next_data(Instant::ZERO, tiny, |_| true), Ok(Some(_))),
+            matches!(ch.next_data(Instant::ZERO, tiny, |_| None), Ok(Some(_))),
             "the first message goes whatever its size"
         );
         assert!(!ch.has_data(tiny));

@@ -55,6 +55,7 @@ mod kind;
 mod limits;
 pub mod packet;
 mod sealed;
+mod state;
 
 pub use code::Code;
 #[cfg(feature = "codec")]
@@ -73,6 +74,7 @@ pub use sealed::{
     SEALED_SEGMENT_PLAINTEXT, encode_sealed, max_unsealed_len, sealed_ciphertext_len,
     sealed_segments,
 };
+pub use state::StateUpdate;
 
 /// Protocol versions this build speaks (negotiated in [`Hello`]).
 pub const PROTOCOL_VERSIONS: core::ops::RangeInclusive<u8> = 1..=1;

@@ -28,6 +28,8 @@ pub const MAX_FILE_NAME_LEN: usize = 255;
 /// Most bytes of app metadata a file offer carries (`FileOfferMeta`): a small description
 /// the receiving app decides on, not a second channel for data.
 pub const MAX_FILE_META_LEN: usize = 4096;
+/// Longest state key, in bytes of UTF-8 (`StateUpdate`).
+pub const MAX_STATE_KEY_LEN: usize = 128;
 /// Longest device name, in bytes of UTF-8 (`Name`).
 pub const MAX_DEVICE_NAME_LEN: usize = 64;
 /// Longest package name, in bytes.

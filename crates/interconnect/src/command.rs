@@ -30,6 +30,10 @@ pub(crate) enum Command {
     Sends {
         key: u64,
     },
+    /// The app changed its state (the connection's `States`).
+    States {
+        key: u64,
+    },
     CancelSend {
         key: u64,
         /// The send's slot in the connection's `Sends`.
@@ -111,6 +115,7 @@ pub(crate) struct ConnSlot {
     pub(crate) unread: std::sync::Arc<Unread>,
     pub(crate) state: watch::Sender<ConnState>,
     pub(crate) sends: std::sync::Arc<Sends>,
+    pub(crate) states: std::sync::Arc<crate::app_state::States>,
 }
 
 impl Drop for ConnSlot {

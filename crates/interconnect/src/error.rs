@@ -78,6 +78,15 @@ pub enum Error {
     /// with [`Hub::register`](crate::Hub::register).
     #[error("this hub serves one watch: register with Hub::register")]
     OneWatch,
+    /// [`Connection::set_state`](crate::Connection::set_state) past a bound of the
+    /// connection's state: nothing was changed (1000).
+    #[error("the state's {limit} is at most {max}")]
+    StateLimit {
+        /// Which bound: the number of keys, the bytes of all values, a key's length.
+        limit: &'static str,
+        /// The bound.
+        max: usize,
+    },
     /// Any other failure, with its code.
     #[error("error {code}: {message}")]
     Other {
@@ -102,7 +111,8 @@ impl Error {
             Error::Serialization(_)
             | Error::QueueFull { .. }
             | Error::SeveralWatches
-            | Error::OneWatch => Code::OTHERS,
+            | Error::OneWatch
+            | Error::StateLimit { .. } => Code::OTHERS,
         }
     }
 

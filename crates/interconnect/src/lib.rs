@@ -72,6 +72,7 @@
 //! The TCP and BLE transports live in their own crates.
 
 mod admission;
+mod app_state;
 mod clock;
 mod command;
 mod connection;
@@ -86,6 +87,7 @@ mod state;
 mod transport;
 mod watches;
 
+pub use app_state::{MAX_STATE_BYTES, MAX_STATE_KEYS};
 pub use connection::{Connection, Events, FileTransfer, ProgressStream, Sending};
 pub use driver::Backoff;
 pub use endpoint::{Config, Hub, Interconnect};

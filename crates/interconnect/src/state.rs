@@ -106,6 +106,17 @@ pub enum ConnectionEvent {
     },
     /// `onmessage`: a message, in order, exactly once.
     Message(Incoming),
+    /// The peer set a state key ([`Connection::set_state`](crate::Connection::set_state)):
+    /// its newest value, or `None` once the peer removed it. Values the peer set in
+    /// between may be skipped; an older value never follows a newer one.
+    /// [`Connection::peer_state`](crate::Connection::peer_state) reads the same at any
+    /// time.
+    State {
+        /// The key.
+        key: String,
+        /// The value, with its content type; `None`: removed.
+        value: Option<Incoming>,
+    },
     /// A file is offered, and the app decides (only when
     /// [`FilesConfig::ask`](crate::FilesConfig::ask) is set): accept it with
     /// [`Connection::accept_file`](crate::Connection::accept_file), refuse it with

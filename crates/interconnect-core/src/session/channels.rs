@@ -9,7 +9,8 @@ use core::ops::Bound;
 
 use bytes::Bytes;
 use interconnect_proto::{
-    Accept, Ack, ChannelId, Close, Code, ContentType, Exchange, Frame, Open, Reject, Role,
+    Accept, Ack, Capabilities, ChannelId, Close, Code, ContentType, Exchange, Frame, Open, Reject,
+    Role,
 };
 
 use super::{
@@ -91,6 +92,9 @@ impl Session {
                 len: payload.len(),
                 max,
             });
+        }
+        if exchange == Exchange::State && !self.peer_has(Capabilities::STATE) {
+            return Err(CommandError::NoState);
         }
         let max_queued = self.config.max_queued;
         let ch = self
@@ -240,12 +244,20 @@ impl Session {
             .find(|(_, c)| c.is_open() && c.has_data(window))
             .map(|(id, _)| *id)?;
         self.rr_last = Some(candidate);
+        // A state update goes only to a peer that reads them (an older one would take
+        // the frame for a malformed one and drop the link).
+        let states = self.peer_has(Capabilities::STATE);
         let ch = self.channels.get_mut(&candidate)?;
-        match ch.next_data(now, window, |p| p.len() <= max_message) {
+        let refuse = |m: &Outgoing| match m.exchange {
+            _ if m.payload.len() > max_message => Some(Code::TOO_LARGE),
+            Exchange::State if !states => Some(Code::OTHERS),
+            _ => None,
+        };
+        match ch.next_data(now, window, refuse) {
             Ok(data) => data.map(Frame::Data),
-            Err(message) => {
+            Err((message, code)) => {
                 self.events
-                    .push_back(Event::SendFailed(candidate, message.id, Code::TOO_LARGE));
+                    .push_back(Event::SendFailed(candidate, message.id, code));
                 self.next_data(now)
             }
         }

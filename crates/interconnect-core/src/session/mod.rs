@@ -70,6 +70,9 @@ pub enum CommandError {
     /// file with metadata is not offered to it.
     #[error("the peer device does not read file metadata")]
     NoFileMeta,
+    /// The peer reads no state updates (its Hello left `Capabilities::STATE` out).
+    #[error("the peer device does not read state updates")]
+    NoState,
 }
 
 impl CommandError {
@@ -81,7 +84,8 @@ impl CommandError {
             CommandError::QueueFull(_)
             | CommandError::WrongRole(_)
             | CommandError::NoFiles
-            | CommandError::NoFileMeta => Code::OTHERS,
+            | CommandError::NoFileMeta
+            | CommandError::NoState => Code::OTHERS,
             CommandError::Refused(code) => *code,
         }
     }

@@ -247,7 +247,9 @@ impl Session {
 
     /// Whether the peer of the link that is up announced `capability` (`true` while no
     /// link is up: the next peer decides).
-    fn peer_has(&self, capability: Capabilities) -> bool {
+    /// Whether the peer announced `capability` (assumed while no link is up; what is
+    /// queued meanwhile is checked again before it is sent).
+    pub(super) fn peer_has(&self, capability: Capabilities) -> bool {
         match &self.link {
             super::LinkState::Up(up) => up.capabilities.contains(capability),
             _ => true,

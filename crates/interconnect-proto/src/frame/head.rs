@@ -35,6 +35,7 @@ pub(super) fn put_data(data: &Data, dst: &mut BytesMut) {
             dst.put_u8(2);
             put_varint(dst, u64::from(id));
         }
+        Exchange::State => dst.put_u8(3),
     }
 }
 
@@ -115,6 +116,7 @@ pub(super) fn take_data(bytes: &[u8]) -> Result<(DataHead, usize), Reason> {
         0 => Exchange::OneWay,
         1 => Exchange::Request(r.u32()?),
         2 => Exchange::Reply(r.u32()?),
+        3 => Exchange::State,
         _ => return Err(BAD_ENUM),
     };
     let head = DataHead {
@@ -160,6 +162,7 @@ mod tests {
             Just(Exchange::OneWay),
             any::<u32>().prop_map(Exchange::Request),
             any::<u32>().prop_map(Exchange::Reply),
+            Just(Exchange::State),
         ]
     }
 

@@ -64,9 +64,16 @@ impl Capabilities {
     pub const FILE_META: Capabilities = Capabilities(1 << 3);
     /// This side reads its peer's device name ([`Name`]).
     pub const NAME: Capabilities = Capabilities(1 << 4);
+    /// This side reads state updates (`Data` with [`Exchange::State`]).
+    pub const STATE: Capabilities = Capabilities(1 << 5);
     /// Everything this version implements.
     pub const ALL: Capabilities = Capabilities(
-        Self::FILES.0 | Self::REQUESTS.0 | Self::BATCH.0 | Self::FILE_META.0 | Self::NAME.0,
+        Self::FILES.0
+            | Self::REQUESTS.0
+            | Self::BATCH.0
+            | Self::FILE_META.0
+            | Self::NAME.0
+            | Self::STATE.0,
     );
 
     /// Whether every bit of `other` is set.
@@ -102,6 +109,9 @@ pub enum Exchange {
     Request(u32),
     /// The reply to the request with this id.
     Reply(u32),
+    /// A latest-wins state update ([`StateUpdate`](crate::StateUpdate) in the payload),
+    /// sent only to a peer that announced [`Capabilities::STATE`].
+    State,
 }
 
 /// Session handshake: both sides send one first on every link.

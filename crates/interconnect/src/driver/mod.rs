@@ -43,6 +43,7 @@ use crate::sans_io::Session;
 use crate::security::{KnownPeers, PairingRequest, Reporter, SecurityEvent};
 use crate::state::{ConnState, Incoming};
 
+mod app_state;
 mod asking;
 mod link;
 mod meter;
@@ -65,6 +66,8 @@ use transfers::{Admitted, Claiming, OutFile, Receiving};
 
 struct ConnEntry {
     slot: ConnSlot,
+    /// The app was told its peer reads no state.
+    no_state_said: bool,
     package: String,
     channel: Option<ChannelId>,
     requests: HashMap<u32, oneshot::Sender<Result<Incoming, Error>>>,
@@ -435,6 +438,7 @@ impl Driver {
                     key,
                     ConnEntry {
                         slot: conn,
+                        no_state_said: false,
                         package,
                         channel,
                         requests: HashMap::default(),
@@ -469,6 +473,7 @@ impl Driver {
                     key,
                     ConnEntry {
                         slot: conn,
+                        no_state_said: false,
                         package,
                         channel: None,
                         requests: HashMap::default(),
@@ -482,6 +487,7 @@ impl Driver {
                 self.publish_states();
                 let _ = done.send(());
             }
+            Command::States { key } => self.send_states(key, false),
             Command::Sends { key } => {
                 let mut batch = std::mem::take(&mut self.batch);
                 if let Some(entry) = self.conns.get(&key) {

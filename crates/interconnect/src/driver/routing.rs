@@ -4,6 +4,7 @@
 use interconnect_proto::{ChannelId, Code, Exchange, Role};
 
 use super::{ConnEntry, Driver, VersionReplyTo, WaitingSend};
+use crate::app_state::FLIGHT;
 use crate::error::Error;
 use crate::sans_io::{ChannelEvent, SendId};
 use crate::sends;
@@ -24,6 +25,9 @@ impl Driver {
     /// A send's outcome, to the slot its id names.
     pub(super) fn finish_send(&mut self, id: SendId, result: Result<(), Error>) {
         let (key, slot) = sends::split(id);
+        if slot & FLIGHT != 0 {
+            return self.state_landed(key, slot & !FLIGHT, result.is_ok());
+        }
         if let Some(entry) = self.conns.get(&key) {
             entry.slot.sends.complete(slot, result);
         }
@@ -80,8 +84,12 @@ impl Driver {
             return; // an older channel of this app
         }
         let mut receipt = None;
+        let mut opened = false;
         let app_event = match event {
-            ChannelEvent::Open { is_reconnected } => ConnectionEvent::Open { is_reconnected },
+            ChannelEvent::Open { is_reconnected } => {
+                opened = true;
+                ConnectionEvent::Open { is_reconnected }
+            }
             ChannelEvent::Close {
                 code,
                 reason,
@@ -99,6 +107,10 @@ impl Driver {
                 }
             }
             ChannelEvent::Error { code, message } => ConnectionEvent::Error { code, message },
+            ChannelEvent::Message(message) if message.exchange == Exchange::State => {
+                let (ct, payload, at) = (message.content_type, message.payload, message.receipt);
+                return self.on_peer_state(key, channel, ct, payload, at);
+            }
             ChannelEvent::Message(message) => {
                 let incoming = Incoming {
                     content_type: message.content_type,
@@ -145,6 +157,10 @@ impl Driver {
         }
         if let Some(entry) = self.conns.get(&key) {
             entry.slot.events.send((app_event, receipt));
+        }
+        if opened {
+            // Every value again, after this side's origin (see `app_state`).
+            self.send_states(key, true);
         }
     }
 

@@ -14,6 +14,9 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::sync::{mpsc, oneshot, watch};
 
+mod app_state;
+
+use crate::app_state::States;
 use crate::command::{Command, ConnSlot, FileDecision};
 use crate::error::{Cause, Error};
 use crate::inbox;
@@ -279,6 +282,18 @@ impl Events {
             ConnectionEvent::Close { .. } => self.closed_seen.store(true, Ordering::Release),
             _ => {}
         }
+        if let ConnectionEvent::State { value, .. } = &event {
+            // Acknowledged when taken, as a message is; counted as its value's bytes.
+            if let Some(receipt) = receipt
+                && self.unread.last_taken(receipt)
+            {
+                let _ = self.commands.send(Command::Taken { key: self.key });
+            }
+            let len = value.as_ref().map_or(0, |v| v.payload.len());
+            if self.unread.taken(len) {
+                let _ = self.commands.send(Command::Drained { key: self.key });
+            }
+        }
         if let ConnectionEvent::Message(message) = &event {
             // One command for a run of messages taken before the driver looked: it
             // acknowledges the latest (acknowledgements are cumulative).
@@ -312,6 +327,7 @@ pub(crate) struct Shared {
     pub(crate) events: std::sync::Mutex<Option<inbox::Receiver>>,
     pub(crate) next_ticket: AtomicU64,
     pub(crate) sends: Arc<Sends>,
+    pub(crate) states: Arc<States>,
     pub(crate) next_request: AtomicU32,
     pub(crate) send_timeout: Duration,
     pub(crate) package: String,
@@ -365,6 +381,7 @@ impl Connection {
         let (events_tx, events) = inbox::inbox();
         let unread = Arc::new(Unread::new(max_unread));
         let sends = Arc::new(Sends::default());
+        let states = Arc::new(States::default());
         let (state_tx, state) = watch::channel(ConnState {
             connecting: true,
             ..ConnState::default()
@@ -374,6 +391,7 @@ impl Connection {
             unread: unread.clone(),
             state: state_tx,
             sends: sends.clone(),
+            states: states.clone(),
         };
         let conn = Connection {
             shared: Arc::new(Shared {
@@ -385,6 +403,7 @@ impl Connection {
                 events: std::sync::Mutex::new(Some(events)),
                 next_ticket: AtomicU64::new(1),
                 sends,
+                states,
                 next_request: AtomicU32::new(1),
                 send_timeout,
                 package: package.into(),

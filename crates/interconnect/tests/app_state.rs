@@ -1,0 +1,165 @@
+//! Latest-wins app state (`set_state`, `State` events, `peer_state`): the newest value
+//! of each key reaches the peer, values set while nothing can go are coalesced, a phone
+//! that restarts gets the watch's state again and the watch drops the old phone's.
+//! Over the mock link, on tokio's paused clock.
+
+use std::path::Path;
+use std::time::Duration;
+
+use interconnect::*;
+use transport_mock::{Faults, MockNetwork};
+
+const PKG: &str = "com.example.fit";
+
+async fn next(events: &mut Events) -> ConnectionEvent {
+    tokio::time::timeout(Duration::from_secs(600), events.next())
+        .await
+        .expect("an event within ten minutes")
+        .expect("the stream is open")
+}
+
+/// The next state event: its key and value (as JSON text), skipping other events.
+async fn next_state(events: &mut Events) -> (String, Option<String>) {
+    loop {
+        if let ConnectionEvent::State { key, value } = next(events).await {
+            let text = value.map(|v| String::from_utf8(v.payload.to_vec()).unwrap());
+            return (key, text);
+        }
+    }
+}
+
+fn text(value: Option<Incoming>) -> Option<String> {
+    value.map(|v| v.decode::<serde_json::Value>().unwrap().to_string())
+}
+
+async fn phone(network: &MockNetwork, dir: &Path) -> (Hub, Connection, Events) {
+    let hub = Hub::new(network.endpoints().1, Config::new(dir).unwrap());
+    let app = hub.register(PKG, 3, None).await.unwrap();
+    let events = app.events().unwrap();
+    (hub, app, events)
+}
+
+#[tokio::test(start_paused = true)]
+async fn values_set_before_the_link_is_up_arrive_as_the_newest_only() {
+    let (watch_dir, phone_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let network = MockNetwork::new(Faults::default());
+    network.set_reachable(false);
+    let (_hub, app, mut app_events) = phone(&network, phone_dir.path()).await;
+    let watch = Interconnect::new(
+        network.endpoints().0,
+        Config::new(watch_dir.path()).unwrap(),
+    );
+    let conn = watch.instance(PKG, None);
+    for hr in 60..=72 {
+        conn.set_state("heart-rate", &hr).unwrap();
+    }
+    conn.set_state("workout", &"run").unwrap();
+    conn.remove_state("workout").unwrap();
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    network.set_reachable(true);
+    assert_eq!(
+        next_state(&mut app_events).await,
+        ("heart-rate".into(), Some("72".into())),
+        "one event, the newest value; the removed key never shows"
+    );
+    assert_eq!(text(app.peer_state("heart-rate")), Some("72".into()));
+    assert_eq!(app.peer_states().len(), 1);
+    // Later values follow, in order, one by one.
+    conn.set_state("heart-rate", &73).unwrap();
+    assert_eq!(next_state(&mut app_events).await.1, Some("73".into()));
+}
+
+#[tokio::test(start_paused = true)]
+async fn both_sides_mirror_each_other_and_a_removal_arrives_as_no_value() {
+    let (watch_dir, phone_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let network = MockNetwork::new(Faults::default());
+    let (_hub, app, mut app_events) = phone(&network, phone_dir.path()).await;
+    let watch = Interconnect::new(
+        network.endpoints().0,
+        Config::new(watch_dir.path()).unwrap(),
+    );
+    let conn = watch.instance(PKG, None);
+    let mut events = conn.events().unwrap();
+    assert!(conn.diagnosis(None).await.is_ok());
+    app.set_state("units", &"metric").unwrap();
+    assert_eq!(
+        next_state(&mut events).await,
+        ("units".into(), Some("\"metric\"".into()))
+    );
+    assert_eq!(text(conn.peer_state("units")), Some("\"metric\"".into()));
+    conn.set_state("steps", &1200).unwrap();
+    assert_eq!(next_state(&mut app_events).await.1, Some("1200".into()));
+    // The same value again is a new version, delivered again.
+    conn.set_state("steps", &1200).unwrap();
+    assert_eq!(next_state(&mut app_events).await.1, Some("1200".into()));
+    app.remove_state("units").unwrap();
+    assert_eq!(next_state(&mut events).await, ("units".into(), None));
+    assert!(conn.peer_state("units").is_none());
+    assert!(matches!(
+        conn.set_state("", &1),
+        Err(Error::StateLimit { .. })
+    ));
+}
+
+#[tokio::test(start_paused = true)]
+async fn values_set_while_the_app_reads_nothing_are_coalesced_not_queued() {
+    let (watch_dir, phone_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let network = MockNetwork::new(Faults::default());
+    let (_hub, _app, mut app_events) = phone(&network, phone_dir.path()).await;
+    let watch = Interconnect::new(
+        network.endpoints().0,
+        Config::new(watch_dir.path()).unwrap(),
+    );
+    let conn = watch.instance(PKG, None);
+    assert!(conn.diagnosis(None).await.is_ok());
+    // The phone's app reads nothing meanwhile: the first value waits for it
+    // unacknowledged, so the next 999 have nowhere to go but the newest slot.
+    for n in 1..=1000 {
+        conn.set_state("n", &n).unwrap();
+        tokio::task::yield_now().await;
+    }
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let first = next_state(&mut app_events).await;
+    let second = next_state(&mut app_events).await;
+    assert_eq!(first.1.as_deref(), Some("1"));
+    assert_eq!(
+        second.1.as_deref(),
+        Some("1000"),
+        "then the newest, nothing between"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_restarted_phone_gets_the_watch_state_and_the_watch_drops_the_old_phones() {
+    let (watch_dir, phone_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let network = MockNetwork::new(Faults::default());
+    let (hub, app, mut app_events) = phone(&network, phone_dir.path()).await;
+    let watch = Interconnect::new(
+        network.endpoints().0,
+        Config::new(watch_dir.path()).unwrap(),
+    );
+    let conn = watch.instance(PKG, None);
+    let mut events = conn.events().unwrap();
+    conn.set_state("heart-rate", &72).unwrap();
+    app.set_state("mode", &"run").unwrap();
+    assert_eq!(next_state(&mut app_events).await.1, Some("72".into()));
+    assert_eq!(next_state(&mut events).await.1, Some("\"run\"".into()));
+
+    // The phone process goes, and another starts from the same directory.
+    hub.shutdown().await;
+    drop((app, app_events));
+    let (_hub, app, mut app_events) = phone(&network, phone_dir.path()).await;
+    assert_eq!(
+        next_state(&mut app_events).await,
+        ("heart-rate".into(), Some("72".into())),
+        "the new phone has the watch's state without the watch setting it again"
+    );
+    assert_eq!(
+        next_state(&mut events).await,
+        ("mode".into(), None),
+        "the old phone's state is gone with it"
+    );
+    assert!(conn.peer_states().is_empty());
+    app.set_state("mode", &"walk").unwrap();
+    assert_eq!(next_state(&mut events).await.1, Some("\"walk\"".into()));
+}
