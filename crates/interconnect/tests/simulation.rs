@@ -1,7 +1,9 @@
 //! Seeded simulation: a watch and a hub over the mock link with random faults and cuts.
 //! For every seed, 1,000 messages each way must arrive exactly once and in order, every
 //! `send` must resolve exactly once and succeed, and each side's events must form a legal
-//! sequence. A failing seed names itself: replay it with `SIM_SEED=N`.
+//! sequence. Beside them each side sets a state key again and again: the values the peer
+//! sees only ever rise, and it ends with the last one. A failing seed names itself:
+//! replay it with `SIM_SEED=N`.
 //!
 //! `SIM_SEEDS` sets how many seeds run (default 200).
 
@@ -38,6 +40,7 @@ fn legal_messages(side: &str, seed: u64, events: &[ConnectionEvent]) -> Vec<u32>
     let mut open = false;
     let mut opened_before = false;
     let mut messages = Vec::new();
+    let mut state = None;
     for (i, event) in events.iter().enumerate() {
         match event {
             ConnectionEvent::Open { is_reconnected } => {
@@ -58,6 +61,20 @@ fn legal_messages(side: &str, seed: u64, events: &[ConnectionEvent]) -> Vec<u32>
                 assert!(open, "seed {seed} {side}: message before open at event {i}");
                 let text = std::str::from_utf8(&message.payload).expect("utf-8");
                 messages.push(text.parse().expect("a number"));
+            }
+            ConnectionEvent::State { key, value } => {
+                assert!(open, "seed {seed} {side}: state before open at event {i}");
+                assert_eq!(key, "n", "seed {seed} {side}");
+                let n: u32 = value
+                    .as_ref()
+                    .expect("never removed")
+                    .decode()
+                    .expect("a number");
+                assert!(
+                    state.is_none_or(|last| n > last),
+                    "seed {seed} {side}: state {n} after {state:?} at event {i}"
+                );
+                state = Some(n);
             }
             other => panic!("seed {seed} {side}: unexpected event {other:?}"),
         }
@@ -100,13 +117,19 @@ async fn run_seed(seed: u64) -> u64 {
         // The phone app can send once the watch has opened its channel.
         while !conn.diagnosis(None).await.is_ok() {}
         let futures: Vec<_> = (0..MESSAGES)
-            .map(|i| conn.send_bytes(ContentType::Binary, Bytes::from(i.to_string())))
+            .map(|i| {
+                if i % 10 == 0 {
+                    conn.set_state("n", &i).expect("state");
+                }
+                conn.send_bytes(ContentType::Binary, Bytes::from(i.to_string()))
+            })
             .collect();
         let mut ok = 0;
         for future in futures {
             future.await.expect("send succeeds");
             ok += 1;
         }
+        conn.set_state("n", &MESSAGES).expect("state");
         ok
     };
     let watch_sent = tokio::spawn(send_all(conn.clone()));
@@ -136,6 +159,16 @@ async fn run_seed(seed: u64) -> u64 {
         expected,
         "seed {seed}: watch received"
     );
+    // Each side ends with the other's last value, whatever the link did meanwhile.
+    let settled = async {
+        let last = |c: &Connection| c.peer_state("n").and_then(|v| v.decode::<u32>().ok());
+        while last(&conn) != Some(MESSAGES) || last(&app) != Some(MESSAGES) {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(24 * 3600), settled)
+        .await
+        .unwrap_or_else(|_| panic!("seed {seed}: the last state did not arrive in a virtual day"));
     watch.shutdown().await;
     hub.shutdown().await;
     network.links_made()
