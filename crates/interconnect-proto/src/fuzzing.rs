@@ -3,15 +3,24 @@
 
 use bytes::{Bytes, BytesMut};
 
-use crate::{DEFAULT_MAX_FRAME_LEN, EncodeError, Frame, FrameDecoder};
+use crate::{DEFAULT_MAX_FRAME_LEN, EncodeError, Frame, FrameDecoder, StateUpdate};
 
 /// Feeds `data` to the incremental decoder in pieces whose sizes come from the data
 /// itself; every frame it yields must re-encode and decode to itself. The same bytes go
-/// through [`Frame::decode_batch`] as a sealed batch's plaintext.
+/// through [`Frame::decode_batch`] as a sealed batch's plaintext, and are read as a state
+/// update's payload.
 pub fn frame_decode(data: &[u8]) {
     let Some((&step, stream)) = data.split_first() else {
         return;
     };
+    if let Ok(update) = StateUpdate::decode(Bytes::copy_from_slice(stream)) {
+        assert!(
+            update.key.len() <= crate::MAX_STATE_KEY_LEN,
+            "a key past the limit"
+        );
+        let again = StateUpdate::decode(update.encode()).expect("a decoded update re-encodes");
+        assert_eq!(again, update);
+    }
     let step = usize::from(step.max(1));
     let max = 64 * 1024;
     // The same bytes as a sealed batch's plaintext: each inner frame re-encodes and
