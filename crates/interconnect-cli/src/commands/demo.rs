@@ -139,6 +139,29 @@ pub(crate) async fn demo() -> Result<(), Failure> {
         square == 144,
         json!({ "request": 12, "reply": square }),
     )?;
+    // Latest-wins state: three values set at once, the phone's app ends with the last.
+    for hr in [70, 71, 72] {
+        conn.set_state("heart-rate", &hr)?;
+    }
+    let mirrored = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            let held = app
+                .peer_state("heart-rate")
+                .and_then(|v| v.decode::<i64>().ok());
+            if held == Some(72) {
+                return held;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .ok()
+    .flatten();
+    check(
+        "state mirrored",
+        mirrored == Some(72),
+        json!({ "key": "heart-rate", "phone_holds": mirrored }),
+    )?;
 
     let path = dir.path().join("watch-log.bin");
     let content: Vec<u8> = (0..(8u32 << 20))

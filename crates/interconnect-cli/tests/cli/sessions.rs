@@ -26,6 +26,7 @@ fn demo_checks_every_step_and_exits_zero() {
             "version of an app not installed",
             "10 messages acknowledged",
             "request/reply",
+            "state mirrored",
             "messages arrived in order",
             "file stored and identical",
         ],
