@@ -44,6 +44,32 @@
 //!   after a link drop, and after the phone app closed it or the phone restarted
 //!   (`ConnectionEvent::Close { reopens: true, .. }`); only its own `close` ends it.
 //!
+//! - **State is latest-wins, and rides the channel too.** Besides messages, each side of
+//!   a connection holds named values ([`Connection::set_state`]) its peer mirrors
+//!   ([`ConnectionEvent::State`], [`Connection::peer_state`]). An update is a message of
+//!   the channel (sequenced, resent across link drops) with a key, an origin and a
+//!   version; one per key is on its way at a time and later values are coalesced into
+//!   the newest, so a burst of changes costs one update per key, and every value goes
+//!   again when the channel opens (a restarted peer has them all; a new origin tells the
+//!   peer the sender started over). Unlike a message, nothing is awaited and nothing in
+//!   between is promised: only that the newest arrives and an older never follows it.
+//!
+//!   ```no_run
+//!   # async fn f(watch: interconnect::Connection) -> Result<(), interconnect::Error> {
+//!   use interconnect::ConnectionEvent;
+//!   watch.set_state("heart-rate", &72)?;
+//!   // On the phone, the app's events carry each change, and the table is there to read:
+//!   # let phone = watch.clone();
+//!   let mut events = phone.events().unwrap();
+//!   while let Some(event) = events.next().await {
+//!       if let ConnectionEvent::State { key, value: Some(value) } = event {
+//!           println!("{key} = {}", value.decode::<u32>()?);
+//!       }
+//!   }
+//!   let now = phone.peer_state("heart-rate");
+//!   # Ok(()) }
+//!   ```
+//!
 //! - **Files ride the same session.** An offer names size and modification time; the
 //!   receiver answers with the offset it already holds (a partial file from an
 //!   interrupted attempt, found by a key derived from package, name, size and time, so it
