@@ -3,20 +3,15 @@
 //! that restarts gets the watch's state again and the watch drops the old phone's.
 //! Over the mock link, on tokio's paused clock.
 
-use std::path::Path;
 use std::time::Duration;
 
 use interconnect::*;
 use transport_mock::{Faults, MockNetwork};
 
-const PKG: &str = "com.example.fit";
+mod common;
+use common::{next, phone};
 
-async fn next(events: &mut Events) -> ConnectionEvent {
-    tokio::time::timeout(Duration::from_secs(600), events.next())
-        .await
-        .expect("an event within ten minutes")
-        .expect("the stream is open")
-}
+const PKG: &str = "com.example.fit";
 
 /// The next state event: its key and value (as JSON text), skipping other events.
 async fn next_state(events: &mut Events) -> (String, Option<String>) {
@@ -32,24 +27,51 @@ fn text(value: Option<Incoming>) -> Option<String> {
     value.map(|v| v.decode::<serde_json::Value>().unwrap().to_string())
 }
 
-async fn phone(network: &MockNetwork, dir: &Path) -> (Hub, Connection, Events) {
-    let hub = Hub::new(network.endpoints().1, Config::new(dir).unwrap());
-    let app = hub.register(PKG, 3, None).await.unwrap();
-    let events = app.events().unwrap();
-    (hub, app, events)
+/// A phone with the app registered and a watch with its connection, over a mock link
+/// that is reachable or not yet. A test binds every field it keeps alive (`_hub`: a
+/// field left to `..` would be dropped at once).
+struct Ends {
+    network: MockNetwork,
+    phone_dir: tempfile::TempDir,
+    hub: Hub,
+    app: Connection,
+    app_events: Events,
+    conn: Connection,
+    _watch: (Interconnect, tempfile::TempDir),
 }
 
-#[tokio::test(start_paused = true)]
-async fn values_set_before_the_link_is_up_arrive_as_the_newest_only() {
+async fn ends(reachable: bool) -> Ends {
     let (watch_dir, phone_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let network = MockNetwork::new(Faults::default());
-    network.set_reachable(false);
-    let (_hub, app, mut app_events) = phone(&network, phone_dir.path()).await;
+    network.set_reachable(reachable);
+    let (hub, app, app_events) = phone(&network, phone_dir.path(), PKG).await;
     let watch = Interconnect::new(
         network.endpoints().0,
         Config::new(watch_dir.path()).unwrap(),
     );
     let conn = watch.instance(PKG, None);
+    Ends {
+        network,
+        phone_dir,
+        hub,
+        app,
+        app_events,
+        conn,
+        _watch: (watch, watch_dir),
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn values_set_before_the_link_is_up_arrive_as_the_newest_only() {
+    let Ends {
+        network,
+        phone_dir: _phone_dir,
+        hub: _hub,
+        app,
+        mut app_events,
+        conn,
+        _watch,
+    } = ends(false).await;
     for hr in 60..=72 {
         conn.set_state("heart-rate", &hr).unwrap();
     }
@@ -71,14 +93,15 @@ async fn values_set_before_the_link_is_up_arrive_as_the_newest_only() {
 
 #[tokio::test(start_paused = true)]
 async fn both_sides_mirror_each_other_and_a_removal_arrives_as_no_value() {
-    let (watch_dir, phone_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let network = MockNetwork::new(Faults::default());
-    let (_hub, app, mut app_events) = phone(&network, phone_dir.path()).await;
-    let watch = Interconnect::new(
-        network.endpoints().0,
-        Config::new(watch_dir.path()).unwrap(),
-    );
-    let conn = watch.instance(PKG, None);
+    let Ends {
+        network: _network,
+        phone_dir: _phone_dir,
+        hub: _hub,
+        app,
+        mut app_events,
+        conn,
+        _watch,
+    } = ends(true).await;
     let mut events = conn.events().unwrap();
     assert!(conn.diagnosis(None).await.is_ok());
     app.set_state("units", &"metric").unwrap();
@@ -103,14 +126,15 @@ async fn both_sides_mirror_each_other_and_a_removal_arrives_as_no_value() {
 
 #[tokio::test(start_paused = true)]
 async fn values_set_while_the_app_reads_nothing_are_coalesced_not_queued() {
-    let (watch_dir, phone_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let network = MockNetwork::new(Faults::default());
-    let (_hub, _app, mut app_events) = phone(&network, phone_dir.path()).await;
-    let watch = Interconnect::new(
-        network.endpoints().0,
-        Config::new(watch_dir.path()).unwrap(),
-    );
-    let conn = watch.instance(PKG, None);
+    let Ends {
+        network: _network,
+        phone_dir: _phone_dir,
+        hub: _hub,
+        app: _app,
+        mut app_events,
+        conn,
+        _watch,
+    } = ends(true).await;
     assert!(conn.diagnosis(None).await.is_ok());
     // The phone's app reads nothing meanwhile: the first value waits for it
     // unacknowledged, so the next 999 have nowhere to go but the newest slot.
@@ -131,14 +155,15 @@ async fn values_set_while_the_app_reads_nothing_are_coalesced_not_queued() {
 
 #[tokio::test(start_paused = true)]
 async fn a_restarted_phone_gets_the_watch_state_and_the_watch_drops_the_old_phones() {
-    let (watch_dir, phone_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let network = MockNetwork::new(Faults::default());
-    let (hub, app, mut app_events) = phone(&network, phone_dir.path()).await;
-    let watch = Interconnect::new(
-        network.endpoints().0,
-        Config::new(watch_dir.path()).unwrap(),
-    );
-    let conn = watch.instance(PKG, None);
+    let Ends {
+        network,
+        phone_dir,
+        hub,
+        app,
+        mut app_events,
+        conn,
+        _watch,
+    } = ends(true).await;
     let mut events = conn.events().unwrap();
     conn.set_state("heart-rate", &72).unwrap();
     app.set_state("mode", &"run").unwrap();
@@ -148,7 +173,7 @@ async fn a_restarted_phone_gets_the_watch_state_and_the_watch_drops_the_old_phon
     // The phone process goes, and another starts from the same directory.
     hub.shutdown().await;
     drop((app, app_events));
-    let (_hub, app, mut app_events) = phone(&network, phone_dir.path()).await;
+    let (_hub, app, mut app_events) = phone(&network, phone_dir.path(), PKG).await;
     assert_eq!(
         next_state(&mut app_events).await,
         ("heart-rate".into(), Some("72".into())),

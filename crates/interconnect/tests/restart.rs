@@ -10,14 +10,10 @@ use interconnect::*;
 use interconnect_proto::{Code, DeviceId};
 use transport_mock::{Faults, MockNetwork};
 
-const PKG: &str = "com.example.fit";
+mod common;
+use common::{next, phone};
 
-async fn next(events: &mut Events) -> ConnectionEvent {
-    tokio::time::timeout(Duration::from_secs(600), events.next())
-        .await
-        .expect("an event within ten minutes")
-        .expect("the stream is open")
-}
+const PKG: &str = "com.example.fit";
 
 /// The next `n` messages, as numbers, skipping other events.
 async fn messages(events: &mut Events, n: usize) -> Vec<u32> {
@@ -30,14 +26,6 @@ async fn messages(events: &mut Events, n: usize) -> Vec<u32> {
     got
 }
 
-/// A phone started from its state directory, with the app registered.
-async fn phone(network: &MockNetwork, dir: &Path) -> (Hub, Connection, Events) {
-    let hub = Hub::new(network.endpoints().1, Config::new(dir).unwrap());
-    let app = hub.register(PKG, 3, None).await.unwrap();
-    let events = app.events().unwrap();
-    (hub, app, events)
-}
-
 /// Whether the phone's restart is a clean shutdown or the loss of the process.
 #[derive(Clone, Copy, Debug)]
 enum Restart {
@@ -48,7 +36,7 @@ enum Restart {
 async fn the_watch_carries_on_across_a_phone_restart(restart: Restart) {
     let (watch_dir, phone_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let network = MockNetwork::new(Faults::default());
-    let (hub, app, mut app_events) = phone(&network, phone_dir.path()).await;
+    let (hub, app, mut app_events) = phone(&network, phone_dir.path(), PKG).await;
     let watch = Interconnect::new(
         network.endpoints().0,
         Config::new(watch_dir.path()).unwrap(),
@@ -89,7 +77,7 @@ async fn the_watch_carries_on_across_a_phone_restart(restart: Restart) {
     // Sent while the phone is away.
     let during = tokio::spawn(conn.send(&3u32));
 
-    let (hub, _app, mut app_events) = phone(&network, phone_dir.path()).await;
+    let (hub, _app, mut app_events) = phone(&network, phone_dir.path(), PKG).await;
     // The same Connection: no new instance(), nothing lost, nothing twice.
     assert_eq!(
         messages(&mut app_events, 3).await,
@@ -171,7 +159,7 @@ async fn acknowledged_on_receipt_what_the_phone_held_unread_dies_with_it() {
         .expect("acknowledged on arrival, unread");
     hub.shutdown().await;
     drop(app);
-    let (_hub, _app, mut app_events) = phone(&network, phone_dir.path()).await;
+    let (_hub, _app, mut app_events) = phone(&network, phone_dir.path(), PKG).await;
     let after = conn.send(&2u32);
     assert_eq!(messages(&mut app_events, 1).await, [2], "1 was lost");
     after.await.unwrap();
@@ -219,7 +207,7 @@ async fn watch(network: &MockNetwork, dir: &Path) -> (Interconnect, Connection, 
 async fn the_phone_app_carries_on_when_the_watch_dies_and_starts_again() {
     let (watch_dir, phone_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let network = MockNetwork::new(Faults::default());
-    let (_hub, app, mut app_events) = phone(&network, phone_dir.path()).await;
+    let (_hub, app, mut app_events) = phone(&network, phone_dir.path(), PKG).await;
     let (watch_end, conn, mut events) = watch(&network, watch_dir.path()).await;
     assert!(matches!(
         next(&mut app_events).await,
@@ -256,7 +244,7 @@ async fn the_phone_app_carries_on_when_the_watch_dies_and_starts_again() {
 async fn a_watch_that_shuts_down_says_so_and_the_unread_messages_fail_with_1006() {
     let (watch_dir, phone_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let network = MockNetwork::new(Faults::default());
-    let (_hub, app, mut app_events) = phone(&network, phone_dir.path()).await;
+    let (_hub, app, mut app_events) = phone(&network, phone_dir.path(), PKG).await;
     let (watch_end, conn, events) = watch(&network, watch_dir.path()).await;
     assert!(matches!(
         next(&mut app_events).await,
@@ -415,7 +403,7 @@ async fn a_message_held_for_a_dead_watch() -> (
 ) {
     let (watch_dir, phone_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let network = MockNetwork::new(Faults::default());
-    let (hub, app, mut app_events) = phone(&network, phone_dir.path()).await;
+    let (hub, app, mut app_events) = phone(&network, phone_dir.path(), PKG).await;
     let (watch_end, conn, events) = watch(&network, watch_dir.path()).await;
     assert!(matches!(
         next(&mut app_events).await,
