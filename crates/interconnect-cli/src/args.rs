@@ -144,6 +144,19 @@ pub(crate) enum WatchCommand {
         #[arg(long)]
         meta: Option<String>,
     },
+    /// Sets a state key to a JSON value (`--remove`: removes it) and waits until the
+    /// phone's app took it (the phone mirrors the watch's state; `phone` prints a
+    /// `state` line).
+    State {
+        /// The key.
+        key: String,
+        /// The value, as JSON.
+        #[arg(required_unless_present = "remove")]
+        json: Option<String>,
+        /// Remove the key instead.
+        #[arg(long, conflicts_with = "json")]
+        remove: bool,
+    },
     /// Prints every event as a JSON line until the channel closes or Ctrl-C.
     Listen,
 }

@@ -32,6 +32,8 @@ pub const MAX_STATE_BYTES: usize = 64 * 1024;
 pub(crate) struct States {
     own: Mutex<Own>,
     peer: Mutex<Peer>,
+    /// Woken whenever this side's values change or land, and when the driver stops.
+    changed: tokio::sync::Notify,
 }
 
 impl Default for States {
@@ -43,6 +45,7 @@ impl Default for States {
         States {
             own: Mutex::new(own),
             peer: Mutex::default(),
+            changed: tokio::sync::Notify::new(),
         }
     }
 }
@@ -55,6 +58,8 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 /// This side's values.
 #[derive(Default)]
 struct Own {
+    /// The driver let go of the connection: nothing will land any more.
+    stopped: bool,
     /// Names this side's state as a whole (see `StateUpdate::origin`).
     origin: u64,
     keys: BTreeMap<String, OwnValue>,
@@ -236,6 +241,39 @@ impl States {
         } else if value.version == version && value.value.is_none() {
             own.keys.remove(&key);
         }
+        drop(own);
+        self.changed.notify_waiters();
+    }
+
+    /// Whether the peer holds every value this side set (none waits or is on its way);
+    /// an error once the driver stopped with some still unsent.
+    fn synced(&self) -> Option<Result<(), Error>> {
+        let own = lock(&self.own);
+        let pending = own.keys.values().any(|v| v.dirty || v.flight.is_some());
+        match (pending, own.stopped) {
+            (false, _) => Some(Ok(())),
+            (true, true) => Some(Err(Error::Stopped)),
+            (true, false) => None,
+        }
+    }
+
+    /// Resolves once the peer holds every value this side set (see `synced`).
+    pub(crate) async fn wait_synced(&self) -> Result<(), Error> {
+        loop {
+            let notified = self.changed.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if let Some(outcome) = self.synced() {
+                return outcome;
+            }
+            notified.await;
+        }
+    }
+
+    /// The driver let go of the connection: a waiter for the values to land stops.
+    pub(crate) fn stop(&self) {
+        lock(&self.own).stopped = true;
+        self.changed.notify_waiters();
     }
 
     /// The peer's update arrived: what changed, key by key, for the app (`None`: the

@@ -122,5 +122,6 @@ impl Drop for ConnSlot {
     fn drop(&mut self) {
         // The driver lets go of the connection: nothing queued may wait for it.
         self.sends.stop();
+        self.states.stop();
     }
 }

@@ -188,3 +188,30 @@ async fn a_restarted_phone_gets_the_watch_state_and_the_watch_drops_the_old_phon
     app.set_state("mode", &"walk").unwrap();
     assert_eq!(next_state(&mut events).await.1, Some("\"walk\"".into()));
 }
+
+#[tokio::test(start_paused = true)]
+async fn state_synced_resolves_once_the_peer_app_took_every_value() {
+    let Ends {
+        network,
+        phone_dir: _phone_dir,
+        hub: _hub,
+        app,
+        mut app_events,
+        conn,
+        _watch,
+    } = ends(false).await;
+    // The phone's app reads its events: taking a state event acknowledges it.
+    tokio::spawn(async move { while app_events.next().await.is_some() {} });
+    conn.set_state("heart-rate", &70).unwrap();
+    conn.set_state("steps", &1200).unwrap();
+    let early = tokio::time::timeout(Duration::from_secs(30), conn.state_synced()).await;
+    assert!(early.is_err(), "no link yet: nothing has landed");
+    network.set_reachable(true);
+    conn.set_state("heart-rate", &72).unwrap();
+    tokio::time::timeout(Duration::from_secs(60), conn.state_synced())
+        .await
+        .expect("synced within a minute")
+        .unwrap();
+    let held = |key| app.peer_state(key).map(|v| v.decode::<u32>().unwrap());
+    assert_eq!((held("heart-rate"), held("steps")), (Some(72), Some(1200)));
+}

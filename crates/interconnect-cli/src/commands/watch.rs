@@ -169,6 +169,22 @@ pub(crate) async fn run_watch_command(
             conn.send(&value).await?;
             Ok(json!({ "sent": true }))
         }
+        WatchCommand::State { key, json, remove } => {
+            ensure_open(conn, timeout).await?;
+            match json {
+                Some(text) if !remove => {
+                    let value: Value = serde_json::from_str(&text).map_err(|e| {
+                        failure(Code::OTHERS, format!("the value is not valid JSON: {e}"))
+                    })?;
+                    conn.set_state(&key, &value)?;
+                }
+                _ => conn.remove_state(&key)?,
+            }
+            tokio::time::timeout(timeout, conn.state_synced())
+                .await
+                .map_err(|_| failure(Code::TIMEOUT, "the phone's app did not take the state"))??;
+            Ok(json!({ "state": key, "synced": true }))
+        }
         WatchCommand::Request { json: text } => {
             let value: Value = serde_json::from_str(&text).map_err(|e| {
                 failure(Code::OTHERS, format!("the request is not valid JSON: {e}"))

@@ -113,3 +113,30 @@ fn phone_and_watch_in_two_processes() {
     assert!(!ok);
     assert_eq!(out[0]["code"], 1001);
 }
+
+#[test]
+fn a_watch_process_sets_state_that_the_phone_process_mirrors() {
+    let phone = Phone::start();
+    let (ok, out) = phone.watch(&["state", "heart-rate", "72"]);
+    assert!(ok, "{out:?}");
+    assert_eq!(
+        out[0],
+        serde_json::json!({ "state": "heart-rate", "synced": true })
+    );
+    let line = phone.expect_event("state");
+    assert_eq!(line["key"], "heart-rate");
+    assert_eq!(line["value"], 72);
+    // Another watch process is another origin: the phone drops the first one's value,
+    // then takes the new one.
+    let (ok, out) = phone.watch(&["state", "workout", r#"{"kind": "run"}"#]);
+    assert!(ok, "{out:?}");
+    let dropped = phone.expect_event("state");
+    assert_eq!(
+        (&dropped["key"], &dropped["value"]),
+        (&"heart-rate".into(), &serde_json::Value::Null)
+    );
+    let line = phone.expect_event("state");
+    assert_eq!(line["value"], serde_json::json!({ "kind": "run" }));
+    let (ok, out) = phone.watch(&["state", "workout"]);
+    assert!(!ok, "a value or --remove: {out:?}");
+}

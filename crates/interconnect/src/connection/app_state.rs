@@ -75,6 +75,18 @@ impl super::Connection {
         Ok(())
     }
 
+    /// Resolves once the peer holds every value this side set (none waits for a link or
+    /// is on its way; with the default [`Acknowledge::WhenTaken`](crate::Acknowledge), once
+    /// the peer's app took each `State` event): for an app that must know its state
+    /// arrived before it exits, say.
+    /// A value set meanwhile must arrive too. Each time the channel opens every value
+    /// goes again, so this waits for that as well. It never resolves for a peer that
+    /// reads no state: bound it with `tokio::time::timeout`. Fails with
+    /// [`Error::Stopped`] once the endpoint stopped with values unsent.
+    pub async fn state_synced(&self) -> Result<(), Error> {
+        self.shared.states.wait_synced().await
+    }
+
     /// The peer's value of the state `key`, if it set one (see
     /// [`set_state`](Self::set_state)). Decode it with [`Incoming::decode`].
     pub fn peer_state(&self, key: &str) -> Option<Incoming> {
