@@ -39,6 +39,10 @@ pub(crate) struct Queued {
     pub(crate) slot: u32,
 }
 
+/// Slots a connection keeps allocated once its sends are done (beyond that, the table is
+/// let go when it empties).
+const KEPT_SLOTS: usize = 1024;
+
 /// One connection's queued sends and the slots of their outcomes.
 #[derive(Default)]
 pub(crate) struct Sends {
@@ -202,6 +206,7 @@ impl Sends {
                 } => {
                     *entry = Slot::Free;
                     inner.free.push(slot);
+                    inner.shrink_when_idle();
                     None
                 }
                 Slot::Waiting { waker, .. } => {
@@ -251,9 +256,23 @@ impl Inner {
 
     fn release(&mut self, slot: u32) -> Result<(), Error> {
         self.free.push(slot);
-        match std::mem::take(&mut self.slots[slot as usize]) {
+        let result = match std::mem::take(&mut self.slots[slot as usize]) {
             Slot::Ready(result) => result,
             _ => Err(Error::Stopped),
+        };
+        self.shrink_when_idle();
+        result
+    }
+
+    /// Once every slot is free again, a table a burst of sends grew large is let go, so
+    /// the memory of a peak does not stay with the connection.
+    fn shrink_when_idle(&mut self) {
+        if self.slots.len() > KEPT_SLOTS && self.free.len() == self.slots.len() {
+            self.slots = Vec::new();
+            self.free = Vec::new();
+        }
+        if self.queued.is_empty() && self.queued.capacity() > KEPT_SLOTS {
+            self.queued = VecDeque::new();
         }
     }
 }
@@ -323,6 +342,27 @@ mod tests {
         let (later, queue) = sends.queue(ContentType::Binary, Exchange::OneWay, Bytes::new(), true);
         assert!(matches!(queue, Queue::Stopped));
         assert!(matches!(sends.try_take(later), Some(Err(Error::Stopped))));
+    }
+
+    #[test]
+    fn a_burst_leaves_no_large_table_behind() {
+        let sends = Sends::default();
+        let slots: Vec<u32> = (0..5_000).map(|_| queue(&sends)).collect();
+        let mut taken = VecDeque::new();
+        sends.take_queued(&mut taken);
+        for &slot in &slots {
+            sends.complete(slot, Ok(()));
+        }
+        for &slot in &slots {
+            assert!(sends.try_take(slot).is_some());
+        }
+        let inner = sends.lock();
+        assert!(
+            inner.slots.capacity() <= KEPT_SLOTS,
+            "{}",
+            inner.slots.capacity()
+        );
+        assert!(inner.queued.capacity() <= KEPT_SLOTS);
     }
 
     #[test]

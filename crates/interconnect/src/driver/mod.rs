@@ -496,6 +496,9 @@ impl Driver {
                 for send in batch.drain(..) {
                     self.on_send(key, send);
                 }
+                if batch.capacity() > 1024 {
+                    batch = Default::default(); // a burst's buffer is not kept
+                }
                 self.batch = batch;
             }
             Command::CancelSend {
