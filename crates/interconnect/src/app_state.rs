@@ -439,6 +439,40 @@ mod tests {
     }
 
     #[test]
+    fn a_peer_cannot_grow_the_table_past_its_bounds() {
+        let states = States::default();
+        let json = ContentType::Json;
+        for i in 0..1000u64 {
+            let update = StateUpdate {
+                key: format!("k{i}"),
+                origin: 1,
+                version: i + 1,
+                value: value("1"),
+            };
+            states.apply(json, update);
+        }
+        assert_eq!(
+            states.peer_all().len(),
+            MAX_STATE_KEYS,
+            "keys past the bound ignored"
+        );
+        // A held key may still change, within the bytes bound and not past it.
+        let big = |version, len| StateUpdate {
+            key: "k0".into(),
+            origin: 1,
+            version,
+            value: Some(Bytes::from(vec![b'x'; len])),
+        };
+        let room = MAX_STATE_BYTES - (MAX_STATE_KEYS - 1);
+        assert_eq!(states.apply(json, big(2000, room)).len(), 1);
+        assert!(
+            states.apply(json, big(2001, room + 1)).is_empty(),
+            "past the bytes"
+        );
+        assert_eq!(states.peer("k0").unwrap().payload.len(), room);
+    }
+
+    #[test]
     fn the_peer_side_keeps_the_newest_and_drops_an_old_origin() {
         let states = States::default();
         let update = |origin, version, v: Option<Bytes>| StateUpdate {
