@@ -253,17 +253,26 @@ pub mod tcp {
         });
         let addr = addr_rx.await?;
         let dialer = transport_tcp::TcpDialer::with_config(addr, tcp_config());
-        let watch = Interconnect::new(dialer, bulk_config(1, security));
-        let conn = watch.instance("bench", None);
-        if !conn.diagnosis(None).await.is_ok() {
-            return Err("the channel did not open".into());
-        }
+        let (watch, conn) = watch_channel(dialer, bulk_config(1, security)).await?;
         Ok(Ends {
             _watch: watch,
             conn,
             stored,
             _stop: stop,
         })
+    }
+
+    /// A watch over `dialer` with the `bench` package's channel open.
+    pub async fn watch_channel(
+        dialer: transport_tcp::TcpDialer,
+        config: Config,
+    ) -> Result<(Interconnect, interconnect::Connection), BoxError> {
+        let watch = Interconnect::new(dialer, config);
+        let conn = watch.instance("bench", None);
+        if !conn.diagnosis(None).await.is_ok() {
+            return Err("the channel did not open".into());
+        }
+        Ok((watch, conn))
     }
 
     fn tcp_config() -> transport_tcp::TcpConfig {

@@ -14,7 +14,7 @@ use futures_util::{SinkExt, StreamExt};
 use interconnect::{
     Config, ConnectionEvent, DeviceIdentity, Hub, IdentityFile, Interconnect, NoiseConfig, Security,
 };
-use interconnect_benches::tcp::{BoxError, median, on_own_thread};
+use interconnect_benches::tcp::{BoxError, median, on_own_thread, watch_channel};
 use interconnect_proto::{ContentType, DeviceId};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
@@ -104,11 +104,7 @@ async fn ends(security: Security, n: usize) -> Result<Ends, BoxError> {
     let addr = addr_rx.await?;
     let mut config = Config::in_memory(DeviceId([1; 16]));
     config.session.security = security;
-    let watch = Interconnect::new(transport_tcp::TcpDialer::new(addr), config);
-    let conn = watch.instance("bench", None);
-    if !conn.diagnosis(None).await.is_ok() {
-        return Err("the channel did not open".into());
-    }
+    let (watch, conn) = watch_channel(transport_tcp::TcpDialer::new(addr), config).await?;
     Ok(Ends {
         _watch: watch,
         conn,

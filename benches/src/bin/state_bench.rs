@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use interconnect::{
     Config, ConnectionEvent, DeviceIdentity, Hub, IdentityFile, Interconnect, NoiseConfig, Security,
 };
-use interconnect_benches::tcp::{BoxError, median, on_own_thread};
+use interconnect_benches::tcp::{BoxError, median, on_own_thread, watch_channel};
 use interconnect_proto::DeviceId;
 use tokio::sync::oneshot;
 
@@ -72,11 +72,7 @@ async fn ends(n: usize) -> Result<Ends, BoxError> {
         Ok::<_, BoxError>(())
     });
     let addr = addr_rx.await?;
-    let watch = Interconnect::new(transport_tcp::TcpDialer::new(addr), config(1));
-    let conn = watch.instance("bench", None);
-    if !conn.diagnosis(None).await.is_ok() {
-        return Err("the channel did not open".into());
-    }
+    let (watch, conn) = watch_channel(transport_tcp::TcpDialer::new(addr), config(1)).await?;
     Ok(Ends {
         _watch: watch,
         conn,
