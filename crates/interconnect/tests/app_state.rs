@@ -5,6 +5,7 @@
 
 use std::time::Duration;
 
+use bytes::Bytes;
 use interconnect::*;
 use transport_mock::{Faults, MockNetwork};
 
@@ -214,4 +215,43 @@ async fn state_synced_resolves_once_the_peer_app_took_every_value() {
         .unwrap();
     let held = |key| app.peer_state(key).map(|v| v.decode::<u32>().unwrap());
     assert_eq!((held("heart-rate"), held("steps")), (Some(72), Some(1200)));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_value_larger_than_the_link_carries_is_an_error_event_not_a_stuck_key() {
+    let (watch_dir, phone_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let network = MockNetwork::new(Faults {
+        max_frame_len: 4096,
+        ..Faults::default()
+    });
+    let (_hub, app, mut app_events) = phone(&network, phone_dir.path(), PKG).await;
+    tokio::spawn(async move { while app_events.next().await.is_some() {} });
+    let watch = Interconnect::new(
+        network.endpoints().0,
+        Config::new(watch_dir.path()).unwrap(),
+    );
+    let conn = watch.instance(PKG, None);
+    let mut events = conn.events().unwrap();
+    assert!(conn.diagnosis(None).await.is_ok());
+    let large = Bytes::from(vec![b'x'; 10_000]);
+    conn.set_state_bytes("log", ContentType::Binary, large)
+        .unwrap();
+    conn.set_state("heart-rate", &72).unwrap();
+    loop {
+        if let ConnectionEvent::Error { code, .. } = next(&mut events).await {
+            assert_eq!(code, Code::TOO_LARGE);
+            break;
+        }
+    }
+    // Given up, the large value holds nothing back: the other key arrives, and the
+    // state counts as synced.
+    tokio::time::timeout(Duration::from_secs(60), conn.state_synced())
+        .await
+        .expect("synced within a minute")
+        .unwrap();
+    assert!(app.peer_state("log").is_none());
+    assert_eq!(
+        app.peer_state("heart-rate").map(|v| v.payload),
+        Some("72".into())
+    );
 }
