@@ -382,6 +382,31 @@ def check_state_example(doc, kinds, types):
     return len(lines) // 3
 
 
+def check_durable_example(doc, kinds, types):
+    """The durable example: Data frames whose exchange is Durable, their payload read
+    with the layout the document gives for a durable message; returns how many."""
+    layout = re.search(r"the payload is\s+`([^`]+)`, then the message's\s+bytes raw", doc)
+    check(layout is not None, "the document gives the layout of a durable message")
+    fields_of = [(f.strip(), t.strip()) for f, _, t in
+                 (item.partition(":") for item in split_top(layout.group(1)))]
+    block = section(doc, "<!-- durable example:", "<!-- end of the durable example -->")
+    lines = [l.strip() for l in block.splitlines() if l and not l.startswith(("<", "```"))]
+    check(len(lines) >= 3 and len(lines) % 3 == 0, "durable example: frame, fields, message")
+    seen = {}
+    for head, body, durable in zip(lines[::3], lines[1::3], lines[2::3]):
+        name, fields = decode(kinds, types, bytes.fromhex(head.split()[1]))
+        check(name == "Data" and fields["exchange"] == "Durable", "a durable message is a Data of exchange Durable")
+        check(fields == json.loads(body), "durable example: the fields printed under it")
+        r = Reader(bytes.fromhex(fields["payload"]))
+        got = {field: types.decode(ty, r) for field, ty in fields_of}
+        got["message"] = r.rest().hex()
+        check(got == json.loads(durable.split(" ", 1)[1]), f"durable example: the message {got}")
+        key = (got["origin"], got["seq"])
+        check(seen.get(key, got["message"]) == got["message"], "a resend carries the same message")
+        seen[key] = got["message"]
+    return len(lines) // 3
+
+
 def check_session(path, kinds, types):
     """Follows a recorded session against "Sessions, step by step"; returns (links, frames)."""
     state = {
@@ -612,6 +637,7 @@ def main():
     examples = check_examples(doc, kinds, types)
     file_bytes = check_file_example(doc, kinds, types)
     state_updates = check_state_example(doc, kinds, types)
+    durables = check_durable_example(doc, kinds, types)
     suites = check_transcript(doc, kinds, types)
     session = sys.argv[2] if len(sys.argv) > 2 else None
     links = frames = 0
@@ -621,7 +647,7 @@ def main():
         print(f"{len(FAILURES)} check(s) failed")
         sys.exit(1)
     print(f"wire.py: {len(kinds)} kinds, {examples} examples, a {file_bytes}-byte file, "
-          f"{state_updates} state updates and the transcripts of {suites} suites decode and encode back byte for byte; every SHA-256, "
+          f"{state_updates} state updates, {durables} durable messages and the transcripts of {suites} suites decode and encode back byte for byte; every SHA-256, "
           f"BLAKE3 and layout value agrees")
     if session:
         print(f"wire.py: the recorded session ({links} links, {frames} frames) follows "

@@ -61,6 +61,10 @@ pub(crate) enum Command {
         /// pinned (with --max-watches above 1; the first watch is, while none is pinned).
         #[arg(long = "admit-secs", default_value_t = 0)]
         admit_secs: u64,
+        /// A store file (created if missing): the app's cursors of the watches' durable
+        /// messages live there, so a restarted phone never prints one twice.
+        #[arg(long, value_name = "FILE")]
+        store: Option<PathBuf>,
         #[command(flatten)]
         security: SecurityArgs,
     },
@@ -82,6 +86,10 @@ pub(crate) enum Command {
         /// watches prints it beside the watch's events.
         #[arg(long)]
         name: Option<String>,
+        /// A store file (created if missing) for durable messages (`send --durable`):
+        /// what it holds is delivered by any later `watch` command on the same store.
+        #[arg(long, value_name = "FILE", global = true)]
+        store: Option<PathBuf>,
         #[command(flatten)]
         security: SecurityArgs,
         #[command(subcommand)]
@@ -126,11 +134,20 @@ pub(crate) enum WatchCommand {
     Version,
     /// The vendor API's diagnosis: 0, 204, 1001 or 1000 (with the precise code).
     Diagnosis,
-    /// Sends a JSON message and waits for the acknowledgement.
+    /// Sends a JSON message and waits for the acknowledgement. With `--durable` (and
+    /// `--store`): commits it, prints its id, and waits for its delivery until the
+    /// timeout, exiting 0 either way (a later command on the store delivers the rest);
+    /// `-` commits each line of stdin, one JSON message per line.
     Send {
-        /// The message, as JSON.
+        /// The message, as JSON (`-` with `--durable`: one per line of stdin).
         json: String,
+        /// Kept in the store until the phone's app took it, across restarts.
+        #[arg(long)]
+        durable: bool,
     },
+    /// What the store's outbox holds: the last id given, and each message not yet
+    /// delivered.
+    Outstanding,
     /// Sends a JSON request and prints the reply.
     Request {
         /// The request, as JSON.

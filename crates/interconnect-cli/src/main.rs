@@ -62,6 +62,7 @@ fn main() -> ExitCode {
                 handle_ms,
                 max_watches,
                 admit_secs,
+                store,
                 security,
             } => {
                 let app = PhoneApp {
@@ -71,6 +72,7 @@ fn main() -> ExitCode {
                     handle: Duration::from_millis(handle_ms),
                     max_watches,
                     admit: Duration::from_secs(admit_secs),
+                    store,
                 };
                 let mut files = FilesConfig::new(files_dir);
                 files.reserve_free_bytes = reserve_free_mib.saturating_mul(1 << 20);
@@ -82,6 +84,7 @@ fn main() -> ExitCode {
                 signature,
                 timeout_ms,
                 name,
+                store,
                 security,
                 command,
             } => {
@@ -91,6 +94,7 @@ fn main() -> ExitCode {
                     package,
                     signature,
                     name,
+                    store,
                 };
                 watch(target, timeout, &security, command).await
             }

@@ -22,6 +22,16 @@ impl From<Error> for Failure {
     }
 }
 
+/// The store at `path`, if one was given: a damaged or busy file fails the command
+/// (4005) before anything is sent.
+pub(crate) fn open_store(
+    path: Option<&std::path::Path>,
+) -> Result<Option<interconnect::Store>, Failure> {
+    path.map(interconnect::Store::open)
+        .transpose()
+        .map_err(|e| failure(Code::STORAGE, e.to_string()))
+}
+
 pub(crate) fn failure(code: Code, message: impl Into<String>) -> Failure {
     Failure {
         code,
@@ -103,6 +113,7 @@ pub(crate) fn event_json(event: &ConnectionEvent) -> Value {
         } => {
             json!({ "event": "file_progress", "transfer": transfer, "bytes_done": bytes_done, "total": total })
         }
+        ConnectionEvent::Delivered { id } => json!({ "event": "delivered", "id": id }),
         other => json!({ "event": format!("{other:?}") }),
     }
 }

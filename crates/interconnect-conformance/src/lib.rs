@@ -24,7 +24,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use interconnect::{
     ClosedBy, Config, Connection, ConnectionEvent, Events, FilesConfig, Hub, Interconnect, Link,
-    LinkReceiver, LinkSender, Transport, TransportError,
+    LinkReceiver, LinkSender, Store, Transport, TransportError,
 };
 use interconnect_proto::{Code, ContentType, DeviceId};
 use tokio::sync::watch;
@@ -65,6 +65,7 @@ macro_rules! conformance_tests {
             diagnosis_and_version,
             refusals_1001_1002_1007,
             state_both_ways_across_a_link_cut,
+            durable_both_ways_across_a_link_cut,
         );
     };
     (@cases $harness:ty, $make:expr, $($case:ident),* $(,)?) => {
@@ -241,8 +242,11 @@ pub mod cases {
         files.reserve_free_bytes = 0;
         phone.files = Some(files);
         phone.seed = Some(2);
+        let store = |dir: &tempfile::TempDir| Store::open(dir.path().join("store.redb"));
+        phone.store = Some(store(&recv_dir).expect("the phone's store"));
         let mut watch = Config::in_memory(DeviceId([1; 16]));
         watch.seed = Some(1);
+        watch.store = Some(store(&send_dir).expect("the watch's store"));
         watch.backoff.initial = Duration::from_millis(20);
         Ends {
             hub: Hub::new(phone_transport, phone),
@@ -607,5 +611,56 @@ pub mod cases {
         let held = app.peer_state("heart-rate").map(|v| v.decode::<u32>());
         assert_eq!(held, Some(Ok(90)));
         assert!(conn.peer_states().is_empty());
+    }
+
+    /// Durable messages both ways: every one arrives once and in order although the link
+    /// is cut while they flow, and each sender hears of each delivery.
+    pub async fn durable_both_ways_across_a_link_cut<H: Harness>(harness: &H) {
+        let e = ends(harness).await;
+        let (conn, app) = open(&e).await;
+        let mut watch_events = conn.events().unwrap();
+        let mut app_events = app.events().unwrap();
+        for n in 0..30u32 {
+            assert_eq!(conn.send_durable(&n).await, Ok(u64::from(n) + 1));
+        }
+        let mut got = Vec::new();
+        while got.len() < 10 {
+            got.push(next_message(&mut app_events).await.decode::<u32>().unwrap());
+        }
+        e.cutter.cut();
+        for n in 100..105u32 {
+            app.send_durable(&n).await.expect("committed");
+        }
+        while got.len() < 30 {
+            got.push(next_message(&mut app_events).await.decode::<u32>().unwrap());
+        }
+        assert_eq!(got, (0..30).collect::<Vec<_>>(), "once each, in order");
+        let mut back = Vec::new();
+        let mut delivered = Vec::new();
+        while back.len() < 5 || delivered.last() != Some(&30) {
+            // The phone's app keeps reading, as an app does: a resend of what it held
+            // unread when the link came back is dropped as it takes it.
+            let event = tokio::select! {
+                event = next(&mut watch_events) => event,
+                Some(event) = app_events.next() => {
+                    assert!(!matches!(event, ConnectionEvent::Message(_)), "{event:?}");
+                    continue;
+                }
+            };
+            match event {
+                ConnectionEvent::Message(m) => back.push(m.decode::<u32>().unwrap()),
+                ConnectionEvent::Delivered { id } => delivered.push(id),
+                _ => {}
+            }
+        }
+        assert_eq!(back, (100..105).collect::<Vec<_>>());
+        assert_eq!(
+            delivered,
+            (1..=30).collect::<Vec<_>>(),
+            "each delivery told once"
+        );
+        let sent = tokio::time::timeout(Duration::from_secs(60), app.delivered(5)).await;
+        assert_eq!(sent.expect("in a minute"), Ok(()));
+        assert!(conn.outstanding().is_empty() && app.outstanding().is_empty());
     }
 }

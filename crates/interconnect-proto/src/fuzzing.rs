@@ -3,12 +3,12 @@
 
 use bytes::{Bytes, BytesMut};
 
-use crate::{DEFAULT_MAX_FRAME_LEN, EncodeError, Frame, FrameDecoder, StateUpdate};
+use crate::{DEFAULT_MAX_FRAME_LEN, DurableHead, EncodeError, Frame, FrameDecoder, StateUpdate};
 
 /// Feeds `data` to the incremental decoder in pieces whose sizes come from the data
 /// itself; every frame it yields must re-encode and decode to itself. The same bytes go
 /// through [`Frame::decode_batch`] as a sealed batch's plaintext, and are read as a state
-/// update's payload.
+/// update's payload and a durable message's.
 pub fn frame_decode(data: &[u8]) {
     let Some((&step, stream)) = data.split_first() else {
         return;
@@ -20,6 +20,10 @@ pub fn frame_decode(data: &[u8]) {
         );
         let again = StateUpdate::decode(update.encode()).expect("a decoded update re-encodes");
         assert_eq!(again, update);
+    }
+    if let Ok((head, message)) = DurableHead::decode(Bytes::copy_from_slice(stream)) {
+        let again = DurableHead::decode(head.encode(&message)).expect("a decoded head re-encodes");
+        assert_eq!(again, (head, message));
     }
     let step = usize::from(step.max(1));
     let max = 64 * 1024;

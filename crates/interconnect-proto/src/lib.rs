@@ -47,6 +47,7 @@ mod code;
 #[cfg(feature = "codec")]
 mod codec;
 mod decoder;
+mod durable;
 mod error;
 mod frame;
 #[cfg(any(test, feature = "arbitrary"))]
@@ -61,6 +62,7 @@ pub use code::Code;
 #[cfg(feature = "codec")]
 pub use codec::{CodecError, FrameCodec};
 pub use decoder::FrameDecoder;
+pub use durable::{DurableHead, MAX_DURABLE_HEAD_LEN};
 pub use error::{DecodeError, EncodeError};
 pub use frame::{
     Accept, Ack, Batch, Capabilities, ChannelId, Close, ContentType, Data, DeviceId, ErrorReport,

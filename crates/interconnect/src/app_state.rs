@@ -93,9 +93,12 @@ struct Peer {
     bytes: usize,
 }
 
-/// Updates on their way are numbered below this bit; the driver gives them send ids
-/// with it set, apart from the slots of messages.
+/// The driver gives updates on their way send ids with this bit set, apart from the
+/// slots of messages (and from durable messages' flights); they are numbered below
+/// [`FLIGHTS`].
 pub(crate) const FLIGHT: u32 = 1 << 31;
+/// Updates on their way are numbered below this.
+const FLIGHTS: u32 = 1 << 30;
 
 /// What the driver hands the session for one key.
 pub(crate) struct Outgoing {
@@ -172,7 +175,7 @@ impl States {
         } = &mut *own;
         let mut flight = || {
             let flight = *next_flight;
-            *next_flight = (*next_flight + 1) % FLIGHT;
+            *next_flight = (*next_flight + 1) % FLIGHTS;
             flight
         };
         let mut out = Vec::new();

@@ -34,6 +34,16 @@ pub(crate) enum Command {
     States {
         key: u64,
     },
+    /// The connection's outbox committed messages since the driver last looked.
+    Durable {
+        key: u64,
+    },
+    /// The app cancels a durable message: whether it was.
+    CancelDurable {
+        key: u64,
+        id: u64,
+        done: oneshot::Sender<bool>,
+    },
     CancelSend {
         key: u64,
         /// The send's slot in the connection's `Sends`.
@@ -116,6 +126,7 @@ pub(crate) struct ConnSlot {
     pub(crate) state: watch::Sender<ConnState>,
     pub(crate) sends: std::sync::Arc<Sends>,
     pub(crate) states: std::sync::Arc<crate::app_state::States>,
+    pub(crate) outbox: std::sync::Arc<crate::outbox::Outbox>,
 }
 
 impl Drop for ConnSlot {
@@ -123,5 +134,6 @@ impl Drop for ConnSlot {
         // The driver lets go of the connection: nothing queued may wait for it.
         self.sends.stop();
         self.states.stop();
+        self.outbox.stop();
     }
 }

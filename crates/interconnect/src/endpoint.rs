@@ -62,6 +62,14 @@ pub struct Config {
     ///
     /// [`Transport::accepts_while_linked`]: crate::Transport::accepts_while_linked
     pub max_watches: usize,
+    /// Where durable messages are kept until the peer's app took them, and what this
+    /// side's apps took of the peer's ([`Connection::send_durable`]); `None`, the
+    /// default, makes `send_durable` fail with [`Error::NoStore`](crate::Error::NoStore)
+    /// (durable messages from the peer still arrive, each once while this process
+    /// lives).
+    ///
+    /// [`Connection::send_durable`]: crate::Connection::send_durable
+    pub store: Option<crate::Store>,
     /// The session: this device's id and security, timers and limits. Its `role` is set
     /// by [`Hub`] (phone) or [`Interconnect`] (watch), `reliable_link` by the transport
     /// ([`Transport::is_reliable`](crate::Transport::is_reliable)), and a
@@ -114,6 +122,7 @@ impl Config {
             files: None,
             known_peers: None,
             max_watches: 1,
+            store: None,
             session: SessionConfig::new(
                 Role::Watch,
                 device_id,
@@ -168,6 +177,7 @@ struct Endpoint {
     next_key: AtomicU64,
     send_timeout: Duration,
     max_unread: usize,
+    store: Option<crate::Store>,
 }
 
 impl Endpoint {
@@ -183,6 +193,8 @@ impl Endpoint {
         session.receives_files = config.files.is_some();
         session.security = with_known_peers(session.security, config.known_peers.as_ref());
         let (reporter, security_events) = Reporter::new();
+        let cursors = std::sync::Arc::new(crate::cursors::Cursors::new(config.store.clone()));
+        let store = config.store.clone();
         let several = role == Role::Phone && config.max_watches > 1;
         if several && !transport.accepts_while_linked() {
             tracing::warn!(
@@ -200,6 +212,8 @@ impl Endpoint {
                 max_unread: config.max_unread,
                 send_timeout: config.send_timeout,
                 max_watches: config.max_watches,
+                store: config.store,
+                cursors,
             };
             let parts = reception::spawn(template, transport, reporter);
             // Each watch's connection reads its own link; the hub's has no rate.
@@ -214,6 +228,7 @@ impl Endpoint {
                 files: config.files,
                 known_peers: config.known_peers,
                 reporter,
+                cursors,
             };
             let parts = driver::spawn(setup, transport);
             (parts.commands, None, parts.status, parts.meter, parts.task)
@@ -231,6 +246,7 @@ impl Endpoint {
             next_key: AtomicU64::new(1),
             send_timeout: config.send_timeout,
             max_unread: config.max_unread,
+            store,
         }
     }
 
@@ -243,6 +259,7 @@ impl Endpoint {
             self.link.clone(),
             self.max_unread,
             self.send_timeout,
+            crate::outbox::Outbox::load(self.store.clone(), package.to_owned()),
         );
         (key, slot, conn)
     }
@@ -285,6 +302,10 @@ impl Endpoint {
         let mut task = self.task.lock().await;
         if let Some(task) = task.take() {
             let _ = task.await;
+        }
+        // What the driver queued for the store is on the disk before this returns.
+        if let Some(store) = &self.store {
+            store.idle().await;
         }
     }
 }

@@ -87,6 +87,26 @@ pub enum Error {
         /// The bound.
         max: usize,
     },
+    /// [`Connection::send_durable`](crate::Connection::send_durable) on an endpoint
+    /// with no store ([`Config::store`](crate::Config::store)): nothing was kept (1000).
+    #[error("durable messages need a store: set Config::store")]
+    NoStore,
+    /// The durable outbox is full (its `limit`: messages or bytes); nothing was kept
+    /// (1000). It empties as the peer's app takes what it holds.
+    #[error("the durable outbox holds at most {max} {limit}")]
+    OutboxFull {
+        /// Which bound: `"messages"` or `"bytes"`.
+        limit: &'static str,
+        /// The bound.
+        max: usize,
+    },
+    /// The store could not be read or written (4005): what it reported committed
+    /// before is still there.
+    #[error("the store failed: {0}")]
+    Store(#[source] Cause),
+    /// The app cancelled the durable message before it was delivered (1000).
+    #[error("cancelled before it was delivered")]
+    Cancelled,
     /// Any other failure, with its code.
     #[error("error {code}: {message}")]
     Other {
@@ -106,13 +126,16 @@ impl Error {
             Error::Refused { code, .. }
             | Error::Other { code, .. }
             | Error::Transfer { code, .. } => *code,
-            Error::Io(_) => Code::STORAGE,
+            Error::Io(_) | Error::Store(_) => Code::STORAGE,
             Error::TooLarge { .. } => Code::TOO_LARGE,
             Error::Serialization(_)
             | Error::QueueFull { .. }
             | Error::SeveralWatches
             | Error::OneWatch
-            | Error::StateLimit { .. } => Code::OTHERS,
+            | Error::StateLimit { .. }
+            | Error::NoStore
+            | Error::OutboxFull { .. }
+            | Error::Cancelled => Code::OTHERS,
         }
     }
 

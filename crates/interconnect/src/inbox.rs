@@ -133,12 +133,12 @@ mod tests {
     fn event(n: u32) -> Queued {
         let code = interconnect_proto::Code(n as u16);
         let message = String::new();
-        (ConnectionEvent::Error { code, message }, None)
+        (ConnectionEvent::Error { code, message }, None, None)
     }
 
     fn code(event: Option<Queued>) -> Option<u32> {
         match event {
-            Some((ConnectionEvent::Error { code, .. }, _)) => Some(u32::from(code.0)),
+            Some((ConnectionEvent::Error { code, .. }, _, _)) => Some(u32::from(code.0)),
             _ => None,
         }
     }

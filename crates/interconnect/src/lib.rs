@@ -70,6 +70,27 @@
 //!   # Ok(()) }
 //!   ```
 //!
+//! - **Three ways to send, each with its own promise.** [`Connection::send`] is live:
+//!   kept in memory until the peer's app took it, failing with 204 or 1006 when it does
+//!   not in time. [`Connection::send_durable`] is kept in a [`Store`] (a redb file set in
+//!   [`Config::store`]) until the peer's app took it, across kills and restarts of
+//!   either process, in order and handed over once (the receiver's cursor moves on its
+//!   disk before its app gets the message); [`ConnectionEvent::Delivered`] says when.
+//!   [`Connection::set_state`] delivers only each key's newest value.
+//!
+//!   ```no_run
+//!   # async fn f(dir: &std::path::Path, link: transport_mock::MockDialer) -> Result<(), Box<dyn std::error::Error>> {
+//!   use interconnect::{Config, Interconnect, Store};
+//!   let mut config = Config::new(dir)?;
+//!   config.store = Some(Store::open(dir.join("store.redb"))?);
+//!   let watch = Interconnect::new(link, config);
+//!   let conn = watch.instance("com.example.fit", None);
+//!   let id = conn.send_durable(&serde_json::json!({ "steps": 4210 })).await?;
+//!   // On the disk: it reaches the phone's app once, whatever happens to either process.
+//!   conn.delivered(id).await?;
+//!   # Ok(()) }
+//!   ```
+//!
 //! - **Files ride the same session.** An offer names size and modification time; the
 //!   receiver answers with the offset it already holds (a partial file from an
 //!   interrupted attempt, found by a key derived from package, name, size and time, so it
@@ -102,14 +123,17 @@ mod app_state;
 mod clock;
 mod command;
 mod connection;
+mod cursors;
 mod driver;
 mod endpoint;
 mod error;
 mod files;
 mod inbox;
+mod outbox;
 pub mod security;
 mod sends;
 mod state;
+mod store;
 mod transport;
 mod watches;
 
@@ -121,6 +145,7 @@ pub use error::{Cause, Error};
 pub use files::{FilesConfig, sanitize_file_name};
 pub use interconnect_core::{Acknowledge, ClosedBy, SessionConfig, sans_io, time};
 pub use interconnect_proto::{Code, ContentType, DeviceId};
+pub use outbox::{MAX_OUTBOX_BYTES, MAX_OUTBOX_MESSAGES, Outstanding};
 pub use security::{
     CipherSuite, DeviceIdentity, Fingerprint, IdentityError, IdentityFile, KnownPeers,
     MIN_REKEY_INTERVAL, NoiseConfig, PairingCode, PairingRequest, ParseFingerprintError, Security,
@@ -130,6 +155,7 @@ pub use state::{
     ConnectionEvent, Diagnosis, Incoming, LinkLimits, PeerDeviceStatus, Progress, ReadyState,
     Throughput, decode_meta,
 };
+pub use store::{Store, StoreError};
 pub use transport::{Link, LinkReceiver, LinkSender, Phy, Radio, Transport, TransportError};
 pub use watches::{Device, Watch, Watches};
 

@@ -172,6 +172,13 @@ pub enum ConnectionEvent {
         /// Size in bytes.
         size: u64,
     },
+    /// The peer's app took the durable message `id`
+    /// ([`Connection::send_durable`](crate::Connection::send_durable)). Given again after
+    /// a restart if this app had not taken the event before it ended.
+    Delivered {
+        /// The id `send_durable` returned.
+        id: u64,
+    },
     /// `onerror`: e.g. the open was refused (1001, 1002, 1007), or an incoming file
     /// failed (its partial file is removed).
     Error {
@@ -215,9 +222,26 @@ pub(crate) struct ConnState {
     pub(crate) refused: Option<(Code, bool)>,
 }
 
-/// What the driver queues for an app: an event, and for a message the receipt that
-/// acknowledges it once taken.
-pub(crate) type Queued = (ConnectionEvent, Option<Receipt>);
+/// What the driver queues for an app: an event, for a message the receipt that
+/// acknowledges it once taken, and what taking it must do besides.
+pub(crate) type Queued = (ConnectionEvent, Option<Receipt>, Option<Mark>);
+
+/// What taking an event does besides acknowledging it.
+pub(crate) enum Mark {
+    /// A durable message: the app gets it only if its number is above the cursor of its
+    /// origin, which moves (on the disk, with a store) before the app has it.
+    Durable {
+        cursors: std::sync::Arc<crate::cursors::Cursors>,
+        /// The peer and app it came from.
+        scope: std::sync::Arc<str>,
+        head: interconnect_proto::DurableHead,
+    },
+    /// A delivery: once the app took the event the store forgets it.
+    Delivered {
+        outbox: std::sync::Arc<crate::outbox::Outbox>,
+        seq: u64,
+    },
+}
 
 /// Messages the driver queued for the app that the app has not taken yet. Past
 /// `max_unread` messages or `MAX_UNREAD_BYTES` bytes the driver stops acknowledging the

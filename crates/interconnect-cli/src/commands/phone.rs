@@ -20,6 +20,8 @@ pub(crate) struct PhoneApp {
     pub(crate) max_watches: usize,
     /// How long new watches are pinned by first use.
     pub(crate) admit: Duration,
+    /// The store file, if any.
+    pub(crate) store: Option<std::path::PathBuf>,
 }
 
 pub(crate) async fn phone(
@@ -38,6 +40,7 @@ pub(crate) async fn phone(
     config.session.security = setup.security;
     config.known_peers = setup.known_peers;
     config.max_watches = app.max_watches;
+    config.store = open_store(app.store.as_deref())?;
     print_listening(listener.local_addr());
     let hub = Hub::new(listener, config);
     if let Some(events) = hub.security_events() {

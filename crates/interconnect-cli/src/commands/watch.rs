@@ -20,6 +20,8 @@ pub(crate) struct WatchTarget {
     pub(crate) signature: Option<String>,
     /// The name this watch gives itself.
     pub(crate) name: Option<String>,
+    /// The store file, if any.
+    pub(crate) store: Option<std::path::PathBuf>,
 }
 
 /// A config with this security and quick redials (only a dialing watch uses them).
@@ -41,6 +43,7 @@ pub(crate) async fn watch(
     let mut config = endpoint_config(setup.security);
     config.known_peers = setup.known_peers;
     config.session.name = target.name.clone();
+    config.store = open_store(target.store.as_deref())?;
     let watch = Interconnect::new(
         TcpDialer::to_host(target.connect, TcpConfig::default()),
         config,
@@ -161,7 +164,22 @@ pub(crate) async fn run_watch_command(
                 ))
             }
         }
-        WatchCommand::Send { json: text } => {
+        WatchCommand::Send {
+            json: text,
+            durable: true,
+        } => send_durable(conn, &text, timeout).await,
+        WatchCommand::Outstanding => {
+            let outstanding: Vec<Value> = conn
+                .outstanding()
+                .iter()
+                .map(|o| json!({ "id": o.id, "len": o.len, "on_its_way": o.on_its_way }))
+                .collect();
+            Ok(json!({ "last_id": conn.last_durable_id(), "outstanding": outstanding }))
+        }
+        WatchCommand::Send {
+            json: text,
+            durable: false,
+        } => {
             let value: Value = serde_json::from_str(&text).map_err(|e| {
                 failure(Code::OTHERS, format!("the message is not valid JSON: {e}"))
             })?;
@@ -269,4 +287,41 @@ pub(crate) async fn with_progress_bar(transfer: FileTransfer) -> Result<(), Erro
     drawer.abort();
     bar.finish_and_clear();
     outcome
+}
+
+/// `send --durable`: commits each message (the argument, or each line of stdin for
+/// `-`), printing `{"id": …}` per line of stdin, then waits for the last one's delivery
+/// until the timeout.
+async fn send_durable(conn: &Connection, text: &str, timeout: Duration) -> Result<Value, Failure> {
+    let parse = |text: &str| {
+        serde_json::from_str::<Value>(text)
+            .map_err(|e| failure(Code::OTHERS, format!("the message is not valid JSON: {e}")))
+    };
+    let mut last = None;
+    if text == "-" {
+        use tokio::io::AsyncBufReadExt;
+        let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
+        while let Some(line) = lines
+            .next_line()
+            .await
+            .map_err(|e| failure(Code::OTHERS, format!("cannot read stdin: {e}")))?
+        {
+            if line.trim().is_empty() {
+                continue;
+            }
+            let id = conn.send_durable(&parse(&line)?).await?;
+            println!("{}", json!({ "id": id }));
+            last = Some(id);
+        }
+    } else {
+        last = Some(conn.send_durable(&parse(text)?).await?);
+    }
+    // Delivered in order: once the newest is, every earlier one is (this run's, and
+    // what an earlier run left in the store).
+    let newest = conn.last_durable_id();
+    let delivered = matches!(
+        tokio::time::timeout(timeout, conn.delivered(newest)).await,
+        Ok(Ok(()))
+    );
+    Ok(json!({ "id": last, "committed": true, "delivered": delivered }))
 }

@@ -159,6 +159,7 @@ impl Phone {
     }
 }
 
+mod durable;
 mod links;
 mod security;
 mod sessions;

@@ -96,6 +96,9 @@ impl Session {
         if exchange == Exchange::State && !self.peer_has(Capabilities::STATE) {
             return Err(CommandError::NoState);
         }
+        if exchange == Exchange::Durable && !self.peer_has(Capabilities::DURABLE) {
+            return Err(CommandError::NoDurable);
+        }
         let max_queued = self.config.max_queued;
         let ch = self
             .channels
@@ -247,10 +250,12 @@ impl Session {
         // A state update goes only to a peer that reads them (an older one would take
         // the frame for a malformed one and drop the link).
         let states = self.peer_has(Capabilities::STATE);
+        let durable = self.peer_has(Capabilities::DURABLE);
         let ch = self.channels.get_mut(&candidate)?;
         let refuse = |m: &Outgoing| match m.exchange {
             _ if m.payload.len() > max_message => Some(Code::TOO_LARGE),
             Exchange::State if !states => Some(Code::OTHERS),
+            Exchange::Durable if !durable => Some(Code::OTHERS),
             _ => None,
         };
         match ch.next_data(now, window, refuse) {

@@ -73,6 +73,9 @@ pub enum CommandError {
     /// The peer reads no state updates (its Hello left `Capabilities::STATE` out).
     #[error("the peer device does not read state updates")]
     NoState,
+    /// The peer reads no durable messages (its Hello left `Capabilities::DURABLE` out).
+    #[error("the peer device does not read durable messages")]
+    NoDurable,
 }
 
 impl CommandError {
@@ -85,7 +88,8 @@ impl CommandError {
             | CommandError::WrongRole(_)
             | CommandError::NoFiles
             | CommandError::NoFileMeta
-            | CommandError::NoState => Code::OTHERS,
+            | CommandError::NoState
+            | CommandError::NoDurable => Code::OTHERS,
             CommandError::Refused(code) => *code,
         }
     }

@@ -36,6 +36,7 @@ pub(super) fn put_data(data: &Data, dst: &mut BytesMut) {
             put_varint(dst, u64::from(id));
         }
         Exchange::State => dst.put_u8(3),
+        Exchange::Durable => dst.put_u8(4),
     }
 }
 
@@ -117,6 +118,7 @@ pub(super) fn take_data(bytes: &[u8]) -> Result<(DataHead, usize), Reason> {
         1 => Exchange::Request(r.u32()?),
         2 => Exchange::Reply(r.u32()?),
         3 => Exchange::State,
+        4 => Exchange::Durable,
         _ => return Err(BAD_ENUM),
     };
     let head = DataHead {
@@ -163,6 +165,7 @@ mod tests {
             any::<u32>().prop_map(Exchange::Request),
             any::<u32>().prop_map(Exchange::Reply),
             Just(Exchange::State),
+            Just(Exchange::Durable),
         ]
     }
 

@@ -66,6 +66,8 @@ impl Capabilities {
     pub const NAME: Capabilities = Capabilities(1 << 4);
     /// This side reads state updates (`Data` with [`Exchange::State`]).
     pub const STATE: Capabilities = Capabilities(1 << 5);
+    /// This side reads durable messages (`Data` with [`Exchange::Durable`]).
+    pub const DURABLE: Capabilities = Capabilities(1 << 6);
     /// Everything this version implements.
     pub const ALL: Capabilities = Capabilities(
         Self::FILES.0
@@ -73,7 +75,8 @@ impl Capabilities {
             | Self::BATCH.0
             | Self::FILE_META.0
             | Self::NAME.0
-            | Self::STATE.0,
+            | Self::STATE.0
+            | Self::DURABLE.0,
     );
 
     /// Whether every bit of `other` is set.
@@ -112,6 +115,9 @@ pub enum Exchange {
     /// A latest-wins state update ([`StateUpdate`](crate::StateUpdate) in the payload),
     /// sent only to a peer that announced [`Capabilities::STATE`].
     State,
+    /// A durable message ([`DurableHead`](crate::DurableHead) and then the message in the
+    /// payload), sent only to a peer that announced [`Capabilities::DURABLE`].
+    Durable,
 }
 
 /// Session handshake: both sides send one first on every link.

@@ -15,6 +15,8 @@ use serde::de::DeserializeOwned;
 use tokio::sync::{mpsc, oneshot, watch};
 
 mod app_state;
+mod durable;
+mod events;
 
 use crate::app_state::States;
 use crate::command::{Command, ConnSlot, FileDecision};
@@ -22,8 +24,7 @@ use crate::error::{Cause, Error};
 use crate::inbox;
 use crate::sends::{Queue, Sends};
 use crate::state::{
-    ConnState, ConnectionEvent, Diagnosis, Incoming, LinkLimits, LinkView, Progress, Queued,
-    ReadyState, Unread,
+    ConnState, Diagnosis, Incoming, LinkLimits, LinkView, Progress, ReadyState, Unread,
 };
 
 fn to_json<T: Serialize + ?Sized>(value: &T) -> Result<Bytes, Error> {
@@ -252,71 +253,7 @@ impl std::fmt::Debug for FileTransfer {
     }
 }
 
-/// The stream of a connection's events. Ends when the driver stops.
-#[derive(Debug)]
-pub struct Events {
-    rx: inbox::Receiver,
-    // Not the connection's `Shared`: holding events must not keep the channel.
-    unread: Arc<Unread>,
-    /// Whether the last Open or Close the app took was a Close (`ready_state`).
-    closed_seen: Arc<AtomicBool>,
-    commands: mpsc::UnboundedSender<Command>,
-    key: u64,
-}
-
-impl Events {
-    /// The next event, or `None` once the driver has stopped. Messages wait here up to
-    /// `Config::max_unread`; past that the peer's sends wait until the app took some.
-    ///
-    /// Taking a message here is what acknowledges it to the sender (with the default
-    /// [`Acknowledge::WhenTaken`](crate::Acknowledge::WhenTaken)).
-    pub async fn next(&mut self) -> Option<ConnectionEvent> {
-        let queued = self.rx.recv().await;
-        queued.map(|q| self.took(q))
-    }
-
-    /// Tells the driver what the app now has.
-    fn took(&self, (event, receipt): Queued) -> ConnectionEvent {
-        match &event {
-            ConnectionEvent::Open { .. } => self.closed_seen.store(false, Ordering::Release),
-            ConnectionEvent::Close { .. } => self.closed_seen.store(true, Ordering::Release),
-            _ => {}
-        }
-        if let ConnectionEvent::State { value, .. } = &event {
-            // Acknowledged when taken, as a message is; counted as its value's bytes.
-            if let Some(receipt) = receipt
-                && self.unread.last_taken(receipt)
-            {
-                let _ = self.commands.send(Command::Taken { key: self.key });
-            }
-            let len = value.as_ref().map_or(0, |v| v.payload.len());
-            if self.unread.taken(len) {
-                let _ = self.commands.send(Command::Drained { key: self.key });
-            }
-        }
-        if let ConnectionEvent::Message(message) = &event {
-            // One command for a run of messages taken before the driver looked: it
-            // acknowledges the latest (acknowledgements are cumulative).
-            if let Some(receipt) = receipt
-                && self.unread.last_taken(receipt)
-            {
-                let _ = self.commands.send(Command::Taken { key: self.key });
-            }
-            if self.unread.taken(message.payload.len()) {
-                let _ = self.commands.send(Command::Drained { key: self.key });
-            }
-        }
-        event
-    }
-}
-
-impl futures_core::Stream for Events {
-    type Item = ConnectionEvent;
-
-    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        self.rx.poll_recv(cx).map(|q| q.map(|q| self.took(q)))
-    }
-}
+pub use events::Events;
 
 pub(crate) struct Shared {
     pub(crate) key: u64,
@@ -328,6 +265,7 @@ pub(crate) struct Shared {
     pub(crate) next_ticket: AtomicU64,
     pub(crate) sends: Arc<Sends>,
     pub(crate) states: Arc<States>,
+    pub(crate) outbox: Arc<crate::outbox::Outbox>,
     pub(crate) next_request: AtomicU32,
     pub(crate) send_timeout: Duration,
     pub(crate) package: String,
@@ -377,8 +315,19 @@ impl Connection {
         link: LinkView,
         max_unread: usize,
         send_timeout: Duration,
+        (outbox, unseen): (crate::outbox::Outbox, Vec<u64>),
     ) -> (ConnSlot, Connection) {
         let (events_tx, events) = inbox::inbox();
+        let outbox = Arc::new(outbox);
+        // Deliveries the app was not told of before this side restarted come first.
+        for seq in unseen {
+            let event = crate::ConnectionEvent::Delivered { id: seq };
+            let mark = crate::state::Mark::Delivered {
+                outbox: outbox.clone(),
+                seq,
+            };
+            events_tx.send((event, None, Some(mark)));
+        }
         let unread = Arc::new(Unread::new(max_unread));
         let sends = Arc::new(Sends::default());
         let states = Arc::new(States::default());
@@ -392,6 +341,7 @@ impl Connection {
             state: state_tx,
             sends: sends.clone(),
             states: states.clone(),
+            outbox: outbox.clone(),
         };
         let conn = Connection {
             shared: Arc::new(Shared {
@@ -404,6 +354,7 @@ impl Connection {
                 next_ticket: AtomicU64::new(1),
                 sends,
                 states,
+                outbox,
                 next_request: AtomicU32::new(1),
                 send_timeout,
                 package: package.into(),

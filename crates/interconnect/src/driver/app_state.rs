@@ -101,7 +101,7 @@ impl Driver {
             }
             let event = ConnectionEvent::State { key: name, value };
             let receipt = (i == last && when_taken).then_some(receipt);
-            entry.slot.events.send((event, receipt));
+            entry.slot.events.send((event, receipt, None));
         }
     }
 }

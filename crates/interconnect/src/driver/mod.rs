@@ -45,6 +45,7 @@ use crate::state::{ConnState, Incoming};
 
 mod app_state;
 mod asking;
+mod durable;
 mod link;
 mod meter;
 pub(crate) mod reception;
@@ -68,6 +69,8 @@ struct ConnEntry {
     slot: ConnSlot,
     /// The app was told its peer reads no state.
     no_state_said: bool,
+    /// The app was told its peer reads no durable messages.
+    no_durable_said: bool,
     package: String,
     channel: Option<ChannelId>,
     requests: HashMap<u32, oneshot::Sender<Result<Incoming, Error>>>,
@@ -99,6 +102,8 @@ pub(crate) struct Driver {
     link_requests: mpsc::Sender<Duration>,
     new_links: mpsc::Receiver<Arrival>,
     conns: HashMap<u64, ConnEntry>,
+    /// What the apps took of the peer's durable messages.
+    cursors: std::sync::Arc<crate::cursors::Cursors>,
     by_channel: HashMap<ChannelId, u64>,
     by_package: HashMap<String, u64>,
     /// Sends waiting for room in their channel's queue, per connection, in call order.
@@ -439,6 +444,7 @@ impl Driver {
                     ConnEntry {
                         slot: conn,
                         no_state_said: false,
+                        no_durable_said: false,
                         package,
                         channel,
                         requests: HashMap::default(),
@@ -474,6 +480,7 @@ impl Driver {
                     ConnEntry {
                         slot: conn,
                         no_state_said: false,
+                        no_durable_said: false,
                         package,
                         channel: None,
                         requests: HashMap::default(),
@@ -488,6 +495,10 @@ impl Driver {
                 let _ = done.send(());
             }
             Command::States { key } => self.send_states(key, false),
+            Command::Durable { key } => self.send_durables(key, false),
+            Command::CancelDurable { key, id, done } => {
+                let _ = done.send(self.cancel_durable(key, id));
+            }
             Command::Sends { key } => {
                 let mut batch = std::mem::take(&mut self.batch);
                 if let Some(entry) = self.conns.get(&key) {

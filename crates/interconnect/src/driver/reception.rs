@@ -52,6 +52,8 @@ pub(crate) struct Template {
     pub(crate) max_unread: usize,
     pub(crate) send_timeout: Duration,
     pub(crate) max_watches: usize,
+    pub(crate) store: Option<crate::Store>,
+    pub(crate) cursors: std::sync::Arc<crate::cursors::Cursors>,
 }
 
 pub(crate) struct ReceptionParts {
@@ -406,6 +408,7 @@ impl Reception {
             files,
             known_peers: template.known_peers.clone(),
             reporter: self.reporter.clone(),
+            cursors: template.cursors.clone(),
         };
         let parts = spawn_device(setup, self.status.clone(), links_rx);
         Served {
@@ -479,6 +482,11 @@ fn register(next_key: &mut u64, template: &Template, served: &Served, app: &Regi
         link,
         template.max_unread,
         template.send_timeout,
+        // One outbox per watch and app.
+        crate::outbox::Outbox::load(
+            template.store.clone(),
+            format!("{}/{}", served.device.id, app.package),
+        ),
     );
     let _ = served.commands.send(Command::Register {
         key: *next_key,

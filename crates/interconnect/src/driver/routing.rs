@@ -3,9 +3,11 @@
 
 use interconnect_proto::{ChannelId, Code, Exchange, Role};
 
+use super::durable::durable_mark;
 use super::{ConnEntry, Driver, VersionReplyTo, WaitingSend};
 use crate::app_state::FLIGHT;
 use crate::error::Error;
+use crate::outbox::DURABLE;
 use crate::sans_io::{ChannelEvent, SendId};
 use crate::sends;
 use crate::state::{ConnState, ConnectionEvent, Incoming};
@@ -18,7 +20,7 @@ impl Driver {
             .get(&channel)
             .and_then(|k| self.conns.get(k))
         {
-            entry.slot.events.send((event, None));
+            entry.slot.events.send((event, None, None));
         }
     }
 
@@ -27,6 +29,9 @@ impl Driver {
         let (key, slot) = sends::split(id);
         if slot & FLIGHT != 0 {
             return self.state_landed(key, slot & !FLIGHT, result.is_ok());
+        }
+        if slot & DURABLE != 0 {
+            return self.durable_landed(key, slot & !DURABLE, result);
         }
         if let Some(entry) = self.conns.get(&key) {
             entry.slot.sends.complete(slot, result);
@@ -84,6 +89,7 @@ impl Driver {
             return; // an older channel of this app
         }
         let mut receipt = None;
+        let mut mark = None;
         let mut opened = false;
         let app_event = match event {
             ChannelEvent::Open { is_reconnected } => {
@@ -111,7 +117,16 @@ impl Driver {
                 let (ct, payload, at) = (message.content_type, message.payload, message.receipt);
                 return self.on_peer_state(key, channel, ct, payload, at);
             }
-            ChannelEvent::Message(message) => {
+            ChannelEvent::Message(mut message) => {
+                if message.exchange == Exchange::Durable {
+                    let peer = self.session.peer();
+                    let marked = durable_mark(peer, &entry.package, &self.cursors, &message);
+                    let Some((durable, payload)) = marked else {
+                        return self.session.taken(message.receipt);
+                    };
+                    mark = Some(durable);
+                    message.payload = payload;
+                }
                 let incoming = Incoming {
                     content_type: message.content_type,
                     payload: message.payload,
@@ -156,11 +171,12 @@ impl Driver {
             }
         }
         if let Some(entry) = self.conns.get(&key) {
-            entry.slot.events.send((app_event, receipt));
+            entry.slot.events.send((app_event, receipt, mark));
         }
         if opened {
             // Every value again, after this side's origin (see `app_state`).
             self.send_states(key, true);
+            self.send_durables(key, true);
         }
     }
 
@@ -185,7 +201,7 @@ impl Driver {
                     code,
                     message: message.to_string(),
                 };
-                entry.slot.events.send((error, None));
+                entry.slot.events.send((error, None, None));
             }
         }
     }

@@ -24,6 +24,7 @@ pub(crate) struct Setup {
     pub(crate) files: Option<FilesConfig>,
     pub(crate) known_peers: Option<KnownPeers>,
     pub(crate) reporter: Reporter,
+    pub(crate) cursors: std::sync::Arc<crate::cursors::Cursors>,
 }
 
 pub(crate) struct DriverParts {
@@ -110,6 +111,7 @@ impl Driver {
             link_requests,
             new_links,
             conns: HashMap::default(),
+            cursors: setup.cursors,
             by_channel: HashMap::default(),
             by_package: HashMap::default(),
             waiting: HashMap::default(),
