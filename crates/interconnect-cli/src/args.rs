@@ -158,8 +158,12 @@ pub(crate) enum WatchCommand {
         /// The file.
         path: PathBuf,
         /// The app's metadata about the file, as JSON: the phone gets it with the offer.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "durable")]
         meta: Option<String>,
+        /// Kept in the store (`--store`) until the phone stored it: commits, prints its
+        /// id, and waits until the timeout; any later command on the store resumes it.
+        #[arg(long)]
+        durable: bool,
     },
     /// Sets a state key to a JSON value (`--remove`: removes it) and waits until the
     /// phone's app took it (the phone mirrors the watch's state; `phone` prints a

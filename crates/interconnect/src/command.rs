@@ -38,6 +38,12 @@ pub(crate) enum Command {
     Durable {
         key: u64,
     },
+    /// A durable file's task is done with it: stored by the peer, or given up.
+    DurableFile {
+        key: u64,
+        id: u64,
+        result: Result<(), crate::Error>,
+    },
     /// The app cancels a durable message: whether it was.
     CancelDurable {
         key: u64,

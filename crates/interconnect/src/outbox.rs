@@ -45,10 +45,17 @@ struct Entry {
     flight: Option<u32>,
 }
 
+/// A durable file: sent (and resumed) by a task of its own until the peer stored it.
+struct FileEntry {
+    path: std::path::PathBuf,
+    /// The current attempt's progress.
+    progress: Option<tokio::sync::watch::Receiver<crate::Progress>>,
+}
+
 /// What the app reads of an outbox entry ([`Connection::outstanding`]).
 ///
 /// [`Connection::outstanding`]: crate::Connection::outstanding
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 #[non_exhaustive]
 pub struct Outstanding {
     /// The id `send_durable` returned.
@@ -57,6 +64,11 @@ pub struct Outstanding {
     pub len: usize,
     /// Handed to the link: it may be on the wire or with the peer already.
     pub on_its_way: bool,
+    /// For a file ([`Connection::send_file_durable`]): its path and how far the current
+    /// attempt got (`len` is then its size once known).
+    ///
+    /// [`Connection::send_file_durable`]: crate::Connection::send_file_durable
+    pub file: Option<(std::path::PathBuf, crate::Progress)>,
 }
 
 pub(crate) struct Outbox {
@@ -74,6 +86,7 @@ struct Inner {
     origin: u64,
     last_seq: u64,
     entries: BTreeMap<u64, Entry>,
+    files: BTreeMap<u64, FileEntry>,
     bytes: usize,
     in_flight: usize,
     flights: HashMap<u32, u64>,
@@ -124,6 +137,14 @@ impl Outbox {
                     if let Some((origin, last)) = loaded.origin {
                         inner.origin = origin;
                         inner.last_seq = last;
+                    }
+                    for (seq, path) in loaded.files {
+                        inner.last_seq = inner.last_seq.max(seq);
+                        let file = FileEntry {
+                            path,
+                            progress: None,
+                        };
+                        inner.files.insert(seq, file);
                     }
                     for (seq, content_type, body) in loaded.entries {
                         inner.bytes += body.len();
@@ -364,13 +385,116 @@ impl Outbox {
     pub(crate) fn outstanding(&self) -> Vec<Outstanding> {
         let inner = lock(&self.inner);
         let committed = inner.entries.iter().filter(|(_, e)| e.committed);
-        committed
-            .map(|(&id, e)| Outstanding {
+        let messages = committed.map(|(&id, e)| Outstanding {
+            id,
+            len: e.body.len(),
+            on_its_way: e.flight.is_some(),
+            file: None,
+        });
+        let files = inner.files.iter().map(|(&id, f)| {
+            let progress = f.progress.as_ref().map(|p| *p.borrow()).unwrap_or_default();
+            Outstanding {
                 id,
-                len: e.body.len(),
-                on_its_way: e.flight.is_some(),
-            })
+                len: progress.total as usize,
+                on_its_way: f.progress.is_some(),
+                file: Some((f.path.clone(), progress)),
+            }
+        });
+        let mut all: Vec<Outstanding> = messages.chain(files).collect();
+        all.sort_by_key(|o| o.id);
+        all
+    }
+
+    /// Commits a file to send; its number once it is on the disk. The caller starts the
+    /// task that sends it.
+    pub(crate) async fn push_file(&self, path: std::path::PathBuf) -> Result<u64, Error> {
+        let store = self.store.as_ref().ok_or(Error::NoStore)?;
+        let text = path.to_str().map(str::to_owned).ok_or_else(|| {
+            Error::Io(crate::Cause::message(format!(
+                "{} is not UTF-8: the store keeps paths as text",
+                path.display()
+            )))
+        })?;
+        let (seq, committed) = {
+            let mut inner = lock(&self.inner);
+            if let Some(error) = &inner.broken {
+                return Err(error.clone());
+            }
+            if inner.stopped {
+                return Err(Error::Stopped);
+            }
+            if inner.entries.len() + inner.files.len() >= MAX_OUTBOX_MESSAGES {
+                return Err(Error::OutboxFull {
+                    limit: "messages",
+                    max: MAX_OUTBOX_MESSAGES,
+                });
+            }
+            inner.last_seq += 1;
+            let seq = inner.last_seq;
+            let op = Op::PutFile {
+                scope: self.scope.clone(),
+                origin: inner.origin,
+                seq,
+                path: text,
+            };
+            (seq, store.commit(op))
+        };
+        let result = committed
+            .await
+            .unwrap_or_else(|_| Err(Error::Store(crate::Cause::message("the store stopped"))));
+        result?;
+        let entry = FileEntry {
+            path,
+            progress: None,
+        };
+        lock(&self.inner).files.insert(seq, entry);
+        Ok(seq)
+    }
+
+    /// The files waiting to be sent, as a restarted endpoint found them.
+    pub(crate) fn files(&self) -> Vec<(u64, std::path::PathBuf)> {
+        let inner = lock(&self.inner);
+        inner
+            .files
+            .iter()
+            .map(|(&seq, f)| (seq, f.path.clone()))
             .collect()
+    }
+
+    /// Whether file `seq` still waits to be delivered.
+    pub(crate) fn has_file(&self, seq: u64) -> bool {
+        lock(&self.inner).files.contains_key(&seq)
+    }
+
+    /// A new attempt at file `seq` started: its progress.
+    pub(crate) fn file_attempt(
+        &self,
+        seq: u64,
+        progress: tokio::sync::watch::Receiver<crate::Progress>,
+    ) {
+        if let Some(file) = lock(&self.inner).files.get_mut(&seq) {
+            file.progress = Some(progress);
+        }
+    }
+
+    /// File `seq` was stored by the peer (`Ok`), or can never be (given up): it leaves
+    /// the outbox. `false` if it was not there.
+    pub(crate) fn file_landed(&self, seq: u64, result: Result<(), Error>) -> bool {
+        let mut inner = lock(&self.inner);
+        if inner.files.remove(&seq).is_none() {
+            return false;
+        }
+        for waiter in inner.waiters.remove(&seq).unwrap_or_default() {
+            let _ = waiter.send(result.clone());
+        }
+        if let Some(store) = &self.store {
+            let scope = self.scope.clone();
+            store.submit(match result {
+                Ok(()) => Op::Delivered { scope, seq },
+                Err(_) => Op::Cancel { scope, seq },
+            });
+        }
+        true
     }
 
     /// The last number given (0 when none ever was): where an app that restarted stood.
@@ -385,7 +509,7 @@ impl Outbox {
         let mut inner = lock(&self.inner);
         if inner.stopped {
             let _ = tx.send(Err(Error::Stopped));
-        } else if inner.entries.contains_key(&seq) {
+        } else if inner.entries.contains_key(&seq) || inner.files.contains_key(&seq) {
             inner.waiters.entry(seq).or_default().push(tx);
         } else {
             let _ = tx.send(Ok(()));

@@ -29,6 +29,8 @@ use crate::error::{Cause, Error};
 
 /// `(scope, seq)` → content type byte, then the message.
 const OUTBOX: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("outbox");
+/// `(scope, seq)` → the path of a file to send (UTF-8).
+const FILES: TableDefinition<(&str, u64), &str> = TableDefinition::new("files");
 /// scope → `(origin, last seq given)`.
 const ORIGINS: TableDefinition<&str, (u64, u64)> = TableDefinition::new("origins");
 /// `(scope, seq)` delivered, its app not yet told.
@@ -131,7 +133,15 @@ pub(crate) enum Op {
         content_type: ContentType,
         body: Bytes,
     },
-    /// The peer's app took it: out of the outbox, into the deliveries not yet told.
+    /// A file committed to `scope`'s outbox (under the same numbers as messages).
+    PutFile {
+        scope: String,
+        origin: u64,
+        seq: u64,
+        path: String,
+    },
+    /// The peer's app took it (a message, or a file stored whole): out of the outbox,
+    /// into the deliveries not yet told.
     Delivered { scope: String, seq: u64 },
     /// The app was told of the delivery.
     Seen { scope: String, seq: u64 },
@@ -145,6 +155,7 @@ pub(crate) struct Loaded {
     /// Its origin and the last number given, if it ever had one.
     pub(crate) origin: Option<(u64, u64)>,
     pub(crate) entries: Vec<(u64, ContentType, Bytes)>,
+    pub(crate) files: Vec<(u64, PathBuf)>,
     pub(crate) unseen: Vec<u64>,
 }
 
@@ -237,6 +248,7 @@ impl Store {
             }
         }
         tx.open_table(OUTBOX).map_err(CheckError::redb)?;
+        tx.open_table(FILES).map_err(CheckError::redb)?;
         tx.open_table(ORIGINS).map_err(CheckError::redb)?;
         tx.open_table(DELIVERED).map_err(CheckError::redb)?;
         let mut cursors = HashMap::new();
@@ -279,6 +291,16 @@ impl Store {
             };
             let body = Bytes::copy_from_slice(&record[1..]);
             loaded.entries.push((key.value().1, content_type, body));
+        }
+        let files = tx.open_table(FILES).map_err(storage)?;
+        for row in files
+            .range((scope, 0)..=(scope, u64::MAX))
+            .map_err(storage)?
+        {
+            let (key, path) = row.map_err(storage)?;
+            loaded
+                .files
+                .push((key.value().1, PathBuf::from(path.value())));
         }
         let delivered = tx.open_table(DELIVERED).map_err(storage)?;
         for row in delivered
@@ -418,6 +440,7 @@ impl Inner {
         let tx = self.db.begin_write().map_err(storage)?;
         {
             let mut outbox = tx.open_table(OUTBOX).map_err(storage)?;
+            let mut files = tx.open_table(FILES).map_err(storage)?;
             let mut origins = tx.open_table(ORIGINS).map_err(storage)?;
             let mut delivered = tx.open_table(DELIVERED).map_err(storage)?;
             let mut record = Vec::new();
@@ -440,8 +463,22 @@ impl Inner {
                             .insert(scope.as_str(), (*origin, *seq))
                             .map_err(storage)?;
                     }
+                    Op::PutFile {
+                        scope,
+                        origin,
+                        seq,
+                        path,
+                    } => {
+                        files
+                            .insert((scope.as_str(), *seq), path.as_str())
+                            .map_err(storage)?;
+                        origins
+                            .insert(scope.as_str(), (*origin, *seq))
+                            .map_err(storage)?;
+                    }
                     Op::Delivered { scope, seq } => {
                         outbox.remove((scope.as_str(), *seq)).map_err(storage)?;
+                        files.remove((scope.as_str(), *seq)).map_err(storage)?;
                         delivered
                             .insert((scope.as_str(), *seq), ())
                             .map_err(storage)?;
@@ -451,6 +488,7 @@ impl Inner {
                     }
                     Op::Cancel { scope, seq } => {
                         outbox.remove((scope.as_str(), *seq)).map_err(storage)?;
+                        files.remove((scope.as_str(), *seq)).map_err(storage)?;
                     }
                 }
             }

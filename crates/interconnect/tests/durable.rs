@@ -257,3 +257,45 @@ fn a_damaged_or_foreign_store_is_a_typed_error_at_open() {
         let _ = Store::open(&path);
     }
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_durable_file_goes_after_the_sender_restarts_without_a_second_call() {
+    let (watch_dir, phone_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let network = MockNetwork::new(Faults::default());
+    network.set_reachable(false);
+    let data: Vec<u8> = (0..3_000_000u32).map(|i| (i * 7 % 251) as u8).collect();
+    let source = watch_dir.path().join("track.bin");
+    std::fs::write(&source, &data).unwrap();
+    let (first, conn) = watch(&network, watch_dir.path());
+    let id = conn.send_file_durable(&source).await.unwrap();
+    let listed = conn.outstanding();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(
+        listed[0].file.as_ref().map(|f| f.0.file_name()),
+        Some(source.file_name())
+    );
+    first.shutdown().await;
+    drop((first, conn));
+
+    let mut config = Config::new(phone_dir.path()).unwrap();
+    let mut files = FilesConfig::new(phone_dir.path().join("received"));
+    files.reserve_free_bytes = 0;
+    config.files = Some(files);
+    let hub = Hub::new(network.endpoints().1, config);
+    let app = hub.register(PKG, 3, None).await.unwrap();
+    let mut app_events = app.events().unwrap();
+    // Another run on the store: nobody calls send_file again.
+    let (_watch, conn) = watch(&network, watch_dir.path());
+    let mut watch_events = conn.events().unwrap();
+    network.set_reachable(true);
+    let stored = loop {
+        if let ConnectionEvent::File { path, size, .. } = next(&mut app_events).await {
+            assert_eq!(size, data.len() as u64);
+            break path;
+        }
+    };
+    assert_eq!(std::fs::read(stored).unwrap(), data, "byte for byte");
+    assert_eq!(delivered(&mut watch_events, id).await, [id]);
+    assert!(conn.outstanding().is_empty());
+    within_a_minute(conn.delivered(id)).await.unwrap();
+}

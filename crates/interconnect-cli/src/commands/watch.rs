@@ -211,7 +211,16 @@ pub(crate) async fn run_watch_command(
             let reply: Value = conn.request(&value, timeout).await?;
             Ok(json!({ "reply": reply }))
         }
-        WatchCommand::SendFile { path, meta } => {
+        WatchCommand::SendFile {
+            path,
+            durable: true,
+            ..
+        } => {
+            let id = conn.send_file_durable(&path).await?;
+            let delivered = all_delivered(conn, timeout).await;
+            Ok(json!({ "id": id, "committed": true, "delivered": delivered }))
+        }
+        WatchCommand::SendFile { path, meta, .. } => {
             if !path.is_file() {
                 return Err(failure(
                     Code::STORAGE,
@@ -316,12 +325,20 @@ async fn send_durable(conn: &Connection, text: &str, timeout: Duration) -> Resul
     } else {
         last = Some(conn.send_durable(&parse(text)?).await?);
     }
-    // Delivered in order: once the newest is, every earlier one is (this run's, and
-    // what an earlier run left in the store).
-    let newest = conn.last_durable_id();
-    let delivered = matches!(
-        tokio::time::timeout(timeout, conn.delivered(newest)).await,
-        Ok(Ok(()))
-    );
+    let delivered = all_delivered(conn, timeout).await;
     Ok(json!({ "id": last, "committed": true, "delivered": delivered }))
+}
+
+/// Waits until the outbox is empty (this run's messages and files, and what an earlier
+/// run left in the store), or the timeout: whether it emptied.
+async fn all_delivered(conn: &Connection, timeout: Duration) -> bool {
+    let all = async {
+        for entry in conn.outstanding() {
+            if conn.delivered(entry.id).await.is_err() {
+                return false;
+            }
+        }
+        true
+    };
+    matches!(tokio::time::timeout(timeout, all).await, Ok(true))
 }

@@ -67,6 +67,31 @@ impl super::Connection {
         Ok(id)
     }
 
+    /// Sends the file at `path` durably: returns its id once the outbox holds it (its
+    /// path, committed to the store). From then on it is sent, and resumed where the
+    /// peer's partial file stops, over this link or later ones and after a restart of
+    /// this process on the same store (any handle of the same app starts it again),
+    /// until the peer stored it whole; then a
+    /// [`ConnectionEvent::Delivered`](crate::ConnectionEvent::Delivered) with the id.
+    /// [`outstanding`](Self::outstanding) shows its progress. The file must stay where
+    /// it is, unchanged, until then; one that can no longer be read, or that the peer's
+    /// app refuses, is given up with an `Error` event.
+    pub async fn send_file_durable(&self, path: impl AsRef<std::path::Path>) -> Result<u64, Error> {
+        let path = std::fs::canonicalize(path.as_ref()).map_err(|e| {
+            Error::Io(crate::Cause::new(
+                format!("{}: {e}", path.as_ref().display()),
+                e,
+            ))
+        })?;
+        if !path.is_file() {
+            let message = format!("{} is not a file", path.display());
+            return Err(Error::Io(crate::Cause::message(message)));
+        }
+        let id = self.shared.outbox.push_file(path.clone()).await?;
+        spawn_file(&self.shared, id, path);
+        Ok(id)
+    }
+
     /// Resolves once the peer's app took the durable message `id` (at once if it is no
     /// longer in the outbox: delivered before, or cancelled). Fails with
     /// [`Error::Cancelled`] if it is cancelled meanwhile, and with [`Error::Stopped`]
@@ -90,7 +115,8 @@ impl super::Connection {
 
     /// Cancels the durable message `id`: `true` if it was still in the outbox and had
     /// not left (it is then never delivered); `false` if it was delivered, unknown, or
-    /// already on the link (it may then still arrive, once).
+    /// already on the link (it may then still arrive, once). A durable file is not
+    /// cancelled here (`false`): it goes until stored or given up.
     pub async fn cancel_durable(&self, id: u64) -> Result<bool, Error> {
         let (done, cancelled) = oneshot::channel();
         let key = self.shared.key;
@@ -99,5 +125,72 @@ impl super::Connection {
             .send(Command::CancelDurable { key, id, done })
             .map_err(|_| Error::Stopped)?;
         cancelled.await.map_err(|_| Error::Stopped)
+    }
+}
+
+/// Starts the task that sends durable file `id` until the peer stored it (see
+/// [`Connection::send_file_durable`](super::Connection::send_file_durable)).
+pub(crate) fn spawn_file(
+    shared: &std::sync::Arc<super::Shared>,
+    id: u64,
+    path: std::path::PathBuf,
+) {
+    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+        tracing::warn!(id, "no runtime: the durable file waits for the next start");
+        return;
+    };
+    runtime.spawn(send_file(std::sync::Arc::downgrade(shared), id, path));
+}
+
+/// Sends file `id`, again after each failure once the channel is open, until it is
+/// stored, given up, or the app let go of the connection (the file then waits in the
+/// store for the next run).
+async fn send_file(shared: std::sync::Weak<super::Shared>, id: u64, path: std::path::PathBuf) {
+    loop {
+        let Some(shared) = shared.upgrade() else {
+            return;
+        };
+        let conn = super::Connection { shared };
+        if !conn.shared.outbox.has_file(id) || !conn.opened().await {
+            return;
+        }
+        let transfer = conn.send_file(&path);
+        conn.shared
+            .outbox
+            .file_attempt(id, transfer.progress.clone());
+        let result = match transfer.await {
+            Err(Error::Stopped) => return,
+            // It can never go: unreadable, refused by the peer's app, too large.
+            Err(error @ (Error::Io(_) | Error::TooLarge { .. })) => Err(error),
+            Err(Error::Transfer { code, reason })
+                if code != interconnect_proto::Code::CONNECTION_LOST
+                    && code != interconnect_proto::Code::TIMEOUT =>
+            {
+                Err(Error::Transfer { code, reason })
+            }
+            Err(error) => {
+                tracing::debug!(id, %error, "a durable file's attempt failed: again");
+                // Not at once: a failure that repeats must not spin.
+                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                continue;
+            }
+            Ok(()) => Ok(()),
+        };
+        let key = conn.shared.key;
+        let _ = conn
+            .shared
+            .commands
+            .send(Command::DurableFile { key, id, result });
+        return;
+    }
+}
+
+impl super::Connection {
+    /// Waits until the channel is open; `false` once it never will be (closed for good,
+    /// or the driver stopped).
+    async fn opened(&self) -> bool {
+        let mut state = self.shared.state.clone();
+        let open = state.wait_for(|s| s.open || s.closed).await;
+        open.is_ok_and(|s| s.open)
     }
 }

@@ -361,6 +361,10 @@ impl Connection {
                 link,
             }),
         };
+        // Files an earlier run left in the outbox go again.
+        for (id, path) in conn.shared.outbox.files() {
+            durable::spawn_file(&conn.shared, id, path);
+        }
         (slot, conn)
     }
 

@@ -100,6 +100,27 @@ impl Driver {
         }
     }
 
+    /// A durable file's task is done with file `id`: the app hears it was delivered, or
+    /// why it was given up.
+    pub(super) fn durable_file_landed(&mut self, key: u64, id: u64, result: Result<(), Error>) {
+        let Some(entry) = self.conns.get(&key) else {
+            return;
+        };
+        let outbox = entry.slot.outbox.clone();
+        if !outbox.file_landed(id, result.clone()) {
+            return;
+        }
+        let event = match result {
+            Ok(()) => {
+                let mark = Mark::Delivered { outbox, seq: id };
+                let event = ConnectionEvent::Delivered { id };
+                return entry.slot.events.send((event, None, Some(mark)));
+            }
+            Err(e) => error(e.code(), format!("durable file {id} was given up: {e}")),
+        };
+        entry.slot.events.send((event, None, None));
+    }
+
     /// The app cancels its durable message `seq`: withdrawn from the session if it was
     /// handed over and has not left yet; whether it was cancelled.
     pub(super) fn cancel_durable(&mut self, key: u64, seq: u64) -> bool {

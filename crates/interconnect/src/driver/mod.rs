@@ -496,6 +496,7 @@ impl Driver {
             }
             Command::States { key } => self.send_states(key, false),
             Command::Durable { key } => self.send_durables(key, false),
+            Command::DurableFile { key, id, result } => self.durable_file_landed(key, id, result),
             Command::CancelDurable { key, id, done } => {
                 let _ = done.send(self.cancel_durable(key, id));
             }
