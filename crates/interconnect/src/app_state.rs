@@ -30,6 +30,8 @@ pub const MAX_STATE_BYTES: usize = 64 * 1024;
 
 /// One connection's two tables.
 pub(crate) struct States {
+    /// Where this side's values are kept across restarts, and under which scope.
+    store: Option<(crate::Store, String)>,
     own: Mutex<Own>,
     peer: Mutex<Peer>,
     /// Woken whenever this side's values change or land, and when the driver stops.
@@ -43,10 +45,43 @@ impl Default for States {
             ..Own::default()
         };
         States {
+            store: None,
             own: Mutex::new(own),
             peer: Mutex::default(),
             changed: tokio::sync::Notify::new(),
         }
+    }
+}
+
+impl States {
+    /// With a store: this side's values as an earlier run left them (same origin, so
+    /// the peer keeps what it holds), each set kept there too. Without: as `default`.
+    pub(crate) fn load(store: Option<crate::Store>, scope: String) -> States {
+        let Some(store) = store else {
+            return States::default();
+        };
+        let mut states = States::default();
+        match store.load_state(&scope) {
+            Ok(rows) => {
+                let own = states.own.get_mut().unwrap_or_else(|e| e.into_inner());
+                for row in rows {
+                    own.origin = row.origin;
+                    own.version = own.version.max(row.version);
+                    own.bytes += row.value.as_ref().map_or(0, Bytes::len);
+                    let value = OwnValue {
+                        version: row.version,
+                        content_type: row.content_type,
+                        value: row.value,
+                        dirty: true,
+                        flight: None,
+                    };
+                    own.keys.insert(row.key, value);
+                }
+            }
+            Err(error) => tracing::error!(%scope, %error, "the state could not be read"),
+        }
+        states.store = Some((store, scope));
+        states
     }
 }
 
@@ -147,6 +182,18 @@ impl States {
         own.version += 1;
         let version = own.version;
         let flight = own.keys.get(key).and_then(|v| v.flight);
+        if let Some((store, scope)) = &self.store {
+            // Queued under the lock: the store keeps the changes in this order.
+            let row = crate::store::StateRow {
+                key: key.to_owned(),
+                origin: own.origin,
+                version,
+                content_type,
+                value: value.clone(),
+            };
+            let (scope, key, record) = (scope.clone(), key.to_owned(), row.record());
+            store.submit(crate::store::Op::State { scope, key, record });
+        }
         own.keys.insert(
             key.to_owned(),
             OwnValue {
@@ -243,6 +290,10 @@ impl States {
             value.dirty = true;
         } else if value.version == version && value.value.is_none() {
             own.keys.remove(&key);
+            if let Some((store, scope)) = &self.store {
+                let scope = scope.clone();
+                store.submit(crate::store::Op::StateGone { scope, key });
+            }
         }
         drop(own);
         self.changed.notify_waiters();

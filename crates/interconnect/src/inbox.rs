@@ -12,7 +12,32 @@ use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 
-use crate::state::Queued;
+use crate::state::ConnectionEvent;
+
+/// What the driver queues for an app: an event, for a message the receipt that
+/// acknowledges it once taken, and what taking it must do besides.
+pub(crate) type Queued = (
+    ConnectionEvent,
+    Option<crate::sans_io::Receipt>,
+    Option<Mark>,
+);
+
+/// What taking an event does besides acknowledging it.
+pub(crate) enum Mark {
+    /// A durable message: the app gets it only if its number is above the cursor of its
+    /// origin, which moves (on the disk, with a store) before the app has it.
+    Durable {
+        cursors: std::sync::Arc<crate::cursors::Cursors>,
+        /// The peer and app it came from.
+        scope: std::sync::Arc<str>,
+        head: interconnect_proto::DurableHead,
+    },
+    /// A delivery: once the app took the event the store forgets it.
+    Delivered {
+        outbox: std::sync::Arc<crate::outbox::Outbox>,
+        seq: u64,
+    },
+}
 
 #[derive(Default)]
 struct Shared {
@@ -128,7 +153,6 @@ impl Drop for Receiver {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::state::ConnectionEvent;
 
     fn event(n: u32) -> Queued {
         let code = interconnect_proto::Code(n as u16);

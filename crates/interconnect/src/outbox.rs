@@ -173,6 +173,11 @@ impl Outbox {
         (outbox, unseen)
     }
 
+    /// The store this outbox keeps its messages in, if any.
+    pub(crate) fn store(&self) -> Option<Store> {
+        self.store.clone()
+    }
+
     /// Commits a message; its number once it is on the disk, and whether the driver
     /// must be told.
     pub(crate) async fn push(

@@ -222,27 +222,6 @@ pub(crate) struct ConnState {
     pub(crate) refused: Option<(Code, bool)>,
 }
 
-/// What the driver queues for an app: an event, for a message the receipt that
-/// acknowledges it once taken, and what taking it must do besides.
-pub(crate) type Queued = (ConnectionEvent, Option<Receipt>, Option<Mark>);
-
-/// What taking an event does besides acknowledging it.
-pub(crate) enum Mark {
-    /// A durable message: the app gets it only if its number is above the cursor of its
-    /// origin, which moves (on the disk, with a store) before the app has it.
-    Durable {
-        cursors: std::sync::Arc<crate::cursors::Cursors>,
-        /// The peer and app it came from.
-        scope: std::sync::Arc<str>,
-        head: interconnect_proto::DurableHead,
-    },
-    /// A delivery: once the app took the event the store forgets it.
-    Delivered {
-        outbox: std::sync::Arc<crate::outbox::Outbox>,
-        seq: u64,
-    },
-}
-
 /// Messages the driver queued for the app that the app has not taken yet. Past
 /// `max_unread` messages or `MAX_UNREAD_BYTES` bytes the driver stops acknowledging the
 /// channel's messages (`held`), so the peer's sends wait; once the app took half of

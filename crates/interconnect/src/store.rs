@@ -31,6 +31,9 @@ use crate::error::{Cause, Error};
 const OUTBOX: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("outbox");
 /// `(scope, seq)` → the path of a file to send (UTF-8).
 const FILES: TableDefinition<(&str, u64), &str> = TableDefinition::new("files");
+/// `(scope, key)` → this side's state value: origin and version (8 bytes each, little
+/// endian), removed (1), content type (1), then the value.
+const STATE: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("state");
 /// scope → `(origin, last seq given)`.
 const ORIGINS: TableDefinition<&str, (u64, u64)> = TableDefinition::new("origins");
 /// `(scope, seq)` delivered, its app not yet told.
@@ -145,6 +148,14 @@ pub(crate) enum Op {
     Delivered { scope: String, seq: u64 },
     /// The app was told of the delivery.
     Seen { scope: String, seq: u64 },
+    /// The app set (or removed) a state key: its record as `STATE` holds it.
+    State {
+        scope: String,
+        key: String,
+        record: Vec<u8>,
+    },
+    /// A removed key the peer heard of: forgotten.
+    StateGone { scope: String, key: String },
     /// The app cancelled it before it was delivered.
     Cancel { scope: String, seq: u64 },
 }
@@ -157,6 +168,52 @@ pub(crate) struct Loaded {
     pub(crate) entries: Vec<(u64, ContentType, Bytes)>,
     pub(crate) files: Vec<(u64, PathBuf)>,
     pub(crate) unseen: Vec<u64>,
+}
+
+/// This side's state as a store holds it: origin, version, the value (`None`: removed).
+pub(crate) struct StateRow {
+    pub(crate) key: String,
+    pub(crate) origin: u64,
+    pub(crate) version: u64,
+    pub(crate) content_type: ContentType,
+    pub(crate) value: Option<Bytes>,
+}
+
+impl StateRow {
+    pub(crate) fn record(&self) -> Vec<u8> {
+        let value = self.value.as_deref().unwrap_or_default();
+        let mut record = Vec::with_capacity(18 + value.len());
+        record.extend_from_slice(&self.origin.to_le_bytes());
+        record.extend_from_slice(&self.version.to_le_bytes());
+        record.push(u8::from(self.value.is_none()));
+        record.push(content_type_byte(self.content_type));
+        record.extend_from_slice(value);
+        record
+    }
+
+    fn read(key: &str, record: &[u8]) -> Option<StateRow> {
+        let origin = u64::from_le_bytes(record.get(..8)?.try_into().ok()?);
+        let version = u64::from_le_bytes(record.get(8..16)?.try_into().ok()?);
+        let removed = *record.get(16)? != 0;
+        let content_type = content_type_of(*record.get(17)?)?;
+        let value = Bytes::copy_from_slice(record.get(18..)?);
+        Some(StateRow {
+            key: key.to_owned(),
+            origin,
+            version,
+            content_type,
+            value: (!removed).then_some(value),
+        })
+    }
+}
+
+fn content_type_of(byte: u8) -> Option<ContentType> {
+    match byte {
+        0 => Some(ContentType::Json),
+        1 => Some(ContentType::Postcard),
+        2 => Some(ContentType::Binary),
+        _ => None,
+    }
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -249,6 +306,7 @@ impl Store {
         }
         tx.open_table(OUTBOX).map_err(CheckError::redb)?;
         tx.open_table(FILES).map_err(CheckError::redb)?;
+        tx.open_table(STATE).map_err(CheckError::redb)?;
         tx.open_table(ORIGINS).map_err(CheckError::redb)?;
         tx.open_table(DELIVERED).map_err(CheckError::redb)?;
         let mut cursors = HashMap::new();
@@ -283,11 +341,9 @@ impl Store {
         {
             let (key, value) = row.map_err(storage)?;
             let record = value.value();
-            let content_type = match record.first() {
-                Some(0) => ContentType::Json,
-                Some(1) => ContentType::Postcard,
-                Some(2) => ContentType::Binary,
-                _ => return Err(Error::Store(Cause::message("a damaged outbox record"))),
+            let content_type = record.first().and_then(|b| content_type_of(*b));
+            let Some(content_type) = content_type else {
+                return Err(Error::Store(Cause::message("a damaged outbox record")));
             };
             let body = Bytes::copy_from_slice(&record[1..]);
             loaded.entries.push((key.value().1, content_type, body));
@@ -310,6 +366,23 @@ impl Store {
             loaded.unseen.push(row.map_err(storage)?.0.value().1);
         }
         Ok(loaded)
+    }
+
+    /// This side's state values of `scope`, as set last.
+    pub(crate) fn load_state(&self, scope: &str) -> Result<Vec<StateRow>, Error> {
+        let tx = self.inner.db.begin_read().map_err(storage)?;
+        let table = tx.open_table(STATE).map_err(storage)?;
+        let mut rows = Vec::new();
+        for row in table.range((scope, "")..).map_err(storage)? {
+            let (key, record) = row.map_err(storage)?;
+            let (row_scope, name) = key.value();
+            if row_scope != scope {
+                break;
+            }
+            let row = StateRow::read(name, record.value());
+            rows.push(row.ok_or_else(|| Error::Store(Cause::message("a damaged state record")))?);
+        }
+        Ok(rows)
     }
 
     /// Queues `op` for the next commit; the receiver hears once it is on the disk.
@@ -441,6 +514,7 @@ impl Inner {
         {
             let mut outbox = tx.open_table(OUTBOX).map_err(storage)?;
             let mut files = tx.open_table(FILES).map_err(storage)?;
+            let mut state = tx.open_table(STATE).map_err(storage)?;
             let mut origins = tx.open_table(ORIGINS).map_err(storage)?;
             let mut delivered = tx.open_table(DELIVERED).map_err(storage)?;
             let mut record = Vec::new();
@@ -481,6 +555,16 @@ impl Inner {
                         files.remove((scope.as_str(), *seq)).map_err(storage)?;
                         delivered
                             .insert((scope.as_str(), *seq), ())
+                            .map_err(storage)?;
+                    }
+                    Op::State { scope, key, record } => {
+                        state
+                            .insert((scope.as_str(), key.as_str()), record.as_slice())
+                            .map_err(storage)?;
+                    }
+                    Op::StateGone { scope, key } => {
+                        state
+                            .remove((scope.as_str(), key.as_str()))
                             .map_err(storage)?;
                     }
                     Op::Seen { scope, seq } => {

@@ -299,3 +299,45 @@ async fn a_durable_file_goes_after_the_sender_restarts_without_a_second_call() {
     assert!(conn.outstanding().is_empty());
     within_a_minute(conn.delivered(id)).await.unwrap();
 }
+
+#[tokio::test(start_paused = true)]
+async fn with_a_store_the_state_outlives_a_restart_and_the_peer_keeps_it() {
+    let (watch_dir, phone_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let network = MockNetwork::new(Faults::default());
+    let (_hub, app, mut app_events) = phone(&network, phone_dir.path(), PKG).await;
+    let (first, conn) = watch(&network, watch_dir.path());
+    conn.set_state("heart-rate", &72).unwrap();
+    conn.set_state("workout", &"run").unwrap();
+    conn.remove_state("workout").unwrap();
+    let synced = tokio::time::timeout(Duration::from_secs(60), async {
+        // The phone's app takes its events, so the updates are acknowledged.
+        loop {
+            tokio::select! {
+                done = conn.state_synced() => return done,
+                _ = app_events.next() => {}
+            }
+        }
+    });
+    synced.await.expect("in a minute").unwrap();
+    first.shutdown().await;
+    drop((first, conn));
+
+    // A new process on the store: it set nothing, yet it holds its values, under the
+    // same origin, so the phone drops nothing.
+    let (_watch, conn) = watch(&network, watch_dir.path());
+    let wait = async {
+        loop {
+            if let ConnectionEvent::State { key, value: None } = next(&mut app_events).await {
+                return key;
+            }
+        }
+    };
+    let dropped = tokio::time::timeout(Duration::from_secs(60), wait).await;
+    assert!(dropped.is_err(), "the phone dropped {dropped:?}");
+    within_a_minute(conn.state_synced()).await.unwrap();
+    let held = app
+        .peer_state("heart-rate")
+        .map(|v| v.decode::<u32>().unwrap());
+    assert_eq!(held, Some(72));
+    assert_eq!(app.peer_states().len(), 1, "the removal is kept too");
+}

@@ -24,8 +24,11 @@ impl super::Connection {
     /// nothing changes. A peer that reads no state (an earlier release) is told nothing:
     /// the connection's events carry one `Error` saying so.
     ///
-    /// The state lives in this process: a side that restarts starts with none, and its
-    /// peer drops what it held of the old state when the channel opens again.
+    /// Without a store the state lives in this process: a side that restarts starts
+    /// with none, and its peer drops what it held of the old state when the channel
+    /// opens again. With one ([`Config::store`](crate::Config::store)) each change is kept
+    /// there too: a restarted side holds its values under the same origin, sends them
+    /// again, and its peer keeps what it holds.
     ///
     /// ```no_run
     /// # fn f(conn: interconnect::Connection) -> Result<(), interconnect::Error> {

@@ -9,8 +9,8 @@ use std::task::{Context, Poll};
 use tokio::sync::mpsc;
 
 use crate::command::Command;
-use crate::inbox;
-use crate::state::{ConnectionEvent, Mark, Queued, Unread};
+use crate::inbox::{self, Mark, Queued};
+use crate::state::{ConnectionEvent, Unread};
 
 /// The stream of a connection's events. Ends when the driver stops.
 #[derive(Debug)]

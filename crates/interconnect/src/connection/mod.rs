@@ -322,7 +322,7 @@ impl Connection {
         // Deliveries the app was not told of before this side restarted come first.
         for seq in unseen {
             let event = crate::ConnectionEvent::Delivered { id: seq };
-            let mark = crate::state::Mark::Delivered {
+            let mark = crate::inbox::Mark::Delivered {
                 outbox: outbox.clone(),
                 seq,
             };
@@ -330,7 +330,7 @@ impl Connection {
         }
         let unread = Arc::new(Unread::new(max_unread));
         let sends = Arc::new(Sends::default());
-        let states = Arc::new(States::default());
+        let states = Arc::new(States::load(outbox.store(), outbox.scope.clone()));
         let (state_tx, state) = watch::channel(ConnState {
             connecting: true,
             ..ConnState::default()

@@ -10,10 +10,11 @@ use interconnect_proto::{Code, DurableHead, Exchange};
 use super::Driver;
 use crate::cursors::Cursors;
 use crate::error::Error;
+use crate::inbox::Mark;
 use crate::outbox::{DURABLE, Landed};
 use crate::sans_io::{CommandError, Message, PeerInfo};
 use crate::sends;
-use crate::state::{ConnectionEvent, Mark};
+use crate::state::ConnectionEvent;
 
 impl Driver {
     /// Hands the session what the connection `key`'s outbox holds ready, if its channel
