@@ -262,6 +262,52 @@ pub mod tcp {
         })
     }
 
+    /// A phone on its own thread, listening on loopback, whose `bench` app takes every
+    /// event and says when it took `n` messages; dropping `stop` ends it.
+    pub struct CountingPhone {
+        /// Where it listens.
+        pub addr: std::net::SocketAddr,
+        /// When its app took the `n`th message.
+        pub done: oneshot::Receiver<Instant>,
+        /// Dropped: the phone stops.
+        pub stop: oneshot::Sender<()>,
+    }
+
+    /// Starts a [`CountingPhone`] with `config`.
+    pub async fn counting_phone(config: Config, n: usize) -> Result<CountingPhone, BoxError> {
+        let (addr_tx, addr_rx) = oneshot::channel();
+        let (done_tx, done) = oneshot::channel();
+        let (stop, mut stopped) = oneshot::channel::<()>();
+        let _phone = on_own_thread(move || async move {
+            let listener = transport_tcp::TcpListener::bind("127.0.0.1:0").await?;
+            let _ = addr_tx.send(listener.local_addr());
+            let hub = Hub::new(listener, config);
+            let app = hub.register("bench", 1, None).await?;
+            let mut events = app.events().ok_or("no events")?;
+            let (mut taken, mut done_tx) = (0, Some(done_tx));
+            loop {
+                let event = tokio::select! {
+                    event = events.next() => event,
+                    _ = &mut stopped => break,
+                };
+                match event {
+                    Some(ConnectionEvent::Message(_)) => taken += 1,
+                    Some(_) => continue,
+                    None => break,
+                }
+                if taken == n
+                    && let Some(tx) = done_tx.take()
+                {
+                    let _ = tx.send(Instant::now());
+                }
+            }
+            hub.shutdown().await;
+            Ok::<_, BoxError>(())
+        });
+        let addr = addr_rx.await?;
+        Ok(CountingPhone { addr, done, stop })
+    }
+
     /// A watch over `dialer` with the `bench` package's channel open.
     pub async fn watch_channel(
         dialer: transport_tcp::TcpDialer,

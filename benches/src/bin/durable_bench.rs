@@ -14,10 +14,9 @@
 use std::time::{Duration, Instant};
 
 use interconnect::{
-    Config, ConnectionEvent, DeviceIdentity, Hub, IdentityFile, Interconnect, NoiseConfig,
-    Security, Store,
+    Config, DeviceIdentity, IdentityFile, Interconnect, NoiseConfig, Security, Store,
 };
-use interconnect_benches::tcp::{BoxError, median, on_own_thread, watch_channel};
+use interconnect_benches::tcp::{BoxError, counting_phone, median, watch_channel};
 use interconnect_proto::DeviceId;
 use tokio::sync::oneshot;
 
@@ -40,45 +39,15 @@ fn config(id: u8, store: &std::path::Path) -> Result<Config, BoxError> {
 /// the channel open; both with a store in a new folder.
 async fn ends(n: usize) -> Result<Ends, BoxError> {
     let dir = tempfile::tempdir_in(".")?;
-    let phone_store = dir.path().join("phone.redb");
-    let (addr_tx, addr_rx) = oneshot::channel();
-    let (done_tx, done) = oneshot::channel();
-    let (stop, mut stopped) = oneshot::channel::<()>();
-    let _phone = on_own_thread(move || async move {
-        let listener = transport_tcp::TcpListener::bind("127.0.0.1:0").await?;
-        let _ = addr_tx.send(listener.local_addr());
-        let hub = Hub::new(listener, config(2, &phone_store)?);
-        let app = hub.register("bench", 1, None).await?;
-        let mut events = app.events().unwrap();
-        let mut messages = 0;
-        let mut done_tx = Some(done_tx);
-        loop {
-            let event = tokio::select! {
-                event = events.next() => event,
-                _ = &mut stopped => break,
-            };
-            match event {
-                Some(ConnectionEvent::Message(_)) => messages += 1,
-                Some(_) => continue,
-                None => break,
-            }
-            if messages == n
-                && let Some(tx) = done_tx.take()
-            {
-                let _ = tx.send(Instant::now());
-            }
-        }
-        hub.shutdown().await;
-        Ok::<_, BoxError>(())
-    });
-    let addr = addr_rx.await?;
+    let phone = counting_phone(config(2, &dir.path().join("phone.redb"))?, n).await?;
     let watch_config = config(1, &dir.path().join("watch.redb"))?;
-    let (watch, conn) = watch_channel(transport_tcp::TcpDialer::new(addr), watch_config).await?;
+    let dialer = transport_tcp::TcpDialer::new(phone.addr);
+    let (watch, conn) = watch_channel(dialer, watch_config).await?;
     Ok(Ends {
         _watch: watch,
         conn,
-        done,
-        _stop: stop,
+        done: phone.done,
+        _stop: phone.stop,
         _dir: dir,
     })
 }

@@ -24,7 +24,7 @@ use tokio::sync::oneshot;
 use crate::error::Error;
 use crate::store::{Op, Store};
 
-/// Most messages a connection's outbox holds; past it `send_durable` fails with
+/// Most messages (and files) a connection's outbox holds; past it `send_durable` fails with
 /// [`Error::OutboxFull`].
 pub const MAX_OUTBOX_MESSAGES: usize = 10_000;
 /// Most bytes of messages a connection's outbox holds, all together.
@@ -96,6 +96,26 @@ struct Inner {
     /// The driver let go: nothing will be delivered through this handle any more.
     stopped: bool,
     waiters: HashMap<u64, Vec<oneshot::Sender<Result<(), Error>>>>,
+}
+
+impl Inner {
+    /// Whether one more entry may come in: the store was read, the driver is there,
+    /// and the outbox holds fewer than [`MAX_OUTBOX_MESSAGES`] messages and files.
+    fn admit(&self) -> Result<(), Error> {
+        if let Some(error) = &self.broken {
+            return Err(error.clone());
+        }
+        if self.stopped {
+            return Err(Error::Stopped);
+        }
+        if self.entries.len() + self.files.len() >= MAX_OUTBOX_MESSAGES {
+            return Err(Error::OutboxFull {
+                limit: "messages",
+                max: MAX_OUTBOX_MESSAGES,
+            });
+        }
+        Ok(())
+    }
 }
 
 fn lock(mutex: &Mutex<Inner>) -> MutexGuard<'_, Inner> {
@@ -188,18 +208,7 @@ impl Outbox {
         let store = self.store.as_ref().ok_or(Error::NoStore)?;
         let (seq, committed) = {
             let mut inner = lock(&self.inner);
-            if let Some(error) = &inner.broken {
-                return Err(error.clone());
-            }
-            if inner.stopped {
-                return Err(Error::Stopped);
-            }
-            if inner.entries.len() >= MAX_OUTBOX_MESSAGES {
-                return Err(Error::OutboxFull {
-                    limit: "messages",
-                    max: MAX_OUTBOX_MESSAGES,
-                });
-            }
+            inner.admit()?;
             if inner.bytes + body.len() > MAX_OUTBOX_BYTES {
                 return Err(Error::OutboxFull {
                     limit: "bytes",
@@ -422,18 +431,7 @@ impl Outbox {
         })?;
         let (seq, committed) = {
             let mut inner = lock(&self.inner);
-            if let Some(error) = &inner.broken {
-                return Err(error.clone());
-            }
-            if inner.stopped {
-                return Err(Error::Stopped);
-            }
-            if inner.entries.len() + inner.files.len() >= MAX_OUTBOX_MESSAGES {
-                return Err(Error::OutboxFull {
-                    limit: "messages",
-                    max: MAX_OUTBOX_MESSAGES,
-                });
-            }
+            inner.admit()?;
             inner.last_seq += 1;
             let seq = inner.last_seq;
             let op = Op::PutFile {
