@@ -58,6 +58,10 @@ impl Code {
     /// 4008: the secure handshake or a sealed frame failed (bad message, forged or
     /// corrupted frame, suite not allowed, one side in plaintext mode).
     pub const SECURITY: Code = Code(4008);
+    /// A file offer the receiver answers without a transfer: it stored this very file
+    /// (same app, name, size and modification time) already, and still has it. Not a
+    /// failure: the sender's send reports success.
+    pub const ALREADY_STORED: Code = Code(4009);
 
     /// The numeric value.
     pub const fn as_u16(self) -> u16 {
@@ -83,6 +87,7 @@ impl Code {
             4006 => "version mismatch",
             4007 => "untrusted peer",
             4008 => "security failure",
+            4009 => "already stored",
             _ => return None,
         })
     }

@@ -258,6 +258,66 @@ fn a_damaged_or_foreign_store_is_a_typed_error_at_open() {
     }
 }
 
+/// A phone whose app takes files into `dir/received`.
+async fn phone_with_files(network: &MockNetwork, dir: &Path) -> (Hub, Connection, Events) {
+    let mut config = Config::new(dir).unwrap();
+    let mut files = FilesConfig::new(dir.join("received"));
+    files.reserve_free_bytes = 0;
+    config.files = Some(files);
+    let hub = Hub::new(network.endpoints().1, config);
+    let app = hub.register(PKG, 3, None).await.unwrap();
+    let events = app.events().unwrap();
+    (hub, app, events)
+}
+
+/// The path of the next file the phone's app was told it stored.
+async fn stored(events: &mut Events) -> std::path::PathBuf {
+    loop {
+        if let ConnectionEvent::File { path, .. } = next(events).await {
+            return path;
+        }
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_file_offered_again_by_a_restarted_sender_is_not_stored_twice() {
+    let (watch_dir, phone_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let network = MockNetwork::new(Faults::default());
+    let (_hub, _app, mut app_events) = phone_with_files(&network, phone_dir.path()).await;
+    let source = watch_dir.path().join("log.txt");
+    std::fs::write(&source, vec![7u8; 5000]).unwrap();
+    let (first, conn) = watch(&network, watch_dir.path());
+    within_a_minute(conn.send_file(&source)).await.unwrap();
+    let copy = stored(&mut app_events).await;
+    first.shutdown().await;
+    drop((first, conn));
+    // A new process, as a sender killed before it heard the file was stored: the phone
+    // answers 4009 and the send succeeds with nothing sent or stored again.
+    let (second, conn) = watch(&network, watch_dir.path());
+    within_a_minute(conn.send_file(&source)).await.unwrap();
+    let received = phone_dir.path().join("received");
+    let names = || std::fs::read_dir(&received).unwrap().count();
+    assert_eq!(names(), 2, "the file and the .partial folder");
+    // Sent again on purpose by the same process: stored again, as before.
+    within_a_minute(conn.send_file(&source)).await.unwrap();
+    assert_ne!(stored(&mut app_events).await, copy);
+    second.shutdown().await;
+    drop((second, conn));
+    // Once the stored copies are gone, a restarted sender's offer is a new file again.
+    for entry in std::fs::read_dir(&received).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_file() {
+            std::fs::remove_file(path).unwrap();
+        }
+    }
+    let (_watch, conn) = watch(&network, watch_dir.path());
+    within_a_minute(conn.send_file(&source)).await.unwrap();
+    assert_eq!(
+        std::fs::read(stored(&mut app_events).await).unwrap(),
+        vec![7u8; 5000]
+    );
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_durable_file_goes_after_the_sender_restarts_without_a_second_call() {
     let (watch_dir, phone_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
@@ -277,13 +337,7 @@ async fn a_durable_file_goes_after_the_sender_restarts_without_a_second_call() {
     first.shutdown().await;
     drop((first, conn));
 
-    let mut config = Config::new(phone_dir.path()).unwrap();
-    let mut files = FilesConfig::new(phone_dir.path().join("received"));
-    files.reserve_free_bytes = 0;
-    config.files = Some(files);
-    let hub = Hub::new(network.endpoints().1, config);
-    let app = hub.register(PKG, 3, None).await.unwrap();
-    let mut app_events = app.events().unwrap();
+    let (_hub, _app, mut app_events) = phone_with_files(&network, phone_dir.path()).await;
     // Another run on the store: nobody calls send_file again.
     let (_watch, conn) = watch(&network, watch_dir.path());
     let mut watch_events = conn.events().unwrap();

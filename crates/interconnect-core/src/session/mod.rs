@@ -353,6 +353,12 @@ impl Session {
         matches!(self.link, LinkState::SettingUp { .. })
     }
 
+    /// The peer's resume token from the last completed handshake: it changes when the
+    /// peer restarted.
+    pub fn peer_token(&self) -> Option<u64> {
+        self.peer_token
+    }
+
     /// The peer, while the link is up.
     pub fn peer(&self) -> Option<&PeerInfo> {
         match &self.link {

@@ -101,6 +101,7 @@ impl Driver {
             modified,
             meta,
             target: None,
+            sender: self.session.peer_token().unwrap_or_default(),
         };
         // Offered again after a link drop: the earlier writer's partial, once it let go;
         // an earlier offer of it not yet claimed is replaced.
@@ -214,6 +215,10 @@ impl Driver {
     fn refuse_offer(&mut self, channel: ChannelId, transfer: TransferId, refusal: files::Refusal) {
         self.session
             .reject_file(channel, transfer, refusal.code, &refusal.reason);
+        if refusal.code == Code::ALREADY_STORED {
+            // Not a failure: the app has the file (and was told when it was stored).
+            return;
+        }
         self.emit(
             channel,
             ConnectionEvent::Error {
@@ -453,7 +458,14 @@ impl Driver {
             } => {
                 if outgoing {
                     if let Some(out) = self.outgoing_files.remove(&transfer) {
-                        let _ = out.done.send(Err(Error::Transfer { code, reason }));
+                        // The peer has this very file already: delivered.
+                        let outcome = if code == Code::ALREADY_STORED {
+                            out.progress.send_modify(|p| p.bytes_done = p.total);
+                            Ok(())
+                        } else {
+                            Err(Error::Transfer { code, reason })
+                        };
+                        let _ = out.done.send(outcome);
                     }
                 } else {
                     // The error reaches the app once the partial file is gone: the

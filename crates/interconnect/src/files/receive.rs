@@ -24,7 +24,12 @@ pub(super) fn prune_partials(dir: &Path, keep: &Path, max_age: Duration, max_byt
     let mut kept: Vec<(SystemTime, u64, PathBuf)> = entries
         .flatten()
         .map(|entry| entry.path())
-        .filter(|path| path != keep && path.extension().is_some_and(|e| e == "part"))
+        .filter(|path| {
+            path != keep
+                && path
+                    .extension()
+                    .is_some_and(|e| e == "part" || e == "stored")
+        })
         .filter_map(|path| {
             let meta = fs::metadata(&path).ok()?;
             Some((meta.modified().ok()?, meta.len(), path))
@@ -117,6 +122,10 @@ pub(crate) struct Offer {
     pub(crate) meta: bytes::Bytes,
     /// Where the app chose to store it (`None`: the files folder, under a free name).
     pub(crate) target: Option<PathBuf>,
+    /// The sending process (the peer's resume token): a stored file offered again by
+    /// another one is answered 4009 (its sender restarted before it heard); by the same
+    /// one, it is sent again on purpose and stored again.
+    pub(crate) sender: u64,
 }
 
 /// The partial file an accepted offer writes, found on the disk by [`claim_partial`].
@@ -182,6 +191,18 @@ pub(crate) fn claim_partial(
     let partial_dir = config.dir.join(".partial");
     fs::create_dir_all(&partial_dir).map_err(storage)?;
     let key = partial_key(&offer.package, &offer.name, offer.size, offer.modified);
+    if resumes.is_none()
+        && let Some(name) = already_stored(
+            &partial_dir.join(format!("{key}.stored")),
+            offer.size,
+            offer.sender,
+        )
+    {
+        return Err(Refusal {
+            code: Code::ALREADY_STORED,
+            reason: format!("already stored as {name}"),
+        });
+    }
     let (part, claimed) = match resumes {
         Some(part) => (part, None),
         None => claim(&partial_dir, &key, offer.ticket, &|p| {
@@ -216,6 +237,26 @@ pub(crate) fn claim_partial(
     Ok(claim)
 }
 
+/// The name of the file a `.stored` marker names, if another sending process than
+/// `sender` sent it and it is still there with `size` bytes: its sender restarted
+/// before it heard the file was stored, and offers it again.
+/// The marker then names `sender`: it has heard now, and the same file from it again
+/// is sent on purpose.
+fn already_stored(marker: &Path, size: u64, sender: u64) -> Option<String> {
+    let text = fs::read_to_string(marker).ok()?;
+    let (by, path) = text.split_once('\n')?;
+    if by.parse::<u64>().ok()? == sender {
+        return None;
+    }
+    let path = PathBuf::from(path);
+    let stored = fs::metadata(&path).ok()?;
+    if !stored.is_file() || stored.len() != size {
+        return None;
+    }
+    let _ = fs::write(marker, format!("{sender}\n{}", path.to_string_lossy()));
+    path.file_name().map(|n| n.to_string_lossy().into_owned())
+}
+
 /// Lets go of a claim no writer will use (blocking). An empty partial (made by the
 /// claim) holds nothing worth keeping.
 pub(crate) fn release(claim: Claim) {
@@ -248,6 +289,11 @@ pub(crate) fn start_writer(
         name: name.clone(),
         size: offer.size,
         start: claim.held,
+        sender: offer.sender,
+        marker: config.dir.join(".partial").join(format!(
+            "{}.stored",
+            partial_key(&offer.package, &offer.name, offer.size, offer.modified)
+        )),
         target: offer.target,
     };
     tokio::spawn(writer.run(rx, done));
@@ -366,6 +412,10 @@ pub(super) struct Writer {
     start: u64,
     /// Where the app chose to store the file (`None`: `dir`, under a free name).
     target: Option<PathBuf>,
+    /// Written once the file is stored, naming it and its sender: a later offer of the
+    /// same file by a restarted sender is answered 4009, already stored.
+    marker: PathBuf,
+    sender: u64,
 }
 
 /// The partial file being written, the hash of what it holds, and the digest the sender
@@ -537,6 +587,14 @@ impl Writer {
         // Stored while still locked: no other transfer takes this file meanwhile.
         let stored = self.store();
         drop(partial.file);
+        if let Ok((path, _)) = &stored
+            && let Err(error) = fs::write(
+                &self.marker,
+                format!("{}\n{}", self.sender, path.to_string_lossy()),
+            )
+        {
+            tracing::warn!(%error, "the marker of a stored file could not be written");
+        }
         stored
     }
 

@@ -117,7 +117,11 @@ async fn next_file_event(events: &mut Events) -> ConnectionEvent {
 
 fn partial_files(dir: &Path) -> Vec<PathBuf> {
     match std::fs::read_dir(dir.join(".partial")) {
-        Ok(entries) => entries.map(|e| e.unwrap().path()).collect(),
+        // The `.stored` markers of stored files are not partial files.
+        Ok(entries) => entries
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_none_or(|e| e != "stored"))
+            .collect(),
         Err(_) => Vec::new(),
     }
 }
