@@ -662,7 +662,7 @@ impl Connection {
 
     /// [`send_file`](Self::send_file) with the app's metadata about the file (a value
     /// serialised as JSON, at most 4,096 bytes): the receiving app gets it with the offer
-    /// ([`ConnectionEvent::FileOffered`] or [`ConnectionEvent::FileIncoming`]'s `meta`,
+    /// ([`ConnectionEvent::FileOffered`](crate::ConnectionEvent::FileOffered) or [`ConnectionEvent::FileIncoming`](crate::ConnectionEvent::FileIncoming)'s `meta`,
     /// read with [`decode_meta`](crate::decode_meta)) and may decide on it. A peer that
     /// does not read metadata (an earlier release) is not offered the file: the transfer
     /// fails with 1000 rather than arrive without it.
@@ -696,7 +696,7 @@ impl Connection {
         }
     }
 
-    /// Refuses or stops an incoming file announced by [`ConnectionEvent::FileIncoming`];
+    /// Refuses or stops an incoming file announced by [`ConnectionEvent::FileIncoming`](crate::ConnectionEvent::FileIncoming);
     /// its partial file is removed and the sender gets 4003.
     pub fn cancel_incoming(&self, transfer: u32) -> Result<(), Error> {
         self.command(Command::CancelIncoming {
@@ -705,7 +705,7 @@ impl Connection {
         })
     }
 
-    /// Accepts a file announced by [`ConnectionEvent::FileOffered`]: stored in the files
+    /// Accepts a file announced by [`ConnectionEvent::FileOffered`](crate::ConnectionEvent::FileOffered): stored in the files
     /// folder (`path` `None`), or at `path`, which must not exist yet (a file there is
     /// never replaced: the transfer then fails with 4005 on both sides). An offer no
     /// longer waiting (answered, timed out, withdrawn) is left as it is.
@@ -717,7 +717,7 @@ impl Connection {
         })
     }
 
-    /// Refuses a file announced by [`ConnectionEvent::FileOffered`] before any of its
+    /// Refuses a file announced by [`ConnectionEvent::FileOffered`](crate::ConnectionEvent::FileOffered) before any of its
     /// bytes travel: the sender's `send_file` fails with
     /// [`Error::Transfer`] carrying this code and reason (4003, cancelled, is the usual
     /// code; the seed codes and ours all pass).
