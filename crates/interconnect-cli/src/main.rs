@@ -6,6 +6,14 @@
 //! Links are Noise-encrypted and mutually authenticated; see [`security`] for the
 //! identity and trust flags.
 
+/// Prints a line on stdout, as `println!` does, except that a reader gone away (a closed
+/// pipe: `… | head`) ends the process quietly, as command-line tools do, not in a panic.
+macro_rules! say {
+    ($($arg:tt)*) => {
+        $crate::output::say_line(format_args!($($arg)*))
+    };
+}
+
 mod args;
 mod commands;
 mod output;
@@ -108,9 +116,7 @@ fn main() -> ExitCode {
                 let timeout = Duration::from_millis(timeout_ms);
                 pair(listen, connect, yes, timeout, &security).await
             }
-            Command::Keygen { out, force } => {
-                security::keygen(&out, force).map(|v| println!("{v}"))
-            }
+            Command::Keygen { out, force } => security::keygen(&out, force).map(|v| say!("{v}")),
         }
     });
     match outcome {

@@ -40,7 +40,7 @@ pub(crate) fn failure(code: Code, message: impl Into<String>) -> Failure {
 }
 
 pub(crate) fn fail(code: Code, message: &str) -> ExitCode {
-    println!("{}", json!({ "code": code.as_u16(), "message": message }));
+    say!("{}", json!({ "code": code.as_u16(), "message": message }));
     ExitCode::FAILURE
 }
 
@@ -145,7 +145,7 @@ pub(crate) fn sha256_of(path: &Path) -> std::io::Result<String> {
 /// The first line a listening command prints: the address it listens on, which tells
 /// a script the port when it asked for port 0.
 pub(crate) fn print_listening(address: SocketAddr) {
-    println!(
+    say!(
         "{}",
         json!({ "event": "listening", "address": address.to_string() })
     );
@@ -153,8 +153,18 @@ pub(crate) fn print_listening(address: SocketAddr) {
 
 /// An `error` event line on stdout.
 pub(crate) fn print_error(code: Code, message: &str) {
-    println!(
+    say!(
         "{}",
         json!({ "event": "error", "code": code.as_u16(), "message": message })
     );
+}
+
+/// See `say!`.
+pub(crate) fn say_line(line: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    if writeln!(out, "{line}").and_then(|()| out.flush()).is_err() {
+        // 141: what a shell reports for a process a closed pipe ended.
+        std::process::exit(141);
+    }
 }

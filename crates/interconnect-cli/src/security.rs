@@ -150,7 +150,7 @@ pub(crate) fn monitor(
                 } => {
                     eprintln!("peer {fingerprint} authenticated ({suite})");
                     if json_lines {
-                        println!(
+                        say!(
                             "{}",
                             json!({
                                 "event": "peer_authenticated",
@@ -171,7 +171,7 @@ pub(crate) fn monitor(
                     let code = request.code();
                     let fingerprint = request.fingerprint();
                     eprintln!("pairing with {fingerprint}: code {code}");
-                    println!(
+                    say!(
                         "{}",
                         json!({ "event": "pairing", "fingerprint": fingerprint.to_string(), "code": code.to_string() })
                     );
@@ -196,7 +196,7 @@ pub(crate) fn monitor(
                         );
                     }
                     if json_lines {
-                        println!(
+                        say!(
                             "{}",
                             json!({
                                 "event": "error",
@@ -216,7 +216,7 @@ pub(crate) fn monitor(
                         "{count} security events were dropped: they came faster than they were printed"
                     );
                     if json_lines {
-                        println!(
+                        say!(
                             "{}",
                             json!({ "event": "security_events_missed", "count": count })
                         );

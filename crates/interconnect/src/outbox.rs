@@ -50,6 +50,18 @@ struct FileEntry {
     path: std::path::PathBuf,
     /// The current attempt's progress.
     progress: Option<tokio::sync::watch::Receiver<crate::Progress>>,
+    /// Tells the file's task the app cancelled it.
+    stop: std::sync::Arc<tokio::sync::Notify>,
+}
+
+impl FileEntry {
+    fn new(path: std::path::PathBuf) -> FileEntry {
+        FileEntry {
+            path,
+            progress: None,
+            stop: std::sync::Arc::default(),
+        }
+    }
 }
 
 /// What the app reads of an outbox entry ([`Connection::outstanding`]).
@@ -160,11 +172,7 @@ impl Outbox {
                     }
                     for (seq, path) in loaded.files {
                         inner.last_seq = inner.last_seq.max(seq);
-                        let file = FileEntry {
-                            path,
-                            progress: None,
-                        };
-                        inner.files.insert(seq, file);
+                        inner.files.insert(seq, FileEntry::new(path));
                     }
                     for (seq, content_type, body) in loaded.entries {
                         inner.bytes += body.len();
@@ -368,6 +376,18 @@ impl Outbox {
     /// driver withdraws one on its way first, with [`Outbox::withdrawn`]).
     pub(crate) fn cancel(&self, seq: u64) -> bool {
         let mut inner = lock(&self.inner);
+        if let Some(file) = inner.files.remove(&seq) {
+            // Its task stops the transfer under way (the peer drops its partial file).
+            file.stop.notify_one();
+            for waiter in inner.waiters.remove(&seq).unwrap_or_default() {
+                let _ = waiter.send(Err(Error::Cancelled));
+            }
+            if let Some(store) = &self.store {
+                let scope = self.scope.clone();
+                store.submit(Op::Cancel { scope, seq });
+            }
+            return true;
+        }
         match inner.entries.get(&seq) {
             Some(entry) if entry.committed && entry.flight.is_none() => {}
             _ => return false,
@@ -446,11 +466,7 @@ impl Outbox {
             .await
             .unwrap_or_else(|_| Err(Error::Store(crate::Cause::message("the store stopped"))));
         result?;
-        let entry = FileEntry {
-            path,
-            progress: None,
-        };
-        lock(&self.inner).files.insert(seq, entry);
+        lock(&self.inner).files.insert(seq, FileEntry::new(path));
         Ok(seq)
     }
 
@@ -464,9 +480,10 @@ impl Outbox {
             .collect()
     }
 
-    /// Whether file `seq` still waits to be delivered.
-    pub(crate) fn has_file(&self, seq: u64) -> bool {
-        lock(&self.inner).files.contains_key(&seq)
+    /// What tells file `seq`'s task the app cancelled it; `None` once it is no longer
+    /// in the outbox.
+    pub(crate) fn file_stop(&self, seq: u64) -> Option<std::sync::Arc<tokio::sync::Notify>> {
+        lock(&self.inner).files.get(&seq).map(|f| f.stop.clone())
     }
 
     /// A new attempt at file `seq` started: its progress.

@@ -395,3 +395,44 @@ async fn with_a_store_the_state_outlives_a_restart_and_the_peer_keeps_it() {
     assert_eq!(held, Some(72));
     assert_eq!(app.peer_states().len(), 1, "the removal is kept too");
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_cancelled_durable_file_is_never_sent_not_even_after_a_restart() {
+    let (watch_dir, phone_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let network = MockNetwork::new(Faults::default());
+    network.set_reachable(false);
+    let source = watch_dir.path().join("draft.bin");
+    std::fs::write(&source, vec![1u8; 100_000]).unwrap();
+    let (first, conn) = watch(&network, watch_dir.path());
+    let id = conn.send_file_durable(&source).await.unwrap();
+    let kept = conn.send_durable(&"after").await.unwrap();
+    assert_eq!(conn.cancel_durable(id).await, Ok(true));
+    assert_eq!(conn.cancel_durable(id).await, Ok(false), "once");
+    let left: Vec<u64> = conn.outstanding().iter().map(|o| o.id).collect();
+    assert_eq!(left, [kept]);
+    first.shutdown().await;
+    drop((first, conn));
+    let (_hub, _app, mut app_events) = phone_with_files(&network, phone_dir.path()).await;
+    let (_watch, conn) = watch(&network, watch_dir.path());
+    network.set_reachable(true);
+    assert_eq!(numbers_of_text(&mut app_events).await, "\"after\"");
+    within_a_minute(conn.delivered(kept)).await.unwrap();
+    let file = async {
+        loop {
+            if let ConnectionEvent::FileIncoming { .. } = next(&mut app_events).await {
+                return;
+            }
+        }
+    };
+    let sent = tokio::time::timeout(Duration::from_secs(60), file).await;
+    assert!(sent.is_err(), "the cancelled file was offered");
+}
+
+/// The next message, as its JSON text.
+async fn numbers_of_text(events: &mut Events) -> String {
+    loop {
+        if let ConnectionEvent::Message(m) = next(events).await {
+            return String::from_utf8(m.payload.to_vec()).unwrap();
+        }
+    }
+}

@@ -13,7 +13,7 @@ use transport_tcp::{TcpDialer, TcpListener};
 
 /// Checks one demo step, printing it.
 pub(crate) fn check(step: &str, ok: bool, detail: Value) -> Result<(), Failure> {
-    println!("{}", json!({ "step": step, "ok": ok, "detail": detail }));
+    say!("{}", json!({ "step": step, "ok": ok, "detail": detail }));
     if ok {
         Ok(())
     } else {
@@ -192,6 +192,6 @@ pub(crate) async fn demo() -> Result<(), Failure> {
     conn.close(Code::OTHERS, "demo finished").await?;
     watch.shutdown().await;
     hub.shutdown().await;
-    println!("{}", json!({ "demo": "ok" }));
+    say!("{}", json!({ "demo": "ok" }));
     Ok(())
 }

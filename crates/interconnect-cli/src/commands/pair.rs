@@ -87,6 +87,6 @@ pub(crate) async fn pair(
         let _ = tokio::time::timeout_at(deadline, endpoint.disconnected()).await;
     }
     endpoint.shutdown().await;
-    println!("{}", result?);
+    say!("{}", result?);
     Ok(())
 }

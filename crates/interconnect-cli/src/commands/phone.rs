@@ -81,7 +81,7 @@ pub(crate) async fn phone(
                     ConnectionEvent::Open { .. } => said_goodbye = false,
                     _ => {}
                 }
-                println!("{}", event_json(&event));
+                say!("{}", event_json(&event));
                 if !handle.is_zero() && matches!(event, ConnectionEvent::Message(_)) {
                     tokio::time::sleep(handle).await;
                 }
@@ -121,7 +121,7 @@ async fn serve_watches(hub: Hub, app: PhoneApp, echo: bool) -> Result<(), Failur
                 let Some(watch) = watch else { break };
                 let id = watch.device.id.to_string();
                 let key = watch.device.fingerprint.map(|f| f.to_string());
-                println!("{}", serde_json::json!({ "event": "watch", "watch": id, "fingerprint": key }));
+                say!("{}", serde_json::json!({ "event": "watch", "watch": id, "fingerprint": key }));
                 tokio::spawn(serve_watch(watch, id, echo, app.handle));
             }
         }
@@ -141,7 +141,7 @@ async fn serve_watch(watch: interconnect::Watch, id: String, echo: bool, handle:
         if let Some(name) = watch.connection.peer_name() {
             line["name"] = name.into();
         }
-        println!("{line}");
+        say!("{line}");
         if !handle.is_zero() && matches!(event, ConnectionEvent::Message(_)) {
             tokio::time::sleep(handle).await;
         }

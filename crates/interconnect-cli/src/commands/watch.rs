@@ -81,7 +81,7 @@ pub(crate) async fn watch(
     };
     watch.shutdown().await;
     let output = result?;
-    println!("{output}");
+    say!("{output}");
     Ok(())
 }
 
@@ -255,7 +255,7 @@ pub(crate) async fn run_watch_command(
                     _ = tokio::signal::ctrl_c() => return Ok(json!({ "event": "stopped" })),
                     event = events.next() => match event {
                         Some(event) => {
-                            println!("{}", event_json(&event));
+                            say!("{}", event_json(&event));
                             if let ConnectionEvent::Close { code, .. } = event
                                 && code != Code::CONNECTION_LOST
                             {
@@ -319,7 +319,7 @@ async fn send_durable(conn: &Connection, text: &str, timeout: Duration) -> Resul
                 continue;
             }
             let id = conn.send_durable(&parse(&line)?).await?;
-            println!("{}", json!({ "id": id }));
+            say!("{}", json!({ "id": id }));
             last = Some(id);
         }
     } else {

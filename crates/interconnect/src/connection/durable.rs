@@ -143,22 +143,33 @@ pub(crate) fn spawn_file(
 }
 
 /// Sends file `id`, again after each failure once the channel is open, until it is
-/// stored, given up, or the app let go of the connection (the file then waits in the
-/// store for the next run).
+/// stored, given up or cancelled, or the endpoint stops (the file then waits in the
+/// store for the next run). It holds the connection meanwhile.
 async fn send_file(shared: std::sync::Weak<super::Shared>, id: u64, path: std::path::PathBuf) {
     loop {
         let Some(shared) = shared.upgrade() else {
             return;
         };
         let conn = super::Connection { shared };
-        if !conn.shared.outbox.has_file(id) || !conn.opened().await {
+        let Some(stop) = conn.shared.outbox.file_stop(id) else {
+            return; // delivered, given up or cancelled
+        };
+        let opened = tokio::select! {
+            opened = conn.opened() => opened,
+            () = stop.notified() => return,
+        };
+        if !opened {
             return;
         }
-        let transfer = conn.send_file(&path);
+        let mut transfer = conn.send_file(&path);
         conn.shared
             .outbox
             .file_attempt(id, transfer.progress.clone());
-        let result = match transfer.await {
+        let outcome = tokio::select! {
+            outcome = &mut transfer => outcome,
+            () = stop.notified() => return transfer.cancel(),
+        };
+        let result = match outcome {
             Err(Error::Stopped) => return,
             // It can never go: unreadable, refused by the peer's app, too large.
             Err(error @ (Error::Io(_) | Error::TooLarge { .. })) => Err(error),
