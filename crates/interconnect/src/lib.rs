@@ -145,7 +145,7 @@ pub use error::{Cause, Error};
 pub use files::{FilesConfig, sanitize_file_name};
 pub use interconnect_core::{Acknowledge, ClosedBy, SessionConfig, sans_io, time};
 pub use interconnect_proto::{Code, ContentType, DeviceId};
-pub use outbox::{MAX_OUTBOX_BYTES, MAX_OUTBOX_MESSAGES, Outstanding};
+pub use outbox::{MAX_OUTBOX_BYTES, MAX_OUTBOX_MESSAGES, MAX_UNTOLD_DELIVERIES, Outstanding};
 pub use security::{
     CipherSuite, DeviceIdentity, Fingerprint, IdentityError, IdentityFile, KnownPeers,
     MIN_REKEY_INTERVAL, NoiseConfig, PairingCode, PairingRequest, ParseFingerprintError, Security,

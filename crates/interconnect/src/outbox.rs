@@ -31,6 +31,10 @@ pub const MAX_OUTBOX_MESSAGES: usize = 10_000;
 pub const MAX_OUTBOX_BYTES: usize = 16 << 20;
 /// Durable messages handed to the session at once.
 pub(crate) const MAX_IN_FLIGHT: usize = 256;
+/// `Delivered` events that wait for the app at most: past it a delivery is reported by
+/// `delivered(id)` and `outstanding()` alone (an app that never reads its events cannot
+/// grow them, or the store, without bound).
+pub const MAX_UNTOLD_DELIVERIES: usize = 1024;
 /// The send ids of durable messages have this bit in their slot (apart from messages'
 /// slots and state updates' flights); below it, a number of the flight.
 pub(crate) const DURABLE: u32 = 1 << 30;
@@ -105,6 +109,8 @@ struct Inner {
     next_flight: u32,
     /// The driver was told and has not looked since.
     told: bool,
+    /// `Delivered` events queued for the app and not taken yet.
+    untold: usize,
     /// The driver let go: nothing will be delivered through this handle any more.
     stopped: bool,
     waiters: HashMap<u64, Vec<oneshot::Sender<Result<(), Error>>>>,
@@ -143,8 +149,8 @@ pub(crate) struct Outgoing {
 
 /// A flight's end, as the driver reports it.
 pub(crate) enum Landed {
-    /// The peer's app took message `seq`.
-    Delivered(u64),
+    /// The peer's app took message `seq`; `true`: the app is told with an event.
+    Delivered(u64, bool),
     /// Message `seq` can never be sent (larger than the link carries): given up.
     GaveUp(u64),
     /// The session let it go (the channel closed): it goes again on the next open.
@@ -185,6 +191,7 @@ impl Outbox {
                         };
                         inner.entries.insert(seq, entry);
                     }
+                    inner.untold = loaded.unseen.len();
                     unseen = loaded.unseen;
                 }
                 Err(error) => {
@@ -344,18 +351,20 @@ impl Outbox {
         for waiter in inner.waiters.remove(&seq).unwrap_or_default() {
             let _ = waiter.send(result.clone());
         }
+        let tell = !gave_up && inner.untold < MAX_UNTOLD_DELIVERIES;
+        inner.untold += usize::from(tell);
         let scope = self.scope.clone();
         if let Some(store) = &self.store {
-            if gave_up {
-                store.submit(Op::Cancel { scope, seq });
-            } else {
-                store.submit(Op::Delivered { scope, seq });
-            }
+            // Kept until the app is told; otherwise simply gone from the outbox.
+            store.submit(match tell {
+                true => Op::Delivered { scope, seq },
+                false => Op::Cancel { scope, seq },
+            });
         }
         if gave_up {
             Landed::GaveUp(seq)
         } else {
-            Landed::Delivered(seq)
+            Landed::Delivered(seq, tell)
         }
     }
 
@@ -365,6 +374,8 @@ impl Outbox {
             let scope = self.scope.clone();
             store.submit(Op::Seen { scope, seq });
         }
+        let mut inner = lock(&self.inner);
+        inner.untold = inner.untold.saturating_sub(1);
     }
 
     /// The flight number message `seq` travels under, if it was handed to the session.
@@ -498,23 +509,24 @@ impl Outbox {
     }
 
     /// File `seq` was stored by the peer (`Ok`), or can never be (given up): it leaves
-    /// the outbox. `false` if it was not there.
-    pub(crate) fn file_landed(&self, seq: u64, result: Result<(), Error>) -> bool {
+    /// the outbox. `None` if it was not there; else whether the app is told of the
+    /// delivery with an event (see [`MAX_UNTOLD_DELIVERIES`]).
+    pub(crate) fn file_landed(&self, seq: u64, result: Result<(), Error>) -> Option<bool> {
         let mut inner = lock(&self.inner);
-        if inner.files.remove(&seq).is_none() {
-            return false;
-        }
+        inner.files.remove(&seq)?;
+        let tell = result.is_ok() && inner.untold < MAX_UNTOLD_DELIVERIES;
+        inner.untold += usize::from(tell);
         for waiter in inner.waiters.remove(&seq).unwrap_or_default() {
             let _ = waiter.send(result.clone());
         }
         if let Some(store) = &self.store {
             let scope = self.scope.clone();
-            store.submit(match result {
-                Ok(()) => Op::Delivered { scope, seq },
-                Err(_) => Op::Cancel { scope, seq },
+            store.submit(match tell {
+                true => Op::Delivered { scope, seq },
+                false => Op::Cancel { scope, seq },
             });
         }
-        true
+        Some(tell)
     }
 
     /// The last number given (0 when none ever was): where an app that restarted stood.

@@ -174,7 +174,9 @@ pub enum ConnectionEvent {
     },
     /// The peer's app took the durable message `id`
     /// ([`Connection::send_durable`](crate::Connection::send_durable)). Given again after
-    /// a restart if this app had not taken the event before it ended.
+    /// a restart if this app had not taken the event before it ended. At most
+    /// [`MAX_UNTOLD_DELIVERIES`](crate::MAX_UNTOLD_DELIVERIES) wait: an app that does not
+    /// read its events learns of later deliveries from `delivered(id)` alone.
     Delivered {
         /// The id `send_durable` returned.
         id: u64,

@@ -436,3 +436,38 @@ async fn numbers_of_text(events: &mut Events) -> String {
         }
     }
 }
+
+#[tokio::test(start_paused = true)]
+async fn an_app_that_never_reads_its_events_holds_at_most_1024_deliveries() {
+    let (watch_dir, phone_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let network = MockNetwork::new(Faults::default());
+    let (_hub, _app, mut app_events) = phone(&network, phone_dir.path(), PKG).await;
+    let (_watch, conn) = watch(&network, watch_dir.path());
+    let count = MAX_UNTOLD_DELIVERIES + 300;
+    // Sent together, as a burst of an app's calls: their commits are grouped.
+    let sends: Vec<_> = (0..count as u32)
+        .map(|n| {
+            let conn = conn.clone();
+            tokio::spawn(async move { conn.send_durable(&n).await })
+        })
+        .collect();
+    let mut ids = Vec::new();
+    for send in sends {
+        ids.push(send.await.unwrap().unwrap());
+    }
+    assert_eq!(numbers(&mut app_events, count).await.len(), count);
+    within_a_minute(conn.delivered(*ids.last().unwrap())).await.unwrap();
+    assert!(conn.outstanding().is_empty(), "every one delivered all the same");
+    // Only now does the app look: the first 1,024 deliveries wait for it, no more.
+    let mut events = conn.events().unwrap();
+    let mut told = 0;
+    let quiet = loop {
+        match tokio::time::timeout(Duration::from_secs(10), events.next()).await {
+            Ok(Some(ConnectionEvent::Delivered { .. })) => told += 1,
+            Ok(Some(_)) => {}
+            Ok(None) | Err(_) => break true,
+        }
+    };
+    assert!(quiet);
+    assert_eq!(told, MAX_UNTOLD_DELIVERIES);
+}

@@ -79,13 +79,15 @@ impl Driver {
         let outbox = entry.slot.outbox.clone();
         let failure = result.clone().err();
         match outbox.landed(flight, result) {
-            Landed::Delivered(seq) => {
-                let mark = Mark::Delivered {
-                    outbox: outbox.clone(),
-                    seq,
-                };
-                let event = ConnectionEvent::Delivered { id: seq };
-                entry.slot.events.send((event, None, Some(mark)));
+            Landed::Delivered(seq, tell) => {
+                if tell {
+                    let mark = Mark::Delivered {
+                        outbox: outbox.clone(),
+                        seq,
+                    };
+                    let event = ConnectionEvent::Delivered { id: seq };
+                    entry.slot.events.send((event, None, Some(mark)));
+                }
                 self.send_durables(key, false);
             }
             Landed::GaveUp(seq) => {
@@ -108,10 +110,11 @@ impl Driver {
             return;
         };
         let outbox = entry.slot.outbox.clone();
-        if !outbox.file_landed(id, result.clone()) {
+        let Some(tell) = outbox.file_landed(id, result.clone()) else {
             return;
-        }
+        };
         let event = match result {
+            Ok(()) if !tell => return,
             Ok(()) => {
                 let mark = Mark::Delivered { outbox, seq: id };
                 let event = ConnectionEvent::Delivered { id };
