@@ -80,6 +80,23 @@ impl States {
             }
             Err(error) => tracing::error!(%scope, %error, "the state could not be read"),
         }
+        match store.load_peer_state(&scope) {
+            Ok(rows) => {
+                let peer = states.peer.get_mut().unwrap_or_else(|e| e.into_inner());
+                for row in rows {
+                    let Some(payload) = row.value else { continue };
+                    peer.origin = Some(row.origin);
+                    peer.bytes += payload.len();
+                    let incoming = Incoming {
+                        content_type: row.content_type,
+                        payload,
+                        request_id: None,
+                    };
+                    peer.keys.insert(row.key, (row.version, incoming));
+                }
+            }
+            Err(error) => tracing::error!(%scope, %error, "the peer's state could not be read"),
+        }
         states.store = Some((store, scope));
         states
     }
@@ -340,6 +357,37 @@ impl States {
         update: StateUpdate,
     ) -> Vec<(String, Option<Incoming>)> {
         let mut peer = lock(&self.peer);
+        let was = peer.origin;
+        let changes = Self::apply_to(&mut peer, content_type, update);
+        if let Some((store, scope)) = &self.store {
+            // With a store the peer's values outlive this process too.
+            if peer.origin != was {
+                let scope = scope.clone();
+                store.submit(crate::store::Op::PeerStateGone { scope });
+            }
+            for (key, _) in &changes {
+                let row = peer.keys.get(key).map(|(version, value)| {
+                    let row = crate::store::StateRow {
+                        key: key.clone(),
+                        origin: peer.origin.unwrap_or_default(),
+                        version: *version,
+                        content_type: value.content_type,
+                        value: Some(value.payload.clone()),
+                    };
+                    row.record()
+                });
+                let (scope, key) = (scope.clone(), key.clone());
+                store.submit(crate::store::Op::PeerState { scope, key, row });
+            }
+        }
+        changes
+    }
+
+    fn apply_to(
+        peer: &mut Peer,
+        content_type: ContentType,
+        update: StateUpdate,
+    ) -> Vec<(String, Option<Incoming>)> {
         let mut changes = Vec::new();
         if peer.origin != Some(update.origin) {
             peer.origin = Some(update.origin);

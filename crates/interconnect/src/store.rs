@@ -34,6 +34,8 @@ const FILES: TableDefinition<(&str, u64), &str> = TableDefinition::new("files");
 /// `(scope, key)` → this side's state value: origin and version (8 bytes each, little
 /// endian), removed (1), content type (1), then the value.
 const STATE: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("state");
+/// `(scope, key)` → the peer's state value, as `STATE` holds this side's.
+const PEER_STATE: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("peer_state");
 /// scope → `(origin, last seq given)`.
 const ORIGINS: TableDefinition<&str, (u64, u64)> = TableDefinition::new("origins");
 /// `(scope, seq)` delivered, its app not yet told.
@@ -156,6 +158,14 @@ pub(crate) enum Op {
     },
     /// A removed key the peer heard of: forgotten.
     StateGone { scope: String, key: String },
+    /// The peer's value of a key (`None`: it removed it).
+    PeerState {
+        scope: String,
+        key: String,
+        row: Option<Vec<u8>>,
+    },
+    /// The peer started over: every value it had set is gone.
+    PeerStateGone { scope: String },
     /// The app cancelled it before it was delivered.
     Cancel { scope: String, seq: u64 },
 }
@@ -307,6 +317,7 @@ impl Store {
         tx.open_table(OUTBOX).map_err(CheckError::redb)?;
         tx.open_table(FILES).map_err(CheckError::redb)?;
         tx.open_table(STATE).map_err(CheckError::redb)?;
+        tx.open_table(PEER_STATE).map_err(CheckError::redb)?;
         tx.open_table(ORIGINS).map_err(CheckError::redb)?;
         tx.open_table(DELIVERED).map_err(CheckError::redb)?;
         let mut cursors = HashMap::new();
@@ -370,8 +381,21 @@ impl Store {
 
     /// This side's state values of `scope`, as set last.
     pub(crate) fn load_state(&self, scope: &str) -> Result<Vec<StateRow>, Error> {
+        self.load_rows(STATE, scope)
+    }
+
+    /// The peer's state values of `scope`, as they arrived last.
+    pub(crate) fn load_peer_state(&self, scope: &str) -> Result<Vec<StateRow>, Error> {
+        self.load_rows(PEER_STATE, scope)
+    }
+
+    fn load_rows(
+        &self,
+        definition: TableDefinition<(&str, &str), &[u8]>,
+        scope: &str,
+    ) -> Result<Vec<StateRow>, Error> {
         let tx = self.inner.db.begin_read().map_err(storage)?;
-        let table = tx.open_table(STATE).map_err(storage)?;
+        let table = tx.open_table(definition).map_err(storage)?;
         let mut rows = Vec::new();
         for row in table.range((scope, "")..).map_err(storage)? {
             let (key, record) = row.map_err(storage)?;
@@ -515,6 +539,7 @@ impl Inner {
             let mut outbox = tx.open_table(OUTBOX).map_err(storage)?;
             let mut files = tx.open_table(FILES).map_err(storage)?;
             let mut state = tx.open_table(STATE).map_err(storage)?;
+            let mut peer_state = tx.open_table(PEER_STATE).map_err(storage)?;
             let mut origins = tx.open_table(ORIGINS).map_err(storage)?;
             let mut delivered = tx.open_table(DELIVERED).map_err(storage)?;
             let mut record = Vec::new();
@@ -566,6 +591,31 @@ impl Inner {
                         state
                             .remove((scope.as_str(), key.as_str()))
                             .map_err(storage)?;
+                    }
+                    Op::PeerState { scope, key, row } => {
+                        let at = (scope.as_str(), key.as_str());
+                        match row {
+                            Some(row) => {
+                                drop(peer_state.insert(at, row.as_slice()).map_err(storage)?)
+                            }
+                            None => drop(peer_state.remove(at).map_err(storage)?),
+                        }
+                    }
+                    Op::PeerStateGone { scope } => {
+                        let mut keys = Vec::new();
+                        for row in peer_state.range((scope.as_str(), "")..).map_err(storage)? {
+                            let (key, _) = row.map_err(storage)?;
+                            let (row_scope, name) = key.value();
+                            if row_scope != scope {
+                                break;
+                            }
+                            keys.push(name.to_owned());
+                        }
+                        for key in keys {
+                            peer_state
+                                .remove((scope.as_str(), key.as_str()))
+                                .map_err(storage)?;
+                        }
                     }
                     Op::Seen { scope, seq } => {
                         delivered.remove((scope.as_str(), *seq)).map_err(storage)?;

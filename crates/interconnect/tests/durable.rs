@@ -456,8 +456,13 @@ async fn an_app_that_never_reads_its_events_holds_at_most_1024_deliveries() {
         ids.push(send.await.unwrap().unwrap());
     }
     assert_eq!(numbers(&mut app_events, count).await.len(), count);
-    within_a_minute(conn.delivered(*ids.last().unwrap())).await.unwrap();
-    assert!(conn.outstanding().is_empty(), "every one delivered all the same");
+    within_a_minute(conn.delivered(*ids.last().unwrap()))
+        .await
+        .unwrap();
+    assert!(
+        conn.outstanding().is_empty(),
+        "every one delivered all the same"
+    );
     // Only now does the app look: the first 1,024 deliveries wait for it, no more.
     let mut events = conn.events().unwrap();
     let mut told = 0;
@@ -470,4 +475,27 @@ async fn an_app_that_never_reads_its_events_holds_at_most_1024_deliveries() {
     };
     assert!(quiet);
     assert_eq!(told, MAX_UNTOLD_DELIVERIES);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_restarted_phone_with_a_store_reads_the_watch_state_before_the_link_is_up() {
+    let (watch_dir, phone_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let network = MockNetwork::new(Faults::default());
+    let (hub, app, mut app_events) = phone_with_store(&network, phone_dir.path()).await;
+    let (_watch, conn) = watch(&network, watch_dir.path());
+    conn.set_state("heart-rate", &72).unwrap();
+    conn.set_state("units", &"metric").unwrap();
+    let wait = async {
+        while app.peer_states().len() < 2 {
+            next(&mut app_events).await;
+        }
+    };
+    within_a_minute(wait).await;
+    network.set_reachable(false);
+    hub.shutdown().await;
+    drop((hub, app, app_events));
+    let (_hub, app, _events) = phone_with_store(&network, phone_dir.path()).await;
+    let held = app.peer_state("heart-rate").map(|v| v.decode::<u32>().unwrap());
+    assert_eq!(held, Some(72), "read from the store, no link up");
+    assert_eq!(app.peer_states().len(), 2);
 }
