@@ -495,7 +495,9 @@ async fn a_restarted_phone_with_a_store_reads_the_watch_state_before_the_link_is
     hub.shutdown().await;
     drop((hub, app, app_events));
     let (_hub, app, _events) = phone_with_store(&network, phone_dir.path()).await;
-    let held = app.peer_state("heart-rate").map(|v| v.decode::<u32>().unwrap());
+    let held = app
+        .peer_state("heart-rate")
+        .map(|v| v.decode::<u32>().unwrap());
     assert_eq!(held, Some(72), "read from the store, no link up");
     assert_eq!(app.peer_states().len(), 2);
 }
