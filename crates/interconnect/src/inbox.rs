@@ -15,11 +15,12 @@ use std::task::{Context, Poll, Waker};
 use crate::state::ConnectionEvent;
 
 /// What the driver queues for an app: an event, for a message the receipt that
-/// acknowledges it once taken, and what taking it must do besides.
+/// acknowledges it once taken, and what taking it must do besides (boxed: most events
+/// have none, and every event is moved several times on its way).
 pub(crate) type Queued = (
     ConnectionEvent,
     Option<crate::sans_io::Receipt>,
-    Option<Mark>,
+    Option<Box<Mark>>,
 );
 
 /// What taking an event does besides acknowledging it.

@@ -47,7 +47,7 @@ impl Events {
     /// already (it is acknowledged, and not handed out again).
     fn took(&self, (event, receipt, mark): Queued) -> Option<ConnectionEvent> {
         let mut fresh = true;
-        match mark {
+        match mark.map(|m| *m) {
             Some(Mark::Durable {
                 cursors,
                 scope,

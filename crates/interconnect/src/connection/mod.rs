@@ -326,7 +326,7 @@ impl Connection {
                 outbox: outbox.clone(),
                 seq,
             };
-            events_tx.send((event, None, Some(mark)));
+            events_tx.send((event, None, Some(Box::new(mark))));
         }
         let unread = Arc::new(Unread::new(max_unread));
         let sends = Arc::new(Sends::default());

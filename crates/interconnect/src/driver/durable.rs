@@ -86,7 +86,7 @@ impl Driver {
                         seq,
                     };
                     let event = ConnectionEvent::Delivered { id: seq };
-                    entry.slot.events.send((event, None, Some(mark)));
+                    entry.slot.events.send((event, None, Some(Box::new(mark))));
                 }
                 self.send_durables(key, false);
             }
@@ -118,7 +118,7 @@ impl Driver {
             Ok(()) => {
                 let mark = Mark::Delivered { outbox, seq: id };
                 let event = ConnectionEvent::Delivered { id };
-                return entry.slot.events.send((event, None, Some(mark)));
+                return entry.slot.events.send((event, None, Some(Box::new(mark))));
             }
             Err(e) => error(e.code(), format!("durable file {id} was given up: {e}")),
         };

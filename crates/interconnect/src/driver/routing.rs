@@ -124,7 +124,7 @@ impl Driver {
                     let Some((durable, payload)) = marked else {
                         return self.session.taken(message.receipt);
                     };
-                    mark = Some(durable);
+                    mark = Some(Box::new(durable));
                     message.payload = payload;
                 }
                 let incoming = Incoming {
