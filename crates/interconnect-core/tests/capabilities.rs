@@ -43,8 +43,8 @@ fn a_peer_that_takes_no_files_is_never_offered_one() {
 }
 
 /// Moves frames until both sides are quiet, the phone's `Hello` rewritten as an earlier
-/// release sends it: without `Capabilities::STATE`.
-fn drive_to_a_peer_without_state(pair: &mut Pair) -> Vec<Frame> {
+/// release sends it: without the capability `lacking`.
+fn drive_to_a_peer_without(pair: &mut Pair, lacking: Capabilities) -> Vec<Frame> {
     let mut to_phone = Vec::new();
     loop {
         pair.collect();
@@ -58,7 +58,7 @@ fn drive_to_a_peer_without_state(pair: &mut Pair) -> Vec<Frame> {
             quiet = false;
             if let Ok(Frame::Hello(mut hello)) = Frame::decode(bytes.clone(), DEFAULT_MAX_FRAME_LEN)
             {
-                hello.capabilities = Capabilities(hello.capabilities.0 & !Capabilities::STATE.0);
+                hello.capabilities = Capabilities(hello.capabilities.0 & !lacking.0);
                 bytes = frame_bytes(Frame::Hello(hello));
             }
             pair.watch.handle_frame(pair.now, bytes);
@@ -69,46 +69,56 @@ fn drive_to_a_peer_without_state(pair: &mut Pair) -> Vec<Frame> {
     }
 }
 
-#[test]
-fn a_state_update_goes_only_to_a_peer_that_reads_them() {
+/// A data frame of `exchange` is refused at the call to a peer without `lacking`, and,
+/// queued while the peer's bits were unknown, refused before it would leave; a message
+/// still goes.
+fn goes_only_to_a_peer_with(exchange: Exchange, lacking: Capabilities, error: CommandError) {
     let mut pair = Pair::plaintext();
     pair.watch.link_up(pair.now, pair.faults.mtu);
     pair.phone.link_up(pair.now, pair.faults.mtu);
-    drive_to_a_peer_without_state(&mut pair);
+    drive_to_a_peer_without(&mut pair, lacking);
     let ch = pair
         .watch
         .open_channel(pair.now, PKG, Some("AA:BB"))
         .unwrap();
-    drive_to_a_peer_without_state(&mut pair);
+    drive_to_a_peer_without(&mut pair, lacking);
     assert!(pair.watch.is_open(ch));
-    let update = Bytes::from_static(b"state");
-    let refused = pair.watch.send_as(
-        SendId(7),
-        ch,
-        ContentType::Json,
-        Exchange::State,
-        update.clone(),
-    );
-    assert_eq!(refused, Err(CommandError::NoState), "refused at the call");
-    // Queued while no link is up (the peer's bits unknown), it is refused before it
-    // would leave once the link shows the peer lacks the bit; a message still goes.
+    let payload = Bytes::from_static(b"payload");
+    let refused = pair
+        .watch
+        .send_as(SendId(7), ch, ContentType::Json, exchange, payload.clone());
+    assert_eq!(refused, Err(error), "refused at the call");
     pair.watch.link_down(pair.now);
     pair.phone.link_down(pair.now);
     let queued = pair
         .watch
-        .send_as(SendId(8), ch, ContentType::Json, Exchange::State, update);
+        .send_as(SendId(8), ch, ContentType::Json, exchange, payload);
     assert_eq!(queued, Ok(()));
     send(&mut pair.watch, ch, "a message");
     pair.watch.link_up(pair.now, pair.faults.mtu);
     pair.phone.link_up(pair.now, pair.faults.mtu);
-    let sent = drive_to_a_peer_without_state(&mut pair);
-    let states = sent
+    let sent = drive_to_a_peer_without(&mut pair, lacking);
+    let of_exchange = sent
         .iter()
-        .filter(|f| matches!(f, Frame::Data(d) if d.exchange == Exchange::State));
-    assert_eq!(states.count(), 0, "no state update on the wire");
+        .filter(|f| matches!(f, Frame::Data(d) if d.exchange == exchange));
+    assert_eq!(of_exchange.count(), 0, "none on the wire");
     assert!(pair.watch_events.iter().any(|e| matches!(
         e,
         Event::SendFailed(c, SendId(8), Code::OTHERS) if *c == ch
     )));
     assert_eq!(pair.phone_messages(ch), [Bytes::from_static(b"a message")]);
+}
+
+#[test]
+fn a_state_update_goes_only_to_a_peer_that_reads_them() {
+    goes_only_to_a_peer_with(Exchange::State, Capabilities::STATE, CommandError::NoState);
+}
+
+#[test]
+fn a_durable_message_goes_only_to_a_peer_that_reads_them() {
+    goes_only_to_a_peer_with(
+        Exchange::Durable,
+        Capabilities::DURABLE,
+        CommandError::NoDurable,
+    );
 }
