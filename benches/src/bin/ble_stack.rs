@@ -1,14 +1,15 @@
 //! Throughput through a real BLE host stack: trouble-host as watch (peripheral) and phone
 //! (central), each on a Bumble virtual controller (`controllers.py` in transport-ble's
-//! test fixtures, run by the venv `.ci/run` makes, or `$BUMBLE_PYTHON`). For packets of
-//! ATT MTU 247 and 517, each way, in one run:
+//! test fixtures, run by the venv `.ci/run` makes, or `$BUMBLE_PYTHON`). Over GATT at ATT
+//! MTU 247 and 517, and over an L2CAP credit-based channel with SDUs of 512 and 1018
+//! bytes, each way, in one run:
 //!
-//! - **raw**: packets of the largest size straight through the GATT characteristics
-//!   (notifications watch → phone, writes without response phone → watch), no framing;
+//! - **raw**: packets (GATT: notifications watch → phone, writes without response
+//!   phone → watch) or SDUs of the largest size straight through, no framing;
 //! - **interconnect**: a file through the session (Noise, framing, credits, file
-//!   protocol) until the receiver stored it;
-//! - **simulated**: the same file over the simulated radio at the same MTU (2M PHY, DLE,
-//!   15 ms interval), on virtual time.
+//!   protocol) over the same carrier until the receiver stored it;
+//! - **simulated** (GATT only): the same file over the simulated radio at the same MTU
+//!   (2M PHY, DLE, 15 ms interval), on virtual time.
 //!
 //! Bumble models no radio timing, so the real-stack figures are bound by CPU (both hosts
 //! in this process, the controllers in Python), not by air time; the ratio interconnect /
@@ -28,7 +29,9 @@ use interconnect::{Config, Connection, ConnectionEvent, Events, FilesConfig, Hub
 use interconnect_proto::DeviceId;
 use transport_ble::packet::packet_len;
 use transport_ble::trouble::{HostConfig, Trouble};
-use transport_ble::{BleConfig, BleParams, SimNetwork};
+use transport_ble::{
+    BleConfig, BleParams, Carrier, PacketReceiver, PacketSender, SduSender, SimNetwork,
+};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -77,10 +80,32 @@ impl Controllers {
         SocketAddr::from(([127, 0, 0, 1], self.ports[index]))
     }
 
-    fn host(&self, index: usize, mtu: u16) -> HostConfig {
+    fn host(&self, index: usize, carry: Carry) -> HostConfig {
         let mut host = HostConfig::new(self.hci(index));
-        host.max_att_mtu = mtu;
+        match carry {
+            Carry::Gatt(mtu) => {
+                host.max_att_mtu = mtu;
+                host.coc = false;
+            }
+            Carry::Coc(sdu) => host.max_sdu_len = sdu,
+        }
         host
+    }
+}
+
+/// What the session rides on: GATT at this ATT MTU, or L2CAP with SDUs of this size.
+#[derive(Clone, Copy, Debug)]
+enum Carry {
+    Gatt(u16),
+    Coc(u16),
+}
+
+impl std::fmt::Display for Carry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Carry::Gatt(mtu) => write!(f, "GATT MTU {mtu}"),
+            Carry::Coc(sdu) => write!(f, "L2CAP SDU {sdu}"),
+        }
     }
 }
 
@@ -119,26 +144,55 @@ enum Way {
     ToWatch,
 }
 
-/// Packets straight through the characteristics.
-async fn raw(mtu: u16, way: Way) -> Result<Figure, BoxError> {
+/// Sends whole packets or SDUs, whichever the carrier takes.
+enum RawSender {
+    Packets(Box<dyn PacketSender>),
+    Sdus(Box<dyn SduSender>),
+}
+
+impl RawSender {
+    fn len(&self) -> usize {
+        match self {
+            RawSender::Packets(sender) => packet_len(sender.att_mtu()),
+            RawSender::Sdus(sender) => sender.sdu_len(),
+        }
+    }
+
+    async fn send(&mut self, packet: Bytes) -> Result<(), interconnect::TransportError> {
+        match self {
+            RawSender::Packets(sender) => sender.send_packet(packet).await,
+            RawSender::Sdus(sender) => sender.send_sdu(packet).await,
+        }
+    }
+}
+
+fn halves(carrier: Carrier) -> (RawSender, Box<dyn PacketReceiver>) {
+    match carrier {
+        Carrier::Gatt(link) => (RawSender::Packets(link.sender), link.receiver),
+        Carrier::Coc(link) => (RawSender::Sdus(link.sender), link.receiver),
+    }
+}
+
+/// Packets (or SDUs) of the largest size straight through the carrier.
+async fn raw(carry: Carry, way: Way) -> Result<Figure, BoxError> {
     let controllers = Controllers::start()?;
-    let mut watch = Trouble::peripheral(controllers.host(0, mtu), BleConfig::default()).await?;
-    let mut phone = Trouble::central(controllers.host(1, mtu), BleConfig::default()).await?;
-    let (w, p) = tokio::join!(watch.next_packet_link(), phone.next_packet_link());
-    let (w, p) = (w?, p?);
+    let mut watch = Trouble::peripheral(controllers.host(0, carry), BleConfig::default()).await?;
+    let mut phone = Trouble::central(controllers.host(1, carry), BleConfig::default()).await?;
+    let (w, p) = tokio::join!(watch.next_carrier(), phone.next_carrier());
+    let (w, p) = (halves(w?), halves(p?));
     // The unused halves stay alive: dropping either half of a link ends it.
     let (mut sender, mut receiver, _unused) = match way {
-        Way::ToPhone => (w.sender, p.receiver, (p.sender, w.receiver)),
-        Way::ToWatch => (p.sender, w.receiver, (w.sender, p.receiver)),
+        Way::ToPhone => (w.0, p.1, (p.0, w.1)),
+        Way::ToWatch => (p.0, w.1, (w.0, p.1)),
     };
-    let len = packet_len(sender.att_mtu());
+    let len = sender.len();
     let count = RAW_BYTES / len;
     let packet = Bytes::from(vec![0x5a; len]);
     let cpu = cpu_seconds();
     let start = Instant::now();
     let send = tokio::spawn(async move {
         for _ in 0..count {
-            sender.send_packet(packet.clone()).await?;
+            sender.send(packet.clone()).await?;
         }
         Ok::<_, interconnect::TransportError>(sender)
     });
@@ -156,7 +210,7 @@ async fn raw(mtu: u16, way: Way) -> Result<Figure, BoxError> {
     let _sender = send.await??;
     if got < count * len {
         eprintln!(
-            "  raw {way:?} MTU {mtu}: {} of {} bytes arrived",
+            "  raw {way:?} {carry}: {} of {} bytes arrived",
             got,
             count * len
         );
@@ -204,8 +258,9 @@ async fn send_file(
 /// itself in a loop shows here: it spun before its thread ran it as a task).
 async fn idle_cpu(period: Duration) -> Result<f64, BoxError> {
     let controllers = Controllers::start()?;
-    let mut watch = Trouble::peripheral(controllers.host(0, 517), BleConfig::default()).await?;
-    let mut phone = Trouble::central(controllers.host(1, 517), BleConfig::default()).await?;
+    let carry = Carry::Gatt(517);
+    let mut watch = Trouble::peripheral(controllers.host(0, carry), BleConfig::default()).await?;
+    let mut phone = Trouble::central(controllers.host(1, carry), BleConfig::default()).await?;
     let (w, p) = tokio::join!(watch.next_packet_link(), phone.next_packet_link());
     let links = (w?, p?);
     let cpu = cpu_seconds();
@@ -216,11 +271,12 @@ async fn idle_cpu(period: Duration) -> Result<f64, BoxError> {
 }
 
 /// A file through interconnect over the real stack.
-async fn session(mtu: u16, way: Way, path: &Path, dir: &Path) -> Result<Figure, BoxError> {
+async fn session(carry: Carry, way: Way, path: &Path, dir: &Path) -> Result<Figure, BoxError> {
     let controllers = Controllers::start()?;
     let watch_transport =
-        Trouble::peripheral(controllers.host(0, mtu), BleConfig::default()).await?;
-    let phone_transport = Trouble::central(controllers.host(1, mtu), BleConfig::default()).await?;
+        Trouble::peripheral(controllers.host(0, carry), BleConfig::default()).await?;
+    let phone_transport =
+        Trouble::central(controllers.host(1, carry), BleConfig::default()).await?;
     let hub = Hub::new(phone_transport, config(2, &dir.join("phone")));
     let watch = Interconnect::new(watch_transport, config(1, &dir.join("watch")));
     let app = hub.register(PKG, 1, None).await?;
@@ -287,20 +343,32 @@ fn main() -> Result<(), BoxError> {
     );
     let idle = runtime.block_on(idle_cpu(Duration::from_secs(3)))?;
     println!("  connected and idle for 3 s: {idle:.2} s CPU (both hosts)");
-    for mtu in [247u16, 517] {
-        let sim = simulated(mtu, &path, dir.path())?;
+    let carries = [
+        Carry::Gatt(247),
+        Carry::Gatt(517),
+        Carry::Coc(512),
+        Carry::Coc(1018),
+    ];
+    for carry in carries {
+        let sim = match carry {
+            Carry::Gatt(mtu) => format!(
+                "; simulated radio {:.2} Mbit/s",
+                simulated(mtu, &path, dir.path())?
+            ),
+            Carry::Coc(_) => String::new(),
+        };
         for way in [Way::ToPhone, Way::ToWatch] {
-            let raw = runtime.block_on(raw(mtu, way))?;
-            let ours = runtime.block_on(session(mtu, way, &path, dir.path()))?;
+            let raw = runtime.block_on(raw(carry, way))?;
+            let ours = runtime.block_on(session(carry, way, &path, dir.path()))?;
             println!(
-                "  MTU {mtu} {way:<8} raw GATT {:>6.2} Mbit/s ({:.1} s CPU); interconnect {:>6.2} \
-                 Mbit/s ({:.1} s CPU): {:.2}x raw; simulated radio {:.2} Mbit/s",
+                "  {carry:<15} {way:<8} raw {:>6.2} Mbit/s ({:.1} s CPU); interconnect {:>6.2} \
+                 Mbit/s ({:.1} s CPU): {:.2}x raw{sim}",
                 raw.mbit_s,
                 raw.cpu,
                 ours.mbit_s,
                 ours.cpu,
                 ours.mbit_s / raw.mbit_s,
-                sim,
+                carry = carry.to_string(),
                 way = format!("{way:?}"),
             );
         }

@@ -35,6 +35,7 @@
 //! A real radio is untested here (no Bluetooth controller on the development machines),
 //! and so is BlueZ; trouble-host runs for real, on virtual controllers.
 
+pub mod coc;
 pub mod link;
 /// The packet format (in `interconnect-proto`, which a `no_std` firmware can use).
 pub use interconnect_proto::packet;
@@ -43,6 +44,7 @@ pub mod sim;
 #[cfg(feature = "bluez")]
 pub mod bluez;
 
+pub use coc::{PSM_UUID, SduLink, SduSender};
 pub use link::{BleConfig, PacketLink, PacketReceiver, PacketSender, into_link};
 pub use packet::{Fragmenter, Packet, PacketError, Reassembler};
 pub use sim::{BleParams, Phy, SimCentral, SimCentrals, SimNetwork, SimPeripheral, goodput_bps};
@@ -56,3 +58,27 @@ pub const TO_PHONE_UUID: u128 = 0x6e1c0003_4e0b_4b7a_9a0b_1f4c3d2e5a60;
 
 #[cfg(feature = "trouble")]
 pub mod trouble;
+
+/// What a BLE connection carries the session on, as a backend hands it over: the GATT
+/// characteristics, or an L2CAP credit-based channel.
+pub enum Carrier {
+    /// Writes and notifications of the interconnect service ([`link`]).
+    Gatt(PacketLink),
+    /// An L2CAP credit-based channel ([`coc`]).
+    Coc(SduLink),
+}
+
+impl Carrier {
+    /// The interconnect link over this carrier.
+    pub fn into_link(self, config: &BleConfig) -> interconnect::Link {
+        match self {
+            Carrier::Gatt(packets) => link::into_link(packets, config),
+            Carrier::Coc(sdus) => coc::into_link(sdus, config),
+        }
+    }
+
+    /// `true` on an L2CAP channel.
+    pub fn is_coc(&self) -> bool {
+        matches!(self, Carrier::Coc(_))
+    }
+}

@@ -3,7 +3,8 @@
 //! the session from WIRE.md through `spec/wire.py`) meets the `trouble-watch` example
 //! (trouble-host) on two virtual controllers. It connects, asks for the ATT MTU, takes
 //! the channel the watch opens in plaintext mode, sends 20 messages that the watch echoes,
-//! and sends a file, which the watch stores identical.
+//! and sends a file, which the watch stores identical; over GATT, and over the L2CAP
+//! channel the watch announces.
 
 mod common;
 
@@ -16,7 +17,7 @@ use serde_json::Value;
 
 const PKG: &str = "com.example.ble";
 
-async fn bumble_phone_meets_the_trouble_watch(mtu: u16) {
+async fn bumble_phone_meets_the_trouble_watch(mtu: u16, coc: bool) {
     let controllers = Controllers::start(2).await;
     let (home, dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let (tx, lines) = mpsc::channel::<Value>();
@@ -41,6 +42,7 @@ async fn bumble_phone_meets_the_trouble_watch(mtu: u16) {
         .arg(&wire)
         .arg("--file")
         .arg(&file)
+        .args(coc.then_some("--coc"))
         .kill_on_drop(true)
         .output();
     let output = tokio::time::timeout(Duration::from_secs(90), phone)
@@ -61,6 +63,12 @@ async fn bumble_phone_meets_the_trouble_watch(mtu: u16) {
     assert!(output.status.success() && report["ok"] == true, "{report}");
     assert_eq!(report["mtu"], mtu, "the ATT MTU asked for: {report}");
     assert_eq!(report["echoed"], 20, "{report}");
+    let carrier = if coc { "coc" } else { "gatt" };
+    assert_eq!(report["carrier"], carrier, "{report}");
+    if coc {
+        assert_eq!(report["psm"], 0x85, "the PSM announced: {report}");
+        assert_eq!(report["sdu_limit"], 1018, "the watch's SDU limit: {report}");
+    }
     // The watch stored the file, identical. (Its app may print the event just after
     // the phone, answered by the session, has ended: wait for the line.)
     let stored = std::iter::from_fn(|| lines.recv_timeout(Duration::from_secs(10)).ok())
@@ -72,10 +80,17 @@ async fn bumble_phone_meets_the_trouble_watch(mtu: u16) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_bumble_phone_at_mtu_247() {
-    bumble_phone_meets_the_trouble_watch(247).await;
+    bumble_phone_meets_the_trouble_watch(247, false).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_bumble_phone_at_mtu_517() {
-    bumble_phone_meets_the_trouble_watch(517).await;
+    bumble_phone_meets_the_trouble_watch(517, false).await;
+}
+
+/// The Bumble phone over L2CAP: frames of up to 64 KiB cut at the watch's SDU limit one
+/// way, the watch's frames joined by their header the other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn coc_a_bumble_phone_over_l2cap() {
+    bumble_phone_meets_the_trouble_watch(247, true).await;
 }

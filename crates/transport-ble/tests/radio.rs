@@ -7,7 +7,7 @@ mod common;
 use std::pin::Pin;
 use std::time::Duration;
 
-use common::{Controllers, trouble_pair};
+use common::{Carry, Controllers, Recorded, assert_carried, trouble_pair};
 use interconnect::{
     Config, ConnectionEvent, DeviceId, Events, FilesConfig, Hub, Interconnect, Progress,
     ProgressStream,
@@ -43,9 +43,9 @@ struct Outcome {
 
 /// Sends a 3 MiB file from the watch and cuts the radio for `seconds` once a third of
 /// it is through; checks the phone stored it identical.
-async fn file_through_a_cut(seconds: f64) -> Outcome {
+async fn file_through_a_cut(seconds: f64, carry: Carry) -> Outcome {
     let controllers = Controllers::start(2).await;
-    let (watch_transport, phone_transport) = trouble_pair(&controllers, 517).await;
+    let (watch_transport, phone_transport) = trouble_pair(&controllers, 517, carry).await;
     let (send_dir, recv_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let mut phone = Config::in_memory(DeviceId([2; 16]));
     let mut files = FilesConfig::new(recv_dir.path());
@@ -53,6 +53,8 @@ async fn file_through_a_cut(seconds: f64) -> Outcome {
     phone.files = Some(files);
     let mut watch = Config::in_memory(DeviceId([1; 16]));
     watch.backoff.initial = Duration::from_millis(20);
+    let phone_transport = Recorded::new(phone_transport);
+    let carried = phone_transport.log();
     let hub = Hub::new(phone_transport, phone);
     let watch = Interconnect::new(watch_transport, watch);
 
@@ -107,6 +109,7 @@ async fn file_through_a_cut(seconds: f64) -> Outcome {
     {
         seen.push(event);
     }
+    assert_carried(&carried, carry);
     Outcome {
         cut_at,
         total,
@@ -117,8 +120,17 @@ async fn file_through_a_cut(seconds: f64) -> Outcome {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_radio_cut_longer_than_the_supervision_timeout_ends_the_link_and_the_file_resumes() {
+    long_cut(Carry::Gatt).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn coc_a_radio_cut_longer_than_the_supervision_timeout_ends_the_link_and_the_file_resumes() {
+    long_cut(Carry::Coc).await;
+}
+
+async fn long_cut(carry: Carry) {
     // The supervision timeout is 2 s (HostConfig::new): a 3 s cut ends the connection.
-    let outcome = file_through_a_cut(3.0).await;
+    let outcome = file_through_a_cut(3.0, carry).await;
     assert!(outcome.cut_at < outcome.total);
     assert!(
         !outcome.after.is_empty() && outcome.after.iter().all(|b| *b >= outcome.cut_at),
@@ -140,7 +152,7 @@ async fn a_radio_cut_longer_than_the_supervision_timeout_ends_the_link_and_the_f
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_radio_cut_shorter_than_the_supervision_timeout_only_delays() {
-    let outcome = file_through_a_cut(0.5).await;
+    let outcome = file_through_a_cut(0.5, Carry::Gatt).await;
     assert!(
         outcome.watch_events.iter().all(|e| !matches!(
             e,

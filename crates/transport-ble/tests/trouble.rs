@@ -1,11 +1,12 @@
 //! The conformance suite over a real BLE host stack: trouble-host as watch (peripheral)
 //! and phone (central), each on its own Bumble virtual controller, the two sharing one
-//! virtual radio. Real time: the host stacks run their own timers.
+//! virtual radio, over GATT (`tests/coc.rs` runs it over L2CAP). Real time: the host
+//! stacks run their own timers.
 
 mod common;
 
 use async_trait::async_trait;
-use common::{Controllers, OnControllers, trouble_pair};
+use common::{Carry, Controllers, OnControllers, trouble_pair};
 use interconnect::Transport;
 use interconnect_conformance::{Harness, conformance_tests};
 struct RealStack;
@@ -16,7 +17,7 @@ impl Harness for RealStack {
 
     async fn pair(&self) -> (Box<dyn Transport>, Box<dyn Transport>) {
         let controllers = Controllers::start(2).await;
-        let (watch, phone) = trouble_pair(&controllers, 517).await;
+        let (watch, phone) = trouble_pair(&controllers, 517, Carry::Gatt).await;
         (
             Box::new(OnControllers {
                 inner: watch,
@@ -51,13 +52,12 @@ impl interconnect_conformance::several::Fleet for RealStack {
                 controllers: controllers.clone(),
             }));
         }
-        let phone = Trouble::central_of_several(
-            HostConfig::new(controllers.hci(watches)),
-            BleConfig::default(),
-            watches,
-        )
-        .await
-        .expect("phone host");
+        // GATT here; tests/coc.rs runs the same over L2CAP.
+        let mut host = HostConfig::new(controllers.hci(watches));
+        host.coc = false;
+        let phone = Trouble::central_of_several(host, BleConfig::default(), watches)
+            .await
+            .expect("phone host");
         (
             peripherals,
             Box::new(OnControllers {
@@ -78,7 +78,7 @@ async fn at_a_negotiated_mtu_of_1020_packets_stay_at_512_bytes() {
     use bytes::Bytes;
     use transport_ble::packet::packet_len;
     let controllers = Controllers::start(2).await;
-    let (mut watch, mut phone) = trouble_pair(&controllers, 1020).await;
+    let (mut watch, mut phone) = trouble_pair(&controllers, 1020, Carry::Gatt).await;
     let (w, p) = tokio::join!(watch.next_packet_link(), phone.next_packet_link());
     let (mut w, mut p) = (w.unwrap(), p.unwrap());
     assert_eq!((w.sender.att_mtu(), p.sender.att_mtu()), (1020, 1020));
@@ -116,7 +116,7 @@ async fn dropping_either_half_of_a_packet_link_ends_the_connection() {
         ("phone", "sender"),
     ] {
         let controllers = Controllers::start(2).await;
-        let (mut watch, mut phone) = trouble_pair(&controllers, 517).await;
+        let (mut watch, mut phone) = trouble_pair(&controllers, 517, Carry::Gatt).await;
         let (w, p) = tokio::join!(watch.next_packet_link(), phone.next_packet_link());
         let (w, p) = (w.unwrap(), p.unwrap());
         let (dropping, mut other) = if side == "watch" { (w, p) } else { (p, w) };

@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::sync::mpsc;
 use std::time::Duration;
 
-use common::{Controllers, watch_process};
+use common::{Carry, Controllers, Recorded, assert_carried, watch_process};
 use interconnect::{Config, ConnectionEvent, Hub};
 use serde_json::Value;
 use transport_ble::BleConfig;
@@ -19,6 +19,16 @@ const PKG: &str = "com.example.ble";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_watch_process_killed_and_started_again_loses_no_message() {
+    killed_and_started_again(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn coc_a_watch_process_killed_and_started_again_loses_no_message() {
+    killed_and_started_again(true).await;
+}
+
+/// The watch offers L2CAP; the phone uses it (`coc`) or GATT.
+async fn killed_and_started_again(coc: bool) {
     let controllers = Controllers::start(2).await;
     let (watch_home, phone_home) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let (tx, lines) = mpsc::channel::<Value>();
@@ -26,9 +36,14 @@ async fn a_watch_process_killed_and_started_again_loses_no_message() {
 
     let mut config = Config::new(phone_home.path()).unwrap();
     config.send_timeout = Duration::from_secs(120);
-    let phone = Trouble::central(HostConfig::new(controllers.hci(1)), BleConfig::default())
-        .await
-        .expect("phone host");
+    let mut host = HostConfig::new(controllers.hci(1));
+    host.coc = coc;
+    let phone = Recorded::new(
+        Trouble::central(host, BleConfig::default())
+            .await
+            .expect("phone host"),
+    );
+    let carried = phone.log();
     let hub = Hub::new(phone, config);
     let app = hub.register(PKG, 1, None).await.unwrap();
     let mut events = app.events().unwrap();
@@ -99,6 +114,8 @@ async fn a_watch_process_killed_and_started_again_loses_no_message() {
         "{twice:?}"
     );
     drop(watch);
+    let carry = if coc { Carry::Coc } else { Carry::Gatt };
+    assert_carried(&carried, carry);
     eprintln!(
         "{COUNT} messages, watch killed after {}: {} taken twice",
         COUNT / 2,

@@ -10,11 +10,58 @@ use embassy_sync::signal::Signal;
 use trouble_host::prelude::*;
 
 use super::{
-    Ends, Hci, HostConfig, Links, MAX_CONNECTIONS, disconnect, host_error, queues, random_address,
-    until_sent,
+    Ends, Hci, HostConfig, Links, MAX_CONNECTIONS, channel, disconnect, host_error, queues,
+    random_address, until_sent,
 };
+use crate::coc::PSM_UUID;
 use crate::link::BleConfig;
 use crate::{SERVICE_UUID, TO_PHONE_UUID, TO_WATCH_UUID};
+
+/// How long the phone waits for the watch to answer an L2CAP open before it uses GATT
+/// (a peer that never answers must not keep the link down).
+const OPEN_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Opens the L2CAP channel whose PSM the watch announces; why not, when it cannot.
+async fn open_channel<'s>(
+    stack: &'s Stack<'_, Hci, DefaultPacketPool>,
+    conn: &Connection<'_, DefaultPacketPool>,
+    client: &GattClient<'_, Hci, DefaultPacketPool, 4>,
+    service: &ServiceHandle,
+    host: &HostConfig,
+) -> Result<L2capChannel<'s, DefaultPacketPool>, String> {
+    let announced: Characteristic<[u8]> = client
+        .characteristic_by_uuid(service, &Uuid::from(PSM_UUID))
+        .await
+        .map_err(|_| "the watch announces no L2CAP channel".to_string())?;
+    let mut psm = [0u8; 2];
+    let len = client
+        .read_characteristic(&announced, &mut psm)
+        .await
+        .map_err(|e| format!("reading the watch's PSM failed: {e:?}"))?;
+    if len != 2 {
+        return Err(format!("the watch's PSM is {len} bytes, not 2"));
+    }
+    let psm = u16::from_le_bytes(psm);
+    let config = channel::config(host.max_sdu_len);
+    let opening = L2capChannel::create(stack, conn, psm, &config);
+    match tokio::time::timeout(OPEN_TIMEOUT, opening).await {
+        Ok(Ok(opened)) => Ok(opened),
+        Ok(Err(e)) => Err(format!("opening PSM {psm:#06x} failed: {e:?}")),
+        Err(_) => Err(format!(
+            "the watch did not answer the open of PSM {psm:#06x}"
+        )),
+    }
+}
+
+/// Logs once per process at info level why a watch is reached over GATT, then at debug.
+fn fallback(reason: &str) {
+    static TOLD: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    if TOLD.swap(true, std::sync::atomic::Ordering::Relaxed) {
+        tracing::debug!(reason, "BLE link over GATT, not L2CAP");
+    } else {
+        tracing::info!(reason, "BLE link over GATT, not L2CAP (logged once)");
+    }
+}
 
 /// Finds the first advertiser of the interconnect service in advertising reports.
 struct Finder {
@@ -209,6 +256,20 @@ async fn use_connection(
             .first()
             .ok_or("the watch lacks the interconnect service")?
             .clone();
+        if host.coc {
+            match open_channel(stack, conn, &client, &service, host).await {
+                Ok(opened) => {
+                    let (ends, halves) = queues(ble);
+                    let link = halves.coc(opened.peer_mtu(), conn.att_mtu());
+                    if links.send(Ok(link)).await.is_err() {
+                        return Ok(false);
+                    }
+                    channel::pump(stack, opened, ends).await;
+                    return Ok(!links.is_closed());
+                }
+                Err(reason) => fallback(&reason),
+            }
+        }
         let to_watch: Characteristic<[u8]> = client
             .characteristic_by_uuid(&service, &Uuid::from(TO_WATCH_UUID))
             .await
@@ -233,7 +294,7 @@ async fn use_connection(
             mut outgoing,
         } = ends;
         if links
-            .send(Ok(halves.link(conn.att_mtu(), host)))
+            .send(Ok(halves.gatt(conn.att_mtu(), host)))
             .await
             .is_err()
         {

@@ -42,7 +42,6 @@ use async_trait::async_trait;
 use bt_hci::controller::ExternalController;
 use bt_hci_serial::SerialTransport;
 use bytes::Bytes;
-use embassy_futures::select::{Either, select};
 use embassy_sync::blocking_mutex::raw::NoopRawMutex;
 use embedded_io_adapters::tokio_1::FromTokio;
 use interconnect::{Link, Transport, TransportError};
@@ -51,12 +50,15 @@ use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::{mpsc, oneshot};
 use trouble_host::prelude::*;
 
-use crate::link::{BleConfig, PacketLink, PacketReceiver, PacketSender, into_link};
-use crate::packet::MAX_ATTRIBUTE_LEN;
-use crate::{SERVICE_UUID, TO_PHONE_UUID, TO_WATCH_UUID};
+use crate::Carrier;
+use crate::coc::{DEFAULT_PSM, SduLink, SduSender};
+use crate::link::{BleConfig, PacketLink, PacketReceiver, PacketSender};
 
 mod central;
+mod channel;
+mod peripheral;
 use central::central;
+use peripheral::peripheral;
 
 /// The HCI controller as the host sees it: H4 over a TCP socket.
 type Hci = ExternalController<
@@ -67,7 +69,7 @@ type Hci = ExternalController<
 /// How long a send waits before trying again when the host's packet pool is empty.
 const POOL_WAIT: Duration = Duration::from_millis(1);
 
-/// Attributes in the watch's table: GAP (3), GATT (1), ours (1 + 2 + 3).
+/// Attributes in the watch's table: GAP (3), GATT (1), ours (1 + 2 + 3 + 2).
 const ATTRIBUTES: usize = 16;
 
 /// Settings of one host.
@@ -85,6 +87,15 @@ pub struct HostConfig {
     pub connection_interval: Duration,
     /// The phone's supervision timeout: how long a silent radio link stays up.
     pub supervision_timeout: Duration,
+    /// L2CAP: the watch listens on a credit-based channel besides GATT and announces
+    /// its PSM; the phone opens the channel a watch announces, and uses GATT when there
+    /// is none or the open fails. On by default; off, both use GATT only.
+    pub coc: bool,
+    /// The LE PSM the watch listens on (dynamic range, 0x0080–0x00FF).
+    pub psm: u16,
+    /// The largest L2CAP SDU this side takes, at most (and by default) 1018: the host
+    /// reassembles an SDU into one buffer of its packet pool.
+    pub max_sdu_len: u16,
 }
 
 impl HostConfig {
@@ -97,6 +108,9 @@ impl HostConfig {
             max_att_mtu: 517,
             connection_interval: Duration::from_millis(15),
             supervision_timeout: Duration::from_secs(2),
+            coc: true,
+            psm: DEFAULT_PSM,
+            max_sdu_len: channel::MAX_SDU_LEN,
         }
     }
 }
@@ -151,17 +165,29 @@ impl Trouble {
         })
     }
 
-    /// The next connection as a bare packet link, without the framing and credits of
-    /// [`into_link`]: for measuring the stack itself, or another framing.
-    pub async fn next_packet_link(&mut self) -> Result<PacketLink, TransportError> {
+    /// The next connection as bare GATT packets or a bare L2CAP channel, without the
+    /// framing of [`Carrier::into_link`]: for measuring the stack itself, or another
+    /// framing.
+    pub async fn next_carrier(&mut self) -> Result<Carrier, TransportError> {
         self.host.next().await
+    }
+
+    /// The next connection as a bare GATT packet link; an error when it came over
+    /// L2CAP (turn [`HostConfig::coc`] off for GATT).
+    pub async fn next_packet_link(&mut self) -> Result<PacketLink, TransportError> {
+        match self.host.next().await? {
+            Carrier::Gatt(packets) => Ok(packets),
+            Carrier::Coc(_) => Err(TransportError::Incompatible(
+                "the connection came over L2CAP, not GATT".into(),
+            )),
+        }
     }
 }
 
 #[async_trait]
 impl Transport for Trouble {
     async fn next_link(&mut self) -> Result<Link, TransportError> {
-        Ok(into_link(self.host.next().await?, &self.config))
+        Ok(self.host.next().await?.into_link(&self.config))
     }
 
     fn accepts_while_linked(&self) -> bool {
@@ -183,11 +209,11 @@ enum Role {
 /// Connections a central keeps at once, at most (the host's tables are sized for them).
 pub const MAX_CONNECTIONS: usize = 4;
 
-type Links = mpsc::Sender<Result<PacketLink, TransportError>>;
+type Links = mpsc::Sender<Result<Carrier, TransportError>>;
 
 /// A host on its own thread; dropping this stops it.
 struct HostThread {
-    links: mpsc::Receiver<Result<PacketLink, TransportError>>,
+    links: mpsc::Receiver<Result<Carrier, TransportError>>,
     _stop: oneshot::Sender<()>,
 }
 
@@ -261,7 +287,7 @@ impl HostThread {
         Ok(HostThread { links, _stop: stop })
     }
 
-    async fn next(&mut self) -> Result<PacketLink, TransportError> {
+    async fn next(&mut self) -> Result<Carrier, TransportError> {
         self.links
             .recv()
             .await
@@ -308,8 +334,9 @@ struct Halves {
 }
 
 impl Halves {
-    fn link(self, att_mtu: u16, host: &HostConfig) -> PacketLink {
-        PacketLink {
+    /// GATT: packets of at most the ATT MTU.
+    fn gatt(self, att_mtu: u16, host: &HostConfig) -> Carrier {
+        Carrier::Gatt(PacketLink {
             sender: Box::new(Outgoing {
                 packets: self.outgoing,
                 att_mtu: usize::from(att_mtu.min(host.max_att_mtu)),
@@ -317,7 +344,21 @@ impl Halves {
             receiver: Box::new(Incoming {
                 packets: self.incoming,
             }),
-        }
+        })
+    }
+
+    /// L2CAP: SDUs of at most the peer's channel MTU.
+    fn coc(self, sdu_len: u16, att_mtu: u16) -> Carrier {
+        Carrier::Coc(SduLink {
+            sender: Box::new(SduOutgoing {
+                packets: self.outgoing,
+                sdu_len: usize::from(sdu_len),
+                att_mtu: usize::from(att_mtu),
+            }),
+            receiver: Box::new(Incoming {
+                packets: self.incoming,
+            }),
+        })
     }
 }
 
@@ -367,6 +408,30 @@ impl PacketSender for Outgoing {
     }
 }
 
+struct SduOutgoing {
+    packets: mpsc::Sender<Bytes>,
+    sdu_len: usize,
+    att_mtu: usize,
+}
+
+#[async_trait]
+impl SduSender for SduOutgoing {
+    async fn send_sdu(&mut self, sdu: Bytes) -> Result<(), TransportError> {
+        self.packets
+            .send(sdu)
+            .await
+            .map_err(|_| TransportError::Closed)
+    }
+
+    fn sdu_len(&self) -> usize {
+        self.sdu_len
+    }
+
+    fn radio(&self) -> interconnect::Radio {
+        interconnect::Radio::new(self.att_mtu)
+    }
+}
+
 struct Incoming {
     packets: mpsc::Receiver<Bytes>,
 }
@@ -375,191 +440,5 @@ struct Incoming {
 impl PacketReceiver for Incoming {
     async fn recv_packet(&mut self) -> Result<Option<Bytes>, TransportError> {
         Ok(self.packets.recv().await)
-    }
-}
-
-async fn peripheral(
-    controller: Hci,
-    host: &HostConfig,
-    ble: &BleConfig,
-    links: &Links,
-) -> Result<(), String> {
-    // Declared before the table that borrows them.
-    let mut to_watch_store = [0u8; MAX_ATTRIBUTE_LEN];
-    let mut to_phone_store = [0u8; MAX_ATTRIBUTE_LEN];
-    let mut resources: HostResources<DefaultPacketPool, 1, 2> = HostResources::new();
-    let stack = trouble_host::new(controller, &mut resources)
-        .set_random_address(random_address())
-        .build();
-    let mut runner = stack.runner();
-    let mut peripheral = stack.peripheral();
-
-    let name = host.name.as_bytes();
-    let mut table: AttributeTable<'_, NoopRawMutex, ATTRIBUTES> = AttributeTable::new();
-    let mut gap = table.add_service(Service::new(0x1800u16));
-    let _ = gap.add_characteristic_ro(0x2a00u16, name);
-    gap.build();
-    table.add_service(Service::new(0x1801u16));
-    let mut service = table.add_service(Service::new(Uuid::from(SERVICE_UUID)));
-    let to_watch = service
-        .add_characteristic(
-            Uuid::from(TO_WATCH_UUID),
-            [CharacteristicProp::WriteWithoutResponse],
-            &[][..],
-            &mut to_watch_store,
-        )
-        .build();
-    let to_phone = service
-        .add_characteristic(
-            Uuid::from(TO_PHONE_UUID),
-            [CharacteristicProp::Notify],
-            &[][..],
-            &mut to_phone_store,
-        )
-        .build();
-    service.build();
-    let server = AttributeServer::<NoopRawMutex, DefaultPacketPool, ATTRIBUTES, 1>::new(table);
-
-    let mut adv_data = [0u8; 31];
-    let adv_len = AdStructure::encode_slice(
-        &[
-            AdStructure::Flags(LE_GENERAL_DISCOVERABLE | BR_EDR_NOT_SUPPORTED),
-            AdStructure::CompleteServiceUuids128(&[SERVICE_UUID.to_le_bytes()]),
-        ],
-        &mut adv_data,
-    )
-    .map_err(host_error)?;
-    let mut scan_data = [0u8; 31];
-    let scan_len = AdStructure::encode_slice(
-        &[AdStructure::CompleteLocalName(&name[..name.len().min(29)])],
-        &mut scan_data,
-    )
-    .map_err(host_error)?;
-
-    let app = async {
-        loop {
-            let advertiser = peripheral
-                .advertise(
-                    &AdvertisementParameters {
-                        interval_min: embassy_time::Duration::from_millis(20),
-                        interval_max: embassy_time::Duration::from_millis(30),
-                        ..Default::default()
-                    },
-                    Advertisement::ConnectableScannableUndirected {
-                        adv_data: &adv_data[..adv_len],
-                        scan_data: &scan_data[..scan_len],
-                    },
-                )
-                .await
-                .map_err(host_error)?;
-            let conn = advertiser
-                .accept()
-                .await
-                .map_err(host_error)?
-                .with_attribute_server(&server)
-                .map_err(host_error)?;
-            let params = conn.raw().params();
-            tracing::debug!(
-                peer = ?conn.raw().peer_address(),
-                interval_us = params.conn_interval.as_micros(),
-                supervision_timeout_ms = params.supervision_timeout.as_millis(),
-                "BLE central connected"
-            );
-            if !serve(&conn, &to_watch, &to_phone, host, ble, links).await {
-                return Ok(());
-            }
-        }
-    };
-    match select(runner.run(), app).await {
-        Either::First(outcome) => outcome
-            .map_err(host_error)
-            .and_then(|()| Err("the host stopped".into())),
-        Either::Second(outcome) => outcome,
-    }
-}
-
-/// Serves one connection until it ends; `false` when nobody takes links any more.
-async fn serve<P: PacketPool>(
-    conn: &GattConnection<'_, '_, P>,
-    to_watch: &Characteristic<&[u8]>,
-    to_phone: &Characteristic<&[u8]>,
-    host: &HostConfig,
-    ble: &BleConfig,
-    links: &Links,
-) -> bool {
-    let (ends, halves) = queues(ble);
-    let Ends {
-        incoming,
-        mut outgoing,
-    } = ends;
-    // Handed over once the phone has enabled notifications: what the session notified
-    // before that would be lost.
-    let mut halves = Some(halves);
-    let events = async {
-        loop {
-            match conn.next().await {
-                GattConnectionEvent::Disconnected { reason } => {
-                    tracing::debug!(?reason, "BLE central disconnected");
-                    return true;
-                }
-                GattConnectionEvent::Gatt { event } => {
-                    match event {
-                        GattEvent::Write(write) if write.handle() == to_watch.handle => {
-                            let packet = write.with_data(|_, data| Bytes::copy_from_slice(data));
-                            drop(write.accept_unprocessed());
-                            // Before the hand-over the phone has no link yet: nothing to
-                            // deliver to.
-                            if halves.is_none() && incoming.send(packet).await.is_err() {
-                                conn.raw().disconnect();
-                            }
-                        }
-                        other => {
-                            if let Ok(reply) = other.accept() {
-                                reply.send().await;
-                            }
-                        }
-                    }
-                    if to_phone.should_notify(conn)
-                        && let Some(halves) = halves.take()
-                        && links
-                            .send(Ok(halves.link(conn.raw().att_mtu(), host)))
-                            .await
-                            .is_err()
-                    {
-                        return false;
-                    }
-                }
-                _ => {}
-            }
-        }
-    };
-    let notify = async {
-        loop {
-            // Either half of the link dropped ends the connection.
-            let packet = tokio::select! {
-                packet = outgoing.recv() => match packet {
-                    Some(packet) => packet,
-                    None => return,
-                },
-                () = incoming.closed() => return,
-            };
-            let sent = until_sent(
-                async || to_phone.notify_raw(conn, &packet, false).await,
-                |e| matches!(e, Error::OutOfMemory),
-            )
-            .await;
-            if let Err(e) = sent {
-                tracing::debug!(error = ?e, "BLE notification failed");
-                return;
-            }
-        }
-    };
-    match select(events, notify).await {
-        Either::First(open) => open,
-        Either::Second(()) => {
-            // The link was dropped: end the connection before advertising again.
-            disconnect(conn.raw()).await;
-            !links.is_closed()
-        }
     }
 }

@@ -182,11 +182,20 @@ pub(crate) fn watch_process(
     Killed(child)
 }
 
+/// What the phone of [`trouble_pair`] carries the session on: the watch always offers
+/// both.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Carry {
+    Gatt,
+    Coc,
+}
+
 /// A trouble-host watch on controller 0 and phone on controller 1, each with `mtu` as
-/// its largest ATT MTU for packets.
+/// its largest ATT MTU for packets; the watch offers L2CAP, the phone uses it or GATT.
 pub(crate) async fn trouble_pair(
     controllers: &Controllers,
     mtu: u16,
+    carry: Carry,
 ) -> (
     transport_ble::trouble::Trouble,
     transport_ble::trouble::Trouble,
@@ -201,8 +210,59 @@ pub(crate) async fn trouble_pair(
     let watch = Trouble::peripheral(host(0), BleConfig::default())
         .await
         .expect("watch host");
-    let phone = Trouble::central(host(1), BleConfig::default())
+    let mut phone_host = host(1);
+    phone_host.coc = carry == Carry::Coc;
+    let phone = Trouble::central(phone_host, BleConfig::default())
         .await
         .expect("phone host");
     (watch, phone)
+}
+
+/// A trouble-host endpoint that records what each of its links was carried on, so a
+/// test sees that L2CAP was used rather than the GATT fallback.
+pub(crate) struct Recorded {
+    pub(crate) inner: transport_ble::trouble::Trouble,
+    /// `true` for each link over L2CAP, `false` for each over GATT.
+    pub(crate) carried: Arc<std::sync::Mutex<Vec<bool>>>,
+}
+
+impl Recorded {
+    pub(crate) fn new(inner: transport_ble::trouble::Trouble) -> Self {
+        Recorded {
+            inner,
+            carried: Arc::default(),
+        }
+    }
+
+    /// What the links so far were carried on.
+    pub(crate) fn log(&self) -> Arc<std::sync::Mutex<Vec<bool>>> {
+        self.carried.clone()
+    }
+}
+
+#[async_trait]
+impl Transport for Recorded {
+    async fn next_link(&mut self) -> Result<Link, TransportError> {
+        let carrier = self.inner.next_carrier().await?;
+        self.carried.lock().unwrap().push(carrier.is_coc());
+        Ok(carrier.into_link(&transport_ble::BleConfig::default()))
+    }
+
+    fn accepts_while_linked(&self) -> bool {
+        self.inner.accepts_while_linked()
+    }
+
+    fn is_reliable(&self) -> bool {
+        true
+    }
+}
+
+/// Asserts every link in `log` was carried as `carry` says (and there was one).
+pub(crate) fn assert_carried(log: &std::sync::Mutex<Vec<bool>>, carry: Carry) {
+    let log = log.lock().unwrap();
+    assert!(!log.is_empty(), "no link");
+    assert!(
+        log.iter().all(|coc| *coc == (carry == Carry::Coc)),
+        "links carried over L2CAP (true) or GATT: {log:?}, expected {carry:?}"
+    );
 }

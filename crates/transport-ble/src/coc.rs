@@ -1,0 +1,278 @@
+//! The L2CAP link: an LE credit-based connection-oriented channel (CoC, Bluetooth 4.1+)
+//! carrying the session's frames as whole SDUs, beside the GATT link of [`crate::link`].
+//!
+//! The channel's own credits pace the sender and its SDUs arrive whole, so this layer
+//! adds no header and no credits of its own: a frame goes as one SDU. A frame longer than
+//! the peer's SDU limit is the only one cut, into SDUs of that limit, and the receiver
+//! joins the pieces by the length in the frame's own header (as over a byte stream).
+//! Frames are never merged into one SDU, so a receiver that sees a whole frame in one SDU
+//! passes it on without a copy.
+//!
+//! How a phone finds the channel: the watch listens on an LE PSM (dynamic range
+//! 0x0080–0x00FF) and announces it in the read-only characteristic [`PSM_UUID`] of the
+//! interconnect service (two bytes, little-endian), the way iOS announces a published
+//! channel; a phone reads it after discovery and opens the channel, or uses GATT when the
+//! characteristic is absent or the open fails.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::{Bytes, BytesMut};
+use interconnect::{Link, LinkReceiver, LinkSender, Radio, TransportError};
+use interconnect_proto::{FrameHeader, HEADER_LEN};
+
+use crate::link::{BleConfig, PacketReceiver};
+
+/// The characteristic that announces the watch's L2CAP PSM: read, two bytes little-endian.
+pub const PSM_UUID: u128 = 0x6e1c0004_4e0b_4b7a_9a0b_1f4c3d2e5a60;
+
+/// The LE PSM a watch listens on unless told otherwise (dynamic range; announced in
+/// [`PSM_UUID`], so a phone never assumes it).
+pub const DEFAULT_PSM: u16 = 0x0085;
+
+/// Sends whole SDUs on a credit-based channel (the stack segments them and waits for
+/// credits).
+#[async_trait]
+pub trait SduSender: Send + 'static {
+    /// Sends one SDU of at most [`sdu_len`](Self::sdu_len) bytes.
+    async fn send_sdu(&mut self, sdu: Bytes) -> Result<(), TransportError>;
+    /// The largest SDU the peer takes (its MTU for the channel).
+    fn sdu_len(&self) -> usize;
+    /// What the radio runs with, as far as the stack says.
+    fn radio(&self) -> Radio;
+}
+
+/// Both halves of a credit-based channel. The receiver yields whole SDUs.
+pub struct SduLink {
+    /// Sends SDUs to the peer.
+    pub sender: Box<dyn SduSender>,
+    /// Receives the peer's SDUs.
+    pub receiver: Box<dyn PacketReceiver>,
+}
+
+/// Turns a credit-based channel into an interconnect link. Dropping either half drops
+/// that half of the channel, which a backend takes as the end of the connection.
+pub fn into_link(sdus: SduLink, config: &BleConfig) -> Link {
+    let sdu_len = sdus.sender.sdu_len().max(1);
+    let radio = sdus.sender.radio();
+    Link {
+        sender: Box::new(CocSender {
+            sdus: sdus.sender,
+            sdu_len,
+        }),
+        receiver: Box::new(CocReceiver {
+            sdus: sdus.receiver,
+            joining: BytesMut::new(),
+            max_frame_len: config.max_frame_len,
+            stall_timeout: config.stall_timeout,
+            radio,
+        }),
+        source: None,
+        max_frame_len: config
+            .max_frame_len
+            .max(interconnect_proto::MIN_MAX_FRAME_LEN),
+    }
+}
+
+struct CocSender {
+    sdus: Box<dyn SduSender>,
+    sdu_len: usize,
+}
+
+#[async_trait]
+impl LinkSender for CocSender {
+    async fn send(&mut self, frame: Bytes) -> Result<(), TransportError> {
+        if frame.len() <= self.sdu_len {
+            return self.sdus.send_sdu(frame).await;
+        }
+        let mut rest = frame;
+        while !rest.is_empty() {
+            let piece = rest.split_to(rest.len().min(self.sdu_len));
+            self.sdus.send_sdu(piece).await?;
+        }
+        Ok(())
+    }
+}
+
+struct CocReceiver {
+    sdus: Box<dyn PacketReceiver>,
+    /// The start of a frame that came in more than one SDU.
+    joining: BytesMut,
+    max_frame_len: usize,
+    stall_timeout: Duration,
+    radio: Radio,
+}
+
+impl CocReceiver {
+    /// The whole frame at the front of `joining`, if it is there.
+    fn joined(&mut self) -> Result<Option<Bytes>, TransportError> {
+        if self.joining.len() < HEADER_LEN {
+            return Ok(None);
+        }
+        let header = FrameHeader::parse(&self.joining, self.max_frame_len)
+            .map_err(TransportError::Framing)?;
+        if self.joining.len() < header.frame_len() {
+            return Ok(None);
+        }
+        Ok(Some(self.joining.split_to(header.frame_len()).freeze()))
+    }
+
+    async fn next_sdu(&mut self) -> Result<Bytes, TransportError> {
+        let next = if self.joining.is_empty() {
+            self.sdus.recv_packet().await
+        } else {
+            tokio::time::timeout(self.stall_timeout, self.sdus.recv_packet())
+                .await
+                .map_err(|_| {
+                    TransportError::Packet(Box::new(crate::packet::PacketError::Stalled))
+                })?
+        };
+        next?.ok_or(TransportError::Closed)
+    }
+}
+
+#[async_trait]
+impl LinkReceiver for CocReceiver {
+    async fn recv(&mut self) -> Result<Option<Bytes>, TransportError> {
+        loop {
+            let sdu = self.next_sdu().await?;
+            if self.joining.is_empty() {
+                // The usual case: one frame, whole, in one SDU.
+                let header = FrameHeader::parse(&sdu, self.max_frame_len);
+                if let Ok(header) = header
+                    && header.frame_len() == sdu.len()
+                {
+                    return Ok(Some(sdu));
+                }
+                if sdu.len() >= HEADER_LEN {
+                    header.map_err(TransportError::Framing)?;
+                }
+            }
+            self.joining.extend_from_slice(&sdu);
+            if let Some(frame) = self.joined()? {
+                if !self.joining.is_empty() {
+                    // Frames never share an SDU: bytes after a frame's end broke the format.
+                    return Err(TransportError::Packet(Box::new(
+                        crate::packet::PacketError::Malformed("an SDU ran past its frame's end"),
+                    )));
+                }
+                return Ok(Some(frame));
+            }
+        }
+    }
+
+    fn radio(&self) -> Option<Radio> {
+        Some(self.radio)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::sync::mpsc;
+
+    /// A channel in memory: what one side sends as SDUs, the other receives.
+    struct Sdus {
+        tx: mpsc::Sender<Bytes>,
+        sdu_len: usize,
+    }
+
+    #[async_trait]
+    impl SduSender for Sdus {
+        async fn send_sdu(&mut self, sdu: Bytes) -> Result<(), TransportError> {
+            assert!(sdu.len() <= self.sdu_len, "an SDU over the limit");
+            self.tx.send(sdu).await.map_err(|_| TransportError::Closed)
+        }
+        fn sdu_len(&self) -> usize {
+            self.sdu_len
+        }
+        fn radio(&self) -> Radio {
+            Radio::new(23)
+        }
+    }
+
+    struct SdusIn(mpsc::Receiver<Bytes>);
+
+    #[async_trait]
+    impl PacketReceiver for SdusIn {
+        async fn recv_packet(&mut self) -> Result<Option<Bytes>, TransportError> {
+            Ok(self.0.recv().await)
+        }
+    }
+
+    /// A link whose SDUs the test sees (`sent`) and makes (`inject`).
+    fn pair(sdu_len: usize) -> (Link, mpsc::Receiver<Bytes>, mpsc::Sender<Bytes>) {
+        let (tx, sent) = mpsc::channel(1024);
+        let (inject, rx) = mpsc::channel(1024);
+        let link = into_link(
+            SduLink {
+                sender: Box::new(Sdus { tx, sdu_len }),
+                receiver: Box::new(SdusIn(rx)),
+            },
+            &BleConfig::default(),
+        );
+        (link, sent, inject)
+    }
+
+    fn frame(len: usize) -> Bytes {
+        let payload = len - interconnect_proto::FRAME_OVERHEAD;
+        let mut frame = vec![
+            interconnect_proto::FORMAT_VERSION,
+            interconnect_proto::Kind::Data as u8,
+            0,
+            payload as u8,
+            (payload >> 8) as u8,
+            (payload >> 16) as u8,
+        ];
+        frame.extend((0..len - HEADER_LEN).map(|i| (i * 13) as u8));
+        Bytes::from(frame)
+    }
+
+    #[tokio::test]
+    async fn a_frame_goes_whole_and_is_cut_only_past_the_limit() {
+        let (mut link, mut sent, inject) = pair(100);
+        for len in [10, 100, 101, 250, 64 * 1024] {
+            let frame = frame(len);
+            link.sender.send(frame.clone()).await.unwrap();
+            let mut pieces = Vec::new();
+            while let Ok(sdu) = sent.try_recv() {
+                pieces.push(sdu);
+            }
+            assert_eq!(pieces.len(), len.div_ceil(100), "{len} bytes");
+            for piece in pieces {
+                inject.send(piece).await.unwrap();
+            }
+            assert_eq!(link.receiver.recv().await.unwrap().unwrap(), frame);
+        }
+    }
+
+    #[tokio::test]
+    async fn an_sdu_past_its_frames_end_or_a_bad_header_fails_the_link() {
+        let (mut link, _sent, inject) = pair(100);
+        let mut two = frame(10).to_vec();
+        two.extend_from_slice(&frame(10));
+        inject.send(Bytes::from(two)).await.unwrap();
+        assert!(matches!(
+            link.receiver.recv().await,
+            Err(TransportError::Packet(_))
+        ));
+        let (mut other, _sent, inject) = pair(100);
+        inject.send(Bytes::from_static(&[9; 20])).await.unwrap();
+        assert!(matches!(
+            other.receiver.recv().await,
+            Err(TransportError::Framing(_))
+        ));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_frame_whose_pieces_stop_fails_after_the_stall_timeout() {
+        let (mut link, _sent, inject) = pair(100);
+        inject.send(frame(300).slice(..100)).await.unwrap();
+        let failed = link.receiver.recv().await;
+        assert!(
+            matches!(failed, Err(TransportError::Packet(_))),
+            "{failed:?}"
+        );
+        drop(inject);
+    }
+}

@@ -1,0 +1,169 @@
+//! The session over an L2CAP credit-based channel on a real host stack: trouble-host as
+//! watch and phone on Bumble virtual controllers, the watch announcing its PSM and the
+//! phone opening the channel after discovery; and the fallback to GATT when the watch
+//! offers no channel. Every test here has `coc` in its name.
+
+mod common;
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use common::{Carry, Controllers, OnControllers, trouble_pair};
+use interconnect::{Link, Transport, TransportError};
+use interconnect_conformance::Harness;
+use transport_ble::trouble::{HostConfig, Trouble};
+use transport_ble::{BleConfig, Carrier};
+
+struct CocStack;
+
+#[async_trait]
+impl Harness for CocStack {
+    const PAUSED_CLOCK: bool = false;
+
+    async fn pair(&self) -> (Box<dyn Transport>, Box<dyn Transport>) {
+        let controllers = Controllers::start(2).await;
+        let (watch, phone) = trouble_pair(&controllers, 517, Carry::Coc).await;
+        (
+            Box::new(OnControllers {
+                inner: watch,
+                controllers: controllers.clone(),
+            }),
+            Box::new(OnControllers {
+                inner: OverL2cap(phone),
+                controllers,
+            }),
+        )
+    }
+}
+
+/// A phone whose every link must come over L2CAP: one over GATT fails the link, and
+/// with it the case.
+struct OverL2cap(Trouble);
+
+#[async_trait]
+impl Transport for OverL2cap {
+    async fn next_link(&mut self) -> Result<Link, TransportError> {
+        let carrier = self.0.next_carrier().await?;
+        assert!(carrier.is_coc(), "a link over GATT where L2CAP was offered");
+        Ok(carrier.into_link(&BleConfig::default()))
+    }
+
+    fn accepts_while_linked(&self) -> bool {
+        self.0.accepts_while_linked()
+    }
+
+    fn is_reliable(&self) -> bool {
+        true
+    }
+}
+
+#[async_trait]
+impl interconnect_conformance::several::Fleet for CocStack {
+    async fn fleet(&self, watches: usize) -> (Vec<Box<dyn Transport>>, Box<dyn Transport>) {
+        let controllers = Controllers::start(watches + 1).await;
+        let mut peripherals: Vec<Box<dyn Transport>> = Vec::new();
+        for i in 0..watches {
+            let watch =
+                Trouble::peripheral(HostConfig::new(controllers.hci(i)), BleConfig::default())
+                    .await
+                    .expect("watch host");
+            peripherals.push(Box::new(OnControllers {
+                inner: watch,
+                controllers: controllers.clone(),
+            }));
+        }
+        let phone = Trouble::central_of_several(
+            HostConfig::new(controllers.hci(watches)),
+            BleConfig::default(),
+            watches,
+        )
+        .await
+        .expect("phone host");
+        (
+            peripherals,
+            Box::new(OnControllers {
+                inner: OverL2cap(phone),
+                controllers,
+            }),
+        )
+    }
+}
+
+mod coc {
+    use super::CocStack;
+    interconnect_conformance::conformance_tests!(CocStack, CocStack);
+    interconnect_conformance::several_watches_tests!(CocStack, CocStack);
+}
+
+/// Both sides get the channel, and frames of every size cross it whole both ways: those
+/// that fit one SDU, and those of up to 64 KiB, cut at the SDU limit and joined by the
+/// length in their own header.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn coc_carries_frames_of_every_size_both_ways() {
+    let controllers = Controllers::start(2).await;
+    let (mut watch, mut phone) = trouble_pair(&controllers, 517, Carry::Coc).await;
+    let (w, p) = tokio::join!(watch.next_carrier(), phone.next_carrier());
+    let (w, p) = (w.unwrap(), p.unwrap());
+    assert!(w.is_coc() && p.is_coc(), "both sides over L2CAP");
+    let config = BleConfig::default();
+    let (mut w, mut p) = (w.into_link(&config), p.into_link(&config));
+    assert_eq!(w.max_frame_len, 64 * 1024);
+    for len in [14, 100, 1018, 1019, 4000, 64 * 1024] {
+        let frame = frame(len);
+        w.sender.send(frame.clone()).await.unwrap();
+        assert_eq!(
+            p.receiver.recv().await.unwrap().unwrap(),
+            frame,
+            "{len} to the phone"
+        );
+        p.sender.send(frame.clone()).await.unwrap();
+        assert_eq!(
+            w.receiver.recv().await.unwrap().unwrap(),
+            frame,
+            "{len} to the watch"
+        );
+    }
+}
+
+/// A frame of `len` bytes: a Data frame's header (6 bytes) announcing the rest.
+fn frame(len: usize) -> Bytes {
+    let payload = len - interconnect_proto::FRAME_OVERHEAD;
+    let mut frame = vec![
+        interconnect_proto::FORMAT_VERSION,
+        interconnect_proto::Kind::Data as u8,
+        0,
+        payload as u8,
+        (payload >> 8) as u8,
+        (payload >> 16) as u8,
+    ];
+    frame.extend((0..len - 6).map(|i| (i * 7) as u8));
+    Bytes::from(frame)
+}
+
+/// A watch that offers no channel (L2CAP off) is reached over GATT by a phone that
+/// prefers L2CAP, and the session runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn coc_fallback_to_gatt_when_the_watch_offers_no_channel() {
+    let controllers = Controllers::start(2).await;
+    let mut host = HostConfig::new(controllers.hci(0));
+    host.coc = false;
+    let mut watch = Trouble::peripheral(host, BleConfig::default())
+        .await
+        .unwrap();
+    let mut phone = Trouble::central(HostConfig::new(controllers.hci(1)), BleConfig::default())
+        .await
+        .unwrap();
+    let (w, p) = tokio::join!(watch.next_carrier(), phone.next_carrier());
+    let (w, p) = (w.unwrap(), p.unwrap());
+    assert!(
+        matches!((&w, &p), (Carrier::Gatt(_), Carrier::Gatt(_))),
+        "both over GATT"
+    );
+    let config = BleConfig::default();
+    let (mut w, mut p) = (w.into_link(&config), p.into_link(&config));
+    let frame = frame(3000);
+    w.sender.send(frame.clone()).await.unwrap();
+    let got = tokio::time::timeout(Duration::from_secs(10), p.receiver.recv()).await;
+    assert_eq!(got.unwrap().unwrap().unwrap(), frame);
+}
