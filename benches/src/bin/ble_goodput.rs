@@ -1,5 +1,5 @@
-//! Goodput of a 1 MiB file over the simulated BLE link, on virtual time, for three sets
-//! of link parameters, each as a ratio to the theoretical capacity of the same parameters
+//! Goodput of a 1 MiB file over the simulated BLE link, on virtual time, for six sets
+//! of link parameters (1M and 2M PHY, with and without DLE), each as a ratio to the theoretical capacity of the same parameters
 //! (`transport_ble::goodput_bps`). Virtual time makes the figures exact and repeatable:
 //! hashing and disk I/O take no simulated time.
 //!
@@ -66,22 +66,19 @@ fn main() -> Result<(), BoxError> {
             .collect();
         std::fs::write(&path, &data)?;
         let received = dir.path().join("received");
+        let at = |att_mtu, phy, dle| BleParams {
+            att_mtu,
+            phy,
+            dle,
+            ..BleParams::modern()
+        };
         let cases = [
             ("MTU 23, 1M PHY", BleParams::legacy()),
-            (
-                "MTU 247, 1M PHY, DLE",
-                BleParams {
-                    phy: Phy::M1,
-                    ..BleParams::modern()
-                },
-            ),
-            (
-                "MTU 517, 2M PHY, DLE",
-                BleParams {
-                    att_mtu: 517,
-                    ..BleParams::modern()
-                },
-            ),
+            ("MTU 247, 1M PHY", at(247, Phy::M1, false)),
+            ("MTU 247, 1M PHY, DLE", at(247, Phy::M1, true)),
+            ("MTU 247, 2M PHY", at(247, Phy::M2, false)),
+            ("MTU 247, 2M PHY, DLE", at(247, Phy::M2, true)),
+            ("MTU 517, 2M PHY, DLE", at(517, Phy::M2, true)),
         ];
         println!("1 MiB file over the simulated BLE link (virtual time), send_file until stored:");
         for (name, params) in cases {

@@ -309,8 +309,8 @@ fn host_error<E: core::fmt::Debug>(e: E) -> String {
 /// The two bounded queues between a connection's task and the link adapter: the task's
 /// ends, and the halves that become the packet link.
 fn queues(ble: &BleConfig) -> (Ends, Halves) {
-    // The peer sends at most `credits` data packets ahead, plus its credit grants.
-    let (incoming_tx, incoming) = mpsc::channel(usize::from(ble.credits) + 16);
+    // The peer sends at most our window of data packets ahead, plus its credit grants.
+    let (incoming_tx, incoming) = mpsc::channel(usize::from(ble.window.max(ble.credits)) + 16);
     let (outgoing, outgoing_rx) = mpsc::channel(16);
     (
         Ends {
