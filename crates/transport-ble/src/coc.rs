@@ -3,10 +3,11 @@
 //!
 //! The channel's own credits pace the sender and its SDUs arrive whole, so this layer
 //! adds no header and no credits of its own: a frame goes as one SDU. A frame longer than
-//! the peer's SDU limit is the only one cut, into SDUs of that limit, and the receiver
-//! joins the pieces by the length in the frame's own header (as over a byte stream).
-//! Frames are never merged into one SDU, so a receiver that sees a whole frame in one SDU
-//! passes it on without a copy.
+//! the peer's SDU limit is the only one cut, into SDUs of that limit. The receiver reads
+//! the channel as a byte stream, splitting frames by the length in their own header, so a
+//! peer whose stack offers only a stream (iOS and Android expose the channel as input and
+//! output streams, and cut SDUs where they like) is read correctly too; an SDU that holds
+//! exactly one frame, the usual case, is passed on without a copy.
 //!
 //! How a phone finds the channel: the watch listens on an LE PSM (dynamic range
 //! 0x0080–0x00FF) and announces it in the read-only characteristic [`PSM_UUID`] of the
@@ -96,7 +97,7 @@ impl LinkSender for CocSender {
 
 struct CocReceiver {
     sdus: Box<dyn PacketReceiver>,
-    /// The start of a frame that came in more than one SDU.
+    /// Bytes received and not yet given out as frames: at most one frame and one SDU.
     joining: BytesMut,
     max_frame_len: usize,
     stall_timeout: Duration,
@@ -117,6 +118,7 @@ impl CocReceiver {
         Ok(Some(self.joining.split_to(header.frame_len()).freeze()))
     }
 
+    /// The next SDU; a frame begun and not finished within the stall timeout fails.
     async fn next_sdu(&mut self) -> Result<Bytes, TransportError> {
         let next = if self.joining.is_empty() {
             self.sdus.recv_packet().await
@@ -135,29 +137,18 @@ impl CocReceiver {
 impl LinkReceiver for CocReceiver {
     async fn recv(&mut self) -> Result<Option<Bytes>, TransportError> {
         loop {
-            let sdu = self.next_sdu().await?;
-            if self.joining.is_empty() {
-                // The usual case: one frame, whole, in one SDU.
-                let header = FrameHeader::parse(&sdu, self.max_frame_len);
-                if let Ok(header) = header
-                    && header.frame_len() == sdu.len()
-                {
-                    return Ok(Some(sdu));
-                }
-                if sdu.len() >= HEADER_LEN {
-                    header.map_err(TransportError::Framing)?;
-                }
-            }
-            self.joining.extend_from_slice(&sdu);
             if let Some(frame) = self.joined()? {
-                if !self.joining.is_empty() {
-                    // Frames never share an SDU: bytes after a frame's end broke the format.
-                    return Err(TransportError::Packet(Box::new(
-                        crate::packet::PacketError::Malformed("an SDU ran past its frame's end"),
-                    )));
-                }
                 return Ok(Some(frame));
             }
+            let sdu = self.next_sdu().await?;
+            if self.joining.is_empty()
+                && let Ok(header) = FrameHeader::parse(&sdu, self.max_frame_len)
+                && header.frame_len() == sdu.len()
+            {
+                // The usual case: one frame, whole, in one SDU.
+                return Ok(Some(sdu));
+            }
+            self.joining.extend_from_slice(&sdu);
         }
     }
 
@@ -246,16 +237,33 @@ mod tests {
         }
     }
 
+    /// A peer that writes a byte stream (iOS, Android) cuts SDUs anywhere: frames split
+    /// across SDUs and several in one come out the same.
     #[tokio::test]
-    async fn an_sdu_past_its_frames_end_or_a_bad_header_fails_the_link() {
-        let (mut link, _sent, inject) = pair(100);
-        let mut two = frame(10).to_vec();
-        two.extend_from_slice(&frame(10));
-        inject.send(Bytes::from(two)).await.unwrap();
-        assert!(matches!(
-            link.receiver.recv().await,
-            Err(TransportError::Packet(_))
-        ));
+    async fn sdus_cut_anywhere_give_the_same_frames() {
+        let frames: Vec<Bytes> = [10, 11, 500, 12, 64 * 1024, 13].map(frame).into();
+        let stream: Vec<u8> = frames.iter().flat_map(|f| f.to_vec()).collect();
+        for cut in [1, 7, 100, 1018, stream.len()] {
+            let (mut link, _sent, inject) = pair(100);
+            let sender = tokio::spawn({
+                let stream = stream.clone();
+                async move {
+                    for piece in stream.chunks(cut) {
+                        inject.send(Bytes::copy_from_slice(piece)).await.unwrap();
+                    }
+                    inject
+                }
+            });
+            for expected in &frames {
+                let got = link.receiver.recv().await.unwrap().unwrap();
+                assert_eq!(&got, expected, "SDUs of {cut} bytes");
+            }
+            drop(sender.await.unwrap());
+        }
+    }
+
+    #[tokio::test]
+    async fn a_bad_header_fails_the_link() {
         let (mut other, _sent, inject) = pair(100);
         inject.send(Bytes::from_static(&[9; 20])).await.unwrap();
         assert!(matches!(
