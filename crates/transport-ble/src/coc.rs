@@ -13,7 +13,41 @@
 //! 0x0080–0x00FF) and announces it in the read-only characteristic [`PSM_UUID`] of the
 //! interconnect service (two bytes, little-endian), the way iOS announces a published
 //! channel; a phone reads it after discovery and opens the channel, or uses GATT when the
-//! characteristic is absent or the open fails.
+//! characteristic is absent or the open fails. When the channel ends, the connection is
+//! ended too, and the next connection opens a new channel.
+//!
+//! ## From a phone app
+//! Both platforms hand the app the channel as a pair of byte streams, which is why the
+//! receiver here reads a stream: write each frame's bytes to the output stream, and split
+//! the input stream into frames by their header (6 bytes: version, kind, flags, payload
+//! length as `u24` LE; the frame is that length plus 10), exactly as over TCP.
+//!
+//! - **Android** (API 29+): after GATT discovery, read characteristic `6e1c0004-…` for
+//!   the PSM, then `BluetoothDevice.createInsecureL2capChannel(psm)` (the session brings
+//!   its own encryption; `createL2capChannel` demands a bonded, encrypted link) and
+//!   `BluetoothSocket.connect()` off the main thread. Keep the GATT connection open while
+//!   the channel is in use.
+//! - **iOS** (11+): after discovery, read the PSM the same way, then
+//!   `CBPeripheral.openL2CAPChannel(psm)`; `peripheral(_:didOpen:error:)` hands over a
+//!   `CBL2CAPChannel`, whose `inputStream` and `outputStream` must be scheduled on a run
+//!   loop and opened. An output stream takes what it has room for: keep the rest of a
+//!   frame until `hasSpaceAvailable`.
+//!
+//! The watch's stack needs LE credit-based channels (a Bluetooth 4.1+ host; the
+//! controller is not involved beyond ACL data), a registered dynamic PSM, room to queue
+//! the initial credits it grants (64 K-frames here), and a buffer per channel for the SDU
+//! limit it announces (1018 bytes on trouble-host, one packet-pool buffer).
+//!
+//! ## Traps
+//! - **An open that is never answered.** Reported with iOS: the open neither succeeds nor
+//!   fails. The phone waits 5 s, then uses GATT on the same connection; a phone app
+//!   should do the same.
+//! - **A channel that ended on a live connection.** Some stacks cannot open the same PSM
+//!   again on that connection. Here the end of the channel ends the connection, so every
+//!   connection starts with a fresh open.
+//! - **Receive credits of 1.** A receiver that grants one credit at a time lets the
+//!   sender put one K-frame in flight per round trip, and throughput collapses. Both
+//!   sides here grant 64 at the open and give them back 16 at a time.
 
 use std::time::Duration;
 

@@ -10,11 +10,19 @@
 //! | service | [`SERVICE_UUID`] `6e1c0001-4e0b-4b7a-9a0b-1f4c3d2e5a60` | primary |
 //! | phone → watch | [`TO_WATCH_UUID`] `6e1c0002-…` | write without response |
 //! | watch → phone | [`TO_PHONE_UUID`] `6e1c0003-…` | notify |
+//! | L2CAP PSM (optional) | [`PSM_UUID`] `6e1c0004-…` | read: the PSM, `u16` LE |
+//!
+//! A watch that also listens on an L2CAP credit-based channel announces its PSM in the
+//! third characteristic; a phone that finds it opens the channel and carries the session
+//! there instead of on the first two ([`coc`]), and uses them when it is absent or the
+//! open fails.
 //!
 //! Flow control needs no third characteristic: credit grants travel in-band as packets of
 //! their own kind (see [`packet`]). Any ATT MTU from 23 is supported; each packet is at
 //! most MTU − 3 bytes and never more than 512 (the largest attribute value), one of
-//! which is our header.
+//! which is our header. A sender cuts its packets to fill whole link-layer PDUs
+//! ([`packet::fill_len`]: 495 bytes at MTU 517, not 512, which would leave a third PDU
+//! nearly empty on the air).
 //!
 //! ## Layers
 //! - [`packet`]: the one-byte packet header, [`Fragmenter`] and [`Reassembler`] (bounded
@@ -26,12 +34,15 @@
 //!   a fast sender never overruns a slow receiver (an overrun is a typed error, not lost
 //!   data). A receiver with a larger window ([`BleConfig::window`]) grants the rest at
 //!   once; a grant goes back each time a quarter of the window was consumed.
+//! - [`coc`]: the L2CAP link, [`SduLink`] to interconnect link: a frame per SDU, read as a
+//!   byte stream; how a phone app on Android or iOS reaches the channel, and its traps.
 //! - [`sim`]: a simulated radio on virtual time and the capacity formula.
 //! - `trouble` (feature): trouble-host, a `no_std` Rust host, over an H4 HCI socket,
-//!   peripheral and central; tested against Bumble virtual controllers.
-//! - `bluez` (feature): BlueZ through `bluer`, peripheral and central.
+//!   peripheral and central, GATT and L2CAP; tested against Bumble virtual controllers.
+//! - `bluez` (feature): BlueZ through `bluer`, peripheral and central, GATT and L2CAP.
 //!
-//! The simulated radio, trouble-host and BlueZ run the same packet and flow-control code.
+//! The simulated radio, trouble-host and BlueZ run the same packet and flow-control code,
+//! and trouble-host and BlueZ the same L2CAP framing.
 //! A real radio is untested here (no Bluetooth controller on the development machines),
 //! and so is BlueZ; trouble-host runs for real, on virtual controllers.
 

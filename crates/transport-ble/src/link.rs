@@ -11,7 +11,7 @@ use bytes::Bytes;
 use interconnect::{Link, LinkReceiver, LinkSender, Radio, TransportError};
 use tokio::sync::{Mutex, Notify, mpsc};
 
-use crate::packet::{Fragmenter, Packet, PacketError, Reassembler, packet_len};
+use crate::packet::{Fragmenter, Packet, PacketError, Reassembler, fill_len};
 
 /// Sends whole ATT payloads (one write without response, or one notification).
 #[async_trait]
@@ -142,7 +142,7 @@ pub fn into_link(packets: PacketLink, config: &BleConfig) -> Link {
             sender,
             credits,
             fragmenter: Fragmenter::new(),
-            packet_len: packet_len(att_mtu),
+            packet_len: fill_len(att_mtu),
             _end: end.clone(),
         }),
         receiver: Box::new(BleReceiver {
@@ -162,7 +162,7 @@ pub const MAX_PACKETS_PER_FRAME: usize = 512;
 
 /// The frame limit a link of this MTU announces.
 fn link_frame_limit(configured: usize, att_mtu: usize) -> usize {
-    let by_mtu = MAX_PACKETS_PER_FRAME * (packet_len(att_mtu) - crate::packet::PACKET_HEADER_LEN);
+    let by_mtu = MAX_PACKETS_PER_FRAME * (fill_len(att_mtu) - crate::packet::PACKET_HEADER_LEN);
     configured
         .min(by_mtu)
         .max(interconnect_proto::MIN_MAX_FRAME_LEN)

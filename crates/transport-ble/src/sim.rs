@@ -15,7 +15,9 @@
 //!              · (ATT payload − 1) / ATT payload                 (our packet header)
 //! ```
 //!
-//! with LL payload 27 bytes without data length extension and 251 with it, preamble 1
+//! where the ATT payload is [`fill_len`](crate::packet::fill_len) of the MTU (packets
+//! fill whole 251-byte PDUs: 495 bytes at MTU 517), with LL payload 27 bytes without data
+//! length extension and 251 with it, preamble 1
 //! byte on 1M and 2 on 2M, and the coded PHY (S=8) at 125 kbit/s with its 80 µs preamble
 //! and 256 µs of coding overhead folded into a fixed per-PDU cost. For ATT MTU 247: 1M PHY
 //! with DLE ≈ 0.79 Mbit/s, 2M PHY with DLE ≈ 1.4 Mbit/s, matching measured figures
@@ -39,7 +41,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
 use crate::link::{BleConfig, PacketLink, PacketReceiver, PacketSender, into_link};
-use crate::packet::{ATT_HEADER_LEN, PACKET_HEADER_LEN, packet_len};
+use crate::packet::{ATT_HEADER_LEN, PACKET_HEADER_LEN, fill_len, packet_len};
 
 /// The radio's physical layer (the one `interconnect::LinkLimits` reports).
 pub use interconnect::Phy;
@@ -120,7 +122,7 @@ impl BleParams {
 /// Application payload a connection carries one way, in bits per second (see the
 /// module docs for the formula).
 pub fn goodput_bps(params: &BleParams) -> f64 {
-    let packet = packet_len(params.att_mtu);
+    let packet = fill_len(params.att_mtu);
     let seconds = params.pdus(packet) as f64 * params.pdu_slot();
     8.0 * (packet - PACKET_HEADER_LEN) as f64 / seconds
 }

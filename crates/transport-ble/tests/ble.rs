@@ -119,6 +119,13 @@ fn capacity_matches_the_published_figures() {
     assert!((0.7e6..0.85e6).contains(&one_m), "1M PHY with DLE: {one_m}");
     let legacy = goodput_bps(&BleParams::legacy());
     assert!(legacy < one_m / 3.0, "MTU 23 without DLE: {legacy}");
+    // Packets that fill whole PDUs: MTU 517 carries no less than 247 (512-byte packets
+    // took three PDUs, the last nearly empty, and carried 0.7 of it).
+    let large = goodput_bps(&BleParams {
+        att_mtu: 517,
+        ..BleParams::modern()
+    });
+    assert!(large >= modern, "MTU 517: {large}, MTU 247: {modern}");
 }
 
 #[tokio::test(start_paused = true)]

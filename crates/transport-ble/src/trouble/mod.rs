@@ -3,8 +3,12 @@
 //! HCI controller over H4 on a TCP socket. The tests run it against virtual controllers
 //! (`tests/fixtures/controllers.py`); on a device the same host drives a real controller.
 //!
-//! This module holds the host thread, the watch's GATT server and what both sides share;
-//! `central` the phone's scanning and connecting, for one watch or several.
+//! This module holds the host thread and what both sides share; `peripheral` the watch's
+//! GATT server and L2CAP listener, `central` the phone's scanning, connecting and choice
+//! of carrier, for one watch or several, and `channel` an L2CAP channel's settings and
+//! pump. With [`HostConfig::coc`] (the default) the watch also listens on an L2CAP
+//! credit-based channel and announces its PSM, and the phone opens it after discovery;
+//! whichever the phone starts first, the channel or notifications, carries the session.
 //!
 //! Each endpoint runs its host on a thread of its own (the host's futures are not `Send`)
 //! and hands each connection to the packet-link seam once it is usable: the peripheral
@@ -31,6 +35,11 @@
 //!   `Waker::will_wake` sees the same waker as different, and embassy-sync's waker
 //!   registrations then wake the host on every poll. Release builds (16 codegen units)
 //!   spun at 100% CPU per host while idle; debug builds and `codegen-units = 1` hid it.
+//! - **L2CAP channels.** The host reassembles an SDU into one packet-pool buffer, so the
+//!   SDU limit is at most 1018 bytes (the buffer less the L2CAP and SDU headers); larger
+//!   frames are cut at it. Its default credit policy returns one credit per K-frame, a
+//!   packet the other way for each one received: both sides here return 16 at a time, and
+//!   grant 64 (the receive queue) at the open.
 //! - **Versions.** trouble-host 0.8 needs `bt-hci` 0.10 (0.11 does not fit), and Rust 1.88.
 //!
 //! [trouble-host]: https://github.com/embassy-rs/trouble
