@@ -306,6 +306,29 @@ mod tests {
         ));
     }
 
+    proptest::proptest! {
+        /// Whatever a hostile peer sends, cut anyhow: the receiver never panics and gives
+        /// out only frames that parse whole, then fails or ends.
+        #[test]
+        fn any_bytes_cut_anyhow_give_only_whole_frames(
+            sdus in proptest::collection::vec(proptest::collection::vec(proptest::num::u8::ANY, 0..300), 0..40),
+        ) {
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().start_paused(true).build().unwrap();
+            runtime.block_on(async {
+                let (mut link, _sent, inject) = pair(100);
+                for sdu in &sdus {
+                    inject.send(Bytes::copy_from_slice(sdu)).await.unwrap();
+                }
+                drop(inject);
+                while let Ok(Some(frame)) = link.receiver.recv().await {
+                    let header = FrameHeader::parse(&frame, BleConfig::default().max_frame_len);
+                    proptest::prop_assert!(header.is_ok_and(|h| h.frame_len() == frame.len()));
+                }
+                Ok(())
+            })?;
+        }
+    }
+
     #[tokio::test(start_paused = true)]
     async fn a_frame_whose_pieces_stop_fails_after_the_stall_timeout() {
         let (mut link, _sent, inject) = pair(100);
