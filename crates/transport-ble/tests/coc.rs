@@ -9,9 +9,10 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use common::{Carry, Controllers, OnControllers, trouble_pair};
-use interconnect::{Link, Transport, TransportError};
+use common::{Carry, Controllers, stack_fleet, stack_pair, trouble_pair};
+use interconnect::Transport;
 use interconnect_conformance::Harness;
+use interconnect_proto::{ChannelId, ContentType, Data, Exchange, Frame};
 use transport_ble::trouble::{HostConfig, Trouble};
 use transport_ble::{BleConfig, Carrier};
 
@@ -22,71 +23,14 @@ impl Harness for CocStack {
     const PAUSED_CLOCK: bool = false;
 
     async fn pair(&self) -> (Box<dyn Transport>, Box<dyn Transport>) {
-        let controllers = Controllers::start(2).await;
-        let (watch, phone) = trouble_pair(&controllers, 517, Carry::Coc).await;
-        (
-            Box::new(OnControllers {
-                inner: watch,
-                controllers: controllers.clone(),
-            }),
-            Box::new(OnControllers {
-                inner: OverL2cap(phone),
-                controllers,
-            }),
-        )
-    }
-}
-
-/// A phone whose every link must come over L2CAP: one over GATT fails the link, and
-/// with it the case.
-struct OverL2cap(Trouble);
-
-#[async_trait]
-impl Transport for OverL2cap {
-    async fn next_link(&mut self) -> Result<Link, TransportError> {
-        let carrier = self.0.next_carrier().await?;
-        assert!(carrier.is_coc(), "a link over GATT where L2CAP was offered");
-        Ok(carrier.into_link(&BleConfig::default()))
-    }
-
-    fn accepts_while_linked(&self) -> bool {
-        self.0.accepts_while_linked()
-    }
-
-    fn is_reliable(&self) -> bool {
-        true
+        stack_pair(Carry::Coc).await
     }
 }
 
 #[async_trait]
 impl interconnect_conformance::several::Fleet for CocStack {
     async fn fleet(&self, watches: usize) -> (Vec<Box<dyn Transport>>, Box<dyn Transport>) {
-        let controllers = Controllers::start(watches + 1).await;
-        let mut peripherals: Vec<Box<dyn Transport>> = Vec::new();
-        for i in 0..watches {
-            let watch =
-                Trouble::peripheral(HostConfig::new(controllers.hci(i)), BleConfig::default())
-                    .await
-                    .expect("watch host");
-            peripherals.push(Box::new(OnControllers {
-                inner: watch,
-                controllers: controllers.clone(),
-            }));
-        }
-        let phone = Trouble::central_of_several(
-            HostConfig::new(controllers.hci(watches)),
-            BleConfig::default(),
-            watches,
-        )
-        .await
-        .expect("phone host");
-        (
-            peripherals,
-            Box::new(OnControllers {
-                inner: OverL2cap(phone),
-                controllers,
-            }),
-        )
+        stack_fleet(watches, Carry::Coc).await
     }
 }
 
@@ -109,7 +53,7 @@ async fn coc_carries_frames_of_every_size_both_ways() {
     let config = BleConfig::default();
     let (mut w, mut p) = (w.into_link(&config), p.into_link(&config));
     assert_eq!(w.max_frame_len, 64 * 1024);
-    for len in [14, 100, 1018, 1019, 4000, 64 * 1024] {
+    for len in [32, 100, 1018, 1019, 4000, 64 * 1024 - 16] {
         let frame = frame(len);
         w.sender.send(frame.clone()).await.unwrap();
         assert_eq!(
@@ -126,19 +70,23 @@ async fn coc_carries_frames_of_every_size_both_ways() {
     }
 }
 
-/// A frame of `len` bytes: a Data frame's header (6 bytes) announcing the rest.
+/// An encoded Data frame of `len` bytes, give or take the two bytes a longer payload's
+/// length takes.
 fn frame(len: usize) -> Bytes {
-    let payload = len - interconnect_proto::FRAME_OVERHEAD;
-    let mut frame = vec![
-        interconnect_proto::FORMAT_VERSION,
-        interconnect_proto::Kind::Data as u8,
-        0,
-        payload as u8,
-        (payload >> 8) as u8,
-        (payload >> 16) as u8,
-    ];
-    frame.extend((0..len - 6).map(|i| (i * 7) as u8));
-    Bytes::from(frame)
+    let overhead = data(0).len();
+    data(len - overhead)
+}
+
+fn data(payload: usize) -> Bytes {
+    Frame::Data(Data {
+        channel: ChannelId(1),
+        seq: 1,
+        content_type: ContentType::Binary,
+        exchange: Exchange::OneWay,
+        payload: Bytes::from(vec![0x5a; payload]),
+    })
+    .to_bytes(1 << 20)
+    .unwrap()
 }
 
 /// A watch that offers no channel (L2CAP off) is reached over GATT by a phone that

@@ -6,7 +6,7 @@
 mod common;
 
 use async_trait::async_trait;
-use common::{Carry, Controllers, OnControllers, trouble_pair};
+use common::{Carry, Controllers, stack_fleet, stack_pair, trouble_pair};
 use interconnect::Transport;
 use interconnect_conformance::{Harness, conformance_tests};
 struct RealStack;
@@ -16,55 +16,17 @@ impl Harness for RealStack {
     const PAUSED_CLOCK: bool = false;
 
     async fn pair(&self) -> (Box<dyn Transport>, Box<dyn Transport>) {
-        let controllers = Controllers::start(2).await;
-        let (watch, phone) = trouble_pair(&controllers, 517, Carry::Gatt).await;
-        (
-            Box::new(OnControllers {
-                inner: watch,
-                controllers: controllers.clone(),
-            }),
-            Box::new(OnControllers {
-                inner: phone,
-                controllers,
-            }),
-        )
+        stack_pair(Carry::Gatt).await
     }
 }
 
 conformance_tests!(RealStack, RealStack);
 
-/// Several watches: each its own controller, the phone one more, all on one radio; the
-/// phone's central keeps a connection to each.
+/// Several watches over GATT (`tests/coc.rs` runs the same over L2CAP).
 #[async_trait]
 impl interconnect_conformance::several::Fleet for RealStack {
     async fn fleet(&self, watches: usize) -> (Vec<Box<dyn Transport>>, Box<dyn Transport>) {
-        use transport_ble::BleConfig;
-        use transport_ble::trouble::{HostConfig, Trouble};
-        let controllers = Controllers::start(watches + 1).await;
-        let mut peripherals: Vec<Box<dyn Transport>> = Vec::new();
-        for i in 0..watches {
-            let watch =
-                Trouble::peripheral(HostConfig::new(controllers.hci(i)), BleConfig::default())
-                    .await
-                    .expect("watch host");
-            peripherals.push(Box::new(OnControllers {
-                inner: watch,
-                controllers: controllers.clone(),
-            }));
-        }
-        // GATT here; tests/coc.rs runs the same over L2CAP.
-        let mut host = HostConfig::new(controllers.hci(watches));
-        host.coc = false;
-        let phone = Trouble::central_of_several(host, BleConfig::default(), watches)
-            .await
-            .expect("phone host");
-        (
-            peripherals,
-            Box::new(OnControllers {
-                inner: phone,
-                controllers,
-            }),
-        )
+        stack_fleet(watches, Carry::Gatt).await
     }
 }
 

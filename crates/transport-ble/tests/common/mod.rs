@@ -266,3 +266,88 @@ pub(crate) fn assert_carried(log: &std::sync::Mutex<Vec<bool>>, carry: Carry) {
         "links carried over L2CAP (true) or GATT: {log:?}, expected {carry:?}"
     );
 }
+
+/// A phone whose every link must come as `carry` says: one that does not panics, and the
+/// case fails.
+pub(crate) struct Checked {
+    inner: transport_ble::trouble::Trouble,
+    carry: Carry,
+}
+
+#[async_trait]
+impl Transport for Checked {
+    async fn next_link(&mut self) -> Result<Link, TransportError> {
+        let carrier = self.inner.next_carrier().await?;
+        assert_eq!(
+            carrier.is_coc(),
+            self.carry == Carry::Coc,
+            "a link not over {:?}",
+            self.carry
+        );
+        Ok(carrier.into_link(&transport_ble::BleConfig::default()))
+    }
+
+    fn accepts_while_linked(&self) -> bool {
+        self.inner.accepts_while_linked()
+    }
+
+    fn is_reliable(&self) -> bool {
+        true
+    }
+}
+
+/// The conformance suite's pair on the real stack: watch and phone on two controllers,
+/// the phone's links checked to come as `carry` says.
+pub(crate) async fn stack_pair(carry: Carry) -> (Box<dyn Transport>, Box<dyn Transport>) {
+    let controllers = Controllers::start(2).await;
+    let (watch, phone) = trouble_pair(&controllers, 517, carry).await;
+    (
+        Box::new(OnControllers {
+            inner: watch,
+            controllers: controllers.clone(),
+        }),
+        Box::new(OnControllers {
+            inner: Checked {
+                inner: phone,
+                carry,
+            },
+            controllers,
+        }),
+    )
+}
+
+/// Several watches, each its own controller, the phone one more, all on one radio; the
+/// phone's central keeps a connection to each, carried as `carry` says.
+pub(crate) async fn stack_fleet(
+    watches: usize,
+    carry: Carry,
+) -> (Vec<Box<dyn Transport>>, Box<dyn Transport>) {
+    use transport_ble::BleConfig;
+    use transport_ble::trouble::{HostConfig, Trouble};
+    let controllers = Controllers::start(watches + 1).await;
+    let mut peripherals: Vec<Box<dyn Transport>> = Vec::new();
+    for i in 0..watches {
+        let watch = Trouble::peripheral(HostConfig::new(controllers.hci(i)), BleConfig::default())
+            .await
+            .expect("watch host");
+        peripherals.push(Box::new(OnControllers {
+            inner: watch,
+            controllers: controllers.clone(),
+        }));
+    }
+    let mut host = HostConfig::new(controllers.hci(watches));
+    host.coc = carry == Carry::Coc;
+    let phone = Trouble::central_of_several(host, BleConfig::default(), watches)
+        .await
+        .expect("phone host");
+    (
+        peripherals,
+        Box::new(OnControllers {
+            inner: Checked {
+                inner: phone,
+                carry,
+            },
+            controllers,
+        }),
+    )
+}
