@@ -5,6 +5,7 @@
 
 mod common;
 
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -90,9 +91,21 @@ fn data(payload: usize) -> Bytes {
 }
 
 /// A watch that offers no channel (L2CAP off) is reached over GATT by a phone that
-/// prefers L2CAP, and the session runs.
+/// prefers L2CAP, and the session runs; why is logged once at info level, and again only
+/// at debug (two connections here).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn coc_fallback_to_gatt_when_the_watch_offers_no_channel() {
+    let logs = Logs::default();
+    // The only test in this binary that sets a subscriber: the hosts log on threads of
+    // their own, so it must be the global one.
+    tracing::subscriber::set_global_default(
+        tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::INFO)
+            .with_ansi(false)
+            .with_writer(logs.clone())
+            .finish(),
+    )
+    .expect("the only subscriber");
     let controllers = Controllers::start(2).await;
     let mut host = HostConfig::new(controllers.hci(0));
     host.coc = false;
@@ -102,16 +115,56 @@ async fn coc_fallback_to_gatt_when_the_watch_offers_no_channel() {
     let mut phone = Trouble::central(HostConfig::new(controllers.hci(1)), BleConfig::default())
         .await
         .unwrap();
-    let (w, p) = tokio::join!(watch.next_carrier(), phone.next_carrier());
-    let (w, p) = (w.unwrap(), p.unwrap());
+    for _ in 0..2 {
+        let (w, p) = tokio::join!(watch.next_carrier(), phone.next_carrier());
+        let (w, p) = (w.unwrap(), p.unwrap());
+        assert!(
+            matches!((&w, &p), (Carrier::Gatt(_), Carrier::Gatt(_))),
+            "both over GATT"
+        );
+        let config = BleConfig::default();
+        let (mut w, mut p) = (w.into_link(&config), p.into_link(&config));
+        let frame = frame(3000);
+        w.sender.send(frame.clone()).await.unwrap();
+        let got = tokio::time::timeout(Duration::from_secs(10), p.receiver.recv()).await;
+        assert_eq!(got.unwrap().unwrap().unwrap(), frame);
+        // Dropping the links ends the connection; the next one falls back again.
+    }
+    let text = logs.text();
+    let told: Vec<_> = text.lines().filter(|l| l.contains("not L2CAP")).collect();
+    assert_eq!(told.len(), 1, "logged once: {text}");
     assert!(
-        matches!((&w, &p), (Carrier::Gatt(_), Carrier::Gatt(_))),
-        "both over GATT"
+        told[0].contains("announces no L2CAP channel"),
+        "with the reason: {}",
+        told[0]
     );
-    let config = BleConfig::default();
-    let (mut w, mut p) = (w.into_link(&config), p.into_link(&config));
-    let frame = frame(3000);
-    w.sender.send(frame.clone()).await.unwrap();
-    let got = tokio::time::timeout(Duration::from_secs(10), p.receiver.recv()).await;
-    assert_eq!(got.unwrap().unwrap().unwrap(), frame);
+}
+
+/// Log lines, kept for the test to read.
+#[derive(Clone, Default)]
+struct Logs(Arc<Mutex<Vec<u8>>>);
+
+impl Logs {
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+}
+
+impl std::io::Write for Logs {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Logs {
+    type Writer = Logs;
+
+    fn make_writer(&'a self) -> Self::Writer {
+        self.clone()
+    }
 }
