@@ -15,7 +15,7 @@
 //!              · (ATT payload − 1) / ATT payload                 (our packet header)
 //! ```
 //!
-//! where the ATT payload is [`fill_len`](crate::packet::fill_len) of the MTU (packets
+//! where the ATT payload is [`fill_len`] of the MTU (packets
 //! fill whole 251-byte PDUs: 495 bytes at MTU 517), with LL payload 27 bytes without data
 //! length extension and 251 with it, preamble 1
 //! byte on 1M and 2 on 2M, and the coded PHY (S=8) at 125 kbit/s with its 80 µs preamble
