@@ -4,13 +4,14 @@
 use std::time::Duration;
 
 use bytes::Bytes;
+use embassy_futures::join::join;
 use embassy_futures::select::{Either, Either3, select, select3};
 use embassy_sync::blocking_mutex::raw::NoopRawMutex;
 use embassy_sync::signal::Signal;
 use trouble_host::prelude::*;
 
 use super::{
-    Ends, Hci, HostConfig, Links, MAX_CONNECTIONS, channel, disconnect, host_error, queues,
+    Ends, Flag, Hci, HostConfig, Links, MAX_CONNECTIONS, channel, disconnect, host_error, queues,
     random_address, until_sent,
 };
 use crate::coc::PSM_UUID;
@@ -247,6 +248,11 @@ async fn use_connection(
     let client = GattClient::<Hci, DefaultPacketPool, 4>::new(stack, conn)
         .await
         .map_err(host_error)?;
+    // Raised when the connection ended: the loops carrying a link stop at their next
+    // waiting point (none is cancelled halfway through a host operation).
+    let gone = Flag::default();
+    // Set once a link was handed over: from then on the loops end by themselves.
+    let carrying = std::cell::Cell::new(false);
     let work = async {
         let services = client
             .services_by_uuid(&Uuid::from(SERVICE_UUID))
@@ -264,7 +270,8 @@ async fn use_connection(
                     if links.send(Ok(link)).await.is_err() {
                         return Ok(false);
                     }
-                    channel::pump(stack, opened, ends).await;
+                    carrying.set(true);
+                    channel::pump(stack, opened, ends, &gone).await;
                     return Ok(!links.is_closed());
                 }
                 Err(reason) => fallback(&reason),
@@ -300,20 +307,33 @@ async fn use_connection(
         {
             return Ok(false);
         }
+        carrying.set(true);
+        // Neither loop is cancelled halfway through a host operation: each stops at its
+        // waiting points, once the link or the connection ended.
+        let sent_all = Flag::default();
         let receive = async {
             loop {
-                let notification = listener.next().await;
+                let notification =
+                    match select3(listener.next(), gone.wait(), sent_all.wait()).await {
+                        Either3::First(notification) => notification,
+                        _ => return,
+                    };
                 if notification.handle() != to_phone.handle {
                     continue;
                 }
                 let packet = Bytes::copy_from_slice(notification.as_ref());
-                if incoming.send(packet).await.is_err() {
-                    return;
+                match select3(incoming.send(packet), gone.wait(), sent_all.wait()).await {
+                    Either3::First(Ok(())) => {}
+                    _ => return,
                 }
             }
         };
         let send = async {
-            while let Some(packet) = outgoing.recv().await {
+            loop {
+                let packet = match select3(outgoing.recv(), incoming.closed(), gone.wait()).await {
+                    Either3::First(Some(packet)) => packet,
+                    _ => break,
+                };
                 let sent = until_sent(
                     async || {
                         client
@@ -325,19 +345,25 @@ async fn use_connection(
                 .await;
                 if let Err(e) = sent {
                     tracing::debug!(error = ?e, "BLE write failed");
-                    return;
+                    break;
                 }
             }
+            sent_all.raise();
         };
         // Either half of the link dropped ends the connection.
-        select3(receive, send, incoming.closed()).await;
+        join(receive, send).await;
         Ok::<bool, String>(!links.is_closed())
     };
     let disconnected = async {
         loop {
             if let ConnectionEvent::Disconnected { reason } = conn.next().await {
                 tracing::debug!(?reason, "BLE watch disconnected");
-                return;
+                gone.raise();
+                if !carrying.get() {
+                    return;
+                }
+                // The carrying loops end by themselves now.
+                std::future::pending::<()>().await;
             }
         }
     };

@@ -2,11 +2,11 @@
 //! settings, and the pump between the channel and the link's queues.
 
 use bytes::Bytes;
-use embassy_futures::select::select3;
-use tokio::sync::mpsc;
+use embassy_futures::join::join;
+use embassy_futures::select::{Either3, Either4, select3, select4};
 use trouble_host::prelude::*;
 
-use super::{Ends, Hci, until_sent};
+use super::{Ends, Flag, Hci, until_sent};
 
 /// The largest SDU a side can offer: the packet pool's buffer (1024) less the L2CAP and
 /// SDU headers; trouble-host reassembles an SDU into one buffer, so it cannot take more.
@@ -34,10 +34,17 @@ pub(super) fn config(sdu_len: u16) -> L2capChannelConfig {
 
 /// Carries SDUs between the channel and the link's queues until the channel ends or a
 /// half of the link is dropped; then disconnects the channel.
+///
+/// No send or receive of the host is ever cancelled: the host writes to the controller
+/// inside those futures, and a write dropped halfway leaves half an HCI packet on the
+/// transport, which wrecks every connection on it. The loops stop only between
+/// operations: the send loop at its queue, the receive loop when the channel, closed by
+/// the send loop or the peer, fails its next receive.
 pub(super) async fn pump(
     stack: &Stack<'_, Hci, DefaultPacketPool>,
     channel: L2capChannel<'_, DefaultPacketPool>,
     ends: Ends,
+    gone: &Flag,
 ) {
     let Ends {
         incoming,
@@ -45,27 +52,44 @@ pub(super) async fn pump(
     } = ends;
     let mut buf = vec![0u8; usize::from(channel.mtu())];
     let (mut writer, mut reader) = channel.split();
+    // Raised when the receive side is done: the channel failed or closed.
+    let received_all = Flag::default();
     let receive = async {
         loop {
             match reader.receive(stack, &mut buf).await {
                 Ok(len) => {
-                    if incoming
-                        .send(Bytes::copy_from_slice(&buf[..len]))
-                        .await
-                        .is_err()
-                    {
-                        return;
+                    let sdu = Bytes::copy_from_slice(&buf[..len]);
+                    // Waiting for room is no host operation: it may stop here.
+                    match select3(incoming.send(sdu), gone.wait(), incoming.closed()).await {
+                        Either3::First(Ok(())) => {}
+                        _ => break,
                     }
                 }
                 Err(e) => {
                     tracing::debug!(error = ?e, "L2CAP receive ended");
-                    return;
+                    break;
                 }
             }
         }
+        received_all.raise();
     };
     let send = async {
-        while let Some(sdu) = outgoing.recv().await {
+        let ended = loop {
+            // The one place this loop waits on anything but the host.
+            let next = select4(
+                outgoing.recv(),
+                received_all.wait(),
+                incoming.closed(),
+                gone.wait(),
+            )
+            .await;
+            let sdu = match next {
+                Either4::First(Some(sdu)) => sdu,
+                Either4::First(None) => break "the link's sender was dropped",
+                Either4::Second(()) => break "the channel closed",
+                Either4::Third(()) => break "the link's receiver was dropped",
+                Either4::Fourth(()) => break "the connection ended",
+            };
             let sent = until_sent(
                 async || writer.send(stack, &sdu[..]).await,
                 |e| matches!(e, BleHostError::BleHost(Error::OutOfMemory)),
@@ -73,15 +97,12 @@ pub(super) async fn pump(
             .await;
             if let Err(e) = sent {
                 tracing::debug!(error = ?e, "L2CAP send failed");
-                return;
+                break "a send failed";
             }
-        }
+        };
+        tracing::debug!(ended, "L2CAP channel done");
+        // Fails the receive loop's next receive (a receive waiting for data included).
+        writer.disconnect();
     };
-    // Either half of the link dropped ends the channel.
-    select3(receive, send, closed(&incoming)).await;
-    reader.disconnect();
-}
-
-async fn closed(incoming: &mpsc::Sender<Bytes>) {
-    incoming.closed().await
+    join(receive, send).await;
 }

@@ -386,6 +386,33 @@ async fn until_sent<E: core::fmt::Debug>(
     }
 }
 
+/// A flag the loops of one connection raise and wait on, on the host's thread: a loop
+/// that must not be cancelled halfway through a host operation (see [`channel::pump`])
+/// stops at its next waiting point once the flag is up.
+#[derive(Default)]
+struct Flag {
+    up: std::cell::Cell<bool>,
+    raised: tokio::sync::Notify,
+}
+
+impl Flag {
+    fn raise(&self) {
+        self.up.set(true);
+        self.raised.notify_waiters();
+    }
+
+    /// Returns once the flag is up (at once if it is).
+    async fn wait(&self) {
+        loop {
+            let raised = self.raised.notified();
+            if self.up.get() {
+                return;
+            }
+            raised.await;
+        }
+    }
+}
+
 /// Ends a connection and waits (a few seconds at most) until it is gone, so the next
 /// one can start: each host keeps one connection.
 async fn disconnect<P: PacketPool>(conn: &Connection<'_, P>) {

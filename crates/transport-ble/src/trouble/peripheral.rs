@@ -4,12 +4,12 @@
 use std::cell::Cell;
 
 use bytes::Bytes;
-use embassy_futures::select::{Either, select};
+use embassy_futures::select::{Either, Either3, select, select3};
 use embassy_sync::blocking_mutex::raw::NoopRawMutex;
 use trouble_host::prelude::*;
 
 use super::{
-    ATTRIBUTES, Ends, Hci, HostConfig, Links, channel, disconnect, host_error, queues,
+    ATTRIBUTES, Ends, Flag, Hci, HostConfig, Links, channel, disconnect, host_error, queues,
     random_address, until_sent,
 };
 use crate::coc::PSM_UUID;
@@ -161,12 +161,15 @@ async fn serve<'s>(
     let chosen = Cell::new(Chosen::Nothing);
     let gatt_chosen = embassy_sync::signal::Signal::<NoopRawMutex, ()>::new();
     let links_gone = Cell::new(false);
-    let mut ends = Some(ends);
+    // Raised when the connection ended: the loops carrying the link stop at their next
+    // waiting point (none is cancelled halfway through a host operation).
+    let gone = Flag::default();
     let events = async {
         loop {
             match conn.next().await {
                 GattConnectionEvent::Disconnected { reason } => {
                     tracing::debug!(?reason, "BLE central disconnected");
+                    gone.raise();
                     return true;
                 }
                 GattConnectionEvent::Gatt { event } => {
@@ -218,29 +221,34 @@ async fn serve<'s>(
                 }
             }
         };
-        match select(coc, gatt_chosen.wait()).await {
-            Either::First(opened) => {
-                if chosen.get() != Chosen::Nothing {
-                    return;
-                }
-                chosen.set(Chosen::Coc);
-                let Some(halves) = halves.take() else { return };
-                let link = halves.coc(opened.peer_mtu(), conn.raw().att_mtu());
-                if links.send(Ok(link)).await.is_err() {
-                    links_gone.set(true);
-                    return;
-                }
-                let Some(ends) = ends.take() else { return };
-                channel::pump(stack, opened, ends).await;
-            }
-            Either::Second(()) => {
-                let Some(ends) = ends.take() else { return };
-                notify(conn, gatt, ends).await;
-            }
+        // A channel opened after notifications were enabled carries nothing.
+        let opened = match select3(coc, gatt_chosen.wait(), gone.wait()).await {
+            Either3::First(opened) if chosen.get() == Chosen::Nothing => Some(opened),
+            Either3::Third(()) => return,
+            _ => None,
+        };
+        let Some(opened) = opened else {
+            // Over GATT: the events loop handed the link over.
+            return notify(conn, gatt, ends, &gone).await;
+        };
+        let Some(halves) = halves.take() else { return };
+        chosen.set(Chosen::Coc);
+        let link = halves.coc(opened.peer_mtu(), conn.raw().att_mtu());
+        match select(links.send(Ok(link)), gone.wait()).await {
+            Either::First(Ok(())) => {}
+            Either::First(Err(_)) => return links_gone.set(true),
+            Either::Second(()) => return,
         }
+        channel::pump(stack, opened, ends, &gone).await;
     };
-    match select(events, carry).await {
-        Either::First(open) => open,
+    let mut carry = std::pin::pin!(carry);
+    match select(events, carry.as_mut()).await {
+        Either::First(open) => {
+            // Let the carrying loops stop between host operations.
+            gone.raise();
+            carry.await;
+            open
+        }
         Either::Second(()) => {
             // The link was dropped: end the connection before advertising again.
             disconnect(conn.raw()).await;
@@ -249,24 +257,31 @@ async fn serve<'s>(
     }
 }
 
-/// Notifies the link's packets until either half of it is dropped.
-async fn notify(conn: &GattConnection<'_, '_, DefaultPacketPool>, gatt: Gatt<'_, '_>, ends: Ends) {
+/// Notifies the link's packets until either half of it is dropped or the connection
+/// ended, stopping only between notifications.
+async fn notify(
+    conn: &GattConnection<'_, '_, DefaultPacketPool>,
+    gatt: Gatt<'_, '_>,
+    ends: Ends,
+    gone: &Flag,
+) {
     let Ends {
         incoming,
         mut outgoing,
     } = ends;
-    let send = async {
-        while let Some(packet) = outgoing.recv().await {
-            let sent = until_sent(
-                async || gatt.to_phone.notify_raw(conn, &packet, false).await,
-                |e| matches!(e, Error::OutOfMemory),
-            )
-            .await;
-            if let Err(e) = sent {
-                tracing::debug!(error = ?e, "BLE notification failed");
-                return;
-            }
+    loop {
+        let packet = match select3(outgoing.recv(), incoming.closed(), gone.wait()).await {
+            Either3::First(Some(packet)) => packet,
+            _ => return,
+        };
+        let sent = until_sent(
+            async || gatt.to_phone.notify_raw(conn, &packet, false).await,
+            |e| matches!(e, Error::OutOfMemory),
+        )
+        .await;
+        if let Err(e) = sent {
+            tracing::debug!(error = ?e, "BLE notification failed");
+            return;
         }
-    };
-    select(send, incoming.closed()).await;
+    }
 }
