@@ -4,7 +4,6 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use embassy_futures::join::join;
 use embassy_futures::select::{Either, Either3, select, select3};
 use embassy_sync::blocking_mutex::raw::NoopRawMutex;
 use embassy_sync::signal::Signal;
@@ -308,23 +307,19 @@ async fn use_connection(
             return Ok(false);
         }
         carrying.set(true);
-        // Neither loop is cancelled halfway through a host operation: each stops at its
-        // waiting points, once the link or the connection ended.
-        let sent_all = Flag::default();
+        // The receive loop does no host operation (it takes notifications the client
+        // queued), so it may be dropped anywhere; the send loop writes, so it stops only
+        // at its queue, once the link or the connection ended.
         let receive = async {
             loop {
-                let notification =
-                    match select3(listener.next(), gone.wait(), sent_all.wait()).await {
-                        Either3::First(notification) => notification,
-                        _ => return,
-                    };
+                let notification = listener.next().await;
                 if notification.handle() != to_phone.handle {
                     continue;
                 }
                 let packet = Bytes::copy_from_slice(notification.as_ref());
-                match select3(incoming.send(packet), gone.wait(), sent_all.wait()).await {
-                    Either3::First(Ok(())) => {}
-                    _ => return,
+                if incoming.send(packet).await.is_err() {
+                    // The send loop sees the link's receiver gone and ends.
+                    return std::future::pending::<()>().await;
                 }
             }
         };
@@ -348,10 +343,9 @@ async fn use_connection(
                     break;
                 }
             }
-            sent_all.raise();
         };
         // Either half of the link dropped ends the connection.
-        join(receive, send).await;
+        select(receive, send).await;
         Ok::<bool, String>(!links.is_closed())
     };
     let disconnected = async {

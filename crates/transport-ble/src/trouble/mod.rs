@@ -40,6 +40,10 @@
 //!   frames are cut at it. Its default credit policy returns one credit per K-frame, a
 //!   packet the other way for each one received: both sides here return 16 at a time, and
 //!   grant 64 (the receive queue) at the open.
+//! - **Cancellation.** A send of the host writes to the controller inside its future, so
+//!   dropping one halfway can leave half an HCI packet on the transport. The loops that
+//!   carry a link stop only where they wait on something else, and a connection's end
+//!   waits for them (an L2CAP link cut hung about one run in eight before).
 //! - **Versions.** trouble-host 0.8 needs `bt-hci` 0.10 (0.11 does not fit), and Rust 1.88.
 //!
 //! [trouble-host]: https://github.com/embassy-rs/trouble
