@@ -71,6 +71,20 @@ async fn coc_carries_frames_of_every_size_both_ways() {
     }
 }
 
+/// A connection that came over L2CAP is no GATT packet link: `next_packet_link` says so
+/// with a typed error rather than handing over something else.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn coc_a_packet_link_is_refused_over_l2cap() {
+    let controllers = Controllers::start(2).await;
+    let (mut watch, mut phone) = trouble_pair(&controllers, 517, Carry::Coc).await;
+    let (w, p) = tokio::join!(watch.next_carrier(), phone.next_packet_link());
+    assert!(w.unwrap().is_coc());
+    assert!(
+        matches!(p, Err(interconnect::TransportError::Incompatible(_))),
+        "a typed refusal"
+    );
+}
+
 /// An encoded Data frame of `len` bytes, give or take the two bytes a longer payload's
 /// length takes.
 fn frame(len: usize) -> Bytes {

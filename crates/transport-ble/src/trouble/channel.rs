@@ -38,8 +38,9 @@ pub(super) fn config(sdu_len: u16) -> L2capChannelConfig {
 /// No send or receive of the host is ever cancelled: the host writes to the controller
 /// inside those futures, and a write dropped halfway leaves half an HCI packet on the
 /// transport, which wrecks every connection on it. The loops stop only between
-/// operations: the send loop at its queue, the receive loop when the channel, closed by
-/// the send loop or the peer, fails its next receive.
+/// operations: the send loop while it waits for the link's next SDU, the receive loop
+/// while it waits for room in the link's queue, or when the channel, closed by the send
+/// loop or the peer, fails its next receive.
 pub(super) async fn pump(
     stack: &Stack<'_, Hci, DefaultPacketPool>,
     channel: L2capChannel<'_, DefaultPacketPool>,

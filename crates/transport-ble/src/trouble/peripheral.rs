@@ -159,7 +159,8 @@ async fn serve<'s>(
     // whichever comes first: what the session sent before would be lost.
     let halves = Cell::new(Some(halves));
     let chosen = Cell::new(Chosen::Nothing);
-    let gatt_chosen = embassy_sync::signal::Signal::<NoopRawMutex, ()>::new();
+    // Raised with `chosen` set to GATT, for the loop that waits to carry the link.
+    let gatt_chosen = Flag::default();
     let links_gone = Cell::new(false);
     // Raised when the connection ended: the loops carrying the link stop at their next
     // waiting point (none is cancelled halfway through a host operation).
@@ -195,7 +196,7 @@ async fn serve<'s>(
                         && let Some(halves) = halves.take()
                     {
                         chosen.set(Chosen::Gatt);
-                        gatt_chosen.signal(());
+                        gatt_chosen.raise();
                         let link = halves.gatt(conn.raw().att_mtu(), host);
                         if links.send(Ok(link)).await.is_err() {
                             links_gone.set(true);
