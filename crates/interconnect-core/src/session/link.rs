@@ -7,7 +7,7 @@ use crate::prelude::*;
 
 use crate::time::Instant;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use interconnect_proto::{
     Ack, CRC_LEN, Capabilities, Code, DecodeError, ErrorReport, Frame, Hello, Limits,
     MAX_DEVICE_NAME_LEN, MAX_FRAME_LEN, MIN_MAX_FRAME_LEN, Name, PROTOCOL_VERSIONS, Ping, Pong,
@@ -25,6 +25,12 @@ use crate::security::{NoiseEvent, SecureLink, SecurityError};
 /// call up to this size. Larger batches save little more and hold the first frame back
 /// while the rest is encrypted.
 const BATCH_LEN: usize = 16 * 1024;
+
+/// Frames at least this long (file chunks, large messages) are encoded into an
+/// allocation of their own rather than cut from the shared scratch buffer: the frame's
+/// bytes then belong to it alone, so a receiver in the same process (the mock link) can
+/// decrypt them where they lie, and nothing keeps a large buffer alive for a small frame.
+pub(super) const OWN_BUFFER: usize = 16 * 1024;
 
 impl Session {
     /// A new link is up: starts the handshake. `link_max_frame_len` is the link's limit.
@@ -406,7 +412,7 @@ impl Session {
                 None => frame,
                 Some(secure) if secure.is_established() => {
                     match self.seal(frame, max, now) {
-                        Ok(()) => return Some(self.scratch.split().freeze()),
+                        Ok(frame) => return Some(frame),
                         Err(error) => tracing::warn!(%error, "frame not sealed"),
                     }
                     continue;
@@ -419,7 +425,15 @@ impl Session {
                     }
                 },
             };
-            match frame.encode(max, &mut self.scratch) {
+            let large = match &frame {
+                Frame::FileChunk(chunk) => chunk.data.len() >= OWN_BUFFER,
+                Frame::Data(data) => data.payload.len() >= OWN_BUFFER,
+                _ => false,
+            };
+            let mut own = BytesMut::new();
+            let dst = if large { &mut own } else { &mut self.scratch };
+            match frame.encode(max, dst) {
+                Ok(()) if large => return Some(own.freeze()),
                 Ok(()) => return Some(self.scratch.split().freeze()),
                 Err(error) => tracing::warn!(%error, kind = ?frame.kind(), "frame not sent"),
             }
@@ -431,7 +445,7 @@ impl Session {
     /// A frame that would not fit goes back to the head of the queue, its bulk bytes never
     /// copied. A frame too large to share a batch is sealed alone, its bulk bytes read in
     /// place rather than copied.
-    pub(super) fn seal(&mut self, first: Frame, max: usize, now: Instant) -> Result<(), String> {
+    pub(super) fn seal(&mut self, first: Frame, max: usize, now: Instant) -> Result<Bytes, String> {
         self.plain.clear();
         let kind = first.kind();
         let mut bulk = first
@@ -461,9 +475,17 @@ impl Session {
             }
         }
         let secure = self.secure.as_mut().ok_or("no secure layer")?;
+        if bulk.len() >= OWN_BUFFER {
+            let mut own = BytesMut::new();
+            secure
+                .seal(&self.plain, bulk, self.wire_max, &mut own)
+                .map_err(|e| format!("{kind:?}: {e}"))?;
+            return Ok(own.freeze());
+        }
         secure
             .seal(&self.plain, bulk, self.wire_max, &mut self.scratch)
-            .map_err(|e| format!("{kind:?}: {e}"))
+            .map_err(|e| format!("{kind:?}: {e}"))?;
+        Ok(self.scratch.split().freeze())
     }
 
     pub(super) fn next_frame(&mut self, now: Instant) -> Option<Frame> {

@@ -163,3 +163,33 @@ fn a_peer_that_does_not_read_file_metadata_is_offered_no_file_with_it() {
     let offers = core::iter::from_fn(|| pair.watch.poll_transmit(now)).count();
     assert_eq!(offers, 1);
 }
+
+/// A large frame leaves in an allocation of its own (so a receiver can open it where it
+/// lies) and arrives whole; small ones keep sharing the scratch buffer.
+#[test]
+fn a_large_frame_owns_its_buffer_sealed_or_plain() {
+    for mut pair in [Pair::new(), Pair::plaintext()] {
+        pair.connect();
+        let ch = pair
+            .watch
+            .open_channel(pair.now, crate::pair::PKG, Some("AA:BB"))
+            .unwrap();
+        pair.drive();
+        assert!(pair.watch.is_open(ch));
+        let large = "x".repeat(super::link::OWN_BUFFER);
+        crate::pair::send(&mut pair.watch, ch, &large);
+        let now = pair.now;
+        let frame = pair.watch.poll_transmit(now).expect("the message's frame");
+        assert!(frame.len() > large.len());
+        let frame = match frame.try_into_mut() {
+            Ok(frame) => frame.freeze(),
+            Err(_) => panic!("the large frame shares its allocation"),
+        };
+        pair.phone.handle_frame(now, frame);
+        pair.collect();
+        assert_eq!(
+            messages(&pair.phone_events, ch),
+            vec![Bytes::from(large.into_bytes())]
+        );
+    }
+}
