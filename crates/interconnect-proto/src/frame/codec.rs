@@ -1,7 +1,7 @@
 //! Encoding and decoding of frames: the header, the postcard payloads, and the raw
 //! payload tails of the two bulk kinds.
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::{Buf, BufMut, Bytes, BytesMut};
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
 use super::head;
@@ -382,21 +382,16 @@ impl Frame {
     /// payload, no CRC trailer (the AEAD tag already proves it intact). Frames of kind
     /// [`Kind::Handshake`] or [`Kind::Sealed`] are refused there. `max_frame_len` counts
     /// the frame as if sent in the clear (CRC included).
-    pub fn decode_unsealed(body: Bytes, max_frame_len: usize) -> Result<Frame, DecodeError> {
-        let header = FrameHeader::parse(&body, max_frame_len)?;
-        if matches!(header.kind, Kind::Handshake | Kind::Sealed) {
-            return Err(DecodeError::Malformed {
-                kind: header.kind,
-                reason: "a sealed frame may not hold this kind",
-            });
-        }
+    pub fn decode_unsealed(mut body: Bytes, max_frame_len: usize) -> Result<Frame, DecodeError> {
+        let header = inner_header(&body, max_frame_len)?;
         if body.len() != HEADER_LEN + header.payload_len {
             return Err(DecodeError::Malformed {
                 kind: header.kind,
                 reason: "sealed length differs from the inner header",
             });
         }
-        Frame::decode_payload(header.kind, body.slice(HEADER_LEN..))
+        body.advance(HEADER_LEN);
+        Frame::decode_payload(header.kind, body)
     }
 
     /// The frames of a sealed frame's plaintext, in order: one, or several back to back
@@ -413,7 +408,7 @@ impl Frame {
         }
     }
 
-    fn decode_payload(kind: Kind, payload: Bytes) -> Result<Frame, DecodeError> {
+    fn decode_payload(kind: Kind, mut payload: Bytes) -> Result<Frame, DecodeError> {
         let frame = match kind {
             Kind::Hello => Frame::Hello(deserialize(kind, &payload)?),
             Kind::Ping => Frame::Ping(deserialize(kind, &payload)?),
@@ -426,12 +421,13 @@ impl Frame {
             Kind::Data => {
                 let malformed = |reason| DecodeError::Malformed { kind, reason };
                 let (head, rest) = head::take_data(&payload).map_err(malformed)?;
+                payload.advance(rest);
                 Frame::Data(Data {
                     channel: head.channel,
                     seq: head.seq,
                     content_type: head.content_type,
                     exchange: head.exchange,
-                    payload: payload.slice(rest..),
+                    payload,
                 })
             }
             Kind::Ack => Frame::Ack(
@@ -443,11 +439,12 @@ impl Frame {
             Kind::FileAccept => Frame::FileAccept(deserialize(kind, &payload)?),
             Kind::FileChunk => {
                 let (head, rest) = deserialize_head::<ChunkHead>(kind, &payload)?;
+                payload.advance(rest);
                 Frame::FileChunk(FileChunk {
                     channel: head.channel,
                     transfer: head.transfer,
                     offset: head.offset,
-                    data: payload.slice(rest..),
+                    data: payload,
                     digest: head.digest,
                 })
             }
@@ -475,9 +472,10 @@ impl Frame {
             }
             Kind::Sealed => {
                 let (nonce, rest) = deserialize_head::<u64>(kind, &payload)?;
+                payload.advance(rest);
                 Frame::Sealed(Sealed {
                     nonce,
-                    ciphertext: payload.slice(rest..),
+                    ciphertext: payload,
                 })
             }
         };
@@ -558,6 +556,19 @@ pub(super) fn arbitrary_bytes(u: &mut arbitrary::Unstructured<'_>) -> arbitrary:
     Ok(Bytes::from(bytes))
 }
 
+/// The header of a frame inside a sealed frame, which may be neither sealed nor a
+/// handshake step.
+fn inner_header(bytes: &[u8], max_frame_len: usize) -> Result<FrameHeader, DecodeError> {
+    let header = FrameHeader::parse(bytes, max_frame_len)?;
+    if matches!(header.kind, Kind::Handshake | Kind::Sealed) {
+        return Err(DecodeError::Malformed {
+            kind: header.kind,
+            reason: "a sealed frame may not hold this kind",
+        });
+    }
+    Ok(header)
+}
+
 /// The inner frames of one sealed frame's plaintext ([`Frame::decode_batch`]).
 #[derive(Debug)]
 pub struct Batch {
@@ -573,22 +584,23 @@ impl Iterator for Batch {
         if self.failed || self.rest.is_empty() {
             return None;
         }
-        let header = match FrameHeader::parse(&self.rest, self.max_frame_len) {
+        let header = match inner_header(&self.rest, self.max_frame_len) {
             Ok(header) => header,
             Err(error) => {
                 self.failed = true;
                 return Some(Err(error));
             }
         };
-        let len = HEADER_LEN + header.payload_len;
-        if self.rest.len() < len {
+        if self.rest.len() < HEADER_LEN + header.payload_len {
             self.failed = true;
             return Some(Err(DecodeError::Malformed {
                 kind: header.kind,
                 reason: "sealed length differs from the inner header",
             }));
         }
-        let frame = Frame::decode_unsealed(self.rest.split_to(len), self.max_frame_len);
+        self.rest.advance(HEADER_LEN);
+        let payload = self.rest.split_to(header.payload_len);
+        let frame = Frame::decode_payload(header.kind, payload);
         self.failed = frame.is_err();
         Some(frame)
     }

@@ -74,6 +74,9 @@ struct ConnEntry {
     package: String,
     channel: Option<ChannelId>,
     requests: HashMap<u32, oneshot::Sender<Result<Incoming, Error>>>,
+    /// What `slot.state` holds (only `publish` writes it): a pass that changed nothing
+    /// compares with this instead of taking the handles' lock.
+    published: ConnState,
 }
 
 /// A send waiting for room in its channel's queue.
@@ -439,9 +442,11 @@ impl Driver {
                 if let Some(ch) = channel {
                     self.by_channel.insert(ch, key);
                 }
+                let published = conn.state.borrow().clone();
                 self.conns.insert(
                     key,
                     ConnEntry {
+                        published,
                         slot: conn,
                         no_state_said: false,
                         no_durable_said: false,
@@ -466,7 +471,7 @@ impl Driver {
                     while let Some(event) = self.session.poll_event() {
                         self.on_event(event);
                     }
-                    if let Some(entry) = self.conns.get(&old) {
+                    if let Some(entry) = self.conns.get_mut(&old) {
                         let state = ConnState {
                             closed: true,
                             ..ConnState::default()
@@ -475,9 +480,11 @@ impl Driver {
                     }
                     self.release(old);
                 }
+                let published = conn.state.borrow().clone();
                 self.conns.insert(
                     key,
                     ConnEntry {
+                        published,
                         slot: conn,
                         no_state_said: false,
                         no_durable_said: false,

@@ -8,7 +8,7 @@ use super::{ConnEntry, Driver, VersionReplyTo, WaitingSend};
 use crate::app_state::FLIGHT;
 use crate::error::Error;
 use crate::outbox::DURABLE;
-use crate::sans_io::{ChannelEvent, SendId};
+use crate::sans_io::{ChannelEvent, SendId, Session};
 use crate::sends;
 use crate::state::{ConnState, ConnectionEvent, Incoming};
 
@@ -166,7 +166,7 @@ impl Driver {
                 open,
                 ..self.conn_state(Some(channel))
             };
-            if let Some(entry) = self.conns.get(&key) {
+            if let Some(entry) = self.conns.get_mut(&key) {
                 publish(entry, state);
             }
         }
@@ -181,10 +181,11 @@ impl Driver {
     }
 
     pub(super) fn publish_states(&mut self) {
-        for entry in self.conns.values() {
-            let mut state = self.conn_state(entry.channel);
+        let (session, refused) = (&self.session, self.refused);
+        for entry in self.conns.values_mut() {
+            let mut state = conn_state(session, refused, entry.channel);
             // Only the Open and Close events move `open` (see `on_channel_event`).
-            state.open = entry.slot.state.borrow().open;
+            state.open = entry.published.open;
             publish(entry, state);
         }
     }
@@ -208,21 +209,7 @@ impl Driver {
 
     /// What the session says of a connection's channel.
     pub(super) fn conn_state(&self, channel: Option<ChannelId>) -> ConnState {
-        match channel {
-            Some(ch) => ConnState {
-                open: self.session.is_open(ch),
-                connecting: self.session.is_connecting(ch),
-                last_error: self.session.last_error(ch),
-                closed: self.session.is_closed(ch),
-                app_version: self.session.app_version(ch),
-                refused: self.refused,
-            },
-            // Phone side before the watch opened a channel: waiting for it.
-            None => ConnState {
-                connecting: true,
-                ..ConnState::default()
-            },
-        }
+        conn_state(&self.session, self.refused, channel)
     }
 
     /// Sends a version query; its reply goes to `reply`.
@@ -338,10 +325,33 @@ pub(super) fn fail_requests(entry: &mut ConnEntry, error: Error) {
 }
 
 /// Publishes a connection's state, waking its watchers only on a change.
-pub(super) fn publish(entry: &ConnEntry, state: ConnState) {
-    entry.slot.state.send_if_modified(|current| {
-        let changed = *current != state;
-        *current = state;
-        changed
-    });
+pub(super) fn publish(entry: &mut ConnEntry, state: ConnState) {
+    if entry.published == state {
+        return;
+    }
+    entry.published = state.clone();
+    entry.slot.state.send_replace(state);
+}
+
+/// What the session says of a connection's channel.
+fn conn_state(
+    session: &Session,
+    refused: Option<(Code, bool)>,
+    channel: Option<ChannelId>,
+) -> ConnState {
+    match channel {
+        Some(ch) => ConnState {
+            open: session.is_open(ch),
+            connecting: session.is_connecting(ch),
+            last_error: session.last_error(ch),
+            closed: session.is_closed(ch),
+            app_version: session.app_version(ch),
+            refused,
+        },
+        // Phone side before the watch opened a channel: waiting for it.
+        None => ConnState {
+            connecting: true,
+            ..ConnState::default()
+        },
+    }
 }
