@@ -195,31 +195,23 @@ impl Sends {
 
     /// Gives a send its outcome (nothing when its slot has none pending).
     pub(crate) fn complete(&self, slot: u32, result: Result<(), Error>) {
-        let waker = {
-            let mut inner = self.lock();
-            let Some(entry) = inner.slots.get_mut(slot as usize) else {
-                return;
-            };
-            match entry {
-                Slot::Waiting {
-                    abandoned: true, ..
-                } => {
-                    *entry = Slot::Free;
-                    inner.free.push(slot);
-                    inner.shrink_when_idle();
-                    None
-                }
-                Slot::Waiting { waker, .. } => {
-                    let waker = waker.take();
-                    *entry = Slot::Ready(result);
-                    waker
-                }
-                _ => None,
-            }
-        };
+        let waker = self.lock().complete(slot, result);
         if let Some(waker) = waker {
             waker.wake();
         }
+    }
+
+    /// Gives each of these sends success, under one lock (an acknowledgement delivers
+    /// a run of messages at once).
+    pub(crate) fn complete_delivered(&self, slots: &[u32]) {
+        let mut wake = Vec::new();
+        {
+            let mut inner = self.lock();
+            for &slot in slots {
+                wake.extend(inner.complete(slot, Ok(())));
+            }
+        }
+        wake.into_iter().for_each(Waker::wake);
     }
 
     /// Whether a send's future was dropped before it had an outcome (its caller gave
@@ -236,6 +228,27 @@ impl Sends {
 }
 
 impl Inner {
+    /// Puts an outcome in a slot; the waker to wake once the lock is let go.
+    fn complete(&mut self, slot: u32, result: Result<(), Error>) -> Option<Waker> {
+        let entry = self.slots.get_mut(slot as usize)?;
+        match entry {
+            Slot::Waiting {
+                abandoned: true, ..
+            } => {
+                *entry = Slot::Free;
+                self.free.push(slot);
+                self.shrink_when_idle();
+                None
+            }
+            Slot::Waiting { waker, .. } => {
+                let waker = waker.take();
+                *entry = Slot::Ready(result);
+                waker
+            }
+            _ => None,
+        }
+    }
+
     fn claim(&mut self) -> u32 {
         let waiting = Slot::Waiting {
             waker: None,
@@ -309,6 +322,23 @@ mod tests {
         sends.complete(slot, Ok(()));
         assert!(matches!(sends.poll(slot, &mut cx), Poll::Ready(Ok(()))));
         assert_eq!(queue(&sends), slot, "the slot is used again");
+    }
+
+    #[test]
+    fn a_run_of_deliveries_completes_every_slot_and_frees_the_abandoned() {
+        let sends = Sends::default();
+        let slots: Vec<u32> = (0..4).map(|_| queue(&sends)).collect();
+        sends.abandon(slots[1]);
+        let mut cx = Context::from_waker(Waker::noop());
+        assert!(sends.poll(slots[2], &mut cx).is_pending());
+        sends.complete_delivered(&slots);
+        for &slot in [slots[0], slots[2], slots[3]].iter() {
+            assert!(matches!(sends.try_take(slot), Some(Ok(()))));
+        }
+        assert_eq!(queue(&sends), slots[3], "the last freed slot is used again");
+        assert_eq!(queue(&sends), slots[2]);
+        assert_eq!(queue(&sends), slots[0]);
+        assert_eq!(queue(&sends), slots[1], "the abandoned slot was freed");
     }
 
     #[test]

@@ -342,9 +342,7 @@ impl Driver {
             }
             // Act on events now (an offer must be accepted before its first chunk is
             // handled); frames go out after the batch.
-            while let Some(event) = self.session.poll_event() {
-                self.on_event(event);
-            }
+            self.drain_events();
             budget -= 1;
             if budget > 0 && !self.session.input_paused() {
                 next = self

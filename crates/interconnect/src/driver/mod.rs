@@ -56,8 +56,10 @@ mod transfers;
 use routing::{fail_requests, publish};
 pub(crate) use start::{Setup, spawn};
 
+use crate::app_state::FLIGHT;
 use crate::command::{Command, ConnSlot};
-use crate::sends::Queued;
+use crate::outbox::DURABLE;
+use crate::sends::{self, Queued};
 pub(crate) use crate::state::LinkStatus;
 pub(crate) use crate::state::Meter;
 use crate::state::{LinkLimits, PeerDeviceStatus};
@@ -117,6 +119,9 @@ pub(crate) struct Driver {
     /// Version queries asked while the link is down (package, reply), sent when it
     /// comes up.
     waiting_queries: Vec<(String, VersionReplyTo)>,
+    /// Sends of one connection the session just reported delivered, completed together
+    /// under one lock (see `flush`).
+    delivered: (u64, Vec<u32>),
     backoff: Backoff,
     failures: u32,
     rng: SmallRng,
@@ -268,16 +273,54 @@ impl Driver {
                 self.admit_waiting();
             }
             self.transmit();
-            let mut any = false;
-            while let Some(event) = self.session.poll_event() {
-                any = true;
-                self.on_event(event);
-            }
-            if !any {
+            if !self.drain_events() {
                 break;
             }
         }
         self.publish_states();
+    }
+
+    /// Acts on the session's events; whether there were any.
+    pub(super) fn drain_events(&mut self) -> bool {
+        let mut any = false;
+        while let Some(event) = self.session.poll_event() {
+            any = true;
+            // An acknowledgement delivers a run of one connection's sends: their
+            // outcomes go in together, in order before any other event.
+            if let Event::Delivered(_, id) = event {
+                let (key, slot) = sends::split(id);
+                if slot & (FLIGHT | DURABLE) == 0 {
+                    if self.delivered.0 != key {
+                        self.complete_delivered();
+                        self.delivered.0 = key;
+                    }
+                    self.delivered.1.push(slot);
+                    continue;
+                }
+            }
+            self.complete_delivered();
+            self.on_event(event);
+        }
+        self.complete_delivered();
+        any
+    }
+
+    fn complete_delivered_now(&mut self) {
+        let (key, slots) = &mut self.delivered;
+        if let Some(entry) = self.conns.get(key) {
+            match slots[..] {
+                [slot] => entry.slot.sends.complete(slot, Ok(())),
+                _ => entry.slot.sends.complete_delivered(slots),
+            }
+        }
+        slots.clear();
+    }
+
+    #[inline]
+    fn complete_delivered(&mut self) {
+        if !self.delivered.1.is_empty() {
+            self.complete_delivered_now();
+        }
     }
 
     fn on_event(&mut self, event: Event) {

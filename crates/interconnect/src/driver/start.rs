@@ -118,6 +118,7 @@ impl Driver {
             batch: Default::default(),
             version_queries: HashMap::default(),
             waiting_queries: Vec::new(),
+            delivered: (0, Vec::new()),
             backoff: setup.backoff,
             failures: 0,
             rng: SmallRng::seed_from_u64(setup.seed),
