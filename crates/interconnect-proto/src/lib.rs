@@ -73,8 +73,8 @@ pub use frame::{
 pub use kind::Kind;
 pub use limits::*;
 pub use sealed::{
-    SEALED_SEGMENT_PLAINTEXT, encode_sealed, max_unsealed_len, sealed_ciphertext_len,
-    sealed_segments,
+    SEALED_HEADROOM, SEALED_SEGMENT_PLAINTEXT, encode_sealed, encode_sealed_in_place,
+    max_unsealed_len, sealed_ciphertext_len, sealed_segments,
 };
 pub use state::StateUpdate;
 

@@ -4,19 +4,23 @@
 //! owns only the layout: the outer header, the nonce, room for the ciphertext that the
 //! caller fills in place, and the CRC trailer.
 
-use bytes::{BufMut, BytesMut};
+use bytes::{Buf, BufMut, BytesMut};
 
 use crate::checksum::crc32c;
 use crate::error::EncodeError;
 use crate::frame::{Frame, SEALED_SEGMENT_LEN, SEALED_TAG_LEN, header_bytes};
 use crate::kind::Kind;
-use crate::limits::{CRC_LEN, FRAME_OVERHEAD, MAX_FRAME_LEN};
+use crate::limits::{CRC_LEN, FRAME_OVERHEAD, HEADER_LEN, MAX_FRAME_LEN};
 
 /// Largest plaintext of one sealed segment.
 pub const SEALED_SEGMENT_PLAINTEXT: usize = SEALED_SEGMENT_LEN - SEALED_TAG_LEN;
 
 /// Most bytes a postcard-encoded nonce takes.
 const NONCE_MAX_LEN: usize = 10;
+
+/// Room a plaintext sealed in place ([`encode_sealed_in_place`]) leaves in front of it:
+/// the outer header and the longest nonce.
+pub const SEALED_HEADROOM: usize = HEADER_LEN + NONCE_MAX_LEN;
 
 /// How many AEAD segments a plaintext of `len` bytes needs (at least one).
 pub const fn sealed_segments(len: usize) -> usize {
@@ -116,4 +120,110 @@ pub fn encode_sealed<E>(
     dst.put_u32_le(crc);
     debug_assert_eq!(dst.len() - start, frame_len);
     Ok(Ok(()))
+}
+
+/// Seals, in place, a plaintext of at most one segment ([`SEALED_SEGMENT_PLAINTEXT`])
+/// that `buf` holds after [`SEALED_HEADROOM`] bytes of room: the header and nonce go in
+/// the room, `seal` encrypts the plaintext where it lies and returns its tag, and `buf`
+/// ends up holding exactly the sealed frame, the same bytes [`encode_sealed`] writes. A
+/// batch of small frames is thus built once and never copied. On failure `buf` holds
+/// nothing usable.
+pub fn encode_sealed_in_place<E>(
+    max_frame_len: usize,
+    buf: &mut BytesMut,
+    nonce: u64,
+    seal: impl FnOnce(&mut [u8]) -> Result<[u8; SEALED_TAG_LEN], E>,
+) -> Result<Result<(), E>, EncodeError> {
+    let Some(plain_len) = buf.len().checked_sub(SEALED_HEADROOM) else {
+        return Err(EncodeError::InvalidField("no room for the sealed header"));
+    };
+    if plain_len > SEALED_SEGMENT_PLAINTEXT {
+        return Err(EncodeError::InvalidField(
+            "more than one segment to seal in place",
+        ));
+    }
+    let mut nonce_buf = [0u8; NONCE_MAX_LEN];
+    let nonce_len = postcard::to_slice(&nonce, &mut nonce_buf)
+        .map_err(|_| EncodeError::Serialize)?
+        .len();
+    let payload_len = nonce_len + plain_len + SEALED_TAG_LEN;
+    let frame_len = payload_len + FRAME_OVERHEAD;
+    let max = max_frame_len.min(MAX_FRAME_LEN);
+    if frame_len > max {
+        return Err(EncodeError::TooLarge {
+            len: frame_len,
+            max,
+        });
+    }
+    let start = SEALED_HEADROOM - HEADER_LEN - nonce_len;
+    buf[start..start + HEADER_LEN].copy_from_slice(&header_bytes(Kind::Sealed, payload_len));
+    buf[start + HEADER_LEN..SEALED_HEADROOM].copy_from_slice(&nonce_buf[..nonce_len]);
+    let tag = match seal(&mut buf[SEALED_HEADROOM..]) {
+        Ok(tag) => tag,
+        Err(e) => return Ok(Err(e)),
+    };
+    buf.reserve(SEALED_TAG_LEN + CRC_LEN);
+    buf.put_slice(&tag);
+    buf.advance(start);
+    let crc = crc32c(&[&buf[..]]);
+    buf.put_u32_le(crc);
+    debug_assert_eq!(buf.len(), frame_len);
+    Ok(Ok(()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// In place or not, a sealed frame has the same bytes.
+    #[test]
+    fn sealing_in_place_writes_what_encode_sealed_writes() {
+        // A stand-in cipher: XOR and a tag of the plaintext's length.
+        let seal = |bytes: &mut [u8]| {
+            bytes.iter_mut().for_each(|b| *b ^= 0x5a);
+            Ok::<_, ()>([bytes.len() as u8; SEALED_TAG_LEN])
+        };
+        for (nonce, len) in [(0u64, 0usize), (5, 1), (300, 77), (u64::MAX / 3, 4000)] {
+            let plain: Vec<u8> = (0..len).map(|i| i as u8).collect();
+            let mut expected = BytesMut::new();
+            encode_sealed(
+                MAX_FRAME_LEN,
+                &mut expected,
+                nonce,
+                len + SEALED_TAG_LEN,
+                |b| {
+                    let at = b.len();
+                    b.extend_from_slice(&plain);
+                    let tag = seal(&mut b[at..])?;
+                    b.extend_from_slice(&tag);
+                    Ok::<_, ()>(())
+                },
+            )
+            .unwrap()
+            .unwrap();
+            let mut buf = BytesMut::new();
+            buf.put_bytes(0, SEALED_HEADROOM);
+            buf.extend_from_slice(&plain);
+            encode_sealed_in_place(MAX_FRAME_LEN, &mut buf, nonce, seal)
+                .unwrap()
+                .unwrap();
+            assert_eq!(buf, expected, "nonce {nonce}, {len} bytes");
+        }
+    }
+
+    #[test]
+    fn sealing_in_place_refuses_what_does_not_fit() {
+        let seal = |_: &mut [u8]| Ok::<_, ()>([0; SEALED_TAG_LEN]);
+        let mut short = BytesMut::from(&[0u8; 3][..]);
+        assert!(encode_sealed_in_place(MAX_FRAME_LEN, &mut short, 1, seal).is_err());
+        let mut long = BytesMut::new();
+        long.put_bytes(0, SEALED_HEADROOM + SEALED_SEGMENT_PLAINTEXT + 1);
+        assert!(encode_sealed_in_place(MAX_FRAME_LEN, &mut long, 1, seal).is_err());
+        let mut big = BytesMut::new();
+        big.put_bytes(0, SEALED_HEADROOM + 2000);
+        assert!(matches!(
+            encode_sealed_in_place(1024, &mut big, 1, seal),
+            Err(EncodeError::TooLarge { .. })
+        ));
+    }
 }

@@ -8,7 +8,7 @@ use crate::prelude::*;
 use bytes::{Bytes, BytesMut};
 use interconnect_proto::{
     SEALED_SEGMENT_LEN, SEALED_SEGMENT_PLAINTEXT, SEALED_TAG_LEN, Sealed, encode_sealed,
-    sealed_ciphertext_len, sealed_segments,
+    encode_sealed_in_place, sealed_ciphertext_len, sealed_segments,
 };
 
 use super::transport_key::TransportKey;
@@ -116,6 +116,43 @@ impl Cipher {
                 buf.extend_from_slice(tag.as_ref());
             }
             Ok::<(), super::transport_key::AeadError>(())
+        });
+        match sealed {
+            Ok(Ok(())) => {
+                if let Some(key) = rekeyed {
+                    self.send = key;
+                    tracing::debug!(epoch, "sending key renewed");
+                }
+                self.send_epoch = epoch;
+                self.send_next = next;
+                Ok(())
+            }
+            Ok(Err(_)) => Err(SecurityError::Handshake("sealing failed".into())),
+            Err(e) => Err(SecurityError::Handshake(format!("sealed frame: {e}"))),
+        }
+    }
+
+    /// Seals, in place, the plaintext `buf` holds after
+    /// [`SEALED_HEADROOM`](interconnect_proto::SEALED_HEADROOM) bytes of room
+    /// (one segment at most), leaving the sealed frame in `buf`: the bytes
+    /// [`seal`](Self::seal) writes, without copying the plaintext. The nonce and epoch
+    /// advance only when it succeeded.
+    pub(crate) fn seal_in_place(
+        &mut self,
+        buf: &mut BytesMut,
+        max_frame_len: usize,
+    ) -> Result<(), SecurityError> {
+        // One segment, one nonce: it never straddles an epoch.
+        let first = self.send_next;
+        let Some(next) = first.checked_add(1).filter(|n| *n < u64::MAX / 2) else {
+            return Err(SecurityError::Handshake("nonces exhausted".into()));
+        };
+        let epoch = first / self.interval;
+        let rekeyed = key_at(&self.send, self.send_epoch, epoch);
+        let key = rekeyed.as_ref().unwrap_or(&self.send);
+        let ad = segment_ad(first, 1, 0);
+        let sealed = encode_sealed_in_place(max_frame_len, buf, first, |plain| {
+            key.seal_in_place(first, &ad, plain)
         });
         match sealed {
             Ok(Ok(())) => {

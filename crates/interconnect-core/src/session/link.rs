@@ -7,11 +7,11 @@ use crate::prelude::*;
 
 use crate::time::Instant;
 
-use bytes::{Bytes, BytesMut};
+use bytes::{BufMut, Bytes, BytesMut};
 use interconnect_proto::{
     Ack, CRC_LEN, Capabilities, Code, DecodeError, ErrorReport, Frame, Hello, Limits,
     MAX_DEVICE_NAME_LEN, MAX_FRAME_LEN, MIN_MAX_FRAME_LEN, Name, PROTOCOL_VERSIONS, Ping, Pong,
-    Role, Sealed, max_unsealed_len,
+    Role, SEALED_HEADROOM, SEALED_SEGMENT_PLAINTEXT, SEALED_TAG_LEN, Sealed, max_unsealed_len,
 };
 
 use super::channels::start_open;
@@ -31,6 +31,10 @@ const BATCH_LEN: usize = 16 * 1024;
 /// bytes then belong to it alone, so a receiver in the same process (the mock link) can
 /// decrypt them where they lie, and nothing keeps a large buffer alive for a small frame.
 pub(super) const OWN_BUFFER: usize = 16 * 1024;
+
+/// Room reserved for a frame sealed alone (the peer takes no batches): most control
+/// frames fit.
+const SMALL_FRAME: usize = 256;
 
 impl Session {
     /// A new link is up: starts the handshake. `link_max_frame_len` is the link's limit.
@@ -440,33 +444,53 @@ impl Session {
         }
     }
 
-    /// Seals `first` into `scratch`, with the frames queued behind it when the peer opens
-    /// batches and they fit in [`BATCH_LEN`]; the error says why it was not (for the log).
-    /// A frame that would not fit goes back to the head of the queue, its bulk bytes never
-    /// copied. A frame too large to share a batch is sealed alone, its bulk bytes read in
-    /// place rather than copied.
+    /// Seals `first`, with the frames queued behind it when the peer opens batches and
+    /// they fit in [`BATCH_LEN`]; the error says why it was not (for the log). The batch
+    /// is built in `scratch` behind room for the sealed header and sealed where it lies,
+    /// so its bytes are written once. A frame that would not fit goes back to the head of
+    /// the queue, its bulk bytes never copied. A frame too large to share a batch is
+    /// sealed alone, its bulk bytes read in place rather than copied.
     pub(super) fn seal(&mut self, first: Frame, max: usize, now: Instant) -> Result<Bytes, String> {
-        self.plain.clear();
+        let sealed = self.seal_into_scratch(first, max, now);
+        if sealed.is_err() {
+            self.scratch.clear();
+        }
+        sealed
+    }
+
+    fn seal_into_scratch(
+        &mut self,
+        first: Frame,
+        max: usize,
+        now: Instant,
+    ) -> Result<Bytes, String> {
         let kind = first.kind();
-        let mut bulk = first
-            .encode_unsealed_head(max, &mut self.plain)
-            .map_err(|e| format!("{kind:?}: {e}"))?;
         let room = match &self.link {
             LinkState::Up(up) if up.batch => up.limits.max_frame_len.saturating_sub(CRC_LEN),
             _ => 0,
         }
         .min(BATCH_LEN);
-        if self.plain.len() + bulk.len() < room {
-            self.plain.extend_from_slice(bulk);
+        // Room for the whole batch at once: growing the buffer as frames are added
+        // would copy it.
+        self.scratch.clear();
+        self.scratch
+            .reserve(SEALED_HEADROOM + room.max(SMALL_FRAME) + SEALED_TAG_LEN + CRC_LEN);
+        self.scratch.put_bytes(0, SEALED_HEADROOM);
+        let mut bulk = first
+            .encode_unsealed_head(max, &mut self.scratch)
+            .map_err(|e| format!("{kind:?}: {e}"))?;
+        let plain = |scratch: &BytesMut| scratch.len() - SEALED_HEADROOM;
+        if plain(&self.scratch) + bulk.len() < room {
+            self.scratch.extend_from_slice(bulk);
             bulk = &[];
             while let Some(next) = self.next_frame(now) {
-                let mark = self.plain.len();
-                match next.encode_unsealed_head(max, &mut self.plain) {
-                    Ok(tail) if self.plain.len() + tail.len() <= room => {
-                        self.plain.extend_from_slice(tail);
+                let mark = self.scratch.len();
+                match next.encode_unsealed_head(max, &mut self.scratch) {
+                    Ok(tail) if plain(&self.scratch) + tail.len() <= room => {
+                        self.scratch.extend_from_slice(tail);
                     }
                     Ok(_) => {
-                        self.plain.truncate(mark);
+                        self.scratch.truncate(mark);
                         self.control.push_front(next);
                         break;
                     }
@@ -475,6 +499,17 @@ impl Session {
             }
         }
         let secure = self.secure.as_mut().ok_or("no secure layer")?;
+        if bulk.is_empty() && plain(&self.scratch) <= SEALED_SEGMENT_PLAINTEXT {
+            secure
+                .seal_in_place(&mut self.scratch, self.wire_max)
+                .map_err(|e| format!("{kind:?}: {e}"))?;
+            return Ok(self.scratch.split().freeze());
+        }
+        // Bulk bytes of their own: the head moves aside and the bulk is read in place.
+        self.plain.clear();
+        self.plain
+            .extend_from_slice(&self.scratch[SEALED_HEADROOM..]);
+        self.scratch.clear();
         if bulk.len() >= OWN_BUFFER {
             let mut own = BytesMut::new();
             secure

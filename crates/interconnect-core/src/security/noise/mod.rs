@@ -589,6 +589,19 @@ impl SecureLink {
         }
     }
 
+    /// Seals, in place, the inner frames `buf` holds after `SEALED_HEADROOM` bytes (see
+    /// `Cipher::seal_in_place`).
+    pub(crate) fn seal_in_place(
+        &mut self,
+        buf: &mut BytesMut,
+        max_frame_len: usize,
+    ) -> Result<(), SecurityError> {
+        match &mut self.phase {
+            Phase::Established(est) => est.cipher.seal_in_place(buf, max_frame_len),
+            _ => Err(SecurityError::Handshake("no session keys yet".into())),
+        }
+    }
+
     /// Opens a sealed frame: the inner frame, or `None` for a replayed or late one. After a
     /// frame fails authentication nothing more opens on this link (its receiving key may
     /// have moved to a forged epoch, and an attacker gets no second try); sealing still

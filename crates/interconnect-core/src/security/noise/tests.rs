@@ -625,3 +625,32 @@ fn secure_transcript_matches_wire_md() {
         "WIRE.md's transcript is stale: run with UPDATE_WIRE_EXAMPLES=1 if intended"
     );
 }
+
+/// Sealing a one-segment plaintext in place writes the bytes `seal` writes, nonce for
+/// nonce, across rekeys, and they open.
+#[test]
+fn sealing_in_place_writes_what_sealing_from_a_copy_writes() {
+    use bytes::BufMut;
+    let (mut copied, _) = established(MIN_REKEY_INTERVAL);
+    let (mut in_place, mut phone) = established(MIN_REKEY_INTERVAL);
+    for i in 0..1200usize {
+        let plain: Vec<u8> = (0..1 + i % 300).map(|b| (b ^ i) as u8).collect();
+        let mut expected = BytesMut::new();
+        copied
+            .seal(&plain, &[], DEFAULT_MAX_FRAME_LEN, &mut expected)
+            .unwrap();
+        let mut buf = BytesMut::new();
+        buf.put_bytes(0, interconnect_proto::SEALED_HEADROOM);
+        buf.extend_from_slice(&plain);
+        in_place
+            .seal_in_place(&mut buf, DEFAULT_MAX_FRAME_LEN)
+            .unwrap();
+        assert_eq!(buf, expected, "frame {i}");
+        let sealed = match Frame::decode(buf.freeze(), DEFAULT_MAX_FRAME_LEN) {
+            Ok(Frame::Sealed(sealed)) => sealed,
+            other => panic!("not a sealed frame: {other:?}"),
+        };
+        assert_eq!(phone.open(sealed).unwrap().as_deref(), Some(&plain[..]));
+    }
+    assert_eq!(epochs(&in_place).0, 2, "1200 nonces at 512 a key");
+}
