@@ -236,6 +236,7 @@ fn link(stream: TcpStream, config: &TcpConfig) -> Result<Link, TransportError> {
         sender: Box::new(TcpSender {
             write,
             pending: std::collections::VecDeque::new(),
+            small: BytesMut::new(),
             pending_len: 0,
         }),
         receiver: Box::new(TcpReceiver {
@@ -247,18 +248,32 @@ fn link(stream: TcpStream, config: &TcpConfig) -> Result<Link, TransportError> {
 }
 
 /// Holds the frames of a batch and hands them to the kernel together, in vectored
-/// writes: no frame is copied into a buffer on its way, and a batch of small frames costs
-/// one system call.
+/// writes: a large frame (a sealed batch, a file chunk) is written from its own buffer,
+/// never copied; small ones are gathered into one buffer first, so a run of them costs
+/// one slice and one system call.
 struct TcpSender {
     write: OwnedWriteHalf,
     /// Frames taken and not yet written, in order; the first may be partly written.
     pending: std::collections::VecDeque<Bytes>,
+    /// Small frames gathered after the last of `pending`.
+    small: BytesMut,
+    /// Bytes in `pending` and `small`.
     pending_len: usize,
 }
 
+/// Frames shorter than this are copied into the gathering buffer.
+const GATHER_BELOW: usize = 2048;
+
 impl TcpSender {
+    fn gathered(&mut self) {
+        if !self.small.is_empty() {
+            self.pending.push_back(self.small.split().freeze());
+        }
+    }
+
     /// Writes every pending frame, waiting for the socket as needed.
     async fn write_pending(&mut self) -> Result<(), TransportError> {
+        self.gathered();
         while let Some(first) = self.pending.front() {
             let mut written = if self.pending.len() == 1 {
                 self.write.write(first).await?
@@ -290,11 +305,13 @@ impl TcpSender {
 #[async_trait]
 impl LinkSender for TcpSender {
     async fn send(&mut self, frame: Bytes) -> Result<(), TransportError> {
-        if frame.is_empty() {
-            return Ok(());
-        }
         self.pending_len += frame.len();
-        self.pending.push_back(frame);
+        if frame.len() < GATHER_BELOW {
+            self.small.extend_from_slice(&frame);
+        } else {
+            self.gathered();
+            self.pending.push_back(frame);
+        }
         if self.pending_len >= WRITE_BUFFER || self.pending.len() >= WRITE_SLICES {
             self.write_pending().await?;
         }
