@@ -249,8 +249,8 @@ fn link(stream: TcpStream, config: &TcpConfig) -> Result<Link, TransportError> {
 
 /// Holds the frames of a batch and hands them to the kernel together, in vectored
 /// writes: a large frame (a sealed batch, a file chunk) is written from its own buffer,
-/// never copied; small ones are gathered into one buffer first, so a run of them costs
-/// one slice and one system call.
+/// never copied, and so are the first few of a batch; small ones after those are
+/// gathered into one buffer, so a long run of them costs one slice and one system call.
 struct TcpSender {
     write: OwnedWriteHalf,
     /// Frames taken and not yet written, in order; the first may be partly written.
@@ -273,7 +273,9 @@ impl TcpSender {
 
     /// Writes every pending frame, waiting for the socket as needed.
     async fn write_pending(&mut self) -> Result<(), TransportError> {
-        self.gathered();
+        if !self.pending.is_empty() {
+            self.gathered();
+        }
         while let Some(first) = self.pending.front() {
             let mut written = if self.pending.len() == 1 {
                 self.write.write(first).await?
@@ -298,6 +300,15 @@ impl TcpSender {
                 self.pending.pop_front();
             }
         }
+        // Small frames alone: written from the gathering buffer itself.
+        while !self.small.is_empty() {
+            let written = self.write.write(&self.small).await?;
+            if written == 0 {
+                return Err(std::io::Error::from(std::io::ErrorKind::WriteZero).into());
+            }
+            self.pending_len -= written;
+            bytes::Buf::advance(&mut self.small, written);
+        }
         Ok(())
     }
 }
@@ -306,7 +317,10 @@ impl TcpSender {
 impl LinkSender for TcpSender {
     async fn send(&mut self, frame: Bytes) -> Result<(), TransportError> {
         self.pending_len += frame.len();
-        if frame.len() < GATHER_BELOW {
+        // The first few frames of a batch go as slices of their own (a lone frame is
+        // never copied); small ones after them are gathered.
+        let gather = !self.small.is_empty() || self.pending.len() >= WRITE_SLICES / 2;
+        if frame.len() < GATHER_BELOW && gather {
             self.small.extend_from_slice(&frame);
         } else {
             self.gathered();
