@@ -34,6 +34,28 @@ pub mod process {
     }
 }
 
+pub mod counted {
+    //! What the instruction-count binaries share (`instructions`, `round_trip_cost`,
+    //! `side_cost`): fixed keys and seeds, so two runs execute the same instructions.
+
+    use interconnect::{Config, DeviceIdentity, NoiseConfig, Security};
+    use interconnect_proto::DeviceId;
+
+    /// Device `id`'s configuration: its key, seed and resume token all derived from
+    /// `id`; Noise unless `plaintext`.
+    pub fn fixed_config(id: u8, plaintext: bool) -> Config {
+        let mut config = Config::in_memory(DeviceId([id; 16]));
+        config.seed = Some(u64::from(id));
+        config.session.resume_token = u64::from(id);
+        config.session.security = if plaintext {
+            Security::InsecurePlaintext
+        } else {
+            Security::Noise(NoiseConfig::new(DeviceIdentity::from_private_key([id; 32])))
+        };
+        config
+    }
+}
+
 pub mod raw {
     //! A hostile watch's tools: frames written and read by hand on a raw socket.
 

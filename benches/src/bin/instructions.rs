@@ -15,13 +15,11 @@
 use std::path::PathBuf;
 
 use bytes::Bytes;
-use interconnect::{
-    Config, Connection, ConnectionEvent, DeviceIdentity, FilesConfig, Hub, Interconnect,
-    NoiseConfig, Security,
-};
+use interconnect::{Config, Connection, ConnectionEvent, FilesConfig, Hub, Interconnect};
+use interconnect_benches::counted::fixed_config;
 use interconnect_benches::process::scratch_dir;
 use interconnect_benches::tcp::BoxError;
-use interconnect_proto::{ContentType, DeviceId};
+use interconnect_proto::ContentType;
 use transport_mock::{Faults, MockNetwork};
 
 struct Ends {
@@ -32,11 +30,8 @@ struct Ends {
     _dirs: Vec<tempfile::TempDir>,
 }
 
-fn config(id: u8, security: &Security, files: &tempfile::TempDir) -> Config {
-    let mut config = Config::in_memory(DeviceId([id; 16]));
-    config.seed = Some(u64::from(id));
-    config.session.resume_token = u64::from(id);
-    config.session.security = security.clone();
+fn config(id: u8, plaintext: bool, files: &tempfile::TempDir) -> Config {
+    let mut config = fixed_config(id, plaintext);
     let mut files = FilesConfig::new(files.path());
     files.reserve_free_bytes = 0;
     config.files = Some(files);
@@ -44,20 +39,11 @@ fn config(id: u8, security: &Security, files: &tempfile::TempDir) -> Config {
 }
 
 async fn link(plaintext: bool) -> Result<Ends, BoxError> {
-    let security = |key: u8| {
-        if plaintext {
-            Security::InsecurePlaintext
-        } else {
-            Security::Noise(NoiseConfig::new(DeviceIdentity::from_private_key(
-                [key; 32],
-            )))
-        }
-    };
     let dirs = vec![scratch_dir()?, scratch_dir()?];
     let network = MockNetwork::new(Faults::default());
     let (dialer, listener) = network.endpoints();
-    let hub = Hub::new(listener, config(2, &security(2), &dirs[1]));
-    let watch = Interconnect::new(dialer, config(1, &security(1), &dirs[0]));
+    let hub = Hub::new(listener, config(2, plaintext, &dirs[1]));
+    let watch = Interconnect::new(dialer, config(1, plaintext, &dirs[0]));
     let phone = hub.register("bench", 1, None).await?;
     let conn = watch.instance("bench", None);
     if !conn.diagnosis(None).await.is_ok() {

@@ -9,11 +9,10 @@
 //! of `N` from one of `2N`, so the set-up drops out.
 
 use bytes::Bytes;
-use interconnect::{
-    Config, ConnectionEvent, DeviceIdentity, Hub, Interconnect, NoiseConfig, Security,
-};
+use interconnect::{ConnectionEvent, Hub, Interconnect};
+use interconnect_benches::counted::fixed_config;
 use interconnect_benches::tcp::BoxError;
-use interconnect_proto::{ContentType, DeviceId};
+use interconnect_proto::ContentType;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -41,23 +40,11 @@ async fn raw(n: usize) -> Result<(), BoxError> {
     Ok(())
 }
 
-fn config(id: u8, plaintext: bool) -> Config {
-    let mut config = Config::in_memory(DeviceId([id; 16]));
-    config.seed = Some(u64::from(id));
-    config.session.resume_token = u64::from(id);
-    config.session.security = if plaintext {
-        Security::InsecurePlaintext
-    } else {
-        Security::Noise(NoiseConfig::new(DeviceIdentity::from_private_key([id; 32])))
-    };
-    config
-}
-
 async fn ours(n: usize, plaintext: bool) -> Result<(), BoxError> {
     let listener = transport_tcp::TcpListener::bind("127.0.0.1:0").await?;
     let dialer = transport_tcp::TcpDialer::new(listener.local_addr());
-    let hub = Hub::new(listener, config(2, plaintext));
-    let watch = Interconnect::new(dialer, config(1, plaintext));
+    let hub = Hub::new(listener, fixed_config(2, plaintext));
+    let watch = Interconnect::new(dialer, fixed_config(1, plaintext));
     let app = hub.register("bench", 1, None).await?;
     let mut events = app.events().ok_or("events taken")?;
     // The phone's app takes each message as it comes, which acknowledges it.

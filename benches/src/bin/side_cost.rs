@@ -21,12 +21,11 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 
 use bytes::Bytes;
-use interconnect::{
-    Config, ConnectionEvent, DeviceIdentity, FilesConfig, Hub, Interconnect, NoiseConfig, Security,
-};
+use interconnect::{ConnectionEvent, FilesConfig, Hub, Interconnect};
+use interconnect_benches::counted::fixed_config;
 use interconnect_benches::process::scratch_dir;
 use interconnect_benches::tcp::BoxError;
-use interconnect_proto::{ContentType, DeviceId};
+use interconnect_proto::ContentType;
 
 /// What flows from the watch to the phone.
 enum Workload {
@@ -57,18 +56,6 @@ impl Workload {
     }
 }
 
-fn config(id: u8, plaintext: bool) -> Config {
-    let mut config = Config::in_memory(DeviceId([id; 16]));
-    config.seed = Some(u64::from(id));
-    config.session.resume_token = u64::from(id);
-    config.session.security = if plaintext {
-        Security::InsecurePlaintext
-    } else {
-        Security::Noise(NoiseConfig::new(DeviceIdentity::from_private_key([id; 32])))
-    };
-    config
-}
-
 /// The phone: listens on `listener` and takes what the watch sends; then keeps the link
 /// up (the last acknowledgements still have to leave) until `done` resolves.
 async fn phone(
@@ -77,7 +64,7 @@ async fn phone(
     done: impl Future<Output = Result<(), BoxError>>,
 ) -> Result<(), BoxError> {
     let dir = scratch_dir()?;
-    let mut config = config(2, workload.plaintext());
+    let mut config = fixed_config(2, workload.plaintext());
     let mut files = FilesConfig::new(dir.path());
     files.reserve_free_bytes = 0;
     files.max_file_size = u64::MAX;
@@ -109,7 +96,7 @@ async fn phone(
 /// was acknowledged or the file delivered.
 async fn watch(addr: std::net::SocketAddr, workload: &Workload) -> Result<(), BoxError> {
     let dialer = transport_tcp::TcpDialer::new(addr);
-    let watch = Interconnect::new(dialer, config(1, workload.plaintext()));
+    let watch = Interconnect::new(dialer, fixed_config(1, workload.plaintext()));
     let conn = watch.instance("bench", None);
     if !conn.diagnosis(None).await.is_ok() {
         return Err("the channel did not open".into());

@@ -77,6 +77,44 @@ impl Frame {
     }
 }
 
+/// What goes before a sealed frame's ciphertext: its nonce, encoded, and the payload
+/// length, checked against the frame limit.
+struct SealedHead {
+    nonce: [u8; NONCE_MAX_LEN],
+    nonce_len: usize,
+    payload_len: usize,
+}
+
+impl SealedHead {
+    fn new(max_frame_len: usize, nonce: u64, ciphertext_len: usize) -> Result<Self, EncodeError> {
+        let mut buf = [0u8; NONCE_MAX_LEN];
+        let nonce_len = postcard::to_slice(&nonce, &mut buf)
+            .map_err(|_| EncodeError::Serialize)?
+            .len();
+        let head = SealedHead {
+            nonce: buf,
+            nonce_len,
+            payload_len: nonce_len + ciphertext_len,
+        };
+        let max = max_frame_len.min(MAX_FRAME_LEN);
+        if head.frame_len() > max {
+            return Err(EncodeError::TooLarge {
+                len: head.frame_len(),
+                max,
+            });
+        }
+        Ok(head)
+    }
+
+    fn nonce(&self) -> &[u8] {
+        &self.nonce[..self.nonce_len]
+    }
+
+    fn frame_len(&self) -> usize {
+        self.payload_len + FRAME_OVERHEAD
+    }
+}
+
 /// Appends a sealed frame with `ciphertext_len` bytes of ciphertext, which `fill` appends
 /// to the buffer it is given (encrypting in place there, so nothing is zeroed or copied
 /// twice). Fails, leaving `dst` as it was, when the frame would exceed `max_frame_len`,
@@ -89,22 +127,11 @@ pub fn encode_sealed<E>(
     fill: impl FnOnce(&mut BytesMut) -> Result<(), E>,
 ) -> Result<Result<(), E>, EncodeError> {
     let start = dst.len();
-    let mut nonce_buf = [0u8; NONCE_MAX_LEN];
-    let nonce_len = postcard::to_slice(&nonce, &mut nonce_buf)
-        .map_err(|_| EncodeError::Serialize)?
-        .len();
-    let payload_len = nonce_len + ciphertext_len;
-    let frame_len = payload_len + FRAME_OVERHEAD;
-    let max = max_frame_len.min(MAX_FRAME_LEN);
-    if frame_len > max {
-        return Err(EncodeError::TooLarge {
-            len: frame_len,
-            max,
-        });
-    }
+    let head = SealedHead::new(max_frame_len, nonce, ciphertext_len)?;
+    let frame_len = head.frame_len();
     dst.reserve(frame_len);
-    dst.put_slice(&header_bytes(Kind::Sealed, payload_len));
-    dst.put_slice(&nonce_buf[..nonce_len]);
+    dst.put_slice(&header_bytes(Kind::Sealed, head.payload_len));
+    dst.put_slice(head.nonce());
     let at = dst.len();
     if let Err(e) = fill(dst) {
         dst.truncate(start);
@@ -142,22 +169,11 @@ pub fn encode_sealed_in_place<E>(
             "more than one segment to seal in place",
         ));
     }
-    let mut nonce_buf = [0u8; NONCE_MAX_LEN];
-    let nonce_len = postcard::to_slice(&nonce, &mut nonce_buf)
-        .map_err(|_| EncodeError::Serialize)?
-        .len();
-    let payload_len = nonce_len + plain_len + SEALED_TAG_LEN;
-    let frame_len = payload_len + FRAME_OVERHEAD;
-    let max = max_frame_len.min(MAX_FRAME_LEN);
-    if frame_len > max {
-        return Err(EncodeError::TooLarge {
-            len: frame_len,
-            max,
-        });
-    }
-    let start = SEALED_HEADROOM - HEADER_LEN - nonce_len;
-    buf[start..start + HEADER_LEN].copy_from_slice(&header_bytes(Kind::Sealed, payload_len));
-    buf[start + HEADER_LEN..SEALED_HEADROOM].copy_from_slice(&nonce_buf[..nonce_len]);
+    let head = SealedHead::new(max_frame_len, nonce, plain_len + SEALED_TAG_LEN)?;
+    let frame_len = head.frame_len();
+    let start = SEALED_HEADROOM - HEADER_LEN - head.nonce().len();
+    buf[start..start + HEADER_LEN].copy_from_slice(&header_bytes(Kind::Sealed, head.payload_len));
+    buf[start + HEADER_LEN..SEALED_HEADROOM].copy_from_slice(head.nonce());
     let tag = match seal(&mut buf[SEALED_HEADROOM..]) {
         Ok(tag) => tag,
         Err(e) => return Ok(Err(e)),

@@ -446,59 +446,19 @@ mod tests {
         .unwrap()
     }
 
-    /// Large frames skip the write buffer; they must still leave after the small frames
-    /// buffered before them, and before those that follow.
-    #[tokio::test]
-    async fn large_and_small_frames_arrive_in_the_order_sent() {
+    /// Sends `sent` over a loopback socket pair (flushing after every `flush_every`
+    /// frames, and at the end) and returns what the other end read.
+    async fn carried(sent: &[Bytes], flush_every: usize) -> Vec<Bytes> {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let dial = TcpStream::connect(listener.local_addr().unwrap());
         let (dialed, accepted) = tokio::join!(dial, listener.accept());
         let config = TcpConfig::default();
         let mut sender = link(dialed.unwrap(), &config).unwrap().sender;
         let mut receiver = link(accepted.unwrap().0, &config).unwrap().receiver;
-        let sent = [
-            frame(10, 1),
-            frame(LARGE_FRAME, 2),
-            frame(20, 3),
-            frame(30, 4),
-            frame(200 * 1024, 5),
-            frame(40, 6),
-        ];
-        let write = async {
-            for frame in &sent {
-                sender.send(frame.clone()).await.unwrap();
-            }
-            sender.flush().await.unwrap();
-        };
-        let read = async {
-            let mut got = Vec::new();
-            for _ in 0..sent.len() {
-                got.push(receiver.recv().await.unwrap().unwrap());
-            }
-            got
-        };
-        let ((), got) = tokio::join!(write, read);
-        assert_eq!(got, sent);
-    }
-
-    /// Far more than the socket buffers hold, in frames of many sizes, so the kernel
-    /// takes the vectored writes in pieces cut anywhere: every frame arrives whole.
-    #[tokio::test]
-    async fn frames_written_in_pieces_arrive_whole_and_in_order() {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let dial = TcpStream::connect(listener.local_addr().unwrap());
-        let (dialed, accepted) = tokio::join!(dial, listener.accept());
-        let config = TcpConfig::default();
-        let mut sender = link(dialed.unwrap(), &config).unwrap().sender;
-        let mut receiver = link(accepted.unwrap().0, &config).unwrap().receiver;
-        let sizes = [1usize, 64, 700, 4_000, 65_000, 3, 200_000, 17, 9_999];
-        let sent: Vec<Bytes> = (0..400)
-            .map(|i| frame(sizes[i % sizes.len()], i as u8))
-            .collect();
         let write = async {
             for (i, frame) in sent.iter().enumerate() {
                 sender.send(frame.clone()).await.unwrap();
-                if i % 7 == 0 {
+                if (i + 1) % flush_every == 0 {
                     sender.flush().await.unwrap();
                 }
             }
@@ -511,7 +471,35 @@ mod tests {
             }
             got
         };
-        let ((), got) = tokio::join!(write, read);
-        assert!(got == sent, "a frame arrived changed or out of order");
+        tokio::join!(write, read).1
+    }
+
+    /// Large frames go from their own buffers and small ones are gathered; either way
+    /// each leaves after the frames sent before it.
+    #[tokio::test]
+    async fn large_and_small_frames_arrive_in_the_order_sent() {
+        let sent = [
+            frame(10, 1),
+            frame(LARGE_FRAME, 2),
+            frame(20, 3),
+            frame(30, 4),
+            frame(200 * 1024, 5),
+            frame(40, 6),
+        ];
+        assert_eq!(carried(&sent, usize::MAX).await, sent);
+    }
+
+    /// Far more than the socket buffers hold, in frames of many sizes, so the kernel
+    /// takes the vectored writes in pieces cut anywhere: every frame arrives whole.
+    #[tokio::test]
+    async fn frames_written_in_pieces_arrive_whole_and_in_order() {
+        let sizes = [1usize, 64, 700, 4_000, 65_000, 3, 200_000, 17, 9_999];
+        let sent: Vec<Bytes> = (0..400)
+            .map(|i| frame(sizes[i % sizes.len()], i as u8))
+            .collect();
+        assert!(
+            carried(&sent, 7).await == sent,
+            "a frame arrived changed or out of order"
+        );
     }
 }

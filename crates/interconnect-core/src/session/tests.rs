@@ -32,7 +32,11 @@ fn inner(frame: Frame) -> Vec<u8> {
 }
 
 fn opened() -> (Pair, interconnect_proto::ChannelId) {
-    let mut pair = Pair::new();
+    opened_on(Pair::new())
+}
+
+/// `pair` connected, with a channel open.
+fn opened_on(mut pair: Pair) -> (Pair, interconnect_proto::ChannelId) {
     pair.connect();
     let ch = pair
         .watch
@@ -168,14 +172,8 @@ fn a_peer_that_does_not_read_file_metadata_is_offered_no_file_with_it() {
 /// lies) and arrives whole; small ones keep sharing the scratch buffer.
 #[test]
 fn a_large_frame_owns_its_buffer_sealed_or_plain() {
-    for mut pair in [Pair::new(), Pair::plaintext()] {
-        pair.connect();
-        let ch = pair
-            .watch
-            .open_channel(pair.now, crate::pair::PKG, Some("AA:BB"))
-            .unwrap();
-        pair.drive();
-        assert!(pair.watch.is_open(ch));
+    for pair in [Pair::new(), Pair::plaintext()] {
+        let (mut pair, ch) = opened_on(pair);
         let large = "x".repeat(super::link::OWN_BUFFER);
         crate::pair::send(&mut pair.watch, ch, &large);
         let now = pair.now;
