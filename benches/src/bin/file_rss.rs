@@ -2,7 +2,7 @@
 //! peak resident memory, to show that memory stays bounded whatever the file size.
 //! Both ends run in this process, so the figure covers sender and receiver together.
 //!
-//! `cargo run --release -p interconnect-benches --bin file_rss [MiB]`
+//! `cargo run --release -p interconnect-benches --bin file_rss [MiB] [limit MiB, 64 by default]`
 
 use interconnect_benches::process::{first_arg, peak_rss_kib, scratch_dir};
 use std::io::Write;
@@ -15,6 +15,8 @@ use transport_mock::{Faults, MockNetwork};
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mib: u64 = first_arg(1024)?;
+    // The README promises 64 MiB; CI holds the run to a tighter figure.
+    let limit: u64 = std::env::args().nth(2).map_or(Ok(64), |a| a.parse())?;
     let send_dir = scratch_dir()?;
     let recv_dir = scratch_dir()?;
     let path = send_dir.path().join("large.bin");
@@ -67,13 +69,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         (stored.1 >> 20) as f64 / elapsed.as_secs_f64()
     );
     println!(
-        "peak RSS: {:.1} MiB (before the transfer: {:.1} MiB); target: under 64 MiB",
+        "peak RSS: {:.1} MiB (before the transfer: {:.1} MiB); target: under {limit} MiB",
         peak as f64 / 1024.0,
         before as f64 / 1024.0
     );
     std::fs::remove_file(stored.0)?;
-    if peak > 64 * 1024 {
-        return Err("peak RSS over 64 MiB".into());
+    if peak > limit * 1024 {
+        return Err(format!("peak RSS over {limit} MiB").into());
     }
     Ok(())
 }

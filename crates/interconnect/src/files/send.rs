@@ -50,9 +50,15 @@ pub(crate) fn prepare(path: &Path) -> io::Result<PreparedFile> {
 
 /// Reads exactly `len` bytes at `offset` from the file's cursor (blocking), into a buffer
 /// that is never zeroed first.
-pub(super) fn read_at(mut file: &File, offset: u64, len: u64) -> io::Result<Bytes> {
+pub(super) fn read_at(
+    mut file: &File,
+    offset: u64,
+    len: u64,
+    mut buf: Vec<u8>,
+) -> io::Result<Bytes> {
     file.seek(io::SeekFrom::Start(offset))?;
-    let mut buf = Vec::with_capacity(usize::try_from(len).map_err(io::Error::other)?);
+    buf.clear();
+    buf.reserve_exact(usize::try_from(len).map_err(io::Error::other)?);
     file.take(len).read_to_end(&mut buf)?;
     if (buf.len() as u64) < len {
         return Err(shrunk());
@@ -80,7 +86,12 @@ pub(super) struct SourceReader {
 
 impl SourceReader {
     /// Reads `len` bytes at `offset`; with them, the file's digest if they end the file.
-    fn read(&mut self, offset: u64, len: u64) -> io::Result<(Bytes, Option<[u8; 32]>)> {
+    fn read(
+        &mut self,
+        offset: u64,
+        len: u64,
+        buf: Vec<u8>,
+    ) -> io::Result<(Bytes, Option<[u8; 32]>)> {
         if self.digest.is_none() && offset > self.hashed {
             // A resume: hash the prefix the receiver already holds.
             self.file.seek(io::SeekFrom::Start(self.hashed))?;
@@ -90,7 +101,7 @@ impl SourceReader {
             }
             self.hashed = offset;
         }
-        let data = read_at(&self.file, offset, len)?;
+        let data = read_at(&self.file, offset, len, buf)?;
         let end = offset + len;
         if self.digest.is_none() && offset <= self.hashed && self.hashed < end {
             let from = usize::try_from(self.hashed - offset).map_err(io::Error::other)?;
@@ -133,8 +144,13 @@ pub(crate) fn spawn_reader(
             let Some(mut reader) = source.take() else {
                 return;
             };
+            // The buffer comes from this task's thread, not the blocking pool's: memory
+            // a pool thread allocates stays in its own allocator arena once freed
+            // elsewhere, and a file's worth of chunks spread over the pool's arenas
+            // would keep several times what is in flight.
+            let buf = Vec::with_capacity(usize::try_from(len).unwrap_or(0));
             let outcome = tokio::task::spawn_blocking(move || {
-                let result = reader.read(offset, len);
+                let result = reader.read(offset, len, buf);
                 (reader, result)
             })
             .await;
