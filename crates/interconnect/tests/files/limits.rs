@@ -309,25 +309,42 @@ async fn the_receiving_app_decides_on_the_metadata_the_sender_attached() {
     let drop_it = s
         .conn
         .send_file_with_meta(&video, &serde_json::json!({"kind": "video"}));
-    for _ in 0..2 {
-        let (id, name, _, meta) = offered_with_meta(&mut s.app_events).await;
-        let meta: serde_json::Value = decode_meta(&meta).unwrap();
-        if meta["kind"] == "workout" {
-            assert_eq!((name.as_str(), meta["km"].as_u64()), ("run.gpx", Some(5)));
-            s.app.accept_file(id, None).unwrap();
-        } else {
-            s.app.reject_file(id, Code::CANCELLED, "no videos").unwrap();
+    // The accepted file may start arriving before the second offer is seen: the
+    // metadata rides with its arrival too.
+    let (mut decided, mut accepted, mut arrived) = (0, false, None);
+    while decided < 2 || arrived.is_none() {
+        match next_event(&mut s.app_events).await {
+            ConnectionEvent::FileOffered {
+                transfer,
+                name,
+                meta,
+                ..
+            } => {
+                decided += 1;
+                let meta: serde_json::Value = decode_meta(&meta).unwrap();
+                if meta["kind"] == "workout" {
+                    assert_eq!((name.as_str(), meta["km"].as_u64()), ("run.gpx", Some(5)));
+                    s.app.accept_file(transfer, None).unwrap();
+                    accepted = true;
+                } else {
+                    s.app
+                        .reject_file(transfer, Code::CANCELLED, "no videos")
+                        .unwrap();
+                }
+            }
+            ConnectionEvent::FileIncoming { meta, .. } => {
+                assert!(
+                    accepted && arrived.is_none(),
+                    "only the accepted file arrives, once"
+                );
+                arrived = Some(decode_meta::<serde_json::Value>(&meta).unwrap());
+            }
+            _ => {}
         }
     }
+    assert_eq!(arrived.unwrap()["km"], 5);
     keep.await.unwrap();
     assert_eq!(drop_it.await.unwrap_err().code(), Code::CANCELLED);
-    // The metadata rides with the file's arrival too.
-    loop {
-        if let ConnectionEvent::FileIncoming { meta, .. } = next_event(&mut s.app_events).await {
-            let meta: serde_json::Value = decode_meta(&meta).unwrap();
-            break assert_eq!(meta["km"], 5);
-        }
-    }
     // Metadata past 4,096 bytes is refused before anything is offered.
     let big = serde_json::json!({"notes": "x".repeat(5000)});
     let error = s.conn.send_file_with_meta(&run, &big).await.unwrap_err();
