@@ -32,8 +32,7 @@ const BATCH_LEN: usize = 16 * 1024;
 /// decrypt them where they lie, and nothing keeps a large buffer alive for a small frame.
 pub(super) const OWN_BUFFER: usize = 16 * 1024;
 
-/// Room reserved for a frame sealed alone (the peer takes no batches): most control
-/// frames fit.
+/// Least room a batch's buffer starts with: most control frames fit.
 const SMALL_FRAME: usize = 256;
 
 impl Session {
@@ -446,51 +445,37 @@ impl Session {
 
     /// Seals `first`, with the frames queued behind it when the peer opens batches and
     /// they fit in [`BATCH_LEN`]; the error says why it was not (for the log). The batch
-    /// is built in `scratch` behind room for the sealed header and sealed where it lies,
-    /// so its bytes are written once. A frame that would not fit goes back to the head of
-    /// the queue, its bulk bytes never copied. A frame too large to share a batch is
-    /// sealed alone, its bulk bytes read in place rather than copied.
+    /// is built in `scratch` behind room for the sealed header and sealed where it
+    /// lies, so its bytes are written once. Room is reserved by the size of the last
+    /// batch: a stream of full batches grows no buffer while it is built, and a watch
+    /// exchanging a few small frames holds no batch-sized one. A frame that would not fit goes back
+    /// to the head of the queue, its bulk bytes never copied. A frame too large to share
+    /// a batch is sealed alone, its bulk bytes read in place rather than copied.
     pub(super) fn seal(&mut self, first: Frame, max: usize, now: Instant) -> Result<Bytes, String> {
-        let sealed = self.seal_into_scratch(first, max, now);
-        if sealed.is_err() {
-            self.scratch.clear();
-        }
-        sealed
-    }
-
-    fn seal_into_scratch(
-        &mut self,
-        first: Frame,
-        max: usize,
-        now: Instant,
-    ) -> Result<Bytes, String> {
         let kind = first.kind();
         let room = match &self.link {
             LinkState::Up(up) if up.batch => up.limits.max_frame_len.saturating_sub(CRC_LEN),
             _ => 0,
         }
         .min(BATCH_LEN);
-        // Room for the whole batch at once: growing the buffer as frames are added
-        // would copy it.
-        self.scratch.clear();
-        self.scratch
-            .reserve(SEALED_HEADROOM + room.max(SMALL_FRAME) + SEALED_TAG_LEN + CRC_LEN);
-        self.scratch.put_bytes(0, SEALED_HEADROOM);
+        let expected = self.batch_hint.min(room).max(SMALL_FRAME);
+        let mut buf = core::mem::take(&mut self.scratch);
+        buf.clear();
+        buf.reserve(SEALED_HEADROOM + expected + SEALED_TAG_LEN + CRC_LEN);
+        buf.put_bytes(0, SEALED_HEADROOM);
         let mut bulk = first
-            .encode_unsealed_head(max, &mut self.scratch)
+            .encode_unsealed_head(max, &mut buf)
             .map_err(|e| format!("{kind:?}: {e}"))?;
-        let plain = |scratch: &BytesMut| scratch.len() - SEALED_HEADROOM;
-        if plain(&self.scratch) + bulk.len() < room {
-            self.scratch.extend_from_slice(bulk);
+        let plain = |buf: &BytesMut| buf.len() - SEALED_HEADROOM;
+        if plain(&buf) + bulk.len() < room {
+            buf.extend_from_slice(bulk);
             bulk = &[];
             while let Some(next) = self.next_frame(now) {
-                let mark = self.scratch.len();
-                match next.encode_unsealed_head(max, &mut self.scratch) {
-                    Ok(tail) if plain(&self.scratch) + tail.len() <= room => {
-                        self.scratch.extend_from_slice(tail);
-                    }
+                let mark = buf.len();
+                match next.encode_unsealed_head(max, &mut buf) {
+                    Ok(tail) if plain(&buf) + tail.len() <= room => buf.extend_from_slice(tail),
                     Ok(_) => {
-                        self.scratch.truncate(mark);
+                        buf.truncate(mark);
                         self.control.push_front(next);
                         break;
                     }
@@ -499,17 +484,19 @@ impl Session {
             }
         }
         let secure = self.secure.as_mut().ok_or("no secure layer")?;
-        if bulk.is_empty() && plain(&self.scratch) <= SEALED_SEGMENT_PLAINTEXT {
-            secure
-                .seal_in_place(&mut self.scratch, self.wire_max)
-                .map_err(|e| format!("{kind:?}: {e}"))?;
-            return Ok(self.scratch.split().freeze());
+        if bulk.is_empty() && plain(&buf) <= SEALED_SEGMENT_PLAINTEXT {
+            self.batch_hint = plain(&buf);
+            let sealed = secure.seal_in_place(&mut buf, self.wire_max);
+            let frame = buf.split().freeze();
+            self.scratch = buf;
+            sealed.map_err(|e| format!("{kind:?}: {e}"))?;
+            return Ok(frame);
         }
         // Bulk bytes of their own: the head moves aside and the bulk is read in place.
         self.plain.clear();
-        self.plain
-            .extend_from_slice(&self.scratch[SEALED_HEADROOM..]);
-        self.scratch.clear();
+        self.plain.extend_from_slice(&buf[SEALED_HEADROOM..]);
+        buf.clear();
+        self.scratch = buf;
         if bulk.len() >= OWN_BUFFER {
             let mut own = BytesMut::new();
             secure

@@ -211,6 +211,8 @@ pub struct Session {
     control: VecDeque<Frame>,
     events: VecDeque<Event>,
     scratch: BytesMut,
+    /// Plaintext bytes of the last sealed batch: what the next one's buffer starts with.
+    batch_hint: usize,
     /// The secure layer; `None` in insecure plaintext mode.
     secure: Option<SecureLink>,
     /// Largest frame the current link carries (sealed frames included).
@@ -335,6 +337,7 @@ impl Session {
             control: VecDeque::new(),
             events: VecDeque::new(),
             scratch: BytesMut::new(),
+            batch_hint: 0,
         }
     }
 
