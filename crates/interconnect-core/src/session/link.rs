@@ -444,13 +444,14 @@ impl Session {
     }
 
     /// Seals `first`, with the frames queued behind it when the peer opens batches and
-    /// they fit in [`BATCH_LEN`]; the error says why it was not (for the log). The batch
-    /// is built in `scratch` behind room for the sealed header and sealed where it
-    /// lies, so its bytes are written once. Room is reserved by the size of the last
-    /// batch: a stream of full batches grows no buffer while it is built, and a watch
-    /// exchanging a few small frames holds no batch-sized one. A frame that would not fit goes back
-    /// to the head of the queue, its bulk bytes never copied. A frame too large to share
-    /// a batch is sealed alone, its bulk bytes read in place rather than copied.
+    /// they fit in [`BATCH_LEN`]; the error says why it was not (for the log).
+    ///
+    /// The batch is built in `scratch` behind room for the sealed header and sealed
+    /// where it lies, so its bytes are written once. Room is reserved by the size of the
+    /// last batch: a stream of full batches grows no buffer while it is built, and a
+    /// watch exchanging a few small frames holds no batch-sized one. A frame that would
+    /// not fit goes back to the head of the queue, its bulk bytes never copied. A frame
+    /// too large to share a batch is sealed alone, its bulk bytes read in place.
     pub(super) fn seal(&mut self, first: Frame, max: usize, now: Instant) -> Result<Bytes, String> {
         let kind = first.kind();
         let room = match &self.link {

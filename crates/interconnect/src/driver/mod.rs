@@ -120,7 +120,7 @@ pub(crate) struct Driver {
     /// comes up.
     waiting_queries: Vec<(String, VersionReplyTo)>,
     /// Sends of one connection the session just reported delivered, completed together
-    /// under one lock (see `flush`).
+    /// under one lock (see `drain_events`).
     delivered: (u64, Vec<u32>),
     backoff: Backoff,
     failures: u32,
@@ -305,7 +305,7 @@ impl Driver {
         any
     }
 
-    fn complete_delivered_now(&mut self) {
+    fn complete_delivered_run(&mut self) {
         let (key, slots) = &mut self.delivered;
         if let Some(entry) = self.conns.get(key) {
             match slots[..] {
@@ -316,10 +316,11 @@ impl Driver {
         slots.clear();
     }
 
+    /// Completes the run of deliveries gathered so far, if any.
     #[inline]
     fn complete_delivered(&mut self) {
         if !self.delivered.1.is_empty() {
-            self.complete_delivered_now();
+            self.complete_delivered_run();
         }
     }
 
