@@ -7,8 +7,8 @@ use crate::prelude::*;
 
 use bytes::{Bytes, BytesMut};
 use interconnect_proto::{
-    SEALED_SEGMENT_LEN, SEALED_SEGMENT_PLAINTEXT, SEALED_TAG_LEN, Sealed, encode_sealed,
-    encode_sealed_in_place, sealed_ciphertext_len, sealed_segments,
+    EncodeError, SEALED_SEGMENT_LEN, SEALED_SEGMENT_PLAINTEXT, SEALED_TAG_LEN, Sealed,
+    encode_sealed, encode_sealed_in_place, sealed_ciphertext_len, sealed_segments,
 };
 
 use super::transport_key::TransportKey;
@@ -117,6 +117,18 @@ impl Cipher {
             }
             Ok::<(), super::transport_key::AeadError>(())
         });
+        self.sealed(sealed, rekeyed, epoch, next)
+    }
+
+    /// What sealing a frame did: on success the key, epoch and next nonce move on;
+    /// otherwise nothing does.
+    fn sealed<E>(
+        &mut self,
+        sealed: Result<Result<(), E>, EncodeError>,
+        rekeyed: Option<TransportKey>,
+        epoch: u64,
+        next: u64,
+    ) -> Result<(), SecurityError> {
         match sealed {
             Ok(Ok(())) => {
                 if let Some(key) = rekeyed {
@@ -154,19 +166,7 @@ impl Cipher {
         let sealed = encode_sealed_in_place(max_frame_len, buf, first, |plain| {
             key.seal_in_place(first, &ad, plain)
         });
-        match sealed {
-            Ok(Ok(())) => {
-                if let Some(key) = rekeyed {
-                    self.send = key;
-                    tracing::debug!(epoch, "sending key renewed");
-                }
-                self.send_epoch = epoch;
-                self.send_next = next;
-                Ok(())
-            }
-            Ok(Err(_)) => Err(SecurityError::Handshake("sealing failed".into())),
-            Err(e) => Err(SecurityError::Handshake(format!("sealed frame: {e}"))),
-        }
+        self.sealed(sealed, rekeyed, epoch, next)
     }
 
     /// Opens a frame that may be anyone's (one that arrived before the keys): one that
