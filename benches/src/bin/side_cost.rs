@@ -10,7 +10,9 @@
 //! - `messages N`: `N` pipelined 64-byte messages from the watch's app to the phone's,
 //!   encrypted;
 //! - `file PATH` / `file-plain PATH`: the file at `PATH` from the watch to the phone,
-//!   encrypted or in plaintext, until the phone stored it.
+//!   encrypted or in plaintext, until the phone stored it;
+//! - `file-64k PATH`: the same encrypted, over a link whose frames are at most 64 KiB
+//!   (a BLE link's limit), so in smaller chunks.
 //!
 //! The script subtracts a run of a small workload from a large one and divides by the
 //! difference, so start-up and the handshake drop out. Fixed keys and seeds; the counts
@@ -30,16 +32,22 @@ use interconnect_proto::ContentType;
 /// What flows from the watch to the phone.
 enum Workload {
     Messages(usize),
-    File { path: PathBuf, plaintext: bool },
+    File {
+        path: PathBuf,
+        plaintext: bool,
+        /// The watch's frame limit, if not TCP's default.
+        max_frame_len: Option<usize>,
+    },
 }
 
 impl Workload {
     fn parse(kind: &str, arg: &str) -> Result<Workload, BoxError> {
         Ok(match kind {
             "messages" => Workload::Messages(arg.parse()?),
-            "file" | "file-plain" => Workload::File {
+            "file" | "file-plain" | "file-64k" => Workload::File {
                 path: PathBuf::from(arg),
                 plaintext: kind == "file-plain",
+                max_frame_len: (kind == "file-64k").then_some(64 * 1024),
             },
             other => return Err(format!("unknown workload {other:?}").into()),
         })
@@ -95,7 +103,15 @@ async fn phone(
 /// The watch: sends the workload to the phone at `addr`, and returns once every message
 /// was acknowledged or the file delivered.
 async fn watch(addr: std::net::SocketAddr, workload: &Workload) -> Result<(), BoxError> {
-    let dialer = transport_tcp::TcpDialer::new(addr);
+    let mut link = transport_tcp::TcpConfig::default();
+    if let Workload::File {
+        max_frame_len: Some(max),
+        ..
+    } = workload
+    {
+        link.max_frame_len = *max;
+    }
+    let dialer = transport_tcp::TcpDialer::with_config(addr, link);
     let watch = Interconnect::new(dialer, fixed_config(1, workload.plaintext()));
     let conn = watch.instance("bench", None);
     if !conn.diagnosis(None).await.is_ok() {
@@ -128,7 +144,7 @@ async fn exited(mut child: Child, what: &'static str) -> Result<(), BoxError> {
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), BoxError> {
-    let usage = "side_cost <watch|phone> <messages|file|file-plain> <N|PATH>";
+    let usage = "side_cost <watch|phone> <messages|file|file-plain|file-64k> <N|PATH>";
     let args: Vec<String> = std::env::args().collect();
     let [_, side, kind, arg, rest @ ..] = &args[..] else {
         return Err(usage.into());

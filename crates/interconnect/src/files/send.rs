@@ -73,7 +73,15 @@ pub(super) fn shrunk() -> io::Error {
     )
 }
 
-/// The file being sent, read in order and hashed as it goes.
+/// Bytes the reader takes from the file at a time, at offsets that are multiples of it
+/// once reading is in order. A chunk is cut from a block without a copy, and the hash
+/// sees whole aligned blocks whatever a link's chunk size: BLAKE3 hashes eight of its
+/// 1 KiB chunks at once only where a subtree is aligned, and fed a link's odd-sized
+/// chunks it spent more than twice as much per byte. One read per block also replaces
+/// one per chunk.
+const READ_BLOCK: u64 = 64 * 1024;
+
+/// The file being sent, read in blocks, in order, and hashed as it goes.
 pub(super) struct SourceReader {
     file: File,
     size: u64,
@@ -82,33 +90,59 @@ pub(super) struct SourceReader {
     /// Bytes before this offset are in `hasher`.
     hashed: u64,
     digest: Option<[u8; 32]>,
+    /// The last block read and where it starts in the file.
+    block: Option<(u64, Bytes)>,
 }
 
 impl SourceReader {
-    /// Reads `len` bytes at `offset`; with them, the file's digest if they end the file.
+    fn new(prepared: PreparedFile) -> Self {
+        SourceReader {
+            file: prepared.file,
+            size: prepared.size,
+            modified: prepared.modified,
+            hasher: blake3::Hasher::new(),
+            hashed: 0,
+            digest: None,
+            block: None,
+        }
+    }
+
+    /// The `len` bytes at `offset`, cut from the last block read if it holds them.
+    fn cached(&self, offset: u64, len: u64) -> Option<Bytes> {
+        let (start, block) = self.block.as_ref()?;
+        let from = usize::try_from(offset.checked_sub(*start)?).ok()?;
+        let to = from.checked_add(usize::try_from(len).ok()?)?;
+        (to <= block.len()).then(|| block.slice(from..to))
+    }
+
+    /// Where the block that starts at `offset` and holds `len` bytes from there ends: at
+    /// the first multiple of [`READ_BLOCK`] past them, or at the end of the file.
+    fn block_end(&self, offset: u64, len: u64) -> u64 {
+        offset
+            .saturating_add(len)
+            .div_ceil(READ_BLOCK)
+            .saturating_mul(READ_BLOCK)
+            .min(self.size)
+    }
+
+    /// Reads `len` bytes at `offset` (blocking): from the last block if it holds them,
+    /// otherwise with the block that starts there, read into `buf`. With them, the
+    /// file's digest if they end the file.
     fn read(
         &mut self,
         offset: u64,
         len: u64,
         buf: Vec<u8>,
     ) -> io::Result<(Bytes, Option<[u8; 32]>)> {
-        if self.digest.is_none() && offset > self.hashed {
-            // A resume: hash the prefix the receiver already holds.
-            self.file.seek(io::SeekFrom::Start(self.hashed))?;
-            let want = offset - self.hashed;
-            if io::copy(&mut (&self.file).take(want), &mut self.hasher)? < want {
-                return Err(shrunk());
+        let data = match self.cached(offset, len) {
+            Some(data) => data,
+            None => {
+                let end = self.block_end(offset, len);
+                self.read_block(offset, end, buf)?;
+                self.cached(offset, len).ok_or_else(shrunk)?
             }
-            self.hashed = offset;
-        }
-        let data = read_at(&self.file, offset, len, buf)?;
-        let end = offset + len;
-        if self.digest.is_none() && offset <= self.hashed && self.hashed < end {
-            let from = usize::try_from(self.hashed - offset).map_err(io::Error::other)?;
-            self.hasher.update(&data[from..]);
-            self.hashed = end;
-        }
-        if end != self.size {
+        };
+        if offset + len != self.size {
             return Ok((data, None));
         }
         if self.digest.is_none() {
@@ -120,46 +154,76 @@ impl SourceReader {
         }
         Ok((data, self.digest))
     }
+
+    /// Reads the block `offset..end` and hashes what of it the hash has not seen.
+    fn read_block(&mut self, offset: u64, end: u64, buf: Vec<u8>) -> io::Result<()> {
+        self.block = None;
+        if self.digest.is_none() && offset > self.hashed {
+            // A resume: hash the prefix the receiver already holds.
+            self.file.seek(io::SeekFrom::Start(self.hashed))?;
+            let want = offset - self.hashed;
+            if io::copy(&mut (&self.file).take(want), &mut self.hasher)? < want {
+                return Err(shrunk());
+            }
+            self.hashed = offset;
+        }
+        let block = read_at(&self.file, offset, end - offset, buf)?;
+        if self.digest.is_none() && offset <= self.hashed && self.hashed < end {
+            let from = usize::try_from(self.hashed - offset).map_err(io::Error::other)?;
+            self.hasher.update(&block[from..]);
+            self.hashed = end;
+        }
+        self.block = Some((offset, block));
+        Ok(())
+    }
 }
 
-/// Starts the reader of an outgoing file: it answers read requests in order, each read
-/// on a short blocking task (a long-lived one would hold a pool thread and, in tests,
-/// stop tokio's paused clock), and stops when the request sender is dropped.
+/// Starts the reader of an outgoing file: it answers read requests in order, from the
+/// block in hand or with a block read on a short blocking task (a long-lived one would
+/// hold a pool thread and, in tests, stop tokio's paused clock), and stops when the
+/// request sender is dropped.
 pub(crate) fn spawn_reader(
     prepared: PreparedFile,
     transfer: TransferId,
     done: mpsc::UnboundedSender<IoDone>,
 ) -> mpsc::UnboundedSender<(u64, u64)> {
     let (tx, mut rx) = mpsc::unbounded_channel::<(u64, u64)>();
-    let mut source = Some(SourceReader {
-        file: prepared.file,
-        size: prepared.size,
-        modified: prepared.modified,
-        hasher: blake3::Hasher::new(),
-        hashed: 0,
-        digest: None,
-    });
+    let mut source = Some(SourceReader::new(prepared));
     tokio::spawn(async move {
         while let Some((offset, len)) = rx.recv().await {
             let Some(mut reader) = source.take() else {
                 return;
             };
-            // The buffer comes from this task's thread, not the blocking pool's: memory
-            // a pool thread allocates stays in its own allocator arena once freed
-            // elsewhere, and a file's worth of chunks spread over the pool's arenas
-            // would keep several times what is in flight.
-            let buf = Vec::with_capacity(usize::try_from(len).unwrap_or(0));
-            let outcome = tokio::task::spawn_blocking(move || {
-                let result = reader.read(offset, len, buf);
-                (reader, result)
-            })
-            .await;
-            let result = match outcome {
-                Ok((reader, result)) => {
-                    source = Some(reader);
-                    result
+            let cached = reader.cached(offset, len).is_some();
+            // The read that ends the file checks the file's metadata: blocking too.
+            let ends = offset.saturating_add(len) == reader.size && reader.digest.is_none();
+            let result = if cached && !ends {
+                let result = reader.read(offset, len, Vec::new());
+                source = Some(reader);
+                result
+            } else {
+                // The buffer comes from this task's thread, not the blocking pool's:
+                // memory a pool thread allocates stays in its own allocator arena once
+                // freed elsewhere, and a file's worth of blocks spread over the pool's
+                // arenas would keep several times what is in flight.
+                let want = if cached {
+                    0
+                } else {
+                    reader.block_end(offset, len).saturating_sub(offset)
+                };
+                let buf = Vec::with_capacity(usize::try_from(want).unwrap_or(0));
+                let outcome = tokio::task::spawn_blocking(move || {
+                    let result = reader.read(offset, len, buf);
+                    (reader, result)
+                })
+                .await;
+                match outcome {
+                    Ok((reader, result)) => {
+                        source = Some(reader);
+                        result
+                    }
+                    Err(e) => Err(io::Error::other(format!("file task failed: {e}"))),
                 }
-                Err(e) => Err(io::Error::other(format!("file task failed: {e}"))),
             };
             let failed = result.is_err();
             let report = IoDone::Read {
@@ -181,5 +245,81 @@ impl std::fmt::Debug for PreparedFile {
             .field("name", &self.name)
             .field("size", &self.size)
             .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A file of `len` bytes that differ from block to block, opened for sending.
+    fn source(len: usize) -> (tempfile::TempDir, Vec<u8>, SourceReader) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f.bin");
+        let bytes: Vec<u8> = (0..len).map(|i| (i * 7 + i / 1000) as u8).collect();
+        fs::write(&path, &bytes).unwrap();
+        (dir, bytes, SourceReader::new(prepare(&path).unwrap()))
+    }
+
+    /// Reads the file in chunks of `chunk` bytes from `start`, as the session asks.
+    fn read_from(reader: &mut SourceReader, start: u64, chunk: u64) -> (Vec<u8>, [u8; 32]) {
+        let (mut got, mut at) = (Vec::new(), start);
+        while at < reader.size {
+            let len = chunk.min(reader.size - at);
+            let (data, digest) = reader.read(at, len, Vec::new()).unwrap();
+            assert_eq!(data.len() as u64, len);
+            got.extend_from_slice(&data);
+            at += len;
+            let hashed = reader.hashed;
+            assert!(
+                hashed.is_multiple_of(READ_BLOCK) || hashed == reader.size,
+                "the hash sees whole blocks: {hashed}"
+            );
+            if at == reader.size {
+                return (got, digest.expect("the last chunk carries the digest"));
+            }
+            assert_eq!(digest, None, "only the last chunk carries the digest");
+        }
+        unreachable!("an empty file")
+    }
+
+    #[test]
+    fn chunks_of_any_size_are_cut_from_blocks_and_hashed_once() {
+        let len = 3 * READ_BLOCK as usize + 4321;
+        for chunk in [1000, 4040, READ_BLOCK - 1, READ_BLOCK, 262_100, 1 << 20] {
+            let (_dir, bytes, mut reader) = source(len);
+            let (got, digest) = read_from(&mut reader, 0, chunk);
+            assert!(got == bytes, "chunks of {chunk} bytes");
+            assert_eq!(digest, *blake3::hash(&bytes).as_bytes(), "chunk {chunk}");
+        }
+    }
+
+    #[test]
+    fn a_resume_hashes_the_prefix_and_a_rewind_reads_again() {
+        let len = 2 * READ_BLOCK as usize + 99;
+        let (_dir, bytes, mut reader) = source(len);
+        // The receiver holds 70,001 bytes: sending resumes there.
+        let (got, digest) = read_from(&mut reader, 70_001, 5000);
+        assert!(got[..] == bytes[70_001..]);
+        assert_eq!(digest, *blake3::hash(&bytes).as_bytes());
+        // A link drop sends the sender back to bytes read before: they are read again,
+        // and the digest stays that of the file.
+        let (got, digest) = read_from(&mut reader, 12_345, 3000);
+        assert!(got[..] == bytes[12_345..]);
+        assert_eq!(digest, *blake3::hash(&bytes).as_bytes());
+    }
+
+    #[test]
+    fn a_file_that_shrank_fails_the_read() {
+        let (dir, _bytes, mut reader) = source(3 * READ_BLOCK as usize);
+        reader.read(0, 1000, Vec::new()).unwrap();
+        fs::OpenOptions::new()
+            .write(true)
+            .open(dir.path().join("f.bin"))
+            .unwrap()
+            .set_len(READ_BLOCK + 10)
+            .unwrap();
+        let error = reader.read(READ_BLOCK, 1000, Vec::new()).unwrap_err();
+        assert_eq!(error.kind(), io::ErrorKind::UnexpectedEof);
     }
 }
