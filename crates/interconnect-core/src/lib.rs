@@ -96,6 +96,7 @@ pub mod sans_io {
     pub use crate::event::{ChannelEvent, Event, Message, PeerInfo, Receipt, SendId};
     pub use crate::session::{CommandError, Session};
     pub use crate::time::Instant;
+    pub use crate::transfer::{FILE_READ_ROOM, FILE_READ_TAIL};
 }
 
 /// What `std`'s prelude would bring, from `alloc`.

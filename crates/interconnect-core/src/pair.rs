@@ -41,7 +41,7 @@ use interconnect_proto::{
 use rand_chacha::ChaCha8Rng;
 use rand_core::{RngCore, SeedableRng};
 
-use crate::sans_io::{ChannelEvent, Event, SendId, Session};
+use crate::sans_io::{ChannelEvent, Event, FILE_READ_ROOM, FILE_READ_TAIL, SendId, Session};
 use crate::time::Instant;
 use crate::{DeviceIdentity, NoiseConfig, Security, SessionConfig};
 
@@ -101,6 +101,22 @@ pub struct Files {
     pub stored: Vec<(ChannelId, Bytes)>,
     /// Refuse offers with this code instead of accepting them.
     pub refuse: Option<Code>,
+    /// Answer reads in buffers with room around the bytes
+    /// ([`Session::file_read_with_room`]), as the runtime does for large reads.
+    pub with_room: bool,
+    /// Where the last buffers handed out with room start.
+    handed: VecDeque<usize>,
+}
+
+impl Files {
+    /// Whether `frame` was built in a buffer a read with room handed out: it starts in
+    /// that buffer's room, where nothing allocated anew can start.
+    fn framed_in_place(&self, frame: &[u8]) -> bool {
+        let at = frame.as_ptr() as usize;
+        self.handed
+            .iter()
+            .any(|start| at > *start && at < start + FILE_READ_ROOM)
+    }
 }
 
 impl Files {
@@ -119,7 +135,18 @@ impl Files {
                 let start = (*offset as usize).min(source.len());
                 let end = (offset + len).min(source.len() as u64) as usize;
                 let digest = (end == source.len()).then(|| *blake3::hash(source).as_bytes());
-                session.file_read(*transfer, *offset, source.slice(start..end), digest);
+                if !self.with_room {
+                    session.file_read(*transfer, *offset, source.slice(start..end), digest);
+                    return;
+                }
+                let mut buf = Vec::with_capacity(FILE_READ_ROOM + end - start + FILE_READ_TAIL);
+                buf.resize(FILE_READ_ROOM, 0);
+                buf.extend_from_slice(&source[start..end]);
+                if self.handed.len() == 64 {
+                    self.handed.pop_front();
+                }
+                self.handed.push_back(buf.as_ptr() as usize);
+                session.file_read_with_room(*transfer, *offset, Bytes::from(buf), digest);
             }
             Event::FileOffered {
                 channel, transfer, ..
@@ -212,6 +239,8 @@ pub struct Pair {
     pub relink: bool,
     /// Links replaced so far because a session dropped one.
     pub relinks: u32,
+    /// Frames the watch built where its file's bytes were read (see [`Files::with_room`]).
+    pub framed_in_place: u32,
     rng: ChaCha8Rng,
     /// Frames still in the air (latency), with when they land.
     in_air: VecDeque<(Instant, Way, Bytes)>,
@@ -292,6 +321,7 @@ impl Pair {
             faults: Faults::default(),
             relink: false,
             relinks: 0,
+            framed_in_place: 0,
             rng: ChaCha8Rng::seed_from_u64(0),
             in_air: VecDeque::new(),
         }
@@ -349,6 +379,9 @@ impl Pair {
 
     /// Puts a frame a session sent on the wire, through the faults.
     fn transmit(&mut self, way: Way, frame: Bytes) {
+        if way == Way::ToPhone && self.watch_files.framed_in_place(&frame) {
+            self.framed_in_place += 1;
+        }
         assert!(
             frame.len() <= self.faults.mtu,
             "a frame of {} bytes (kind {:#04x}) on a link of {}, {:?}",

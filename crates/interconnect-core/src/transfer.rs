@@ -10,8 +10,19 @@ use core::time::Duration;
 
 use crate::time::Instant;
 
-use bytes::Bytes;
-use interconnect_proto::{ChannelId, TransferId};
+use bytes::{Buf, Bytes};
+use interconnect_proto::{
+    CHUNK_HEADER_MAX_LEN, CRC_LEN, ChannelId, HEADER_LEN, SEALED_HEADROOM, SEALED_TAG_LEN,
+    TransferId,
+};
+
+/// Room a reader leaves in front of a chunk's bytes
+/// ([`Session::file_read_with_room`](crate::sans_io::Session::file_read_with_room)): a
+/// sealed header's and the chunk frame's own header's.
+pub const FILE_READ_ROOM: usize = SEALED_HEADROOM + HEADER_LEN + CHUNK_HEADER_MAX_LEN;
+
+/// Capacity a reader leaves after a chunk's bytes: a sealed frame's tag and CRC trailer.
+pub const FILE_READ_TAIL: usize = SEALED_TAG_LEN + CRC_LEN;
 
 /// Where an outgoing transfer stands.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -23,6 +34,35 @@ pub(crate) enum OutState {
     /// Accepted; chunks flow.
     Sending,
 }
+
+/// Bytes read from a file: `buf[room..]`, after `room` bytes left free for the frame's
+/// header ([`FILE_READ_ROOM`]), or none.
+#[derive(Debug, Clone)]
+pub(crate) struct Chunk {
+    pub(crate) buf: Bytes,
+    pub(crate) room: usize,
+}
+
+impl Chunk {
+    pub(crate) fn len(&self) -> usize {
+        self.buf.len() - self.room
+    }
+
+    /// The chunk's bytes from `at` on, without the room (a cut or a partial resend).
+    fn from(mut self, at: usize) -> Chunk {
+        self.buf.advance(self.room + at);
+        Chunk {
+            buf: self.buf,
+            room: 0,
+        }
+    }
+}
+
+/// Reads end at multiples of this many bytes when a chunk is at least twice as long: so
+/// every read starts at one, even after a resume at an odd offset, and a reader that
+/// hashes each read as it comes feeds BLAKE3 whole aligned runs of its 1 KiB chunks,
+/// eight of which it hashes at once.
+pub(crate) const READ_ALIGN: u64 = 8 * 1024;
 
 /// A file this side sends.
 #[derive(Debug)]
@@ -43,8 +83,10 @@ pub(crate) struct OutgoingFile {
     pub(crate) acked: u64,
     /// Next offset to put on the wire.
     pub(crate) next: u64,
-    /// Read-ahead chunks, contiguous from `buf_start`.
-    buf: VecDeque<Bytes>,
+    /// Chunks read and not sent yet, contiguous from `buf_start`. A chunk leaves when it
+    /// is sent: a resend reads its bytes again, so a chunk read with room around it is
+    /// the session's alone to seal where it lies.
+    buf: VecDeque<Chunk>,
     buf_start: u64,
     /// Offset just past the last buffered byte (kept, not summed: it is read per chunk).
     buf_end: u64,
@@ -112,35 +154,20 @@ impl OutgoingFile {
         self.next = offset;
         self.sent_high = self.sent_high.max(offset);
         self.last_progress = Some(now);
-        if offset < self.buf_start || offset > self.buf_end || !self.on_boundary(offset) {
+        if offset < self.buf_start || offset > self.buf_end {
+            self.rewind(offset);
+        }
+    }
+
+    /// Sending goes back to `offset`, before the chunks in hand: they are dropped and
+    /// the bytes from there read again (a read still under way is dropped on arrival).
+    fn rewind(&mut self, offset: u64) {
+        self.next = offset;
+        if offset < self.buf_start || offset > self.buf_end {
             self.buf.clear();
             self.buf_start = offset;
             self.buf_end = offset;
             self.requested_end = offset;
-        } else {
-            self.drop_before(offset);
-        }
-    }
-
-    fn on_boundary(&self, offset: u64) -> bool {
-        let mut at = self.buf_start;
-        for chunk in &self.buf {
-            if at == offset {
-                return true;
-            }
-            at += chunk.len() as u64;
-        }
-        at == offset
-    }
-
-    fn drop_before(&mut self, offset: u64) {
-        while let Some(front) = self.buf.front() {
-            let end = self.buf_start + front.len() as u64;
-            if end > offset {
-                break;
-            }
-            self.buf_start = end;
-            self.buf.pop_front();
         }
     }
 
@@ -153,52 +180,68 @@ impl OutgoingFile {
         if start >= self.size || start - self.acked >= window {
             return None;
         }
-        let len = chunk_len.min(self.size - start);
-        self.requested_end = start + len;
-        Some((start, len))
+        let mut end = start.saturating_add(chunk_len).min(self.size);
+        if chunk_len >= 2 * READ_ALIGN && end < self.size {
+            end = (end / READ_ALIGN * READ_ALIGN).max(start + 1);
+        }
+        self.requested_end = end;
+        Some((start, end - start))
     }
 
     /// A read completed, with the file's digest if the read reached its end. Accepted
     /// only if it continues the buffer (a read made stale by a rewind is dropped; the same
     /// bytes are asked for again).
-    pub(crate) fn on_read(&mut self, offset: u64, data: Bytes, digest: Option<[u8; 32]>) {
+    pub(crate) fn on_read(&mut self, offset: u64, chunk: Chunk, digest: Option<[u8; 32]>) {
         if digest.is_some() {
             self.digest = digest;
         }
-        if offset == self.buf_end && !data.is_empty() {
-            self.buf_end += data.len() as u64;
-            self.buf.push_back(data);
+        if offset == self.buf_end && chunk.len() > 0 {
+            self.buf_end += chunk.len() as u64;
+            self.buf.push_back(chunk);
             self.requested_end = self.requested_end.max(self.buf_end);
         }
     }
 
     /// The next chunk to transmit, if it is buffered and the window allows: its offset,
-    /// its bytes, and the file's digest if it ends the file. A chunk read for a link of
-    /// larger frames than `max_len` allows is cut to fit (in place, without a copy).
+    /// its bytes, and the file's digest if it ends the file. The chunk leaves the buffer.
+    /// A chunk read for a link of larger frames than `max_len` allows is cut to fit (in
+    /// place, without a copy), as is one that an acknowledgement overtook.
     pub(crate) fn next_chunk(
         &mut self,
         window: u64,
         max_len: usize,
-    ) -> Option<(u64, Bytes, Option<[u8; 32]>)> {
+    ) -> Option<(u64, Chunk, Option<[u8; 32]>)> {
         if self.state != OutState::Sending || self.next - self.acked >= window {
             return None;
         }
-        let mut at = self.buf_start;
-        for i in 0..self.buf.len() {
-            if at == self.next && self.buf[i].len() > max_len.max(1) {
-                let rest = self.buf[i].split_off(max_len.max(1));
-                self.buf.insert(i + 1, rest);
+        while let Some(front) = self.buf.front() {
+            let end = self.buf_start + front.len() as u64;
+            if end > self.next {
+                break;
             }
-            let chunk = &self.buf[i];
-            if at == self.next {
-                self.next += chunk.len() as u64;
-                self.sent_high = self.sent_high.max(self.next);
-                let digest = self.digest.filter(|_| self.next == self.size);
-                return Some((at, chunk.clone(), digest));
-            }
-            at += chunk.len() as u64;
+            self.buf_start = end;
+            self.buf.pop_front();
         }
-        None
+        if self.buf_start > self.next {
+            return None;
+        }
+        let mut chunk = self.buf.pop_front()?;
+        let skip = usize::try_from(self.next - self.buf_start).ok()?;
+        if skip > 0 {
+            chunk = chunk.from(skip);
+        }
+        let max_len = max_len.max(1);
+        if chunk.len() > max_len {
+            let rest = chunk.clone().from(max_len);
+            chunk.buf.truncate(chunk.room + max_len);
+            self.buf.push_front(rest);
+        }
+        let at = self.next;
+        self.next += chunk.len() as u64;
+        self.buf_start = self.next;
+        self.sent_high = self.sent_high.max(self.next);
+        let digest = self.digest.filter(|_| self.next == self.size);
+        Some((at, chunk, digest))
     }
 
     pub(crate) fn has_chunk(&self, window: u64) -> bool {
@@ -220,7 +263,6 @@ impl OutgoingFile {
             }
             self.last_progress = Some(now);
             self.next = self.next.max(offset);
-            self.drop_before(offset);
         }
         true
     }
@@ -228,7 +270,7 @@ impl OutgoingFile {
     /// Link down or channel re-opening: offer again, the receiver says where to resume.
     pub(crate) fn requeue(&mut self) {
         self.state = OutState::Queued;
-        self.next = self.acked;
+        self.rewind(self.acked);
         self.last_progress = None;
     }
 
@@ -254,7 +296,7 @@ impl OutgoingFile {
         self.last_progress = Some(now);
         match self.state {
             OutState::Sending if self.acked < self.size => {
-                self.next = self.acked;
+                self.rewind(self.acked);
                 false
             }
             OutState::Queued => false,
@@ -517,8 +559,8 @@ mod tests {
             None,
             "read ahead only as far as the window"
         );
-        file.on_read(0, Bytes::from(vec![1; 10]), None);
-        file.on_read(10, Bytes::from(vec![2; 10]), None);
+        file.on_read(0, plain(vec![1; 10]), None);
+        file.on_read(10, plain(vec![2; 10]), None);
         assert_eq!(file.next_chunk(20, 1000).map(|c| c.0), Some(0));
         assert_eq!(file.next_chunk(20, 1000).map(|c| c.0), Some(10));
         assert!(!file.has_chunk(20));
@@ -534,13 +576,125 @@ mod tests {
         file.offered(Instant::ZERO);
         file.on_accept(Instant::ZERO, 0);
         assert_eq!(file.next_read(100, 10), Some((0, 10)));
-        file.on_read(0, Bytes::from_static(b"0123456789"), Some([9; 32]));
-        let (at, bytes, digest) = file.next_chunk(100, 4).unwrap();
-        assert_eq!((at, &bytes[..], digest), (0, &b"0123"[..], None));
-        let (at, bytes, _) = file.next_chunk(100, 4).unwrap();
-        assert_eq!((at, &bytes[..]), (4, &b"4567"[..]));
-        let (at, bytes, digest) = file.next_chunk(100, 4).unwrap();
-        assert_eq!((at, &bytes[..], digest), (8, &b"89"[..], Some([9; 32])));
+        file.on_read(0, plain(b"0123456789".to_vec()), Some([9; 32]));
+        let (at, chunk, digest) = file.next_chunk(100, 4).unwrap();
+        assert_eq!((at, bytes(&chunk), digest), (0, &b"0123"[..], None));
+        let (at, chunk, _) = file.next_chunk(100, 4).unwrap();
+        assert_eq!((at, bytes(&chunk)), (4, &b"4567"[..]));
+        let (at, chunk, digest) = file.next_chunk(100, 4).unwrap();
+        assert_eq!((at, bytes(&chunk), digest), (8, &b"89"[..], Some([9; 32])));
         assert!(file.all_sent());
+    }
+
+    #[test]
+    fn a_sent_chunk_leaves_and_a_resend_reads_its_bytes_again() {
+        let mut file =
+            OutgoingFile::new(ChannelId(1), TransferId(1), "f".into(), 30, 0, Bytes::new());
+        file.offered(Instant::ZERO);
+        file.on_accept(Instant::ZERO, 0);
+        for _ in 0..3 {
+            let (offset, len) = file.next_read(100, 10).unwrap();
+            let room = Chunk {
+                buf: Bytes::from(vec![offset as u8; 4 + len as usize]),
+                room: 4,
+            };
+            file.on_read(offset, room, None);
+        }
+        let (_, first, _) = file.next_chunk(100, 100).unwrap();
+        assert_eq!(
+            (first.room, first.len()),
+            (4, 10),
+            "the room travels with the chunk"
+        );
+        assert!(file.next_chunk(100, 100).is_some());
+        assert_eq!(file.buf.len(), 1, "sent chunks are not kept");
+        assert!(file.on_ack(Instant::from_secs(1), 10));
+        // No progress: sending goes back to the acknowledged byte and reads it again.
+        assert!(!file.on_timeout(Instant::from_secs(9)));
+        assert_eq!(file.next, 10);
+        assert!(
+            file.next_chunk(100, 100).is_none(),
+            "the bytes must be read again"
+        );
+        assert_eq!(file.next_read(100, 10), Some((10, 10)));
+        file.on_read(20, plain(vec![0; 10]), None);
+        assert!(
+            file.next_chunk(100, 100).is_none(),
+            "a stale read is dropped"
+        );
+        file.on_read(10, plain(vec![7; 10]), None);
+        let (at, chunk, _) = file.next_chunk(100, 100).unwrap();
+        assert_eq!((at, bytes(&chunk)), (10, &[7; 10][..]));
+    }
+
+    #[test]
+    fn an_acknowledgement_inside_a_chunk_sends_the_rest_of_it() {
+        let mut file =
+            OutgoingFile::new(ChannelId(1), TransferId(1), "f".into(), 20, 0, Bytes::new());
+        file.offered(Instant::ZERO);
+        file.on_accept(Instant::ZERO, 0);
+        assert_eq!(file.next_read(100, 20), Some((0, 20)));
+        file.on_read(0, plain((0..20).collect()), Some([1; 32]));
+        file.next_chunk(100, 100).unwrap();
+        // The link dropped; the receiver, resuming, holds 7 bytes; the chunk is read
+        // again whole (a reader answers what it is asked) and only its rest goes out.
+        file.requeue();
+        file.on_accept(Instant::ZERO, 7);
+        assert_eq!(file.next_read(100, 20), Some((7, 13)));
+        file.on_read(7, plain((7..20).collect()), Some([1; 32]));
+        assert!(file.on_ack(Instant::ZERO, 7));
+        let (at, chunk, digest) = file.next_chunk(100, 100).unwrap();
+        assert_eq!(
+            (at, bytes(&chunk), digest),
+            (7, &(7..20).collect::<Vec<u8>>()[..], Some([1; 32]))
+        );
+    }
+
+    #[test]
+    fn reads_end_at_aligned_offsets_when_chunks_are_large() {
+        let size = 10 * READ_ALIGN;
+        let mut file = OutgoingFile::new(
+            ChannelId(1),
+            TransferId(1),
+            "f".into(),
+            size,
+            0,
+            Bytes::new(),
+        );
+        file.offered(Instant::ZERO);
+        // A resume at an odd offset: the first read ends at a multiple, the rest follow.
+        file.on_accept(Instant::ZERO, 1000);
+        let chunk = 3 * READ_ALIGN - 50;
+        assert_eq!(
+            file.next_read(u64::MAX, chunk),
+            Some((1000, 3 * READ_ALIGN - 1000))
+        );
+        assert_eq!(
+            file.next_read(u64::MAX, chunk),
+            Some((3 * READ_ALIGN, 2 * READ_ALIGN))
+        );
+        // Small chunks are read as they are.
+        let mut file = OutgoingFile::new(
+            ChannelId(1),
+            TransferId(1),
+            "f".into(),
+            size,
+            0,
+            Bytes::new(),
+        );
+        file.offered(Instant::ZERO);
+        file.on_accept(Instant::ZERO, 1000);
+        assert_eq!(file.next_read(u64::MAX, 5000), Some((1000, 5000)));
+    }
+
+    fn plain(bytes: Vec<u8>) -> Chunk {
+        Chunk {
+            buf: Bytes::from(bytes),
+            room: 0,
+        }
+    }
+
+    fn bytes(chunk: &Chunk) -> &[u8] {
+        &chunk.buf[chunk.room..]
     }
 }

@@ -74,7 +74,7 @@ pub use kind::Kind;
 pub use limits::*;
 pub use sealed::{
     SEALED_HEADROOM, SEALED_SEGMENT_PLAINTEXT, encode_sealed, encode_sealed_in_place,
-    max_unsealed_len, sealed_ciphertext_len, sealed_segments,
+    max_unsealed_len, place_head, put_crc, sealed_ciphertext_len, sealed_segments,
 };
 pub use state::StateUpdate;
 

@@ -1,4 +1,5 @@
-//! Building [`Sealed`](crate::Sealed) frames without an intermediate copy, and their size.
+//! Building [`Sealed`](crate::Sealed) frames without an intermediate copy, and their size;
+//! and building any frame in the buffer its bulk bytes were read into.
 //!
 //! The encryption itself lives above this crate (it needs the session keys); this module
 //! owns only the layout: the outer header, the nonce, room for the ciphertext that the
@@ -187,9 +188,77 @@ pub fn encode_sealed_in_place<E>(
     Ok(Ok(()))
 }
 
+/// Puts a frame's `head` (what [`Frame::encode_unsealed_head`] appends) into the `room`
+/// bytes that `buf` leaves free in front of the frame's bulk bytes, right before them,
+/// and drops the rest of the room but `keep` bytes in front of the head (a sealed
+/// header's, [`SEALED_HEADROOM`]). `buf` then holds those `keep` bytes, the head and the
+/// bulk: a file chunk read after room for its header is framed without a copy.
+pub fn place_head(
+    buf: &mut BytesMut,
+    room: usize,
+    head: &[u8],
+    keep: usize,
+) -> Result<(), EncodeError> {
+    let Some(start) = room.checked_sub(head.len() + keep) else {
+        return Err(EncodeError::InvalidField("no room for the frame's head"));
+    };
+    if buf.len() < room {
+        return Err(EncodeError::InvalidField("no room for the frame's head"));
+    }
+    buf[room - head.len()..room].copy_from_slice(head);
+    buf.advance(start);
+    Ok(())
+}
+
+/// Appends the CRC trailer to the frame without it that `buf` holds: `buf` then holds
+/// what [`Frame::encode`] writes.
+pub fn put_crc(buf: &mut BytesMut) {
+    let crc = crc32c(&[&buf[..]]);
+    buf.put_u32_le(crc);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A frame built after its bulk bytes where they lie has the bytes `encode` writes.
+    #[test]
+    fn a_frame_built_in_the_room_before_its_bytes_is_the_encoded_frame() {
+        use crate::{ChannelId, FileChunk, TransferId};
+        let data: Vec<u8> = (0..5000u32).map(|i| i as u8).collect();
+        let frame = Frame::FileChunk(FileChunk {
+            channel: ChannelId(3),
+            transfer: TransferId(70_000),
+            offset: 1 << 40,
+            data: bytes::Bytes::from(data.clone()),
+            digest: Some([9; 32]),
+        });
+        let mut expected = BytesMut::new();
+        frame.encode(MAX_FRAME_LEN, &mut expected).unwrap();
+        let mut head = BytesMut::new();
+        frame
+            .encode_unsealed_head(MAX_FRAME_LEN, &mut head)
+            .unwrap();
+        let room = 100;
+        let mut buf = BytesMut::new();
+        buf.put_bytes(0, room);
+        buf.extend_from_slice(&data);
+        let at = buf[room..].as_ptr();
+        place_head(&mut buf, room, &head, 0).unwrap();
+        put_crc(&mut buf);
+        assert_eq!(buf, expected);
+        assert_eq!(buf[head.len()..].as_ptr(), at, "the bytes did not move");
+        // Kept room in front, for a sealed header.
+        let mut buf = BytesMut::new();
+        buf.put_bytes(0, room);
+        buf.extend_from_slice(&data);
+        place_head(&mut buf, room, &head, SEALED_HEADROOM).unwrap();
+        assert_eq!(buf.len(), SEALED_HEADROOM + expected.len() - CRC_LEN);
+        assert_eq!(buf[SEALED_HEADROOM..], expected[..expected.len() - CRC_LEN]);
+        // Too little room: refused, nothing written.
+        let mut short = BytesMut::from(&[0u8; 10][..]);
+        assert!(place_head(&mut short, 10, &head, 0).is_err());
+    }
 
     /// In place or not, a sealed frame has the same bytes.
     #[test]

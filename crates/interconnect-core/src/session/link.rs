@@ -12,6 +12,7 @@ use interconnect_proto::{
     Ack, CRC_LEN, Capabilities, Code, DecodeError, ErrorReport, Frame, Hello, Limits,
     MAX_DEVICE_NAME_LEN, MAX_FRAME_LEN, MIN_MAX_FRAME_LEN, Name, PROTOCOL_VERSIONS, Ping, Pong,
     Role, SEALED_HEADROOM, SEALED_SEGMENT_PLAINTEXT, SEALED_TAG_LEN, Sealed, max_unsealed_len,
+    put_crc,
 };
 
 use super::channels::start_open;
@@ -201,6 +202,7 @@ impl Session {
         let was_up = self.is_link_up();
         self.link = LinkState::Down;
         self.control.clear();
+        self.in_room = None;
         self.farewell = false;
         for channel in self.channels.values_mut() {
             if channel.on_link_down() {
@@ -428,6 +430,13 @@ impl Session {
                     }
                 },
             };
+            let frame = match self.build_in_room(frame, max, 0, usize::MAX) {
+                Ok(mut buf) => {
+                    put_crc(&mut buf);
+                    return Some(buf.freeze());
+                }
+                Err(frame) => frame,
+            };
             let large = match &frame {
                 Frame::FileChunk(chunk) => chunk.data.len() >= OWN_BUFFER,
                 Frame::Data(data) => data.payload.len() >= OWN_BUFFER,
@@ -454,6 +463,18 @@ impl Session {
     /// too large to share a batch is sealed alone, its bulk bytes read in place.
     pub(super) fn seal(&mut self, first: Frame, max: usize, now: Instant) -> Result<Bytes, String> {
         let kind = first.kind();
+        // A file chunk read with room for its headers is sealed where it was read.
+        let first = match self.build_in_room(first, max, SEALED_HEADROOM, SEALED_SEGMENT_PLAINTEXT)
+        {
+            Ok(mut buf) => {
+                let secure = self.secure.as_mut().ok_or("no secure layer")?;
+                secure
+                    .seal_in_place(&mut buf, self.wire_max)
+                    .map_err(|e| format!("{kind:?}: {e}"))?;
+                return Ok(buf.freeze());
+            }
+            Err(frame) => frame,
+        };
         let room = match &self.link {
             LinkState::Up(up) if up.batch => up.limits.max_frame_len.saturating_sub(CRC_LEN),
             _ => 0,

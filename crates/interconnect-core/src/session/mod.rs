@@ -226,8 +226,12 @@ pub struct Session {
     pending_hello: Option<Hello>,
     /// The fingerprint behind `peer_token`: a token resumes only with the same key.
     peer_token_key: Option<Fingerprint>,
-    /// Inner frames before sealing.
+    /// Inner frames before sealing; a frame's head built in place.
     plain: BytesMut,
+    /// The buffer of the file chunk last taken to be sent, when it was read with room in
+    /// front (`Session::file_read_with_room`): once the frame is the only other holder,
+    /// the frame is built in it.
+    in_room: Option<bytes::Bytes>,
     /// The link is being dropped: only the error report may still leave.
     farewell: bool,
     /// A sealed frame that overtook the last handshake step, opened once keys exist.
@@ -306,6 +310,7 @@ impl Session {
             pending_hello: None,
             peer_token_key: None,
             plain: BytesMut::new(),
+            in_room: None,
             farewell: false,
             early: None,
             pairing: None,

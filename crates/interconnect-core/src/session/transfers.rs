@@ -8,17 +8,20 @@ use crate::prelude::*;
 
 use crate::time::Instant;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use interconnect_proto::{
     Capabilities, ChannelId, Code, FileAccept, FileAck, FileCancel, FileChunk, FileComplete,
     FileOffer, FileOfferMeta, Frame, MAX_FILE_META_LEN, MAX_FILE_NAME_LEN, Role, TransferId,
+    place_head,
 };
 
 use super::{CommandError, Session};
 use crate::channel::ChannelState;
 use crate::config::MAX_FILE_AHEAD;
 use crate::event::Event;
-use crate::transfer::{ChunkVerdict, InState, IncomingFile, OutState, OutgoingFile};
+use crate::transfer::{
+    Chunk, ChunkVerdict, FILE_READ_ROOM, InState, IncomingFile, OutState, OutgoingFile,
+};
 
 /// Incoming transfers remembered as answered with a cancel.
 const ANSWERED_UNKNOWN: usize = 64;
@@ -115,8 +118,44 @@ impl Session {
         data: Bytes,
         digest: Option<[u8; 32]>,
     ) {
+        self.chunk_read(transfer, offset, Chunk { buf: data, room: 0 }, digest);
+    }
+
+    /// Like [`file_read`](Self::file_read), with the bytes read into `buf` after
+    /// [`FILE_READ_ROOM`](crate::sans_io::FILE_READ_ROOM) bytes of room, and
+    /// [`FILE_READ_TAIL`](crate::sans_io::FILE_READ_TAIL) more bytes of capacity after
+    /// them: the chunk's frame is then built and sealed where the bytes lie, never copied.
+    /// A `buf` shorter than the room is taken as no bytes.
+    pub fn file_read_with_room(
+        &mut self,
+        transfer: TransferId,
+        offset: u64,
+        buf: Bytes,
+        digest: Option<[u8; 32]>,
+    ) {
+        let chunk = if buf.len() >= FILE_READ_ROOM {
+            Chunk {
+                buf,
+                room: FILE_READ_ROOM,
+            }
+        } else {
+            Chunk {
+                buf: Bytes::new(),
+                room: 0,
+            }
+        };
+        self.chunk_read(transfer, offset, chunk, digest);
+    }
+
+    fn chunk_read(
+        &mut self,
+        transfer: TransferId,
+        offset: u64,
+        chunk: Chunk,
+        digest: Option<[u8; 32]>,
+    ) {
         if let Some(file) = self.outgoing.get_mut(&transfer) {
-            file.on_read(offset, data, digest);
+            file.on_read(offset, chunk, digest);
         }
         self.request_reads();
     }
@@ -364,6 +403,8 @@ impl Session {
                 self.control.push_back(offer_frame(file));
             }
         }
+        // Sent bytes are not kept: going back means reading them again.
+        self.request_reads();
     }
 
     pub(super) fn files_deadline(&self) -> Option<Instant> {
@@ -399,10 +440,14 @@ impl Session {
             .map(|f| f.id)?;
         self.rr_file = Some(candidate);
         let file = self.outgoing.get_mut(&candidate)?;
-        let (offset, data, digest) = file.next_chunk(window, max_chunk)?;
+        let (offset, chunk, digest) = file.next_chunk(window, max_chunk)?;
         if file.last_progress.is_none() {
             file.last_progress = Some(now);
         }
+        let data = chunk.buf.slice(chunk.room..);
+        // The frame is built where the bytes lie when its buffer is the session's alone
+        // (see `Session::in_room`).
+        self.in_room = (chunk.room > 0).then_some(chunk.buf);
         Some(Frame::FileChunk(FileChunk {
             channel: file.channel,
             transfer: file.id,
@@ -410,6 +455,60 @@ impl Session {
             data,
             digest,
         }))
+    }
+
+    /// Builds `frame` in the buffer its bytes were read into, when it is the file chunk
+    /// last taken to be sent, read with room in front (`in_room`), and no one else holds
+    /// that buffer: its head goes into the room, `keep` bytes of room stay in front of it
+    /// (a sealed header's), and the file's bytes are never copied. Hands `frame` back
+    /// otherwise, or when head and bytes come to more than `limit` (a sealed frame of
+    /// more than one segment is built elsewhere).
+    pub(super) fn build_in_room(
+        &mut self,
+        frame: Frame,
+        max: usize,
+        keep: usize,
+        limit: usize,
+    ) -> Result<BytesMut, Frame> {
+        let Frame::FileChunk(chunk) = frame else {
+            return Err(frame);
+        };
+        // The chunk's bytes are those after the room: the same address, the same length.
+        let Some(buf) = self
+            .in_room
+            .take()
+            .filter(|buf| {
+                buf.get(FILE_READ_ROOM..).map(<[u8]>::as_ptr) == Some(chunk.data.as_ptr())
+            })
+            .filter(|buf| buf.len() - FILE_READ_ROOM == chunk.data.len())
+        else {
+            return Err(Frame::FileChunk(chunk));
+        };
+        let frame = Frame::FileChunk(chunk);
+        self.plain.clear();
+        match frame.encode_unsealed_head(max, &mut self.plain) {
+            Ok(bulk) if self.plain.len() + bulk.len() <= limit => {}
+            _ => return Err(frame),
+        }
+        let Frame::FileChunk(mut chunk) = frame else {
+            return Err(frame);
+        };
+        // The frame's hold on the buffer goes; it is back if another holds it too.
+        chunk.data = Bytes::new();
+        let mut buf = match buf.try_into_mut() {
+            Ok(buf) => buf,
+            Err(buf) => {
+                chunk.data = buf.slice(FILE_READ_ROOM..);
+                return Err(Frame::FileChunk(chunk));
+            }
+        };
+        match place_head(&mut buf, FILE_READ_ROOM, &self.plain, keep) {
+            Ok(()) => Ok(buf),
+            Err(_) => {
+                chunk.data = buf.freeze().slice(FILE_READ_ROOM..);
+                Err(Frame::FileChunk(chunk))
+            }
+        }
     }
 
     // ---- frames ----

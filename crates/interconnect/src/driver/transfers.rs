@@ -299,7 +299,13 @@ impl Driver {
                 offset,
                 result,
             } => match result {
-                Ok((data, digest)) => self.session.file_read(transfer, offset, data, digest),
+                Ok(read) if read.with_room => {
+                    self.session
+                        .file_read_with_room(transfer, offset, read.bytes, read.digest);
+                }
+                Ok(read) => self
+                    .session
+                    .file_read(transfer, offset, read.bytes, read.digest),
                 Err(e) => {
                     let channel = self.outgoing_transfer_channel(transfer);
                     let reason = format!("cannot read the file: {e}");

@@ -26,7 +26,6 @@ use std::io::{self};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use bytes::Bytes;
 use interconnect_proto::{ChannelId, Code, TransferId};
 
 mod names;
@@ -97,11 +96,11 @@ pub(crate) enum IoDone {
         ticket: u64,
         result: io::Result<PreparedFile>,
     },
-    /// A read for an outgoing transfer finished (with the digest if it ends the file).
+    /// A read for an outgoing transfer finished.
     Read {
         transfer: TransferId,
         offset: u64,
-        result: io::Result<(Bytes, Option<[u8; 32]>)>,
+        result: io::Result<send::ReadChunk>,
     },
     /// A peer pinned by the session is saved in the known-peers file, or could not be.
     Pinned {

@@ -3,6 +3,7 @@
 
 use super::*;
 use bytes::Bytes;
+use interconnect_core::sans_io::{FILE_READ_ROOM, FILE_READ_TAIL};
 use interconnect_proto::{MAX_FILE_NAME_LEN, TransferId};
 use std::fs::{self, File};
 use std::io::{self, Read, Seek};
@@ -48,22 +49,17 @@ pub(crate) fn prepare(path: &Path) -> io::Result<PreparedFile> {
     })
 }
 
-/// Reads exactly `len` bytes at `offset` from the file's cursor (blocking), into a buffer
-/// that is never zeroed first.
-pub(super) fn read_at(
-    mut file: &File,
-    offset: u64,
-    len: u64,
-    mut buf: Vec<u8>,
-) -> io::Result<Bytes> {
+/// Reads exactly `len` bytes at `offset` from the file's cursor (blocking), appended to
+/// `buf`, whose capacity is never zeroed first.
+fn read_at(mut file: &File, offset: u64, len: u64, buf: &mut Vec<u8>) -> io::Result<()> {
     file.seek(io::SeekFrom::Start(offset))?;
-    buf.clear();
+    let start = buf.len();
     buf.reserve_exact(usize::try_from(len).map_err(io::Error::other)?);
-    file.take(len).read_to_end(&mut buf)?;
-    if (buf.len() as u64) < len {
+    file.take(len).read_to_end(buf)?;
+    if ((buf.len() - start) as u64) < len {
         return Err(shrunk());
     }
-    Ok(Bytes::from(buf))
+    Ok(())
 }
 
 pub(super) fn shrunk() -> io::Error {
@@ -73,15 +69,31 @@ pub(super) fn shrunk() -> io::Error {
     )
 }
 
-/// Bytes the reader takes from the file at a time, at offsets that are multiples of it
-/// once reading is in order. A chunk is cut from a block without a copy, and the hash
-/// sees whole aligned blocks whatever a link's chunk size: BLAKE3 hashes eight of its
-/// 1 KiB chunks at once only where a subtree is aligned, and fed a link's odd-sized
-/// chunks it spent more than twice as much per byte. One read per block also replaces
-/// one per chunk.
+/// Bytes the reader takes from the file at a time for chunks shorter than
+/// [`ROOM_READ`], at offsets that are multiples of it once reading is in order. Such a
+/// chunk is cut from a block without a copy, and the hash sees whole aligned blocks: fed
+/// a link's odd-sized chunks, BLAKE3 could not hash eight of its 1 KiB chunks at once
+/// and spent more than twice as much per byte. One read per block also replaces one per
+/// chunk.
 const READ_BLOCK: u64 = 64 * 1024;
 
-/// The file being sent, read in blocks, in order, and hashed as it goes.
+/// Chunks of at least this many bytes are read one by one into a buffer with room for
+/// their frame's header and trailer: the session frames and seals them where they lie.
+/// The session asks for chunks this long in multiples of 8 KiB, so they stay aligned
+/// for the hash too.
+const ROOM_READ: u64 = 16 * 1024;
+
+/// What a read hands the session.
+#[derive(Debug)]
+pub(crate) struct ReadChunk {
+    /// The bytes, after [`FILE_READ_ROOM`] bytes of room when `with_room`.
+    pub(crate) bytes: Bytes,
+    pub(crate) with_room: bool,
+    /// The file's digest, if the bytes end it.
+    pub(crate) digest: Option<[u8; 32]>,
+}
+
+/// The file being sent, read in order and hashed as it goes.
 pub(super) struct SourceReader {
     file: File,
     size: u64,
@@ -125,25 +137,45 @@ impl SourceReader {
             .min(self.size)
     }
 
-    /// Reads `len` bytes at `offset` (blocking): from the last block if it holds them,
-    /// otherwise with the block that starts there, read into `buf`. With them, the
-    /// file's digest if they end the file.
-    fn read(
-        &mut self,
-        offset: u64,
-        len: u64,
-        buf: Vec<u8>,
-    ) -> io::Result<(Bytes, Option<[u8; 32]>)> {
-        let data = match self.cached(offset, len) {
-            Some(data) => data,
-            None => {
-                let end = self.block_end(offset, len);
-                self.read_block(offset, end, buf)?;
-                self.cached(offset, len).ok_or_else(shrunk)?
-            }
+    /// The capacity to read `len` bytes at `offset` into: none when the last block
+    /// holds them.
+    fn capacity(&self, offset: u64, len: u64) -> usize {
+        let want = if len >= ROOM_READ {
+            len.saturating_add((FILE_READ_ROOM + FILE_READ_TAIL) as u64)
+        } else if self.cached(offset, len).is_some() {
+            0
+        } else {
+            self.block_end(offset, len).saturating_sub(offset)
+        };
+        usize::try_from(want).unwrap_or(0)
+    }
+
+    /// Reads `len` bytes at `offset` (blocking) into `buf`: a long chunk after room for
+    /// its frame's header, a short one with the block that starts there unless the last
+    /// block holds it. With them, the file's digest if they end the file.
+    fn read(&mut self, offset: u64, len: u64, mut buf: Vec<u8>) -> io::Result<ReadChunk> {
+        let (bytes, with_room) = if len >= ROOM_READ {
+            buf.clear();
+            buf.resize(FILE_READ_ROOM, 0);
+            self.read_hashed(offset, len, &mut buf)?;
+            (Bytes::from(buf), true)
+        } else if let Some(bytes) = self.cached(offset, len) {
+            (bytes, false)
+        } else {
+            self.block = None;
+            let end = self.block_end(offset, len);
+            buf.clear();
+            self.read_hashed(offset, end - offset, &mut buf)?;
+            self.block = Some((offset, Bytes::from(buf)));
+            (self.cached(offset, len).ok_or_else(shrunk)?, false)
+        };
+        let mut read = ReadChunk {
+            bytes,
+            with_room,
+            digest: None,
         };
         if offset + len != self.size {
-            return Ok((data, None));
+            return Ok(read);
         }
         if self.digest.is_none() {
             let meta = self.file.metadata()?;
@@ -152,12 +184,13 @@ impl SourceReader {
             }
             self.digest = Some(*self.hasher.finalize().as_bytes());
         }
-        Ok((data, self.digest))
+        read.digest = self.digest;
+        Ok(read)
     }
 
-    /// Reads the block `offset..end` and hashes what of it the hash has not seen.
-    fn read_block(&mut self, offset: u64, end: u64, buf: Vec<u8>) -> io::Result<()> {
-        self.block = None;
+    /// Reads `len` bytes at `offset`, appended to `buf`, and hashes what of them the
+    /// hash has not seen.
+    fn read_hashed(&mut self, offset: u64, len: u64, buf: &mut Vec<u8>) -> io::Result<()> {
         if self.digest.is_none() && offset > self.hashed {
             // A resume: hash the prefix the receiver already holds.
             self.file.seek(io::SeekFrom::Start(self.hashed))?;
@@ -167,13 +200,14 @@ impl SourceReader {
             }
             self.hashed = offset;
         }
-        let block = read_at(&self.file, offset, end - offset, buf)?;
+        let start = buf.len();
+        read_at(&self.file, offset, len, buf)?;
+        let end = offset + len;
         if self.digest.is_none() && offset <= self.hashed && self.hashed < end {
             let from = usize::try_from(self.hashed - offset).map_err(io::Error::other)?;
-            self.hasher.update(&block[from..]);
+            self.hasher.update(&buf[start + from..]);
             self.hashed = end;
         }
-        self.block = Some((offset, block));
         Ok(())
     }
 }
@@ -194,24 +228,19 @@ pub(crate) fn spawn_reader(
             let Some(mut reader) = source.take() else {
                 return;
             };
-            let cached = reader.cached(offset, len).is_some();
+            let want = reader.capacity(offset, len);
             // The read that ends the file checks the file's metadata: blocking too.
             let ends = offset.saturating_add(len) == reader.size && reader.digest.is_none();
-            let result = if cached && !ends {
+            let result = if want == 0 && !ends {
                 let result = reader.read(offset, len, Vec::new());
                 source = Some(reader);
                 result
             } else {
                 // The buffer comes from this task's thread, not the blocking pool's:
                 // memory a pool thread allocates stays in its own allocator arena once
-                // freed elsewhere, and a file's worth of blocks spread over the pool's
+                // freed elsewhere, and a file's worth of chunks spread over the pool's
                 // arenas would keep several times what is in flight.
-                let want = if cached {
-                    0
-                } else {
-                    reader.block_end(offset, len).saturating_sub(offset)
-                };
-                let buf = Vec::with_capacity(usize::try_from(want).unwrap_or(0));
+                let buf = Vec::with_capacity(want);
                 let outcome = tokio::task::spawn_blocking(move || {
                     let result = reader.read(offset, len, buf);
                     (reader, result)
@@ -266,14 +295,21 @@ mod tests {
         let (mut got, mut at) = (Vec::new(), start);
         while at < reader.size {
             let len = chunk.min(reader.size - at);
-            let (data, digest) = reader.read(at, len, Vec::new()).unwrap();
+            let read = reader.read(at, len, Vec::new()).unwrap();
+            let (data, digest) = (read.bytes, read.digest);
+            let data = if read.with_room {
+                assert!(len >= ROOM_READ, "only long chunks get room");
+                data.slice(FILE_READ_ROOM..)
+            } else {
+                data
+            };
             assert_eq!(data.len() as u64, len);
             got.extend_from_slice(&data);
             at += len;
             let hashed = reader.hashed;
             assert!(
-                hashed.is_multiple_of(READ_BLOCK) || hashed == reader.size,
-                "the hash sees whole blocks: {hashed}"
+                hashed.is_multiple_of(8 * 1024) || hashed == reader.size,
+                "the hash sees whole aligned runs: {hashed}"
             );
             if at == reader.size {
                 return (got, digest.expect("the last chunk carries the digest"));
@@ -284,9 +320,9 @@ mod tests {
     }
 
     #[test]
-    fn chunks_of_any_size_are_cut_from_blocks_and_hashed_once() {
+    fn chunks_of_any_size_are_read_whole_and_hashed_once() {
         let len = 3 * READ_BLOCK as usize + 4321;
-        for chunk in [1000, 4040, READ_BLOCK - 1, READ_BLOCK, 262_100, 1 << 20] {
+        for chunk in [1000, 4040, ROOM_READ - 1, 5 * 8192, READ_BLOCK, 1 << 20] {
             let (_dir, bytes, mut reader) = source(len);
             let (got, digest) = read_from(&mut reader, 0, chunk);
             assert!(got == bytes, "chunks of {chunk} bytes");
@@ -320,6 +356,8 @@ mod tests {
             .set_len(READ_BLOCK + 10)
             .unwrap();
         let error = reader.read(READ_BLOCK, 1000, Vec::new()).unwrap_err();
+        assert_eq!(error.kind(), io::ErrorKind::UnexpectedEof);
+        let error = reader.read(READ_BLOCK, ROOM_READ, Vec::new()).unwrap_err();
         assert_eq!(error.kind(), io::ErrorKind::UnexpectedEof);
     }
 }
