@@ -356,8 +356,9 @@ impl LinkReceiver for TcpReceiver {
     }
 }
 
-/// Frames at least this long are read into a buffer of their own.
-const LARGE_FRAME: usize = 64 * 1024;
+/// Frames at least this long are read into a buffer of their own (a file chunk of a link
+/// of 64 KiB frames is one).
+const LARGE_FRAME: usize = 16 * 1024;
 /// Room the shared read buffer keeps for small frames.
 const READ_BUFFER: usize = 64 * 1024;
 
@@ -377,6 +378,10 @@ struct FrameReader {
     buf: BytesMut,
     /// A large frame being filled, with its full length.
     large: Option<(BytesMut, usize)>,
+    /// The last frame was large: the next read takes only a header, since what follows
+    /// it is likely another large frame, whose bytes would otherwise land in the shared
+    /// buffer and be copied out of it.
+    after_large: bool,
 }
 
 impl FrameReader {
@@ -387,6 +392,7 @@ impl FrameReader {
             link_max: max_frame_len,
             buf: BytesMut::new(),
             large: None,
+            after_large: false,
         }
     }
 
@@ -397,6 +403,7 @@ impl FrameReader {
             if let Some((frame, len)) = &mut self.large {
                 if frame.len() == *len {
                     let (frame, _) = self.large.take().expect("checked just above");
+                    self.after_large = true;
                     return Ok(Some(frame.freeze()));
                 }
                 let want = *len - frame.len();
@@ -409,8 +416,11 @@ impl FrameReader {
                 let header = FrameHeader::parse(&self.buf, self.max_frame_len)?;
                 let len = header.frame_len();
                 if self.buf.len() >= len {
+                    self.after_large = false;
                     return Ok(Some(self.buf.split_to(len).freeze()));
                 }
+                // A small frame: the reads that complete it may take what follows too.
+                self.after_large &= len >= LARGE_FRAME;
                 if len >= LARGE_FRAME {
                     let mut frame = BytesMut::with_capacity(len);
                     frame.extend_from_slice(&self.buf);
@@ -422,7 +432,12 @@ impl FrameReader {
             if self.buf.capacity() - self.buf.len() < READ_BUFFER / 4 {
                 self.buf.reserve(READ_BUFFER);
             }
-            if self.read.read_buf(&mut self.buf).await? == 0 {
+            let room = if self.after_large {
+                HEADER_LEN.saturating_sub(self.buf.len()).max(1)
+            } else {
+                usize::MAX
+            };
+            if self.read.read_buf(&mut (&mut self.buf).limit(room)).await? == 0 {
                 return if self.buf.is_empty() {
                     Ok(None)
                 } else {
@@ -491,6 +506,24 @@ mod tests {
             frame(40, 6),
         ];
         assert_eq!(carried(&sent, usize::MAX).await, sent);
+    }
+
+    /// A run of large frames (a file's chunks) is read frame by frame into buffers of
+    /// their own, so the secure layer opens each where it lies: none shares its
+    /// allocation with the bytes read after it.
+    #[tokio::test]
+    async fn frames_after_a_large_one_arrive_in_buffers_of_their_own() {
+        let sizes = [LARGE_FRAME, 60_000, 20_000, 10, 50_000, 64 * 1024];
+        let sent: Vec<Bytes> = (0..60)
+            .map(|i| frame(sizes[i % sizes.len()], i as u8))
+            .collect();
+        let got = carried(&sent, 1).await;
+        assert!(got == sent, "a frame arrived changed or out of order");
+        for (i, frame) in got.into_iter().enumerate().skip(1) {
+            if frame.len() >= LARGE_FRAME && sent[i - 1].len() >= LARGE_FRAME {
+                assert!(frame.is_unique(), "frame {i} shares its buffer");
+            }
+        }
     }
 
     /// An empty send writes nothing and is no error; the frames around it arrive.
