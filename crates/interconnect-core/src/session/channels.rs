@@ -236,16 +236,25 @@ impl Session {
             bytes: self.config.max_in_flight_bytes,
         };
         let max_message = self.limits().max_message_len();
-        let after = match self.rr_last {
-            Some(last) => (Bound::Excluded(last), Bound::Unbounded),
-            None => (Bound::Unbounded, Bound::Unbounded),
+        let ready = |c: &Channel| c.is_open() && c.has_data(window);
+        let candidate = if self.channels.len() == 1 {
+            // One channel, as a watch app's or a phone hub's single app has: no turns to
+            // take, and no range of the map to walk for each frame.
+            self.channels
+                .iter()
+                .find(|(_, c)| ready(c))
+                .map(|(id, _)| *id)?
+        } else {
+            let after = match self.rr_last {
+                Some(last) => (Bound::Excluded(last), Bound::Unbounded),
+                None => (Bound::Unbounded, Bound::Unbounded),
+            };
+            self.channels
+                .range(after)
+                .chain(self.channels.iter())
+                .find(|(_, c)| ready(c))
+                .map(|(id, _)| *id)?
         };
-        let candidate = self
-            .channels
-            .range(after)
-            .chain(self.channels.iter())
-            .find(|(_, c)| c.is_open() && c.has_data(window))
-            .map(|(id, _)| *id)?;
         self.rr_last = Some(candidate);
         // A state update goes only to a peer that reads them (an older one would take
         // the frame for a malformed one and drop the link).
