@@ -178,19 +178,29 @@ impl SourceReader {
             return Ok(read);
         }
         if self.digest.is_none() {
-            let meta = self.file.metadata()?;
-            if meta.len() != self.size || modified_ns(&meta) != self.modified {
-                return Err(io::Error::other("the file changed while it was being sent"));
-            }
+            self.check_unchanged()?;
             self.digest = Some(*self.hasher.finalize().as_bytes());
         }
         read.digest = self.digest;
         Ok(read)
     }
 
+    /// Fails when the file's length or modification time is not what was offered.
+    fn check_unchanged(&self) -> io::Result<()> {
+        let meta = self.file.metadata()?;
+        if meta.len() != self.size || modified_ns(&meta) != self.modified {
+            return Err(io::Error::other("the file changed while it was being sent"));
+        }
+        Ok(())
+    }
+
     /// Reads `len` bytes at `offset`, appended to `buf`, and hashes what of them the
     /// hash has not seen.
     fn read_hashed(&mut self, offset: u64, len: u64, buf: &mut Vec<u8>) -> io::Result<()> {
+        if offset < self.hashed {
+            // Bytes sent before, read again for a resend: they must be the bytes hashed.
+            self.check_unchanged()?;
+        }
         if self.digest.is_none() && offset > self.hashed {
             // A resume: hash the prefix the receiver already holds.
             self.file.seek(io::SeekFrom::Start(self.hashed))?;
@@ -343,6 +353,27 @@ mod tests {
         let (got, digest) = read_from(&mut reader, 12_345, 3000);
         assert!(got[..] == bytes[12_345..]);
         assert_eq!(digest, *blake3::hash(&bytes).as_bytes());
+    }
+
+    #[test]
+    fn bytes_read_again_for_a_resend_from_a_changed_file_fail_the_read() {
+        let (dir, bytes, mut reader) = source(3 * READ_BLOCK as usize);
+        let (_, digest) = read_from(&mut reader, 0, 2 * ROOM_READ);
+        assert_eq!(digest, *blake3::hash(&bytes).as_bytes());
+        // Rewritten in place, same length, a later modification time.
+        let file = fs::OpenOptions::new()
+            .write(true)
+            .open(dir.path().join("f.bin"))
+            .unwrap();
+        file.set_modified(std::time::SystemTime::now() + std::time::Duration::from_secs(5))
+            .unwrap();
+        for len in [ROOM_READ, 1000] {
+            let error = reader.read(READ_BLOCK + 3, len, Vec::new()).unwrap_err();
+            assert_eq!(
+                error.to_string(),
+                "the file changed while it was being sent"
+            );
+        }
     }
 
     #[test]
