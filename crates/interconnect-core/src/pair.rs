@@ -524,6 +524,13 @@ impl Pair {
         Ok(transfer)
     }
 
+    /// Whether the watch was told that `transfer` was stored by the phone.
+    pub fn watch_heard_sent(&self, transfer: TransferId) -> bool {
+        self.watch_events
+            .iter()
+            .any(|e| matches!(e, Event::FileSent { transfer: t, .. } if *t == transfer))
+    }
+
     /// The messages the watch's app received on `ch`, in order.
     pub fn watch_messages(&self, ch: ChannelId) -> Vec<Bytes> {
         messages(&self.watch_events, ch)

@@ -571,10 +571,7 @@ mod tests {
 
     #[test]
     fn a_chunk_read_for_larger_frames_is_cut_to_fit_the_link() {
-        let mut file =
-            OutgoingFile::new(ChannelId(1), TransferId(1), "f".into(), 10, 0, Bytes::new());
-        file.offered(Instant::ZERO);
-        file.on_accept(Instant::ZERO, 0);
+        let mut file = sending(10, 0);
         assert_eq!(file.next_read(100, 10), Some((0, 10)));
         file.on_read(0, plain(b"0123456789".to_vec()), Some([9; 32]));
         let (at, chunk, digest) = file.next_chunk(100, 4).unwrap();
@@ -588,10 +585,7 @@ mod tests {
 
     #[test]
     fn a_sent_chunk_leaves_and_a_resend_reads_its_bytes_again() {
-        let mut file =
-            OutgoingFile::new(ChannelId(1), TransferId(1), "f".into(), 30, 0, Bytes::new());
-        file.offered(Instant::ZERO);
-        file.on_accept(Instant::ZERO, 0);
+        let mut file = sending(30, 0);
         for _ in 0..3 {
             let (offset, len) = file.next_read(100, 10).unwrap();
             let room = Chunk {
@@ -629,10 +623,7 @@ mod tests {
 
     #[test]
     fn an_acknowledgement_inside_a_chunk_sends_the_rest_of_it() {
-        let mut file =
-            OutgoingFile::new(ChannelId(1), TransferId(1), "f".into(), 20, 0, Bytes::new());
-        file.offered(Instant::ZERO);
-        file.on_accept(Instant::ZERO, 0);
+        let mut file = sending(20, 0);
         assert_eq!(file.next_read(100, 20), Some((0, 20)));
         file.on_read(0, plain((0..20).collect()), Some([1; 32]));
         file.next_chunk(100, 100).unwrap();
@@ -653,17 +644,8 @@ mod tests {
     #[test]
     fn reads_end_at_aligned_offsets_when_chunks_are_large() {
         let size = 10 * READ_ALIGN;
-        let mut file = OutgoingFile::new(
-            ChannelId(1),
-            TransferId(1),
-            "f".into(),
-            size,
-            0,
-            Bytes::new(),
-        );
-        file.offered(Instant::ZERO);
         // A resume at an odd offset: the first read ends at a multiple, the rest follow.
-        file.on_accept(Instant::ZERO, 1000);
+        let mut file = sending(size, 1000);
         let chunk = 3 * READ_ALIGN - 50;
         assert_eq!(
             file.next_read(u64::MAX, chunk),
@@ -674,6 +656,12 @@ mod tests {
             Some((3 * READ_ALIGN, 2 * READ_ALIGN))
         );
         // Small chunks are read as they are.
+        let mut file = sending(size, 1000);
+        assert_eq!(file.next_read(u64::MAX, 5000), Some((1000, 5000)));
+    }
+
+    /// A file of `size` bytes, offered, accepted from `offset`.
+    fn sending(size: u64, offset: u64) -> OutgoingFile {
         let mut file = OutgoingFile::new(
             ChannelId(1),
             TransferId(1),
@@ -683,8 +671,8 @@ mod tests {
             Bytes::new(),
         );
         file.offered(Instant::ZERO);
-        file.on_accept(Instant::ZERO, 1000);
-        assert_eq!(file.next_read(u64::MAX, 5000), Some((1000, 5000)));
+        file.on_accept(Instant::ZERO, offset);
+        file
     }
 
     fn plain(bytes: Vec<u8>) -> Chunk {

@@ -6,7 +6,6 @@ use bytes::Bytes;
 use core::time::Duration;
 use interconnect_core::ContentType;
 use interconnect_core::pair::{Faults, PKG, Pair};
-use interconnect_core::sans_io::Event;
 use interconnect_proto::Exchange;
 
 fn bad_wire(pair: Pair, seed: u64) -> Pair {
@@ -89,9 +88,7 @@ fn a_file_arrives_whole_through_a_bad_wire_and_the_sender_hears_so() {
             "seed {seed}: stored once, whole"
         );
         assert!(
-            pair.watch_events
-                .iter()
-                .any(|e| matches!(e, Event::FileSent { transfer: t, .. } if *t == transfer)),
+            pair.watch_heard_sent(transfer),
             "seed {seed}: the sender was told"
         );
     }

@@ -6,7 +6,6 @@
 use bytes::Bytes;
 use core::time::Duration;
 use interconnect_core::pair::{Faults, PKG, Pair};
-use interconnect_core::sans_io::Event;
 
 /// A file of `len` bytes that differ from chunk to chunk.
 fn file(len: u32) -> Bytes {
@@ -32,12 +31,7 @@ fn send(mut pair: Pair, mtu: usize, with_room: bool, data: &Bytes) -> Pair {
         [(ch, data.clone())],
         "stored once, whole"
     );
-    assert!(
-        pair.watch_events
-            .iter()
-            .any(|e| matches!(e, Event::FileSent { transfer: t, .. } if *t == transfer)),
-        "the sender was told"
-    );
+    assert!(pair.watch_heard_sent(transfer), "the sender was told");
     pair
 }
 
