@@ -124,8 +124,9 @@ impl Session {
     /// Like [`file_read`](Self::file_read), with the bytes read into `buf` after
     /// [`FILE_READ_ROOM`](crate::sans_io::FILE_READ_ROOM) bytes of room, and
     /// [`FILE_READ_TAIL`](crate::sans_io::FILE_READ_TAIL) more bytes of capacity after
-    /// them: the chunk's frame is then built and sealed where the bytes lie, never copied.
-    /// A `buf` shorter than the room is taken as no bytes.
+    /// them: the chunk's frame is then built where the bytes lie, and sealed there when
+    /// it is one AEAD segment, so they are not copied. A `buf` shorter than the room is
+    /// taken as no bytes.
     pub fn file_read_with_room(
         &mut self,
         transfer: TransferId,
