@@ -232,8 +232,11 @@ impl OutgoingFile {
         }
         let max_len = max_len.max(1);
         if chunk.len() > max_len {
+            // The pieces share the buffer: none has it alone to be framed in, so neither
+            // keeps the room.
             let rest = chunk.clone().from(max_len);
-            chunk.buf.truncate(chunk.room + max_len);
+            chunk = chunk.from(0);
+            chunk.buf.truncate(max_len);
             self.buf.push_front(rest);
         }
         let at = self.next;
@@ -581,6 +584,26 @@ mod tests {
         let (at, chunk, digest) = file.next_chunk(100, 4).unwrap();
         assert_eq!((at, bytes(&chunk), digest), (8, &b"89"[..], Some([9; 32])));
         assert!(file.all_sent());
+    }
+
+    #[test]
+    fn a_chunk_read_with_room_and_cut_to_fit_keeps_no_room() {
+        let mut file = sending(10, 0);
+        assert_eq!(file.next_read(100, 10), Some((0, 10)));
+        let mut buf = vec![0; 3];
+        buf.extend_from_slice(b"0123456789");
+        file.on_read(
+            0,
+            Chunk {
+                buf: Bytes::from(buf),
+                room: 3,
+            },
+            None,
+        );
+        let (_, first, _) = file.next_chunk(100, 6).unwrap();
+        assert_eq!((first.room, bytes(&first)), (0, &b"012345"[..]));
+        let (_, rest, _) = file.next_chunk(100, 6).unwrap();
+        assert_eq!((rest.room, bytes(&rest)), (0, &b"6789"[..]));
     }
 
     #[test]

@@ -116,7 +116,7 @@ fn the_same_seed_is_the_same_run() {
 }
 
 #[test]
-fn chunks_read_ahead_for_a_larger_link_are_cut_to_fit_a_smaller_one() {
+fn chunks_in_the_air_when_the_link_drops_go_again_in_the_next_links_size() {
     let mut pair = Pair::plaintext();
     pair.faults.latency = Duration::from_millis(10);
     let ch = open(&mut pair);
@@ -124,7 +124,8 @@ fn chunks_read_ahead_for_a_larger_link_are_cut_to_fit_a_smaller_one() {
     // 256 KiB chunks on this link, read ahead; the link drops mid-file.
     let data: Bytes = (0..3_000_000u32).map(|i| (i % 253) as u8).collect();
     pair.watch_sends_file(ch, "f.bin", data.clone()).unwrap();
-    // Chunks in the air, none acknowledged yet: the read-ahead is kept for the next link.
+    // Chunks in the air, none acknowledged yet: the next link reads them again, in its
+    // own chunk size.
     pair.advance(Duration::from_millis(25));
     pair.cut();
     // The next link carries frames of 16 KiB at most.

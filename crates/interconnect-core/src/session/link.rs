@@ -430,12 +430,16 @@ impl Session {
                     }
                 },
             };
-            let frame = match self.build_in_room(frame, max, 0, usize::MAX) {
-                Ok(mut buf) => {
-                    put_crc(&mut buf);
-                    return Some(buf.freeze());
+            let frame = if self.in_room.is_some() {
+                match self.build_in_room(frame, max, 0, usize::MAX) {
+                    Ok(mut buf) => {
+                        put_crc(&mut buf);
+                        return Some(buf.freeze());
+                    }
+                    Err(frame) => frame,
                 }
-                Err(frame) => frame,
+            } else {
+                frame
             };
             let large = match &frame {
                 Frame::FileChunk(chunk) => chunk.data.len() >= OWN_BUFFER,
@@ -464,16 +468,19 @@ impl Session {
     pub(super) fn seal(&mut self, first: Frame, max: usize, now: Instant) -> Result<Bytes, String> {
         let kind = first.kind();
         // A file chunk read with room for its headers is sealed where it was read.
-        let first = match self.build_in_room(first, max, SEALED_HEADROOM, SEALED_SEGMENT_PLAINTEXT)
-        {
-            Ok(mut buf) => {
-                let secure = self.secure.as_mut().ok_or("no secure layer")?;
-                secure
-                    .seal_in_place(&mut buf, self.wire_max)
-                    .map_err(|e| format!("{kind:?}: {e}"))?;
-                return Ok(buf.freeze());
+        let first = if self.in_room.is_some() {
+            match self.build_in_room(first, max, SEALED_HEADROOM, SEALED_SEGMENT_PLAINTEXT) {
+                Ok(mut buf) => {
+                    let secure = self.secure.as_mut().ok_or("no secure layer")?;
+                    secure
+                        .seal_in_place(&mut buf, self.wire_max)
+                        .map_err(|e| format!("{kind:?}: {e}"))?;
+                    return Ok(buf.freeze());
+                }
+                Err(frame) => frame,
             }
-            Err(frame) => frame,
+        } else {
+            first
         };
         let room = match &self.link {
             LinkState::Up(up) if up.batch => up.limits.max_frame_len.saturating_sub(CRC_LEN),
