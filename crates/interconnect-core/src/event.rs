@@ -160,7 +160,9 @@ pub enum Event {
     /// too large (4001).
     SendFailed(ChannelId, SendId, Code),
     /// Sender: read `len` bytes at `offset` of the transfer's file and pass them to
-    /// `Session::file_read`.
+    /// `Session::file_read` (or, read after room for the frame's header,
+    /// `Session::file_read_with_room`). The session keeps no bytes once sent: those it
+    /// must send again are asked for again.
     FileRead {
         /// The channel.
         channel: ChannelId,

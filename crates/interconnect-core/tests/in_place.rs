@@ -64,3 +64,24 @@ fn chunks_read_with_room_survive_a_bad_wire_and_link_cuts() {
         }
     }
 }
+
+/// A buffer shorter than the room holds no bytes: the read changes nothing, and the
+/// reads answered properly deliver the file.
+#[test]
+fn a_buffer_shorter_than_the_room_is_no_read() {
+    let mut pair = Pair::plaintext();
+    pair.watch_files.with_room = true;
+    pair.connect();
+    let ch = pair
+        .watch
+        .open_channel(pair.now, PKG, Some("AA:BB"))
+        .unwrap();
+    pair.drive();
+    let data = file(100_000);
+    let transfer = pair.watch_sends_file(ch, "f.bin", data.clone()).unwrap();
+    pair.watch
+        .file_read_with_room(transfer, 0, Bytes::from_static(b"short"), None);
+    pair.advance(Duration::from_secs(60));
+    assert_eq!(pair.phone_files.stored, [(ch, data)]);
+    assert!(pair.watch_heard_sent(transfer));
+}

@@ -134,18 +134,9 @@ impl Session {
         buf: Bytes,
         digest: Option<[u8; 32]>,
     ) {
-        let chunk = if buf.len() >= FILE_READ_ROOM {
-            Chunk {
-                buf,
-                room: FILE_READ_ROOM,
-            }
-        } else {
-            Chunk {
-                buf: Bytes::new(),
-                room: 0,
-            }
-        };
-        self.chunk_read(transfer, offset, chunk, digest);
+        // A buffer shorter than the room holds no bytes: the read is dropped as empty.
+        let room = FILE_READ_ROOM.min(buf.len());
+        self.chunk_read(transfer, offset, Chunk { buf, room }, digest);
     }
 
     fn chunk_read(
