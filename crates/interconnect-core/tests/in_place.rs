@@ -12,11 +12,9 @@ fn file(len: u32) -> Bytes {
     (0..len).map(|i| (i * 7 + i / 4099) as u8).collect()
 }
 
-/// Sends `data` from the watch over `pair` (links of `mtu`), its reads answered with room
-/// or without; returns the pair once the phone stored the file and the watch heard so.
-fn send(mut pair: Pair, mtu: usize, with_room: bool, data: &Bytes) -> Pair {
-    pair.faults.mtu = mtu;
-    pair.watch_files.with_room = with_room;
+/// Connects `pair` (the link may take relinks on a bad wire) and has the watch open a
+/// channel.
+fn opened(pair: &mut Pair) -> interconnect_proto::ChannelId {
     pair.connect();
     pair.advance(Duration::from_secs(30));
     let ch = pair
@@ -24,6 +22,15 @@ fn send(mut pair: Pair, mtu: usize, with_room: bool, data: &Bytes) -> Pair {
         .open_channel(pair.now, PKG, Some("AA:BB"))
         .unwrap();
     pair.advance(Duration::from_secs(1));
+    ch
+}
+
+/// Sends `data` from the watch over `pair` (links of `mtu`), its reads answered with room
+/// or without; returns the pair once the phone stored the file and the watch heard so.
+fn send(mut pair: Pair, mtu: usize, with_room: bool, data: &Bytes) -> Pair {
+    pair.faults.mtu = mtu;
+    pair.watch_files.with_room = with_room;
+    let ch = opened(&mut pair);
     let transfer = pair.watch_sends_file(ch, "f.bin", data.clone()).unwrap();
     pair.advance(Duration::from_secs(600));
     assert_eq!(
@@ -71,12 +78,7 @@ fn chunks_read_with_room_survive_a_bad_wire_and_link_cuts() {
 fn a_buffer_shorter_than_the_room_is_no_read() {
     let mut pair = Pair::plaintext();
     pair.watch_files.with_room = true;
-    pair.connect();
-    let ch = pair
-        .watch
-        .open_channel(pair.now, PKG, Some("AA:BB"))
-        .unwrap();
-    pair.drive();
+    let ch = opened(&mut pair);
     let data = file(100_000);
     let transfer = pair.watch_sends_file(ch, "f.bin", data.clone()).unwrap();
     pair.watch
