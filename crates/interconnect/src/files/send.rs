@@ -88,6 +88,7 @@ const ROOM_READ: u64 = 16 * 1024;
 pub(crate) struct ReadChunk {
     /// The bytes, after [`FILE_READ_ROOM`] bytes of room when `with_room`.
     pub(crate) bytes: Bytes,
+    /// The bytes were read after room for the frame's header (`file_read_with_room`).
     pub(crate) with_room: bool,
     /// The file's digest, if the bytes end it.
     pub(crate) digest: Option<[u8; 32]>,
