@@ -114,6 +114,9 @@ pub(crate) enum Command {
         link: u64,
         accept: bool,
     },
+    /// A blocking job (file I/O, saving a pinned peer) is done. Such reports share the
+    /// commands' queue so the driver's loop waits on one queue fewer.
+    Io(crate::files::IoDone),
     Shutdown,
 }
 

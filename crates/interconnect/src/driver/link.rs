@@ -329,11 +329,13 @@ impl Driver {
     pub(super) fn on_frames(&mut self, first: Result<Bytes, TransportError>) {
         let mut next = Some(first);
         let mut budget = 64;
+        // One reading of the clock for the batch: its frames arrived together.
+        let now = self.clock.now();
         while let Some(item) = next.take() {
             match item {
                 Ok(frame) => {
                     self.sampler.received(frame.len());
-                    self.session.handle_frame(self.clock.now(), frame);
+                    self.session.handle_frame(now, frame);
                 }
                 Err(error) => return self.lose_link(&format!("link failed: {error}")),
             }
@@ -529,10 +531,12 @@ impl Driver {
             return;
         };
         let mut closed = false;
+        // One reading of the clock for the run: the frames leave together.
+        let now = self.clock.now();
         loop {
             let frame = match self.held_frame.take() {
                 Some(frame) => frame,
-                None => match self.session.poll_transmit(self.clock.now()) {
+                None => match self.session.poll_transmit(now) {
                     Some(frame) => frame,
                     None => break,
                 },

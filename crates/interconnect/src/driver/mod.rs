@@ -37,7 +37,7 @@ use tokio::time::Instant;
 
 use crate::clock::Clock;
 use crate::error::Error;
-use crate::files::{FilesConfig, IoDone, WriterCmd};
+use crate::files::{FilesConfig, IoDone, IoSender, WriterCmd};
 use crate::sans_io::Event;
 use crate::sans_io::Session;
 use crate::security::{KnownPeers, PairingRequest, Reporter, SecurityEvent};
@@ -126,8 +126,8 @@ pub(crate) struct Driver {
     failures: u32,
     rng: SmallRng,
     files: Option<FilesConfig>,
-    io_tx: mpsc::UnboundedSender<IoDone>,
-    io_rx: mpsc::UnboundedReceiver<IoDone>,
+    /// Where blocking jobs report (into `commands`).
+    io_tx: IoSender,
     /// Outgoing files being opened and hashed, by ticket.
     preparing: HashMap<u64, OutFile>,
     outgoing_files: HashMap<TransferId, OutFile>,
@@ -215,7 +215,6 @@ impl Driver {
                     self.close_all().await;
                     break;
                 },
-                Some(done) = self.io_rx.recv() => self.on_io(done),
                 // Backpressure: while the replies the peer's frames caused cannot leave,
                 // its frames stay in the socket.
                 frame = recv_frame(&mut self.link), if !self.session.input_paused() => {
@@ -637,6 +636,7 @@ impl Driver {
                     self.session.release_acks(channel);
                 }
             }
+            Command::Io(done) => self.on_io(done),
             Command::Shutdown => {}
         }
     }

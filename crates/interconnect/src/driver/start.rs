@@ -10,7 +10,7 @@ use super::link::{Arrival, supply_links};
 use super::{Backoff, Driver};
 use crate::clock::Clock;
 use crate::command::Command;
-use crate::files::FilesConfig;
+use crate::files::{FilesConfig, IoSender};
 use crate::sans_io::Session;
 use crate::security::{KnownPeers, Reporter};
 use crate::state::LinkStatus;
@@ -96,8 +96,8 @@ impl Driver {
         new_links: mpsc::Receiver<Arrival>,
         listener: bool,
     ) -> Driver {
-        let (io_tx, io_rx) = mpsc::unbounded_channel();
         let (commands_tx, commands) = mpsc::unbounded_channel::<Command>();
+        let io_tx = IoSender::new(commands_tx.clone());
         let (status, _) = watch::channel(LinkStatus::default());
         Driver {
             clock: Clock::start(),
@@ -124,7 +124,6 @@ impl Driver {
             rng: SmallRng::seed_from_u64(setup.seed),
             files: setup.files,
             io_tx,
-            io_rx,
             preparing: HashMap::default(),
             outgoing_files: HashMap::default(),
             writers: HashMap::default(),

@@ -152,10 +152,9 @@ impl Driver {
         let io = self.io_tx.clone();
         tokio::task::spawn_blocking(move || {
             let result = files::claim_partial(&config, &offer, next.resumes, &live, others);
-            if let Err(tokio::sync::mpsc::error::SendError(IoDone::Claimed {
-                result: Ok(claim),
-                ..
-            })) = io.send(IoDone::Claimed {
+            if let Err(IoDone::Claimed {
+                result: Ok(claim), ..
+            }) = io.send(IoDone::Claimed {
                 ticket: offer.ticket,
                 result,
             }) {

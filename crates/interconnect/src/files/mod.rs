@@ -27,6 +27,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use interconnect_proto::{ChannelId, Code, TransferId};
+use tokio::sync::mpsc;
+
+use crate::command::Command;
 
 mod names;
 mod receive;
@@ -84,6 +87,26 @@ impl FilesConfig {
             partial_max_age: Duration::from_secs(7 * 24 * 3600),
             max_partial_bytes: 1 << 30,
             ask: None,
+        }
+    }
+}
+
+/// Where the blocking jobs report: the driver's command queue ([`Command::Io`]).
+#[derive(Clone, Debug)]
+pub(crate) struct IoSender(mpsc::UnboundedSender<Command>);
+
+impl IoSender {
+    pub(crate) fn new(commands: mpsc::UnboundedSender<Command>) -> IoSender {
+        IoSender(commands)
+    }
+
+    /// Reports `done`; gives it back when the driver is gone.
+    pub(crate) fn send(&self, done: IoDone) -> Result<(), IoDone> {
+        match self.0.send(Command::Io(done)) {
+            Ok(()) => Ok(()),
+            Err(mpsc::error::SendError(Command::Io(done))) => Err(done),
+            // Only `Command::Io` is sent here.
+            Err(_) => Ok(()),
         }
     }
 }

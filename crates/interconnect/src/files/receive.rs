@@ -273,7 +273,7 @@ pub(crate) fn start_writer(
     config: &FilesConfig,
     offer: Offer,
     claim: Claim,
-    done: mpsc::UnboundedSender<IoDone>,
+    done: IoSender,
 ) -> Incoming {
     let name = sanitize_file_name(&offer.name);
     let (tx, rx) = mpsc::unbounded_channel();
@@ -428,11 +428,7 @@ pub(super) struct Partial {
 }
 
 impl Writer {
-    async fn run(
-        self,
-        mut commands: mpsc::UnboundedReceiver<WriterCmd>,
-        done: mpsc::UnboundedSender<IoDone>,
-    ) {
+    async fn run(self, mut commands: mpsc::UnboundedReceiver<WriterCmd>, done: IoSender) {
         let (ticket, channel, transfer) = (self.ticket, self.channel, self.transfer);
         let writer = Arc::new(self);
         let outcome = writer.clone().write(&mut commands, &done).await;
@@ -465,7 +461,7 @@ impl Writer {
     async fn write(
         self: Arc<Self>,
         commands: &mut mpsc::UnboundedReceiver<WriterCmd>,
-        done: &mpsc::UnboundedSender<IoDone>,
+        done: &IoSender,
     ) -> Result<Option<(PathBuf, String)>, (Code, String)> {
         let storage =
             |what: &'static str| move |e: io::Error| (Code::STORAGE, format!("{what}: {e}"));

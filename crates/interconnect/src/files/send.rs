@@ -230,7 +230,7 @@ impl SourceReader {
 pub(crate) fn spawn_reader(
     prepared: PreparedFile,
     transfer: TransferId,
-    done: mpsc::UnboundedSender<IoDone>,
+    done: IoSender,
 ) -> mpsc::UnboundedSender<(u64, u64)> {
     let (tx, mut rx) = mpsc::unbounded_channel::<(u64, u64)>();
     let mut source = Some(SourceReader::new(prepared));
