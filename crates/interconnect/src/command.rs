@@ -146,3 +146,13 @@ impl Drop for ConnSlot {
         self.outbox.stop();
     }
 }
+
+/// What answers a pairing request: the user's answer, to the driver of `link`.
+pub(crate) fn pairing_answer(
+    commands: tokio::sync::mpsc::UnboundedSender<Command>,
+    link: u64,
+) -> impl FnOnce(bool) + Send + Sync + 'static {
+    move |accept| {
+        let _ = commands.send(Command::ConfirmPairing { link, accept });
+    }
+}

@@ -133,6 +133,15 @@ pub trait LinkSender: Send + 'static {
     async fn flush(&mut self) -> Result<(), TransportError> {
         Ok(())
     }
+
+    /// Writes `frame` at once if the link takes it without waiting, and gives back what
+    /// it did not write, which must be the next bytes sent (with [`send`](Self::send)).
+    /// What it wrote needs no flush. The driver calls it only while nothing waits to be
+    /// sent, so a frame need not wait for the writer task to be scheduled. The default
+    /// writes nothing: every frame goes through `send`.
+    fn try_send(&mut self, frame: Bytes) -> Result<Option<Bytes>, TransportError> {
+        Ok(Some(frame))
+    }
 }
 
 /// What a radio link (BLE) runs with, as its transport knows it.

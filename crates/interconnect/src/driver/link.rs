@@ -2,6 +2,8 @@
 //! new links beside the current one (probes, eviction, takeover), reading and writing
 //! with backpressure, and the loss of a link.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -54,8 +56,15 @@ impl Backoff {
 }
 
 pub(crate) struct ActiveLink {
-    /// Frames to the link's writer task.
-    pub(super) frames_out: mpsc::Sender<Bytes>,
+    /// Frames to the link's writer task (queued through [`ActiveLink::queue`], which
+    /// counts them).
+    frames_out: mpsc::Sender<Bytes>,
+    /// The link's sender, shared with its writer task, which holds it while it writes.
+    sender: Arc<tokio::sync::Mutex<Box<dyn LinkSender>>>,
+    /// Frames queued to the writer and not yet written: while none are, and the writer
+    /// does not hold the sender, the driver writes a frame itself ([`ActiveLink::send_now`]),
+    /// which spares a small message the writer task's turn.
+    queued: Arc<AtomicUsize>,
     /// The writer task: on shutdown the driver waits for it to write what is queued.
     pub(super) writer: tokio::task::JoinHandle<()>,
     pub(super) receiver: Box<dyn crate::transport::LinkReceiver>,
@@ -64,7 +73,7 @@ pub(crate) struct ActiveLink {
     /// Where the link comes from, when the transport knows.
     pub(super) source: Option<std::net::IpAddr>,
     /// Bytes the link took so far (counted by the writer as the transport takes them).
-    pub(super) written: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    pub(super) written: Arc<AtomicU64>,
 }
 
 impl ActiveLink {
@@ -74,12 +83,22 @@ impl ActiveLink {
         use tracing::Instrument;
         let (frames_out, frames) = mpsc::channel(WRITE_QUEUE);
         let span = tracing::debug_span!("link", n);
-        let written = std::sync::Arc::default();
+        let written = Arc::default();
+        let queued = Arc::default();
+        let sender = Arc::new(tokio::sync::Mutex::new(link.sender));
         let writer = tokio::spawn(
-            write_frames(link.sender, frames, std::sync::Arc::clone(&written)).instrument(span),
+            write_frames(
+                Arc::clone(&sender),
+                frames,
+                Arc::clone(&written),
+                Arc::clone(&queued),
+            )
+            .instrument(span),
         );
         let active = ActiveLink {
             frames_out,
+            sender,
+            queued,
             writer,
             receiver: link.receiver,
             limit: usize::MAX,
@@ -103,6 +122,58 @@ impl ActiveLink {
                 writer.abort();
             }
         });
+    }
+
+    /// Queues `frame` to the writer task.
+    pub(super) fn queue(&self, frame: Bytes) -> Result<(), mpsc::error::TrySendError<Bytes>> {
+        self.queued.fetch_add(1, Ordering::AcqRel);
+        let result = self.frames_out.try_send(frame);
+        if result.is_err() {
+            self.queued.fetch_sub(1, Ordering::AcqRel);
+        }
+        result
+    }
+
+    /// The write queue, to wait for room in (see [`ActiveLink::queue_into`]).
+    pub(super) fn queue_handle(&self) -> mpsc::Sender<Bytes> {
+        self.frames_out.clone()
+    }
+
+    /// Queues `frame` into room waited for.
+    pub(super) fn queue_into(&self, permit: mpsc::OwnedPermit<Bytes>, frame: Bytes) {
+        self.queued.fetch_add(1, Ordering::AcqRel);
+        permit.send(frame);
+    }
+
+    /// Queues `frame`, waiting for room (on shutdown).
+    pub(super) async fn queue_waiting(&mut self, frame: Bytes) {
+        self.queued.fetch_add(1, Ordering::AcqRel);
+        if self.frames_out.send(frame).await.is_err() {
+            self.queued.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+
+    /// Ends the write queue; the writer writes what is queued, then ends.
+    pub(super) fn close_queue(self) -> tokio::task::JoinHandle<()> {
+        self.writer
+    }
+
+    /// Writes `frame` now, when nothing waits to be written and the link takes it at
+    /// once: `Ok(None)` then. Otherwise gives back what is left of it, to be queued.
+    pub(super) fn send_now(&self, frame: Bytes) -> Result<Option<Bytes>, TransportError> {
+        if self.queued.load(Ordering::Acquire) != 0 {
+            return Ok(Some(frame));
+        }
+        // Held by the writer while it writes (it counts its frames as written only
+        // after): then the frame waits its turn in the queue.
+        let Ok(mut sender) = self.sender.try_lock() else {
+            return Ok(Some(frame));
+        };
+        let len = frame.len();
+        let rest = sender.try_send(frame)?;
+        let taken = len - rest.as_ref().map_or(0, Bytes::len);
+        self.written.fetch_add(taken as u64, Ordering::Relaxed);
+        Ok(rest)
     }
 
     /// Tells the receiver the session's current frame limit, when it changed.
@@ -150,7 +221,7 @@ impl Probe {
     /// (its writer is gone or a stranger stopped reading): the probe is then dropped.
     pub(super) fn transmit(&mut self, now: crate::time::Instant) -> bool {
         while let Some(frame) = self.session.poll_transmit(now) {
-            if self.link.frames_out.try_send(frame).is_err() {
+            if self.link.queue(frame).is_err() {
                 return false;
             }
         }
@@ -177,28 +248,36 @@ pub(super) const WRITE_QUEUE: usize = 64;
 /// the driver from reading: two drivers blocked writing to each other would deadlock.
 /// It ends when the driver drops the queue (after writing what is queued) or the link
 /// fails (the driver then sees the queue closed).
-pub(super) async fn write_frames(
-    mut sender: Box<dyn LinkSender>,
+///
+/// It holds the sender while it writes a batch, and counts the batch out of `queued`
+/// only once it is flushed: until then the driver queues behind it (see
+/// [`ActiveLink::send_now`]), so frames never overtake each other.
+async fn write_frames(
+    sender: Arc<tokio::sync::Mutex<Box<dyn LinkSender>>>,
     mut frames: mpsc::Receiver<Bytes>,
-    written: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    written: Arc<AtomicU64>,
+    queued: Arc<AtomicUsize>,
 ) {
-    use std::sync::atomic::Ordering::Relaxed;
     while let Some(frame) = frames.recv().await {
+        let mut sender = sender.lock().await;
+        let mut count = 1;
         let len = frame.len() as u64;
         if sender.send(frame).await.is_err() {
             return;
         }
-        written.fetch_add(len, Relaxed);
+        written.fetch_add(len, Ordering::Relaxed);
         while let Ok(frame) = frames.try_recv() {
+            count += 1;
             let len = frame.len() as u64;
             if sender.send(frame).await.is_err() {
                 return;
             }
-            written.fetch_add(len, Relaxed);
+            written.fetch_add(len, Ordering::Relaxed);
         }
         if sender.flush().await.is_err() {
             return;
         }
+        queued.fetch_sub(count, Ordering::AcqRel);
     }
 }
 
@@ -508,7 +587,7 @@ impl Driver {
         // session then yields its error report and nothing else).
         if let Some(link) = self.link.as_ref().filter(|_| self.session.is_dropping()) {
             while let Some(frame) = self.session.poll_transmit(self.clock.now()) {
-                if link.frames_out.try_send(frame).is_err() {
+                if link.queue(frame).is_err() {
                     break;
                 }
             }
@@ -541,7 +620,16 @@ impl Driver {
                     None => break,
                 },
             };
-            match link.frames_out.try_send(frame) {
+            let frame = match link.send_now(frame) {
+                Ok(None) => continue,
+                Ok(Some(frame)) => frame,
+                Err(error) => {
+                    tracing::debug!(%error, "link write failed");
+                    closed = true;
+                    break;
+                }
+            };
+            match link.queue(frame) {
                 Ok(()) => {}
                 Err(mpsc::error::TrySendError::Full(frame)) => {
                     self.held_frame = Some(frame);
@@ -557,5 +645,94 @@ impl Driver {
         if closed {
             self.lose_link("the link's writer stopped (send failed)");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::transport::LinkReceiver;
+
+    type Log = Arc<std::sync::Mutex<Vec<(u8, &'static str)>>>;
+
+    /// A sender whose `send` waits for a permit; it logs each frame's first byte and who
+    /// wrote it (the writer task or the driver).
+    struct Gated {
+        log: Log,
+        gate: Arc<tokio::sync::Semaphore>,
+    }
+
+    #[async_trait::async_trait]
+    impl LinkSender for Gated {
+        async fn send(&mut self, frame: Bytes) -> Result<(), TransportError> {
+            self.gate.acquire().await.expect("open").forget();
+            self.log.lock().expect("log").push((frame[0], "writer"));
+            Ok(())
+        }
+
+        fn try_send(&mut self, frame: Bytes) -> Result<Option<Bytes>, TransportError> {
+            self.log.lock().expect("log").push((frame[0], "driver"));
+            Ok(None)
+        }
+    }
+
+    struct Silent;
+
+    #[async_trait::async_trait]
+    impl LinkReceiver for Silent {
+        async fn recv(&mut self) -> Result<Option<Bytes>, TransportError> {
+            std::future::pending().await
+        }
+    }
+
+    fn frame(n: u8) -> Bytes {
+        Bytes::from(vec![n; 8])
+    }
+
+    #[tokio::test]
+    async fn a_frame_written_at_once_never_overtakes_a_queued_one() {
+        let (log, gate) = (Log::default(), Arc::new(tokio::sync::Semaphore::new(0)));
+        let sender = Gated {
+            log: log.clone(),
+            gate: gate.clone(),
+        };
+        let link = Link {
+            sender: Box::new(sender),
+            receiver: Box::new(Silent),
+            max_frame_len: 1024,
+            source: None,
+        };
+        let (link, _) = ActiveLink::start(link, 0);
+        // Nothing queued: written at once.
+        assert_eq!(link.send_now(frame(1)).expect("sent"), None);
+        // Queued, its writer not run yet (the sender is free): the next frame waits.
+        link.queue(frame(2)).expect("room");
+        assert_eq!(link.send_now(frame(3)).expect("sent"), Some(frame(3)));
+        link.queue(frame(3)).expect("room");
+        // The writer holds the sender while it waits to write: the next frame waits too.
+        tokio::task::yield_now().await;
+        assert_eq!(link.send_now(frame(4)).expect("sent"), Some(frame(4)));
+        link.queue(frame(4)).expect("room");
+        gate.add_permits(3);
+        for _ in 0..100 {
+            if link.queued.load(Ordering::Acquire) == 0 {
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+        // All written and flushed: at once again.
+        assert_eq!(link.send_now(frame(5)).expect("sent"), None);
+        let log = log.lock().expect("log").clone();
+        assert_eq!(
+            log,
+            [
+                (1, "driver"),
+                (2, "writer"),
+                (3, "writer"),
+                (4, "writer"),
+                (5, "driver")
+            ]
+        );
+        assert_eq!(link.written.load(Ordering::Relaxed), 5 * 8);
     }
 }

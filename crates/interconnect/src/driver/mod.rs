@@ -57,7 +57,7 @@ use routing::{fail_requests, publish};
 pub(crate) use start::{Setup, spawn};
 
 use crate::app_state::FLIGHT;
-use crate::command::{Command, ConnSlot};
+use crate::command::{Command, ConnSlot, pairing_answer};
 use crate::outbox::DURABLE;
 use crate::sends::{self, Queued};
 pub(crate) use crate::state::LinkStatus;
@@ -193,7 +193,7 @@ impl Driver {
             }
             // A frame waits for room in the write queue: wait for room too.
             let held_for = match (&self.held_frame, &self.link) {
-                (Some(_), Some(link)) => Some(link.frames_out.clone()),
+                (Some(_), Some(link)) => Some(link.queue_handle()),
                 _ => None,
             };
             tokio::select! {
@@ -225,8 +225,8 @@ impl Driver {
                 }
                 room = write_room(held_for.clone()), if held_for.is_some() => {
                     self.held_since = None;
-                    match (room, self.held_frame.take()) {
-                        (Ok(permit), Some(frame)) => { permit.send(frame); }
+                    match (room, self.held_frame.take(), &self.link) {
+                        (Ok(permit), Some(frame), Some(link)) => link.queue_into(permit, frame),
                         _ => self.lose_link("the link's writer stopped (send failed)"),
                     }
                 }
@@ -375,12 +375,8 @@ impl Driver {
                 });
             }
             Event::PairingRequest { fingerprint, code } => {
-                let request = PairingRequest::new(
-                    fingerprint,
-                    code,
-                    self.link_number,
-                    self.commands_tx.clone(),
-                );
+                let answer = pairing_answer(self.commands_tx.clone(), self.link_number);
+                let request = PairingRequest::new(fingerprint, code, answer);
                 // Unheard (no one listens, or the queue is full): the request is dropped,
                 // which rejects it.
                 self.report(SecurityEvent::PairingRequest(request));
@@ -683,11 +679,11 @@ impl Driver {
         if let Some(link) = self.link.take() {
             let held = self.held_frame.take();
             let drained = async move {
+                let mut link = link;
                 if let Some(frame) = held {
-                    let _ = link.frames_out.send(frame).await;
+                    link.queue_waiting(frame).await;
                 }
-                drop(link.frames_out);
-                let _ = link.writer.await;
+                let _ = link.close_queue().await;
             };
             if tokio::time::timeout(LINGER, drained).await.is_err() {
                 tracing::debug!("shutdown: the link did not take the last frames in time");

@@ -19,7 +19,7 @@ use tokio::time::Instant;
 use super::link::{ActiveLink, Arrival, Probe, Vetted, crowd_out, recv_probe, supply_links};
 use super::start::{Setup, spawn_device};
 use crate::clock::Clock;
-use crate::command::Command;
+use crate::command::{Command, pairing_answer};
 use crate::connection::Connection;
 use crate::files::FilesConfig;
 use crate::sans_io::{Event, Session};
@@ -299,8 +299,8 @@ impl Reception {
                     });
                 }
                 Event::PairingRequest { fingerprint, code } => {
-                    let request =
-                        PairingRequest::new(fingerprint, code, number, self.commands_tx.clone());
+                    let answer = pairing_answer(self.commands_tx.clone(), number);
+                    let request = PairingRequest::new(fingerprint, code, answer);
                     self.reporter.report(SecurityEvent::PairingRequest(request));
                 }
                 Event::PeerPinned { fingerprint } => self.pinned(fingerprint),

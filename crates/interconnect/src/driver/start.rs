@@ -97,7 +97,13 @@ impl Driver {
         listener: bool,
     ) -> Driver {
         let (commands_tx, commands) = mpsc::unbounded_channel::<Command>();
-        let io_tx = IoSender::new(commands_tx.clone());
+        let io = commands_tx.clone();
+        let io_tx = IoSender::new(move |done| match io.send(Command::Io(done)) {
+            Ok(()) => Ok(()),
+            Err(mpsc::error::SendError(Command::Io(done))) => Err(done),
+            // Only a report is sent here.
+            Err(_) => Ok(()),
+        });
         let (status, _) = watch::channel(LinkStatus::default());
         Driver {
             clock: Clock::start(),

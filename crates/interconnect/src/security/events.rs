@@ -6,7 +6,6 @@ use std::sync::atomic::AtomicU64;
 use tokio::sync::mpsc;
 
 use super::{CipherSuite, Fingerprint, PairingCode, SecurityError};
-use crate::command::Command;
 
 /// A device-level security event, from [`Interconnect::security_events`] or
 /// [`Hub::security_events`].
@@ -52,26 +51,32 @@ pub enum SecurityEvent {
 }
 
 /// A pairing waiting for the user. Dropping it unanswered rejects the pairing.
-#[derive(Debug)]
 pub struct PairingRequest {
     fingerprint: Fingerprint,
     code: PairingCode,
-    link: u64,
-    commands: Option<mpsc::UnboundedSender<Command>>,
+    /// Takes the user's answer to the driver that asked (once).
+    answer: Option<Box<dyn FnOnce(bool) + Send + Sync>>,
+}
+
+impl std::fmt::Debug for PairingRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PairingRequest")
+            .field("fingerprint", &self.fingerprint)
+            .field("code", &self.code)
+            .finish_non_exhaustive()
+    }
 }
 
 impl PairingRequest {
     pub(crate) fn new(
         fingerprint: Fingerprint,
         code: PairingCode,
-        link: u64,
-        commands: mpsc::UnboundedSender<Command>,
+        answer: impl FnOnce(bool) + Send + Sync + 'static,
     ) -> Self {
         PairingRequest {
             fingerprint,
             code,
-            link,
-            commands: Some(commands),
+            answer: Some(Box::new(answer)),
         }
     }
 
@@ -96,11 +101,8 @@ impl PairingRequest {
     }
 
     fn answer(&mut self, accept: bool) {
-        if let Some(commands) = self.commands.take() {
-            let _ = commands.send(Command::ConfirmPairing {
-                link: self.link,
-                accept,
-            });
+        if let Some(answer) = self.answer.take() {
+            answer(accept);
         }
     }
 }
