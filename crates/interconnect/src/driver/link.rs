@@ -134,6 +134,11 @@ impl ActiveLink {
         result
     }
 
+    /// Frames the write queue has room for now.
+    pub(super) fn queue_room(&self) -> usize {
+        self.frames_out.capacity()
+    }
+
     /// The write queue, to wait for room in (see [`ActiveLink::queue_into`]).
     pub(super) fn queue_handle(&self) -> mpsc::Sender<Bytes> {
         self.frames_out.clone()
@@ -601,7 +606,10 @@ impl Driver {
     }
 
     /// Moves frames from the session to the write queue while it has room; the first
-    /// frame that does not fit is held until it does.
+    /// frame that does not fit is held until it does. A run of one frame is written at
+    /// once when nothing waits to be written ([`ActiveLink::send_now`]), sparing it the
+    /// writer task's turn; a longer run goes through the queue, so the writer hands it
+    /// to the link in one batch (one system call on TCP).
     pub(super) fn transmit(&mut self) {
         let Some(link) = self.link.as_ref() else {
             self.held_frame = None;
@@ -612,6 +620,10 @@ impl Driver {
         let mut closed = false;
         // One reading of the clock for the run: the frames leave together.
         let now = self.clock.now();
+        // The run's first frame, kept back while it may be alone: only when the queue
+        // has room for it and the next, so neither is refused if one follows.
+        let mut lone = None;
+        let mut first = true;
         loop {
             let frame = match self.held_frame.take() {
                 Some(frame) => frame,
@@ -620,16 +632,15 @@ impl Driver {
                     None => break,
                 },
             };
-            let frame = match link.send_now(frame) {
-                Ok(None) => continue,
-                Ok(Some(frame)) => frame,
-                Err(error) => {
-                    tracing::debug!(%error, "link write failed");
-                    closed = true;
-                    break;
-                }
+            if std::mem::take(&mut first) && link.queue_room() >= 2 {
+                lone = Some(frame);
+                continue;
+            }
+            let queued = match lone.take() {
+                Some(lone) => link.queue(lone).and_then(|()| link.queue(frame)),
+                None => link.queue(frame),
             };
-            match link.queue(frame) {
+            match queued {
                 Ok(()) => {}
                 Err(mpsc::error::TrySendError::Full(frame)) => {
                     self.held_frame = Some(frame);
@@ -639,6 +650,23 @@ impl Driver {
                 Err(mpsc::error::TrySendError::Closed(_)) => {
                     closed = true;
                     break;
+                }
+            }
+        }
+        if let Some(frame) = lone {
+            match link.send_now(frame) {
+                Ok(None) => {}
+                Ok(Some(rest)) => match link.queue(rest) {
+                    Ok(()) => {}
+                    Err(mpsc::error::TrySendError::Full(rest)) => {
+                        self.held_frame = Some(rest);
+                        self.held_since.get_or_insert_with(Instant::now);
+                    }
+                    Err(mpsc::error::TrySendError::Closed(_)) => closed = true,
+                },
+                Err(error) => {
+                    tracing::debug!(%error, "link write failed");
+                    closed = true;
                 }
             }
         }
