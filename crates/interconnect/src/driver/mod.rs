@@ -6,7 +6,7 @@
 //! the state each reads; `link` the link pump (supply with backoff, writer tasks, probes,
 //! backpressure); `transfers` the file transfers (offers, readers, writers);
 //! `reception` the front of a hub of several watches; `command` what handles send the
-//! driver.
+//! driver; `wait` what the loop waits on, and which of it woke the loop.
 //!
 //! In a loop it feeds received frames, commands and timeouts into the session, drains
 //! frames to the link and routes events to the connections. A second task per device asks
@@ -52,6 +52,7 @@ pub(crate) mod reception;
 mod routing;
 mod start;
 mod transfers;
+mod wait;
 
 use routing::{fail_requests, publish};
 pub(crate) use start::{Setup, spawn};
@@ -66,6 +67,7 @@ use crate::state::{LinkLimits, PeerDeviceStatus};
 pub use link::Backoff;
 use link::{ActiveLink, Arrival, LINGER, Probe, recv_frame, recv_probe, write_room};
 use transfers::{Admitted, Claiming, OutFile, Receiving};
+use wait::Woke;
 
 struct ConnEntry {
     slot: ConnSlot,
@@ -106,6 +108,10 @@ pub(crate) struct Driver {
     listener: bool,
     link_requests: mpsc::Sender<Duration>,
     new_links: mpsc::Receiver<Arrival>,
+    /// The link supply ended (`new_links` is closed): no longer waited on.
+    links_closed: bool,
+    /// Which of what the driver waits on woke it (see `wait`).
+    wakes: wait::Wakes,
     conns: HashMap<u64, ConnEntry>,
     /// What the apps took of the peer's durable messages.
     cursors: std::sync::Arc<crate::cursors::Cursors>,
@@ -190,47 +196,66 @@ impl Driver {
             {
                 timer.as_mut().reset(deadline);
                 armed = Some(deadline);
+                self.wakes.dirty |= wait::TIMER;
             }
             // A frame waits for room in the write queue: wait for room too.
             let held_for = match (&self.held_frame, &self.link) {
                 (Some(_), Some(link)) => Some(link.queue_handle()),
                 _ => None,
             };
-            tokio::select! {
-                command = self.commands.recv() => match command {
-                    Some(Command::Shutdown) | None => {
+            let woke = {
+                let (paused, vetting, held) = (
+                    self.session.input_paused(),
+                    !self.probes.is_empty(),
+                    held_for.is_some(),
+                );
+                let frames = recv_frame(&mut self.link);
+                let probes = recv_probe(&mut self.probes);
+                let room = write_room(held_for);
+                tokio::pin!(frames, probes, room);
+                let mut sources = wait::Sources {
+                    commands: &mut self.commands,
+                    links: (!self.links_closed).then_some(&mut self.new_links),
+                    // Backpressure: while the replies the peer's frames caused cannot
+                    // leave, its frames stay in the socket.
+                    frames: (!paused).then_some(frames.as_mut()),
+                    probes: vetting.then_some(probes.as_mut()),
+                    room: held.then_some(room.as_mut()),
+                    timer: deadline.is_some().then_some(timer.as_mut()),
+                };
+                let wakes = &mut self.wakes;
+                std::future::poll_fn(|cx| wakes.poll(cx, &mut sources)).await
+            };
+            match woke {
+                Woke::Command(Some(Command::Shutdown) | None) => {
+                    self.close_all().await;
+                    break;
+                }
+                Woke::Command(Some(command)) => {
+                    self.on_command(command);
+                    // A burst (pipelined sends) is taken in one pass, with one flush.
+                    if self.take_commands() {
                         self.close_all().await;
                         break;
                     }
-                    Some(command) => {
-                        self.on_command(command);
-                        // A burst (pipelined sends) is taken in one pass, with one flush.
-                        if self.take_commands() {
-                            self.close_all().await;
-                            break;
-                        }
+                }
+                Woke::Arrival(arrival) => {
+                    if self.on_arrival(arrival) {
+                        self.close_all().await;
+                        break;
                     }
-                },
-                Some(arrival) = self.new_links.recv() => if self.on_arrival(arrival) {
-                    self.close_all().await;
-                    break;
-                },
-                // Backpressure: while the replies the peer's frames caused cannot leave,
-                // its frames stay in the socket.
-                frame = recv_frame(&mut self.link), if !self.session.input_paused() => {
-                    self.on_frames(frame);
                 }
-                (i, frame) = recv_probe(&mut self.probes), if !self.probes.is_empty() => {
-                    self.on_probe_frame(i, frame);
-                }
-                room = write_room(held_for.clone()), if held_for.is_some() => {
+                Woke::LinksClosed => self.links_closed = true,
+                Woke::Frame(frame) => self.on_frames(frame),
+                Woke::Probe(i, frame) => self.on_probe_frame(i, frame),
+                Woke::Room(room) => {
                     self.held_since = None;
                     match (room, self.held_frame.take(), &self.link) {
                         (Ok(permit), Some(frame), Some(link)) => link.queue_into(permit, frame),
                         _ => self.lose_link("the link's writer stopped (send failed)"),
                     }
                 }
-                () = &mut timer, if deadline.is_some() => {
+                Woke::Timer => {
                     armed = None;
                     if self.write_deadline().is_some_and(|d| d <= Instant::now()) {
                         self.lose_link("writes made no progress for the link timeout");

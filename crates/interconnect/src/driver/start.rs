@@ -116,6 +116,8 @@ impl Driver {
             listener,
             link_requests,
             new_links,
+            links_closed: false,
+            wakes: super::wait::Wakes::new(),
             conns: HashMap::default(),
             cursors: setup.cursors,
             by_channel: HashMap::default(),
