@@ -180,9 +180,9 @@ pub enum Phy {
 
 /// The receiving half of a link.
 ///
-/// `recv` must be **cancel-safe**: the driver awaits it in a `select!` and drops the
-/// future when something else is ready first, so a frame partly read must stay buffered
-/// for the next call (as `FramedRead` and `mpsc::Receiver` do).
+/// `recv` must be **cancel-safe**: the driver waits on it beside its other sources and
+/// drops the future when something else is ready first, so a frame partly read must stay
+/// buffered for the next call (as `FramedRead` and `mpsc::Receiver` do).
 #[async_trait]
 pub trait LinkReceiver: Send + 'static {
     /// The next whole frame; `Ok(None)` when the peer closed the link cleanly.
