@@ -88,6 +88,25 @@ impl Sender {
     }
 }
 
+impl Sender {
+    /// Queues a run of events under one lock, waking the reader once.
+    pub(crate) fn send_run(&self, events: impl Iterator<Item = Queued>) {
+        let waker = {
+            let mut shared = lock(&self.shared);
+            if shared.gone {
+                // Still taken from the run: what it does besides queueing happens.
+                events.for_each(drop);
+                return;
+            }
+            shared.queue.extend(events);
+            shared.waker.take()
+        };
+        if let Some(waker) = waker {
+            waker.wake();
+        }
+    }
+}
+
 impl Drop for Sender {
     fn drop(&mut self) {
         let waker = {
@@ -188,6 +207,32 @@ mod tests {
         tokio::task::yield_now().await;
         tx.send(event(7));
         assert_eq!(reader.await.unwrap(), Some(7));
+    }
+
+    #[tokio::test]
+    async fn a_run_arrives_in_order_behind_what_was_queued() {
+        let (tx, mut rx) = inbox();
+        tx.send(event(1));
+        tx.send_run((2..5).map(event));
+        tx.send(event(5));
+        for n in 1..=5 {
+            assert_eq!(code(rx.recv().await), Some(n));
+        }
+    }
+
+    #[test]
+    fn a_run_to_a_reader_gone_is_still_taken_and_kept_nowhere() {
+        let (tx, rx) = inbox();
+        drop(rx);
+        let mut taken = 0;
+        tx.send_run((1..4).map(|n| {
+            taken += 1;
+            event(n)
+        }));
+        // What making each event does (counting a message unread, holding acks) is
+        // done for each, as when the reader is there.
+        assert_eq!(taken, 3);
+        assert!(lock(&tx.shared).queue.is_empty());
     }
 
     #[test]

@@ -30,7 +30,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
 use bytes::Bytes;
-use interconnect_proto::{ChannelId, Code, Role, TransferId};
+use interconnect_proto::{ChannelId, Code, Exchange, Role, TransferId};
 use rand::rngs::SmallRng;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
@@ -38,8 +38,8 @@ use tokio::time::Instant;
 use crate::clock::Clock;
 use crate::error::Error;
 use crate::files::{FilesConfig, IoDone, IoSender, WriterCmd};
-use crate::sans_io::Event;
 use crate::sans_io::Session;
+use crate::sans_io::{ChannelEvent, Event};
 use crate::security::{KnownPeers, PairingRequest, Reporter, SecurityEvent};
 use crate::state::{ConnState, Incoming};
 
@@ -128,6 +128,9 @@ pub(crate) struct Driver {
     /// Sends of one connection the session just reported delivered, completed together
     /// under one lock (see `drain_events`).
     delivered: (u64, Vec<u32>),
+    /// Messages of one channel the session just delivered, queued to its app together
+    /// (see `drain_events`), with the channel and the connection it routes to.
+    inbound: (Option<(ChannelId, u64)>, Vec<crate::sans_io::Message>),
     backoff: Backoff,
     failures: u32,
     rng: SmallRng,
@@ -309,6 +312,24 @@ impl Driver {
         let mut any = false;
         while let Some(event) = self.session.poll_event() {
             any = true;
+            // A run of one channel's messages goes to its app's inbox together, in order
+            // before any other event (see `complete_inbound`).
+            let event = match event {
+                Event::Channel(channel, ChannelEvent::Message(message))
+                    if matches!(message.exchange, Exchange::OneWay | Exchange::Request(_)) =>
+                {
+                    if self.inbound.0.is_none_or(|(to, _)| to != channel) {
+                        self.complete_inbound();
+                        self.inbound.0 = self.routes(channel).map(|key| (channel, key));
+                    }
+                    if self.inbound.0.is_some() {
+                        self.inbound.1.push(message);
+                        continue;
+                    }
+                    Event::Channel(channel, ChannelEvent::Message(message))
+                }
+                event => event,
+            };
             // An acknowledgement delivers a run of one connection's sends: their
             // outcomes go in together, in order before any other event.
             if let Event::Delivered(_, id) = event {
@@ -323,9 +344,11 @@ impl Driver {
                 }
             }
             self.complete_delivered();
+            self.complete_inbound();
             self.on_event(event);
         }
         self.complete_delivered();
+        self.complete_inbound();
         any
     }
 

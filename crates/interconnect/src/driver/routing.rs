@@ -61,6 +61,48 @@ impl Driver {
         unsent
     }
 
+    /// The connection whose current channel `channel` is, if one is already: its
+    /// messages can be queued to the app in a run (`complete_inbound`). Otherwise each
+    /// goes through `on_channel_event`.
+    pub(super) fn routes(&self, channel: ChannelId) -> Option<u64> {
+        let key = *self.by_channel.get(&channel)?;
+        let entry = self.conns.get(&key)?;
+        (entry.channel == Some(channel)).then_some(key)
+    }
+
+    /// Queues the run of messages gathered in `inbound` to their app under one lock,
+    /// each as `on_channel_event` would.
+    pub(super) fn complete_inbound(&mut self) {
+        let Some((channel, key)) = self.inbound.0.take() else {
+            return;
+        };
+        // Nothing between `routes` and now changed the routes: any other event
+        // completes the run first.
+        let Some(entry) = self.conns.get(&key) else {
+            self.inbound.1.clear();
+            return;
+        };
+        let when_taken = self.session.config().acknowledge == crate::Acknowledge::WhenTaken;
+        let session = &mut self.session;
+        let run = self.inbound.1.drain(..).map(|message| {
+            if entry.slot.unread.queued(message.payload.len()) {
+                tracing::debug!(channel = channel.0, "the app is not reading: acks held");
+                session.hold_acks(message.receipt);
+            }
+            let incoming = Incoming {
+                content_type: message.content_type,
+                payload: message.payload,
+                request_id: match message.exchange {
+                    Exchange::Request(id) => Some(id),
+                    _ => None,
+                },
+            };
+            let receipt = when_taken.then_some(message.receipt);
+            (ConnectionEvent::Message(incoming), receipt, None)
+        });
+        entry.slot.events.send_run(run);
+    }
+
     pub(super) fn on_channel_event(&mut self, channel: ChannelId, event: ChannelEvent) {
         let _span = tracing::debug_span!("channel", id = channel.0).entered();
         let key = match self.by_channel.get(&channel) {

@@ -127,6 +127,7 @@ impl Driver {
             version_queries: HashMap::default(),
             waiting_queries: Vec::new(),
             delivered: (0, Vec::new()),
+            inbound: (None, Vec::new()),
             backoff: setup.backoff,
             failures: 0,
             rng: SmallRng::seed_from_u64(setup.seed),
