@@ -94,7 +94,7 @@ pub use security::{
 /// time and carries out its output.
 pub mod sans_io {
     pub use crate::event::{ChannelEvent, Event, Message, PeerInfo, Receipt, SendId};
-    pub use crate::session::{CommandError, Session};
+    pub use crate::session::{ChannelStatus, CommandError, Session};
     pub use crate::time::Instant;
     pub use crate::transfer::{FILE_READ_ROOM, FILE_READ_TAIL};
 }

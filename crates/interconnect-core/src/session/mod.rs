@@ -285,6 +285,21 @@ const REOPEN_FIRST: Duration = Duration::from_secs(1);
 /// The longest wait between two attempts to reopen.
 const REOPEN_MAX: Duration = Duration::from_secs(60);
 
+/// Where a channel stands, as its owner shows it ([`Session::channel_status`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ChannelStatus {
+    /// Open: messages flow.
+    pub open: bool,
+    /// An open is under way (sent, or waiting for the link).
+    pub connecting: bool,
+    /// The code of the last refusal, while the channel is idle after one.
+    pub last_error: Option<Code>,
+    /// Closed by either side (terminal), or never known.
+    pub closed: bool,
+    /// The peer app's version, on an accepted channel (watch side).
+    pub app_version: Option<u32>,
+}
+
 impl Session {
     /// A session with no link yet. `seed` is all the randomness the session will use
     /// (the ephemeral keys and pairing nonces of its handshakes): 32 bytes from a
@@ -467,39 +482,54 @@ impl Session {
 
     /// Whether the channel is open.
     pub fn is_open(&self, channel: ChannelId) -> bool {
-        self.channels.get(&channel).is_some_and(Channel::is_open)
+        self.channel_status(channel).open
     }
 
     /// Whether an open of the channel is under way (sent, or waiting for the link).
     pub fn is_connecting(&self, channel: ChannelId) -> bool {
-        matches!(
-            self.channels.get(&channel).map(|c| c.state()),
-            Some(
-                ChannelState::Opening
-                    | ChannelState::Suspended
-                    | ChannelState::Idle { last_error: None }
-            )
-        )
+        self.channel_status(channel).connecting
     }
 
     /// The code of the last refusal of the channel, if it is idle after one.
     pub fn last_error(&self, channel: ChannelId) -> Option<Code> {
-        match self.channels.get(&channel).map(|c| c.state()) {
-            Some(ChannelState::Idle { last_error }) => last_error,
-            _ => None,
-        }
+        self.channel_status(channel).last_error
     }
 
     /// Whether the channel was closed (terminal).
     pub fn is_closed(&self, channel: ChannelId) -> bool {
-        self.channels
-            .get(&channel)
-            .is_none_or(|c| c.state() == ChannelState::Closed)
+        self.channel_status(channel).closed
     }
 
     /// The peer app's version on an accepted channel (watch side).
     pub fn app_version(&self, channel: ChannelId) -> Option<u32> {
-        self.channels.get(&channel).and_then(|c| c.app_version)
+        self.channel_status(channel).app_version
+    }
+
+    /// All of the above in one lookup of the channel: a driver that shows them after
+    /// every turn reads them so. A channel the session does not know is closed.
+    pub fn channel_status(&self, channel: ChannelId) -> ChannelStatus {
+        let Some(c) = self.channels.get(&channel) else {
+            return ChannelStatus {
+                closed: true,
+                ..ChannelStatus::default()
+            };
+        };
+        let state = c.state();
+        ChannelStatus {
+            open: state == ChannelState::Open,
+            connecting: matches!(
+                state,
+                ChannelState::Opening
+                    | ChannelState::Suspended
+                    | ChannelState::Idle { last_error: None }
+            ),
+            last_error: match state {
+                ChannelState::Idle { last_error } => last_error,
+                _ => None,
+            },
+            closed: state == ChannelState::Closed,
+            app_version: c.app_version,
+        }
     }
 
     /// The package a channel belongs to.

@@ -382,14 +382,17 @@ fn conn_state(
     channel: Option<ChannelId>,
 ) -> ConnState {
     match channel {
-        Some(ch) => ConnState {
-            open: session.is_open(ch),
-            connecting: session.is_connecting(ch),
-            last_error: session.last_error(ch),
-            closed: session.is_closed(ch),
-            app_version: session.app_version(ch),
-            refused,
-        },
+        Some(ch) => {
+            let status = session.channel_status(ch);
+            ConnState {
+                open: status.open,
+                connecting: status.connecting,
+                last_error: status.last_error,
+                closed: status.closed,
+                app_version: status.app_version,
+                refused,
+            }
+        }
         // Phone side before the watch opened a channel: waiting for it.
         None => ConnState {
             connecting: true,
