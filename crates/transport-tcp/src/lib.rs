@@ -481,15 +481,20 @@ mod tests {
         .unwrap()
     }
 
-    /// Sends `sent` over a loopback socket pair (flushing after every `flush_every`
-    /// frames, and at the end) and returns what the other end read.
-    async fn carried(sent: &[Bytes], flush_every: usize) -> Vec<Bytes> {
+    /// The two ends of a link over a loopback socket pair.
+    async fn linked() -> (Box<dyn LinkSender>, Box<dyn LinkReceiver>) {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let dial = TcpStream::connect(listener.local_addr().unwrap());
         let (dialed, accepted) = tokio::join!(dial, listener.accept());
         let config = TcpConfig::default();
-        let mut sender = link(dialed.unwrap(), &config).unwrap().sender;
-        let mut receiver = link(accepted.unwrap().0, &config).unwrap().receiver;
+        let sender = link(dialed.unwrap(), &config).unwrap().sender;
+        (sender, link(accepted.unwrap().0, &config).unwrap().receiver)
+    }
+
+    /// Sends `sent` over a loopback socket pair (flushing after every `flush_every`
+    /// frames, and at the end) and returns what the other end read.
+    async fn carried(sent: &[Bytes], flush_every: usize) -> Vec<Bytes> {
+        let (mut sender, mut receiver) = linked().await;
         let write = async {
             for (i, frame) in sent.iter().enumerate() {
                 sender.send(frame.clone()).await.unwrap();
@@ -560,12 +565,7 @@ mod tests {
         let sent: Vec<Bytes> = (0..400)
             .map(|i| frame(sizes[i % sizes.len()], i as u8))
             .collect();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let dial = TcpStream::connect(listener.local_addr().unwrap());
-        let (dialed, accepted) = tokio::join!(dial, listener.accept());
-        let config = TcpConfig::default();
-        let mut sender = link(dialed.unwrap(), &config).unwrap().sender;
-        let mut receiver = link(accepted.unwrap().0, &config).unwrap().receiver;
+        let (mut sender, mut receiver) = linked().await;
         let write = async {
             let mut left_over = 0;
             for frame in &sent {

@@ -89,16 +89,8 @@ impl Driver {
                 tracing::debug!(channel = channel.0, "the app is not reading: acks held");
                 session.hold_acks(message.receipt);
             }
-            let incoming = Incoming {
-                content_type: message.content_type,
-                payload: message.payload,
-                request_id: match message.exchange {
-                    Exchange::Request(id) => Some(id),
-                    _ => None,
-                },
-            };
             let receipt = when_taken.then_some(message.receipt);
-            (ConnectionEvent::Message(incoming), receipt, None)
+            (ConnectionEvent::Message(incoming(message)), receipt, None)
         });
         entry.slot.events.send_run(run);
     }
@@ -169,28 +161,22 @@ impl Driver {
                     mark = Some(Box::new(durable));
                     message.payload = payload;
                 }
-                let incoming = Incoming {
-                    content_type: message.content_type,
-                    payload: message.payload,
-                    request_id: match message.exchange {
-                        Exchange::Request(id) => Some(id),
-                        _ => None,
-                    },
-                };
-                if let Exchange::Reply(id) = message.exchange {
+                let (exchange, at) = (message.exchange, message.receipt);
+                let incoming = incoming(message);
+                if let Exchange::Reply(id) = exchange {
                     // A reply goes to its request's caller, which takes it at once.
-                    self.session.taken(message.receipt);
+                    self.session.taken(at);
                     if let Some(waiter) = entry.requests.remove(&id) {
                         let _ = waiter.send(Ok(incoming));
                     }
                     return;
                 }
                 if self.session.config().acknowledge == crate::Acknowledge::WhenTaken {
-                    receipt = Some(message.receipt);
+                    receipt = Some(at);
                 }
                 if entry.slot.unread.queued(incoming.payload.len()) {
                     tracing::debug!(channel = channel.0, "the app is not reading: acks held");
-                    self.session.hold_acks(message.receipt);
+                    self.session.hold_acks(at);
                 }
                 ConnectionEvent::Message(incoming)
             }
@@ -397,6 +383,18 @@ fn conn_state(
         None => ConnState {
             connecting: true,
             ..ConnState::default()
+        },
+    }
+}
+
+/// What the app gets of a message.
+fn incoming(message: crate::sans_io::Message) -> Incoming {
+    Incoming {
+        content_type: message.content_type,
+        payload: message.payload,
+        request_id: match message.exchange {
+            Exchange::Request(id) => Some(id),
+            _ => None,
         },
     }
 }
