@@ -1,4 +1,5 @@
-//! The link pump: link supply with backoff, each link's writer task, the vetting of
+//! The link pump: link supply with backoff, each link's writer task (a lone frame the
+//! driver writes itself while the writer is idle), the vetting of
 //! new links beside the current one (probes, eviction, takeover), reading and writing
 //! with backpressure, and the loss of a link.
 
@@ -713,6 +714,20 @@ mod tests {
         }
     }
 
+    /// A sender whose link failed: a write at once fails.
+    struct Broken;
+
+    #[async_trait::async_trait]
+    impl LinkSender for Broken {
+        async fn send(&mut self, _: Bytes) -> Result<(), TransportError> {
+            Err(TransportError::Closed)
+        }
+
+        fn try_send(&mut self, _: Bytes) -> Result<Option<Bytes>, TransportError> {
+            Err(TransportError::Closed)
+        }
+    }
+
     fn frame(n: u8) -> Bytes {
         Bytes::from(vec![n; 8])
     }
@@ -762,5 +777,23 @@ mod tests {
             ]
         );
         assert_eq!(link.written.load(Ordering::Relaxed), 5 * 8);
+    }
+
+    /// A failed write at once is the link's failure (the driver then drops the link),
+    /// and counts nothing as written.
+    #[tokio::test]
+    async fn a_write_at_once_that_fails_says_so() {
+        let link = Link {
+            sender: Box::new(Broken),
+            receiver: Box::new(Silent),
+            max_frame_len: 1024,
+            source: None,
+        };
+        let (link, _) = ActiveLink::start(link, 0);
+        assert!(matches!(
+            link.send_now(frame(1)),
+            Err(TransportError::Closed)
+        ));
+        assert_eq!(link.written.load(Ordering::Relaxed), 0);
     }
 }

@@ -82,15 +82,10 @@ impl Driver {
             self.inbound.1.clear();
             return;
         };
-        let when_taken = self.session.config().acknowledge == crate::Acknowledge::WhenTaken;
         let session = &mut self.session;
         let run = self.inbound.1.drain(..).map(|message| {
-            if entry.slot.unread.queued(message.payload.len()) {
-                tracing::debug!(channel = channel.0, "the app is not reading: acks held");
-                session.hold_acks(message.receipt);
-            }
-            let receipt = when_taken.then_some(message.receipt);
-            (ConnectionEvent::Message(incoming(message)), receipt, None)
+            let (incoming, receipt) = take_in(session, &entry.slot.unread, channel, message);
+            (ConnectionEvent::Message(incoming), receipt, None)
         });
         entry.slot.events.send_run(run);
     }
@@ -161,23 +156,17 @@ impl Driver {
                     mark = Some(Box::new(durable));
                     message.payload = payload;
                 }
-                let (exchange, at) = (message.exchange, message.receipt);
-                let incoming = incoming(message);
-                if let Exchange::Reply(id) = exchange {
+                if let Exchange::Reply(id) = message.exchange {
                     // A reply goes to its request's caller, which takes it at once.
-                    self.session.taken(at);
+                    self.session.taken(message.receipt);
                     if let Some(waiter) = entry.requests.remove(&id) {
-                        let _ = waiter.send(Ok(incoming));
+                        let _ = waiter.send(Ok(incoming(message)));
                     }
                     return;
                 }
-                if self.session.config().acknowledge == crate::Acknowledge::WhenTaken {
-                    receipt = Some(at);
-                }
-                if entry.slot.unread.queued(incoming.payload.len()) {
-                    tracing::debug!(channel = channel.0, "the app is not reading: acks held");
-                    self.session.hold_acks(at);
-                }
+                let (incoming, taken) =
+                    take_in(&mut self.session, &entry.slot.unread, channel, message);
+                receipt = taken;
                 ConnectionEvent::Message(incoming)
             }
         };
@@ -385,6 +374,24 @@ fn conn_state(
             ..ConnState::default()
         },
     }
+}
+
+/// A message on its way to its app's inbox: counted unread (the peer's acknowledgements
+/// are held once the app does not read), with the receipt that acknowledges it once the
+/// app took it, under `Acknowledge::WhenTaken`.
+fn take_in(
+    session: &mut Session,
+    unread: &crate::state::Unread,
+    channel: ChannelId,
+    message: crate::sans_io::Message,
+) -> (Incoming, Option<crate::sans_io::Receipt>) {
+    if unread.queued(message.payload.len()) {
+        tracing::debug!(channel = channel.0, "the app is not reading: acks held");
+        session.hold_acks(message.receipt);
+    }
+    let when_taken = session.config().acknowledge == crate::Acknowledge::WhenTaken;
+    let receipt = when_taken.then_some(message.receipt);
+    (incoming(message), receipt)
 }
 
 /// What the app gets of a message.
