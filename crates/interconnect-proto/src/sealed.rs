@@ -211,7 +211,8 @@ pub fn place_head(
 }
 
 /// Appends the CRC trailer to the frame without it that `buf` holds: `buf` then holds
-/// what [`Frame::encode`] writes.
+/// what [`Frame::encode`] writes. The frame stays where it lies only when `buf` has
+/// [`CRC_LEN`] bytes of spare capacity; otherwise it grows, and may move.
 pub fn put_crc(buf: &mut BytesMut) {
     let crc = crc32c(&[&buf[..]]);
     buf.put_u32_le(crc);
@@ -240,7 +241,10 @@ mod tests {
             .encode_unsealed_head(MAX_FRAME_LEN, &mut head)
             .unwrap();
         let room = 100;
-        let mut buf = BytesMut::new();
+        // Capacity for the trailer too, as the runtime's reads leave it: otherwise
+        // `put_crc` grows the buffer, and whether the allocator moves it then depends
+        // on what else the heap holds.
+        let mut buf = BytesMut::with_capacity(room + data.len() + CRC_LEN);
         buf.put_bytes(0, room);
         buf.extend_from_slice(&data);
         let at = buf[room..].as_ptr();
