@@ -116,10 +116,17 @@ def frame(kind, payload):
     return body + crc32c(body).to_bytes(4, "little")
 
 
+SEALED, NO_CRC = 0x41, 0x01
+
+
 def unframe(data):
     check(data[0] == 1, "frame version 1")
-    check(data[2] == 0, "no flags")
     n = int.from_bytes(data[3:6], "little")
+    if data[2] == NO_CRC:
+        check(data[1] == SEALED, "only a Sealed frame goes without its CRC")
+        check(len(data) == n + 6, "frame length without a CRC = payload + 6")
+        return data[1], data[6:]
+    check(data[2] == 0, "no other flags")
     check(len(data) == n + 10, "frame length = payload + 10")
     crc = int.from_bytes(data[-4:], "little")
     check(crc == crc32c(data[:-4]), "CRC-32C")
@@ -618,6 +625,20 @@ def check_transcript(doc, kinds, types):
               f"{title}: one tag for the whole batch")
         expected = nonce.to_bytes(8, "little") + (1).to_bytes(4, "little") + (0).to_bytes(4, "little")
         check(ad == expected.hex(), f"{title}: the batch's associated data")
+        # The same frames without the outer CRC, for a peer that set NO_CRC.
+        m = re.search(r"to a peer whose `Hello` set `NO_CRC`: at nonce (\d+), flags `01`, no CRC "
+                      r"trailer, associated data `(\w+)`:\n\n```text\n([0-9a-f\n]+)```", suite_text)
+        check(m is not None, f"{title}: a frame without its CRC is shown")
+        bare_nonce, bare_ad, bare_block = int(m.group(1)), m.group(2), bytes.fromhex("".join(m.group(3).split()))
+        check(bare_block[1] == SEALED and bare_block[2] == NO_CRC, f"{title}: flagged NO_CRC")
+        name, fields = decode(kinds, types, bare_block)
+        check(name == "Sealed" and fields["nonce"] == nonce + 1, f"{title}: sealed at the next nonce")
+        check(len(bytes.fromhex(fields["ciphertext"])) == len(ping + pong) // 2 + 16,
+              f"{title}: the same two frames, one tag")
+        check(len(bare_block) == 6 + len(varint(bare_nonce)) + len(ping + pong) // 2 + 16,
+              f"{title}: no trailer after the tag")
+        expected = bare_nonce.to_bytes(8, "little") + (1).to_bytes(4, "little") + (0).to_bytes(4, "little")
+        check(bare_ad == expected.hex(), f"{title}: its associated data")
         checked += 1
     check(checked == 2, "both suites' transcripts")
     return checked
@@ -633,6 +654,8 @@ def main():
     check(blake3(b"abc").hex() == "6437b3ac38465133ffb63b75273a8db548c558465d79db03fd359c6cd5bd9d85",
           "BLAKE3 of abc")
     kinds = kinds_table(doc)
+    check(kinds[SEALED][0] == "Sealed", "the kind that may go without its CRC is Sealed")
+    check("bit 0 `NO_CRC` (`0x01`)" in doc and "bit 7 `NO_CRC`" in doc, "the NO_CRC flag and capability")
     types = Types(doc)
     examples = check_examples(doc, kinds, types)
     file_bytes = check_file_example(doc, kinds, types)

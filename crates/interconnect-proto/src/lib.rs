@@ -66,14 +66,15 @@ pub use durable::{DurableHead, MAX_DURABLE_HEAD_LEN};
 pub use error::{DecodeError, EncodeError};
 pub use frame::{
     Accept, Ack, Batch, Capabilities, ChannelId, Close, ContentType, Data, DeviceId, ErrorReport,
-    Exchange, FORMAT_VERSION, FileAccept, FileAck, FileCancel, FileChunk, FileComplete, FileOffer,
-    FileOfferMeta, Frame, FrameHeader, Handshake, Hello, Name, Open, Ping, Pong, Reject, Role,
-    SEALED_SEGMENT_LEN, SEALED_TAG_LEN, Sealed, TransferId, VersionQuery, VersionReply,
+    Exchange, FLAG_NO_CRC, FORMAT_VERSION, FileAccept, FileAck, FileCancel, FileChunk,
+    FileComplete, FileOffer, FileOfferMeta, Frame, FrameHeader, Handshake, Hello, Name, Open, Ping,
+    Pong, Reject, Role, SEALED_SEGMENT_LEN, SEALED_TAG_LEN, Sealed, TransferId, VersionQuery,
+    VersionReply,
 };
 pub use kind::Kind;
 pub use limits::*;
 pub use sealed::{
-    SEALED_HEADROOM, SEALED_SEGMENT_PLAINTEXT, encode_sealed, encode_sealed_in_place,
+    SEALED_HEADROOM, SEALED_SEGMENT_PLAINTEXT, Trailer, encode_sealed, encode_sealed_in_place,
     max_unsealed_len, place_head, put_crc, sealed_ciphertext_len, sealed_segments,
 };
 pub use state::StateUpdate;

@@ -9,7 +9,7 @@ use bytes::{Buf, BufMut, BytesMut};
 
 use crate::checksum::crc32c;
 use crate::error::EncodeError;
-use crate::frame::{Frame, SEALED_SEGMENT_LEN, SEALED_TAG_LEN, header_bytes};
+use crate::frame::{FLAG_NO_CRC, Frame, SEALED_SEGMENT_LEN, SEALED_TAG_LEN, header_bytes_flagged};
 use crate::kind::Kind;
 use crate::limits::{CRC_LEN, FRAME_OVERHEAD, HEADER_LEN, MAX_FRAME_LEN};
 
@@ -111,27 +111,61 @@ impl SealedHead {
         &self.nonce[..self.nonce_len]
     }
 
+    /// The frame's length counted with a CRC trailer, as limits count it.
     fn frame_len(&self) -> usize {
         self.payload_len + FRAME_OVERHEAD
+    }
+
+    /// The frame's length as sent with `trailer`.
+    fn len(&self, trailer: Trailer) -> usize {
+        match trailer {
+            Trailer::Crc => self.frame_len(),
+            Trailer::None => self.frame_len() - CRC_LEN,
+        }
+    }
+}
+
+/// Whether a sealed frame ends with a CRC trailer: always, but to a peer that announced
+/// [`Capabilities::NO_CRC`](crate::Capabilities::NO_CRC).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Trailer {
+    /// The CRC-32C trailer every frame has, and the header's flags 0.
+    Crc,
+    /// No trailer, flagged [`FLAG_NO_CRC`](crate::FLAG_NO_CRC): the AEAD tags prove the
+    /// bytes.
+    None,
+}
+
+impl Trailer {
+    fn flags(self) -> u8 {
+        match self {
+            Trailer::Crc => 0,
+            Trailer::None => FLAG_NO_CRC,
+        }
     }
 }
 
 /// Appends a sealed frame with `ciphertext_len` bytes of ciphertext, which `fill` appends
 /// to the buffer it is given (encrypting in place there, so nothing is zeroed or copied
-/// twice). Fails, leaving `dst` as it was, when the frame would exceed `max_frame_len`,
-/// `fill` fails, or `fill` appends another length than announced.
+/// twice), and the `trailer`. Fails, leaving `dst` as it was, when the frame would exceed
+/// `max_frame_len`, `fill` fails, or `fill` appends another length than announced.
 pub fn encode_sealed<E>(
     max_frame_len: usize,
     dst: &mut BytesMut,
     nonce: u64,
     ciphertext_len: usize,
+    trailer: Trailer,
     fill: impl FnOnce(&mut BytesMut) -> Result<(), E>,
 ) -> Result<Result<(), E>, EncodeError> {
     let start = dst.len();
     let head = SealedHead::new(max_frame_len, nonce, ciphertext_len)?;
     let frame_len = head.frame_len();
     dst.reserve(frame_len);
-    dst.put_slice(&header_bytes(Kind::Sealed, head.payload_len));
+    dst.put_slice(&header_bytes_flagged(
+        Kind::Sealed,
+        trailer.flags(),
+        head.payload_len,
+    ));
     dst.put_slice(head.nonce());
     let at = dst.len();
     if let Err(e) = fill(dst) {
@@ -144,22 +178,25 @@ pub fn encode_sealed<E>(
             "the ciphertext is not the announced length",
         ));
     }
-    let crc = crc32c(&[&dst[start..]]);
-    dst.put_u32_le(crc);
-    debug_assert_eq!(dst.len() - start, frame_len);
+    if trailer == Trailer::Crc {
+        let crc = crc32c(&[&dst[start..]]);
+        dst.put_u32_le(crc);
+    }
+    debug_assert_eq!(dst.len() - start, head.len(trailer));
     Ok(Ok(()))
 }
 
 /// Seals, in place, a plaintext of at most one segment ([`SEALED_SEGMENT_PLAINTEXT`])
 /// that `buf` holds after [`SEALED_HEADROOM`] bytes of room: the header and nonce go in
 /// the room, `seal` encrypts the plaintext where it lies and returns its tag, and `buf`
-/// ends up holding exactly the sealed frame, the same bytes [`encode_sealed`] writes. A
-/// batch of small frames is thus built once and never copied. On failure `buf` holds
-/// nothing usable.
+/// ends up holding exactly the sealed frame with its `trailer`, the same bytes
+/// [`encode_sealed`] writes. A batch of small frames is thus built once and never copied.
+/// On failure `buf` holds nothing usable.
 pub fn encode_sealed_in_place<E>(
     max_frame_len: usize,
     buf: &mut BytesMut,
     nonce: u64,
+    trailer: Trailer,
     seal: impl FnOnce(&mut [u8]) -> Result<[u8; SEALED_TAG_LEN], E>,
 ) -> Result<Result<(), E>, EncodeError> {
     let Some(plain_len) = buf.len().checked_sub(SEALED_HEADROOM) else {
@@ -171,9 +208,12 @@ pub fn encode_sealed_in_place<E>(
         ));
     }
     let head = SealedHead::new(max_frame_len, nonce, plain_len + SEALED_TAG_LEN)?;
-    let frame_len = head.frame_len();
     let start = SEALED_HEADROOM - HEADER_LEN - head.nonce().len();
-    buf[start..start + HEADER_LEN].copy_from_slice(&header_bytes(Kind::Sealed, head.payload_len));
+    buf[start..start + HEADER_LEN].copy_from_slice(&header_bytes_flagged(
+        Kind::Sealed,
+        trailer.flags(),
+        head.payload_len,
+    ));
     buf[start + HEADER_LEN..SEALED_HEADROOM].copy_from_slice(head.nonce());
     let tag = match seal(&mut buf[SEALED_HEADROOM..]) {
         Ok(tag) => tag,
@@ -182,9 +222,11 @@ pub fn encode_sealed_in_place<E>(
     buf.reserve(SEALED_TAG_LEN + CRC_LEN);
     buf.put_slice(&tag);
     buf.advance(start);
-    let crc = crc32c(&[&buf[..]]);
-    buf.put_u32_le(crc);
-    debug_assert_eq!(buf.len(), frame_len);
+    if trailer == Trailer::Crc {
+        let crc = crc32c(&[&buf[..]]);
+        buf.put_u32_le(crc);
+    }
+    debug_assert_eq!(buf.len(), head.len(trailer));
     Ok(Ok(()))
 }
 
@@ -272,7 +314,11 @@ mod tests {
             bytes.iter_mut().for_each(|b| *b ^= 0x5a);
             Ok::<_, ()>([bytes.len() as u8; SEALED_TAG_LEN])
         };
-        for (nonce, len) in [(0u64, 0usize), (5, 1), (300, 77), (u64::MAX / 3, 4000)] {
+        let cases = [(0u64, 0usize), (5, 1), (300, 77), (u64::MAX / 3, 4000)];
+        for ((nonce, len), trailer) in cases
+            .into_iter()
+            .flat_map(|c| [(c, Trailer::Crc), (c, Trailer::None)])
+        {
             let plain: Vec<u8> = (0..len).map(|i| i as u8).collect();
             let mut expected = BytesMut::new();
             encode_sealed(
@@ -280,6 +326,7 @@ mod tests {
                 &mut expected,
                 nonce,
                 len + SEALED_TAG_LEN,
+                trailer,
                 |b| {
                     let at = b.len();
                     b.extend_from_slice(&plain);
@@ -293,25 +340,68 @@ mod tests {
             let mut buf = BytesMut::new();
             buf.put_bytes(0, SEALED_HEADROOM);
             buf.extend_from_slice(&plain);
-            encode_sealed_in_place(MAX_FRAME_LEN, &mut buf, nonce, seal)
+            encode_sealed_in_place(MAX_FRAME_LEN, &mut buf, nonce, trailer, seal)
                 .unwrap()
                 .unwrap();
-            assert_eq!(buf, expected, "nonce {nonce}, {len} bytes");
+            assert_eq!(buf, expected, "nonce {nonce}, {len} bytes, {trailer:?}");
+            // Either form reads back as the same frame, its length told by its header.
+            let header = crate::FrameHeader::parse(&buf, MAX_FRAME_LEN).unwrap();
+            assert_eq!(header.frame_len(), buf.len());
+            assert_eq!(header.has_crc(), trailer == Trailer::Crc);
+            let Ok(Frame::Sealed(sealed)) = Frame::decode(buf.freeze(), MAX_FRAME_LEN) else {
+                panic!("not a sealed frame");
+            };
+            assert_eq!(sealed.nonce, nonce);
+            assert_eq!(sealed.ciphertext.len(), len + SEALED_TAG_LEN);
         }
+    }
+
+    /// Only a sealed frame may go without its CRC; on any other kind the flag is an
+    /// unknown one, as is any other flag on a sealed frame.
+    #[test]
+    fn only_a_sealed_frame_goes_without_its_crc() {
+        let ping = Frame::Ping(crate::Ping { nonce: 42 });
+        let mut bytes = BytesMut::new();
+        ping.encode(MAX_FRAME_LEN, &mut bytes).unwrap();
+        bytes[2] = FLAG_NO_CRC;
+        bytes.truncate(bytes.len() - CRC_LEN);
+        assert_eq!(
+            Frame::decode(bytes.freeze(), MAX_FRAME_LEN),
+            Err(crate::DecodeError::UnknownFlags(FLAG_NO_CRC))
+        );
+        let mut sealed = BytesMut::new();
+        encode_sealed(MAX_FRAME_LEN, &mut sealed, 1, 20, Trailer::None, |b| {
+            b.put_bytes(7, 20);
+            Ok::<_, ()>(())
+        })
+        .unwrap()
+        .unwrap();
+        for flags in [0x02, 0x03, 0x80] {
+            let mut other = sealed.clone();
+            other[2] = flags;
+            assert_eq!(
+                Frame::decode(other.freeze(), MAX_FRAME_LEN),
+                Err(crate::DecodeError::UnknownFlags(flags))
+            );
+        }
+        // With the flag gone, the same bytes lack their trailer.
+        let mut unflagged = sealed.clone();
+        unflagged[2] = 0;
+        assert!(Frame::decode(unflagged.freeze(), MAX_FRAME_LEN).is_err());
     }
 
     #[test]
     fn sealing_in_place_refuses_what_does_not_fit() {
         let seal = |_: &mut [u8]| Ok::<_, ()>([0; SEALED_TAG_LEN]);
         let mut short = BytesMut::from(&[0u8; 3][..]);
-        assert!(encode_sealed_in_place(MAX_FRAME_LEN, &mut short, 1, seal).is_err());
+        assert!(encode_sealed_in_place(MAX_FRAME_LEN, &mut short, 1, Trailer::Crc, seal).is_err());
         let mut long = BytesMut::new();
         long.put_bytes(0, SEALED_HEADROOM + SEALED_SEGMENT_PLAINTEXT + 1);
-        assert!(encode_sealed_in_place(MAX_FRAME_LEN, &mut long, 1, seal).is_err());
+        assert!(encode_sealed_in_place(MAX_FRAME_LEN, &mut long, 1, Trailer::None, seal).is_err());
         let mut big = BytesMut::new();
         big.put_bytes(0, SEALED_HEADROOM + 2000);
         assert!(matches!(
-            encode_sealed_in_place(1024, &mut big, 1, seal),
+            encode_sealed_in_place(1024, &mut big, 1, Trailer::Crc, seal),
             Err(EncodeError::TooLarge { .. })
         ));
     }

@@ -371,7 +371,7 @@ fn rejects_unknown_kinds() {
 #[test]
 fn a_sealed_frame_is_built_in_place_and_decodes_to_its_parts() {
     let mut dst = bytes::BytesMut::new();
-    let filled = encode_sealed(MAX, &mut dst, 300, 20, |buf| {
+    let filled = encode_sealed(MAX, &mut dst, 300, 20, Trailer::Crc, |buf| {
         buf.extend_from_slice(&[7; 20]);
         Ok::<(), ()>(())
     });
@@ -386,17 +386,17 @@ fn a_sealed_frame_is_built_in_place_and_decodes_to_its_parts() {
     // A failing fill leaves the buffer as it was.
     let mut dst = bytes::BytesMut::from(&b"kept"[..]);
     assert_eq!(
-        encode_sealed(MAX, &mut dst, 1, 8, |_| Err("no key")),
+        encode_sealed(MAX, &mut dst, 1, 8, Trailer::Crc, |_| Err("no key")),
         Ok(Err("no key"))
     );
     assert_eq!(&dst[..], b"kept");
     assert!(matches!(
-        encode_sealed(64, &mut dst, 1, 100, |_| Ok::<(), ()>(())),
+        encode_sealed(64, &mut dst, 1, 100, Trailer::None, |_| Ok::<(), ()>(())),
         Err(EncodeError::TooLarge { .. })
     ));
     // So does a fill of another length than announced.
     assert!(matches!(
-        encode_sealed(MAX, &mut dst, 1, 8, |buf| {
+        encode_sealed(MAX, &mut dst, 1, 8, Trailer::None, |buf| {
             buf.extend_from_slice(&[1; 7]);
             Ok::<(), ()>(())
         }),

@@ -32,6 +32,8 @@ const RATE: u32 = 12;
 #[derive(Debug, Default)]
 struct Tally {
     frames: u64,
+    /// Sealed frames the ends sent without their CRC (each announced `NO_CRC`).
+    without_crc: u64,
     attacks: HashMap<&'static str, u64>,
     connections: u64,
 }
@@ -134,6 +136,9 @@ async fn pump(
         };
         wire.bytes.lock().unwrap().extend_from_slice(&frame);
         wire.tally.lock().unwrap().frames += 1;
+        if FrameHeader::parse(&frame, MAX_FRAME_LEN).is_ok_and(|h| !h.has_crc()) {
+            wire.tally.lock().unwrap().without_crc += 1;
+        }
         match Frame::decode(Bytes::copy_from_slice(&frame), MAX_FRAME_LEN) {
             Ok(Frame::Sealed(_)) => keyed = true,
             Ok(other) if keyed => wire.leaks.lock().unwrap().push(format!("{other:?}")),
@@ -436,6 +441,8 @@ async fn attacked_run(seed: u64) {
         messages.len()
     );
     assert!(tally.attacks.values().sum::<u64>() >= 10, "{tally:?}");
+    // The attacks met frames whose only check is their AEAD tags.
+    assert!(tally.without_crc >= tally.frames / 2, "{tally:?}");
 
     let leaks = wire.leaks.lock().unwrap();
     assert!(

@@ -7,7 +7,7 @@ use crate::prelude::*;
 
 use bytes::{Bytes, BytesMut};
 use interconnect_proto::{
-    EncodeError, SEALED_SEGMENT_LEN, SEALED_SEGMENT_PLAINTEXT, SEALED_TAG_LEN, Sealed,
+    EncodeError, SEALED_SEGMENT_LEN, SEALED_SEGMENT_PLAINTEXT, SEALED_TAG_LEN, Sealed, Trailer,
     encode_sealed, encode_sealed_in_place, sealed_ciphertext_len, sealed_segments,
 };
 
@@ -83,6 +83,7 @@ impl Cipher {
         head: &[u8],
         bulk: &[u8],
         max_frame_len: usize,
+        trailer: Trailer,
         dst: &mut BytesMut,
     ) -> Result<(), SecurityError> {
         let plain_len = head.len() + bulk.len();
@@ -100,7 +101,7 @@ impl Cipher {
         let rekeyed = key_at(&self.send, self.send_epoch, epoch);
         let key = rekeyed.as_ref().unwrap_or(&self.send);
         let ct_len = sealed_ciphertext_len(plain_len);
-        let sealed = encode_sealed(max_frame_len, dst, first, ct_len, |buf| {
+        let sealed = encode_sealed(max_frame_len, dst, first, ct_len, trailer, |buf| {
             let (mut head, mut bulk) = (head, bulk);
             for i in 0..count {
                 let start = buf.len();
@@ -153,6 +154,7 @@ impl Cipher {
         &mut self,
         buf: &mut BytesMut,
         max_frame_len: usize,
+        trailer: Trailer,
     ) -> Result<(), SecurityError> {
         // One segment, one nonce: it never straddles an epoch.
         let first = self.send_next;
@@ -163,7 +165,7 @@ impl Cipher {
         let rekeyed = key_at(&self.send, self.send_epoch, epoch);
         let key = rekeyed.as_ref().unwrap_or(&self.send);
         let ad = segment_ad(first, 1, 0);
-        let sealed = encode_sealed_in_place(max_frame_len, buf, first, |plain| {
+        let sealed = encode_sealed_in_place(max_frame_len, buf, first, trailer, |plain| {
             key.seal_in_place(first, &ad, plain)
         });
         self.sealed(sealed, rekeyed, epoch, next)

@@ -11,8 +11,8 @@ use bytes::{BufMut, Bytes, BytesMut};
 use interconnect_proto::{
     Ack, CRC_LEN, Capabilities, Code, DecodeError, ErrorReport, Frame, Hello, Limits,
     MAX_DEVICE_NAME_LEN, MAX_FRAME_LEN, MIN_MAX_FRAME_LEN, Name, PROTOCOL_VERSIONS, Ping, Pong,
-    Role, SEALED_HEADROOM, SEALED_SEGMENT_PLAINTEXT, SEALED_TAG_LEN, Sealed, max_unsealed_len,
-    put_crc,
+    Role, SEALED_HEADROOM, SEALED_SEGMENT_PLAINTEXT, SEALED_TAG_LEN, Sealed, Trailer,
+    max_unsealed_len, put_crc,
 };
 
 use super::channels::start_open;
@@ -467,13 +467,14 @@ impl Session {
     /// too large to share a batch is sealed alone, its bulk bytes read in place.
     pub(super) fn seal(&mut self, first: Frame, max: usize, now: Instant) -> Result<Bytes, String> {
         let kind = first.kind();
+        let trailer = self.sealed_trailer();
         // A file chunk read with room for its headers is sealed where it was read.
         let first = if self.in_room.is_some() {
             match self.build_in_room(first, max, SEALED_HEADROOM, SEALED_SEGMENT_PLAINTEXT) {
                 Ok(mut buf) => {
                     let secure = self.secure.as_mut().ok_or("no secure layer")?;
                     secure
-                        .seal_in_place(&mut buf, self.wire_max)
+                        .seal_in_place(&mut buf, self.wire_max, trailer)
                         .map_err(|e| format!("{kind:?}: {e}"))?;
                     return Ok(buf.freeze());
                 }
@@ -515,7 +516,7 @@ impl Session {
         let secure = self.secure.as_mut().ok_or("no secure layer")?;
         if bulk.is_empty() && plain(&buf) <= SEALED_SEGMENT_PLAINTEXT {
             self.batch_hint = plain(&buf);
-            let sealed = secure.seal_in_place(&mut buf, self.wire_max);
+            let sealed = secure.seal_in_place(&mut buf, self.wire_max, trailer);
             let frame = buf.split().freeze();
             self.scratch = buf;
             sealed.map_err(|e| format!("{kind:?}: {e}"))?;
@@ -529,14 +530,24 @@ impl Session {
         if bulk.len() >= OWN_BUFFER {
             let mut own = BytesMut::new();
             secure
-                .seal(&self.plain, bulk, self.wire_max, &mut own)
+                .seal(&self.plain, bulk, self.wire_max, trailer, &mut own)
                 .map_err(|e| format!("{kind:?}: {e}"))?;
             return Ok(own.freeze());
         }
         secure
-            .seal(&self.plain, bulk, self.wire_max, &mut self.scratch)
+            .seal(&self.plain, bulk, self.wire_max, trailer, &mut self.scratch)
             .map_err(|e| format!("{kind:?}: {e}"))?;
         Ok(self.scratch.split().freeze())
+    }
+
+    /// How sealed frames end on this link: without the CRC once the peer's `Hello` said
+    /// it reads them so (the AEAD tags prove the bytes); with it until then, and to a
+    /// peer that did not.
+    fn sealed_trailer(&self) -> Trailer {
+        match &self.link {
+            LinkState::Up(up) if up.capabilities.contains(Capabilities::NO_CRC) => Trailer::None,
+            _ => Trailer::Crc,
+        }
     }
 
     pub(super) fn next_frame(&mut self, now: Instant) -> Option<Frame> {

@@ -6,7 +6,9 @@
 use crate::prelude::*;
 
 use bytes::{Bytes, BytesMut};
-use interconnect_proto::{ContentType, Data, Exchange, Frame, MAX_FRAME_LEN};
+use interconnect_proto::{
+    Capabilities, ContentType, Data, Exchange, Frame, MAX_FRAME_LEN, SEALED_SEGMENT_PLAINTEXT,
+};
 
 use crate::event::Event;
 use crate::pair::{Pair, messages};
@@ -19,7 +21,13 @@ fn deliver_sealed(pair: &mut Pair, plain: &[u8]) {
         .secure
         .as_mut()
         .expect("a secure session")
-        .seal(plain, &[], wire_max, &mut sealed)
+        .seal(
+            plain,
+            &[],
+            wire_max,
+            interconnect_proto::Trailer::Crc,
+            &mut sealed,
+        )
         .unwrap();
     pair.phone.handle_frame(pair.now, sealed.freeze());
     pair.collect();
@@ -190,4 +198,132 @@ fn a_large_frame_owns_its_buffer_sealed_or_plain() {
             vec![Bytes::from(large.into_bytes())]
         );
     }
+}
+
+/// The trailers of the sealed frames in `frames`: `true` for a CRC.
+fn crcs(frames: &[Bytes]) -> Vec<bool> {
+    frames
+        .iter()
+        .map(|frame| {
+            let header = interconnect_proto::FrameHeader::parse(frame, MAX_FRAME_LEN).unwrap();
+            assert_eq!(header.kind, interconnect_proto::Kind::Sealed);
+            assert_eq!(
+                header.frame_len(),
+                frame.len(),
+                "the header tells the length"
+            );
+            header.has_crc()
+        })
+        .collect()
+}
+
+/// What a side seals before the peer's `Hello` arrived carries its CRC (the peer's
+/// capabilities are not known yet); what follows goes without, the peer having announced
+/// `NO_CRC`.
+#[test]
+fn sealed_frames_lose_their_crc_once_the_peer_said_it_reads_them_so() {
+    let mut pair = Pair::new();
+    pair.watch.link_up(pair.now, pair.faults.mtu);
+    pair.phone.link_up(pair.now, pair.faults.mtu);
+    let (mut from_watch, mut from_phone) = (Vec::new(), Vec::new());
+    loop {
+        pair.collect();
+        let now = pair.now;
+        let watch: Vec<Bytes> = core::iter::from_fn(|| pair.watch.poll_transmit(now)).collect();
+        let phone: Vec<Bytes> = core::iter::from_fn(|| pair.phone.poll_transmit(now)).collect();
+        if watch.is_empty() && phone.is_empty() {
+            break;
+        }
+        for frame in watch {
+            from_watch.push(frame.clone());
+            pair.phone.handle_frame(now, frame);
+        }
+        for frame in phone {
+            from_phone.push(frame.clone());
+            pair.watch.handle_frame(now, frame);
+        }
+    }
+    assert!(pair.watch.is_link_up() && pair.phone.is_link_up());
+    let sealed = |frames: Vec<Bytes>| -> Vec<Bytes> {
+        frames
+            .into_iter()
+            .filter(|f| f[1] == interconnect_proto::Kind::Sealed as u8)
+            .collect()
+    };
+    let (from_watch, from_phone) = (crcs(&sealed(from_watch)), crcs(&sealed(from_phone)));
+    // The first Hello on the link carries its CRC; a side that sent nothing sealed
+    // before the peer's Hello arrived has no frame with one.
+    assert!(
+        from_watch[0] || from_phone[0],
+        "{from_watch:?} {from_phone:?}"
+    );
+    for crcs in [&from_watch, &from_phone] {
+        let with = crcs.iter().take_while(|c| **c).count();
+        assert!(
+            !crcs[with..].contains(&true),
+            "none after one without: {crcs:?}"
+        );
+    }
+    // Once the link is up, whatever is sealed goes without.
+    let ch = pair
+        .watch
+        .open_channel(pair.now, crate::pair::PKG, Some("AA:BB"))
+        .unwrap();
+    let now = pair.now;
+    let sent: Vec<Bytes> = core::iter::from_fn(|| pair.watch.poll_transmit(now)).collect();
+    assert_eq!(crcs(&sent), vec![false; sent.len()]);
+    for frame in sent {
+        pair.phone.handle_frame(now, frame);
+    }
+    pair.drive();
+    assert!(pair.watch.is_open(ch));
+}
+
+/// A small message sealed in place and a large one of several segments sealed from a copy
+/// both go without a CRC to a peer that reads them so, with one to a peer that does not
+/// (an earlier release); either way they arrive. A bare frame altered on the way fails
+/// authentication and drops the link.
+#[test]
+fn sealed_frames_keep_their_crc_for_a_peer_that_did_not_announce_no_crc() {
+    let large = "y".repeat(SEALED_SEGMENT_PLAINTEXT + 1000);
+    for no_crc in [true, false] {
+        let (mut pair, ch) = opened();
+        if !no_crc {
+            match &mut pair.watch.link {
+                super::LinkState::Up(up) => {
+                    up.capabilities = Capabilities(up.capabilities.0 & !Capabilities::NO_CRC.0)
+                }
+                _ => panic!("the link is up"),
+            }
+        }
+        crate::pair::send(&mut pair.watch, ch, "small");
+        let now = pair.now;
+        let first: Vec<Bytes> = core::iter::from_fn(|| pair.watch.poll_transmit(now)).collect();
+        crate::pair::send(&mut pair.watch, ch, &large);
+        let second: Vec<Bytes> = core::iter::from_fn(|| pair.watch.poll_transmit(now)).collect();
+        let sent = [first, second].concat();
+        assert_eq!(crcs(&sent), vec![!no_crc; sent.len()]);
+        assert!(sent.iter().any(|f| f.len() > SEALED_SEGMENT_PLAINTEXT));
+        for frame in sent {
+            pair.phone.handle_frame(now, frame);
+        }
+        pair.collect();
+        assert_eq!(
+            messages(&pair.phone_events, ch),
+            vec![Bytes::from_static(b"small"), Bytes::from(large.clone())]
+        );
+    }
+    // Altered on the way: no CRC catches it, the AEAD does.
+    let (mut pair, ch) = opened();
+    crate::pair::send(&mut pair.watch, ch, "small");
+    let now = pair.now;
+    let frame = pair.watch.poll_transmit(now).unwrap();
+    assert_eq!(crcs(core::slice::from_ref(&frame)), vec![false]);
+    let mut altered = BytesMut::from(&frame[..]);
+    let last = altered.len() - 1;
+    altered[last] ^= 1;
+    pair.phone.handle_frame(now, altered.freeze());
+    pair.collect();
+    assert!(messages(&pair.phone_events, ch).is_empty());
+    assert!(link_dropped(&pair));
 }

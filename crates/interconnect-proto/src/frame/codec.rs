@@ -22,9 +22,18 @@ impl Kind {
 }
 
 /// The 6-byte frame header: version, kind, flags (none), payload length (u24 LE).
+/// Flag bit 0: the frame ends with its payload, without the CRC trailer. Only a
+/// `Sealed` frame may carry it (its AEAD tags already cover every byte), and only to a
+/// peer that announced [`Capabilities::NO_CRC`](crate::Capabilities::NO_CRC).
+pub const FLAG_NO_CRC: u8 = 0x01;
+
 pub(crate) fn header_bytes(kind: Kind, payload_len: usize) -> [u8; HEADER_LEN] {
+    header_bytes_flagged(kind, 0, payload_len)
+}
+
+pub(crate) fn header_bytes_flagged(kind: Kind, flags: u8, payload_len: usize) -> [u8; HEADER_LEN] {
     let len = (payload_len as u32).to_le_bytes();
-    [FORMAT_VERSION, kind as u8, 0, len[0], len[1], len[2]]
+    [FORMAT_VERSION, kind as u8, flags, len[0], len[1], len[2]]
 }
 
 /// The postcard sub-header of a [`Handshake`] frame; the message follows it raw.
@@ -50,16 +59,25 @@ struct ChunkHead {
 pub struct FrameHeader {
     /// What the payload holds.
     pub kind: Kind,
-    /// Flag bits (none are defined in format version 1).
+    /// Flag bits: [`FLAG_NO_CRC`] or none.
     pub flags: u8,
     /// Payload length in bytes (excluding header and trailer).
     pub payload_len: usize,
 }
 
 impl FrameHeader {
-    /// Whole-frame length: header, payload and trailer.
+    /// Whole-frame length: header, payload and trailer (if it has one).
     pub const fn frame_len(&self) -> usize {
-        self.payload_len + FRAME_OVERHEAD
+        match self.has_crc() {
+            true => self.payload_len + FRAME_OVERHEAD,
+            false => self.payload_len + HEADER_LEN,
+        }
+    }
+
+    /// Whether the frame ends with a CRC trailer (all but a `Sealed` frame sent with
+    /// [`FLAG_NO_CRC`]).
+    pub const fn has_crc(&self) -> bool {
+        self.flags & FLAG_NO_CRC == 0
     }
 
     /// Parses and checks the fixed header at the start of `bytes` against
@@ -75,14 +93,15 @@ impl FrameHeader {
             return Err(DecodeError::UnsupportedVersion(head[0]));
         }
         let kind = Kind::from_u8(head[1])?;
-        if head[2] != 0 {
-            return Err(DecodeError::UnknownFlags(head[2]));
+        let flags = head[2];
+        if flags != 0 && !(flags == FLAG_NO_CRC && kind == Kind::Sealed) {
+            return Err(DecodeError::UnknownFlags(flags));
         }
         let payload_len =
             usize::from(head[3]) | (usize::from(head[4]) << 8) | (usize::from(head[5]) << 16);
         let header = FrameHeader {
             kind,
-            flags: 0,
+            flags,
             payload_len,
         };
         if header.frame_len() > max_frame_len {
@@ -360,7 +379,7 @@ impl Frame {
         if frame.len() > frame_len {
             return Err(DecodeError::Malformed {
                 kind: header.kind,
-                reason: "bytes after the CRC trailer",
+                reason: "bytes after the frame's end",
             });
         }
         Frame::decode_checked(header, frame)
@@ -368,6 +387,9 @@ impl Frame {
 
     /// Decodes a frame whose header is parsed and whose length is exactly right.
     pub(crate) fn decode_checked(header: FrameHeader, frame: Bytes) -> Result<Frame, DecodeError> {
+        if !header.has_crc() {
+            return Frame::decode_payload(header.kind, frame.slice(HEADER_LEN..));
+        }
         let crc_at = frame.len() - CRC_LEN;
         let (body, trailer) = frame.split_at(crc_at);
         let expected = u32::from_le_bytes([trailer[0], trailer[1], trailer[2], trailer[3]]);

@@ -68,6 +68,10 @@ impl Capabilities {
     pub const STATE: Capabilities = Capabilities(1 << 5);
     /// This side reads durable messages (`Data` with [`Exchange::Durable`]).
     pub const DURABLE: Capabilities = Capabilities(1 << 6);
+    /// This side reads `Sealed` frames sent without their CRC trailer
+    /// ([`FLAG_NO_CRC`](crate::FLAG_NO_CRC)): the AEAD tags already prove every byte, so
+    /// its peer need not compute a checksum over what it seals.
+    pub const NO_CRC: Capabilities = Capabilities(1 << 7);
     /// Everything this version implements.
     pub const ALL: Capabilities = Capabilities(
         Self::FILES.0
@@ -76,7 +80,8 @@ impl Capabilities {
             | Self::FILE_META.0
             | Self::NAME.0
             | Self::STATE.0
-            | Self::DURABLE.0,
+            | Self::DURABLE.0
+            | Self::NO_CRC.0,
     );
 
     /// Whether every bit of `other` is set.

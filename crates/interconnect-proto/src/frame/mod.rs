@@ -11,8 +11,8 @@ mod codec;
 mod head;
 mod messages;
 
-pub(crate) use codec::header_bytes;
-pub use codec::{Batch, FORMAT_VERSION, FrameHeader};
+pub(crate) use codec::header_bytes_flagged;
+pub use codec::{Batch, FLAG_NO_CRC, FORMAT_VERSION, FrameHeader};
 pub use messages::*;
 
 /// Declares [`Frame`] with one variant per message type, and `From` for each: one list.

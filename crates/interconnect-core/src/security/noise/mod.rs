@@ -8,7 +8,7 @@ use crate::prelude::*;
 use alloc::collections::VecDeque;
 
 use bytes::{Bytes, BytesMut};
-use interconnect_proto::{Frame, Handshake, Role, Sealed};
+use interconnect_proto::{Frame, Handshake, Role, Sealed, Trailer};
 use sha2::{Digest, Sha256};
 use snow::HandshakeState;
 
@@ -574,17 +574,19 @@ impl SecureLink {
         self.events.push_back(NoiseEvent::Failed(error));
     }
 
-    /// Seals an inner frame (header and payload, no CRC) into `dst`; the plaintext is
-    /// `head` followed by `bulk` (see `Frame::encode_unsealed_head`).
+    /// Seals an inner frame (header and payload, no CRC) into `dst`, the sealed frame
+    /// ending with `trailer`; the plaintext is `head` followed by `bulk` (see
+    /// `Frame::encode_unsealed_head`).
     pub(crate) fn seal(
         &mut self,
         head: &[u8],
         bulk: &[u8],
         max_frame_len: usize,
+        trailer: Trailer,
         dst: &mut BytesMut,
     ) -> Result<(), SecurityError> {
         match &mut self.phase {
-            Phase::Established(est) => est.cipher.seal(head, bulk, max_frame_len, dst),
+            Phase::Established(est) => est.cipher.seal(head, bulk, max_frame_len, trailer, dst),
             _ => Err(SecurityError::Handshake("no session keys yet".into())),
         }
     }
@@ -595,9 +597,10 @@ impl SecureLink {
         &mut self,
         buf: &mut BytesMut,
         max_frame_len: usize,
+        trailer: Trailer,
     ) -> Result<(), SecurityError> {
         match &mut self.phase {
-            Phase::Established(est) => est.cipher.seal_in_place(buf, max_frame_len),
+            Phase::Established(est) => est.cipher.seal_in_place(buf, max_frame_len, trailer),
             _ => Err(SecurityError::Handshake("no session keys yet".into())),
         }
     }

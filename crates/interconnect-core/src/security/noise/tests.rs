@@ -38,7 +38,7 @@ fn seal(link: &mut SecureLink, plain: &[u8]) -> Sealed {
     let mut dst = BytesMut::new();
     // A short head and the rest as bulk: segments then straddle the two.
     let (head, bulk) = plain.split_at(plain.len().min(3));
-    link.seal(head, bulk, DEFAULT_MAX_FRAME_LEN, &mut dst)
+    link.seal(head, bulk, DEFAULT_MAX_FRAME_LEN, Trailer::Crc, &mut dst)
         .unwrap();
     match Frame::decode(dst.freeze(), DEFAULT_MAX_FRAME_LEN) {
         Ok(Frame::Sealed(sealed)) => sealed,
@@ -212,7 +212,7 @@ fn a_seal_that_fails_at_an_epoch_change_leaves_the_keys_in_step() {
     // Four segments would start the next epoch, but the frame is too large to send.
     let big = vec![7u8; 3 * SEALED_SEGMENT_PLAINTEXT + 1];
     let mut dst = BytesMut::new();
-    assert!(watch.seal(&big, &[], 4096, &mut dst).is_err());
+    assert!(watch.seal(&big, &[], 4096, Trailer::Crc, &mut dst).is_err());
     assert!(dst.is_empty());
     assert_eq!(epochs(&watch).0, 0, "the failed seal committed nothing");
     let sealed = seal(&mut watch, b"after");
@@ -345,7 +345,7 @@ fn seal_frame(link: &mut SecureLink, frame: &Frame) -> (Vec<u8>, Bytes) {
         .encode_unsealed(DEFAULT_MAX_FRAME_LEN, &mut plain)
         .unwrap();
     let mut dst = BytesMut::new();
-    link.seal(&plain, &[], DEFAULT_MAX_FRAME_LEN, &mut dst)
+    link.seal(&plain, &[], DEFAULT_MAX_FRAME_LEN, Trailer::Crc, &mut dst)
         .unwrap();
     (plain.to_vec(), dst.freeze())
 }
@@ -550,7 +550,13 @@ fn transcript() -> String {
         let plain = inner.concat();
         let mut sealed = BytesMut::new();
         watch
-            .seal(&plain, &[], DEFAULT_MAX_FRAME_LEN, &mut sealed)
+            .seal(
+                &plain,
+                &[],
+                DEFAULT_MAX_FRAME_LEN,
+                Trailer::Crc,
+                &mut sealed,
+            )
             .unwrap();
         let nonce = parts.nonce + count as u64;
         let _ = writeln!(
@@ -569,6 +575,20 @@ fn transcript() -> String {
             .collect::<Result<_, _>>()
             .unwrap();
         assert_eq!(frames, batch);
+        // The same plaintext sealed for a peer that reads sealed frames without a CRC.
+        let mut bare = BytesMut::new();
+        watch
+            .seal(&plain, &[], DEFAULT_MAX_FRAME_LEN, Trailer::None, &mut bare)
+            .unwrap();
+        let _ = writeln!(
+            out,
+            "\nThe same two frames to a peer whose `Hello` set `NO_CRC`: at nonce {}, \
+             flags `01`, no CRC trailer, associated data `{}`:\n",
+            nonce + 1,
+            hex(&segment_ad(nonce + 1, 1, 0))
+        );
+        let _ = writeln!(out, "{}", hex_block(&bare));
+        assert_eq!(&opened(&mut phone, bare.freeze())[..], &plain[..]);
     }
     fenced(&out)
 }
@@ -637,13 +657,19 @@ fn sealing_in_place_writes_what_sealing_from_a_copy_writes() {
         let plain: Vec<u8> = (0..1 + i % 300).map(|b| (b ^ i) as u8).collect();
         let mut expected = BytesMut::new();
         copied
-            .seal(&plain, &[], DEFAULT_MAX_FRAME_LEN, &mut expected)
+            .seal(
+                &plain,
+                &[],
+                DEFAULT_MAX_FRAME_LEN,
+                Trailer::Crc,
+                &mut expected,
+            )
             .unwrap();
         let mut buf = BytesMut::new();
         buf.put_bytes(0, interconnect_proto::SEALED_HEADROOM);
         buf.extend_from_slice(&plain);
         in_place
-            .seal_in_place(&mut buf, DEFAULT_MAX_FRAME_LEN)
+            .seal_in_place(&mut buf, DEFAULT_MAX_FRAME_LEN, Trailer::Crc)
             .unwrap();
         assert_eq!(buf, expected, "frame {i}");
         let sealed = match Frame::decode(buf.freeze(), DEFAULT_MAX_FRAME_LEN) {
