@@ -11,6 +11,10 @@ use tokio::time::Instant;
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Clock {
     origin: Instant,
+    /// The time of the driver's pass under way, read once when it woke: a pass never
+    /// waits, so what it does happens at one time, and the clock is not read again for
+    /// each frame, event and sample.
+    pass: Option<(Instant, CoreInstant)>,
 }
 
 impl Clock {
@@ -18,12 +22,32 @@ impl Clock {
     pub(crate) fn start() -> Clock {
         Clock {
             origin: Instant::now(),
+            pass: None,
         }
     }
 
-    /// The time now, for the session.
+    /// The time now, for the session: the pass's, during one.
     pub(crate) fn now(self) -> CoreInstant {
-        self.to_core(Instant::now())
+        match self.pass {
+            Some((_, at)) => at,
+            None => self.to_core(Instant::now()),
+        }
+    }
+
+    /// The time now as tokio counts it: the pass's, during one.
+    pub(crate) fn tokio_now(self) -> Instant {
+        self.pass.map_or_else(Instant::now, |(at, _)| at)
+    }
+
+    /// A pass starts: the clock is read once for it.
+    pub(crate) fn begin_pass(&mut self) {
+        let at = Instant::now();
+        self.pass = Some((at, self.to_core(at)));
+    }
+
+    /// The pass ended (before the driver waits again, or awaits anything).
+    pub(crate) fn end_pass(&mut self) {
+        self.pass = None;
     }
 
     /// A tokio instant as the session counts it.

@@ -213,18 +213,6 @@ impl Sends {
         }
         wake.into_iter().for_each(Waker::wake);
     }
-
-    /// Whether a send's future was dropped before it had an outcome (its caller gave
-    /// up).
-    pub(crate) fn abandoned(&self, slot: u32) -> bool {
-        matches!(
-            self.lock().slots.get(slot as usize),
-            Some(Slot::Waiting {
-                abandoned: true,
-                ..
-            })
-        )
-    }
 }
 
 impl Inner {
@@ -347,8 +335,6 @@ mod tests {
         let kept = queue(&sends);
         let dropped = queue(&sends);
         sends.abandon(dropped);
-        assert!(!sends.abandoned(kept));
-        assert!(sends.abandoned(dropped), "its caller gave up");
         sends.complete(dropped, Ok(()));
         assert_eq!(queue(&sends), dropped, "freed by the outcome");
         sends.complete(kept, Err(Error::ConnectionLost));

@@ -731,6 +731,31 @@ async fn the_send_timeout_runs_from_the_call_and_a_queued_send_can_be_withdrawn(
     after.await.unwrap();
 }
 
+/// Fire and forget past the channel's queue: sends whose futures were dropped while
+/// they waited for room in it are still delivered, in call order.
+#[tokio::test(start_paused = true)]
+async fn dropped_sends_that_waited_for_room_are_still_delivered() {
+    let s = setup();
+    let (conn, app) = open(&s).await;
+    let mut app_events = app.events().unwrap();
+    // More than the channel's queue holds (`SessionConfig::max_queued`, 4,096).
+    let n = 5_000u32;
+    let reader = tokio::spawn(async move {
+        let mut got = Vec::new();
+        while got.len() < n as usize + 1 {
+            if let ConnectionEvent::Message(m) = next(&mut app_events).await {
+                got.push(m.decode::<u32>().unwrap());
+            }
+        }
+        got
+    });
+    for i in 0..n {
+        drop(conn.send(&i));
+    }
+    conn.send(&n).await.unwrap();
+    assert_eq!(reader.await.unwrap(), (0..=n).collect::<Vec<u32>>());
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_dropped_send_is_still_delivered_and_a_send_after_shutdown_fails_at_once() {
     let s = setup();

@@ -430,9 +430,17 @@ impl Session {
     /// Whether `channel` can queue another message (`max_queued` not reached). An
     /// unknown channel has room: sending to it fails with its own error.
     pub fn has_room(&self, channel: ChannelId) -> bool {
-        self.channels
-            .get(&channel)
-            .is_none_or(|ch| ch.queued() < self.config.max_queued)
+        self.room(channel) > 0
+    }
+
+    /// How many more messages the channel's queue takes
+    /// ([`SessionConfig::max_queued`](crate::SessionConfig::max_queued) less those
+    /// queued); unbounded for a channel this session does not know (a send to it fails
+    /// on its own).
+    pub fn room(&self, channel: ChannelId) -> usize {
+        self.channels.get(&channel).map_or(usize::MAX, |ch| {
+            self.config.max_queued.saturating_sub(ch.queued())
+        })
     }
 
     /// Stops acknowledging the messages of the receipt's channel past the receipt's

@@ -38,8 +38,7 @@ impl Sampler {
 
     /// Takes a sample if the last is old enough, and publishes the rate; `sent` is what
     /// the link took so far (its writer counts it, as the transport takes each frame).
-    pub(super) fn tick(&mut self, meter: &Meter, sent: u64) {
-        let now = Instant::now();
+    pub(super) fn tick(&mut self, meter: &Meter, sent: u64, now: Instant) {
         if self
             .samples
             .back()
@@ -79,7 +78,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn the_rate_is_that_of_the_last_seconds_and_fades_when_idle() {
         let (mut sampler, meter) = (Sampler::default(), Meter::default());
-        sampler.tick(&meter, 0);
+        sampler.tick(&meter, 0, Instant::now());
         assert_eq!(meter.throughput(), None, "no span yet");
         // 10 KiB sent and 1 KiB received every 250 ms for 2 s.
         let mut sent = 0;
@@ -87,7 +86,7 @@ mod tests {
             tokio::time::advance(SAMPLE_EVERY).await;
             sent += 10_240;
             sampler.received(1024);
-            sampler.tick(&meter, sent);
+            sampler.tick(&meter, sent, Instant::now());
         }
         let rate = meter.throughput().expect("a rate");
         assert_eq!((rate.sent, rate.received), (40_960, 4096));

@@ -229,8 +229,10 @@ impl Driver {
                 let wakes = &mut self.wakes;
                 std::future::poll_fn(|cx| wakes.poll(cx, &mut sources)).await
             };
+            self.clock.begin_pass();
             match woke {
                 Woke::Command(Some(Command::Shutdown) | None) => {
+                    self.clock.end_pass();
                     self.close_all().await;
                     break;
                 }
@@ -238,12 +240,14 @@ impl Driver {
                     self.on_command(command);
                     // A burst (pipelined sends) is taken in one pass, with one flush.
                     if self.take_commands() {
+                        self.clock.end_pass();
                         self.close_all().await;
                         break;
                     }
                 }
                 Woke::Arrival(arrival) => {
                     if self.on_arrival(arrival) {
+                        self.clock.end_pass();
                         self.close_all().await;
                         break;
                     }
@@ -260,7 +264,10 @@ impl Driver {
                 }
                 Woke::Timer => {
                     armed = None;
-                    if self.write_deadline().is_some_and(|d| d <= Instant::now()) {
+                    if self
+                        .write_deadline()
+                        .is_some_and(|d| d <= self.clock.tokio_now())
+                    {
                         self.lose_link("writes made no progress for the link timeout");
                     }
                     self.on_asking_timeout();
@@ -273,8 +280,9 @@ impl Driver {
             }
             self.flush().await;
             let written = self.link.as_ref().map(|l| &l.written);
-            self.sampler
-                .tick(&self.meter, written.map_or(0, |w| w.load(Relaxed)));
+            let sent = written.map_or(0, |w| w.load(Relaxed));
+            self.sampler.tick(&self.meter, sent, self.clock.tokio_now());
+            self.clock.end_pass();
         }
         self.stop();
     }
@@ -599,9 +607,7 @@ impl Driver {
                 if let Some(entry) = self.conns.get(&key) {
                     entry.slot.sends.take_queued(&mut batch);
                 }
-                for send in batch.drain(..) {
-                    self.on_send(key, send);
-                }
+                self.on_sends(key, &mut batch);
                 if batch.capacity() > 1024 {
                     batch = Default::default(); // a burst's buffer is not kept
                 }
@@ -682,23 +688,6 @@ impl Driver {
             }
             Command::Io(done) => self.on_io(done),
             Command::Shutdown => {}
-        }
-    }
-
-    /// A send the connection queued: to the session, or to wait its turn.
-    fn on_send(&mut self, key: u64, send: Queued) {
-        let wait = send.wait;
-        let behind = self.waiting.get(&key).is_some_and(|w| !w.is_empty());
-        match self.conns.get(&key).and_then(|e| e.channel) {
-            // A phone app's send waits for a restarted watch to open its channel.
-            _ if wait && self.awaits_reopen(key) => {
-                self.waiting.entry(key).or_default().push_back(send);
-            }
-            Some(channel) if wait && (behind || !self.session.has_room(channel)) => {
-                // Waits in call order for room in the channel's queue.
-                self.waiting.entry(key).or_default().push_back(send);
-            }
-            _ => self.start_send(key, send),
         }
     }
 

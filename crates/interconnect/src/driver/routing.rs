@@ -1,6 +1,8 @@
 //! Routing: which handle a channel, a send or an event belongs to; the state each
 //! handle reads; sends waiting for room or for a restarted watch; releasing a handle.
 
+use std::collections::VecDeque;
+
 use interconnect_proto::{ChannelId, Code, Exchange, Role};
 
 use super::durable::durable_mark;
@@ -9,7 +11,7 @@ use crate::app_state::FLIGHT;
 use crate::error::Error;
 use crate::outbox::DURABLE;
 use crate::sans_io::{ChannelEvent, SendId, Session};
-use crate::sends;
+use crate::sends::{self, Queued};
 use crate::state::{ConnState, ConnectionEvent, Incoming};
 
 impl Driver {
@@ -241,12 +243,42 @@ impl Driver {
         }
     }
 
-    /// Hands a send to the session, or fails it.
-    pub(super) fn start_send(&mut self, key: u64, send: WaitingSend) {
+    /// A batch of sends a connection queued, in call order: each goes into its
+    /// channel's queue, or waits behind those already waiting when it must wait for room
+    /// (or, on the phone, for a restarted watch to open the app's channel). The
+    /// connection's channel and waiting queue are looked up once for the batch.
+    pub(super) fn on_sends(&mut self, key: u64, batch: &mut VecDeque<Queued>) {
         let Some(entry) = self.conns.get(&key) else {
+            batch.clear(); // its handles are gone, and their outcomes with them
             return;
         };
-        let result = match entry.channel {
+        let (channel, sends) = (entry.channel, entry.slot.sends.clone());
+        let reopen = self.session.awaits_reopen(&entry.package);
+        let mut waiting = self.waiting.remove(&key).unwrap_or_default();
+        for send in batch.drain(..) {
+            let wait = send.wait
+                && (reopen
+                    || channel.is_some_and(|ch| !waiting.is_empty() || !self.session.has_room(ch)));
+            match wait {
+                true => waiting.push_back(send),
+                false => self.start_send(key, channel, &sends, send),
+            }
+        }
+        if !waiting.is_empty() {
+            self.waiting.insert(key, waiting);
+        }
+    }
+
+    /// Puts a send into its channel's queue; a send without a channel, or one the
+    /// session refuses, fails at once.
+    fn start_send(
+        &mut self,
+        key: u64,
+        channel: Option<ChannelId>,
+        sends: &sends::Sends,
+        send: WaitingSend,
+    ) {
+        let result = match channel {
             None => Err(Error::ConnectionLost),
             Some(channel) => self
                 .session
@@ -260,42 +292,31 @@ impl Driver {
                 .map_err(Error::from),
         };
         if let Err(error) = result {
-            entry.slot.sends.complete(send.slot, Err(error));
+            sends.complete(send.slot, Err(error));
         }
     }
 
-    /// Phone side: whether the app's channel went with a watch restart and the new
-    /// watch has not opened it yet (never on the watch).
-    pub(super) fn awaits_reopen(&self, key: u64) -> bool {
-        self.conns
-            .get(&key)
-            .is_some_and(|e| self.session.awaits_reopen(&e.package))
-    }
-
-    /// Moves waiting sends into their channels' queues while there is room.
+    /// Moves waiting sends into their channels' queues while there is room, in call
+    /// order. A send whose future was dropped goes too (fire and forget); one that timed
+    /// out left the queue when it was withdrawn (`cancel_send`).
     pub(super) fn admit_waiting(&mut self) {
         let keys: Vec<u64> = self.waiting.keys().copied().collect();
         for key in keys {
-            if self.awaits_reopen(key) {
-                continue; // until the restarted watch opens the app's channel
-            }
             let Some(entry) = self.conns.get(&key) else {
                 self.waiting.remove(&key);
                 continue;
             };
+            if self.session.awaits_reopen(&entry.package) {
+                continue; // until the restarted watch opens the app's channel
+            }
             let (channel, sends) = (entry.channel, entry.slot.sends.clone());
             let Some(mut waiting) = self.waiting.remove(&key) else {
                 continue;
             };
             // Without a channel every send fails at once (`start_send`).
-            while channel.is_none_or(|ch| self.session.has_room(ch)) {
-                let Some(send) = waiting.pop_front() else {
-                    break;
-                };
-                if sends.abandoned(send.slot) {
-                    continue; // its caller gave up (timed out)
-                }
-                self.start_send(key, send);
+            let room = channel.map_or(usize::MAX, |ch| self.session.room(ch));
+            for send in waiting.drain(..room.min(waiting.len())) {
+                self.start_send(key, channel, &sends, send);
             }
             if !waiting.is_empty() {
                 self.waiting.insert(key, waiting);
