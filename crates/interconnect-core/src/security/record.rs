@@ -34,11 +34,13 @@ pub(crate) fn segment_ad(first: u64, segments: u32, index: u32) -> [u8; SEGMENT_
 }
 
 /// The key of epoch `to`, from `key` at epoch `from`: `None` when it is `key` itself.
-/// Nothing is committed, so a frame that fails leaves the keys as they were.
-fn key_at(key: &TransportKey, from: u64, to: u64) -> Option<TransportKey> {
-    let mut next: Option<TransportKey> = None;
+/// Nothing is committed, so a frame that fails leaves the keys as they were. Boxed: a
+/// key schedule is large, and the common `None` then moves as a null pointer instead
+/// of a copy of the key's size on every frame.
+fn key_at(key: &TransportKey, from: u64, to: u64) -> Option<Box<TransportKey>> {
+    let mut next: Option<Box<TransportKey>> = None;
     for _ in from..to {
-        next = Some(next.as_ref().unwrap_or(key).rekeyed());
+        next = Some(Box::new(next.as_deref().unwrap_or(key).rekeyed()));
     }
     next
 }
@@ -99,7 +101,7 @@ impl Cipher {
         };
         let epoch = first / self.interval;
         let rekeyed = key_at(&self.send, self.send_epoch, epoch);
-        let key = rekeyed.as_ref().unwrap_or(&self.send);
+        let key = rekeyed.as_deref().unwrap_or(&self.send);
         let ct_len = sealed_ciphertext_len(plain_len);
         let sealed = encode_sealed(max_frame_len, dst, first, ct_len, trailer, |buf| {
             let (mut head, mut bulk) = (head, bulk);
@@ -126,14 +128,14 @@ impl Cipher {
     fn sealed<E>(
         &mut self,
         sealed: Result<Result<(), E>, EncodeError>,
-        rekeyed: Option<TransportKey>,
+        rekeyed: Option<Box<TransportKey>>,
         epoch: u64,
         next: u64,
     ) -> Result<(), SecurityError> {
         match sealed {
             Ok(Ok(())) => {
                 if let Some(key) = rekeyed {
-                    self.send = key;
+                    self.send = *key;
                     tracing::debug!(epoch, "sending key renewed");
                 }
                 self.send_epoch = epoch;
@@ -163,7 +165,7 @@ impl Cipher {
         };
         let epoch = first / self.interval;
         let rekeyed = key_at(&self.send, self.send_epoch, epoch);
-        let key = rekeyed.as_ref().unwrap_or(&self.send);
+        let key = rekeyed.as_deref().unwrap_or(&self.send);
         let ad = segment_ad(first, 1, 0);
         let sealed = encode_sealed_in_place(max_frame_len, buf, first, trailer, |plain| {
             key.seal_in_place(first, &ad, plain)
@@ -209,7 +211,7 @@ impl Cipher {
             return Err(SecurityError::BadSealedFrame);
         }
         let rekeyed = key_at(&self.recv, self.recv_epoch, epoch);
-        let key = rekeyed.as_ref().unwrap_or(&self.recv);
+        let key = rekeyed.as_deref().unwrap_or(&self.recv);
         let opened = match sealed.ciphertext.try_into_mut() {
             // The frame's buffer is ours alone: open it where it lies, each segment's
             // plaintext moved down over the tags before it as it is decrypted.
@@ -246,7 +248,7 @@ impl Cipher {
             }
         };
         if let Some(key) = rekeyed {
-            self.recv = key;
+            self.recv = *key;
             tracing::debug!(epoch, "receiving key renewed");
         }
         self.recv_epoch = epoch;
