@@ -32,7 +32,9 @@
 //!   sub-header, so encoding copies them once and decoding slices the received buffer.
 //! - **CRC-32C.** With `std`, through the `crc32c` crate (hardware instruction), without
 //!   it through the `crc` crate (see the `checksum` notes in the source: only the hardware
-//!   path keeps 64 KiB encode + decode within 0.4 × memcpy).
+//!   path keeps 64 KiB encode + decode within 0.4 × memcpy). A `Sealed` frame may go
+//!   without it ([`FLAG_NO_CRC`], to a peer announcing [`Capabilities::NO_CRC`]): its
+//!   AEAD tags prove the bytes.
 //!
 //! ## What this crate does not do
 //! It does not fragment frames for small-MTU links (that is `transport-ble`), keep any
