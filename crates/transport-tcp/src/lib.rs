@@ -555,16 +555,21 @@ mod tests {
         assert_eq!(got, [sent[1].clone()]);
     }
 
+    /// Far more than the socket buffers hold, in frames of many sizes.
+    fn mixed_frames() -> Vec<Bytes> {
+        let sizes = [1usize, 64, 700, 4_000, 65_000, 3, 200_000, 17, 9_999];
+        (0..400)
+            .map(|i| frame(sizes[i % sizes.len()], i as u8))
+            .collect()
+    }
+
     /// Frames written at once where the socket takes them (as the driver does while
     /// nothing is queued) and the rest through `send`: with far more than the socket
     /// buffers hold, some are taken in part or not at all, and every frame still arrives
     /// whole and in order.
     #[tokio::test]
     async fn frames_written_at_once_or_in_part_arrive_whole_and_in_order() {
-        let sizes = [1usize, 64, 700, 4_000, 65_000, 3, 200_000, 17, 9_999];
-        let sent: Vec<Bytes> = (0..400)
-            .map(|i| frame(sizes[i % sizes.len()], i as u8))
-            .collect();
+        let sent = mixed_frames();
         let (mut sender, mut receiver) = linked().await;
         let write = async {
             let mut left_over = 0;
@@ -593,10 +598,7 @@ mod tests {
     /// takes the vectored writes in pieces cut anywhere: every frame arrives whole.
     #[tokio::test]
     async fn frames_written_in_pieces_arrive_whole_and_in_order() {
-        let sizes = [1usize, 64, 700, 4_000, 65_000, 3, 200_000, 17, 9_999];
-        let sent: Vec<Bytes> = (0..400)
-            .map(|i| frame(sizes[i % sizes.len()], i as u8))
-            .collect();
+        let sent = mixed_frames();
         assert!(
             carried(&sent, 7).await == sent,
             "a frame arrived changed or out of order"

@@ -1,6 +1,8 @@
-//! What a batch from an authenticated peer that breaks the batch rules does: the frames
-//! before the break are handled, then the link drops. Only a peer holding the session
-//! keys can send one, so these reach into the watch's secure layer.
+//! Sealing as the session does it, reaching into the secure layer and the link's state:
+//! what a batch from an authenticated peer that breaks the batch rules does (the frames
+//! before the break are handled, then the link drops; only a peer holding the session
+//! keys can send one), what a peer that left a capability out is sent (one frame per
+//! sealed frame, no file metadata, the CRC kept), and which frames own their buffers.
 
 #[allow(unused_imports)]
 use crate::prelude::*;

@@ -21,16 +21,17 @@ impl Kind {
     }
 }
 
-/// The 6-byte frame header: version, kind, flags (none), payload length (u24 LE).
 /// Flag bit 0: the frame ends with its payload, without the CRC trailer. Only a
 /// `Sealed` frame may carry it (its AEAD tags already cover every byte), and only to a
 /// peer that announced [`Capabilities::NO_CRC`](crate::Capabilities::NO_CRC).
 pub const FLAG_NO_CRC: u8 = 0x01;
 
+/// The 6-byte frame header: version, kind, no flags, payload length (u24 LE).
 pub(crate) fn header_bytes(kind: Kind, payload_len: usize) -> [u8; HEADER_LEN] {
     header_bytes_flagged(kind, 0, payload_len)
 }
 
+/// The 6-byte frame header with `flags`.
 pub(crate) fn header_bytes_flagged(kind: Kind, flags: u8, payload_len: usize) -> [u8; HEADER_LEN] {
     let len = (payload_len as u32).to_le_bytes();
     [FORMAT_VERSION, kind as u8, flags, len[0], len[1], len[2]]

@@ -728,6 +728,17 @@ mod tests {
         }
     }
 
+    /// A link over `sender` that receives nothing, started.
+    fn started(sender: impl LinkSender) -> ActiveLink {
+        let link = Link {
+            sender: Box::new(sender),
+            receiver: Box::new(Silent),
+            max_frame_len: 1024,
+            source: None,
+        };
+        ActiveLink::start(link, 0).0
+    }
+
     fn frame(n: u8) -> Bytes {
         Bytes::from(vec![n; 8])
     }
@@ -739,13 +750,7 @@ mod tests {
             log: log.clone(),
             gate: gate.clone(),
         };
-        let link = Link {
-            sender: Box::new(sender),
-            receiver: Box::new(Silent),
-            max_frame_len: 1024,
-            source: None,
-        };
-        let (link, _) = ActiveLink::start(link, 0);
+        let link = started(sender);
         // Nothing queued: written at once.
         assert_eq!(link.send_now(frame(1)).expect("sent"), None);
         // Queued, its writer not run yet (the sender is free): the next frame waits.
@@ -783,13 +788,7 @@ mod tests {
     /// and counts nothing as written.
     #[tokio::test]
     async fn a_write_at_once_that_fails_says_so() {
-        let link = Link {
-            sender: Box::new(Broken),
-            receiver: Box::new(Silent),
-            max_frame_len: 1024,
-            source: None,
-        };
-        let (link, _) = ActiveLink::start(link, 0);
+        let link = started(Broken);
         assert!(matches!(
             link.send_now(frame(1)),
             Err(TransportError::Closed)
