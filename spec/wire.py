@@ -116,17 +116,18 @@ def frame(kind, payload):
     return body + crc32c(body).to_bytes(4, "little")
 
 
-SEALED, NO_CRC = 0x41, 0x01
+SEALED, NO_CRC, TAGS_LAST = 0x41, 0x01, 0x02
 
 
 def unframe(data):
     check(data[0] == 1, "frame version 1")
     n = int.from_bytes(data[3:6], "little")
-    if data[2] == NO_CRC:
-        check(data[1] == SEALED, "only a Sealed frame goes without its CRC")
+    if data[2] != 0:
+        check(data[1] == SEALED, "only a Sealed frame carries flags")
+        check(data[2] & ~(NO_CRC | TAGS_LAST) == 0, "no other flags")
+    if data[2] & NO_CRC:
         check(len(data) == n + 6, "frame length without a CRC = payload + 6")
         return data[1], data[6:]
-    check(data[2] == 0, "no other flags")
     check(len(data) == n + 10, "frame length = payload + 10")
     crc = int.from_bytes(data[-4:], "little")
     check(crc == crc32c(data[:-4]), "CRC-32C")
@@ -598,7 +599,8 @@ def check_transcript(doc, kinds, types):
         ciphertext_len = inner_len + 16 * segments
         check(outer_len == 6 + len(varint(start)) + ciphertext_len + 4, f"{title}: outer frame length")
         check(math.ceil(ciphertext_len / 65535) == segments, f"{title}: the receiver's cut into 65,535")
-        rows = re.findall(r"^(\d+)  ([0-9a-f]{32})  ([0-9a-f]{32})$", suite_text, re.M)
+        several = suite_text[m.end():suite_text.index("A batch, ")]
+        rows = re.findall(r"^(\d+)  ([0-9a-f]{32})  ([0-9a-f]{32})$", several, re.M)
         check(len(rows) == segments, f"{title}: one row per segment")
         for i, (nonce, ad, _tag) in enumerate(rows):
             expected = start.to_bytes(8, "little") + segments.to_bytes(4, "little") + i.to_bytes(4, "little")
@@ -639,6 +641,24 @@ def check_transcript(doc, kinds, types):
               f"{title}: no trailer after the tag")
         expected = bare_nonce.to_bytes(8, "little") + (1).to_bytes(4, "little") + (0).to_bytes(4, "little")
         check(bare_ad == expected.hex(), f"{title}: its associated data")
+        # The frame of several segments again, its tags last, for a peer that set TAGS_LAST.
+        m = re.search(r"The frame of several segments again, to a peer whose `Hello` set `NO_CRC` and "
+                      r"`TAGS_LAST`: at nonce (\d+), flags `03`, its (\d+) ciphertexts back to back and "
+                      r"then their tags, no CRC trailer\. Outer frame: (\d+) bytes, SHA-256 `(\w+)`",
+                      suite_text)
+        check(m is not None, f"{title}: a frame with its tags last is shown")
+        last_nonce, last_segments, last_len, last_sha = (int(g) if g.isdigit() else g for g in m.groups())
+        check(last_nonce == bare_nonce + 1, f"{title}: tags last at the next nonce")
+        check(last_segments == segments, f"{title}: tags last, the same segments")
+        check(last_len == 6 + len(varint(last_nonce)) + inner_len + 16 * segments,
+              f"{title}: tags last, the same length less the CRC")
+        check(len(last_sha) == 64, f"{title}: the digest of the frame with its tags last is given")
+        rows = re.findall(r"^(\d+)  ([0-9a-f]{32})  ([0-9a-f]{32})$", suite_text[m.end():], re.M)
+        check(len(rows) == segments, f"{title}: tags last, one row per segment")
+        for i, (nonce, ad, _tag) in enumerate(rows):
+            expected = (last_nonce.to_bytes(8, "little") + segments.to_bytes(4, "little")
+                        + i.to_bytes(4, "little"))
+            check(int(nonce) == last_nonce + i and ad == expected.hex(), f"{title}: tags last, segment {i}")
         checked += 1
     check(checked == 2, "both suites' transcripts")
     return checked
@@ -655,7 +675,9 @@ def main():
           "BLAKE3 of abc")
     kinds = kinds_table(doc)
     check(kinds[SEALED][0] == "Sealed", "the kind that may go without its CRC is Sealed")
-    check("bit 0 `NO_CRC` (`0x01`)" in doc and "bit 7 `NO_CRC`" in doc, "the NO_CRC flag and capability")
+    check("Bit 0 `NO_CRC` (`0x01`)" in doc and "bit 7 `NO_CRC`" in doc, "the NO_CRC flag and capability")
+    check(re.search(r"Bit 1\s+`TAGS_LAST` \(`0x02`\)", doc) and "bit 8 `TAGS_LAST`" in doc,
+          "the TAGS_LAST flag and capability")
     types = Types(doc)
     examples = check_examples(doc, kinds, types)
     file_bytes = check_file_example(doc, kinds, types)

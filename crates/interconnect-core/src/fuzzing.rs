@@ -8,8 +8,8 @@ use crate::time::Instant;
 
 use bytes::Bytes;
 use interconnect_proto::{
-    ChannelId, ContentType, DEFAULT_MAX_FRAME_LEN, DeviceId, Exchange, Frame, Handshake, Role,
-    Sealed,
+    ChannelId, ContentType, DEFAULT_MAX_FRAME_LEN, DeviceId, Exchange, Frame, Handshake, Layout,
+    Role, Sealed,
 };
 
 use crate::sans_io::{ChannelEvent, Event, Session};
@@ -123,6 +123,11 @@ fn forged_frame(piece: &[u8]) -> Bytes {
         Frame::Sealed(Sealed {
             nonce: u64::from(byte(1)) | (u64::from(byte(2)) << 8) | (u64::from(byte(3)) << 40),
             ciphertext: body,
+            layout: if byte(4) & 1 == 0 {
+                Layout::Interleaved
+            } else {
+                Layout::TagsLast
+            },
         })
     };
     frame

@@ -96,7 +96,7 @@ pub mod sans_io {
     pub use crate::event::{ChannelEvent, Event, Message, PeerInfo, Receipt, SendId};
     pub use crate::session::{ChannelStatus, CommandError, Session};
     pub use crate::time::Instant;
-    pub use crate::transfer::{FILE_READ_ROOM, FILE_READ_TAIL};
+    pub use crate::transfer::{FILE_READ_ROOM, file_read_tail};
 }
 
 /// What `std`'s prelude would bring, from `alloc`.

@@ -41,7 +41,7 @@ use interconnect_proto::{
 use rand_chacha::ChaCha8Rng;
 use rand_core::{RngCore, SeedableRng};
 
-use crate::sans_io::{ChannelEvent, Event, FILE_READ_ROOM, FILE_READ_TAIL, SendId, Session};
+use crate::sans_io::{ChannelEvent, Event, FILE_READ_ROOM, SendId, Session, file_read_tail};
 use crate::time::Instant;
 use crate::{DeviceIdentity, NoiseConfig, Security, SessionConfig};
 
@@ -139,7 +139,8 @@ impl Files {
                     session.file_read(*transfer, *offset, source.slice(start..end), digest);
                     return;
                 }
-                let mut buf = Vec::with_capacity(FILE_READ_ROOM + end - start + FILE_READ_TAIL);
+                let mut buf =
+                    Vec::with_capacity(FILE_READ_ROOM + end - start + file_read_tail(end - start));
                 buf.resize(FILE_READ_ROOM, 0);
                 buf.extend_from_slice(&source[start..end]);
                 if self.handed.len() == 64 {

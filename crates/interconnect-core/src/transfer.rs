@@ -13,7 +13,7 @@ use crate::time::Instant;
 use bytes::{Buf, Bytes};
 use interconnect_proto::{
     CHUNK_HEADER_MAX_LEN, CRC_LEN, ChannelId, HEADER_LEN, SEALED_HEADROOM, SEALED_TAG_LEN,
-    TransferId,
+    TransferId, sealed_segments,
 };
 
 /// Room a reader leaves in front of a chunk's bytes
@@ -21,8 +21,14 @@ use interconnect_proto::{
 /// sealed header's and the chunk frame's own header's.
 pub const FILE_READ_ROOM: usize = SEALED_HEADROOM + HEADER_LEN + CHUNK_HEADER_MAX_LEN;
 
-/// Capacity a reader leaves after a chunk's bytes: a sealed frame's tag and CRC trailer.
-pub const FILE_READ_TAIL: usize = SEALED_TAG_LEN + CRC_LEN;
+/// Capacity a reader leaves after a chunk of `len` bytes: its sealed frame's tags (one
+/// per segment, all after the bytes when the peer reads them so) and CRC trailer.
+pub const fn file_read_tail(len: usize) -> usize {
+    let frame = len.saturating_add(HEADER_LEN + CHUNK_HEADER_MAX_LEN);
+    sealed_segments(frame)
+        .saturating_mul(SEALED_TAG_LEN)
+        .saturating_add(CRC_LEN)
+}
 
 /// Where an outgoing transfer stands.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -135,6 +135,7 @@ fn a_link_dropped_for_a_bad_sealed_frame_sends_only_the_sealed_report() {
     let forged = Frame::Sealed(Sealed {
         nonce: 1 << 20,
         ciphertext: Bytes::from(vec![0u8; 64]),
+        layout: Layout::Interleaved,
     });
     let now = pair.now;
     pair.watch.handle_frame(now, frame_bytes(forged));
@@ -234,6 +235,7 @@ fn a_segment_cut_out_of_a_sealed_frame_never_opens_as_a_frame_of_its_own() {
         ciphertext: sealed
             .ciphertext
             .slice(SEALED_SEGMENT_LEN..2 * SEALED_SEGMENT_LEN),
+        layout: sealed.layout,
     });
     pair.phone.handle_frame(now, frame_bytes(cut));
     pair.collect();

@@ -35,6 +35,10 @@
 //!   path keeps 64 KiB encode + decode within 0.4 × memcpy). A `Sealed` frame may go
 //!   without it ([`FLAG_NO_CRC`], to a peer announcing [`Capabilities::NO_CRC`]): its
 //!   AEAD tags prove the bytes.
+//! - **Tags last.** A `Sealed` frame of several segments may carry its tags after all its
+//!   ciphertexts ([`FLAG_TAGS_LAST`], to a peer announcing [`Capabilities::TAGS_LAST`]),
+//!   so a plaintext is sealed where it lies ([`encode_sealed_in_place`]) instead of
+//!   copied to open a gap for each tag.
 //!
 //! ## What this crate does not do
 //! It does not fragment frames for small-MTU links (that is `transport-ble`), keep any
@@ -68,16 +72,17 @@ pub use durable::{DurableHead, MAX_DURABLE_HEAD_LEN};
 pub use error::{DecodeError, EncodeError};
 pub use frame::{
     Accept, Ack, Batch, Capabilities, ChannelId, Close, ContentType, Data, DeviceId, ErrorReport,
-    Exchange, FLAG_NO_CRC, FORMAT_VERSION, FileAccept, FileAck, FileCancel, FileChunk,
-    FileComplete, FileOffer, FileOfferMeta, Frame, FrameHeader, Handshake, Hello, Name, Open, Ping,
-    Pong, Reject, Role, SEALED_SEGMENT_LEN, SEALED_TAG_LEN, Sealed, TransferId, VersionQuery,
-    VersionReply,
+    Exchange, FLAG_NO_CRC, FLAG_TAGS_LAST, FORMAT_VERSION, FileAccept, FileAck, FileCancel,
+    FileChunk, FileComplete, FileOffer, FileOfferMeta, Frame, FrameHeader, Handshake, Hello,
+    Layout, Name, Open, Ping, Pong, Reject, Role, SEALED_SEGMENT_LEN, SEALED_TAG_LEN, Sealed,
+    TransferId, VersionQuery, VersionReply,
 };
 pub use kind::Kind;
 pub use limits::*;
 pub use sealed::{
-    SEALED_HEADROOM, SEALED_SEGMENT_PLAINTEXT, Trailer, encode_sealed, encode_sealed_in_place,
-    max_unsealed_len, place_head, put_crc, sealed_ciphertext_len, sealed_segments,
+    SEALED_HEADROOM, SEALED_SEGMENT_PLAINTEXT, SealedForm, Trailer, encode_sealed,
+    encode_sealed_in_place, max_unsealed_len, place_head, put_crc, sealed_ciphertext_len,
+    sealed_segments,
 };
 pub use state::StateUpdate;
 

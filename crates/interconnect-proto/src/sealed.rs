@@ -9,7 +9,10 @@ use bytes::{Buf, BufMut, BytesMut};
 
 use crate::checksum::crc32c;
 use crate::error::EncodeError;
-use crate::frame::{FLAG_NO_CRC, Frame, SEALED_SEGMENT_LEN, SEALED_TAG_LEN, header_bytes_flagged};
+use crate::frame::{
+    FLAG_NO_CRC, FLAG_TAGS_LAST, Frame, Layout, SEALED_SEGMENT_LEN, SEALED_TAG_LEN,
+    header_bytes_flagged,
+};
 use crate::kind::Kind;
 use crate::limits::{CRC_LEN, FRAME_OVERHEAD, HEADER_LEN, MAX_FRAME_LEN};
 
@@ -136,25 +139,63 @@ pub enum Trailer {
     None,
 }
 
-impl Trailer {
+/// How a sealed frame is sent: what the peer announced it reads decides both parts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SealedForm {
+    /// With or without the CRC trailer.
+    pub trailer: Trailer,
+    /// Where the tags lie.
+    pub layout: Layout,
+}
+
+impl SealedForm {
+    /// The form every peer reads: a CRC trailer, each tag after its segment.
+    pub const COMMON: SealedForm = SealedForm {
+        trailer: Trailer::Crc,
+        layout: Layout::Interleaved,
+    };
+
+    /// The form a peer that announced `peer` reads: without the CRC when it set
+    /// [`NO_CRC`](crate::Capabilities::NO_CRC), with the tags last when it set
+    /// [`TAGS_LAST`](crate::Capabilities::TAGS_LAST).
+    pub const fn for_peer(peer: crate::Capabilities) -> SealedForm {
+        SealedForm {
+            trailer: match peer.contains(crate::Capabilities::NO_CRC) {
+                true => Trailer::None,
+                false => Trailer::Crc,
+            },
+            layout: match peer.contains(crate::Capabilities::TAGS_LAST) {
+                true => Layout::TagsLast,
+                false => Layout::Interleaved,
+            },
+        }
+    }
+
+    /// The header's flags for this form.
     fn flags(self) -> u8 {
-        match self {
+        let crc = match self.trailer {
             Trailer::Crc => 0,
             Trailer::None => FLAG_NO_CRC,
-        }
+        };
+        let layout = match self.layout {
+            Layout::Interleaved => 0,
+            Layout::TagsLast => FLAG_TAGS_LAST,
+        };
+        crc | layout
     }
 }
 
 /// Appends a sealed frame with `ciphertext_len` bytes of ciphertext, which `fill` appends
 /// to the buffer it is given (encrypting in place there, so nothing is zeroed or copied
-/// twice), and the `trailer`. Fails, leaving `dst` as it was, when the frame would exceed
-/// `max_frame_len`, `fill` fails, or `fill` appends another length than announced.
+/// twice) in the layout `form` names, and the trailer `form` names. Fails, leaving `dst`
+/// as it was, when the frame would exceed `max_frame_len`, `fill` fails, or `fill`
+/// appends another length than announced.
 pub fn encode_sealed<E>(
     max_frame_len: usize,
     dst: &mut BytesMut,
     nonce: u64,
     ciphertext_len: usize,
-    trailer: Trailer,
+    form: SealedForm,
     fill: impl FnOnce(&mut BytesMut) -> Result<(), E>,
 ) -> Result<Result<(), E>, EncodeError> {
     let start = dst.len();
@@ -163,7 +204,7 @@ pub fn encode_sealed<E>(
     dst.reserve(frame_len);
     dst.put_slice(&header_bytes_flagged(
         Kind::Sealed,
-        trailer.flags(),
+        form.flags(),
         head.payload_len,
     ));
     dst.put_slice(head.nonce());
@@ -178,55 +219,66 @@ pub fn encode_sealed<E>(
             "the ciphertext is not the announced length",
         ));
     }
-    if trailer == Trailer::Crc {
+    if form.trailer == Trailer::Crc {
         let crc = crc32c(&[&dst[start..]]);
         dst.put_u32_le(crc);
     }
-    debug_assert_eq!(dst.len() - start, head.len(trailer));
+    debug_assert_eq!(dst.len() - start, head.len(form.trailer));
     Ok(Ok(()))
 }
 
-/// Seals, in place, a plaintext of at most one segment ([`SEALED_SEGMENT_PLAINTEXT`])
-/// that `buf` holds after [`SEALED_HEADROOM`] bytes of room: the header and nonce go in
-/// the room, `seal` encrypts the plaintext where it lies and returns its tag, and `buf`
-/// ends up holding exactly the sealed frame with its `trailer`, the same bytes
-/// [`encode_sealed`] writes. A batch of small frames is thus built once and never copied.
+/// Seals, in place, the plaintext that `buf` holds after [`SEALED_HEADROOM`] bytes of
+/// room: the header and nonce go in the room, the tags after the plaintext (so `buf`
+/// should have their room and the trailer's spare, or it grows), `seal` encrypts the
+/// plaintext where it lies and writes one tag per segment into the slice it is given,
+/// and `buf` ends up holding exactly the sealed frame in `form`, the same bytes
+/// [`encode_sealed`] writes. A batch of small frames, or a file chunk read after room
+/// for its headers, is thus built once and never copied. A plaintext of more than one
+/// segment ([`SEALED_SEGMENT_PLAINTEXT`]) is sealed in place only with its tags last.
 /// On failure `buf` holds nothing usable.
 pub fn encode_sealed_in_place<E>(
     max_frame_len: usize,
     buf: &mut BytesMut,
     nonce: u64,
-    trailer: Trailer,
-    seal: impl FnOnce(&mut [u8]) -> Result<[u8; SEALED_TAG_LEN], E>,
+    form: SealedForm,
+    seal: impl FnOnce(&mut [u8], &mut [u8]) -> Result<(), E>,
 ) -> Result<Result<(), E>, EncodeError> {
     let Some(plain_len) = buf.len().checked_sub(SEALED_HEADROOM) else {
         return Err(EncodeError::InvalidField("no room for the sealed header"));
     };
-    if plain_len > SEALED_SEGMENT_PLAINTEXT {
+    if plain_len > SEALED_SEGMENT_PLAINTEXT && form.layout == Layout::Interleaved {
         return Err(EncodeError::InvalidField(
-            "more than one segment to seal in place",
+            "more than one segment to seal in place with interleaved tags",
         ));
     }
-    let head = SealedHead::new(max_frame_len, nonce, plain_len + SEALED_TAG_LEN)?;
+    // One segment, the common case, without a division.
+    let tags_len = match plain_len <= SEALED_SEGMENT_PLAINTEXT {
+        true => SEALED_TAG_LEN,
+        false => sealed_segments(plain_len) * SEALED_TAG_LEN,
+    };
+    let head = SealedHead::new(max_frame_len, nonce, plain_len + tags_len)?;
     let start = SEALED_HEADROOM - HEADER_LEN - head.nonce().len();
     buf[start..start + HEADER_LEN].copy_from_slice(&header_bytes_flagged(
         Kind::Sealed,
-        trailer.flags(),
+        form.flags(),
         head.payload_len,
     ));
     buf[start + HEADER_LEN..SEALED_HEADROOM].copy_from_slice(head.nonce());
-    let tag = match seal(&mut buf[SEALED_HEADROOM..]) {
-        Ok(tag) => tag,
-        Err(e) => return Ok(Err(e)),
-    };
-    buf.reserve(SEALED_TAG_LEN + CRC_LEN);
-    buf.put_slice(&tag);
+    buf.reserve(tags_len + CRC_LEN);
+    match tags_len {
+        SEALED_TAG_LEN => buf.put_slice(&[0; SEALED_TAG_LEN]),
+        _ => buf.put_bytes(0, tags_len),
+    }
+    let (plain, tags) = buf[SEALED_HEADROOM..].split_at_mut(plain_len);
+    if let Err(e) = seal(plain, tags) {
+        return Ok(Err(e));
+    }
     buf.advance(start);
-    if trailer == Trailer::Crc {
+    if form.trailer == Trailer::Crc {
         let crc = crc32c(&[&buf[..]]);
         buf.put_u32_le(crc);
     }
-    debug_assert_eq!(buf.len(), head.len(trailer));
+    debug_assert_eq!(buf.len(), head.len(form.trailer));
     Ok(Ok(()))
 }
 
@@ -306,77 +358,150 @@ mod tests {
         assert!(place_head(&mut short, 10, &head, 0).is_err());
     }
 
-    /// In place or not, a sealed frame has the same bytes.
+    /// The forms with and without each flag.
+    const FORMS: [SealedForm; 4] = [
+        SealedForm::COMMON,
+        SealedForm {
+            trailer: Trailer::None,
+            layout: Layout::Interleaved,
+        },
+        SealedForm {
+            trailer: Trailer::Crc,
+            layout: Layout::TagsLast,
+        },
+        SealedForm {
+            trailer: Trailer::None,
+            layout: Layout::TagsLast,
+        },
+    ];
+
+    /// A stand-in cipher: XOR, and a tag of the segment's index and length.
+    fn scramble(index: usize, segment: &mut [u8]) -> [u8; SEALED_TAG_LEN] {
+        segment.iter_mut().for_each(|b| *b ^= 0x5a);
+        let mut tag = [index as u8; SEALED_TAG_LEN];
+        tag[1..9].copy_from_slice(&(segment.len() as u64).to_le_bytes());
+        tag
+    }
+
+    /// The stand-in cipher over a whole plaintext, its tags written into `tags`.
+    fn scramble_all(plain: &mut [u8], tags: &mut [u8]) -> Result<(), ()> {
+        let segments = plain.chunks_mut(SEALED_SEGMENT_PLAINTEXT);
+        for (i, (segment, tag)) in segments.zip(tags.chunks_mut(SEALED_TAG_LEN)).enumerate() {
+            tag.copy_from_slice(&scramble(i, segment));
+        }
+        Ok(())
+    }
+
+    /// In place or not, a sealed frame has the same bytes: in either layout, and in place
+    /// with several segments when its tags go last.
     #[test]
     fn sealing_in_place_writes_what_encode_sealed_writes() {
-        // A stand-in cipher: XOR and a tag of the plaintext's length.
-        let seal = |bytes: &mut [u8]| {
-            bytes.iter_mut().for_each(|b| *b ^= 0x5a);
-            Ok::<_, ()>([bytes.len() as u8; SEALED_TAG_LEN])
-        };
-        let cases = [(0u64, 0usize), (5, 1), (300, 77), (u64::MAX / 3, 4000)];
-        for ((nonce, len), trailer) in cases
+        let cases = [
+            (0u64, 0usize),
+            (5, 1),
+            (300, 77),
+            (u64::MAX / 3, 4000),
+            (9, SEALED_SEGMENT_PLAINTEXT),
+            (10, SEALED_SEGMENT_PLAINTEXT + 1),
+            (1 << 20, 3 * SEALED_SEGMENT_PLAINTEXT + 17),
+        ];
+        for ((nonce, len), form) in cases
             .into_iter()
-            .flat_map(|c| [(c, Trailer::Crc), (c, Trailer::None)])
+            .flat_map(|c| FORMS.into_iter().map(move |f| (c, f)))
         {
             let plain: Vec<u8> = (0..len).map(|i| i as u8).collect();
+            let segments = sealed_segments(len);
             let mut expected = BytesMut::new();
             encode_sealed(
                 MAX_FRAME_LEN,
                 &mut expected,
                 nonce,
-                len + SEALED_TAG_LEN,
-                trailer,
+                sealed_ciphertext_len(len),
+                form,
                 |b| {
-                    let at = b.len();
-                    b.extend_from_slice(&plain);
-                    let tag = seal(&mut b[at..])?;
-                    b.extend_from_slice(&tag);
+                    let mut tags = Vec::new();
+                    for (i, part) in plain.chunks(SEALED_SEGMENT_PLAINTEXT).enumerate() {
+                        let at = b.len();
+                        b.extend_from_slice(part);
+                        let tag = scramble(i, &mut b[at..]);
+                        match form.layout {
+                            Layout::Interleaved => b.extend_from_slice(&tag),
+                            Layout::TagsLast => tags.extend_from_slice(&tag),
+                        }
+                    }
+                    if len == 0 {
+                        b.extend_from_slice(&scramble(0, &mut []));
+                    }
+                    b.extend_from_slice(&tags);
                     Ok::<_, ()>(())
                 },
             )
             .unwrap()
             .unwrap();
-            let mut buf = BytesMut::new();
+            let mut buf = BytesMut::with_capacity(
+                SEALED_HEADROOM + len + segments * SEALED_TAG_LEN + CRC_LEN,
+            );
             buf.put_bytes(0, SEALED_HEADROOM);
             buf.extend_from_slice(&plain);
-            encode_sealed_in_place(MAX_FRAME_LEN, &mut buf, nonce, trailer, seal)
-                .unwrap()
-                .unwrap();
-            assert_eq!(buf, expected, "nonce {nonce}, {len} bytes, {trailer:?}");
-            // Either form reads back as the same frame, its length told by its header.
+            let at = buf[SEALED_HEADROOM..].as_ptr();
+            let in_place =
+                encode_sealed_in_place(MAX_FRAME_LEN, &mut buf, nonce, form, scramble_all);
+            if segments > 1 && form.layout == Layout::Interleaved {
+                assert!(in_place.is_err(), "interleaved tags leave no room in place");
+                continue;
+            }
+            in_place.unwrap().unwrap();
+            assert_eq!(buf, expected, "nonce {nonce}, {len} bytes, {form:?}");
             let header = crate::FrameHeader::parse(&buf, MAX_FRAME_LEN).unwrap();
+            let nonce_len = header.payload_len - sealed_ciphertext_len(len);
+            assert_eq!(
+                buf[HEADER_LEN + nonce_len..].as_ptr(),
+                at,
+                "the bytes did not move"
+            );
+            // Either form reads back as the same frame, its length told by its header.
             assert_eq!(header.frame_len(), buf.len());
-            assert_eq!(header.has_crc(), trailer == Trailer::Crc);
+            assert_eq!(header.has_crc(), form.trailer == Trailer::Crc);
             let Ok(Frame::Sealed(sealed)) = Frame::decode(buf.freeze(), MAX_FRAME_LEN) else {
                 panic!("not a sealed frame");
             };
             assert_eq!(sealed.nonce, nonce);
-            assert_eq!(sealed.ciphertext.len(), len + SEALED_TAG_LEN);
+            assert_eq!(sealed.layout, form.layout);
+            assert_eq!(sealed.ciphertext.len(), sealed_ciphertext_len(len));
         }
     }
 
-    /// Only a sealed frame may go without its CRC; on any other kind the flag is an
-    /// unknown one, as is any other flag on a sealed frame.
+    /// Only a sealed frame may go without its CRC or with its tags last; on any other
+    /// kind those flags are unknown ones, as is any other flag on a sealed frame.
     #[test]
     fn only_a_sealed_frame_goes_without_its_crc() {
         let ping = Frame::Ping(crate::Ping { nonce: 42 });
         let mut bytes = BytesMut::new();
         ping.encode(MAX_FRAME_LEN, &mut bytes).unwrap();
+        let mut tags_last = bytes.clone();
+        tags_last[2] = FLAG_TAGS_LAST;
+        assert_eq!(
+            Frame::decode(tags_last.freeze(), MAX_FRAME_LEN),
+            Err(crate::DecodeError::UnknownFlags(FLAG_TAGS_LAST))
+        );
         bytes[2] = FLAG_NO_CRC;
         bytes.truncate(bytes.len() - CRC_LEN);
         assert_eq!(
             Frame::decode(bytes.freeze(), MAX_FRAME_LEN),
             Err(crate::DecodeError::UnknownFlags(FLAG_NO_CRC))
         );
+        let bare = SealedForm {
+            trailer: Trailer::None,
+            layout: Layout::Interleaved,
+        };
         let mut sealed = BytesMut::new();
-        encode_sealed(MAX_FRAME_LEN, &mut sealed, 1, 20, Trailer::None, |b| {
+        encode_sealed(MAX_FRAME_LEN, &mut sealed, 1, 20, bare, |b| {
             b.put_bytes(7, 20);
             Ok::<_, ()>(())
         })
         .unwrap()
         .unwrap();
-        for flags in [0x02, 0x03, 0x80] {
+        for flags in [0x04, 0x05, 0x80] {
             let mut other = sealed.clone();
             other[2] = flags;
             assert_eq!(
@@ -392,16 +517,16 @@ mod tests {
 
     #[test]
     fn sealing_in_place_refuses_what_does_not_fit() {
-        let seal = |_: &mut [u8]| Ok::<_, ()>([0; SEALED_TAG_LEN]);
+        let form = SealedForm::COMMON;
         let mut short = BytesMut::from(&[0u8; 3][..]);
-        assert!(encode_sealed_in_place(MAX_FRAME_LEN, &mut short, 1, Trailer::Crc, seal).is_err());
+        assert!(encode_sealed_in_place(MAX_FRAME_LEN, &mut short, 1, form, scramble_all).is_err());
         let mut long = BytesMut::new();
         long.put_bytes(0, SEALED_HEADROOM + SEALED_SEGMENT_PLAINTEXT + 1);
-        assert!(encode_sealed_in_place(MAX_FRAME_LEN, &mut long, 1, Trailer::None, seal).is_err());
+        assert!(encode_sealed_in_place(MAX_FRAME_LEN, &mut long, 1, form, scramble_all).is_err());
         let mut big = BytesMut::new();
         big.put_bytes(0, SEALED_HEADROOM + 2000);
         assert!(matches!(
-            encode_sealed_in_place(1024, &mut big, 1, Trailer::Crc, seal),
+            encode_sealed_in_place(1024, &mut big, 1, form, scramble_all),
             Err(EncodeError::TooLarge { .. })
         ));
     }

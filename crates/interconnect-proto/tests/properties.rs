@@ -245,8 +245,17 @@ fn frame() -> impl Strategy<Value = Frame> {
                     message,
                 })
             ),
-        (any::<u64>(), payload())
-            .prop_map(|(nonce, ciphertext)| Frame::Sealed(Sealed { nonce, ciphertext })),
+        (any::<u64>(), payload(), any::<bool>()).prop_map(|(nonce, ciphertext, last)| {
+            Frame::Sealed(Sealed {
+                nonce,
+                ciphertext,
+                layout: if last {
+                    Layout::TagsLast
+                } else {
+                    Layout::Interleaved
+                },
+            })
+        }),
     ]
 }
 

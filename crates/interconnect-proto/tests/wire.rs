@@ -123,6 +123,7 @@ fn examples() -> Vec<Frame> {
         Frame::Sealed(Sealed {
             nonce: 7,
             ciphertext: bytes::Bytes::from_static(&[0x5e; 24]),
+            layout: Layout::Interleaved,
         }),
     ]
 }
@@ -368,10 +369,16 @@ fn rejects_unknown_kinds() {
     );
 }
 
+/// A sealed frame without its CRC trailer and with its tags last.
+const BARE: SealedForm = SealedForm {
+    trailer: Trailer::None,
+    layout: Layout::TagsLast,
+};
+
 #[test]
 fn a_sealed_frame_is_built_in_place_and_decodes_to_its_parts() {
     let mut dst = bytes::BytesMut::new();
-    let filled = encode_sealed(MAX, &mut dst, 300, 20, Trailer::Crc, |buf| {
+    let filled = encode_sealed(MAX, &mut dst, 300, 20, SealedForm::COMMON, |buf| {
         buf.extend_from_slice(&[7; 20]);
         Ok::<(), ()>(())
     });
@@ -386,17 +393,17 @@ fn a_sealed_frame_is_built_in_place_and_decodes_to_its_parts() {
     // A failing fill leaves the buffer as it was.
     let mut dst = bytes::BytesMut::from(&b"kept"[..]);
     assert_eq!(
-        encode_sealed(MAX, &mut dst, 1, 8, Trailer::Crc, |_| Err("no key")),
+        encode_sealed(MAX, &mut dst, 1, 8, SealedForm::COMMON, |_| Err("no key")),
         Ok(Err("no key"))
     );
     assert_eq!(&dst[..], b"kept");
     assert!(matches!(
-        encode_sealed(64, &mut dst, 1, 100, Trailer::None, |_| Ok::<(), ()>(())),
+        encode_sealed(64, &mut dst, 1, 100, BARE, |_| Ok::<(), ()>(())),
         Err(EncodeError::TooLarge { .. })
     ));
     // So does a fill of another length than announced.
     assert!(matches!(
-        encode_sealed(MAX, &mut dst, 1, 8, Trailer::None, |buf| {
+        encode_sealed(MAX, &mut dst, 1, 8, BARE, |buf| {
             buf.extend_from_slice(&[1; 7]);
             Ok::<(), ()>(())
         }),
@@ -441,6 +448,7 @@ fn an_unsealed_frame_round_trips_without_crc_and_may_not_nest() {
     let nested = Frame::Sealed(Sealed {
         nonce: 1,
         ciphertext: bytes::Bytes::from_static(b"x"),
+        layout: Layout::Interleaved,
     });
     assert!(
         nested

@@ -15,8 +15,8 @@ use interconnect::{
     Config, ConnectionEvent, DeviceIdentity, FilesConfig, Hub, Interconnect, NoiseConfig, Security,
 };
 use interconnect_proto::{
-    Code, ContentType, Data, DeviceId, ErrorReport, Exchange, Frame, FrameHeader, HEADER_LEN,
-    Handshake, MAX_FRAME_LEN, Ping, SEALED_SEGMENT_LEN, Sealed,
+    Code, ContentType, Data, DeviceId, ErrorReport, Exchange, FLAG_TAGS_LAST, Frame, FrameHeader,
+    HEADER_LEN, Handshake, Kind, Layout, MAX_FRAME_LEN, Ping, SEALED_SEGMENT_LEN, Sealed,
 };
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -34,6 +34,10 @@ struct Tally {
     frames: u64,
     /// Sealed frames the ends sent without their CRC (each announced `NO_CRC`).
     without_crc: u64,
+    /// Sealed frames of several segments, and those of them sent with their tags last
+    /// (each end announced `TAGS_LAST`).
+    several: u64,
+    tags_last: u64,
     attacks: HashMap<&'static str, u64>,
     connections: u64,
 }
@@ -105,6 +109,7 @@ fn forged(rng: &mut StdRng) -> Vec<u8> {
         _ => Frame::Sealed(Sealed {
             nonce: rng.random_range(0..1 << 20),
             ciphertext: Bytes::from(vec![7u8; 40]),
+            layout: Layout::Interleaved,
         }),
     };
     encode(frame)
@@ -136,8 +141,13 @@ async fn pump(
         };
         wire.bytes.lock().unwrap().extend_from_slice(&frame);
         wire.tally.lock().unwrap().frames += 1;
-        if FrameHeader::parse(&frame, MAX_FRAME_LEN).is_ok_and(|h| !h.has_crc()) {
-            wire.tally.lock().unwrap().without_crc += 1;
+        if let Ok(header) = FrameHeader::parse(&frame, MAX_FRAME_LEN) {
+            let mut tally = wire.tally.lock().unwrap();
+            tally.without_crc += u64::from(!header.has_crc());
+            if header.kind == Kind::Sealed && header.payload_len > SEALED_SEGMENT_LEN + 10 {
+                tally.several += 1;
+                tally.tags_last += u64::from(header.flags & FLAG_TAGS_LAST != 0);
+            }
         }
         match Frame::decode(Bytes::copy_from_slice(&frame), MAX_FRAME_LEN) {
             Ok(Frame::Sealed(_)) => keyed = true,
@@ -197,6 +207,7 @@ async fn pump(
                         out.push(encode(Frame::Sealed(Sealed {
                             nonce: s.nonce + i as u64,
                             ciphertext: s.ciphertext.slice(i * SEALED_SEGMENT_LEN..end),
+                            layout: s.layout,
                         })));
                         out.push(frame.clone());
                     }
@@ -209,6 +220,7 @@ async fn pump(
                             out.push(encode(Frame::Sealed(Sealed {
                                 nonce: p.nonce,
                                 ciphertext: Bytes::from(both),
+                                layout: p.layout,
                             })));
                         }
                         None => out.push(frame.clone()),
@@ -443,6 +455,9 @@ async fn attacked_run(seed: u64) {
     assert!(tally.attacks.values().sum::<u64>() >= 10, "{tally:?}");
     // The attacks met frames whose only check is their AEAD tags.
     assert!(tally.without_crc >= tally.frames / 2, "{tally:?}");
+    // The files' chunks went as frames of several segments, all with their tags last.
+    assert!(tally.several >= 6, "{tally:?}");
+    assert_eq!(tally.tags_last, tally.several, "{tally:?}");
 
     let leaks = wire.leaks.lock().unwrap();
     assert!(

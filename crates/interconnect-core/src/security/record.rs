@@ -7,11 +7,12 @@ use crate::prelude::*;
 
 use bytes::{Bytes, BytesMut};
 use interconnect_proto::{
-    EncodeError, SEALED_SEGMENT_LEN, SEALED_SEGMENT_PLAINTEXT, SEALED_TAG_LEN, Sealed, Trailer,
-    encode_sealed, encode_sealed_in_place, sealed_ciphertext_len, sealed_segments,
+    EncodeError, Layout, SEALED_HEADROOM, SEALED_SEGMENT_LEN, SEALED_SEGMENT_PLAINTEXT,
+    SEALED_TAG_LEN, Sealed, SealedForm, encode_sealed, encode_sealed_in_place,
+    sealed_ciphertext_len, sealed_segments,
 };
 
-use super::transport_key::TransportKey;
+use super::transport_key::{AeadError, TransportKey};
 use super::{MIN_REKEY_INTERVAL, SecurityError};
 
 /// Most epochs a received nonce may skip (frames of whole epochs lost); beyond it the
@@ -78,32 +79,55 @@ impl Cipher {
         }
     }
 
-    /// Seals the plaintext `head` ‖ `bulk`, segment by segment, each copied once into
-    /// `dst` and encrypted there. The nonce and epoch advance only when it succeeded.
-    pub(crate) fn seal(
-        &mut self,
-        head: &[u8],
-        bulk: &[u8],
-        max_frame_len: usize,
-        trailer: Trailer,
-        dst: &mut BytesMut,
-    ) -> Result<(), SecurityError> {
-        let plain_len = head.len() + bulk.len();
-        let segments = sealed_segments(plain_len) as u64;
-        let count = u32::try_from(segments)
-            .map_err(|_| SecurityError::Handshake("frame too large to seal".into()))?;
+    /// The nonces of a frame of `segments` segments: its first, the next after it, and
+    /// its epoch. A frame never straddles epochs: one that would starts the next.
+    fn nonces(&self, segments: usize) -> Result<(u64, u64, u64), SecurityError> {
+        let segments = segments as u64;
         let mut first = self.send_next;
-        if first / self.interval != (first + segments - 1) / self.interval {
+        if segments > 1 && first / self.interval != (first + segments - 1) / self.interval {
             first = (first / self.interval + 1) * self.interval;
         }
         let Some(next) = first.checked_add(segments).filter(|n| *n < u64::MAX / 2) else {
             return Err(SecurityError::Handshake("nonces exhausted".into()));
         };
-        let epoch = first / self.interval;
+        Ok((first, next, first / self.interval))
+    }
+
+    /// Seals the plaintext `head` ‖ `bulk`, segment by segment, each copied once into
+    /// `dst` and encrypted there, its tag after it or, laid out with tags last, after
+    /// them all. The nonce and epoch advance only when it succeeded.
+    pub(crate) fn seal(
+        &mut self,
+        head: &[u8],
+        bulk: &[u8],
+        max_frame_len: usize,
+        form: SealedForm,
+        dst: &mut BytesMut,
+    ) -> Result<(), SecurityError> {
+        let plain_len = head.len() + bulk.len();
+        let segments = sealed_segments(plain_len);
+        let count = u32::try_from(segments)
+            .map_err(|_| SecurityError::Handshake("frame too large to seal".into()))?;
+        let (first, next, epoch) = self.nonces(segments)?;
         let rekeyed = key_at(&self.send, self.send_epoch, epoch);
         let key = rekeyed.as_deref().unwrap_or(&self.send);
         let ct_len = sealed_ciphertext_len(plain_len);
-        let sealed = encode_sealed(max_frame_len, dst, first, ct_len, trailer, |buf| {
+        let sealed = encode_sealed(max_frame_len, dst, first, ct_len, form, |buf| {
+            if form.layout == Layout::TagsLast {
+                // The whole plaintext, then each segment sealed where it lies and its
+                // tag appended after them all.
+                let at = buf.len();
+                buf.extend_from_slice(head);
+                buf.extend_from_slice(bulk);
+                for i in 0..count {
+                    let start = at + i as usize * SEALED_SEGMENT_PLAINTEXT;
+                    let end = (start + SEALED_SEGMENT_PLAINTEXT).min(at + plain_len);
+                    let ad = segment_ad(first, count, i);
+                    let tag = key.seal_in_place(first + u64::from(i), &ad, &mut buf[start..end])?;
+                    buf.extend_from_slice(&tag);
+                }
+                return Ok(());
+            }
             let (mut head, mut bulk) = (head, bulk);
             for i in 0..count {
                 let start = buf.len();
@@ -118,7 +142,7 @@ impl Cipher {
                 let tag = key.seal_in_place(first + u64::from(i), &ad, &mut buf[start..])?;
                 buf.extend_from_slice(tag.as_ref());
             }
-            Ok::<(), super::transport_key::AeadError>(())
+            Ok::<(), AeadError>(())
         });
         self.sealed(sealed, rekeyed, epoch, next)
     }
@@ -148,27 +172,40 @@ impl Cipher {
     }
 
     /// Seals, in place, the plaintext `buf` holds after
-    /// [`SEALED_HEADROOM`](interconnect_proto::SEALED_HEADROOM) bytes of room
-    /// (one segment at most), leaving the sealed frame in `buf`: the bytes
-    /// [`seal`](Self::seal) writes, without copying the plaintext. The nonce and epoch
-    /// advance only when it succeeded.
+    /// [`SEALED_HEADROOM`](interconnect_proto::SEALED_HEADROOM) bytes of room (one
+    /// segment at most, unless `form` puts the tags last), leaving the sealed frame in
+    /// `buf`: the bytes [`seal`](Self::seal) writes, without copying the plaintext. The
+    /// nonce and epoch advance only when it succeeded.
     pub(crate) fn seal_in_place(
         &mut self,
         buf: &mut BytesMut,
         max_frame_len: usize,
-        trailer: Trailer,
+        form: SealedForm,
     ) -> Result<(), SecurityError> {
-        // One segment, one nonce: it never straddles an epoch.
-        let first = self.send_next;
-        let Some(next) = first.checked_add(1).filter(|n| *n < u64::MAX / 2) else {
-            return Err(SecurityError::Handshake("nonces exhausted".into()));
+        let plain_len = buf.len().saturating_sub(SEALED_HEADROOM);
+        let segments = match plain_len <= SEALED_SEGMENT_PLAINTEXT {
+            true => 1,
+            false => sealed_segments(plain_len),
         };
-        let epoch = first / self.interval;
+        let count = u32::try_from(segments)
+            .map_err(|_| SecurityError::Handshake("frame too large to seal".into()))?;
+        let (first, next, epoch) = self.nonces(segments)?;
         let rekeyed = key_at(&self.send, self.send_epoch, epoch);
         let key = rekeyed.as_deref().unwrap_or(&self.send);
-        let ad = segment_ad(first, 1, 0);
-        let sealed = encode_sealed_in_place(max_frame_len, buf, first, trailer, |plain| {
-            key.seal_in_place(first, &ad, plain)
+        let sealed = encode_sealed_in_place(max_frame_len, buf, first, form, |plain, tags| {
+            if count == 1 {
+                let tag = key.seal_in_place(first, &segment_ad(first, 1, 0), plain)?;
+                tags.copy_from_slice(&tag);
+                return Ok(());
+            }
+            let segments = plain.chunks_mut(SEALED_SEGMENT_PLAINTEXT);
+            let mut tags = tags.chunks_mut(SEALED_TAG_LEN);
+            for (i, segment) in (0..count).zip(segments) {
+                let ad = segment_ad(first, count, i);
+                let tag = key.seal_in_place(first + u64::from(i), &ad, segment)?;
+                tags.next().ok_or(AeadError)?.copy_from_slice(&tag);
+            }
+            Ok::<(), AeadError>(())
         });
         self.sealed(sealed, rekeyed, epoch, next)
     }
@@ -212,39 +249,44 @@ impl Cipher {
         }
         let rekeyed = key_at(&self.recv, self.recv_epoch, epoch);
         let key = rekeyed.as_deref().unwrap_or(&self.recv);
-        let opened = match sealed.ciphertext.try_into_mut() {
-            // The frame's buffer is ours alone: open it where it lies, each segment's
-            // plaintext moved down over the tags before it as it is decrypted.
-            Ok(mut buf) => {
-                let mut at = 0;
-                for i in 0..count {
-                    let from = i as usize * SEALED_SEGMENT_LEN;
-                    let end = (from + SEALED_SEGMENT_LEN).min(buf.len());
-                    let ad = segment_ad(first, count, i);
-                    at += key
-                        .open_within(first + u64::from(i), &ad, &mut buf[at..end], from - at)
-                        .map_err(|_| SecurityError::BadSealedFrame)?;
+        // A frame of one segment is the same bytes in either layout.
+        let opened = if count > 1 && sealed.layout == Layout::TagsLast {
+            open_tags_last(key, first, count, sealed.ciphertext)?
+        } else {
+            match sealed.ciphertext.try_into_mut() {
+                // The frame's buffer is ours alone: open it where it lies, each segment's
+                // plaintext moved down over the tags before it as it is decrypted.
+                Ok(mut buf) => {
+                    let mut at = 0;
+                    for i in 0..count {
+                        let from = i as usize * SEALED_SEGMENT_LEN;
+                        let end = (from + SEALED_SEGMENT_LEN).min(buf.len());
+                        let ad = segment_ad(first, count, i);
+                        at += key
+                            .open_within(first + u64::from(i), &ad, &mut buf[at..end], from - at)
+                            .map_err(|_| SecurityError::BadSealedFrame)?;
+                    }
+                    buf.truncate(at);
+                    buf
                 }
-                buf.truncate(at);
-                buf
-            }
-            // Shared (the transport still reads into the same allocation): each
-            // segment's ciphertext is copied once into the output and opened there.
-            Err(ct) => {
-                let mut out =
-                    BytesMut::with_capacity(ct.len() - segments as usize * SEALED_TAG_LEN);
-                for (i, chunk) in (0..count).zip(ct.chunks(SEALED_SEGMENT_LEN)) {
-                    let Some(split) = chunk.len().checked_sub(SEALED_TAG_LEN) else {
-                        return Err(SecurityError::BadSealedFrame);
-                    };
-                    let (body, tag) = chunk.split_at(split);
-                    let start = out.len();
-                    out.extend_from_slice(body);
-                    let ad = segment_ad(first, count, i);
-                    key.open_in_place(first + u64::from(i), &ad, &mut out[start..], tag)
-                        .map_err(|_| SecurityError::BadSealedFrame)?;
+                // Shared (the transport still reads into the same allocation): each
+                // segment's ciphertext is copied once into the output and opened there.
+                Err(ct) => {
+                    let mut out =
+                        BytesMut::with_capacity(ct.len() - segments as usize * SEALED_TAG_LEN);
+                    for (i, chunk) in (0..count).zip(ct.chunks(SEALED_SEGMENT_LEN)) {
+                        let Some(split) = chunk.len().checked_sub(SEALED_TAG_LEN) else {
+                            return Err(SecurityError::BadSealedFrame);
+                        };
+                        let (body, tag) = chunk.split_at(split);
+                        let start = out.len();
+                        out.extend_from_slice(body);
+                        let ad = segment_ad(first, count, i);
+                        key.open_in_place(first + u64::from(i), &ad, &mut out[start..], tag)
+                            .map_err(|_| SecurityError::BadSealedFrame)?;
+                    }
+                    out
                 }
-                out
             }
         };
         if let Some(key) = rekeyed {
@@ -255,4 +297,29 @@ impl Cipher {
         self.recv_next = last + 1;
         Ok(Some(opened.freeze()))
     }
+}
+
+/// Opens the `count` segments of a frame laid out with its tags last, each where it lies
+/// when the buffer is ours alone, else from one copy of the ciphertexts.
+fn open_tags_last(
+    key: &TransportKey,
+    first: u64,
+    count: u32,
+    ciphertext: Bytes,
+) -> Result<BytesMut, SecurityError> {
+    let plain_len = ciphertext.len() - count as usize * SEALED_TAG_LEN;
+    let (mut buf, tags) = match ciphertext.try_into_mut() {
+        Ok(mut buf) => {
+            let tags = buf.split_off(plain_len).freeze();
+            (buf, tags)
+        }
+        Err(ct) => (BytesMut::from(&ct[..plain_len]), ct.slice(plain_len..)),
+    };
+    let segments = buf.chunks_mut(SEALED_SEGMENT_PLAINTEXT);
+    for ((i, segment), tag) in (0..count).zip(segments).zip(tags.chunks(SEALED_TAG_LEN)) {
+        let ad = segment_ad(first, count, i);
+        key.open_in_place(first + u64::from(i), &ad, segment, tag)
+            .map_err(|_| SecurityError::BadSealedFrame)?;
+    }
+    Ok(buf)
 }

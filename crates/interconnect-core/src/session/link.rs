@@ -9,9 +9,9 @@ use crate::time::Instant;
 
 use bytes::{BufMut, Bytes, BytesMut};
 use interconnect_proto::{
-    Ack, CRC_LEN, Capabilities, Code, DecodeError, ErrorReport, Frame, Hello, Limits,
+    Ack, CRC_LEN, Capabilities, Code, DecodeError, ErrorReport, Frame, Hello, Layout, Limits,
     MAX_DEVICE_NAME_LEN, MAX_FRAME_LEN, MIN_MAX_FRAME_LEN, Name, PROTOCOL_VERSIONS, Ping, Pong,
-    Role, SEALED_HEADROOM, SEALED_SEGMENT_PLAINTEXT, SEALED_TAG_LEN, Sealed, Trailer,
+    Role, SEALED_HEADROOM, SEALED_SEGMENT_PLAINTEXT, SEALED_TAG_LEN, Sealed, SealedForm,
     max_unsealed_len, put_crc,
 };
 
@@ -467,14 +467,19 @@ impl Session {
     /// too large to share a batch is sealed alone, its bulk bytes read in place.
     pub(super) fn seal(&mut self, first: Frame, max: usize, now: Instant) -> Result<Bytes, String> {
         let kind = first.kind();
-        let trailer = self.sealed_trailer();
+        let form = self.sealed_form();
+        // What may be sealed where it lies: one segment, or any length with tags last.
+        let in_place = match form.layout {
+            Layout::Interleaved => SEALED_SEGMENT_PLAINTEXT,
+            Layout::TagsLast => usize::MAX,
+        };
         // A file chunk read with room for its headers is sealed where it was read.
         let first = if self.in_room.is_some() {
-            match self.build_in_room(first, max, SEALED_HEADROOM, SEALED_SEGMENT_PLAINTEXT) {
+            match self.build_in_room(first, max, SEALED_HEADROOM, in_place) {
                 Ok(mut buf) => {
                     let secure = self.secure.as_mut().ok_or("no secure layer")?;
                     secure
-                        .seal_in_place(&mut buf, self.wire_max, trailer)
+                        .seal_in_place(&mut buf, self.wire_max, form)
                         .map_err(|e| format!("{kind:?}: {e}"))?;
                     return Ok(buf.freeze());
                 }
@@ -514,9 +519,9 @@ impl Session {
             }
         }
         let secure = self.secure.as_mut().ok_or("no secure layer")?;
-        if bulk.is_empty() && plain(&buf) <= SEALED_SEGMENT_PLAINTEXT {
+        if bulk.is_empty() && plain(&buf) <= in_place {
             self.batch_hint = plain(&buf);
-            let sealed = secure.seal_in_place(&mut buf, self.wire_max, trailer);
+            let sealed = secure.seal_in_place(&mut buf, self.wire_max, form);
             let frame = buf.split().freeze();
             self.scratch = buf;
             sealed.map_err(|e| format!("{kind:?}: {e}"))?;
@@ -530,23 +535,24 @@ impl Session {
         if bulk.len() >= OWN_BUFFER {
             let mut own = BytesMut::new();
             secure
-                .seal(&self.plain, bulk, self.wire_max, trailer, &mut own)
+                .seal(&self.plain, bulk, self.wire_max, form, &mut own)
                 .map_err(|e| format!("{kind:?}: {e}"))?;
             return Ok(own.freeze());
         }
         secure
-            .seal(&self.plain, bulk, self.wire_max, trailer, &mut self.scratch)
+            .seal(&self.plain, bulk, self.wire_max, form, &mut self.scratch)
             .map_err(|e| format!("{kind:?}: {e}"))?;
         Ok(self.scratch.split().freeze())
     }
 
-    /// How sealed frames end on this link: without the CRC once the peer's `Hello` said
-    /// it reads them so (the AEAD tags prove the bytes); with it until then, and to a
-    /// peer that did not.
-    fn sealed_trailer(&self) -> Trailer {
+    /// How sealed frames go on this link: without the CRC, and with their tags last,
+    /// once the peer's `Hello` said it reads them so (the AEAD tags prove the bytes; the
+    /// plaintext is sealed where it lies); in the form every peer reads until then, and
+    /// to a peer that did not.
+    fn sealed_form(&self) -> SealedForm {
         match &self.link {
-            LinkState::Up(up) if up.capabilities.contains(Capabilities::NO_CRC) => Trailer::None,
-            _ => Trailer::Crc,
+            LinkState::Up(up) => SealedForm::for_peer(up.capabilities),
+            _ => SealedForm::COMMON,
         }
     }
 

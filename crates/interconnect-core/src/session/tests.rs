@@ -27,7 +27,7 @@ fn deliver_sealed(pair: &mut Pair, plain: &[u8]) {
             plain,
             &[],
             wire_max,
-            interconnect_proto::Trailer::Crc,
+            interconnect_proto::SealedForm::COMMON,
             &mut sealed,
         )
         .unwrap();
@@ -109,6 +109,7 @@ fn a_batch_may_not_hold_a_sealed_or_handshake_frame() {
         Frame::Sealed(interconnect_proto::Sealed {
             nonce: 99,
             ciphertext: Bytes::from_static(&[0; 32]),
+            layout: interconnect_proto::Layout::Interleaved,
         }),
         Frame::Handshake(interconnect_proto::Handshake {
             step: 1,
@@ -281,22 +282,40 @@ fn sealed_frames_lose_their_crc_once_the_peer_said_it_reads_them_so() {
     assert!(pair.watch.is_open(ch));
 }
 
+/// Forgets, on the watch's side, that the peer announced `left_out`, as if it were an
+/// earlier release.
+fn peer_without(pair: &mut Pair, left_out: Capabilities) {
+    match &mut pair.watch.link {
+        super::LinkState::Up(up) => up.capabilities = Capabilities(up.capabilities.0 & !left_out.0),
+        _ => panic!("the link is up"),
+    }
+}
+
+/// Whether each sealed frame of several segments has its tags last.
+fn tags_last(frames: &[Bytes]) -> Vec<bool> {
+    frames
+        .iter()
+        .map(|frame| interconnect_proto::FrameHeader::parse(frame, MAX_FRAME_LEN).unwrap())
+        .filter(|header| header.payload_len > interconnect_proto::SEALED_SEGMENT_LEN)
+        .map(|header| header.flags & interconnect_proto::FLAG_TAGS_LAST != 0)
+        .collect()
+}
+
 /// A small message sealed in place and a large one of several segments sealed from a copy
-/// both go without a CRC to a peer that reads them so, with one to a peer that does not
-/// (an earlier release); either way they arrive. A bare frame altered on the way fails
+/// both go without a CRC, the large one with its tags last, to a peer that reads them
+/// so; with the CRC, or each tag after its segment, to a peer that does not (an earlier
+/// release); either way they arrive. A bare frame altered on the way fails
 /// authentication and drops the link.
 #[test]
 fn sealed_frames_keep_their_crc_for_a_peer_that_did_not_announce_no_crc() {
     let large = "y".repeat(SEALED_SEGMENT_PLAINTEXT + 1000);
-    for no_crc in [true, false] {
+    for (no_crc, last) in [(true, true), (false, true), (true, false), (false, false)] {
         let (mut pair, ch) = opened();
         if !no_crc {
-            match &mut pair.watch.link {
-                super::LinkState::Up(up) => {
-                    up.capabilities = Capabilities(up.capabilities.0 & !Capabilities::NO_CRC.0)
-                }
-                _ => panic!("the link is up"),
-            }
+            peer_without(&mut pair, Capabilities::NO_CRC);
+        }
+        if !last {
+            peer_without(&mut pair, Capabilities::TAGS_LAST);
         }
         crate::pair::send(&mut pair.watch, ch, "small");
         let now = pair.now;
@@ -305,7 +324,7 @@ fn sealed_frames_keep_their_crc_for_a_peer_that_did_not_announce_no_crc() {
         let second: Vec<Bytes> = core::iter::from_fn(|| pair.watch.poll_transmit(now)).collect();
         let sent = [first, second].concat();
         assert_eq!(crcs(&sent), vec![!no_crc; sent.len()]);
-        assert!(sent.iter().any(|f| f.len() > SEALED_SEGMENT_PLAINTEXT));
+        assert_eq!(tags_last(&sent), vec![last]);
         for frame in sent {
             pair.phone.handle_frame(now, frame);
         }
@@ -328,4 +347,34 @@ fn sealed_frames_keep_their_crc_for_a_peer_that_did_not_announce_no_crc() {
     pair.collect();
     assert!(messages(&pair.phone_events, ch).is_empty());
     assert!(link_dropped(&pair));
+}
+
+/// A file chunk of several segments, read with room, is sealed where it was read when
+/// the peer reads tags last, and copied to interleave its tags when it does not; the
+/// file arrives whole either way.
+#[test]
+fn file_chunks_of_several_segments_are_sealed_where_they_were_read_with_their_tags_last() {
+    let data: Bytes = (0..1_000_000u32)
+        .map(|i| (i * 7 + i / 4099) as u8)
+        .collect();
+    for last in [true, false] {
+        let (mut pair, ch) = opened();
+        pair.watch_files.with_room = true;
+        if !last {
+            peer_without(&mut pair, Capabilities::TAGS_LAST);
+        }
+        let transfer = pair.watch_sends_file(ch, "f.bin", data.clone()).unwrap();
+        pair.advance(core::time::Duration::from_secs(600));
+        assert_eq!(
+            pair.phone_files.stored,
+            [(ch, data.clone())],
+            "stored whole"
+        );
+        assert!(pair.watch_heard_sent(transfer));
+        // 1,000,000 bytes in chunks of 256 KiB frames: four of several segments.
+        match last {
+            true => assert!(pair.framed_in_place >= 4, "{}", pair.framed_in_place),
+            false => assert_eq!(pair.framed_in_place, 0),
+        }
+    }
 }

@@ -123,9 +123,10 @@ impl Session {
 
     /// Like [`file_read`](Self::file_read), with the bytes read into `buf` after
     /// [`FILE_READ_ROOM`](crate::sans_io::FILE_READ_ROOM) bytes of room, and
-    /// [`FILE_READ_TAIL`](crate::sans_io::FILE_READ_TAIL) more bytes of capacity after
+    /// [`file_read_tail`](crate::sans_io::file_read_tail) more bytes of capacity after
     /// them: the chunk's frame is then built where the bytes lie, and sealed there when
-    /// it is one AEAD segment, so they are not copied. A `buf` shorter than the room is
+    /// it is one AEAD segment or the peer reads sealed frames with their tags last, so
+    /// they are not copied. A `buf` shorter than the room is
     /// taken as no bytes.
     pub fn file_read_with_room(
         &mut self,

@@ -26,6 +26,15 @@ impl Kind {
 /// peer that announced [`Capabilities::NO_CRC`](crate::Capabilities::NO_CRC).
 pub const FLAG_NO_CRC: u8 = 0x01;
 
+/// Flag bit 1: a `Sealed` frame's tags follow all its ciphertexts instead of each its
+/// own ([`Layout::TagsLast`](crate::Layout::TagsLast)). Only a `Sealed` frame may carry
+/// it, and only to a peer that announced
+/// [`Capabilities::TAGS_LAST`](crate::Capabilities::TAGS_LAST).
+pub const FLAG_TAGS_LAST: u8 = 0x02;
+
+/// The flags a `Sealed` frame may carry; every other kind carries none.
+const SEALED_FLAGS: u8 = FLAG_NO_CRC | FLAG_TAGS_LAST;
+
 /// The 6-byte frame header: version, kind, no flags, payload length (u24 LE).
 pub(crate) fn header_bytes(kind: Kind, payload_len: usize) -> [u8; HEADER_LEN] {
     header_bytes_flagged(kind, 0, payload_len)
@@ -60,7 +69,7 @@ struct ChunkHead {
 pub struct FrameHeader {
     /// What the payload holds.
     pub kind: Kind,
-    /// Flag bits: [`FLAG_NO_CRC`] or none.
+    /// Flag bits: [`FLAG_NO_CRC`], [`FLAG_TAGS_LAST`], both or none.
     pub flags: u8,
     /// Payload length in bytes (excluding header and trailer).
     pub payload_len: usize,
@@ -95,7 +104,7 @@ impl FrameHeader {
         }
         let kind = Kind::from_u8(head[1])?;
         let flags = head[2];
-        if flags != 0 && !(flags == FLAG_NO_CRC && kind == Kind::Sealed) {
+        if flags != 0 && !(flags & !SEALED_FLAGS == 0 && kind == Kind::Sealed) {
             return Err(DecodeError::UnknownFlags(flags));
         }
         let payload_len =
@@ -354,7 +363,18 @@ impl Frame {
                 max: max_frame_len,
             });
         }
-        dst[start..start + HEADER_LEN].copy_from_slice(&header_bytes(self.kind(), payload_len));
+        let flags = match self {
+            Frame::Sealed(Sealed {
+                layout: Layout::TagsLast,
+                ..
+            }) => FLAG_TAGS_LAST,
+            _ => 0,
+        };
+        dst[start..start + HEADER_LEN].copy_from_slice(&header_bytes_flagged(
+            self.kind(),
+            flags,
+            payload_len,
+        ));
         Ok(bulk)
     }
 
@@ -388,17 +408,22 @@ impl Frame {
 
     /// Decodes a frame whose header is parsed and whose length is exactly right.
     pub(crate) fn decode_checked(header: FrameHeader, frame: Bytes) -> Result<Frame, DecodeError> {
-        if !header.has_crc() {
-            return Frame::decode_payload(header.kind, frame.slice(HEADER_LEN..));
+        let payload = if header.has_crc() {
+            let crc_at = frame.len() - CRC_LEN;
+            let (body, trailer) = frame.split_at(crc_at);
+            let expected = u32::from_le_bytes([trailer[0], trailer[1], trailer[2], trailer[3]]);
+            let actual = crc32c(&[body]);
+            if expected != actual {
+                return Err(DecodeError::BadCrc { expected, actual });
+            }
+            frame.slice(HEADER_LEN..crc_at)
+        } else {
+            frame.slice(HEADER_LEN..)
+        };
+        match header.kind {
+            Kind::Sealed => decode_sealed(payload, header.flags),
+            kind => Frame::decode_payload(kind, payload),
         }
-        let crc_at = frame.len() - CRC_LEN;
-        let (body, trailer) = frame.split_at(crc_at);
-        let expected = u32::from_le_bytes([trailer[0], trailer[1], trailer[2], trailer[3]]);
-        let actual = crc32c(&[body]);
-        if expected != actual {
-            return Err(DecodeError::BadCrc { expected, actual });
-        }
-        Frame::decode_payload(header.kind, frame.slice(HEADER_LEN..crc_at))
     }
 
     /// Decodes the frame held inside a [`Sealed`] frame once decrypted: header and
@@ -493,14 +518,7 @@ impl Frame {
                     message: payload.slice(rest..),
                 })
             }
-            Kind::Sealed => {
-                let (nonce, rest) = deserialize_head::<u64>(kind, &payload)?;
-                payload.advance(rest);
-                Frame::Sealed(Sealed {
-                    nonce,
-                    ciphertext: payload,
-                })
-            }
+            Kind::Sealed => return decode_sealed(payload, 0),
         };
         frame.check_fields().map_err(|_| DecodeError::Malformed {
             kind,
@@ -558,6 +576,20 @@ fn deserialize_head<T: DeserializeOwned>(
             reason: postcard_reason(&e),
         }),
     }
+}
+
+/// A `Sealed` frame's payload: its nonce, then its ciphertext, laid out as `flags` say.
+fn decode_sealed(mut payload: Bytes, flags: u8) -> Result<Frame, DecodeError> {
+    let (nonce, rest) = deserialize_head::<u64>(Kind::Sealed, &payload)?;
+    payload.advance(rest);
+    Ok(Frame::Sealed(Sealed {
+        nonce,
+        ciphertext: payload,
+        layout: match flags & FLAG_TAGS_LAST {
+            0 => Layout::Interleaved,
+            _ => Layout::TagsLast,
+        },
+    }))
 }
 
 fn postcard_reason(error: &postcard::Error) -> &'static str {

@@ -72,6 +72,10 @@ impl Capabilities {
     /// ([`FLAG_NO_CRC`](crate::FLAG_NO_CRC)): the AEAD tags already prove every byte, so
     /// its peer need not compute a checksum over what it seals.
     pub const NO_CRC: Capabilities = Capabilities(1 << 7);
+    /// This side reads `Sealed` frames laid out with their tags last
+    /// ([`FLAG_TAGS_LAST`](crate::FLAG_TAGS_LAST)): its peer may then seal a frame of
+    /// several segments where its bytes lie, with no gap to open between segments.
+    pub const TAGS_LAST: Capabilities = Capabilities(1 << 8);
     /// Everything this version implements.
     pub const ALL: Capabilities = Capabilities(
         Self::FILES.0
@@ -81,7 +85,8 @@ impl Capabilities {
             | Self::NAME.0
             | Self::STATE.0
             | Self::DURABLE.0
-            | Self::NO_CRC.0,
+            | Self::NO_CRC.0
+            | Self::TAGS_LAST.0,
     );
 
     /// Whether every bit of `other` is set.
@@ -419,6 +424,24 @@ pub struct Sealed {
     /// Ciphertext and tags, raw to the end of the frame.
     #[cfg_attr(any(test, feature = "arbitrary"), arbitrary(with = arbitrary_bytes))]
     pub ciphertext: Bytes,
+    /// Where the tags lie in `ciphertext` (the header's [`FLAG_TAGS_LAST`]).
+    ///
+    /// [`FLAG_TAGS_LAST`]: crate::FLAG_TAGS_LAST
+    pub layout: Layout,
+}
+
+/// Where a [`Sealed`] frame's tags lie. A frame of one segment is the same bytes either
+/// way: its ciphertext, then its tag.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[cfg_attr(any(test, feature = "arbitrary"), derive(arbitrary::Arbitrary))]
+pub enum Layout {
+    /// Each segment's tag right after its ciphertext, as every peer reads them.
+    #[default]
+    Interleaved,
+    /// The ciphertexts of all segments back to back, then their tags in the same
+    /// order: the plaintext is sealed where it lies, to a peer that announced
+    /// [`Capabilities::TAGS_LAST`].
+    TagsLast,
 }
 
 /// Largest AEAD segment of a [`Sealed`] frame, tag included (Noise's message limit).

@@ -12,7 +12,7 @@ mod head;
 mod messages;
 
 pub(crate) use codec::header_bytes_flagged;
-pub use codec::{Batch, FLAG_NO_CRC, FORMAT_VERSION, FrameHeader};
+pub use codec::{Batch, FLAG_NO_CRC, FLAG_TAGS_LAST, FORMAT_VERSION, FrameHeader};
 pub use messages::*;
 
 /// Declares [`Frame`] with one variant per message type, and `From` for each: one list.

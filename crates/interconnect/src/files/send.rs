@@ -3,7 +3,7 @@
 
 use super::*;
 use bytes::Bytes;
-use interconnect_core::sans_io::{FILE_READ_ROOM, FILE_READ_TAIL};
+use interconnect_core::sans_io::{FILE_READ_ROOM, file_read_tail};
 use interconnect_proto::{MAX_FILE_NAME_LEN, TransferId};
 use std::fs::{self, File};
 use std::io::{self, Read, Seek};
@@ -142,7 +142,8 @@ impl SourceReader {
     /// holds them.
     fn capacity(&self, offset: u64, len: u64) -> usize {
         let want = if len >= ROOM_READ {
-            len.saturating_add((FILE_READ_ROOM + FILE_READ_TAIL) as u64)
+            let tail = file_read_tail(usize::try_from(len).unwrap_or(usize::MAX));
+            len.saturating_add((FILE_READ_ROOM + tail) as u64)
         } else if self.cached(offset, len).is_some() {
             0
         } else {

@@ -8,7 +8,7 @@ use crate::prelude::*;
 use alloc::collections::VecDeque;
 
 use bytes::{Bytes, BytesMut};
-use interconnect_proto::{Frame, Handshake, Role, Sealed, Trailer};
+use interconnect_proto::{Frame, Handshake, Role, Sealed, SealedForm};
 use sha2::{Digest, Sha256};
 use snow::HandshakeState;
 
@@ -575,18 +575,18 @@ impl SecureLink {
     }
 
     /// Seals an inner frame (header and payload, no CRC) into `dst`, the sealed frame
-    /// ending with `trailer`; the plaintext is `head` followed by `bulk` (see
+    /// in `form`; the plaintext is `head` followed by `bulk` (see
     /// `Frame::encode_unsealed_head`).
     pub(crate) fn seal(
         &mut self,
         head: &[u8],
         bulk: &[u8],
         max_frame_len: usize,
-        trailer: Trailer,
+        form: SealedForm,
         dst: &mut BytesMut,
     ) -> Result<(), SecurityError> {
         match &mut self.phase {
-            Phase::Established(est) => est.cipher.seal(head, bulk, max_frame_len, trailer, dst),
+            Phase::Established(est) => est.cipher.seal(head, bulk, max_frame_len, form, dst),
             _ => Err(SecurityError::Handshake("no session keys yet".into())),
         }
     }
@@ -597,10 +597,10 @@ impl SecureLink {
         &mut self,
         buf: &mut BytesMut,
         max_frame_len: usize,
-        trailer: Trailer,
+        form: SealedForm,
     ) -> Result<(), SecurityError> {
         match &mut self.phase {
-            Phase::Established(est) => est.cipher.seal_in_place(buf, max_frame_len, trailer),
+            Phase::Established(est) => est.cipher.seal_in_place(buf, max_frame_len, form),
             _ => Err(SecurityError::Handshake("no session keys yet".into())),
         }
     }
@@ -741,3 +741,5 @@ fn pairing_code(hash: &[u8; 32], watch_nonce: &[u8; 32], phone_nonce: &[u8; 32])
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod transcript;
