@@ -7,8 +7,8 @@
 //!
 //! `side_cost <watch|phone> <workload> <arg>` measures that side; the other side is
 //! started as a child process. Workloads:
-//! - `messages N`: `N` pipelined 64-byte messages from the watch's app to the phone's,
-//!   encrypted;
+//! - `messages N` / `messages-plain N`: `N` pipelined 64-byte messages from the watch's
+//!   app to the phone's, encrypted or in plaintext;
 //! - `file PATH` / `file-plain PATH`: the file at `PATH` from the watch to the phone,
 //!   encrypted or in plaintext, until the phone stored it;
 //! - `file-64k PATH`: the same encrypted, over a link whose frames are at most 64 KiB
@@ -31,7 +31,8 @@ use interconnect_proto::ContentType;
 
 /// What flows from the watch to the phone.
 enum Workload {
-    Messages(usize),
+    /// `count` 64-byte messages, encrypted or in plaintext.
+    Messages { count: usize, plaintext: bool },
     File {
         path: PathBuf,
         plaintext: bool,
@@ -43,7 +44,10 @@ enum Workload {
 impl Workload {
     fn parse(kind: &str, arg: &str) -> Result<Workload, BoxError> {
         Ok(match kind {
-            "messages" => Workload::Messages(arg.parse()?),
+            "messages" | "messages-plain" => Workload::Messages {
+                count: arg.parse()?,
+                plaintext: kind == "messages-plain",
+            },
             "file" | "file-plain" | "file-64k" => Workload::File {
                 path: PathBuf::from(arg),
                 plaintext: kind == "file-plain",
@@ -54,13 +58,9 @@ impl Workload {
     }
 
     fn plaintext(&self) -> bool {
-        matches!(
-            self,
-            Workload::File {
-                plaintext: true,
-                ..
-            }
-        )
+        match self {
+            Workload::Messages { plaintext, .. } | Workload::File { plaintext, .. } => *plaintext,
+        }
     }
 }
 
@@ -84,7 +84,7 @@ async fn phone(
     loop {
         let event = events.next().await.ok_or("the phone's events ended")?;
         match (event, workload) {
-            (ConnectionEvent::Message(_), Workload::Messages(n)) => {
+            (ConnectionEvent::Message(_), Workload::Messages { count: n, .. }) => {
                 got += 1;
                 if got == *n {
                     break;
@@ -118,7 +118,7 @@ async fn watch(addr: std::net::SocketAddr, workload: &Workload) -> Result<(), Bo
         return Err("the channel did not open".into());
     }
     match workload {
-        Workload::Messages(n) => {
+        Workload::Messages { count: n, .. } => {
             let payload = Bytes::from(vec![7u8; 64]);
             let mut sends = Vec::with_capacity(*n);
             for _ in 0..*n {

@@ -16,7 +16,7 @@ use interconnect_proto::{
 };
 
 use super::channels::start_open;
-use super::{LinkState, LinkUp, PAIRING_HOLDOFF, Session, refusal, sanitize};
+use super::{LinkState, LinkUp, PAIRING_HOLDOFF, Session, refusal, sanitize, truncate_utf8};
 
 use crate::channel::ChannelState;
 use crate::event::{ChannelEvent, ClosedBy, Event, PeerInfo};
@@ -35,6 +35,11 @@ pub(super) const OWN_BUFFER: usize = 16 * 1024;
 
 /// Least room a batch's buffer starts with: most control frames fit.
 const SMALL_FRAME: usize = 256;
+
+/// Room the scratch buffer takes at once for frames sent in the clear, each cut from it:
+/// a stream of small frames then shares one allocation per block instead of making one
+/// (and one more to share it) per frame.
+const SCRATCH_BLOCK: usize = 4 * 1024;
 
 impl Session {
     /// A new link is up: starts the handshake. `link_max_frame_len` is the link's limit.
@@ -447,6 +452,9 @@ impl Session {
                 _ => false,
             };
             let mut own = BytesMut::new();
+            if !large && self.scratch.capacity() - self.scratch.len() < SMALL_FRAME {
+                self.scratch.reserve(SCRATCH_BLOCK);
+            }
             let dst = if large { &mut own } else { &mut self.scratch };
             match frame.encode(max, dst) {
                 Ok(()) if large => return Some(own.freeze()),
@@ -781,16 +789,5 @@ impl Session {
                 tracing::debug!(code = %report.code, message = %report.message, "peer reported an error")
             }
         }
-    }
-}
-
-/// Cuts `text` to at most `max` bytes, at a character boundary.
-fn truncate_utf8(text: &mut String, max: usize) {
-    if text.len() > max {
-        let cut = (0..=max)
-            .rev()
-            .find(|&i| text.is_char_boundary(i))
-            .unwrap_or(0);
-        text.truncate(cut);
     }
 }

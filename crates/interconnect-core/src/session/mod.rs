@@ -618,6 +618,7 @@ pub(crate) fn sanitize(text: &str) -> String {
     out
 }
 
+/// Cuts `text` to at most `max` bytes, at a character boundary.
 fn truncate_utf8(text: &mut String, max: usize) {
     if text.len() > max {
         let mut end = max;

@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
+use interconnect_proto::Kind;
 use rand::Rng;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -384,16 +385,6 @@ fn evictee(probes: &[Probe]) -> usize {
         .unwrap_or(0)
 }
 
-/// Waits for room in the link's write queue.
-pub(super) async fn write_room(
-    queue: Option<mpsc::Sender<Bytes>>,
-) -> Result<mpsc::OwnedPermit<Bytes>, mpsc::error::SendError<()>> {
-    match queue {
-        Some(queue) => queue.reserve_owned().await,
-        None => std::future::pending().await,
-    }
-}
-
 /// Polls a cancel-safe receive once: the frame if one is ready now, `None` otherwise.
 pub(super) fn poll_once(
     future: impl std::future::Future<Output = Result<Option<Bytes>, TransportError>>,
@@ -416,20 +407,25 @@ impl Driver {
         let mut budget = 64;
         // One reading of the clock for the batch: its frames arrived together.
         let now = self.clock.now();
+        // A message in the clear waits for the batch's end, so a run of them reaches the
+        // app's inbox as one; other events are acted on now (an offer must be accepted
+        // before its first chunk is handled). Frames go out after the batch.
+        let mut deferred = false;
         while let Some(item) = next.take() {
-            match item {
-                Ok(frame) => {
-                    self.sampler.received(frame.len());
-                    self.session.handle_frame(now, frame);
-                }
+            let frame = match item {
+                Ok(frame) => frame,
                 Err(error) => return self.lose_link(&format!("link failed: {error}")),
-            }
+            };
+            self.sampler.received(frame.len());
+            let message = frame.get(1) == Some(&(Kind::Data as u8));
+            self.session.handle_frame(now, frame);
             if let Some(link) = &mut self.link {
                 link.limit_frames(&self.session);
             }
-            // Act on events now (an offer must be accepted before its first chunk is
-            // handled); frames go out after the batch.
-            self.drain_events();
+            deferred |= message;
+            if !message {
+                self.drain_events();
+            }
             budget -= 1;
             if budget > 0 && !self.session.input_paused() {
                 next = self
@@ -437,6 +433,9 @@ impl Driver {
                     .as_mut()
                     .and_then(|l| poll_once(l.receiver.recv()));
             }
+        }
+        if deferred {
+            self.drain_events();
         }
     }
 

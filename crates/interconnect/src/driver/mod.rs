@@ -65,9 +65,9 @@ pub(crate) use crate::state::LinkStatus;
 pub(crate) use crate::state::Meter;
 use crate::state::{LinkLimits, PeerDeviceStatus};
 pub use link::Backoff;
-use link::{ActiveLink, Arrival, LINGER, Probe, recv_frame, recv_probe, write_room};
+use link::{ActiveLink, Arrival, LINGER, Probe, recv_frame, recv_probe};
 use transfers::{Admitted, Claiming, OutFile, Receiving};
-use wait::Woke;
+use wait::{Woke, write_room};
 
 struct ConnEntry {
     slot: ConnSlot,

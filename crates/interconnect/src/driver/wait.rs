@@ -24,6 +24,16 @@ use super::link::Arrival;
 use crate::command::Command;
 use crate::transport::TransportError;
 
+/// Waits for room in the link's write queue.
+pub(super) async fn write_room(
+    queue: Option<mpsc::Sender<Bytes>>,
+) -> Result<mpsc::OwnedPermit<Bytes>, mpsc::error::SendError<()>> {
+    match queue {
+        Some(queue) => queue.reserve_owned().await,
+        None => std::future::pending().await,
+    }
+}
+
 const COMMANDS: u8 = 1 << 0;
 const LINKS: u8 = 1 << 1;
 /// The timer's bit: set it after moving the timer, so it is polled again.
