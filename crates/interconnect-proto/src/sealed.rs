@@ -375,16 +375,22 @@ mod tests {
         },
     ];
 
-    /// A stand-in cipher: XOR, and a tag of the segment's index and length.
+    /// A stand-in cipher: XOR, and a tag of the segment's index and length (never all
+    /// zeros, so a tag left unwritten shows).
     fn scramble(index: usize, segment: &mut [u8]) -> [u8; SEALED_TAG_LEN] {
         segment.iter_mut().for_each(|b| *b ^= 0x5a);
-        let mut tag = [index as u8; SEALED_TAG_LEN];
+        let mut tag = [0xa0 ^ index as u8; SEALED_TAG_LEN];
         tag[1..9].copy_from_slice(&(segment.len() as u64).to_le_bytes());
         tag
     }
 
-    /// The stand-in cipher over a whole plaintext, its tags written into `tags`.
+    /// The stand-in cipher over a whole plaintext, its tags written into `tags` (an
+    /// empty plaintext is one empty segment).
     fn scramble_all(plain: &mut [u8], tags: &mut [u8]) -> Result<(), ()> {
+        if plain.is_empty() {
+            tags.copy_from_slice(&scramble(0, plain));
+            return Ok(());
+        }
         let segments = plain.chunks_mut(SEALED_SEGMENT_PLAINTEXT);
         for (i, (segment, tag)) in segments.zip(tags.chunks_mut(SEALED_TAG_LEN)).enumerate() {
             tag.copy_from_slice(&scramble(i, segment));

@@ -144,6 +144,7 @@ async fn pump(
         if let Ok(header) = FrameHeader::parse(&frame, MAX_FRAME_LEN) {
             let mut tally = wire.tally.lock().unwrap();
             tally.without_crc += u64::from(!header.has_crc());
+            // Longer than one segment and the longest nonce (10 bytes): several segments.
             if header.kind == Kind::Sealed && header.payload_len > SEALED_SEGMENT_LEN + 10 {
                 tally.several += 1;
                 tally.tags_last += u64::from(header.flags & FLAG_TAGS_LAST != 0);

@@ -5,7 +5,7 @@
 #[allow(unused_imports)]
 use crate::prelude::*;
 
-use bytes::{Bytes, BytesMut};
+use bytes::{BufMut, Bytes, BytesMut};
 use interconnect_proto::{
     EncodeError, Layout, SEALED_HEADROOM, SEALED_SEGMENT_LEN, SEALED_SEGMENT_PLAINTEXT,
     SEALED_TAG_LEN, Sealed, SealedForm, encode_sealed, encode_sealed_in_place,
@@ -114,19 +114,13 @@ impl Cipher {
         let ct_len = sealed_ciphertext_len(plain_len);
         let sealed = encode_sealed(max_frame_len, dst, first, ct_len, form, |buf| {
             if form.layout == Layout::TagsLast {
-                // The whole plaintext, then each segment sealed where it lies and its
-                // tag appended after them all.
+                // The whole plaintext and room for the tags, then sealed where it lies.
                 let at = buf.len();
                 buf.extend_from_slice(head);
                 buf.extend_from_slice(bulk);
-                for i in 0..count {
-                    let start = at + i as usize * SEALED_SEGMENT_PLAINTEXT;
-                    let end = (start + SEALED_SEGMENT_PLAINTEXT).min(at + plain_len);
-                    let ad = segment_ad(first, count, i);
-                    let tag = key.seal_in_place(first + u64::from(i), &ad, &mut buf[start..end])?;
-                    buf.extend_from_slice(&tag);
-                }
-                return Ok(());
+                buf.put_bytes(0, segments * SEALED_TAG_LEN);
+                let (plain, tags) = buf[at..].split_at_mut(plain_len);
+                return seal_tags_last(key, first, count, plain, tags);
             }
             let (mut head, mut bulk) = (head, bulk);
             for i in 0..count {
@@ -193,19 +187,7 @@ impl Cipher {
         let rekeyed = key_at(&self.send, self.send_epoch, epoch);
         let key = rekeyed.as_deref().unwrap_or(&self.send);
         let sealed = encode_sealed_in_place(max_frame_len, buf, first, form, |plain, tags| {
-            if count == 1 {
-                let tag = key.seal_in_place(first, &segment_ad(first, 1, 0), plain)?;
-                tags.copy_from_slice(&tag);
-                return Ok(());
-            }
-            let segments = plain.chunks_mut(SEALED_SEGMENT_PLAINTEXT);
-            let mut tags = tags.chunks_mut(SEALED_TAG_LEN);
-            for (i, segment) in (0..count).zip(segments) {
-                let ad = segment_ad(first, count, i);
-                let tag = key.seal_in_place(first + u64::from(i), &ad, segment)?;
-                tags.next().ok_or(AeadError)?.copy_from_slice(&tag);
-            }
-            Ok::<(), AeadError>(())
+            seal_tags_last(key, first, count, plain, tags)
         });
         self.sealed(sealed, rekeyed, epoch, next)
     }
@@ -297,6 +279,34 @@ impl Cipher {
         self.recv_next = last + 1;
         Ok(Some(opened.freeze()))
     }
+}
+
+/// Seals `plain` where it lies as `count` segments from nonce `first`, each segment's tag
+/// written in turn into `tags` (their room after the plaintext: a frame of one segment
+/// is then laid out as any frame of one segment is).
+fn seal_tags_last(
+    key: &TransportKey,
+    first: u64,
+    count: u32,
+    plain: &mut [u8],
+    tags: &mut [u8],
+) -> Result<(), AeadError> {
+    if count == 1 {
+        // The common case (a batch of small frames), without the iterators.
+        let tag = key.seal_in_place(first, &segment_ad(first, 1, 0), plain)?;
+        tags.copy_from_slice(&tag);
+        return Ok(());
+    }
+    let segments = plain.chunks_mut(SEALED_SEGMENT_PLAINTEXT);
+    for ((i, segment), room) in (0..count)
+        .zip(segments)
+        .zip(tags.chunks_mut(SEALED_TAG_LEN))
+    {
+        let ad = segment_ad(first, count, i);
+        let tag = key.seal_in_place(first + u64::from(i), &ad, segment)?;
+        room.copy_from_slice(&tag);
+    }
+    Ok(())
 }
 
 /// Opens the `count` segments of a frame laid out with its tags last, each where it lies
