@@ -7,8 +7,8 @@ use crate::prelude::*;
 use crate::time::Instant;
 use alloc::collections::VecDeque;
 
-use bytes::Bytes;
-use interconnect_proto::{ChannelId, Code, ContentType, Data, Exchange};
+use bytes::{Bytes, BytesMut};
+use interconnect_proto::{ChannelId, Code, ContentType, Data, DataHead, Exchange};
 
 use crate::event::SendId;
 
@@ -42,6 +42,17 @@ pub(crate) struct Outgoing {
     pub(crate) content_type: ContentType,
     pub(crate) exchange: Exchange,
     pub(crate) payload: Bytes,
+}
+
+/// What [`Channel::append_data`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Appended {
+    /// One data frame went into the buffer.
+    Frame,
+    /// The next one would pass the limit: nothing changed.
+    Full,
+    /// The channel has nothing the window lets go.
+    Nothing,
 }
 
 /// A sequenced message, sent at least once or about to be, not yet acknowledged.
@@ -303,6 +314,70 @@ impl Channel {
         }))
     }
 
+    /// Like [`next_data`](Self::next_data), but appends the frame to `dst` (unsealed,
+    /// no CRC) instead of building it, and only if `dst` stays within `limit` bytes;
+    /// else nothing changes. Sealed batches of small messages take this path: no frame
+    /// and no share of the payload per message.
+    pub(crate) fn append_data(
+        &mut self,
+        now: Instant,
+        window: Window,
+        refuse: impl Fn(&Outgoing) -> Option<Code>,
+        max_frame_len: usize,
+        dst: &mut BytesMut,
+        limit: usize,
+    ) -> Result<Appended, (Outgoing, Code)> {
+        let resend = self.send_cursor < self.in_flight.len();
+        let (seq, message) = if resend {
+            let entry = &self.in_flight[self.send_cursor];
+            (entry.seq, &entry.message)
+        } else {
+            if !self.window_open(window) {
+                return Ok(Appended::Nothing);
+            }
+            let refused = match self.pending.front() {
+                Some(message) => refuse(message),
+                None => return Ok(Appended::Nothing),
+            };
+            if let Some(code) = refused {
+                return match self.pending.pop_front() {
+                    Some(message) => Err((message, code)),
+                    None => Ok(Appended::Nothing),
+                };
+            }
+            let Some(message) = self.pending.front() else {
+                return Ok(Appended::Nothing);
+            };
+            (self.next_seq, message)
+        };
+        let head = DataHead {
+            channel: self.id,
+            seq,
+            content_type: message.content_type,
+            exchange: message.exchange,
+        };
+        let mark = dst.len();
+        match head.encode_unsealed(&message.payload, max_frame_len, dst) {
+            Ok(()) if dst.len() > limit => {
+                dst.truncate(mark);
+                return Ok(Appended::Full);
+            }
+            Ok(()) => {}
+            // As `next_data`'s frame would be: sequenced, and not sent.
+            Err(error) => tracing::warn!(%error, "data frame not sent"),
+        }
+        if !resend && let Some(message) = self.pending.pop_front() {
+            self.next_seq += 1;
+            self.in_flight_bytes += message.payload.len();
+            self.in_flight.push_back(InFlight { seq, message });
+        }
+        self.send_cursor += 1;
+        if self.last_progress.is_none() {
+            self.last_progress = Some(now);
+        }
+        Ok(Appended::Frame)
+    }
+
     /// Whether a data frame could be produced now (used for round-robin scheduling).
     pub(crate) fn has_data(&self, window: Window) -> bool {
         self.send_cursor < self.in_flight.len()
@@ -438,6 +513,7 @@ impl Channel {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use interconnect_proto::Frame;
 
     fn channel() -> Channel {
         Channel::new(ChannelId(1), "pkg".into(), None)
@@ -466,6 +542,93 @@ mod tests {
             seqs.push(data.seq);
         }
         seqs
+    }
+
+    /// What `append_data` writes is what `next_data`'s frames encode to, sequence
+    /// numbers, resends and refusals alike; a frame past the limit leaves the channel as
+    /// it was.
+    #[test]
+    fn appended_frames_are_the_frames_next_data_gives() {
+        let window = Window {
+            messages: 6,
+            bytes: usize::MAX,
+        };
+        let exchanges = [
+            Exchange::OneWay,
+            Exchange::Request(300),
+            Exchange::Reply(7),
+            Exchange::State,
+            Exchange::Durable,
+        ];
+        let (mut framed, mut appended) = (channel(), channel());
+        for id in 0..9u64 {
+            for ch in [&mut framed, &mut appended] {
+                ch.enqueue(Outgoing {
+                    id: SendId(id),
+                    content_type: ContentType::Json,
+                    exchange: exchanges[id as usize % exchanges.len()],
+                    payload: Bytes::from(vec![id as u8; 40 * id as usize]),
+                });
+            }
+        }
+        // Message 4 is refused (too large for the link): failed, and the next one
+        // takes its turn.
+        let refuse = |m: &Outgoing| (m.id == SendId(4)).then_some(Code::TOO_LARGE);
+        let max = 1024;
+        let mut expected = BytesMut::new();
+        let mut refused = Vec::new();
+        loop {
+            match framed.next_data(Instant::ZERO, window, refuse) {
+                Ok(Some(data)) => Frame::Data(data)
+                    .encode_unsealed(max, &mut expected)
+                    .unwrap(),
+                Ok(None) => break,
+                Err((message, code)) => refused.push((message.id, code)),
+            }
+        }
+        let mut got = BytesMut::new();
+        let mut limit = 0;
+        loop {
+            let before = (
+                appended.next_seq,
+                appended.send_cursor,
+                appended.pending.len(),
+            );
+            match appended.append_data(Instant::ZERO, window, refuse, max, &mut got, limit) {
+                Ok(Appended::Frame) => {}
+                Ok(Appended::Full) => {
+                    let after = (
+                        appended.next_seq,
+                        appended.send_cursor,
+                        appended.pending.len(),
+                    );
+                    assert_eq!(before, after, "a frame that does not fit changes nothing");
+                    limit += 100;
+                }
+                Ok(Appended::Nothing) => break,
+                Err((message, code)) => assert_eq!(refused.remove(0), (message.id, code)),
+            }
+        }
+        assert!(refused.is_empty());
+        assert_eq!(got, expected);
+        assert_eq!(framed.in_flight.len(), 6, "the window stopped both");
+        // Go-back-N: both resend from the first unacknowledged, with the same bytes.
+        for ch in [&mut framed, &mut appended] {
+            ch.on_ack(Instant::ZERO, 2).unwrap();
+            ch.rewind();
+        }
+        let mut expected = BytesMut::new();
+        while let Ok(Some(data)) = framed.next_data(Instant::ZERO, window, refuse) {
+            Frame::Data(data)
+                .encode_unsealed(max, &mut expected)
+                .unwrap();
+        }
+        let mut got = BytesMut::new();
+        while let Ok(Appended::Frame) =
+            appended.append_data(Instant::ZERO, window, refuse, max, &mut got, usize::MAX)
+        {}
+        assert_eq!(got, expected);
+        assert_eq!(appended.last_sent_seq(), framed.last_sent_seq());
     }
 
     #[test]

@@ -71,11 +71,11 @@ pub use decoder::FrameDecoder;
 pub use durable::{DurableHead, MAX_DURABLE_HEAD_LEN};
 pub use error::{DecodeError, EncodeError};
 pub use frame::{
-    Accept, Ack, Batch, Capabilities, ChannelId, Close, ContentType, Data, DeviceId, ErrorReport,
-    Exchange, FLAG_NO_CRC, FLAG_TAGS_LAST, FORMAT_VERSION, FileAccept, FileAck, FileCancel,
-    FileChunk, FileComplete, FileOffer, FileOfferMeta, Frame, FrameHeader, Handshake, Hello,
-    Layout, Name, Open, Ping, Pong, Reject, Role, SEALED_SEGMENT_LEN, SEALED_TAG_LEN, Sealed,
-    TransferId, VersionQuery, VersionReply,
+    Accept, Ack, Batch, Capabilities, ChannelId, Close, ContentType, Data, DataHead, DeviceId,
+    ErrorReport, Exchange, FLAG_NO_CRC, FLAG_TAGS_LAST, FORMAT_VERSION, FileAccept, FileAck,
+    FileCancel, FileChunk, FileComplete, FileOffer, FileOfferMeta, Frame, FrameHeader, Handshake,
+    Hello, Layout, Name, Open, Ping, Pong, Reject, Role, SEALED_SEGMENT_LEN, SEALED_TAG_LEN,
+    Sealed, TransferId, VersionQuery, VersionReply,
 };
 pub use kind::Kind;
 pub use limits::*;

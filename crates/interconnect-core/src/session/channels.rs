@@ -7,7 +7,7 @@ use crate::prelude::*;
 use crate::time::Instant;
 use core::ops::Bound;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use interconnect_proto::{
     Accept, Ack, Capabilities, ChannelId, Close, Code, ContentType, Exchange, Frame, Open, Reject,
     Role,
@@ -18,9 +18,29 @@ use super::{
     truncate_utf8,
 };
 
-use crate::channel::{Channel, ChannelState, Outgoing, Received};
+use crate::channel::{Appended, Channel, ChannelState, Outgoing, Received};
 use crate::config::{Acknowledge, MAX_SEQ_AHEAD};
 use crate::event::{ChannelEvent, ClosedBy, Event, Message, Receipt, SendId};
+
+/// What lets a channel's next message go ([`Session::data_rules`]).
+struct DataRules {
+    window: crate::channel::Window,
+    max_message: usize,
+    states: bool,
+    durable: bool,
+}
+
+impl DataRules {
+    /// Why a message may not go on this link, if it may not.
+    fn refuse(&self, m: &Outgoing) -> Option<Code> {
+        match m.exchange {
+            _ if m.payload.len() > self.max_message => Some(Code::TOO_LARGE),
+            Exchange::State if !self.states => Some(Code::OTHERS),
+            Exchange::Durable if !self.durable => Some(Code::OTHERS),
+            _ => None,
+        }
+    }
+}
 
 impl Session {
     /// Watch side: a channel to the phone app `package`, optionally requiring its
@@ -229,13 +249,24 @@ impl Session {
         }
     }
 
-    /// Round-robin over open channels with something to send.
-    pub(super) fn next_data(&mut self, now: Instant) -> Option<Frame> {
-        let window = crate::channel::Window {
-            messages: self.config.max_in_flight,
-            bytes: self.config.max_in_flight_bytes,
-        };
-        let max_message = self.limits().max_message_len();
+    /// What lets a channel's next message go: its window, and the messages refused.
+    fn data_rules(&self) -> DataRules {
+        DataRules {
+            window: crate::channel::Window {
+                messages: self.config.max_in_flight,
+                bytes: self.config.max_in_flight_bytes,
+            },
+            max_message: self.limits().max_message_len(),
+            // A state update goes only to a peer that reads them (an older one would
+            // take the frame for a malformed one and drop the link).
+            states: self.peer_has(Capabilities::STATE),
+            durable: self.peer_has(Capabilities::DURABLE),
+        }
+    }
+
+    /// The channel whose turn it is to send data: round-robin over open channels with
+    /// something to send. Takes its turn.
+    fn data_turn(&mut self, window: crate::channel::Window) -> Option<ChannelId> {
         let ready = |c: &Channel| c.is_open() && c.has_data(window);
         let candidate = if self.channels.len() == 1 {
             // One channel, as a watch app's or a phone hub's single app has: no turns to
@@ -256,23 +287,54 @@ impl Session {
                 .map(|(id, _)| *id)?
         };
         self.rr_last = Some(candidate);
-        // A state update goes only to a peer that reads them (an older one would take
-        // the frame for a malformed one and drop the link).
-        let states = self.peer_has(Capabilities::STATE);
-        let durable = self.peer_has(Capabilities::DURABLE);
-        let ch = self.channels.get_mut(&candidate)?;
-        let refuse = |m: &Outgoing| match m.exchange {
-            _ if m.payload.len() > max_message => Some(Code::TOO_LARGE),
-            Exchange::State if !states => Some(Code::OTHERS),
-            Exchange::Durable if !durable => Some(Code::OTHERS),
-            _ => None,
-        };
-        match ch.next_data(now, window, refuse) {
-            Ok(data) => data.map(Frame::Data),
-            Err((message, code)) => {
-                self.events
-                    .push_back(Event::SendFailed(candidate, message.id, code));
-                self.next_data(now)
+        Some(candidate)
+    }
+
+    /// Round-robin over open channels with something to send.
+    pub(super) fn next_data(&mut self, now: Instant) -> Option<Frame> {
+        let rules = self.data_rules();
+        loop {
+            let candidate = self.data_turn(rules.window)?;
+            let ch = self.channels.get_mut(&candidate)?;
+            match ch.next_data(now, rules.window, |m| rules.refuse(m)) {
+                Ok(data) => return data.map(Frame::Data),
+                Err((message, code)) => self
+                    .events
+                    .push_back(Event::SendFailed(candidate, message.id, code)),
+            }
+        }
+    }
+
+    /// Like [`next_data`](Self::next_data), but appends the frame to `dst` (unsealed)
+    /// while `dst` stays within `limit` bytes, without building it: the path of each
+    /// message of a sealed batch. A frame that does not fit stays where it was, and so
+    /// does the turn.
+    pub(super) fn append_data(
+        &mut self,
+        now: Instant,
+        max_frame_len: usize,
+        dst: &mut BytesMut,
+        limit: usize,
+    ) -> Appended {
+        let rules = self.data_rules();
+        loop {
+            let last = self.rr_last;
+            let Some(candidate) = self.data_turn(rules.window) else {
+                return Appended::Nothing;
+            };
+            let Some(ch) = self.channels.get_mut(&candidate) else {
+                return Appended::Nothing;
+            };
+            let refuse = |m: &Outgoing| rules.refuse(m);
+            match ch.append_data(now, rules.window, refuse, max_frame_len, dst, limit) {
+                Ok(Appended::Full) => {
+                    self.rr_last = last;
+                    return Appended::Full;
+                }
+                Ok(appended) => return appended,
+                Err((message, code)) => self
+                    .events
+                    .push_back(Event::SendFailed(candidate, message.id, code)),
             }
         }
     }

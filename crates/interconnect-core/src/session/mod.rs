@@ -27,6 +27,7 @@ mod link;
 mod registry;
 mod takeover;
 mod transfers;
+mod transmit;
 
 #[cfg(test)]
 mod tests;

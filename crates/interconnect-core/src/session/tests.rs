@@ -185,7 +185,7 @@ fn a_peer_that_does_not_read_file_metadata_is_offered_no_file_with_it() {
 fn a_large_frame_owns_its_buffer_sealed_or_plain() {
     for pair in [Pair::new(), Pair::plaintext()] {
         let (mut pair, ch) = opened_on(pair);
-        let large = "x".repeat(super::link::OWN_BUFFER);
+        let large = "x".repeat(super::transmit::OWN_BUFFER);
         crate::pair::send(&mut pair.watch, ch, &large);
         let now = pair.now;
         let frame = pair.watch.poll_transmit(now).expect("the message's frame");

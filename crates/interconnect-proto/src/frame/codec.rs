@@ -281,23 +281,16 @@ impl Frame {
         max_frame_len: usize,
         dst: &mut BytesMut,
     ) -> Result<&[u8], EncodeError> {
+        if let Frame::Data(d) = self {
+            d.head().put(d.payload.len(), max_frame_len, dst)?;
+            return Ok(&d.payload);
+        }
         let max_frame_len = max_frame_len.min(MAX_FRAME_LEN);
         self.check_fields()?;
         let bulk = self.bulk();
         if bulk.len() + FRAME_OVERHEAD > max_frame_len {
             return Err(EncodeError::TooLarge {
                 len: bulk.len() + FRAME_OVERHEAD,
-                max: max_frame_len,
-            });
-        }
-        // A message is at most `Limits::max_message_len` whatever its sub-header takes, so
-        // the limit is one number both ends can compute.
-        let max_message = max_frame_len.saturating_sub(FRAME_OVERHEAD + DATA_HEADER_MAX_LEN);
-        if let Frame::Data(d) = self
-            && d.payload.len() > max_message
-        {
-            return Err(EncodeError::TooLarge {
-                len: d.payload.len() + FRAME_OVERHEAD + DATA_HEADER_MAX_LEN,
                 max: max_frame_len,
             });
         }
@@ -313,10 +306,8 @@ impl Frame {
             Frame::Open(m) => serialize(m, dst),
             Frame::Accept(m) => serialize(m, dst),
             Frame::Reject(m) => serialize(m, dst),
-            Frame::Data(m) => {
-                head::put_data(m, dst);
-                Ok(())
-            }
+            // Written by `DataHead::put` above; never reached.
+            Frame::Data(_) => Err(EncodeError::InvalidField("data frame")),
             Frame::Ack(m) => {
                 head::put_ack(m, dst);
                 Ok(())
@@ -470,13 +461,7 @@ impl Frame {
                 let malformed = |reason| DecodeError::Malformed { kind, reason };
                 let (head, rest) = head::take_data(&payload).map_err(malformed)?;
                 payload.advance(rest);
-                Frame::Data(Data {
-                    channel: head.channel,
-                    seq: head.seq,
-                    content_type: head.content_type,
-                    exchange: head.exchange,
-                    payload,
-                })
+                Frame::Data(Data::with_head(head, payload))
             }
             Kind::Ack => Frame::Ack(
                 head::take_ack(&payload)

@@ -5,7 +5,11 @@
 
 use bytes::{BufMut, BytesMut};
 
-use super::{Ack, ChannelId, ContentType, Data, Exchange};
+use super::codec::header_bytes;
+use super::{Ack, ChannelId, ContentType, Exchange};
+use crate::error::EncodeError;
+use crate::kind::Kind;
+use crate::limits::{DATA_HEADER_MAX_LEN, FRAME_OVERHEAD, HEADER_LEN, MAX_FRAME_LEN};
 
 /// Appends `value` as a postcard varint.
 fn put_varint(dst: &mut BytesMut, mut value: u64) {
@@ -16,42 +20,141 @@ fn put_varint(dst: &mut BytesMut, mut value: u64) {
     dst.put_u8(value as u8);
 }
 
-/// Appends the sub-header of a [`Data`] frame (the payload follows it raw).
-pub(super) fn put_data(data: &Data, dst: &mut BytesMut) {
-    put_varint(dst, u64::from(data.channel.0));
-    put_varint(dst, data.seq);
-    dst.put_u8(match data.content_type {
-        ContentType::Json => 0,
-        ContentType::Postcard => 1,
-        ContentType::Binary => 2,
-    });
-    match data.exchange {
-        Exchange::OneWay => dst.put_u8(0),
-        Exchange::Request(id) => {
-            dst.put_u8(1);
-            put_varint(dst, u64::from(id));
-        }
-        Exchange::Reply(id) => {
-            dst.put_u8(2);
-            put_varint(dst, u64::from(id));
-        }
-        Exchange::State => dst.put_u8(3),
-        Exchange::Durable => dst.put_u8(4),
-    }
-}
-
 /// Appends an [`Ack`] frame's payload.
 pub(super) fn put_ack(ack: &Ack, dst: &mut BytesMut) {
     put_varint(dst, u64::from(ack.channel.0));
     put_varint(dst, ack.seq);
 }
 
-/// What a [`Data`] sub-header holds.
-pub(super) struct DataHead {
-    pub(super) channel: ChannelId,
-    pub(super) seq: u64,
-    pub(super) content_type: ContentType,
-    pub(super) exchange: Exchange,
+/// A [`Data`](super::Data) frame's fields before its payload. A sender that keeps its messages
+/// elsewhere encodes one under it without building a [`Frame`](super::Frame) (and
+/// sharing the payload for it): the path each small message of a batch takes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DataHead {
+    /// The channel.
+    pub channel: ChannelId,
+    /// Per-channel, per-direction sequence number, starting at 1.
+    pub seq: u64,
+    /// How the payload is encoded.
+    pub content_type: ContentType,
+    /// Request/reply correlation.
+    pub exchange: Exchange,
+}
+
+impl DataHead {
+    /// How many bytes [`encode_unsealed`](Self::encode_unsealed) appends for a payload
+    /// of `payload_len` bytes.
+    pub fn unsealed_len(&self, payload_len: usize) -> usize {
+        HEADER_LEN + self.sub_header().1 + payload_len
+    }
+
+    /// Appends the data frame of this head and `payload` as it goes inside a sealed
+    /// frame (no CRC trailer): the bytes, and the errors, of
+    /// [`Frame::encode_unsealed`](super::Frame::encode_unsealed) for `Frame::Data` with
+    /// these fields. `max_frame_len` counts the trailer.
+    ///
+    /// ```
+    /// use bytes::{Bytes, BytesMut};
+    /// use interconnect_proto::{ChannelId, ContentType, Data, DataHead, Exchange, Frame};
+    ///
+    /// let head = DataHead {
+    ///     channel: ChannelId(1),
+    ///     seq: 7,
+    ///     content_type: ContentType::Binary,
+    ///     exchange: Exchange::OneWay,
+    /// };
+    /// let mut fast = BytesMut::new();
+    /// head.encode_unsealed(b"hello", 1024, &mut fast).unwrap();
+    /// let data = Data::with_head(head, Bytes::from_static(b"hello"));
+    /// let mut framed = BytesMut::new();
+    /// Frame::Data(data).encode_unsealed(1024, &mut framed).unwrap();
+    /// assert_eq!(fast, framed);
+    /// assert_eq!(fast.len(), head.unsealed_len(5));
+    /// ```
+    pub fn encode_unsealed(
+        &self,
+        payload: &[u8],
+        max_frame_len: usize,
+        dst: &mut BytesMut,
+    ) -> Result<(), EncodeError> {
+        self.put(payload.len(), max_frame_len, dst)?;
+        dst.extend_from_slice(payload);
+        Ok(())
+    }
+
+    /// Appends the frame header and sub-header of a data frame whose payload has
+    /// `payload_len` bytes, once its limits are checked (those of `Frame::encode_head`,
+    /// in its order).
+    pub(super) fn put(
+        &self,
+        payload_len: usize,
+        max_frame_len: usize,
+        dst: &mut BytesMut,
+    ) -> Result<(), EncodeError> {
+        let max = max_frame_len.min(MAX_FRAME_LEN);
+        if payload_len + FRAME_OVERHEAD > max {
+            return Err(EncodeError::TooLarge {
+                len: payload_len + FRAME_OVERHEAD,
+                max,
+            });
+        }
+        // A message is at most `Limits::max_message_len` whatever its sub-header takes,
+        // so the limit is one number both ends can compute.
+        if payload_len > max.saturating_sub(FRAME_OVERHEAD + DATA_HEADER_MAX_LEN) {
+            return Err(EncodeError::TooLarge {
+                len: payload_len + FRAME_OVERHEAD + DATA_HEADER_MAX_LEN,
+                max,
+            });
+        }
+        let (mut head, sub_len) = self.sub_header();
+        let frame_payload = sub_len + payload_len;
+        if frame_payload + FRAME_OVERHEAD > max {
+            return Err(EncodeError::TooLarge {
+                len: frame_payload + FRAME_OVERHEAD,
+                max,
+            });
+        }
+        head[..HEADER_LEN].copy_from_slice(&header_bytes(Kind::Data, frame_payload));
+        dst.extend_from_slice(&head[..HEADER_LEN + sub_len]);
+        Ok(())
+    }
+
+    /// The sub-header, written after room for the frame header, and its length.
+    fn sub_header(&self) -> ([u8; HEADER_LEN + DATA_HEADER_MAX_LEN], usize) {
+        let mut buf = [0u8; HEADER_LEN + DATA_HEADER_MAX_LEN];
+        let mut at = HEADER_LEN;
+        let mut put = |value: u64| {
+            let mut value = value;
+            while value >= 0x80 {
+                buf[at] = value as u8 | 0x80;
+                at += 1;
+                value >>= 7;
+            }
+            buf[at] = value as u8;
+            at += 1;
+        };
+        put(u64::from(self.channel.0));
+        put(self.seq);
+        put(match self.content_type {
+            ContentType::Json => 0,
+            ContentType::Postcard => 1,
+            ContentType::Binary => 2,
+        });
+        match self.exchange {
+            Exchange::OneWay => put(0),
+            Exchange::Request(id) => {
+                put(1);
+                put(u64::from(id));
+            }
+            Exchange::Reply(id) => {
+                put(2);
+                put(u64::from(id));
+            }
+            Exchange::State => put(3),
+            Exchange::Durable => put(4),
+        }
+        (buf, at - HEADER_LEN)
+    }
 }
 
 /// Reads fields from the front of a payload, failing as postcard fails.
@@ -185,17 +288,16 @@ mod tests {
             content_type in content_type(),
             exchange in exchange(),
         ) {
-            let data = Data {
-                channel: ChannelId(channel),
-                seq,
-                content_type,
-                exchange,
-                payload: bytes::Bytes::new(),
-            };
+            let head = DataHead { channel: ChannelId(channel), seq, content_type, exchange };
+            let payload = [0xa5u8; 3];
             let mut ours = BytesMut::new();
-            put_data(&data, &mut ours);
+            head.encode_unsealed(&payload, MAX_FRAME_LEN, &mut ours).unwrap();
+            prop_assert_eq!(ours.len(), head.unsealed_len(payload.len()));
             let reference = Reference { channel: ChannelId(channel), seq, content_type, exchange };
-            prop_assert_eq!(&ours[..], &postcard::to_allocvec(&reference).unwrap()[..]);
+            let sub = postcard::to_allocvec(&reference).unwrap();
+            prop_assert_eq!(&ours[HEADER_LEN..ours.len() - payload.len()], &sub[..]);
+            prop_assert_eq!(&ours[..HEADER_LEN], &header_bytes(Kind::Data, sub.len() + payload.len())[..]);
+            prop_assert_eq!(&ours[ours.len() - payload.len()..], &payload[..]);
             let ack = Ack { channel: ChannelId(channel), seq };
             let mut ours = BytesMut::new();
             put_ack(&ack, &mut ours);

@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 
 #[cfg(any(test, feature = "arbitrary"))]
 use super::codec::arbitrary_bytes;
+use super::head::DataHead;
 use crate::code::Code;
 
 /// Identifies a channel on a session; chosen by the side that opens it.
@@ -248,6 +249,29 @@ pub struct Data {
     /// The message bytes.
     #[cfg_attr(any(test, feature = "arbitrary"), arbitrary(with = arbitrary_bytes))]
     pub payload: Bytes,
+}
+
+impl Data {
+    /// A data frame of `head`'s fields carrying `payload`.
+    pub fn with_head(head: DataHead, payload: Bytes) -> Data {
+        Data {
+            channel: head.channel,
+            seq: head.seq,
+            content_type: head.content_type,
+            exchange: head.exchange,
+            payload,
+        }
+    }
+
+    /// Its fields before the payload.
+    pub fn head(&self) -> DataHead {
+        DataHead {
+            channel: self.channel,
+            seq: self.seq,
+            content_type: self.content_type,
+            exchange: self.exchange,
+        }
+    }
 }
 
 /// Cumulative acknowledgement: every message up to `seq` arrived.

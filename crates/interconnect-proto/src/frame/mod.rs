@@ -13,6 +13,7 @@ mod messages;
 
 pub(crate) use codec::header_bytes_flagged;
 pub use codec::{Batch, FLAG_NO_CRC, FLAG_TAGS_LAST, FORMAT_VERSION, FrameHeader};
+pub use head::DataHead;
 pub use messages::*;
 
 /// Declares [`Frame`] with one variant per message type, and `From` for each: one list.
