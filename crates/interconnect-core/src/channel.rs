@@ -35,13 +35,18 @@ pub(crate) struct Window {
     pub(crate) bytes: usize,
 }
 
-/// A message waiting for a sequence number.
+/// A message to send: queued by [`Session::send_run`](crate::sans_io::Session::send_run),
+/// it waits in its channel for a sequence number.
 #[derive(Debug)]
-pub(crate) struct Outgoing {
-    pub(crate) id: SendId,
-    pub(crate) content_type: ContentType,
-    pub(crate) exchange: Exchange,
-    pub(crate) payload: Bytes,
+pub struct Outgoing {
+    /// The caller's id of the send, which its outcome names.
+    pub id: SendId,
+    /// How the payload is encoded.
+    pub content_type: ContentType,
+    /// Request/reply correlation.
+    pub exchange: Exchange,
+    /// The message bytes.
+    pub payload: Bytes,
 }
 
 /// What [`Channel::append_data`] did.
@@ -399,28 +404,42 @@ impl Channel {
     /// Applies a cumulative ack; returns the sends it completes, or `Err` for an ack of a
     /// sequence number never sent.
     pub(crate) fn on_ack(&mut self, now: Instant, seq: u64) -> Result<Vec<SendId>, ()> {
+        let mut done = Vec::new();
+        self.on_ack_each(now, seq, |id| done.push(id))?;
+        Ok(done)
+    }
+
+    /// Like [`on_ack`](Self::on_ack), but hands each completed send to `done` as it
+    /// leaves the window (no list of them per acknowledgement).
+    pub(crate) fn on_ack_each(
+        &mut self,
+        now: Instant,
+        seq: u64,
+        mut done: impl FnMut(SendId),
+    ) -> Result<(), ()> {
         if seq > self.last_sent_seq() {
             return Err(());
         }
-        let mut done = Vec::new();
+        let mut any = false;
         while let Some(front) = self.in_flight.front() {
             if front.seq > seq {
                 break;
             }
             if let Some(entry) = self.in_flight.pop_front() {
                 self.in_flight_bytes -= entry.message.payload.len();
-                done.push(entry.message.id);
+                done(entry.message.id);
+                any = true;
             }
             self.send_cursor = self.send_cursor.saturating_sub(1);
         }
-        if !done.is_empty() {
+        if any {
             self.last_progress = if self.in_flight.is_empty() {
                 None
             } else {
                 Some(now)
             };
         }
-        Ok(done)
+        Ok(())
     }
 
     /// Classifies an arriving data sequence number and advances the receive state.

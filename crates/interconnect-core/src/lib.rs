@@ -93,6 +93,7 @@ pub use security::{
 /// runtime's, firmware's, a fuzzer's) feeds a [`Session`](sans_io::Session) frames and
 /// time and carries out its output.
 pub mod sans_io {
+    pub use crate::channel::Outgoing;
     pub use crate::event::{ChannelEvent, Event, Message, PeerInfo, Receipt, SendId};
     pub use crate::session::{ChannelStatus, CommandError, Session};
     pub use crate::time::Instant;

@@ -106,45 +106,64 @@ impl Session {
         exchange: Exchange,
         payload: Bytes,
     ) -> Result<(), CommandError> {
-        let max = self.limits().max_message_len();
-        if payload.len() > max {
-            return Err(CommandError::TooLarge {
-                len: payload.len(),
-                max,
-            });
-        }
-        if exchange == Exchange::State && !self.peer_has(Capabilities::STATE) {
-            return Err(CommandError::NoState);
-        }
-        if exchange == Exchange::Durable && !self.peer_has(Capabilities::DURABLE) {
-            return Err(CommandError::NoDurable);
-        }
-        let max_queued = self.config.max_queued;
-        let ch = self
-            .channels
-            .get_mut(&channel)
-            .ok_or(CommandError::ChannelClosed)?;
-        match ch.state() {
-            ChannelState::Closed => return Err(CommandError::ChannelClosed),
-            // A channel the phone closed or refused after it had been open waits to
-            // reopen; one refused at its first open fails at once, with the refusal.
-            ChannelState::Idle {
-                last_error: Some(code),
-            } if ch.reopen.is_none() => {
-                return Err(CommandError::Refused(code));
-            }
-            _ => {}
-        }
-        if ch.queued() >= max_queued {
-            return Err(CommandError::QueueFull(max_queued));
-        }
-        ch.enqueue(Outgoing {
+        let mut result = Ok(());
+        let send = Outgoing {
             id,
             content_type,
             exchange,
             payload,
-        });
-        Ok(())
+        };
+        self.send_run(channel, [send], |_, error| result = Err(error));
+        result
+    }
+
+    /// Queues a run of sends on `channel`, in order, each as [`send_as`](Self::send_as)
+    /// would; `refused` gets each one that is not queued, with why. The channel is
+    /// looked up and the link's limits read once for the run, not for each message.
+    pub fn send_run(
+        &mut self,
+        channel: ChannelId,
+        sends: impl IntoIterator<Item = Outgoing>,
+        mut refused: impl FnMut(SendId, CommandError),
+    ) {
+        let max = self.limits().max_message_len();
+        let states = self.peer_has(Capabilities::STATE);
+        let durable = self.peer_has(Capabilities::DURABLE);
+        let max_queued = self.config.max_queued;
+        let mut ch = self.channels.get_mut(&channel);
+        let closed = match ch.as_deref() {
+            None => Some(CommandError::ChannelClosed),
+            Some(ch) => match ch.state() {
+                ChannelState::Closed => Some(CommandError::ChannelClosed),
+                // A channel the phone closed or refused after it had been open waits to
+                // reopen; one refused at its first open fails at once, with the refusal.
+                ChannelState::Idle {
+                    last_error: Some(code),
+                } if ch.reopen.is_none() => Some(CommandError::Refused(code)),
+                _ => None,
+            },
+        };
+        for send in sends {
+            let error = match send.exchange {
+                _ if send.payload.len() > max => Some(CommandError::TooLarge {
+                    len: send.payload.len(),
+                    max,
+                }),
+                Exchange::State if !states => Some(CommandError::NoState),
+                Exchange::Durable if !durable => Some(CommandError::NoDurable),
+                _ => closed.clone(),
+            };
+            let error = match (error, ch.as_deref_mut()) {
+                (Some(error), _) => error,
+                (None, Some(ch)) if ch.queued() < max_queued => {
+                    ch.enqueue(send);
+                    continue;
+                }
+                (None, Some(_)) => CommandError::QueueFull(max_queued),
+                (None, None) => CommandError::ChannelClosed,
+            };
+            refused(send.id, error);
+        }
     }
 
     /// Gives up on a send (e.g. its timeout passed). Returns whether it was withdrawn
@@ -645,12 +664,10 @@ impl Session {
         if !ch.is_open() {
             return;
         }
-        match ch.on_ack(now, ack.seq) {
-            Ok(done) => {
-                for send in done {
-                    self.events.push_back(Event::Delivered(ack.channel, send));
-                }
-            }
+        let events = &mut self.events;
+        let delivered = |send| events.push_back(Event::Delivered(ack.channel, send));
+        match ch.on_ack_each(now, ack.seq, delivered) {
+            Ok(()) => {}
             Err(()) => {
                 let sent = ch.last_sent_seq();
                 self.protocol_error(

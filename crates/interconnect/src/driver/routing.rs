@@ -10,7 +10,7 @@ use super::{ConnEntry, Driver, VersionReplyTo, WaitingSend};
 use crate::app_state::FLIGHT;
 use crate::error::Error;
 use crate::outbox::DURABLE;
-use crate::sans_io::{ChannelEvent, SendId, Session};
+use crate::sans_io::{ChannelEvent, Outgoing, SendId, Session};
 use crate::sends::{self, Queued};
 use crate::state::{ConnState, ConnectionEvent, Incoming};
 
@@ -255,45 +255,55 @@ impl Driver {
         let (channel, sends) = (entry.channel, entry.slot.sends.clone());
         let reopen = self.session.awaits_reopen(&entry.package);
         let mut waiting = self.waiting.remove(&key).unwrap_or_default();
-        for send in batch.drain(..) {
-            let wait = send.wait
-                && (reopen
-                    || channel.is_some_and(|ch| !waiting.is_empty() || !self.session.has_room(ch)));
-            match wait {
-                true => waiting.push_back(send),
-                false => self.start_send(key, channel, &sends, send),
+        // Room counted down as sends start (one that fails takes none, so this may
+        // say less than there is: what waits for that is admitted before the next
+        // transmission, `admit_waiting`).
+        let mut room = channel.map_or(usize::MAX, |ch| self.session.room(ch));
+        while !batch.is_empty() {
+            // The sends that start now, as one run; then those that wait behind them
+            // (once one waits, every later one that may wait does).
+            let mut run = 0;
+            for send in batch.iter() {
+                let wait = send.wait
+                    && (reopen || channel.is_some() && (!waiting.is_empty() || room == 0));
+                if wait {
+                    break;
+                }
+                room = room.saturating_sub(1);
+                run += 1;
             }
+            if run > 0 {
+                self.start_run(key, channel, &sends, batch.drain(..run));
+            }
+            let waits = batch.iter().take_while(|send| send.wait).count();
+            waiting.extend(batch.drain(..waits));
         }
         if !waiting.is_empty() {
             self.waiting.insert(key, waiting);
         }
     }
 
-    /// Puts a send into its channel's queue; a send without a channel, or one the
-    /// session refuses, fails at once.
-    fn start_send(
+    /// Puts a run of one connection's sends into its channel's queue, in order; a send
+    /// without a channel, or one the session refuses, fails at once.
+    fn start_run(
         &mut self,
         key: u64,
         channel: Option<ChannelId>,
         sends: &sends::Sends,
-        send: WaitingSend,
+        run: impl Iterator<Item = WaitingSend>,
     ) {
-        let result = match channel {
-            None => Err(Error::ConnectionLost),
-            Some(channel) => self
-                .session
-                .send_as(
-                    sends::send_id(key, send.slot),
-                    channel,
-                    send.content_type,
-                    send.exchange,
-                    send.payload,
-                )
-                .map_err(Error::from),
+        let Some(channel) = channel else {
+            return run.for_each(|send| sends.complete(send.slot, Err(Error::ConnectionLost)));
         };
-        if let Err(error) = result {
-            sends.complete(send.slot, Err(error));
-        }
+        let run = run.map(|send| Outgoing {
+            id: sends::send_id(key, send.slot),
+            content_type: send.content_type,
+            exchange: send.exchange,
+            payload: send.payload,
+        });
+        self.session.send_run(channel, run, |id, error| {
+            sends.complete(sends::split(id).1, Err(Error::from(error)));
+        });
     }
 
     /// Moves waiting sends into their channels' queues while there is room, in call
@@ -313,11 +323,14 @@ impl Driver {
             let Some(mut waiting) = self.waiting.remove(&key) else {
                 continue;
             };
-            // Without a channel every send fails at once (`start_send`).
+            // Without a channel every send fails at once (`start_run`).
             let room = channel.map_or(usize::MAX, |ch| self.session.room(ch));
-            for send in waiting.drain(..room.min(waiting.len())) {
-                self.start_send(key, channel, &sends, send);
-            }
+            self.start_run(
+                key,
+                channel,
+                &sends,
+                waiting.drain(..room.min(waiting.len())),
+            );
             if !waiting.is_empty() {
                 self.waiting.insert(key, waiting);
             }
