@@ -401,45 +401,36 @@ impl Channel {
         self.next_seq - 1
     }
 
-    /// Applies a cumulative ack; returns the sends it completes, or `Err` for an ack of a
-    /// sequence number never sent.
+    /// Applies a cumulative ack; returns the sends it completes, in order, or `Err` for
+    /// an ack of a sequence number never sent.
     pub(crate) fn on_ack(&mut self, now: Instant, seq: u64) -> Result<Vec<SendId>, ()> {
-        let mut done = Vec::new();
-        self.on_ack_each(now, seq, |id| done.push(id))?;
-        Ok(done)
-    }
-
-    /// Like [`on_ack`](Self::on_ack), but hands each completed send to `done` as it
-    /// leaves the window (no list of them per acknowledgement).
-    pub(crate) fn on_ack_each(
-        &mut self,
-        now: Instant,
-        seq: u64,
-        mut done: impl FnMut(SendId),
-    ) -> Result<(), ()> {
         if seq > self.last_sent_seq() {
             return Err(());
         }
-        let mut any = false;
+        // In flight are consecutive sequence numbers: the run's length is known.
+        let count = self
+            .in_flight
+            .front()
+            .map_or(0, |front| (seq + 1).saturating_sub(front.seq));
+        let mut done = Vec::with_capacity(usize::try_from(count).unwrap_or(0));
         while let Some(front) = self.in_flight.front() {
             if front.seq > seq {
                 break;
             }
             if let Some(entry) = self.in_flight.pop_front() {
                 self.in_flight_bytes -= entry.message.payload.len();
-                done(entry.message.id);
-                any = true;
+                done.push(entry.message.id);
             }
             self.send_cursor = self.send_cursor.saturating_sub(1);
         }
-        if any {
+        if !done.is_empty() {
             self.last_progress = if self.in_flight.is_empty() {
                 None
             } else {
                 Some(now)
             };
         }
-        Ok(())
+        Ok(done)
     }
 
     /// Classifies an arriving data sequence number and advances the receive state.

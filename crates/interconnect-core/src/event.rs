@@ -154,8 +154,9 @@ pub enum Event {
     /// A channel event. On the phone side the first event of a channel is its `Open`,
     /// and `Session::channel_package` tells which app it belongs to.
     Channel(ChannelId, ChannelEvent),
-    /// The peer acknowledged the message of this `send`.
-    Delivered(ChannelId, SendId),
+    /// The peer acknowledged the messages of these sends, in the order they were sent:
+    /// one acknowledgement delivers a run of them, handed over in one event.
+    Delivered(ChannelId, Vec<SendId>),
     /// This `send` failed: the channel closed (1006), was refused, or the message was
     /// too large (4001).
     SendFailed(ChannelId, SendId, Code),

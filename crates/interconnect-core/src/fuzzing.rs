@@ -552,12 +552,14 @@ impl Hub {
                         );
                     }
                 }
-                Event::Delivered(_, id) => {
-                    if let Some(n) = self.sends.remove(&id) {
-                        assert!(
-                            self.sent[n].taken,
-                            "the phone reported delivered a message its watch never took"
-                        );
+                Event::Delivered(_, ids) => {
+                    for id in ids {
+                        if let Some(n) = self.sends.remove(&id) {
+                            assert!(
+                                self.sent[n].taken,
+                                "the phone reported delivered a message its watch never took"
+                            );
+                        }
                     }
                 }
                 Event::SendFailed(_, id, _) => {

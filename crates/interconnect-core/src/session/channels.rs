@@ -9,8 +9,8 @@ use core::ops::Bound;
 
 use bytes::{Bytes, BytesMut};
 use interconnect_proto::{
-    Accept, Ack, Capabilities, ChannelId, Close, Code, ContentType, Exchange, Frame, Open, Reject,
-    Role,
+    Accept, Ack, Capabilities, ChannelId, Close, Code, ContentType, DataHead, Exchange, Frame,
+    Open, Reject, Role,
 };
 
 use super::{
@@ -482,8 +482,9 @@ impl Session {
             ch.app_version = Some(version);
             ch.resumed = resumable;
         }
-        for send in delivered {
-            self.events.push_back(Event::Delivered(open.channel, send));
+        if !delivered.is_empty() {
+            self.events
+                .push_back(Event::Delivered(open.channel, delivered));
         }
         self.control.push_back(Frame::Accept(Accept {
             channel: open.channel,
@@ -523,8 +524,8 @@ impl Session {
         ch.on_opened();
         ch.app_version = Some(accept.app_version);
         let id = ch.id;
-        for send in delivered {
-            self.events.push_back(Event::Delivered(id, send));
+        if !delivered.is_empty() {
+            self.events.push_back(Event::Delivered(id, delivered));
         }
         self.events
             .push_back(Event::Channel(id, ChannelEvent::Open { is_reconnected }));
@@ -584,18 +585,18 @@ impl Session {
         ));
     }
 
-    pub(super) fn on_data(&mut self, data: interconnect_proto::Data) {
+    pub(super) fn on_data(&mut self, data: DataHead, payload: Bytes) {
         // One number both ways: a message this side could not send is not taken either,
         // even when the peer's sub-header left room for it in the frame.
         if let LinkState::Up(up) = &self.link
-            && data.payload.len() > up.limits.max_message_len()
+            && payload.len() > up.limits.max_message_len()
         {
             let max = up.limits.max_message_len();
             return self.protocol_error(
                 Code::TOO_LARGE,
                 format!(
                     "message of {} bytes exceeds the maximum of {max}",
-                    data.payload.len()
+                    payload.len()
                 ),
             );
         }
@@ -631,7 +632,7 @@ impl Session {
                 ChannelEvent::Message(Message {
                     content_type: data.content_type,
                     exchange: data.exchange,
-                    payload: data.payload,
+                    payload,
                     receipt: Receipt {
                         channel: data.channel,
                         life: ch.life,
@@ -664,10 +665,9 @@ impl Session {
         if !ch.is_open() {
             return;
         }
-        let events = &mut self.events;
-        let delivered = |send| events.push_back(Event::Delivered(ack.channel, send));
-        match ch.on_ack_each(now, ack.seq, delivered) {
-            Ok(()) => {}
+        match ch.on_ack(now, ack.seq) {
+            Ok(done) if done.is_empty() => {}
+            Ok(done) => self.events.push_back(Event::Delivered(ack.channel, done)),
             Err(()) => {
                 let sent = ch.last_sent_seq();
                 self.protocol_error(

@@ -8,9 +8,9 @@ use crate::time::Instant;
 
 use bytes::Bytes;
 use interconnect_proto::{
-    Capabilities, Code, DecodeError, ErrorReport, Frame, Hello, Limits, MAX_DEVICE_NAME_LEN,
-    MAX_FRAME_LEN, MIN_MAX_FRAME_LEN, Name, PROTOCOL_VERSIONS, Ping, Pong, Role, Sealed,
-    max_unsealed_len,
+    Capabilities, Code, Data, DecodeError, ErrorReport, Frame, Hello, InnerFrame, Limits,
+    MAX_DEVICE_NAME_LEN, MAX_FRAME_LEN, MIN_MAX_FRAME_LEN, Name, PROTOCOL_VERSIONS, Ping, Pong,
+    Role, Sealed, max_unsealed_len,
 };
 
 use super::channels::start_open;
@@ -250,9 +250,18 @@ impl Session {
         self.heard(now);
         // One sealed frame may hold several (a batch): each is handled as if it had come
         // alone, until one fails or ends the link.
-        for frame in Frame::decode_batch(body, inner_max) {
-            match frame {
-                Ok(frame) => self.on_frame(now, frame),
+        let mut batch = Frame::decode_batch(body, inner_max);
+        while let Some(inner) = batch.next_inner() {
+            match inner {
+                // Data on a link that is up, as `on_frame` would take it, without the
+                // frame around it.
+                Ok(InnerFrame::Data(head, payload)) if self.is_link_up() => {
+                    self.on_data(head, payload)
+                }
+                Ok(InnerFrame::Data(head, payload)) => {
+                    self.on_frame(now, Frame::Data(Data::with_head(head, payload)))
+                }
+                Ok(InnerFrame::Other(frame)) => self.on_frame(now, frame),
                 Err(error) => return self.on_decode_error(error),
             }
             if matches!(self.link, LinkState::Down) || self.farewell {
@@ -445,7 +454,7 @@ impl Session {
             Frame::Open(open) => self.on_open(now, open),
             Frame::Accept(accept) => self.on_accept(now, accept),
             Frame::Reject(reject) => self.on_reject(now, reject),
-            Frame::Data(data) => self.on_data(data),
+            Frame::Data(data) => self.on_data(data.head(), data.payload),
             Frame::Ack(ack) => self.on_ack(now, ack),
             Frame::Close(close) => self.on_close(now, close),
             Frame::VersionQuery(query) => self.on_version_query(query),

@@ -447,6 +447,18 @@ impl Frame {
         }
     }
 
+    /// A data frame's payload: its head, and the message bytes after it.
+    #[inline]
+    fn decode_data(mut payload: Bytes) -> Result<(DataHead, Bytes), DecodeError> {
+        let malformed = |reason| DecodeError::Malformed {
+            kind: Kind::Data,
+            reason,
+        };
+        let (head, rest) = head::take_data(&payload).map_err(malformed)?;
+        payload.advance(rest);
+        Ok((head, payload))
+    }
+
     fn decode_payload(kind: Kind, mut payload: Bytes) -> Result<Frame, DecodeError> {
         let frame = match kind {
             Kind::Hello => Frame::Hello(deserialize(kind, &payload)?),
@@ -458,9 +470,7 @@ impl Frame {
             Kind::Accept => Frame::Accept(deserialize(kind, &payload)?),
             Kind::Reject => Frame::Reject(deserialize(kind, &payload)?),
             Kind::Data => {
-                let malformed = |reason| DecodeError::Malformed { kind, reason };
-                let (head, rest) = head::take_data(&payload).map_err(malformed)?;
-                payload.advance(rest);
+                let (head, payload) = Frame::decode_data(payload)?;
                 Frame::Data(Data::with_head(head, payload))
             }
             Kind::Ack => Frame::Ack(
@@ -617,10 +627,21 @@ pub struct Batch {
     failed: bool,
 }
 
-impl Iterator for Batch {
-    type Item = Result<Frame, DecodeError>;
+/// An inner frame of a batch as [`Batch::next_inner`] gives it.
+#[derive(Debug)]
+pub enum InnerFrame {
+    /// A data frame, as its head and message bytes: nothing more is built for each of
+    /// the small messages a batch holds.
+    Data(DataHead, Bytes),
+    /// Any other frame.
+    Other(Frame),
+}
 
-    fn next(&mut self) -> Option<Self::Item> {
+impl Batch {
+    /// The next inner frame, a data frame as its head and payload; checked as
+    /// [`next`](Iterator::next) checks it, with the same errors.
+    #[inline]
+    pub fn next_inner(&mut self) -> Option<Result<InnerFrame, DecodeError>> {
         if self.failed || self.rest.is_empty() {
             return None;
         }
@@ -640,8 +661,23 @@ impl Iterator for Batch {
         }
         self.rest.advance(HEADER_LEN);
         let payload = self.rest.split_to(header.payload_len);
-        let frame = Frame::decode_payload(header.kind, payload);
-        self.failed = frame.is_err();
-        Some(frame)
+        let inner = match header.kind {
+            Kind::Data => Frame::decode_data(payload).map(|(head, p)| InnerFrame::Data(head, p)),
+            kind => Frame::decode_payload(kind, payload).map(InnerFrame::Other),
+        };
+        self.failed = inner.is_err();
+        Some(inner)
+    }
+}
+
+impl Iterator for Batch {
+    type Item = Result<Frame, DecodeError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let inner = self.next_inner()?;
+        Some(inner.map(|inner| match inner {
+            InnerFrame::Data(head, payload) => Frame::Data(Data::with_head(head, payload)),
+            InnerFrame::Other(frame) => frame,
+        }))
     }
 }

@@ -180,6 +180,13 @@ impl Reader<'_> {
     /// A varint of at most `bits` bits: postcard's limit on its length, and on the bits
     /// its last byte may carry.
     fn varint(&mut self, bits: u32) -> Result<u64, Reason> {
+        // One byte, as channels, kinds and early sequence numbers take: always in range.
+        if let Some(&byte) = self.bytes.get(self.at)
+            && byte < 0x80
+        {
+            self.at += 1;
+            return Ok(u64::from(byte));
+        }
         let max_len = bits.div_ceil(7);
         let last_max = (1u8 << (bits % 7)) - 1;
         let mut value = 0u64;
@@ -206,6 +213,7 @@ impl Reader<'_> {
 }
 
 /// Reads a [`Data`] sub-header; returns it and where the payload starts.
+#[inline]
 pub(super) fn take_data(bytes: &[u8]) -> Result<(DataHead, usize), Reason> {
     let mut r = Reader { bytes, at: 0 };
     let channel = ChannelId(r.u32()?);

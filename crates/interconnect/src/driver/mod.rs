@@ -39,7 +39,7 @@ use crate::clock::Clock;
 use crate::error::Error;
 use crate::files::{FilesConfig, IoDone, IoSender, WriterCmd};
 use crate::sans_io::Session;
-use crate::sans_io::{ChannelEvent, Event};
+use crate::sans_io::{ChannelEvent, Event, SendId};
 use crate::security::{KnownPeers, PairingRequest, Reporter, SecurityEvent};
 use crate::state::{ConnState, Incoming};
 
@@ -340,16 +340,9 @@ impl Driver {
             };
             // An acknowledgement delivers a run of one connection's sends: their
             // outcomes go in together, in order before any other event.
-            if let Event::Delivered(_, id) = event {
-                let (key, slot) = sends::split(id);
-                if slot & (FLIGHT | DURABLE) == 0 {
-                    if self.delivered.0 != key {
-                        self.complete_delivered();
-                        self.delivered.0 = key;
-                    }
-                    self.delivered.1.push(slot);
-                    continue;
-                }
+            if let Event::Delivered(_, ids) = event {
+                self.on_delivered(ids);
+                continue;
             }
             self.complete_delivered();
             self.complete_inbound();
@@ -358,6 +351,26 @@ impl Driver {
         self.complete_delivered();
         self.complete_inbound();
         any
+    }
+
+    /// The sends of one acknowledgement: a connection's plain sends gather into its run
+    /// of outcomes; a state update's or a durable message's is handled on its own, in
+    /// order.
+    fn on_delivered(&mut self, ids: Vec<SendId>) {
+        for id in ids {
+            let (key, slot) = sends::split(id);
+            if slot & (FLIGHT | DURABLE) == 0 {
+                if self.delivered.0 != key {
+                    self.complete_delivered();
+                    self.delivered.0 = key;
+                }
+                self.delivered.1.push(slot);
+            } else {
+                self.complete_delivered();
+                self.complete_inbound();
+                self.finish_send(id, Ok(()));
+            }
+        }
     }
 
     fn complete_delivered_run(&mut self) {
@@ -479,7 +492,7 @@ impl Driver {
                 self.lose_link(&format!("{code}: {reason}"));
             }
             Event::Channel(channel, event) => self.on_channel_event(channel, event),
-            Event::Delivered(_, id) => self.finish_send(id, Ok(())),
+            Event::Delivered(_, ids) => self.on_delivered(ids),
             Event::SendFailed(_, id, code) => self.finish_send(id, Err(Error::from_code(code))),
             Event::VersionReply { request, version } => {
                 if let Some(reply) = self.version_queries.remove(&request) {
