@@ -15,6 +15,16 @@ macro_rules! kinds {
         impl Kind {
             /// Every kind this version defines, in numeric order.
             pub const ALL: &'static [Kind] = &[$(Kind::$name,)*];
+
+            /// The kind for a header byte, `None` for a byte this version does not
+            /// define. (A match, read for every frame and every frame of a batch.)
+            #[inline]
+            pub fn from_byte(byte: u8) -> Option<Kind> {
+                match byte {
+                    $($byte => Some(Kind::$name),)*
+                    _ => None,
+                }
+            }
         }
     };
 }
@@ -67,13 +77,6 @@ kinds! {
     Sealed = 0x41,
 }
 
-impl Kind {
-    /// The kind for a header byte, `None` for a byte this version does not define.
-    pub fn from_byte(byte: u8) -> Option<Kind> {
-        Kind::ALL.iter().copied().find(|k| *k as u8 == byte)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::Kind;
@@ -83,5 +86,9 @@ mod tests {
         assert!(Kind::ALL.windows(2).all(|w| (w[0] as u8) < (w[1] as u8)));
         assert_eq!(Kind::from_byte(0x41), Some(Kind::Sealed));
         assert_eq!(Kind::from_byte(0x42), None);
+        for byte in 0..=u8::MAX {
+            let listed = Kind::ALL.iter().copied().find(|k| *k as u8 == byte);
+            assert_eq!(Kind::from_byte(byte), listed, "{byte:#04x}");
+        }
     }
 }

@@ -327,7 +327,8 @@ impl Session {
     /// Like [`next_data`](Self::next_data), but appends the frame to `dst` (unsealed)
     /// while `dst` stays within `limit` bytes, without building it: the path of each
     /// message of a sealed batch. A frame that does not fit stays where it was, and so
-    /// does the turn.
+    /// does the turn. The only channel appends its whole run at once (`Full` or
+    /// `Nothing` then says why it ended).
     pub(super) fn append_data(
         &mut self,
         now: Instant,
@@ -336,6 +337,7 @@ impl Session {
         limit: usize,
     ) -> Appended {
         let rules = self.data_rules();
+        let alone = self.channels.len() == 1;
         loop {
             let last = self.rr_last;
             let Some(candidate) = self.data_turn(rules.window) else {
@@ -345,15 +347,24 @@ impl Session {
                 return Appended::Nothing;
             };
             let refuse = |m: &Outgoing| rules.refuse(m);
-            match ch.append_data(now, rules.window, refuse, max_frame_len, dst, limit) {
-                Ok(Appended::Full) => {
-                    self.rr_last = last;
-                    return Appended::Full;
+            loop {
+                match ch.append_data(now, rules.window, refuse, max_frame_len, dst, limit) {
+                    // One channel takes no turns: its run goes on until the batch is
+                    // full or the channel has nothing more.
+                    Ok(Appended::Frame) if alone => {}
+                    Ok(Appended::Full) => {
+                        self.rr_last = last;
+                        return Appended::Full;
+                    }
+                    Ok(appended) => return appended,
+                    Err((message, code)) => {
+                        let failed = Event::SendFailed(candidate, message.id, code);
+                        self.events.push_back(failed);
+                        if !alone {
+                            break;
+                        }
+                    }
                 }
-                Ok(appended) => return appended,
-                Err((message, code)) => self
-                    .events
-                    .push_back(Event::SendFailed(candidate, message.id, code)),
             }
         }
     }

@@ -16,6 +16,7 @@ pub const FORMAT_VERSION: u8 = 1;
 
 impl Kind {
     /// The kind for a header byte.
+    #[inline]
     pub fn from_u8(byte: u8) -> Result<Kind, DecodeError> {
         Kind::from_byte(byte).ok_or(DecodeError::UnknownKind(byte))
     }
@@ -92,6 +93,7 @@ impl FrameHeader {
 
     /// Parses and checks the fixed header at the start of `bytes` against
     /// `max_frame_len`. Needs only [`HEADER_LEN`] bytes.
+    #[inline]
     pub fn parse(bytes: &[u8], max_frame_len: usize) -> Result<FrameHeader, DecodeError> {
         let Some(head) = bytes.first_chunk::<HEADER_LEN>() else {
             return Err(DecodeError::Truncated {
@@ -608,6 +610,7 @@ pub(super) fn arbitrary_bytes(u: &mut arbitrary::Unstructured<'_>) -> arbitrary:
 
 /// The header of a frame inside a sealed frame, which may be neither sealed nor a
 /// handshake step.
+#[inline]
 fn inner_header(bytes: &[u8], max_frame_len: usize) -> Result<FrameHeader, DecodeError> {
     let header = FrameHeader::parse(bytes, max_frame_len)?;
     if matches!(header.kind, Kind::Handshake | Kind::Sealed) {

@@ -120,41 +120,49 @@ impl DataHead {
     }
 
     /// The sub-header, written after room for the frame header, and its length.
+    #[inline(always)]
     fn sub_header(&self) -> ([u8; HEADER_LEN + DATA_HEADER_MAX_LEN], usize) {
         let mut buf = [0u8; HEADER_LEN + DATA_HEADER_MAX_LEN];
-        let mut at = HEADER_LEN;
-        let mut put = |value: u64| {
-            let mut value = value;
-            while value >= 0x80 {
-                buf[at] = value as u8 | 0x80;
-                at += 1;
-                value >>= 7;
-            }
-            buf[at] = value as u8;
-            at += 1;
-        };
-        put(u64::from(self.channel.0));
-        put(self.seq);
-        put(match self.content_type {
+        let mut at = varint_at(&mut buf, HEADER_LEN, u64::from(self.channel.0));
+        at = varint_at(&mut buf, at, self.seq);
+        let content_type = match self.content_type {
             ContentType::Json => 0,
             ContentType::Postcard => 1,
             ContentType::Binary => 2,
-        });
-        match self.exchange {
-            Exchange::OneWay => put(0),
+        };
+        at = varint_at(&mut buf, at, content_type);
+        at = match self.exchange {
+            Exchange::OneWay => varint_at(&mut buf, at, 0),
             Exchange::Request(id) => {
-                put(1);
-                put(u64::from(id));
+                let at = varint_at(&mut buf, at, 1);
+                varint_at(&mut buf, at, u64::from(id))
             }
             Exchange::Reply(id) => {
-                put(2);
-                put(u64::from(id));
+                let at = varint_at(&mut buf, at, 2);
+                varint_at(&mut buf, at, u64::from(id))
             }
-            Exchange::State => put(3),
-            Exchange::Durable => put(4),
-        }
+            Exchange::State => varint_at(&mut buf, at, 3),
+            Exchange::Durable => varint_at(&mut buf, at, 4),
+        };
         (buf, at - HEADER_LEN)
     }
+}
+
+/// Writes `value` as a postcard varint at `at` of `buf`; where it ends. The sub-header's
+/// fields take at most 22 of the 32 bytes `buf` has for them.
+#[inline(always)]
+fn varint_at(buf: &mut [u8], mut at: usize, mut value: u64) -> usize {
+    while value >= 0x80 {
+        if let Some(byte) = buf.get_mut(at) {
+            *byte = value as u8 | 0x80;
+        }
+        at += 1;
+        value >>= 7;
+    }
+    if let Some(byte) = buf.get_mut(at) {
+        *byte = value as u8;
+    }
+    at + 1
 }
 
 /// Reads fields from the front of a payload, failing as postcard fails.
@@ -171,6 +179,7 @@ const BAD_VARINT: Reason = "bad varint";
 const BAD_ENUM: Reason = "undecodable payload";
 
 impl Reader<'_> {
+    #[inline]
     fn byte(&mut self) -> Result<u8, Reason> {
         let byte = *self.bytes.get(self.at).ok_or(END)?;
         self.at += 1;
@@ -179,6 +188,7 @@ impl Reader<'_> {
 
     /// A varint of at most `bits` bits: postcard's limit on its length, and on the bits
     /// its last byte may carry.
+    #[inline]
     fn varint(&mut self, bits: u32) -> Result<u64, Reason> {
         // One byte, as channels, kinds and early sequence numbers take: always in range.
         if let Some(&byte) = self.bytes.get(self.at)
@@ -203,10 +213,12 @@ impl Reader<'_> {
         Err(BAD_VARINT)
     }
 
+    #[inline]
     fn u32(&mut self) -> Result<u32, Reason> {
         self.varint(32).map(|v| v as u32)
     }
 
+    #[inline]
     fn u64(&mut self) -> Result<u64, Reason> {
         self.varint(64)
     }
