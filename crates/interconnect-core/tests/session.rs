@@ -434,6 +434,53 @@ fn a_message_too_large_for_the_link_is_refused_at_send() {
     assert_eq!(pair.phone_messages(ch).len(), 1);
 }
 
+/// A run of sends is queued as each would be alone: the refused ones fail with the
+/// error `send_as` gives them, the rest go out in order.
+#[test]
+fn a_run_of_sends_refuses_each_as_alone_and_keeps_the_order_of_the_rest() {
+    let config = |role, id: u8| {
+        SessionConfig::new(role, DeviceId([id; 16]), 11, Security::InsecurePlaintext)
+    };
+    let mut watch = config(Role::Watch, 1);
+    watch.max_queued = 4;
+    let mut pair = Pair::with_configs(watch, config(Role::Phone, 2));
+    let ch = opened(&mut pair);
+    let max = pair.watch.limits().max_message_len();
+    let outgoing = |id: u64, len: usize| Outgoing {
+        id: SendId(id),
+        content_type: ContentType::Binary,
+        exchange: Exchange::OneWay,
+        payload: Bytes::from(vec![id as u8; len]),
+    };
+    let run = vec![
+        outgoing(1, 10),
+        outgoing(2, max + 1),
+        outgoing(3, 20),
+        outgoing(4, 30),
+        outgoing(5, 40),
+        outgoing(6, 50),
+    ];
+    let mut refused = Vec::new();
+    pair.watch
+        .send_run(ch, run, |id, error| refused.push((id, error)));
+    assert_eq!(
+        refused,
+        [
+            (SendId(2), CommandError::TooLarge { len: max + 1, max }),
+            (SendId(6), CommandError::QueueFull(4)),
+        ]
+    );
+    let mut refused = Vec::new();
+    pair.watch
+        .send_run(ChannelId(999), vec![outgoing(7, 1)], |id, error| {
+            refused.push((id, error))
+        });
+    assert_eq!(refused, [(SendId(7), CommandError::ChannelClosed)]);
+    pair.drive();
+    let lens: Vec<usize> = pair.phone_messages(ch).iter().map(|m| m.len()).collect();
+    assert_eq!(lens, [10, 20, 30, 40]);
+}
+
 #[test]
 fn the_largest_message_fits_when_the_two_links_differ_in_size() {
     // The watch's link carries 70,000-byte frames, the phone's 1 MiB; both would take
