@@ -23,6 +23,8 @@ const MIN_SPAN: Duration = Duration::from_millis(500);
 pub(super) struct Sampler {
     received: u64,
     samples: VecDeque<(Instant, u64, u64)>,
+    /// When the next sample is due: a pass before then costs one comparison.
+    due: Option<Instant>,
 }
 
 impl Sampler {
@@ -33,19 +35,17 @@ impl Sampler {
     /// A new link: its rate starts from nothing.
     pub(super) fn restart(&mut self, meter: &Meter) {
         self.samples.clear();
+        self.due = None;
         meter.publish(None);
     }
 
     /// Takes a sample if the last is old enough, and publishes the rate; `sent` is what
     /// the link took so far (its writer counts it, as the transport takes each frame).
     pub(super) fn tick(&mut self, meter: &Meter, sent: u64, now: Instant) {
-        if self
-            .samples
-            .back()
-            .is_some_and(|(at, ..)| now.duration_since(*at) < SAMPLE_EVERY)
-        {
+        if self.due.is_some_and(|due| now < due) {
             return;
         }
+        self.due = now.checked_add(SAMPLE_EVERY);
         self.samples.push_back((now, sent, self.received));
         while self
             .samples
