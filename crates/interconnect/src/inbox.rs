@@ -157,6 +157,12 @@ impl Receiver {
     }
 
     /// The next event; `None` once the driver let go and every event was taken.
+    /// The next event of the run already taken from the shared queue, if any: no lock
+    /// and no waker.
+    pub(crate) fn try_take(&mut self) -> Option<Queued> {
+        self.taken.pop_front()
+    }
+
     pub(crate) async fn recv(&mut self) -> Option<Queued> {
         std::future::poll_fn(|cx| self.poll_recv(cx)).await
     }

@@ -257,6 +257,28 @@ impl Unread {
         (count >= self.max || bytes >= MAX_UNREAD_BYTES) && !self.held.swap(true, Ordering::AcqRel)
     }
 
+    /// The driver queued a run of messages of these lengths, in order: the index of the
+    /// one that filled the bound when the channel must now be held (it was not before),
+    /// as [`queued`](Self::queued) for each in turn would say, with two atomic additions
+    /// for the run.
+    pub(crate) fn queued_run(&self, lens: impl Iterator<Item = usize> + Clone) -> Option<usize> {
+        let (n, total) = lens
+            .clone()
+            .fold((0, 0), |(n, total), len| (n + 1, total + len));
+        let count = self.count.fetch_add(n, Ordering::AcqRel);
+        let bytes = self.bytes.fetch_add(total, Ordering::AcqRel);
+        if count + n < self.max && bytes + total < MAX_UNREAD_BYTES {
+            return None;
+        }
+        let (mut count, mut bytes) = (count, bytes);
+        let at = lens.into_iter().position(|len| {
+            count += 1;
+            bytes += len;
+            count >= self.max || bytes >= MAX_UNREAD_BYTES
+        })?;
+        (!self.held.swap(true, Ordering::AcqRel)).then_some(at)
+    }
+
     /// Notes the latest message taken; `true` when the driver must be told (it was not
     /// already).
     pub(crate) fn last_taken(&self, receipt: Receipt) -> bool {
@@ -402,5 +424,51 @@ impl Meter {
 
     pub(crate) fn publish(&self, rate: Option<(tokio::time::Instant, Throughput)>) {
         *self.rate.lock().unwrap_or_else(|e| e.into_inner()) = rate;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A run counted at once holds the channel at the message one at a time would, and
+    /// leaves the same counts.
+    #[test]
+    fn a_run_counted_at_once_holds_where_one_at_a_time_would() {
+        const MIB: usize = 1 << 20;
+        let runs: [&[usize]; 5] = [
+            &[],
+            &[10],
+            &[1, 2, 3],
+            &[1; 7],
+            &[3 * MIB, 3 * MIB, 3 * MIB],
+        ];
+        for max in [1, 4, 1024] {
+            for before in 0..6 {
+                for lens in runs {
+                    let (one, run) = (Unread::new(max), Unread::new(max));
+                    for unread in [&one, &run] {
+                        for _ in 0..before {
+                            let _ = unread.queued(1);
+                        }
+                    }
+                    let held: Vec<bool> = lens.iter().map(|&len| one.queued(len)).collect();
+                    let at = run.queued_run(lens.iter().copied());
+                    assert_eq!(at, held.iter().position(|&h| h), "{max} {before} {lens:?}");
+                    assert_eq!(
+                        one.count.load(Ordering::Relaxed),
+                        run.count.load(Ordering::Relaxed)
+                    );
+                    assert_eq!(
+                        one.bytes.load(Ordering::Relaxed),
+                        run.bytes.load(Ordering::Relaxed)
+                    );
+                    assert_eq!(
+                        one.held.load(Ordering::Relaxed),
+                        run.held.load(Ordering::Relaxed)
+                    );
+                }
+            }
+        }
     }
 }

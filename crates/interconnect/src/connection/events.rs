@@ -36,7 +36,10 @@ impl Events {
     /// side's restarts.
     pub async fn next(&mut self) -> Option<ConnectionEvent> {
         loop {
-            let queued = self.rx.recv().await?;
+            let queued = match self.rx.try_take() {
+                Some(queued) => queued,
+                None => self.rx.recv().await?,
+            };
             if let Some(event) = self.took(queued) {
                 return Some(event);
             }

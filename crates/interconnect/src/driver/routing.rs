@@ -84,10 +84,20 @@ impl Driver {
             self.inbound.1.clear();
             return;
         };
-        let session = &mut self.session;
-        let run = self.inbound.1.drain(..).map(|message| {
-            let (incoming, receipt) = take_in(session, &entry.slot.unread, channel, message);
-            (ConnectionEvent::Message(incoming), receipt, None)
+        let messages = &mut self.inbound.1;
+        // Counted unread as one run: the message that filled the bound, if one did,
+        // holds the channel's acknowledgements (as `take_in` does for each alone).
+        let lens = messages.iter().map(|m| m.payload.len());
+        if let Some(at) = entry.slot.unread.queued_run(lens)
+            && let Some(message) = messages.get(at)
+        {
+            tracing::debug!(channel = channel.0, "the app is not reading: acks held");
+            self.session.hold_acks(message.receipt);
+        }
+        let when_taken = self.session.config().acknowledge == crate::Acknowledge::WhenTaken;
+        let run = messages.drain(..).map(|message| {
+            let receipt = when_taken.then_some(message.receipt);
+            (ConnectionEvent::Message(incoming(message)), receipt, None)
         });
         entry.slot.events.send_run(run);
     }
