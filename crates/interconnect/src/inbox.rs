@@ -159,6 +159,7 @@ impl Receiver {
     /// The next event; `None` once the driver let go and every event was taken.
     /// The next event of the run already taken from the shared queue, if any: no lock
     /// and no waker.
+    #[inline]
     pub(crate) fn try_take(&mut self) -> Option<Queued> {
         self.taken.pop_front()
     }

@@ -48,6 +48,7 @@ impl Events {
 
     /// Tells the driver what the app now has; `None` for a durable message the app took
     /// already (it is acknowledged, and not handed out again).
+    #[inline]
     fn took(&self, (event, receipt, mark): Queued) -> Option<ConnectionEvent> {
         let mut fresh = true;
         match mark.map(|m| *m) {
