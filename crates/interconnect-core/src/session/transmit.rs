@@ -103,10 +103,13 @@ impl Session {
     ///
     /// The batch is built in `scratch` behind room for the sealed header and sealed
     /// where it lies, so its bytes are written once. Room is reserved by the size of the
-    /// last batch: a stream of full batches grows no buffer while it is built, and a
-    /// watch exchanging a few small frames holds no batch-sized one. A frame that would
-    /// not fit goes back to the head of the queue, its bulk bytes never copied. A frame
-    /// too large to share a batch is sealed alone, its bulk bytes read in place.
+    /// last batch (a batch that outgrows it grows once, to its limit): a stream of full
+    /// batches grows no buffer while it is built, and a watch exchanging a few small
+    /// frames holds no batch-sized one. Data frames are written straight from their
+    /// channel's queue (`append_data`), and one that would not fit stays there; any other
+    /// frame that would not fit goes back to the head of the control queue, its bulk
+    /// bytes never copied. A frame too large to share a batch is sealed alone, its bulk
+    /// bytes read in place.
     pub(super) fn seal(&mut self, first: Frame, max: usize, now: Instant) -> Result<Bytes, String> {
         let kind = first.kind();
         let form = self.sealed_form();
