@@ -21,7 +21,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use interconnect::{
     ClosedBy, Config, Connection, ConnectionEvent, Events, FilesConfig, Hub, Interconnect, Link,
     LinkReceiver, LinkSender, Store, Transport, TransportError,
@@ -202,7 +202,7 @@ struct CutReceiver {
 
 #[async_trait]
 impl LinkReceiver for CutReceiver {
-    async fn recv(&mut self) -> Result<Option<Bytes>, TransportError> {
+    async fn recv(&mut self) -> Result<Option<BytesMut>, TransportError> {
         if *self.cut.borrow() {
             return Err(TransportError::Closed);
         }

@@ -74,8 +74,8 @@ pub use frame::{
     Accept, Ack, Batch, Capabilities, ChannelId, Close, ContentType, Data, DataHead, DeviceId,
     ErrorReport, Exchange, FLAG_NO_CRC, FLAG_TAGS_LAST, FORMAT_VERSION, FileAccept, FileAck,
     FileCancel, FileChunk, FileComplete, FileOffer, FileOfferMeta, Frame, FrameHeader, Handshake,
-    Hello, InnerFrame, Layout, Name, Open, Ping, Pong, Reject, Role, SEALED_SEGMENT_LEN,
-    SEALED_TAG_LEN, Sealed, TransferId, VersionQuery, VersionReply,
+    Hello, InnerFrame, Layout, Name, Open, OwnedFrame, Ping, Pong, Reject, Role,
+    SEALED_SEGMENT_LEN, SEALED_TAG_LEN, Sealed, SealedMut, TransferId, VersionQuery, VersionReply,
 };
 pub use kind::Kind;
 pub use limits::*;

@@ -354,6 +354,28 @@ proptest! {
     }
 
     #[test]
+    fn a_frame_decodes_alike_from_a_buffer_of_its_own(frame in frame()) {
+        let wire = frame.to_bytes(MAX).unwrap();
+        let owned = match Frame::decode_owned(BytesMut::from(&wire[..]), MAX).unwrap() {
+            OwnedFrame::Sealed(sealed) => Frame::Sealed(sealed.into()),
+            OwnedFrame::Other(frame) => frame,
+        };
+        prop_assert_eq!(owned, frame);
+    }
+
+    #[test]
+    fn any_bytes_decode_alike_from_a_buffer_of_their_own(
+        bytes in proptest::collection::vec(any::<u8>(), 0..2048),
+    ) {
+        let shared = Frame::decode(Bytes::from(bytes.clone()), MAX);
+        let owned = Frame::decode_owned(BytesMut::from(&bytes[..]), MAX).map(|owned| match owned {
+            OwnedFrame::Sealed(sealed) => Frame::Sealed(sealed.into()),
+            OwnedFrame::Other(frame) => frame,
+        });
+        prop_assert_eq!(owned, shared);
+    }
+
+    #[test]
     fn any_bytes_decode_or_fail_cleanly(bytes in proptest::collection::vec(any::<u8>(), 0..2048)) {
         let _ = Frame::decode(Bytes::from(bytes.clone()), MAX);
         let mut decoder = FrameDecoder::new(MAX);

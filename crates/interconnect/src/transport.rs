@@ -2,7 +2,7 @@
 //! whole frames.
 
 use async_trait::async_trait;
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 
 /// Why a transport could not produce a link, or a link failed.
 #[derive(Debug, thiserror::Error)]
@@ -186,7 +186,12 @@ pub enum Phy {
 #[async_trait]
 pub trait LinkReceiver: Send + 'static {
     /// The next whole frame; `Ok(None)` when the peer closed the link cleanly.
-    async fn recv(&mut self) -> Result<Option<Bytes>, TransportError>;
+    ///
+    /// The buffer is the caller's alone (a `BytesMut` cut from a shared read buffer is):
+    /// the session opens a sealed frame where it lies. A transport holding a `Bytes`
+    /// hands it over with `BytesMut::from`, which copies only when something else still
+    /// holds the bytes.
+    async fn recv(&mut self) -> Result<Option<BytesMut>, TransportError>;
 
     /// The largest frame the session takes from now on (never above the link's own
     /// limit). Before a secure link is authenticated that is a few hundred bytes: a

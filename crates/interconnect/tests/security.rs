@@ -464,7 +464,7 @@ async fn a_stalled_handshake_times_out_and_frees_the_phone_for_the_real_watch() 
         .unwrap()
         .expect("the phone answers");
     assert!(matches!(
-        Frame::decode(step2, MAX),
+        Frame::decode(step2.freeze(), MAX),
         Ok(Frame::Handshake(Handshake { step: 2, .. }))
     ));
     while let Ok(Some(_)) = link.receiver.recv().await {}

@@ -169,10 +169,10 @@ impl CocReceiver {
 
 #[async_trait]
 impl LinkReceiver for CocReceiver {
-    async fn recv(&mut self) -> Result<Option<Bytes>, TransportError> {
+    async fn recv(&mut self) -> Result<Option<BytesMut>, TransportError> {
         loop {
             if let Some(frame) = self.joined()? {
-                return Ok(Some(frame));
+                return Ok(Some(BytesMut::from(frame)));
             }
             let sdu = self.next_sdu().await?;
             if self.joining.is_empty()
@@ -180,7 +180,7 @@ impl LinkReceiver for CocReceiver {
                 && header.frame_len() == sdu.len()
             {
                 // The usual case: one frame, whole, in one SDU.
-                return Ok(Some(sdu));
+                return Ok(Some(BytesMut::from(sdu)));
             }
             self.joining.extend_from_slice(&sdu);
         }

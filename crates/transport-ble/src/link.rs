@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use interconnect::{Link, LinkReceiver, LinkSender, Radio, TransportError};
 use tokio::sync::{Mutex, Notify, mpsc};
 
@@ -319,9 +319,9 @@ impl Drop for BleReceiver {
 
 #[async_trait]
 impl LinkReceiver for BleReceiver {
-    async fn recv(&mut self) -> Result<Option<Bytes>, TransportError> {
+    async fn recv(&mut self) -> Result<Option<BytesMut>, TransportError> {
         match self.frames.recv().await {
-            Some(Ok(frame)) => Ok(Some(frame)),
+            Some(Ok(frame)) => Ok(Some(BytesMut::from(frame))),
             Some(Err(e)) => Err(e),
             None => Err(TransportError::Closed),
         }

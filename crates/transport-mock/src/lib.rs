@@ -34,7 +34,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use interconnect::{Link, LinkReceiver, LinkSender, Transport, TransportError};
 use interconnect_proto::DEFAULT_MAX_FRAME_LEN;
 use rand::{Rng, SeedableRng, rngs::StdRng};
@@ -435,14 +435,17 @@ struct MockReceiver {
 
 #[async_trait]
 impl LinkReceiver for MockReceiver {
-    async fn recv(&mut self) -> Result<Option<Bytes>, TransportError> {
+    async fn recv(&mut self) -> Result<Option<BytesMut>, TransportError> {
         if *self.cut.borrow() {
             return Err(TransportError::Closed);
         }
         tokio::select! {
             biased;
             _ = self.cut.changed() => Err(TransportError::Closed),
-            frame = self.rx.recv() => frame.map(Some).ok_or(TransportError::Closed),
+            frame = self.rx.recv() => match frame {
+                Some(frame) => Ok(Some(BytesMut::from(frame))),
+                None => Err(TransportError::Closed),
+            },
         }
     }
 }

@@ -363,7 +363,7 @@ struct TcpReceiver {
 
 #[async_trait]
 impl LinkReceiver for TcpReceiver {
-    async fn recv(&mut self) -> Result<Option<Bytes>, TransportError> {
+    async fn recv(&mut self) -> Result<Option<BytesMut>, TransportError> {
         self.frames.next().await
     }
 
@@ -380,11 +380,12 @@ const READ_BUFFER: usize = 64 * 1024;
 
 /// Splits the byte stream into whole frames by their header, without decoding them.
 ///
-/// Small frames are cut from one shared read buffer. A large frame (a file chunk) gets an
+/// Small frames are cut from one shared read buffer, each a `BytesMut` of its own range
+/// (the secure layer decrypts it where it lies). A large frame (a file chunk) gets an
 /// allocation of exactly its length, and the stream is read straight into it: nothing is
-/// copied when a shared buffer would have had to grow, and the frame's bytes belong to it
-/// alone, so the secure layer can decrypt them where they lie. State lives in the struct,
-/// so a `next` cancelled mid-frame loses nothing.
+/// copied when a shared buffer would have had to grow, and it keeps no other frame's
+/// memory alive. State lives in the struct, so a `next` cancelled mid-frame loses
+/// nothing.
 struct FrameReader {
     read: OwnedReadHalf,
     /// The largest frame taken now (the session lowers it before authentication).
@@ -412,7 +413,7 @@ impl FrameReader {
         }
     }
 
-    async fn next(&mut self) -> Result<Option<Bytes>, TransportError> {
+    async fn next(&mut self) -> Result<Option<BytesMut>, TransportError> {
         use bytes::BufMut;
         use tokio::io::AsyncReadExt;
         loop {
@@ -420,7 +421,7 @@ impl FrameReader {
                 if frame.len() == *len {
                     let (frame, _) = self.large.take().expect("checked just above");
                     self.after_large = true;
-                    return Ok(Some(frame.freeze()));
+                    return Ok(Some(frame));
                 }
                 let want = *len - frame.len();
                 if self.read.read_buf(&mut frame.limit(want)).await? == 0 {
@@ -433,7 +434,7 @@ impl FrameReader {
                 let len = header.frame_len();
                 if self.buf.len() >= len {
                     self.after_large = false;
-                    return Ok(Some(self.buf.split_to(len).freeze()));
+                    return Ok(Some(self.buf.split_to(len)));
                 }
                 // A small frame: the reads that complete it may take what follows too.
                 self.after_large &= len >= LARGE_FRAME;
@@ -507,7 +508,7 @@ mod tests {
         let read = async {
             let mut got = Vec::new();
             for _ in sent.iter().filter(|f| !f.is_empty()) {
-                got.push(receiver.recv().await.unwrap().unwrap());
+                got.push(receiver.recv().await.unwrap().unwrap().freeze());
             }
             got
         };
@@ -530,8 +531,8 @@ mod tests {
     }
 
     /// A run of large frames (a file's chunks) is read frame by frame into buffers of
-    /// their own, so the secure layer opens each where it lies: none shares its
-    /// allocation with the bytes read after it.
+    /// their own: none shares its allocation with the bytes read after it, so none keeps
+    /// another's memory alive.
     #[tokio::test]
     async fn frames_after_a_large_one_arrive_in_buffers_of_their_own() {
         let sizes = [LARGE_FRAME, 60_000, 20_000, 10, 50_000, 64 * 1024];

@@ -8,7 +8,7 @@ use crate::prelude::*;
 use bytes::{BufMut, Bytes, BytesMut};
 use interconnect_proto::{
     EncodeError, Layout, SEALED_HEADROOM, SEALED_SEGMENT_LEN, SEALED_SEGMENT_PLAINTEXT,
-    SEALED_TAG_LEN, Sealed, SealedForm, encode_sealed, encode_sealed_in_place,
+    SEALED_TAG_LEN, SealedForm, SealedMut, encode_sealed, encode_sealed_in_place,
     sealed_ciphertext_len, sealed_segments,
 };
 
@@ -194,14 +194,14 @@ impl Cipher {
 
     /// Opens a frame that may be anyone's (one that arrived before the keys): one that
     /// fails authentication is dropped without breaking the link.
-    pub(crate) fn try_open(&mut self, sealed: Sealed) -> Option<Bytes> {
+    pub(crate) fn try_open(&mut self, sealed: SealedMut) -> Option<Bytes> {
         if self.broken {
             return None;
         }
         self.open_checked(sealed).ok().flatten()
     }
 
-    pub(crate) fn open(&mut self, sealed: Sealed) -> Result<Option<Bytes>, SecurityError> {
+    pub(crate) fn open(&mut self, sealed: SealedMut) -> Result<Option<Bytes>, SecurityError> {
         if self.broken {
             return Err(SecurityError::BadSealedFrame);
         }
@@ -210,7 +210,12 @@ impl Cipher {
         opened
     }
 
-    pub(crate) fn open_checked(&mut self, sealed: Sealed) -> Result<Option<Bytes>, SecurityError> {
+    /// Opens a frame where it lies, each segment's plaintext moved down over the tags
+    /// before it (or, tags last, the tags split off) as it is decrypted.
+    pub(crate) fn open_checked(
+        &mut self,
+        sealed: SealedMut,
+    ) -> Result<Option<Bytes>, SecurityError> {
         if sealed.nonce < self.recv_next {
             return Ok(None);
         }
@@ -231,53 +236,29 @@ impl Cipher {
         }
         let rekeyed = key_at(&self.recv, self.recv_epoch, epoch);
         let key = rekeyed.as_deref().unwrap_or(&self.recv);
+        let mut buf = sealed.ciphertext;
         // A frame of one segment is the same bytes in either layout.
-        let opened = if count > 1 && sealed.layout == Layout::TagsLast {
-            open_tags_last(key, first, count, sealed.ciphertext)?
+        if count > 1 && sealed.layout == Layout::TagsLast {
+            open_tags_last(key, first, count, &mut buf)?;
         } else {
-            match sealed.ciphertext.try_into_mut() {
-                // The frame's buffer is ours alone: open it where it lies, each segment's
-                // plaintext moved down over the tags before it as it is decrypted.
-                Ok(mut buf) => {
-                    let mut at = 0;
-                    for i in 0..count {
-                        let from = i as usize * SEALED_SEGMENT_LEN;
-                        let end = (from + SEALED_SEGMENT_LEN).min(buf.len());
-                        let ad = segment_ad(first, count, i);
-                        at += key
-                            .open_within(first + u64::from(i), &ad, &mut buf[at..end], from - at)
-                            .map_err(|_| SecurityError::BadSealedFrame)?;
-                    }
-                    buf.truncate(at);
-                    buf
-                }
-                // Shared (the transport still reads into the same allocation): each
-                // segment's ciphertext is copied once into the output and opened there.
-                Err(ct) => {
-                    let mut out =
-                        BytesMut::with_capacity(ct.len() - segments as usize * SEALED_TAG_LEN);
-                    for (i, chunk) in (0..count).zip(ct.chunks(SEALED_SEGMENT_LEN)) {
-                        let Some(split) = chunk.len().checked_sub(SEALED_TAG_LEN) else {
-                            return Err(SecurityError::BadSealedFrame);
-                        };
-                        let (body, tag) = chunk.split_at(split);
-                        let start = out.len();
-                        out.extend_from_slice(body);
-                        let ad = segment_ad(first, count, i);
-                        key.open_in_place(first + u64::from(i), &ad, &mut out[start..], tag)
-                            .map_err(|_| SecurityError::BadSealedFrame)?;
-                    }
-                    out
-                }
+            let mut at = 0;
+            for i in 0..count {
+                let from = i as usize * SEALED_SEGMENT_LEN;
+                let end = (from + SEALED_SEGMENT_LEN).min(buf.len());
+                let ad = segment_ad(first, count, i);
+                at += key
+                    .open_within(first + u64::from(i), &ad, &mut buf[at..end], from - at)
+                    .map_err(|_| SecurityError::BadSealedFrame)?;
             }
-        };
+            buf.truncate(at);
+        }
         if let Some(key) = rekeyed {
             self.recv = *key;
             tracing::debug!(epoch, "receiving key renewed");
         }
         self.recv_epoch = epoch;
         self.recv_next = last + 1;
-        Ok(Some(opened.freeze()))
+        Ok(Some(buf.freeze()))
     }
 }
 
@@ -309,27 +290,22 @@ fn seal_tags_last(
     Ok(())
 }
 
-/// Opens the `count` segments of a frame laid out with its tags last, each where it lies
-/// when the buffer is ours alone, else from one copy of the ciphertexts.
+/// Opens the `count` segments of a frame laid out with its tags last, each where it lies,
+/// and leaves `buf` holding their plaintext.
 fn open_tags_last(
     key: &TransportKey,
     first: u64,
     count: u32,
-    ciphertext: Bytes,
-) -> Result<BytesMut, SecurityError> {
-    let plain_len = ciphertext.len() - count as usize * SEALED_TAG_LEN;
-    let (mut buf, tags) = match ciphertext.try_into_mut() {
-        Ok(mut buf) => {
-            let tags = buf.split_off(plain_len).freeze();
-            (buf, tags)
-        }
-        Err(ct) => (BytesMut::from(&ct[..plain_len]), ct.slice(plain_len..)),
-    };
-    let segments = buf.chunks_mut(SEALED_SEGMENT_PLAINTEXT);
+    buf: &mut BytesMut,
+) -> Result<(), SecurityError> {
+    let plain_len = buf.len() - count as usize * SEALED_TAG_LEN;
+    let (plain, tags) = buf.split_at_mut(plain_len);
+    let segments = plain.chunks_mut(SEALED_SEGMENT_PLAINTEXT);
     for ((i, segment), tag) in (0..count).zip(segments).zip(tags.chunks(SEALED_TAG_LEN)) {
         let ad = segment_ad(first, count, i);
         key.open_in_place(first + u64::from(i), &ad, segment, tag)
             .map_err(|_| SecurityError::BadSealedFrame)?;
     }
-    Ok(buf)
+    buf.truncate(plain_len);
+    Ok(())
 }

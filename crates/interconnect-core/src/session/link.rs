@@ -6,11 +6,11 @@ use crate::prelude::*;
 
 use crate::time::Instant;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use interconnect_proto::{
     Capabilities, Code, Data, DecodeError, ErrorReport, Frame, Hello, InnerFrame, Limits,
-    MAX_DEVICE_NAME_LEN, MAX_FRAME_LEN, MIN_MAX_FRAME_LEN, Name, PROTOCOL_VERSIONS, Ping, Pong,
-    Role, Sealed, max_unsealed_len,
+    MAX_DEVICE_NAME_LEN, MAX_FRAME_LEN, MIN_MAX_FRAME_LEN, Name, OwnedFrame, PROTOCOL_VERSIONS,
+    Ping, Pong, Role, SealedMut, max_unsealed_len,
 };
 
 use super::channels::start_open;
@@ -218,8 +218,14 @@ impl Session {
         Some(if keyed { deadline } else { deadline.min(step) })
     }
 
-    /// One whole frame arrived from the link.
-    pub fn handle_frame(&mut self, now: Instant, bytes: Bytes) {
+    /// One whole frame arrived from the link. The session takes its buffer over: a
+    /// sealed frame is opened where it lies (a `Bytes` that something else still holds
+    /// is copied first; a transport's `BytesMut` never is).
+    pub fn handle_frame(&mut self, now: Instant, frame: impl Into<BytesMut>) {
+        self.handle_owned(now, frame.into());
+    }
+
+    fn handle_owned(&mut self, now: Instant, bytes: BytesMut) {
         if let LinkState::SettingUp { deadline, step } = &mut self.link {
             *step = (*step)
                 .max(now + self.config.handshake_step_timeout)
@@ -230,22 +236,27 @@ impl Session {
             LinkState::SettingUp { .. } => self.own_max,
             LinkState::Up(up) => up.limits.max_frame_len,
         };
-        let frame = match Frame::decode(bytes, self.max_receive_len()) {
+        let frame = match Frame::decode_owned(bytes, self.max_receive_len()) {
             Ok(frame) => frame,
             Err(error) => return self.on_decode_error(error),
         };
         let body = match (&self.secure, frame) {
-            (None, Frame::Handshake(_)) => {
+            (None, OwnedFrame::Other(Frame::Handshake(_))) => {
                 return self.security_failure(SecurityError::PeerWantsEncryption);
             }
             (None, frame) => {
                 self.heard(now);
+                let frame = match frame {
+                    OwnedFrame::Sealed(sealed) => Frame::Sealed(sealed.into()),
+                    OwnedFrame::Other(frame) => frame,
+                };
                 return self.on_frame(now, frame);
             }
-            (Some(_), frame) => match self.unseal(now, frame) {
-                Some(body) => body,
-                None => return,
-            },
+            (Some(_), OwnedFrame::Sealed(sealed)) => self.unseal_sealed(sealed),
+            (Some(_), OwnedFrame::Other(frame)) => self.unseal(now, frame),
+        };
+        let Some(body) = body else {
+            return;
         };
         self.heard(now);
         // One sealed frame may hold several (a batch): each is handled as if it had come
@@ -290,14 +301,7 @@ impl Session {
                 let early = self.early.take()?;
                 self.secure.as_mut()?.open_early(early)
             }
-            Frame::Sealed(sealed) if secure.is_established() => self.open(sealed),
-            Frame::Sealed(sealed) => {
-                // Overtook the last handshake step (links may reorder): kept (one, at
-                // most 512 bytes) and opened once the keys exist.
-                tracing::debug!("sealed frame before the session keys, held");
-                self.early = Some(sealed);
-                None
-            }
+            Frame::Sealed(sealed) => self.unseal_sealed(sealed.into()),
             other if secure.is_established() => {
                 tracing::debug!(kind = ?other.kind(), "plaintext frame after the keys, dropped");
                 None
@@ -322,7 +326,20 @@ impl Session {
         }
     }
 
-    pub(super) fn open(&mut self, sealed: Sealed) -> Option<Bytes> {
+    /// Secure links: opens a sealed frame, or holds it until the keys exist.
+    fn unseal_sealed(&mut self, sealed: SealedMut) -> Option<Bytes> {
+        let secure = self.secure.as_mut()?;
+        if secure.is_established() {
+            return self.open(sealed);
+        }
+        // Overtook the last handshake step (links may reorder): kept (one, at most 512
+        // bytes) and opened once the keys exist.
+        tracing::debug!("sealed frame before the session keys, held");
+        self.early = Some(sealed);
+        None
+    }
+
+    pub(super) fn open(&mut self, sealed: SealedMut) -> Option<Bytes> {
         let secure = self.secure.as_mut()?;
         match secure.open(sealed) {
             Ok(Some(body)) => Some(body),

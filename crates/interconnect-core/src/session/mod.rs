@@ -18,7 +18,7 @@ use crate::time::Instant;
 
 use bytes::BytesMut;
 use interconnect_proto::{
-    Capabilities, ChannelId, Close, Code, ErrorReport, Frame, Hello, Limits, Role, Sealed,
+    Capabilities, ChannelId, Close, Code, ErrorReport, Frame, Hello, Limits, Role, SealedMut,
     TransferId,
 };
 
@@ -236,7 +236,7 @@ pub struct Session {
     /// The link is being dropped: only the error report may still leave.
     farewell: bool,
     /// A sealed frame that overtook the last handshake step, opened once keys exist.
-    early: Option<Sealed>,
+    early: Option<SealedMut>,
     /// The peer waiting for the user's pairing answer on this link.
     pairing: Option<Fingerprint>,
     /// Peers whose pairing was rejected or timed out lately: they raise no new prompt

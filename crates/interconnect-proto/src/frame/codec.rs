@@ -383,36 +383,55 @@ impl Frame {
     /// Bulk payloads are returned as slices of `frame`, without copying.
     pub fn decode(frame: Bytes, max_frame_len: usize) -> Result<Frame, DecodeError> {
         let header = FrameHeader::parse(&frame, max_frame_len)?;
-        let frame_len = header.frame_len();
-        if frame.len() < frame_len {
-            return Err(DecodeError::Truncated {
-                needed: frame_len,
-                available: frame.len(),
-            });
-        }
-        if frame.len() > frame_len {
-            return Err(DecodeError::Malformed {
-                kind: header.kind,
-                reason: "bytes after the frame's end",
-            });
-        }
+        check_whole(&header, frame.len())?;
         Frame::decode_checked(header, frame)
+    }
+
+    /// Decodes a frame from a buffer the caller has to itself, as [`Frame::decode`]
+    /// does, except that a `Sealed` frame keeps its ciphertext in that buffer
+    /// ([`OwnedFrame::Sealed`]), to be opened where it lies.
+    ///
+    /// ```
+    /// use bytes::{Bytes, BytesMut};
+    /// use interconnect_proto::{DEFAULT_MAX_FRAME_LEN, Frame, Layout, OwnedFrame, Sealed};
+    ///
+    /// let sealed = Frame::Sealed(Sealed {
+    ///     nonce: 7,
+    ///     ciphertext: Bytes::from_static(&[0xAB; 20]),
+    ///     layout: Layout::Interleaved,
+    /// });
+    /// let mut bytes = BytesMut::new();
+    /// sealed.encode(DEFAULT_MAX_FRAME_LEN, &mut bytes)?;
+    /// let Ok(OwnedFrame::Sealed(parts)) = Frame::decode_owned(bytes, DEFAULT_MAX_FRAME_LEN) else {
+    ///     panic!("a sealed frame");
+    /// };
+    /// assert_eq!((parts.nonce, &parts.ciphertext[..]), (7, &[0xAB; 20][..]));
+    /// # Ok::<(), interconnect_proto::EncodeError>(())
+    /// ```
+    pub fn decode_owned(
+        mut frame: BytesMut,
+        max_frame_len: usize,
+    ) -> Result<OwnedFrame, DecodeError> {
+        let header = FrameHeader::parse(&frame, max_frame_len)?;
+        check_whole(&header, frame.len())?;
+        if header.kind != Kind::Sealed {
+            return Frame::decode_checked(header, frame.freeze()).map(OwnedFrame::Other);
+        }
+        let end = payload_end(&header, &frame)?;
+        frame.truncate(end);
+        frame.advance(HEADER_LEN);
+        let (nonce, at) = deserialize_head::<u64>(Kind::Sealed, &frame)?;
+        frame.advance(at);
+        Ok(OwnedFrame::Sealed(SealedMut {
+            nonce,
+            ciphertext: frame,
+            layout: Layout::of_flags(header.flags),
+        }))
     }
 
     /// Decodes a frame whose header is parsed and whose length is exactly right.
     pub(crate) fn decode_checked(header: FrameHeader, frame: Bytes) -> Result<Frame, DecodeError> {
-        let payload = if header.has_crc() {
-            let crc_at = frame.len() - CRC_LEN;
-            let (body, trailer) = frame.split_at(crc_at);
-            let expected = u32::from_le_bytes([trailer[0], trailer[1], trailer[2], trailer[3]]);
-            let actual = crc32c(&[body]);
-            if expected != actual {
-                return Err(DecodeError::BadCrc { expected, actual });
-            }
-            frame.slice(HEADER_LEN..crc_at)
-        } else {
-            frame.slice(HEADER_LEN..)
-        };
+        let payload = frame.slice(HEADER_LEN..payload_end(&header, &frame)?);
         match header.kind {
             Kind::Sealed => decode_sealed(payload, header.flags),
             kind => Frame::decode_payload(kind, payload),
@@ -582,11 +601,60 @@ fn decode_sealed(mut payload: Bytes, flags: u8) -> Result<Frame, DecodeError> {
     Ok(Frame::Sealed(Sealed {
         nonce,
         ciphertext: payload,
-        layout: match flags & FLAG_TAGS_LAST {
+        layout: Layout::of_flags(flags),
+    }))
+}
+
+/// Refuses a frame shorter or longer than its header says.
+fn check_whole(header: &FrameHeader, len: usize) -> Result<(), DecodeError> {
+    let frame_len = header.frame_len();
+    if len < frame_len {
+        return Err(DecodeError::Truncated {
+            needed: frame_len,
+            available: len,
+        });
+    }
+    if len > frame_len {
+        return Err(DecodeError::Malformed {
+            kind: header.kind,
+            reason: "bytes after the frame's end",
+        });
+    }
+    Ok(())
+}
+
+/// Where a whole frame's payload ends, once its CRC trailer (if it has one) is checked.
+fn payload_end(header: &FrameHeader, frame: &[u8]) -> Result<usize, DecodeError> {
+    if !header.has_crc() {
+        return Ok(frame.len());
+    }
+    let crc_at = frame.len() - CRC_LEN;
+    let (body, trailer) = frame.split_at(crc_at);
+    let expected = u32::from_le_bytes([trailer[0], trailer[1], trailer[2], trailer[3]]);
+    let actual = crc32c(&[body]);
+    if expected != actual {
+        return Err(DecodeError::BadCrc { expected, actual });
+    }
+    Ok(crc_at)
+}
+
+impl Layout {
+    /// The layout a `Sealed` frame's header flags announce.
+    fn of_flags(flags: u8) -> Layout {
+        match flags & FLAG_TAGS_LAST {
             0 => Layout::Interleaved,
             _ => Layout::TagsLast,
-        },
-    }))
+        }
+    }
+}
+
+/// A frame decoded by [`Frame::decode_owned`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum OwnedFrame {
+    /// A `Sealed` frame, its ciphertext still in the buffer it arrived in.
+    Sealed(SealedMut),
+    /// Any other frame.
+    Other(Frame),
 }
 
 fn postcard_reason(error: &postcard::Error) -> &'static str {

@@ -1,7 +1,7 @@
 //! The message each frame kind carries, and the small types they are made of.
 
 use alloc::string::String;
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use serde::{Deserialize, Serialize};
 
 #[cfg(any(test, feature = "arbitrary"))]
@@ -452,6 +452,41 @@ pub struct Sealed {
     ///
     /// [`FLAG_TAGS_LAST`]: crate::FLAG_TAGS_LAST
     pub layout: Layout,
+}
+
+/// A [`Sealed`] frame taken apart in a buffer its receiver has to itself (see
+/// [`Frame::decode_owned`]): the ciphertext still lies where it arrived, so it is opened
+/// there, without a copy, even when it was cut from a read buffer shared with the frames
+/// around it (a `Bytes` cut that way would have to be copied to be written to).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SealedMut {
+    /// Nonce of the first segment.
+    pub nonce: u64,
+    /// Ciphertext and tags, raw to the end of the frame.
+    pub ciphertext: BytesMut,
+    /// Where the tags lie in `ciphertext`.
+    pub layout: Layout,
+}
+
+impl From<Sealed> for SealedMut {
+    /// Takes the ciphertext's buffer over when nothing else holds it; copies it otherwise.
+    fn from(sealed: Sealed) -> SealedMut {
+        SealedMut {
+            nonce: sealed.nonce,
+            ciphertext: BytesMut::from(sealed.ciphertext),
+            layout: sealed.layout,
+        }
+    }
+}
+
+impl From<SealedMut> for Sealed {
+    fn from(sealed: SealedMut) -> Sealed {
+        Sealed {
+            nonce: sealed.nonce,
+            ciphertext: sealed.ciphertext.freeze(),
+            layout: sealed.layout,
+        }
+    }
 }
 
 /// Where a [`Sealed`] frame's tags lie. A frame of one segment is the same bytes either

@@ -12,7 +12,9 @@ mod head;
 mod messages;
 
 pub(crate) use codec::header_bytes_flagged;
-pub use codec::{Batch, FLAG_NO_CRC, FLAG_TAGS_LAST, FORMAT_VERSION, FrameHeader, InnerFrame};
+pub use codec::{
+    Batch, FLAG_NO_CRC, FLAG_TAGS_LAST, FORMAT_VERSION, FrameHeader, InnerFrame, OwnedFrame,
+};
 pub use head::DataHead;
 pub use messages::*;
 

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use interconnect_proto::Kind;
 use rand::Rng;
 use tokio::sync::mpsc;
@@ -218,7 +218,7 @@ pub(super) struct Probe {
 
 impl Probe {
     /// Hands the probe session a frame its peer sent.
-    pub(super) fn take(&mut self, now: crate::time::Instant, frame: Bytes) {
+    pub(super) fn take(&mut self, now: crate::time::Instant, frame: BytesMut) {
         self.frames = self.frames.saturating_add(1);
         self.session.handle_frame(now, frame);
         self.link.limit_frames(&self.session);
@@ -332,7 +332,7 @@ pub(super) async fn supply_links<T: Transport>(
     }
 }
 
-pub(super) async fn recv_frame(link: &mut Option<ActiveLink>) -> Result<Bytes, TransportError> {
+pub(super) async fn recv_frame(link: &mut Option<ActiveLink>) -> Result<BytesMut, TransportError> {
     match link {
         Some(link) => match link.receiver.recv().await {
             Ok(Some(frame)) => Ok(frame),
@@ -344,7 +344,7 @@ pub(super) async fn recv_frame(link: &mut Option<ActiveLink>) -> Result<Bytes, T
 }
 
 /// The next frame (or failure) from any link being vetted, with its index.
-pub(super) async fn recv_probe(probes: &mut [Probe]) -> (usize, Result<Bytes, TransportError>) {
+pub(super) async fn recv_probe(probes: &mut [Probe]) -> (usize, Result<BytesMut, TransportError>) {
     let mut receiving: Vec<_> = probes.iter_mut().map(|p| p.link.receiver.recv()).collect();
     std::future::poll_fn(|cx| {
         for (i, future) in receiving.iter_mut().enumerate() {
@@ -387,8 +387,8 @@ fn evictee(probes: &[Probe]) -> usize {
 
 /// Polls a cancel-safe receive once: the frame if one is ready now, `None` otherwise.
 pub(super) fn poll_once(
-    future: impl std::future::Future<Output = Result<Option<Bytes>, TransportError>>,
-) -> Option<Result<Bytes, TransportError>> {
+    future: impl std::future::Future<Output = Result<Option<BytesMut>, TransportError>>,
+) -> Option<Result<BytesMut, TransportError>> {
     let mut future = std::pin::pin!(future);
     let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
     match future.as_mut().poll(&mut cx) {
@@ -402,7 +402,7 @@ pub(super) fn poll_once(
 impl Driver {
     /// Handles a received frame and whatever else already waits, so that one batch of
     /// frames produces one batch of acknowledgements.
-    pub(super) fn on_frames(&mut self, first: Result<Bytes, TransportError>) {
+    pub(super) fn on_frames(&mut self, first: Result<BytesMut, TransportError>) {
         let mut next = Some(first);
         let mut budget = 64;
         // One reading of the clock for the batch: its frames arrived together.
@@ -508,7 +508,7 @@ impl Driver {
         crowd_out(&mut self.probes);
     }
 
-    pub(super) fn on_probe_frame(&mut self, i: usize, frame: Result<Bytes, TransportError>) {
+    pub(super) fn on_probe_frame(&mut self, i: usize, frame: Result<BytesMut, TransportError>) {
         match frame {
             Ok(frame) => {
                 self.probes[i].take(self.clock.now(), frame);
@@ -708,7 +708,7 @@ mod tests {
 
     #[async_trait::async_trait]
     impl LinkReceiver for Silent {
-        async fn recv(&mut self) -> Result<Option<Bytes>, TransportError> {
+        async fn recv(&mut self) -> Result<Option<BytesMut>, TransportError> {
             std::future::pending().await
         }
     }

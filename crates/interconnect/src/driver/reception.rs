@@ -10,7 +10,7 @@
 
 use std::time::Duration;
 
-use bytes::Bytes;
+use bytes::BytesMut;
 use foldhash::HashMap;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
@@ -249,7 +249,7 @@ impl Reception {
         crowd_out(&mut self.probes);
     }
 
-    fn on_probe_frame(&mut self, i: usize, frame: Result<Bytes, crate::TransportError>) {
+    fn on_probe_frame(&mut self, i: usize, frame: Result<BytesMut, crate::TransportError>) {
         match frame {
             Ok(frame) => {
                 self.probes[i].take(self.clock.now(), frame);

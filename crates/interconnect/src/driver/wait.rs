@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Wake, Waker};
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use tokio::sync::mpsc;
 
 use super::link::Arrival;
@@ -48,8 +48,8 @@ pub(super) enum Woke {
     Arrival(Arrival),
     /// The link supply ended: no more links come.
     LinksClosed,
-    Frame(Result<Bytes, TransportError>),
-    Probe(usize, Result<Bytes, TransportError>),
+    Frame(Result<BytesMut, TransportError>),
+    Probe(usize, Result<BytesMut, TransportError>),
     Room(Result<mpsc::OwnedPermit<Bytes>, mpsc::error::SendError<()>>),
     Timer,
 }
@@ -136,8 +136,8 @@ impl Wakes {
         s: &mut Sources<'_, F, P, R, T>,
     ) -> Poll<Woke>
     where
-        F: Future<Output = Result<Bytes, TransportError>>,
-        P: Future<Output = (usize, Result<Bytes, TransportError>)>,
+        F: Future<Output = Result<BytesMut, TransportError>>,
+        P: Future<Output = (usize, Result<BytesMut, TransportError>)>,
         R: Future<Output = Result<mpsc::OwnedPermit<Bytes>, mpsc::error::SendError<()>>>,
         T: Future<Output = ()>,
     {
@@ -236,17 +236,17 @@ mod tests {
         }
     }
 
-    type Frames = std::future::Ready<Result<Bytes, TransportError>>;
+    type Frames = std::future::Ready<Result<BytesMut, TransportError>>;
     type Never<O> = std::future::Pending<O>;
     type Room = Never<Result<mpsc::OwnedPermit<Bytes>, mpsc::error::SendError<()>>>;
-    type Probes = Never<(usize, Result<Bytes, TransportError>)>;
+    type Probes = Never<(usize, Result<BytesMut, TransportError>)>;
 
     fn poll_once<F>(
         wakes: &mut Wakes,
         s: &mut Sources<'_, F, Probes, Room, Probe<'_>>,
     ) -> Poll<Woke>
     where
-        F: Future<Output = Result<Bytes, TransportError>>,
+        F: Future<Output = Result<BytesMut, TransportError>>,
     {
         wakes.poll(&mut Context::from_waker(Waker::noop()), s)
     }
@@ -296,13 +296,13 @@ mod tests {
         for _ in 0..100 {
             tx.send(Command::Shutdown).expect("open");
         }
-        let frames = std::future::ready(Ok(Bytes::new()));
+        let frames = std::future::ready(Ok(BytesMut::new()));
         let mut wakes = Wakes::new();
         tokio::pin!(timer, frames);
         let (mut got_command, mut got_frame, mut got_timer) = (0, 0, 0);
         for _ in 0..TURNS * 4 {
             // A fresh frame future each wait, as the driver makes.
-            frames.set(std::future::ready(Ok(Bytes::new())));
+            frames.set(std::future::ready(Ok(BytesMut::new())));
             let mut s: Sources<'_, Frames, _, Room, _> = Sources {
                 commands: &mut commands,
                 links: None,

@@ -8,7 +8,7 @@ use crate::prelude::*;
 use alloc::collections::VecDeque;
 
 use bytes::{Bytes, BytesMut};
-use interconnect_proto::{Frame, Handshake, Role, Sealed, SealedForm};
+use interconnect_proto::{Frame, Handshake, Role, SealedForm, SealedMut};
 use sha2::{Digest, Sha256};
 use snow::HandshakeState;
 
@@ -609,7 +609,7 @@ impl SecureLink {
     /// frame fails authentication nothing more opens on this link (its receiving key may
     /// have moved to a forged epoch, and an attacker gets no second try); sealing still
     /// works, so the error report to the peer travels sealed.
-    pub(crate) fn open(&mut self, sealed: Sealed) -> Result<Option<Bytes>, SecurityError> {
+    pub(crate) fn open(&mut self, sealed: SealedMut) -> Result<Option<Bytes>, SecurityError> {
         match &mut self.phase {
             Phase::Established(est) => est.cipher.open(sealed),
             _ => Err(SecurityError::Handshake(
@@ -622,7 +622,7 @@ impl SecureLink {
 impl SecureLink {
     /// Opens a sealed frame that arrived before the keys existed (it overtook the last
     /// handshake step): `None` if it does not open, and the link stays as it was.
-    pub(crate) fn open_early(&mut self, sealed: Sealed) -> Option<Bytes> {
+    pub(crate) fn open_early(&mut self, sealed: SealedMut) -> Option<Bytes> {
         match &mut self.phase {
             Phase::Established(est) => est.cipher.try_open(sealed),
             _ => None,

@@ -189,7 +189,7 @@ fn transcript() -> String {
             bytes,
             DEFAULT_MAX_FRAME_LEN,
         ) {
-            Ok(Frame::Sealed(s)) => phone.open(s).unwrap().unwrap(),
+            Ok(Frame::Sealed(s)) => phone.open(s.into()).unwrap().unwrap(),
             other => panic!("{other:?}"),
         };
         assert_eq!(&opened(&mut phone, sealed)[..], &plain[..]);
