@@ -123,8 +123,9 @@ pub(crate) struct Offer {
     /// Where the app chose to store it (`None`: the files folder, under a free name).
     pub(crate) target: Option<PathBuf>,
     /// The sending process (the peer's resume token): a stored file offered again by
-    /// another one is answered 4009 (its sender restarted before it heard); by the same
-    /// one, it is sent again on purpose and stored again.
+    /// another one, or in the same transfer, is answered 4009 (its sender restarted, or
+    /// the phone did, before the sender heard); by the same one in a new transfer, it is
+    /// sent again on purpose and stored again.
     pub(crate) sender: u64,
 }
 
@@ -196,6 +197,7 @@ pub(crate) fn claim_partial(
             &partial_dir.join(format!("{key}.stored")),
             offer.size,
             offer.sender,
+            offer.transfer,
         )
     {
         return Err(Refusal {
@@ -237,15 +239,26 @@ pub(crate) fn claim_partial(
     Ok(claim)
 }
 
-/// The name of the file a `.stored` marker names, if another sending process than
-/// `sender` sent it and it is still there with `size` bytes: its sender restarted
-/// before it heard the file was stored, and offers it again.
-/// The marker then names `sender`: it has heard now, and the same file from it again
-/// is sent on purpose.
-fn already_stored(marker: &Path, size: u64, sender: u64) -> Option<String> {
+/// The name of the file a `.stored` marker names, if it is still there with `size` bytes
+/// and the offer is not a new sending of it: the same transfer offered again (the phone
+/// restarted before its sender heard the file was stored) or the file offered by another
+/// sending process (the sender restarted before it heard). The marker then names this
+/// sender and transfer: they have heard now. The same process offering the file in a new
+/// transfer sends it again on purpose: it is stored again.
+pub(super) fn already_stored(
+    marker: &Path,
+    size: u64,
+    sender: u64,
+    transfer: TransferId,
+) -> Option<String> {
     let text = fs::read_to_string(marker).ok()?;
     let (by, path) = text.split_once('\n')?;
-    if by.parse::<u64>().ok()? == sender {
+    // A marker of an earlier release names its sender alone.
+    let (by, by_transfer) = match by.split_once(' ') {
+        Some((by, t)) => (by, Some(TransferId(t.parse().ok()?))),
+        None => (by, None),
+    };
+    if by.parse::<u64>().ok()? == sender && by_transfer != Some(transfer) {
         return None;
     }
     let path = PathBuf::from(path);
@@ -253,8 +266,25 @@ fn already_stored(marker: &Path, size: u64, sender: u64) -> Option<String> {
     if !stored.is_file() || stored.len() != size {
         return None;
     }
-    let _ = fs::write(marker, format!("{sender}\n{}", path.to_string_lossy()));
+    let _ = write_marker(marker, sender, transfer, &path);
     path.file_name().map(|n| n.to_string_lossy().into_owned())
+}
+
+/// Writes the marker of a file stored at `path` by `sender`'s `transfer`, whole or not
+/// at all (a process killed mid-write leaves the marker it had; what it was writing is
+/// pruned with the markers).
+pub(super) fn write_marker(
+    marker: &Path,
+    sender: u64,
+    transfer: TransferId,
+    path: &Path,
+) -> io::Result<()> {
+    let next = marker.with_extension("next.stored");
+    fs::write(
+        &next,
+        format!("{sender} {}\n{}", transfer.0, path.to_string_lossy()),
+    )?;
+    fs::rename(&next, marker)
 }
 
 /// Lets go of a claim no writer will use (blocking). An empty partial (made by the
@@ -412,8 +442,9 @@ pub(super) struct Writer {
     start: u64,
     /// Where the app chose to store the file (`None`: `dir`, under a free name).
     target: Option<PathBuf>,
-    /// Written once the file is stored, naming it and its sender: a later offer of the
-    /// same file by a restarted sender is answered 4009, already stored.
+    /// Written once the file is stored, naming it, its sender and its transfer: a later
+    /// offer of the same transfer, or of the same file by a restarted sender, is answered
+    /// 4009, already stored.
     marker: PathBuf,
     sender: u64,
 }
@@ -584,10 +615,7 @@ impl Writer {
         let stored = self.store();
         drop(partial.file);
         if let Ok((path, _)) = &stored
-            && let Err(error) = fs::write(
-                &self.marker,
-                format!("{}\n{}", self.sender, path.to_string_lossy()),
-            )
+            && let Err(error) = write_marker(&self.marker, self.sender, self.transfer, path)
         {
             tracing::warn!(%error, "the marker of a stored file could not be written");
         }

@@ -69,3 +69,54 @@ fn collisions_get_numbered_names() {
         Some("README (2)")
     );
 }
+
+/// The marker of a stored file answers a later offer of it: the same transfer offered
+/// again (its sender never heard, by whichever process) is already stored; a new
+/// transfer of the same file by the same process is sent again on purpose.
+#[test]
+fn a_stored_file_is_stored_again_only_when_its_sender_sends_it_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let stored = dir.path().join("track.bin");
+    std::fs::write(&stored, [7u8; 10]).unwrap();
+    let marker = dir.path().join("track.stored");
+    let (s1, s2) = (11, 22);
+    let (t1, t2) = (TransferId(1), TransferId(3));
+    write_marker(&marker, s1, t1, &stored).unwrap();
+    // The sending process offers the same transfer again after the phone restarted
+    // before it heard: stored already.
+    assert_eq!(
+        already_stored(&marker, 10, s1, t1).as_deref(),
+        Some("track.bin")
+    );
+    // The same process sends the file again, a new transfer: stored again.
+    assert_eq!(already_stored(&marker, 10, s1, t2), None);
+    // A restarted sender offers it again: stored already, and the marker now names it.
+    assert_eq!(
+        already_stored(&marker, 10, s2, t1).as_deref(),
+        Some("track.bin")
+    );
+    assert_eq!(
+        already_stored(&marker, 10, s2, t1).as_deref(),
+        Some("track.bin")
+    );
+    assert_eq!(already_stored(&marker, 10, s2, t2), None);
+    // The stored file changed or went: nothing is already stored.
+    assert_eq!(already_stored(&marker, 11, s1, t1), None);
+    std::fs::remove_file(&stored).unwrap();
+    assert_eq!(already_stored(&marker, 10, s2, t1), None);
+}
+
+/// A marker of an earlier release (its sender alone) still answers a restarted sender.
+#[test]
+fn a_marker_without_its_transfer_still_answers_another_sender() {
+    let dir = tempfile::tempdir().unwrap();
+    let stored = dir.path().join("a.txt");
+    std::fs::write(&stored, b"abc").unwrap();
+    let marker = dir.path().join("a.stored");
+    std::fs::write(&marker, format!("5\n{}", stored.display())).unwrap();
+    assert_eq!(already_stored(&marker, 3, 5, TransferId(1)), None);
+    assert_eq!(
+        already_stored(&marker, 3, 6, TransferId(1)).as_deref(),
+        Some("a.txt")
+    );
+}
