@@ -455,9 +455,10 @@ pub struct Sealed {
 }
 
 /// A [`Sealed`] frame taken apart in a buffer its receiver has to itself (see
-/// [`Frame::decode_owned`]): the ciphertext still lies where it arrived, so it is opened
-/// there, without a copy, even when it was cut from a read buffer shared with the frames
-/// around it (a `Bytes` cut that way would have to be copied to be written to).
+/// [`Frame::decode_owned`](crate::Frame::decode_owned)): the ciphertext still lies where
+/// it arrived, so it is opened there, without a copy, even when it was cut from a read
+/// buffer shared with the frames around it (a `Bytes` cut that way would have to be
+/// copied to be written to).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SealedMut {
     /// Nonce of the first segment.
