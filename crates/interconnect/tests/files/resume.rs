@@ -1,6 +1,8 @@
 //! A restart of either end resumes the transfer from the receiver's partial file.
 
 use super::*;
+use std::sync::Arc;
+use transport_mock::Direction;
 
 /// Sends a file, kills the receiving hub half-way and starts a new one on the same folder;
 /// `damage` may alter the partial file in between. Returns how the transfer ended, the
@@ -172,4 +174,65 @@ async fn a_restarted_sender_resumes_the_same_file_from_the_receivers_partial() {
     );
     assert!(partial_files(recv_dir.path()).is_empty());
     assert_eq!(stored_files(recv_dir.path()), ["again.bin"]);
+}
+
+/// A phone that stored a file and died before the watch heard: the same watch process
+/// offers the same transfer to the restarted phone, which answers that it is stored
+/// already. The watch's send succeeds and the file is stored once.
+#[tokio::test(start_paused = true)]
+async fn a_file_stored_before_the_phone_died_is_not_stored_again() {
+    let send_dir = tempfile::tempdir().unwrap();
+    let recv_dir = tempfile::tempdir().unwrap();
+    let network = MockNetwork::new(mock_faults());
+    let (dialer, listener) = network.endpoints();
+    let hub_config = config(2, Some(recv_dir.path()));
+    let hub_security = hub_config.session.security.clone();
+    let hub = Hub::new(listener, hub_config);
+    let watch = Interconnect::new(dialer, config(1, Some(send_dir.path())));
+    let app = hub.register(PKG, 1, None).await.unwrap();
+    let mut events = app.events().unwrap();
+    let conn = watch.instance(PKG, None);
+    assert!(conn.diagnosis(None).await.is_ok());
+
+    // Smaller than the file window: once accepted, it is sent whole without an answer.
+    let data = content(100_000, 9);
+    let path = write_file(send_dir.path(), "once.bin", &data);
+    let transfer = conn.send_file(&path);
+    let mut progress = transfer.progress_stream();
+    while let Some(p) = progress.next().await {
+        if p.bytes_done > 0 {
+            break;
+        }
+    }
+    // From now on nothing the phone says reaches the watch: it never hears the file
+    // was stored.
+    network.intercept(Some(Arc::new(|direction, _, frame| match direction {
+        Direction::ToWatch => Vec::new(),
+        Direction::ToPhone => vec![frame],
+    })));
+    loop {
+        match next_event(&mut events).await {
+            ConnectionEvent::File { path, .. } => {
+                assert!(std::fs::read(path).unwrap() == data, "stored identical");
+                break;
+            }
+            ConnectionEvent::Error { code, message } => panic!("{code}: {message}"),
+            _ => {}
+        }
+    }
+    // The phone process dies, and a new one starts on the same folder.
+    network.set_reachable(false);
+    network.cut();
+    hub.shutdown().await;
+    drop((app, events));
+    network.intercept(None);
+    network.set_reachable(true);
+    let (_, listener) = network.endpoints();
+    let mut restarted = config(3, Some(recv_dir.path()));
+    restarted.session.security = hub_security;
+    let hub = Hub::new(listener, restarted);
+    let _app = hub.register(PKG, 1, None).await.unwrap();
+
+    transfer.await.expect("the watch hears the file is stored");
+    assert_eq!(stored_files(recv_dir.path()), ["once.bin"], "stored once");
 }
