@@ -614,12 +614,17 @@ impl Writer {
         // Stored while still locked: no other transfer takes this file meanwhile.
         let stored = self.store();
         drop(partial.file);
-        if let Ok((path, _)) = &stored
-            && let Err(error) = write_marker(&self.marker, self.sender, self.transfer, path)
-        {
+        stored
+    }
+
+    /// Marks the file as stored at `path` before it is: a process killed between the
+    /// two leaves a marker of a file that is not there, which answers nothing (the
+    /// partial is resumed and stored), never a stored file without its marker, which
+    /// a repeated offer would store again.
+    fn mark(&self, path: &Path) {
+        if let Err(error) = write_marker(&self.marker, self.sender, self.transfer, path) {
             tracing::warn!(%error, "the marker of a stored file could not be written");
         }
-        stored
     }
 
     /// Links the verified partial file under the first free name (or at the path the
@@ -630,6 +635,10 @@ impl Writer {
                 .file_name()
                 .map(|n| n.to_string_lossy().into_owned())
                 .unwrap_or_default();
+            if target.exists() {
+                return Err(io::ErrorKind::AlreadyExists.into());
+            }
+            self.mark(target);
             match fs::hard_link(&self.part, target) {
                 Ok(()) => {}
                 // Another file system: copied into a new file (never over one).
@@ -648,6 +657,10 @@ impl Writer {
         }
         for name in candidate_names(&self.name).take(10_000) {
             let path = self.dir.join(&name);
+            if path.exists() {
+                continue;
+            }
+            self.mark(&path);
             match fs::hard_link(&self.part, &path) {
                 Ok(()) => {
                     fs::remove_file(&self.part)?;
