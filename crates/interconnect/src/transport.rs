@@ -193,6 +193,14 @@ pub trait LinkReceiver: Send + 'static {
     /// holds the bytes.
     async fn recv(&mut self) -> Result<Option<BytesMut>, TransportError>;
 
+    /// A whole frame already received, taken without waiting; `None` when there is none
+    /// at hand (or something only `recv` reports: a failure, the end of the link). The
+    /// driver takes a burst of frames through it without a future per frame. The default
+    /// has none at hand.
+    fn try_recv(&mut self) -> Option<BytesMut> {
+        None
+    }
+
     /// The largest frame the session takes from now on (never above the link's own
     /// limit). Before a secure link is authenticated that is a few hundred bytes: a
     /// transport that buffers a frame by the length its header announces should refuse a

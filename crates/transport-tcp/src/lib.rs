@@ -367,6 +367,10 @@ impl LinkReceiver for TcpReceiver {
         self.frames.next().await
     }
 
+    fn try_recv(&mut self) -> Option<BytesMut> {
+        self.frames.buffered()
+    }
+
     fn limit_frames(&mut self, max_frame_len: usize) {
         self.frames.max_frame_len = max_frame_len.min(self.frames.link_max);
     }
@@ -411,6 +415,27 @@ impl FrameReader {
             large: None,
             after_large: false,
         }
+    }
+
+    /// The next frame if it is in the buffer whole; what `next` would return first.
+    /// A header that does not parse is left for `next` to report.
+    fn buffered(&mut self) -> Option<BytesMut> {
+        if let Some((frame, len)) = &self.large {
+            if frame.len() != *len {
+                return None;
+            }
+            let (frame, _) = self.large.take()?;
+            self.after_large = true;
+            return Some(frame);
+        }
+        let len = FrameHeader::parse(&self.buf, self.max_frame_len)
+            .ok()?
+            .frame_len();
+        if self.buf.len() < len {
+            return None;
+        }
+        self.after_large = false;
+        Some(self.buf.split_to(len))
     }
 
     async fn next(&mut self) -> Result<Option<BytesMut>, TransportError> {
@@ -604,5 +629,36 @@ mod tests {
             carried(&sent, 7).await == sent,
             "a frame arrived changed or out of order"
         );
+    }
+
+    /// Frames taken at hand (`try_recv`) and waited for (`recv`), in any mix, arrive
+    /// whole and in order, large ones too; a burst read at once is taken without waiting.
+    #[tokio::test]
+    async fn frames_taken_at_hand_or_waited_for_arrive_whole_and_in_order() {
+        let sent = mixed_frames();
+        let (mut sender, mut receiver) = linked().await;
+        let write = async {
+            for frame in &sent {
+                sender.send(frame.clone()).await.unwrap();
+            }
+            sender.flush().await.unwrap();
+        };
+        let read = async {
+            let (mut got, mut at_hand) = (Vec::new(), 0);
+            while got.len() < sent.len() {
+                match receiver.try_recv() {
+                    Some(frame) => {
+                        at_hand += 1;
+                        got.push(frame.freeze());
+                    }
+                    None => got.push(receiver.recv().await.unwrap().unwrap().freeze()),
+                }
+            }
+            assert!(receiver.try_recv().is_none(), "nothing more at hand");
+            (got, at_hand)
+        };
+        let (_, (got, at_hand)) = tokio::join!(write, read);
+        assert!(got == sent, "a frame arrived changed or out of order");
+        assert!(at_hand > 0, "no frame was at hand");
     }
 }

@@ -244,16 +244,17 @@ impl Session {
             (None, OwnedFrame::Other(Frame::Handshake(_))) => {
                 return self.security_failure(SecurityError::PeerWantsEncryption);
             }
+            (None, OwnedFrame::Data(head, payload)) if self.is_link_up() => {
+                self.heard(now);
+                // As `on_frame` would take it, without the frame around it.
+                return self.on_data(head, payload);
+            }
             (None, frame) => {
                 self.heard(now);
-                let frame = match frame {
-                    OwnedFrame::Sealed(sealed) => Frame::Sealed(sealed.into()),
-                    OwnedFrame::Other(frame) => frame,
-                };
-                return self.on_frame(now, frame);
+                return self.on_frame(now, frame.into());
             }
             (Some(_), OwnedFrame::Sealed(sealed)) => self.unseal_sealed(sealed),
-            (Some(_), OwnedFrame::Other(frame)) => self.unseal(now, frame),
+            (Some(_), frame) => self.unseal(now, frame.into()),
         };
         let Some(body) = body else {
             return;

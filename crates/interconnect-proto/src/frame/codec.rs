@@ -389,7 +389,8 @@ impl Frame {
 
     /// Decodes a frame from a buffer the caller has to itself, as [`Frame::decode`]
     /// does, except that a `Sealed` frame keeps its ciphertext in that buffer
-    /// ([`OwnedFrame::Sealed`]), to be opened where it lies.
+    /// ([`OwnedFrame::Sealed`]), to be opened where it lies, and a `Data` frame comes
+    /// as its head and payload ([`OwnedFrame::Data`]), without a [`Frame`] around them.
     ///
     /// ```
     /// use bytes::{Bytes, BytesMut};
@@ -414,10 +415,21 @@ impl Frame {
     ) -> Result<OwnedFrame, DecodeError> {
         let header = FrameHeader::parse(&frame, max_frame_len)?;
         check_whole(&header, frame.len())?;
-        if header.kind != Kind::Sealed {
-            return Frame::decode_checked(header, frame.freeze()).map(OwnedFrame::Other);
-        }
         let end = payload_end(&header, &frame)?;
+        match header.kind {
+            Kind::Sealed => {}
+            Kind::Data => {
+                let mut frame = frame.freeze();
+                frame.truncate(end);
+                frame.advance(HEADER_LEN);
+                let (head, payload) = Frame::decode_data(frame)?;
+                return Ok(OwnedFrame::Data(head, payload));
+            }
+            kind => {
+                let payload = frame.freeze().slice(HEADER_LEN..end);
+                return Frame::decode_payload(kind, payload).map(OwnedFrame::Other);
+            }
+        }
         frame.truncate(end);
         frame.advance(HEADER_LEN);
         let (nonce, at) = deserialize_head::<u64>(Kind::Sealed, &frame)?;
@@ -653,8 +665,20 @@ impl Layout {
 pub enum OwnedFrame {
     /// A `Sealed` frame, its ciphertext still in the buffer it arrived in.
     Sealed(SealedMut),
+    /// A `Data` frame's head and payload.
+    Data(DataHead, Bytes),
     /// Any other frame.
     Other(Frame),
+}
+
+impl From<OwnedFrame> for Frame {
+    fn from(frame: OwnedFrame) -> Frame {
+        match frame {
+            OwnedFrame::Sealed(sealed) => Frame::Sealed(sealed.into()),
+            OwnedFrame::Data(head, payload) => Frame::Data(Data::with_head(head, payload)),
+            OwnedFrame::Other(frame) => frame,
+        }
+    }
 }
 
 fn postcard_reason(error: &postcard::Error) -> &'static str {

@@ -431,7 +431,10 @@ impl Driver {
                 next = self
                     .link
                     .as_mut()
-                    .and_then(|l| poll_once(l.receiver.recv()));
+                    .and_then(|l| match l.receiver.try_recv() {
+                        Some(frame) => Some(Ok(frame)),
+                        None => poll_once(l.receiver.recv()),
+                    });
             }
         }
         if deferred {
