@@ -171,6 +171,10 @@ impl Transport for Cuttable {
     fn is_reliable(&self) -> bool {
         self.inner.is_reliable()
     }
+
+    fn is_stream(&self) -> bool {
+        self.inner.is_stream()
+    }
 }
 
 struct CutSender {

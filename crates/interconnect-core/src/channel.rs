@@ -49,6 +49,15 @@ pub struct Outgoing {
     pub payload: Bytes,
 }
 
+/// Where [`Channel::append_data`] writes: into `buf`, as long as it stays within `limit`
+/// bytes, frames whole with their CRC (`whole`: a run of plaintext frames) or without it
+/// (a batch to be sealed).
+pub(crate) struct Run<'a> {
+    pub(crate) buf: &'a mut BytesMut,
+    pub(crate) limit: usize,
+    pub(crate) whole: bool,
+}
+
 /// What [`Channel::append_data`] did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Appended {
@@ -329,8 +338,7 @@ impl Channel {
         window: Window,
         refuse: impl Fn(&Outgoing) -> Option<Code>,
         max_frame_len: usize,
-        dst: &mut BytesMut,
-        limit: usize,
+        run: &mut Run<'_>,
     ) -> Result<Appended, (Outgoing, Code)> {
         let resend = self.send_cursor < self.in_flight.len();
         let (seq, message) = if resend {
@@ -361,10 +369,14 @@ impl Channel {
             content_type: message.content_type,
             exchange: message.exchange,
         };
-        let mark = dst.len();
-        match head.encode_unsealed(&message.payload, max_frame_len, dst) {
-            Ok(()) if dst.len() > limit => {
-                dst.truncate(mark);
+        let mark = run.buf.len();
+        let encoded = match run.whole {
+            true => head.encode(&message.payload, max_frame_len, run.buf),
+            false => head.encode_unsealed(&message.payload, max_frame_len, run.buf),
+        };
+        match encoded {
+            Ok(()) if run.buf.len() > run.limit => {
+                run.buf.truncate(mark);
                 return Ok(Appended::Full);
             }
             Ok(()) => {}

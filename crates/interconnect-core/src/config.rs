@@ -52,6 +52,11 @@ pub struct SessionConfig {
     /// `Transport::is_reliable`): no retransmission timers, and a gap drops the link.
     /// The endpoint sets it from its transport.
     pub reliable_link: bool,
+    /// Links carry a byte stream that the receiver cuts into frames by their headers
+    /// (the runtime's `Transport::is_stream`: TCP): in plaintext, `poll_transmit` then
+    /// hands out a run of small frames joined in one buffer, as it hands out a sealed
+    /// batch. The endpoint sets it from its transport.
+    pub stream_link: bool,
     /// Bytes of one file transfer in flight (sent, not yet acknowledged), at most
     /// 16 MiB (the protocol's bound: a receiver cancels a transfer whose chunk starts
     /// further ahead); also bounds the sender's read-ahead and the receiver's bytes
@@ -92,6 +97,7 @@ impl SessionConfig {
             max_in_flight_bytes: 1 << 20,
             max_queued: 4096,
             reliable_link: false,
+            stream_link: false,
             file_window: 4 * 1024 * 1024,
             acknowledge: Acknowledge::WhenTaken,
             security,

@@ -36,7 +36,8 @@ use core::time::Duration;
 
 use bytes::Bytes;
 use interconnect_proto::{
-    ChannelId, Code, ContentType, DEFAULT_MAX_FRAME_LEN, DeviceId, Exchange, Role, TransferId,
+    ChannelId, Code, ContentType, DEFAULT_MAX_FRAME_LEN, DeviceId, Exchange, FrameHeader, Role,
+    TransferId,
 };
 use rand_chacha::ChaCha8Rng;
 use rand_core::{RngCore, SeedableRng};
@@ -291,6 +292,23 @@ impl Pair {
         Pair::with_configs(watch, phone)
     }
 
+    /// Plaintext links that carry a byte stream (as TCP does): a run of small frames
+    /// leaves joined in one buffer, and each side cuts what it receives into frames.
+    pub fn stream() -> Self {
+        let mut watch = SessionConfig::new(
+            Role::Watch,
+            DeviceId([1; 16]),
+            11,
+            Security::InsecurePlaintext,
+        );
+        let mut phone = phone_config(22, &Security::InsecurePlaintext);
+        for config in [&mut watch, &mut phone] {
+            config.reliable_link = true;
+            config.stream_link = true;
+        }
+        Pair::with_configs(watch, phone)
+    }
+
     /// Each side's security (device ids 1 and 2, resume tokens 11 and 22).
     pub fn with_security(watch: Security, phone: Security) -> Self {
         Pair::with_configs(
@@ -468,11 +486,17 @@ impl Pair {
             if !sent && self.to_phone.is_empty() && self.to_watch.is_empty() {
                 return;
             }
+            let joined = self.watch.config().stream_link;
             while let Some(f) = self.to_phone.pop_front() {
-                self.phone.handle_frame(self.now, f);
+                for f in cut_stream(f, joined) {
+                    self.phone.handle_frame(self.now, f);
+                }
             }
+            let joined = self.phone.config().stream_link;
             while let Some(f) = self.to_watch.pop_front() {
-                self.watch.handle_frame(self.now, f);
+                for f in cut_stream(f, joined) {
+                    self.watch.handle_frame(self.now, f);
+                }
             }
         }
         panic!(
@@ -563,4 +587,27 @@ pub fn send(s: &mut Session, ch: ChannelId, text: &str) -> SendId {
         Bytes::copy_from_slice(text.as_bytes()),
     )
     .expect("the send is queued")
+}
+
+/// What a stream link's reader does with the bytes of `buf`: cuts them into frames by
+/// their headers (`joined`); a buffer that does not cut cleanly goes as it is, for the
+/// session to refuse. Without `joined`, `buf` is one frame.
+pub fn cut_stream(buf: Bytes, joined: bool) -> Vec<Bytes> {
+    if !joined {
+        return vec![buf];
+    }
+    let mut frames = Vec::new();
+    let mut rest = buf;
+    while !rest.is_empty() {
+        match FrameHeader::parse(&rest, usize::MAX) {
+            Ok(header) if header.frame_len() <= rest.len() => {
+                frames.push(rest.split_to(header.frame_len()));
+            }
+            _ => {
+                frames.push(rest);
+                break;
+            }
+        }
+    }
+    frames
 }

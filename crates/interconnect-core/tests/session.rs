@@ -470,6 +470,44 @@ fn on_a_reliable_link_nothing_is_resent_until_the_link_is_replaced() {
     );
 }
 
+/// On a stream link a run of plaintext frames leaves joined in one buffer, each frame
+/// whole with its CRC, the bytes of the same frames sent one by one; the peer that cuts
+/// it by the headers takes every message, in order.
+#[test]
+fn on_a_stream_link_a_run_of_plaintext_frames_leaves_in_one_buffer() {
+    let (mut stream, mut single) = (Pair::stream(), Pair::reliable());
+    let (ch, ch1) = (opened(&mut stream), opened(&mut single));
+    let texts: Vec<String> = (0..300)
+        .map(|i| format!("message {i} {:>80}", ""))
+        .collect();
+    for text in &texts {
+        send(&mut stream.watch, ch, text);
+        send(&mut single.watch, ch1, text);
+    }
+    let joined: Vec<Bytes> =
+        std::iter::from_fn(|| stream.watch.poll_transmit(stream.now)).collect();
+    let one_by_one: Vec<Bytes> =
+        std::iter::from_fn(|| single.watch.poll_transmit(single.now)).collect();
+    assert_eq!(one_by_one.len(), 300);
+    assert!(
+        joined.len() > 1 && joined.len() < 10,
+        "{} buffers",
+        joined.len()
+    );
+    assert!(joined.iter().all(|b| b.len() <= 16 * 1024));
+    let cut: Vec<Bytes> = joined
+        .iter()
+        .flat_map(|b| cut_stream(b.clone(), true))
+        .collect();
+    assert_eq!(cut, one_by_one, "the same frames, whole");
+    for frame in cut {
+        stream.phone.handle_frame(stream.now, frame);
+    }
+    stream.drive();
+    let got: Vec<Bytes> = texts.iter().map(|t| Bytes::from(t.clone())).collect();
+    assert_eq!(stream.phone_messages(ch), got);
+}
+
 #[test]
 fn a_gap_on_a_reliable_link_drops_it_and_the_next_link_fills_it() {
     let mut pair = Pair::reliable();

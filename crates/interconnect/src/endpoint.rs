@@ -71,8 +71,9 @@ pub struct Config {
     /// [`Connection::send_durable`]: crate::Connection::send_durable
     pub store: Option<crate::Store>,
     /// The session: this device's id and security, timers and limits. Its `role` is set
-    /// by [`Hub`] (phone) or [`Interconnect`] (watch), `reliable_link` by the transport
-    /// ([`Transport::is_reliable`](crate::Transport::is_reliable)), and a
+    /// by [`Hub`] (phone) or [`Interconnect`] (watch), `reliable_link` and `stream_link`
+    /// by the transport ([`Transport::is_reliable`](crate::Transport::is_reliable),
+    /// [`Transport::is_stream`](crate::Transport::is_stream)), and a
     /// `resume_token` of 0 is drawn at start.
     pub session: SessionConfig,
 }
@@ -189,6 +190,7 @@ impl Endpoint {
         }
         session.role = role;
         session.reliable_link = transport.is_reliable();
+        session.stream_link = transport.is_stream();
         // Told to the peer, so it offers no file to a side that would refuse it.
         session.receives_files = config.files.is_some();
         session.security = with_known_peers(session.security, config.known_peers.as_ref());

@@ -82,6 +82,14 @@ pub trait Transport: Send + 'static {
     fn is_reliable(&self) -> bool {
         false
     }
+
+    /// Whether a link is a byte stream its receiver cuts into frames by their headers
+    /// (TCP), so several frames may be handed to `send` joined in one buffer: the
+    /// session then sends a run of small plaintext frames as one. `false` (the default)
+    /// for a transport that takes each buffer as one frame (BLE).
+    fn is_stream(&self) -> bool {
+        false
+    }
 }
 
 #[async_trait]
@@ -96,6 +104,10 @@ impl Transport for Box<dyn Transport> {
 
     fn is_reliable(&self) -> bool {
         (**self).is_reliable()
+    }
+
+    fn is_stream(&self) -> bool {
+        (**self).is_stream()
     }
 }
 

@@ -150,6 +150,10 @@ impl Transport for TcpDialer {
     fn is_reliable(&self) -> bool {
         true
     }
+
+    fn is_stream(&self) -> bool {
+        true
+    }
 }
 
 /// The phone side: accepts watches on a bound address, one at a time.
@@ -205,6 +209,10 @@ impl Transport for TcpListener {
     }
 
     fn is_reliable(&self) -> bool {
+        true
+    }
+
+    fn is_stream(&self) -> bool {
         true
     }
 }

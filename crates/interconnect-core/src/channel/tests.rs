@@ -82,7 +82,12 @@ fn appended_frames_are_the_frames_next_data_gives() {
             appended.send_cursor,
             appended.pending.len(),
         );
-        match appended.append_data(Instant::ZERO, window, refuse, max, &mut got, limit) {
+        let mut run = Run {
+            buf: &mut got,
+            limit,
+            whole: false,
+        };
+        match appended.append_data(Instant::ZERO, window, refuse, max, &mut run) {
             Ok(Appended::Frame) => {}
             Ok(Appended::Full) => {
                 let after = (
@@ -112,8 +117,13 @@ fn appended_frames_are_the_frames_next_data_gives() {
             .unwrap();
     }
     let mut got = BytesMut::new();
+    let mut run = Run {
+        buf: &mut got,
+        limit: usize::MAX,
+        whole: false,
+    };
     while let Ok(Appended::Frame) =
-        appended.append_data(Instant::ZERO, window, refuse, max, &mut got, usize::MAX)
+        appended.append_data(Instant::ZERO, window, refuse, max, &mut run)
     {}
     assert_eq!(got, expected);
     assert_eq!(appended.last_sent_seq(), framed.last_sent_seq());

@@ -7,7 +7,7 @@ use crate::prelude::*;
 use crate::time::Instant;
 use core::ops::Bound;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use interconnect_proto::{
     Accept, Ack, Capabilities, ChannelId, Close, Code, ContentType, DataHead, Exchange, Frame,
     Open, Reject, Role,
@@ -18,7 +18,7 @@ use super::{
     truncate_utf8,
 };
 
-use crate::channel::{Appended, Channel, ChannelState, Outgoing, Received};
+use crate::channel::{Appended, Channel, ChannelState, Outgoing, Received, Run};
 use crate::config::{Acknowledge, MAX_SEQ_AHEAD};
 use crate::event::{ChannelEvent, ClosedBy, Event, Message, Receipt, SendId};
 
@@ -333,8 +333,7 @@ impl Session {
         &mut self,
         now: Instant,
         max_frame_len: usize,
-        dst: &mut BytesMut,
-        limit: usize,
+        run: &mut Run<'_>,
     ) -> Appended {
         let rules = self.data_rules();
         let alone = self.channels.len() == 1;
@@ -348,7 +347,7 @@ impl Session {
             };
             let refuse = |m: &Outgoing| rules.refuse(m);
             loop {
-                match ch.append_data(now, rules.window, refuse, max_frame_len, dst, limit) {
+                match ch.append_data(now, rules.window, refuse, max_frame_len, run) {
                     // One channel takes no turns: its run goes on until the batch is
                     // full or the channel has nothing more.
                     Ok(Appended::Frame) if alone => {}

@@ -15,7 +15,7 @@ use interconnect_proto::{
 
 use super::{LinkState, Session, refusal};
 
-use crate::channel::Appended;
+use crate::channel::{Appended, Run};
 
 /// Most plaintext bytes sealed in one batch: small frames queued together share one AEAD
 /// call up to this size. Larger batches save little more and hold the first frame back
@@ -92,6 +92,10 @@ impl Session {
             let dst = if large { &mut own } else { &mut self.scratch };
             match frame.encode(max, dst) {
                 Ok(()) if large => return Some(own.freeze()),
+                Ok(()) if self.config.stream_link => {
+                    self.join_plain(now, max);
+                    return Some(self.scratch.split().freeze());
+                }
                 Ok(()) => return Some(self.scratch.split().freeze()),
                 Err(error) => tracing::warn!(%error, kind = ?frame.kind(), "frame not sent"),
             }
@@ -160,7 +164,15 @@ impl Session {
                 // Data frames are written straight from their channel while nothing else
                 // is due (next_frame's order: control, acknowledgements, data, files).
                 let next = match self.data_due() {
-                    true => match self.append_data(now, max, &mut buf, limit) {
+                    true => match self.append_data(
+                        now,
+                        max,
+                        &mut Run {
+                            buf: &mut buf,
+                            limit,
+                            whole: false,
+                        },
+                    ) {
                         Appended::Frame => continue,
                         Appended::Full => break,
                         Appended::Nothing => self.next_file_frame(now),
@@ -207,6 +219,55 @@ impl Session {
             .seal(&self.plain, bulk, self.wire_max, form, &mut self.scratch)
             .map_err(|e| format!("{kind:?}: {e}"))?;
         Ok(self.scratch.split().freeze())
+    }
+
+    /// Stream links in plaintext: the frames queued behind the one at the start of
+    /// `scratch` join it there, each whole with its CRC, up to [`BATCH_LEN`] bytes, so a
+    /// run of small frames leaves as one buffer (the peer's reader cuts it by the
+    /// headers). As in a sealed batch, data frames are written straight from their
+    /// channel, and any other frame that would not fit (a file chunk never does) goes
+    /// back to the head of the control queue.
+    fn join_plain(&mut self, now: Instant, max: usize) {
+        let limit = BATCH_LEN.min(max);
+        let mut buf = core::mem::take(&mut self.scratch);
+        while buf.len() < limit {
+            if buf.capacity() - buf.len() < SMALL_FRAME {
+                buf.reserve(limit.saturating_sub(buf.len()).max(SMALL_FRAME));
+            }
+            let next = match self.data_due() {
+                true => {
+                    let mut run = Run {
+                        buf: &mut buf,
+                        limit,
+                        whole: true,
+                    };
+                    match self.append_data(now, max, &mut run) {
+                        Appended::Frame => continue,
+                        Appended::Full => break,
+                        Appended::Nothing => self.next_file_frame(now),
+                    }
+                }
+                false => self.next_frame(now),
+            };
+            let Some(next) = next else {
+                break;
+            };
+            if matches!(next, Frame::FileChunk(_)) {
+                self.control.push_front(next);
+                break;
+            }
+            let mark = buf.len();
+            match next.encode(max, &mut buf) {
+                Ok(()) if buf.len() <= limit => {}
+                Ok(()) => {
+                    buf.truncate(mark);
+                    self.control.push_front(next);
+                    break;
+                }
+                Err(error) => tracing::warn!(%error, kind = ?next.kind(), "frame not sent"),
+            }
+        }
+        self.scratch = buf;
     }
 
     /// How sealed frames go on this link: without the CRC, and with their tags last,

@@ -70,6 +70,13 @@ impl DataHead {
     /// Frame::Data(data).encode_unsealed(1024, &mut framed).unwrap();
     /// assert_eq!(fast, framed);
     /// assert_eq!(fast.len(), head.unsealed_len(5));
+    /// // Whole, with its CRC: what `Frame::encode` writes.
+    /// let (mut whole, mut encoded) = (BytesMut::new(), BytesMut::new());
+    /// head.encode(b"hello", 1024, &mut whole).unwrap();
+    /// Frame::Data(Data::with_head(head, Bytes::from_static(b"hello")))
+    ///     .encode(1024, &mut encoded)
+    ///     .unwrap();
+    /// assert_eq!(whole, encoded);
     /// ```
     pub fn encode_unsealed(
         &self,
@@ -79,6 +86,21 @@ impl DataHead {
     ) -> Result<(), EncodeError> {
         self.put(payload.len(), max_frame_len, dst)?;
         dst.extend_from_slice(payload);
+        Ok(())
+    }
+
+    /// Appends the whole data frame, its CRC trailer included: the bytes
+    /// [`Frame::encode`](crate::Frame::encode) writes for it.
+    pub fn encode(
+        &self,
+        payload: &[u8],
+        max_frame_len: usize,
+        dst: &mut BytesMut,
+    ) -> Result<(), EncodeError> {
+        let start = dst.len();
+        self.encode_unsealed(payload, max_frame_len, dst)?;
+        let crc = crate::checksum::crc32c(&[&dst[start..]]);
+        dst.put_u32_le(crc);
         Ok(())
     }
 
