@@ -37,7 +37,9 @@ const SMALL_FRAME: usize = 256;
 const SCRATCH_BLOCK: usize = 4 * 1024;
 
 impl Session {
-    /// The next frame to put on the link, encoded.
+    /// The next frame to put on the link, encoded: one frame, or on a
+    /// [`stream_link`](crate::SessionConfig::stream_link) in plaintext a run of small
+    /// frames back to back.
     ///
     /// A secure session fails closed: whatever state an error left it in, nothing leaves
     /// in the clear but handshake steps and, before keys exist, the fixed refusal.
