@@ -280,21 +280,17 @@ impl Pair {
     /// Plaintext links that deliver every frame while up (as TCP does): nothing is resent
     /// until a link is replaced.
     pub fn reliable() -> Self {
-        let mut watch = SessionConfig::new(
-            Role::Watch,
-            DeviceId([1; 16]),
-            11,
-            Security::InsecurePlaintext,
-        );
-        let mut phone = phone_config(22, &Security::InsecurePlaintext);
-        watch.reliable_link = true;
-        phone.reliable_link = true;
-        Pair::with_configs(watch, phone)
+        Pair::plaintext_links(false)
     }
 
     /// Plaintext links that carry a byte stream (as TCP does): a run of small frames
     /// leaves joined in one buffer, and each side cuts what it receives into frames.
     pub fn stream() -> Self {
+        Pair::plaintext_links(true)
+    }
+
+    /// Plaintext links that deliver every frame while up, byte streams or not.
+    fn plaintext_links(stream: bool) -> Self {
         let mut watch = SessionConfig::new(
             Role::Watch,
             DeviceId([1; 16]),
@@ -304,7 +300,7 @@ impl Pair {
         let mut phone = phone_config(22, &Security::InsecurePlaintext);
         for config in [&mut watch, &mut phone] {
             config.reliable_link = true;
-            config.stream_link = true;
+            config.stream_link = stream;
         }
         Pair::with_configs(watch, phone)
     }

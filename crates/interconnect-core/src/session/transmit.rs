@@ -28,6 +28,18 @@ const BATCH_LEN: usize = 16 * 1024;
 /// decrypt them where they lie, and nothing keeps a large buffer alive for a small frame.
 pub(super) const OWN_BUFFER: usize = 16 * 1024;
 
+/// What [`Session::next_of_run`] did.
+enum RunNext {
+    /// A data frame went into the run.
+    Written,
+    /// The next data frame would pass the run's limit.
+    Full,
+    /// This frame is next.
+    Frame(Frame),
+    /// Nothing is due.
+    Done,
+}
+
 /// Least room a batch's buffer starts with: most control frames fit.
 const SMALL_FRAME: usize = 256;
 
@@ -163,26 +175,15 @@ impl Session {
                 if buf.capacity() - buf.len() < SMALL_FRAME {
                     buf.reserve((limit + SEALED_TAG_LEN + CRC_LEN).saturating_sub(buf.len()));
                 }
-                // Data frames are written straight from their channel while nothing else
-                // is due (next_frame's order: control, acknowledgements, data, files).
-                let next = match self.data_due() {
-                    true => match self.append_data(
-                        now,
-                        max,
-                        &mut Run {
-                            buf: &mut buf,
-                            limit,
-                            whole: false,
-                        },
-                    ) {
-                        Appended::Frame => continue,
-                        Appended::Full => break,
-                        Appended::Nothing => self.next_file_frame(now),
-                    },
-                    false => self.next_frame(now),
+                let mut run = Run {
+                    buf: &mut buf,
+                    limit,
+                    whole: false,
                 };
-                let Some(next) = next else {
-                    break;
+                let next = match self.next_of_run(now, max, &mut run) {
+                    RunNext::Written => continue,
+                    RunNext::Full | RunNext::Done => break,
+                    RunNext::Frame(next) => next,
                 };
                 let mark = buf.len();
                 match next.encode_unsealed_head(max, &mut buf) {
@@ -236,23 +237,15 @@ impl Session {
             if buf.capacity() - buf.len() < SMALL_FRAME {
                 buf.reserve(limit.saturating_sub(buf.len()).max(SMALL_FRAME));
             }
-            let next = match self.data_due() {
-                true => {
-                    let mut run = Run {
-                        buf: &mut buf,
-                        limit,
-                        whole: true,
-                    };
-                    match self.append_data(now, max, &mut run) {
-                        Appended::Frame => continue,
-                        Appended::Full => break,
-                        Appended::Nothing => self.next_file_frame(now),
-                    }
-                }
-                false => self.next_frame(now),
+            let mut run = Run {
+                buf: &mut buf,
+                limit,
+                whole: true,
             };
-            let Some(next) = next else {
-                break;
+            let next = match self.next_of_run(now, max, &mut run) {
+                RunNext::Written => continue,
+                RunNext::Full | RunNext::Done => break,
+                RunNext::Frame(next) => next,
             };
             if matches!(next, Frame::FileChunk(_)) {
                 self.control.push_front(next);
@@ -270,6 +263,22 @@ impl Session {
             }
         }
         self.scratch = buf;
+    }
+
+    /// The next frame of a run being built (a sealed batch, or plaintext frames joined),
+    /// in [`next_frame`](Self::next_frame)'s order: control, acknowledgements, data,
+    /// files. Data frames are written straight from their channel into the run while
+    /// nothing else is due; any other frame is handed back to be written.
+    fn next_of_run(&mut self, now: Instant, max: usize, run: &mut Run<'_>) -> RunNext {
+        let next = match self.data_due() {
+            true => match self.append_data(now, max, run) {
+                Appended::Frame => return RunNext::Written,
+                Appended::Full => return RunNext::Full,
+                Appended::Nothing => self.next_file_frame(now),
+            },
+            false => self.next_frame(now),
+        };
+        next.map_or(RunNext::Done, RunNext::Frame)
     }
 
     /// How sealed frames go on this link: without the CRC, and with their tags last,

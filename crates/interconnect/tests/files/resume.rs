@@ -4,6 +4,44 @@ use super::*;
 use std::sync::Arc;
 use transport_mock::Direction;
 
+/// A watch and a phone hub with the channel open, and what a restart of the hub needs.
+struct Ends {
+    send_dir: tempfile::TempDir,
+    recv_dir: tempfile::TempDir,
+    network: MockNetwork,
+    /// The hub's device key, which a restarted hub keeps (the watch pinned it).
+    hub_security: Security,
+    hub: Hub,
+    /// Alive as long as the test.
+    _watch: Interconnect,
+    app: Connection,
+    conn: Connection,
+}
+
+async fn ends() -> Ends {
+    let send_dir = tempfile::tempdir().unwrap();
+    let recv_dir = tempfile::tempdir().unwrap();
+    let network = MockNetwork::new(mock_faults());
+    let (dialer, listener) = network.endpoints();
+    let hub_config = config(2, Some(recv_dir.path()));
+    let hub_security = hub_config.session.security.clone();
+    let hub = Hub::new(listener, hub_config);
+    let watch = Interconnect::new(dialer, config(1, Some(send_dir.path())));
+    let app = hub.register(PKG, 1, None).await.unwrap();
+    let conn = watch.instance(PKG, None);
+    assert!(conn.diagnosis(None).await.is_ok());
+    Ends {
+        send_dir,
+        recv_dir,
+        network,
+        hub_security,
+        hub,
+        _watch: watch,
+        app,
+        conn,
+    }
+}
+
 /// Sends a file, kills the receiving hub half-way and starts a new one on the same folder;
 /// `damage` may alter the partial file in between. Returns how the transfer ended, the
 /// offset the new receiver resumed at, the file (if stored) and the receive folder.
@@ -16,21 +54,12 @@ async fn restart_receiver_mid_file(
     Vec<u8>,
     tempfile::TempDir,
 ) {
-    let send_dir = tempfile::tempdir().unwrap();
-    let recv_dir = tempfile::tempdir().unwrap();
-    let network = MockNetwork::new(mock_faults());
-    let (dialer, listener) = network.endpoints();
-    let hub_config = config(2, Some(recv_dir.path()));
-    let hub_security = hub_config.session.security.clone();
-    let hub = Hub::new(listener, hub_config);
-    let watch = Interconnect::new(dialer, config(1, Some(send_dir.path())));
-    let app = hub.register(PKG, 1, None).await.unwrap();
-    let conn = watch.instance(PKG, None);
-    assert!(conn.diagnosis(None).await.is_ok());
+    let e = ends().await;
+    let (network, hub, app, conn) = (e.network, e.hub, e.app, e.conn);
 
     let len = 2 << 20;
     let data = content(len, 7);
-    let path = write_file(send_dir.path(), "resume.bin", &data);
+    let path = write_file(e.send_dir.path(), "resume.bin", &data);
     let transfer = conn.send_file(&path);
     let mut progress = transfer.progress_stream();
     {
@@ -47,15 +76,15 @@ async fn restart_receiver_mid_file(
     hub.shutdown().await;
     drop(app);
     network.set_reachable(true);
-    let partials = partial_files(recv_dir.path());
+    let partials = partial_files(e.recv_dir.path());
     assert_eq!(partials.len(), 1, "the partial file survives");
     damage(&partials[0]);
 
     // ...and a new one starts on the same folder, with the same device key (the watch
     // pinned it on first use).
     let (_, listener) = network.endpoints();
-    let mut restarted = config(3, Some(recv_dir.path()));
-    restarted.session.security = hub_security;
+    let mut restarted = config(3, Some(e.recv_dir.path()));
+    restarted.session.security = e.hub_security;
     let hub = Hub::new(listener, restarted);
     let app = hub.register(PKG, 1, None).await.unwrap();
     let mut events = app.events().unwrap();
@@ -69,7 +98,7 @@ async fn restart_receiver_mid_file(
             _ => {}
         }
     };
-    (sent, resumed_at, stored, data, recv_dir)
+    (sent, resumed_at, stored, data, e.recv_dir)
 }
 
 #[tokio::test(start_paused = true)]
@@ -181,22 +210,13 @@ async fn a_restarted_sender_resumes_the_same_file_from_the_receivers_partial() {
 /// already. The watch's send succeeds and the file is stored once.
 #[tokio::test(start_paused = true)]
 async fn a_file_stored_before_the_phone_died_is_not_stored_again() {
-    let send_dir = tempfile::tempdir().unwrap();
-    let recv_dir = tempfile::tempdir().unwrap();
-    let network = MockNetwork::new(mock_faults());
-    let (dialer, listener) = network.endpoints();
-    let hub_config = config(2, Some(recv_dir.path()));
-    let hub_security = hub_config.session.security.clone();
-    let hub = Hub::new(listener, hub_config);
-    let watch = Interconnect::new(dialer, config(1, Some(send_dir.path())));
-    let app = hub.register(PKG, 1, None).await.unwrap();
+    let e = ends().await;
+    let (network, hub, app, conn) = (e.network, e.hub, e.app, e.conn);
     let mut events = app.events().unwrap();
-    let conn = watch.instance(PKG, None);
-    assert!(conn.diagnosis(None).await.is_ok());
 
     // Smaller than the file window: once accepted, it is sent whole without an answer.
     let data = content(100_000, 9);
-    let path = write_file(send_dir.path(), "once.bin", &data);
+    let path = write_file(e.send_dir.path(), "once.bin", &data);
     let transfer = conn.send_file(&path);
     let mut progress = transfer.progress_stream();
     while let Some(p) = progress.next().await {
@@ -228,11 +248,11 @@ async fn a_file_stored_before_the_phone_died_is_not_stored_again() {
     network.intercept(None);
     network.set_reachable(true);
     let (_, listener) = network.endpoints();
-    let mut restarted = config(3, Some(recv_dir.path()));
-    restarted.session.security = hub_security;
+    let mut restarted = config(3, Some(e.recv_dir.path()));
+    restarted.session.security = e.hub_security;
     let hub = Hub::new(listener, restarted);
     let _app = hub.register(PKG, 1, None).await.unwrap();
 
     transfer.await.expect("the watch hears the file is stored");
-    assert_eq!(stored_files(recv_dir.path()), ["once.bin"], "stored once");
+    assert_eq!(stored_files(e.recv_dir.path()), ["once.bin"], "stored once");
 }
