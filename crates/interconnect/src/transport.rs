@@ -139,7 +139,9 @@ impl std::fmt::Debug for Link {
 /// The sending half of a link.
 #[async_trait]
 pub trait LinkSender: Send + 'static {
-    /// Queues one encoded frame. May wait when the link's buffers are full.
+    /// Queues one encoded frame (on a stream transport, see
+    /// [`Transport::is_stream`], possibly several back to back). May wait when the
+    /// link's buffers are full.
     async fn send(&mut self, frame: Bytes) -> Result<(), TransportError>;
     /// Pushes queued frames out (called after each batch of sends).
     async fn flush(&mut self) -> Result<(), TransportError> {
