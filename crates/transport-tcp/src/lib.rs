@@ -425,8 +425,8 @@ impl FrameReader {
         }
     }
 
-    /// The next frame if it is in the buffer whole; what `next` would return first.
-    /// A header that does not parse is left for `next` to report.
+    /// The next frame if it is in the buffer whole (`next` starts here). A header that
+    /// does not parse is left for `next` to report.
     fn buffered(&mut self) -> Option<BytesMut> {
         if let Some((frame, len)) = &self.large {
             if frame.len() != *len {
@@ -450,12 +450,11 @@ impl FrameReader {
         use bytes::BufMut;
         use tokio::io::AsyncReadExt;
         loop {
+            if let Some(frame) = self.buffered() {
+                return Ok(Some(frame));
+            }
+            // What is buffered is not a whole frame yet.
             if let Some((frame, len)) = &mut self.large {
-                if frame.len() == *len {
-                    let (frame, _) = self.large.take().expect("checked just above");
-                    self.after_large = true;
-                    return Ok(Some(frame));
-                }
                 let want = *len - frame.len();
                 if self.read.read_buf(&mut frame.limit(want)).await? == 0 {
                     return Err(TransportError::Truncated);
@@ -463,12 +462,7 @@ impl FrameReader {
                 continue;
             }
             if self.buf.len() >= HEADER_LEN {
-                let header = FrameHeader::parse(&self.buf, self.max_frame_len)?;
-                let len = header.frame_len();
-                if self.buf.len() >= len {
-                    self.after_large = false;
-                    return Ok(Some(self.buf.split_to(len)));
-                }
+                let len = FrameHeader::parse(&self.buf, self.max_frame_len)?.frame_len();
                 // A small frame: the reads that complete it may take what follows too.
                 self.after_large &= len >= LARGE_FRAME;
                 if len >= LARGE_FRAME {
