@@ -442,9 +442,9 @@ pub(super) struct Writer {
     start: u64,
     /// Where the app chose to store the file (`None`: `dir`, under a free name).
     target: Option<PathBuf>,
-    /// Written once the file is stored, naming it, its sender and its transfer: a later
-    /// offer of the same transfer, or of the same file by a restarted sender, is answered
-    /// 4009, already stored.
+    /// Written just before the file gets its name, naming it, its sender and its
+    /// transfer: a later offer of the same transfer, or of the same file by a restarted
+    /// sender, is answered 4009, already stored.
     marker: PathBuf,
     sender: u64,
 }
